@@ -1,0 +1,57 @@
+//! seedship backup agent: writes the initial full backup of a file server into a staging location for offline seeding, then incremental backups into the vault.
+//!
+//! The binary is a thin `main` over [`run`]; everything lives here so tests can call it.
+
+use clap::Parser;
+use std::process::ExitCode;
+
+/// The exit codes of `seedship-agent`, documented in its `--help` and man page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Everything asked for was done.
+    Success = 0,
+    /// The command failed; nothing was left half-done that a rerun cannot finish.
+    Failure = 1,
+    /// Interrupted (Ctrl-C, SIGTERM); a rerun continues where this one stopped.
+    Interrupted = 130,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> Self {
+        ExitCode::from(e as u8)
+    }
+}
+
+/// Command line of `seedship-agent`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "seedship-agent",
+    version,
+    about = "seedship backup agent: writes the initial full backup of a file server into a staging location for offline seeding, then incremental backups into the vault."
+)]
+pub struct Cli {
+    /// More log output (-v debug, -vv trace).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Less log output: errors only.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+impl Cli {
+    /// The net verbosity for [`seedship_shared::logging::init`].
+    pub fn verbosity(&self) -> i8 {
+        if self.quiet {
+            -1
+        } else {
+            self.verbose.min(3) as i8
+        }
+    }
+}
+
+/// Runs one command line.
+pub fn run(_cli: Cli) -> anyhow::Result<Exit> {
+    use clap::CommandFactory;
+    Cli::command().print_help()?;
+    Ok(Exit::Success)
+}

@@ -1,0 +1,198 @@
+//! The harness seedship's test suites share: Azurite started on a free loopback port, and helpers to find
+//! the project's pinned test dependencies.
+//!
+//! Azurite comes from `tests/package.json` (installed with `npm ci` in `tests/`). A test that needs it and
+//! does not find it fails with the command that installs it; it never skips.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The well-known development account of Azurite.
+pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+/// Its key.
+pub const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// The workspace root (the folder holding the top-level Cargo.toml).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .nth(2)
+        .expect("testkit lives at <root>/tests/testkit")
+        .to_path_buf()
+}
+
+/// A free TCP port on 127.0.0.1 (bound, read and released; a race with another process is unlikely).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind 127.0.0.1:0")
+}
+
+/// The Azurite blob-service launcher: `$SEEDSHIP_AZURITE` or `tests/node_modules/.bin/azurite-blob`.
+/// Panics with the install command when it is missing.
+pub fn azurite_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("SEEDSHIP_AZURITE") {
+        return PathBuf::from(p);
+    }
+    let p = workspace_root().join("tests/node_modules/.bin/azurite-blob");
+    assert!(
+        p.exists(),
+        "Azurite is not installed ({} is missing). Install the pinned version with:\n    \
+         (cd {} && npm ci)\nor run the whole suite with tests/run, which does it.",
+        p.display(),
+        workspace_root().join("tests").display()
+    );
+    p
+}
+
+/// A running Azurite blob service on a free loopback port, with its data in a temporary folder.
+/// Dropping it stops the process and removes the data.
+#[derive(Debug)]
+pub struct Azurite {
+    child: Option<Child>,
+    port: u16,
+    location: tempfile::TempDir,
+    log: PathBuf,
+}
+
+impl Azurite {
+    /// Starts Azurite and waits until it answers.
+    pub fn start() -> Azurite {
+        let location = tempfile::Builder::new()
+            .prefix("seedship-azurite-")
+            .tempdir()
+            .expect("temporary folder for Azurite");
+        let mut a = Azurite {
+            child: None,
+            port: free_port(),
+            log: location.path().join("azurite.log"),
+            location,
+        };
+        a.spawn();
+        a
+    }
+
+    fn spawn(&mut self) {
+        let data = self.location.path().join("data");
+        std::fs::create_dir_all(&data).expect("Azurite data folder");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("Azurite log file");
+        let child = Command::new(azurite_binary())
+            .args(["--blobHost", "127.0.0.1", "--blobPort"])
+            .arg(self.port.to_string())
+            .args(["--silent", "--disableTelemetry", "--location"])
+            .arg(&data)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start Azurite ({}): {e}", azurite_binary().display()));
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!(
+                    "Azurite exited with {status} before answering; log:\n{}",
+                    self.log_text()
+                );
+            }
+            if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let req = format!("GET /{AZURITE_ACCOUNT}?comp=list HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+                let mut answer = [0u8; 12];
+                if s.write_all(req.as_bytes()).is_ok()
+                    && s.read_exact(&mut answer).is_ok()
+                    && answer.starts_with(b"HTTP/1.1")
+                {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "Azurite did not answer on port {} within 30 s; log:\n{}",
+            self.port,
+            self.log_text()
+        );
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The blob endpoint with the account, path style: `http://127.0.0.1:PORT/devstoreaccount1`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}/{AZURITE_ACCOUNT}", self.port)
+    }
+
+    /// A connection string for the Azure SDKs.
+    pub fn connection_string(&self) -> String {
+        format!(
+            "DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};BlobEndpoint={};",
+            self.endpoint()
+        )
+    }
+
+    /// Stops the process (SIGKILL), keeping its data.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port with the same data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Runs `python3` with a script file from `tests/python/`, returning stdout; panics with stderr on failure
+/// and with the install command when the pinned packages are missing.
+pub fn run_python(script: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+    let path = workspace_root().join("tests/python").join(script);
+    let out = Command::new("python3")
+        .arg(&path)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run python3 {}: {e}", path.display()));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if stderr.contains("ModuleNotFoundError") {
+        panic!(
+            "a pinned Python package is missing: install them with\n    python3 -m pip install -r {}\n{stderr}",
+            workspace_root().join("tests/requirements.txt").display()
+        );
+    }
+    assert!(
+        out.status.success(),
+        "python3 {script} failed ({}):\n{stderr}",
+        out.status
+    );
+    String::from_utf8(out.stdout).expect("python output is UTF-8")
+}
