@@ -2,6 +2,8 @@
 //!
 //! The binary is a thin `main` over [`run`]; everything lives here so tests can call it.
 
+pub mod plan;
+
 use clap::Parser;
 use std::process::ExitCode;
 
