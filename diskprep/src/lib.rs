@@ -2,6 +2,7 @@
 //!
 //! The binary is a thin `main` over [`run`]; everything lives here so tests can call it.
 
+pub mod drive;
 pub mod plan;
 
 use clap::Parser;
