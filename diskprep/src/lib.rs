@@ -2,7 +2,9 @@
 //!
 //! The binary is a thin `main` over [`run`]; everything lives here so tests can call it.
 
+pub mod args;
 pub mod drive;
+pub mod keyfile;
 pub mod plan;
 
 use clap::Parser;
