@@ -12,8 +12,10 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
+pub mod local;
 pub mod memory;
 
+pub use local::LocalStore;
 pub use memory::MemoryStore;
 
 /// Page size: every offset and length written to a page blob is a multiple of this.
