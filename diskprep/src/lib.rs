@@ -5,6 +5,7 @@
 pub mod args;
 pub mod drive;
 pub mod keyfile;
+pub mod payload;
 pub mod plan;
 
 use clap::Parser;
