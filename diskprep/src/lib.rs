@@ -7,6 +7,7 @@ pub mod drive;
 pub mod keyfile;
 pub mod payload;
 pub mod plan;
+pub mod staging;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -8,5 +8,6 @@ pub mod error;
 pub mod logging;
 pub mod progress;
 pub mod publish_settings;
+pub mod staging;
 
 pub use error::{Error, Result};
