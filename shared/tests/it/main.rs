@@ -1,0 +1,3 @@
+//! The integration tests of seedship-shared: one binary, one module per area.
+
+mod tar;
