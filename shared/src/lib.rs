@@ -9,5 +9,6 @@ pub mod logging;
 pub mod progress;
 pub mod publish_settings;
 pub mod staging;
+pub mod tar;
 
 pub use error::{Error, Result};
