@@ -3,6 +3,7 @@
 //! The binary is a thin `main` over [`run`]; everything lives here so tests can call it.
 
 pub mod args;
+pub mod copy;
 pub mod drive;
 pub mod keyfile;
 pub mod payload;

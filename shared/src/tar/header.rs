@@ -129,7 +129,7 @@ pub fn entry_tar_size(header: &EntryHeader) -> u64 {
 }
 
 /// Encodes the header blocks (pax `x` block + payload, then the ustar block) for `header`.
-pub(crate) fn encode_header(header: &EntryHeader) -> Result<Vec<u8>, TarError> {
+pub fn encode_header(header: &EntryHeader) -> Result<Vec<u8>, TarError> {
     header.validate()?;
     let mut out = Vec::with_capacity(3 * BLOCK as usize);
     let short_name = ustar_name(&header.path);

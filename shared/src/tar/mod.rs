@@ -16,7 +16,9 @@ mod header;
 mod reader;
 mod writer;
 
-pub use header::{entry_tar_size, EntryHeader, BLOCK, END_OF_ARCHIVE_LEN, MAX_META_LEN, USTAR_MAX_SIZE};
+pub use header::{
+    encode_header, entry_tar_size, EntryHeader, BLOCK, END_OF_ARCHIVE_LEN, MAX_META_LEN, USTAR_MAX_SIZE,
+};
 pub use reader::{EntryKind, TarEntry, TarEntryInfo, TarReader};
 pub use writer::{EntryWriter, TarWriter};
 

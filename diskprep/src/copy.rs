@@ -1,0 +1,626 @@
+//! Writing one drive: the parts of its [`DrivePlan`] as tar members of the encrypted payload, each
+//! segment hashed on the way (MD5 for the manifest, xxh3-128 for the read-back check), with a durable
+//! checkpoint after every batch so that an interrupted copy resumes at the last checkpoint.
+//!
+//! Reading and hashing run in a thread of their own, a batch ahead of encrypting and writing, and the MD5s
+//! of a batch's segments are computed in parallel (MD5 is sequential within a segment, so segments are the
+//! unit of parallelism). Memory stays bounded: at most three batches exist at once.
+//!
+//! The tar stream is a pure function of the plan (member names, sizes, a fixed modification time), so the
+//! offset of every byte is known in advance and a resumed copy writes exactly the bytes an uninterrupted one
+//! would have.
+
+use crate::payload::PayloadWriter;
+use crate::plan::{DrivePlan, PartPlan};
+use md5::{Digest, Md5};
+use seedship_shared::blob::BlobStore;
+use seedship_shared::progress::Progress;
+use seedship_shared::tar::{encode_header, entry_tar_size, EntryHeader, BLOCK};
+use std::io::Write;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+
+/// Bytes read, hashed and written between two checkpoints.
+pub const BATCH: u64 = 32 << 20;
+
+/// What the copy learnt about one segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentRecord {
+    pub blob: String,
+    /// The segment's bytes in the blob.
+    pub range: Range<u64>,
+    /// Uppercase hex MD5, as the manifest wants it.
+    pub md5: String,
+    /// xxh3-128 of the same bytes, for the read-back check.
+    pub xxh3: u128,
+    /// Whether every byte is zero (such segments are left out of the manifest).
+    pub zero: bool,
+}
+
+/// A durable point of the copy: everything before `payload_offset` is on the drive and every segment in
+/// `segments` (in plan order) is hashed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Checkpoint {
+    pub payload_offset: u64,
+    pub segments: Vec<SegmentRecord>,
+}
+
+/// Receives each checkpoint once it is durable on the drive (the journal).
+pub trait CheckpointSink {
+    /// Records that the copy reached `payload_offset` and hashed `new_segments` since the last call.
+    fn checkpoint(&mut self, payload_offset: u64, new_segments: &[SegmentRecord]) -> std::io::Result<()>;
+}
+
+/// Why a drive's copy stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    #[error("reading staging blob {blob} at offset {offset}: {source}")]
+    Read {
+        blob: String,
+        offset: u64,
+        #[source]
+        source: Box<seedship_shared::blob::BlobError>,
+    },
+    #[error("writing drive {drive} at payload offset {offset}: {source} (the drive may be failing or full; the copy resumes from the last checkpoint when run again)")]
+    Write {
+        drive: String,
+        offset: u64,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("recording progress in the journal of drive {drive}: {source}")]
+    Journal {
+        drive: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the journal of drive {drive} does not match the plan ({reason}); the staging data or the drive set changed since it was written")]
+    JournalMismatch { drive: String, reason: String },
+    #[error("cannot make tar member {member}: {reason}")]
+    Member { member: String, reason: String },
+    #[error("interrupted; run the same command again to resume drive {drive} at payload offset {offset}")]
+    Interrupted { drive: String, offset: u64 },
+}
+
+/// The tar member name of a part: `<session>/<blob name>`.
+pub fn member_name(session: &str, blob: &str) -> String {
+    format!("{session}/{blob}")
+}
+
+/// Where each part's member starts in the payload, and where the data members end.
+pub fn member_offsets(plan: &DrivePlan, session: &str, mtime: i64) -> (Vec<u64>, u64) {
+    let mut offsets = Vec::with_capacity(plan.parts.len());
+    let mut at = 0;
+    for p in &plan.parts {
+        offsets.push(at);
+        at += entry_tar_size(&header(session, p, mtime));
+    }
+    (offsets, at)
+}
+
+fn header(session: &str, part: &PartPlan, mtime: i64) -> EntryHeader {
+    EntryHeader::file(member_name(session, &part.blob), part.size(), mtime)
+}
+
+/// One batch of a part's content: the bytes of `range` of the blob, and the segments it completes.
+struct Batch {
+    part: usize,
+    range: Range<u64>,
+    bytes: Vec<u8>,
+    segments: Vec<SegmentRecord>,
+}
+
+/// Copies the drive's parts into `payload` from the checkpoint `resume` on and returns the final
+/// checkpoint: the offset where the manifest member goes, and every segment's record.
+#[allow(clippy::too_many_arguments)]
+pub fn copy_parts(
+    drive: &str,
+    plan: &DrivePlan,
+    session: &str,
+    mtime: i64,
+    store: &dyn BlobStore,
+    payload: &mut PayloadWriter<'_>,
+    resume: Checkpoint,
+    sink: &mut dyn CheckpointSink,
+    progress: &dyn Progress,
+    cancel: &AtomicBool,
+) -> Result<Checkpoint, CopyError> {
+    let (offsets, data_end) = member_offsets(plan, session, mtime);
+    let mut done = resume;
+    let all: Vec<(usize, Range<u64>)> = plan
+        .parts
+        .iter()
+        .enumerate()
+        .flat_map(|(i, p)| p.segments.iter().map(move |s| (i, s.clone())))
+        .collect();
+    check_resume(drive, plan, &all, &done)?;
+    let write_err = |offset, source| CopyError::Write {
+        drive: drive.to_owned(),
+        offset,
+        source,
+    };
+    // Where the copy stands: which part, and how far into its content.
+    let (first_part, content_from) = position_of(plan, &offsets, session, mtime, done.payload_offset);
+    progress.inc(done.payload_offset);
+    std::thread::scope(|s| -> Result<Checkpoint, CopyError> {
+        let (tx, rx) = mpsc::sync_channel::<Result<Batch, CopyError>>(1);
+        let reader = s.spawn(move || read_batches(plan, store, first_part, content_from, &tx));
+        // The first part whose header is not written yet.
+        let mut next_header = first_part;
+        let write = |payload: &mut PayloadWriter<'_>, bytes: &[u8]| {
+            payload
+                .write_all(bytes)
+                .map_err(|e| write_err(payload.position(), e))
+        };
+        for batch in rx {
+            let batch = batch?;
+            let part = &plan.parts[batch.part];
+            // Members without content (blobs without data) that come before this one.
+            while next_header < batch.part {
+                write(payload, &member_header(session, &plan.parts[next_header], mtime)?)?;
+                next_header += 1;
+            }
+            if next_header == batch.part {
+                if batch.range.start == part.start {
+                    write(payload, &member_header(session, part, mtime)?)?;
+                }
+                next_header += 1;
+            }
+            write(payload, &batch.bytes)?;
+            if batch.range.end == part.end {
+                let pad = (part.size().div_ceil(BLOCK) * BLOCK - part.size()) as usize;
+                write(payload, &[0u8; BLOCK as usize][..pad])?;
+            }
+            payload.sync().map_err(|e| write_err(payload.position(), e))?;
+            sink.checkpoint(payload.position(), &batch.segments)
+                .map_err(|source| CopyError::Journal {
+                    drive: drive.to_owned(),
+                    source,
+                })?;
+            progress.inc(payload.position() - done.payload_offset);
+            done.payload_offset = payload.position();
+            done.segments.extend(batch.segments);
+            if cancel.load(Ordering::Relaxed) {
+                return Err(CopyError::Interrupted {
+                    drive: drive.to_owned(),
+                    offset: done.payload_offset,
+                });
+            }
+        }
+        reader.join().expect("the reader thread does not panic");
+        while next_header < plan.parts.len() {
+            write(payload, &member_header(session, &plan.parts[next_header], mtime)?)?;
+            next_header += 1;
+        }
+        payload.sync().map_err(|e| write_err(payload.position(), e))?;
+        if payload.position() != data_end {
+            return Err(CopyError::JournalMismatch {
+                drive: drive.to_owned(),
+                reason: format!(
+                    "the data members end at {} instead of {data_end}",
+                    payload.position()
+                ),
+            });
+        }
+        sink.checkpoint(data_end, &[])
+            .map_err(|source| CopyError::Journal {
+                drive: drive.to_owned(),
+                source,
+            })?;
+        done.payload_offset = data_end;
+        Ok(done)
+    })
+}
+
+/// The header blocks (pax and ustar) of a part's member.
+fn member_header(session: &str, part: &PartPlan, mtime: i64) -> Result<Vec<u8>, CopyError> {
+    encode_header(&header(session, part, mtime)).map_err(|e| CopyError::Member {
+        member: member_name(session, &part.blob),
+        reason: e.to_string(),
+    })
+}
+
+/// The part and content offset at payload offset `at` (which the checkpoints only put inside content or
+/// at member boundaries).
+fn position_of(plan: &DrivePlan, offsets: &[u64], session: &str, mtime: i64, at: u64) -> (usize, u64) {
+    for (i, part) in plan.parts.iter().enumerate() {
+        let h = header(session, part, mtime);
+        let content_start = offsets[i] + entry_tar_size(&h) - part.size().div_ceil(BLOCK) * BLOCK;
+        let end = offsets[i] + entry_tar_size(&h);
+        if at < end {
+            let into = at.saturating_sub(content_start).min(part.size());
+            return (i, part.start + into);
+        }
+    }
+    (plan.parts.len(), 0)
+}
+
+/// Checks that a checkpoint's segments are the plan's first segments.
+fn check_resume(
+    drive: &str,
+    plan: &DrivePlan,
+    all: &[(usize, Range<u64>)],
+    done: &Checkpoint,
+) -> Result<(), CopyError> {
+    if done.segments.len() > all.len() {
+        return Err(CopyError::JournalMismatch {
+            drive: drive.to_owned(),
+            reason: format!(
+                "{} segments recorded, the plan has {}",
+                done.segments.len(),
+                all.len()
+            ),
+        });
+    }
+    for (rec, (part, range)) in done.segments.iter().zip(all) {
+        if rec.blob != plan.parts[*part].blob || rec.range != *range {
+            return Err(CopyError::JournalMismatch {
+                drive: drive.to_owned(),
+                reason: format!(
+                    "segment {}:{:?} recorded where the plan has {}:{:?}",
+                    rec.blob, rec.range, plan.parts[*part].blob, range
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Reads the parts' content from `first_part` at blob offset `from` on, in batches that end on segment
+/// boundaries, hashing the segments of each batch in parallel.
+fn read_batches(
+    plan: &DrivePlan,
+    store: &dyn BlobStore,
+    first_part: usize,
+    from: u64,
+    tx: &mpsc::SyncSender<Result<Batch, CopyError>>,
+) {
+    for (i, part) in plan.parts.iter().enumerate().skip(first_part) {
+        let mut at = if i == first_part {
+            from.max(part.start)
+        } else {
+            part.start
+        };
+        while at < part.end {
+            // Extend the batch over whole segments (gaps between segments are zeros) up to BATCH bytes.
+            let mut end = at;
+            let mut segs = Vec::new();
+            for s in part.segments.iter().filter(|s| s.start >= at) {
+                if s.end - at > BATCH && !segs.is_empty() {
+                    break;
+                }
+                end = s.end;
+                segs.push(s.clone());
+            }
+            if segs.is_empty() {
+                end = part.end;
+            }
+            let batch = read_and_hash(store, i, &part.blob, at..end, &segs);
+            let failed = batch.is_err();
+            if tx.send(batch).is_err() || failed {
+                return;
+            }
+            at = end;
+        }
+    }
+}
+
+fn read_and_hash(
+    store: &dyn BlobStore,
+    part: usize,
+    blob: &str,
+    range: Range<u64>,
+    segs: &[Range<u64>],
+) -> Result<Batch, CopyError> {
+    let mut bytes = vec![0u8; (range.end - range.start) as usize];
+    for s in segs {
+        let buf = &mut bytes[(s.start - range.start) as usize..(s.end - range.start) as usize];
+        store.read_at(blob, s.start, buf).map_err(|e| CopyError::Read {
+            blob: blob.to_owned(),
+            offset: s.start,
+            source: Box::new(e),
+        })?;
+    }
+    let segments = hash_segments(blob, &bytes, range.start, segs);
+    Ok(Batch {
+        part,
+        range,
+        bytes,
+        segments,
+    })
+}
+
+/// Hashes each segment (MD5 and xxh3-128) on as many threads as there are cores.
+pub fn hash_segments(blob: &str, bytes: &[u8], base: u64, segs: &[Range<u64>]) -> Vec<SegmentRecord> {
+    let hash = |s: &Range<u64>| {
+        let data = &bytes[(s.start - base) as usize..(s.end - base) as usize];
+        SegmentRecord {
+            blob: blob.to_owned(),
+            range: s.clone(),
+            md5: hex::encode_upper(Md5::digest(data)),
+            xxh3: xxhash_rust::xxh3::xxh3_128(data),
+            zero: data.iter().all(|&b| b == 0),
+        }
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(segs.len().max(1));
+    if threads <= 1 {
+        return segs.iter().map(hash).collect();
+    }
+    let per = segs.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = segs
+            .chunks(per)
+            .map(|c| s.spawn(move || c.iter().map(hash).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("hashing does not panic"))
+            .collect()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payload::tests::{MemDevice, XorCipher};
+    use crate::payload::{PayloadWriter, SectorCipher};
+    use crate::plan::{plan, BlobExtents, Layout};
+    use seedship_shared::blob::{MemoryStore, Metadata};
+    use seedship_shared::progress::NoProgress;
+    use seedship_shared::tar::TarReader;
+    use std::io::Read;
+    use std::sync::Mutex;
+
+    const MIB: u64 = 1 << 20;
+
+    struct TarLayout;
+    impl Layout for TarLayout {
+        fn member_len(&self, name: &str, size: u64) -> u64 {
+            entry_tar_size(&EntryHeader::file(member_name("s1", name), size, 0))
+        }
+        fn manifest_base_len(&self) -> u64 {
+            4096
+        }
+        fn manifest_part_len(&self, _: &str) -> u64 {
+            512
+        }
+        fn manifest_range_len(&self) -> u64 {
+            128
+        }
+        fn manifest_member_len(&self, n: u64) -> u64 {
+            self.member_len("DriveManifest.xml", n)
+        }
+        fn trailer_len(&self) -> u64 {
+            1024
+        }
+    }
+
+    /// A store with: `config` (one page), `empty` (no data), `data/0000` (70 MiB with a hole), and the
+    /// extents the planner sees.
+    fn source() -> (MemoryStore, Vec<BlobExtents>) {
+        let store = MemoryStore::default();
+        let md = Metadata::new();
+        store.create("config", 512, &md).unwrap();
+        store.write_pages("config", 0, &[9u8; 512]).unwrap();
+        store.create("empty", 8192, &md).unwrap();
+        store.create("data/0000", 70 * MIB, &md).unwrap();
+        let a: Vec<u8> = (0..30 * MIB).map(|i| (i % 253) as u8).collect();
+        store.write_pages("data/0000", 0, &a).unwrap();
+        store
+            .write_pages("data/0000", 40 * MIB, &a[..30 * MIB as usize])
+            .unwrap();
+        store
+            .write_pages("data/0000", 12 * MIB, &vec![0u8; 4 * MIB as usize])
+            .unwrap();
+        let extents = ["config", "empty", "data/0000"]
+            .iter()
+            .map(|n| BlobExtents {
+                name: n.to_string(),
+                len: store.properties(n).unwrap().len,
+                data: store.page_ranges(n).unwrap(),
+            })
+            .collect();
+        (store, extents)
+    }
+
+    #[derive(Default)]
+    struct Recorder(Vec<(u64, usize)>);
+    impl CheckpointSink for Recorder {
+        fn checkpoint(&mut self, at: u64, segs: &[SegmentRecord]) -> std::io::Result<()> {
+            self.0.push((at, segs.len()));
+            Ok(())
+        }
+    }
+
+    /// Cancels after `n` checkpoints.
+    struct CancelAfter<'a>(usize, &'a AtomicBool, Recorder);
+    impl CheckpointSink for CancelAfter<'_> {
+        fn checkpoint(&mut self, at: u64, segs: &[SegmentRecord]) -> std::io::Result<()> {
+            self.2.checkpoint(at, segs)?;
+            if self.2 .0.len() >= self.0 {
+                self.1.store(true, Ordering::Relaxed);
+            }
+            Ok(())
+        }
+    }
+
+    fn run(
+        dev: &MemDevice,
+        drive: &DrivePlan,
+        store: &MemoryStore,
+        resume: Checkpoint,
+        sink: &mut dyn CheckpointSink,
+        cancel: &AtomicBool,
+    ) -> Result<Checkpoint, CopyError> {
+        let mut w = PayloadWriter::resume(dev, &XorCipher, 0, 1 << 30, resume.payload_offset).unwrap();
+        copy_parts(
+            "D1",
+            drive,
+            "s1",
+            1_700_000_000,
+            store,
+            &mut w,
+            resume,
+            sink,
+            &NoProgress,
+            cancel,
+        )
+    }
+
+    fn payload(dev: &MemDevice) -> Vec<u8> {
+        let mut b = dev.bytes.lock().unwrap().clone();
+        b.resize(b.len().div_ceil(4096) * 4096, 0);
+        XorCipher.decrypt(0, &mut b);
+        b
+    }
+
+    #[test]
+    fn members_hold_the_parts_and_a_resumed_copy_writes_the_same_bytes() {
+        let (store, extents) = source();
+        let p = plan(&extents, &[1 << 30], &TarLayout).unwrap();
+        let drive = &p.drives[0];
+        let never = AtomicBool::new(false);
+
+        let whole = MemDevice {
+            bytes: Mutex::new(vec![]),
+            fail_from: None,
+        };
+        let done = run(
+            &whole,
+            drive,
+            &store,
+            Checkpoint::default(),
+            &mut Recorder::default(),
+            &never,
+        )
+        .unwrap();
+        let all_segments: usize = drive.parts.iter().map(|p| p.segments.len()).sum();
+        assert_eq!(done.segments.len(), all_segments);
+        assert!(
+            done.segments.iter().any(|s| s.zero),
+            "the explicit zero segment is found"
+        );
+        assert_eq!(
+            done.segments.iter().find(|s| s.blob == "config").unwrap().md5,
+            hex::encode_upper(Md5::digest([9u8; 512]))
+        );
+
+        // The tar stream: members in plan order with the parts' bytes.
+        let bytes = payload(&whole);
+        let mut tar = TarReader::new(&bytes[..done.payload_offset as usize]);
+        for part in &drive.parts {
+            let mut e = tar.next_entry().unwrap().expect("a member per part");
+            assert_eq!(e.info.path, member_name("s1", &part.blob));
+            let mut content = Vec::new();
+            e.read_to_end(&mut content).unwrap();
+            let mut want = vec![0u8; part.size() as usize];
+            if part.size() > 0 {
+                store.read_at(&part.blob, part.start, &mut want).unwrap();
+            }
+            assert!(content == want, "content of {}", part.blob);
+        }
+
+        // Interrupted after two checkpoints, then resumed from what was recorded: the same bytes.
+        let cancel = AtomicBool::new(false);
+        let resumed = MemDevice {
+            bytes: Mutex::new(vec![]),
+            fail_from: None,
+        };
+        let mut sink = CancelAfter(2, &cancel, Recorder::default());
+        let e = run(&resumed, drive, &store, Checkpoint::default(), &mut sink, &cancel).unwrap_err();
+        assert!(matches!(e, CopyError::Interrupted { .. }), "{e}");
+        let (at, _) = *sink.2 .0.last().unwrap();
+        let recorded = hash_all_until(drive, &store, &sink.2 .0);
+        let done2 = run(
+            &resumed,
+            drive,
+            &store,
+            Checkpoint {
+                payload_offset: at,
+                segments: recorded,
+            },
+            &mut Recorder::default(),
+            &never,
+        )
+        .unwrap();
+        assert_eq!(done2, done);
+        assert!(payload(&resumed)[..done.payload_offset as usize] == bytes[..done.payload_offset as usize]);
+    }
+
+    /// The segment records of the first checkpoints, recomputed (what the journal would hold).
+    fn hash_all_until(
+        drive: &DrivePlan,
+        store: &MemoryStore,
+        checkpoints: &[(u64, usize)],
+    ) -> Vec<SegmentRecord> {
+        let n: usize = checkpoints.iter().map(|c| c.1).sum();
+        drive
+            .parts
+            .iter()
+            .flat_map(|p| p.segments.iter().map(move |s| (p.blob.clone(), s.clone())))
+            .take(n)
+            .map(|(blob, s)| {
+                let mut b = vec![0u8; (s.end - s.start) as usize];
+                store.read_at(&blob, s.start, &mut b).unwrap();
+                hash_segments(&blob, &b, s.start, std::slice::from_ref(&s)).remove(0)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_journal_from_another_plan_is_refused() {
+        let (store, extents) = source();
+        let p = plan(&extents, &[1 << 30], &TarLayout).unwrap();
+        let bogus = SegmentRecord {
+            blob: "other".into(),
+            range: 0..512,
+            md5: String::new(),
+            xxh3: 0,
+            zero: false,
+        };
+        let dev = MemDevice {
+            bytes: Mutex::new(vec![]),
+            fail_from: None,
+        };
+        let e = run(
+            &dev,
+            &p.drives[0],
+            &store,
+            Checkpoint {
+                payload_offset: 0,
+                segments: vec![bogus],
+            },
+            &mut Recorder::default(),
+            &AtomicBool::new(false),
+        )
+        .unwrap_err();
+        assert!(matches!(e, CopyError::JournalMismatch { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_write_error_names_the_drive_and_offset() {
+        let (store, extents) = source();
+        let p = plan(&extents, &[1 << 30], &TarLayout).unwrap();
+        let dev = MemDevice {
+            bytes: Mutex::new(vec![]),
+            fail_from: Some(20 * MIB),
+        };
+        let e = run(
+            &dev,
+            &p.drives[0],
+            &store,
+            Checkpoint::default(),
+            &mut Recorder::default(),
+            &AtomicBool::new(false),
+        )
+        .unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            matches!(e, CopyError::Write { .. }) && msg.contains("drive D1") && msg.contains("injected"),
+            "{msg}"
+        );
+    }
+}
