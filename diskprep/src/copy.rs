@@ -10,12 +10,13 @@
 //! offset of every byte is known in advance and a resumed copy writes exactly the bytes an uninterrupted one
 //! would have.
 
-use crate::payload::PayloadWriter;
+use crate::layout::DriveLayout;
+use crate::payload::{DriveTarget, PayloadWriter};
 use crate::plan::{DrivePlan, PartPlan};
 use md5::{Digest, Md5};
 use seedship_shared::blob::BlobStore;
 use seedship_shared::progress::Progress;
-use seedship_shared::tar::{encode_header, entry_tar_size, EntryHeader, BLOCK};
+use seedship_shared::tar::{encode_header, entry_tar_size, BLOCK, END_OF_ARCHIVE_LEN};
 use std::io::Write;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -83,26 +84,6 @@ pub enum CopyError {
     Interrupted { drive: String, offset: u64 },
 }
 
-/// The tar member name of a part: `<session>/<blob name>`.
-pub fn member_name(session: &str, blob: &str) -> String {
-    format!("{session}/{blob}")
-}
-
-/// Where each part's member starts in the payload, and where the data members end.
-pub fn member_offsets(plan: &DrivePlan, session: &str, mtime: i64) -> (Vec<u64>, u64) {
-    let mut offsets = Vec::with_capacity(plan.parts.len());
-    let mut at = 0;
-    for p in &plan.parts {
-        offsets.push(at);
-        at += entry_tar_size(&header(session, p, mtime));
-    }
-    (offsets, at)
-}
-
-fn header(session: &str, part: &PartPlan, mtime: i64) -> EntryHeader {
-    EntryHeader::file(member_name(session, &part.blob), part.size(), mtime)
-}
-
 /// One batch of a part's content: the bytes of `range` of the blob, and the segments it completes.
 struct Batch {
     part: usize,
@@ -117,17 +98,17 @@ struct Batch {
 pub fn copy_parts(
     drive: &str,
     plan: &DrivePlan,
-    session: &str,
-    mtime: i64,
+    layout: &DriveLayout,
     store: &dyn BlobStore,
-    payload: &mut PayloadWriter<'_>,
+    target: &DriveTarget<'_>,
     resume: Checkpoint,
     sink: &mut dyn CheckpointSink,
     progress: &dyn Progress,
     cancel: &AtomicBool,
 ) -> Result<Checkpoint, CopyError> {
-    let (offsets, data_end) = member_offsets(plan, session, mtime);
+    let (offsets, data_end) = layout.member_offsets(plan);
     let mut done = resume;
+    done.payload_offset = done.payload_offset.max(layout.data_start(plan));
     let all: Vec<(usize, Range<u64>)> = plan
         .parts
         .iter()
@@ -140,8 +121,12 @@ pub fn copy_parts(
         offset,
         source,
     };
+    let mut writer = target
+        .writer_at(done.payload_offset)
+        .map_err(|e| write_err(done.payload_offset, e))?;
+    let payload = &mut writer;
     // Where the copy stands: which part, and how far into its content.
-    let (first_part, content_from) = position_of(plan, &offsets, session, mtime, done.payload_offset);
+    let (first_part, content_from) = position_of(plan, &offsets, layout, done.payload_offset);
     progress.inc(done.payload_offset);
     std::thread::scope(|s| -> Result<Checkpoint, CopyError> {
         let (tx, rx) = mpsc::sync_channel::<Result<Batch, CopyError>>(1);
@@ -158,12 +143,12 @@ pub fn copy_parts(
             let part = &plan.parts[batch.part];
             // Members without content (blobs without data) that come before this one.
             while next_header < batch.part {
-                write(payload, &member_header(session, &plan.parts[next_header], mtime)?)?;
+                write(payload, &member_header(layout, &plan.parts[next_header])?)?;
                 next_header += 1;
             }
             if next_header == batch.part {
                 if batch.range.start == part.start {
-                    write(payload, &member_header(session, part, mtime)?)?;
+                    write(payload, &member_header(layout, part)?)?;
                 }
                 next_header += 1;
             }
@@ -190,7 +175,7 @@ pub fn copy_parts(
         }
         reader.join().expect("the reader thread does not panic");
         while next_header < plan.parts.len() {
-            write(payload, &member_header(session, &plan.parts[next_header], mtime)?)?;
+            write(payload, &member_header(layout, &plan.parts[next_header])?)?;
             next_header += 1;
         }
         payload.sync().map_err(|e| write_err(payload.position(), e))?;
@@ -213,19 +198,64 @@ pub fn copy_parts(
     })
 }
 
+/// Completes a drive whose data members are written: the end-of-archive marker after them, then the
+/// manifest text (padded with spaces) in its slot at the start. Durable when it returns. Returns the
+/// manifest file's exact bytes.
+pub fn finish_payload(
+    drive: &str,
+    plan: &DrivePlan,
+    layout: &DriveLayout,
+    target: &DriveTarget<'_>,
+    manifest_text: &str,
+) -> Result<Vec<u8>, CopyError> {
+    let (_, data_end) = layout.member_offsets(plan);
+    let write_err = |offset, source| CopyError::Write {
+        drive: drive.to_owned(),
+        offset,
+        source,
+    };
+    let slot = layout.manifest_header(plan.manifest_reserve);
+    if manifest_text.len() as u64 > slot.size {
+        return Err(CopyError::Member {
+            member: slot.path.clone(),
+            reason: format!(
+                "the manifest takes {} bytes, more than the {} planned for it",
+                manifest_text.len(),
+                slot.size
+            ),
+        });
+    }
+    let mut tail = target.writer_at(data_end).map_err(|e| write_err(data_end, e))?;
+    tail.write_all(&[0u8; END_OF_ARCHIVE_LEN as usize])
+        .map_err(|e| write_err(data_end, e))?;
+    tail.sync().map_err(|e| write_err(data_end, e))?;
+    let mut file = manifest_text.as_bytes().to_vec();
+    file.resize(slot.size as usize, b' ');
+    let mut head = target.writer_at(0).map_err(|e| write_err(0, e))?;
+    let header = encode_header(&slot).map_err(|e| CopyError::Member {
+        member: slot.path.clone(),
+        reason: e.to_string(),
+    })?;
+    head.write_all(&header)
+        .and_then(|_| head.write_all(&file))
+        .map_err(|e| write_err(0, e))?;
+    head.sync().map_err(|e| write_err(0, e))?;
+    Ok(file)
+}
+
 /// The header blocks (pax and ustar) of a part's member.
-fn member_header(session: &str, part: &PartPlan, mtime: i64) -> Result<Vec<u8>, CopyError> {
-    encode_header(&header(session, part, mtime)).map_err(|e| CopyError::Member {
-        member: member_name(session, &part.blob),
+fn member_header(layout: &DriveLayout, part: &PartPlan) -> Result<Vec<u8>, CopyError> {
+    encode_header(&layout.part_header(part)).map_err(|e| CopyError::Member {
+        member: layout.member_name(&part.blob),
         reason: e.to_string(),
     })
 }
 
 /// The part and content offset at payload offset `at` (which the checkpoints only put inside content or
 /// at member boundaries).
-fn position_of(plan: &DrivePlan, offsets: &[u64], session: &str, mtime: i64, at: u64) -> (usize, u64) {
+fn position_of(plan: &DrivePlan, offsets: &[u64], layout: &DriveLayout, at: u64) -> (usize, u64) {
     for (i, part) in plan.parts.iter().enumerate() {
-        let h = header(session, part, mtime);
+        let h = layout.part_header(part);
         let content_start = offsets[i] + entry_tar_size(&h) - part.size().div_ceil(BLOCK) * BLOCK;
         let end = offsets[i] + entry_tar_size(&h);
         if at < end {
@@ -366,8 +396,8 @@ pub fn hash_segments(blob: &str, bytes: &[u8], base: u64, segs: &[Range<u64>]) -
 mod tests {
     use super::*;
     use crate::payload::tests::{MemDevice, XorCipher};
-    use crate::payload::{PayloadWriter, SectorCipher};
-    use crate::plan::{plan, BlobExtents, Layout};
+    use crate::payload::SectorCipher;
+    use crate::plan::{plan, BlobExtents};
     use seedship_shared::blob::{MemoryStore, Metadata};
     use seedship_shared::progress::NoProgress;
     use seedship_shared::tar::TarReader;
@@ -376,25 +406,10 @@ mod tests {
 
     const MIB: u64 = 1 << 20;
 
-    struct TarLayout;
-    impl Layout for TarLayout {
-        fn member_len(&self, name: &str, size: u64) -> u64 {
-            entry_tar_size(&EntryHeader::file(member_name("s1", name), size, 0))
-        }
-        fn manifest_base_len(&self) -> u64 {
-            4096
-        }
-        fn manifest_part_len(&self, _: &str) -> u64 {
-            512
-        }
-        fn manifest_range_len(&self) -> u64 {
-            128
-        }
-        fn manifest_member_len(&self, n: u64) -> u64 {
-            self.member_len("DriveManifest.xml", n)
-        }
-        fn trailer_len(&self) -> u64 {
-            1024
+    fn layout() -> DriveLayout {
+        DriveLayout {
+            session: "s1".into(),
+            mtime: 1_700_000_000,
         }
     }
 
@@ -455,19 +470,26 @@ mod tests {
         sink: &mut dyn CheckpointSink,
         cancel: &AtomicBool,
     ) -> Result<Checkpoint, CopyError> {
-        let mut w = PayloadWriter::resume(dev, &XorCipher, 0, 1 << 30, resume.payload_offset).unwrap();
         copy_parts(
             "D1",
             drive,
-            "s1",
-            1_700_000_000,
+            &layout(),
             store,
-            &mut w,
+            &target(dev),
             resume,
             sink,
             &NoProgress,
             cancel,
         )
+    }
+
+    fn target(dev: &MemDevice) -> DriveTarget<'_> {
+        DriveTarget {
+            device: dev,
+            cipher: &XorCipher,
+            data_offset: 0,
+            capacity: 1 << 30,
+        }
     }
 
     fn payload(dev: &MemDevice) -> Vec<u8> {
@@ -480,7 +502,7 @@ mod tests {
     #[test]
     fn members_hold_the_parts_and_a_resumed_copy_writes_the_same_bytes() {
         let (store, extents) = source();
-        let p = plan(&extents, &[1 << 30], &TarLayout).unwrap();
+        let p = plan(&extents, &[1 << 30], &layout()).unwrap();
         let drive = &p.drives[0];
         let never = AtomicBool::new(false);
 
@@ -508,12 +530,19 @@ mod tests {
             hex::encode_upper(Md5::digest([9u8; 512]))
         );
 
-        // The tar stream: members in plan order with the parts' bytes.
+        // The tar stream: the manifest, then members in plan order with the parts' bytes.
+        let manifest = finish_payload("D1", drive, &layout(), &target(&whole), "<DriveManifest/>").unwrap();
+        assert!(manifest.starts_with(b"<DriveManifest/>  "));
         let bytes = payload(&whole);
-        let mut tar = TarReader::new(&bytes[..done.payload_offset as usize]);
+        let mut tar = TarReader::new(&bytes[..]);
+        let mut e = tar.next_entry().unwrap().expect("the manifest member");
+        assert_eq!(e.info.path, "DriveManifest.xml");
+        let mut text = Vec::new();
+        e.read_to_end(&mut text).unwrap();
+        assert_eq!(text, manifest);
         for part in &drive.parts {
             let mut e = tar.next_entry().unwrap().expect("a member per part");
-            assert_eq!(e.info.path, member_name("s1", &part.blob));
+            assert_eq!(e.info.path, layout().member_name(&part.blob));
             let mut content = Vec::new();
             e.read_to_end(&mut content).unwrap();
             let mut want = vec![0u8; part.size() as usize];
@@ -522,6 +551,10 @@ mod tests {
             }
             assert!(content == want, "content of {}", part.blob);
         }
+        assert!(
+            tar.next_entry().unwrap().is_none(),
+            "the end-of-archive marker follows"
+        );
 
         // Interrupted after two checkpoints, then resumed from what was recorded: the same bytes.
         let cancel = AtomicBool::new(false);
@@ -547,7 +580,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(done2, done);
-        assert!(payload(&resumed)[..done.payload_offset as usize] == bytes[..done.payload_offset as usize]);
+        finish_payload("D1", drive, &layout(), &target(&resumed), "<DriveManifest/>").unwrap();
+        assert!(payload(&resumed) == bytes);
     }
 
     /// The segment records of the first checkpoints, recomputed (what the journal would hold).
@@ -573,7 +607,7 @@ mod tests {
     #[test]
     fn a_journal_from_another_plan_is_refused() {
         let (store, extents) = source();
-        let p = plan(&extents, &[1 << 30], &TarLayout).unwrap();
+        let p = plan(&extents, &[1 << 30], &layout()).unwrap();
         let bogus = SegmentRecord {
             blob: "other".into(),
             range: 0..512,
@@ -603,7 +637,7 @@ mod tests {
     #[test]
     fn a_write_error_names_the_drive_and_offset() {
         let (store, extents) = source();
-        let p = plan(&extents, &[1 << 30], &TarLayout).unwrap();
+        let p = plan(&extents, &[1 << 30], &layout()).unwrap();
         let dev = MemDevice {
             bytes: Mutex::new(vec![]),
             fail_from: Some(20 * MIB),

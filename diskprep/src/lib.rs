@@ -6,6 +6,7 @@ pub mod args;
 pub mod copy;
 pub mod drive;
 pub mod keyfile;
+pub mod layout;
 pub mod payload;
 pub mod plan;
 pub mod staging;

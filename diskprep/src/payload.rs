@@ -44,6 +44,33 @@ impl Device for File {
     }
 }
 
+/// An opened drive: where its encrypted payload lives and how it is encrypted.
+#[derive(Clone, Copy)]
+pub struct DriveTarget<'a> {
+    pub device: &'a dyn Device,
+    pub cipher: &'a dyn SectorCipher,
+    /// Byte offset of the data segment on the device.
+    pub data_offset: u64,
+    /// Bytes the payload may hold.
+    pub capacity: u64,
+}
+
+impl std::fmt::Debug for DriveTarget<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DriveTarget")
+            .field("data_offset", &self.data_offset)
+            .field("capacity", &self.capacity)
+            .finish()
+    }
+}
+
+impl<'a> DriveTarget<'a> {
+    /// A payload writer positioned at payload offset `at` (reading back a partial sector there).
+    pub fn writer_at(&self, at: u64) -> io::Result<PayloadWriter<'a>> {
+        PayloadWriter::resume(self.device, self.cipher, self.data_offset, self.capacity, at)
+    }
+}
+
 /// A `Write` of the plaintext payload onto the encrypted drive.
 pub struct PayloadWriter<'a> {
     device: &'a dyn Device,

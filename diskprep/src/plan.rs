@@ -67,6 +67,8 @@ impl PartPlan {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DrivePlan {
     pub parts: Vec<PartPlan>,
+    /// Upper bound of the drive's manifest text, from the [`Layout`]'s estimates.
+    pub manifest_reserve: u64,
     /// Payload bytes the drive's tar stream takes, manifest and trailer included.
     pub payload_len: u64,
 }
@@ -184,11 +186,10 @@ impl<'a> Cursor<'a> {
                 break; // the drive is full in the middle of this blob
             }
         }
-        drive.payload_len = if drive.parts.is_empty() {
-            0
-        } else {
-            usage.total(layout)
-        };
+        if !drive.parts.is_empty() {
+            drive.payload_len = usage.total(layout);
+            drive.manifest_reserve = usage.manifest_text;
+        }
         drive
     }
 
