@@ -657,4 +657,58 @@ mod tests {
             "{msg}"
         );
     }
+
+    #[test]
+    fn verification_passes_and_names_a_flipped_byte() {
+        use crate::verify::{verify_written, VerifyError};
+        let (store, extents) = source();
+        let p = plan(&extents, &[1 << 30], &layout()).unwrap();
+        let drive = &p.drives[0];
+        let dev = MemDevice {
+            bytes: Mutex::new(vec![]),
+            fail_from: None,
+        };
+        let never = AtomicBool::new(false);
+        let done = run(
+            &dev,
+            drive,
+            &store,
+            Checkpoint::default(),
+            &mut Recorder::default(),
+            &never,
+        )
+        .unwrap();
+        let manifest = finish_payload("D1", drive, &layout(), &target(&dev), "<DriveManifest/>").unwrap();
+        let md5 = hex::encode_upper(Md5::digest(&manifest));
+        let verify = |dev: &MemDevice| {
+            verify_written(
+                "D1",
+                drive,
+                &layout(),
+                target(dev),
+                &done.segments,
+                &md5,
+                &NoProgress,
+            )
+        };
+        let stats = verify(&dev).unwrap();
+        assert_eq!(stats.members, 1 + drive.parts.len());
+        assert_eq!(stats.segments, done.segments.len());
+
+        // A byte flipped in the last data sector (ciphertext): that segment is named.
+        let (offsets, _) = layout().member_offsets(drive);
+        let data_at = (offsets[2] + 4096 + 20 * MIB) as usize;
+        dev.bytes.lock().unwrap()[data_at] ^= 0x40;
+        let e = verify(&dev).unwrap_err();
+        assert!(
+            matches!(&e, VerifyError::SegmentMismatch { blob, .. } if blob == "data/0000"),
+            "{e}"
+        );
+        dev.bytes.lock().unwrap()[data_at] ^= 0x40;
+        verify(&dev).unwrap();
+
+        dev.bytes.lock().unwrap()[600] ^= 1;
+        let e = verify(&dev).unwrap_err();
+        assert!(matches!(e, VerifyError::ManifestMismatch { .. }), "{e}");
+    }
 }

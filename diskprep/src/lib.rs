@@ -10,6 +10,7 @@ pub mod layout;
 pub mod payload;
 pub mod plan;
 pub mod staging;
+pub mod verify;
 
 use clap::Parser;
 use std::process::ExitCode;

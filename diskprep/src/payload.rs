@@ -198,6 +198,64 @@ impl Write for PayloadWriter<'_> {
     }
 }
 
+/// A `Read` of the plaintext payload: reads large runs of sectors, decrypts them, serves the bytes.
+pub struct PayloadReader<'a> {
+    target: DriveTarget<'a>,
+    /// Payload offset of `buf[0]`.
+    buf_start: u64,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl std::fmt::Debug for PayloadReader<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PayloadReader")
+            .field("position", &self.position())
+            .finish()
+    }
+}
+
+impl<'a> PayloadReader<'a> {
+    /// A reader from the start of the payload.
+    pub fn new(target: DriveTarget<'a>) -> Self {
+        PayloadReader {
+            target,
+            buf_start: 0,
+            buf: Vec::new(),
+            pos: 0,
+        }
+    }
+
+    /// The payload offset of the next byte.
+    pub fn position(&self) -> u64 {
+        self.buf_start + self.pos as u64
+    }
+}
+
+impl std::io::Read for PayloadReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.buf.len() {
+            let next = self.buf_start + self.buf.len() as u64;
+            let cap = self.target.capacity / SECTOR * SECTOR;
+            let n = (cap - next).min(CHUNK as u64) as usize;
+            if n == 0 {
+                return Ok(0);
+            }
+            self.buf.resize(n, 0);
+            self.target
+                .device
+                .read_at(&mut self.buf, self.target.data_offset + next)?;
+            self.target.cipher.decrypt(next, &mut self.buf);
+            self.buf_start = next;
+            self.pos = 0;
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -237,9 +295,13 @@ pub(crate) mod tests {
             b[offset as usize..end].copy_from_slice(buf);
             Ok(())
         }
+        /// Reads zeros past what was written, like a sparse image file.
         fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
             let b = self.bytes.lock().unwrap();
-            buf.copy_from_slice(&b[offset as usize..offset as usize + buf.len()]);
+            buf.fill(0);
+            let from = (offset as usize).min(b.len());
+            let to = (offset as usize + buf.len()).min(b.len());
+            buf[..to - from].copy_from_slice(&b[from..to]);
             Ok(())
         }
         fn sync(&self) -> io::Result<()> {
@@ -279,6 +341,28 @@ pub(crate) mod tests {
             dev.bytes.lock().unwrap()[..65536].iter().all(|&b| b == 0),
             "nothing before the data offset"
         );
+    }
+
+    #[test]
+    fn the_reader_reads_what_the_writer_wrote() {
+        use std::io::Read;
+        let dev = MemDevice {
+            bytes: Mutex::new(vec![]),
+            fail_from: None,
+        };
+        let data = pattern(10_000_000);
+        let mut w = PayloadWriter::new(&dev, &XorCipher, 4096, data.len() as u64 + 8192);
+        w.write_all(&data).unwrap();
+        w.sync().unwrap();
+        let target = DriveTarget {
+            device: &dev,
+            cipher: &XorCipher,
+            data_offset: 4096,
+            capacity: (data.len() as u64).div_ceil(4096) * 4096,
+        };
+        let mut got = vec![0u8; data.len()];
+        PayloadReader::new(target).read_exact(&mut got).unwrap();
+        assert!(got == data);
     }
 
     #[test]

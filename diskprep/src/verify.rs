@@ -1,0 +1,189 @@
+//! Reading a written drive back and checking it, right after writing (on by default).
+//!
+//! The drive's payload is read through the same decryption a data centre would use and parsed as tar; the
+//! manifest member must have the bytes whose MD5 was recorded, every part member must have its planned name
+//! and size, every segment the xxh3-128 digest recorded while writing, and every byte between segments must
+//! be zero. Comparing the fast digest recorded at write time, rather than computing MD5 a second time, keeps
+//! verification at the speed of the drive.
+
+use crate::copy::SegmentRecord;
+use crate::layout::{DriveLayout, MANIFEST_NAME};
+use crate::payload::{DriveTarget, PayloadReader};
+use crate::plan::DrivePlan;
+use md5::{Digest, Md5};
+use seedship_shared::progress::Progress;
+use seedship_shared::tar::{TarError, TarReader};
+use std::io::Read;
+
+/// What a verification read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct VerifyStats {
+    pub members: usize,
+    pub segments: usize,
+    pub bytes: u64,
+}
+
+/// What a verification found wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    #[error("drive {drive}: reading the payload back: {source}")]
+    Tar {
+        drive: String,
+        #[source]
+        source: TarError,
+    },
+    #[error("drive {drive}: reading member {member}: {source}")]
+    Read {
+        drive: String,
+        member: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("drive {drive}: expected member {expected}, found {found}")]
+    UnexpectedMember {
+        drive: String,
+        expected: String,
+        found: String,
+    },
+    #[error("drive {drive}: the manifest read back does not match what was written (MD5 {found}, expected {expected})")]
+    ManifestMismatch {
+        drive: String,
+        expected: String,
+        found: String,
+    },
+    #[error("drive {drive}: blob {blob} bytes {start}..{end} read back differ from what was written; the drive may be failing")]
+    SegmentMismatch {
+        drive: String,
+        blob: String,
+        start: u64,
+        end: u64,
+    },
+    #[error("drive {drive}: the journal records {recorded} segments, the plan has {planned}")]
+    RecordCount {
+        drive: String,
+        recorded: usize,
+        planned: usize,
+    },
+}
+
+/// Verifies a drive just written against the records of its copy.
+pub fn verify_written(
+    drive: &str,
+    plan: &DrivePlan,
+    layout: &DriveLayout,
+    target: DriveTarget<'_>,
+    records: &[SegmentRecord],
+    manifest_md5: &str,
+    progress: &dyn Progress,
+) -> Result<VerifyStats, VerifyError> {
+    let planned: usize = plan.parts.iter().map(|p| p.segments.len()).sum();
+    if records.len() != planned {
+        return Err(VerifyError::RecordCount {
+            drive: drive.to_owned(),
+            recorded: records.len(),
+            planned,
+        });
+    }
+    let tar_err = |source| VerifyError::Tar {
+        drive: drive.to_owned(),
+        source,
+    };
+    let mut tar = TarReader::new(PayloadReader::new(target));
+    let mut stats = VerifyStats::default();
+    let mut records = records.iter();
+
+    let mut entry = expect_member(drive, &mut tar, MANIFEST_NAME)?;
+    let mut md5 = Md5::new();
+    let mut buf = vec![0u8; 4 << 20];
+    loop {
+        let n = entry.read(&mut buf).map_err(|source| VerifyError::Read {
+            drive: drive.to_owned(),
+            member: MANIFEST_NAME.to_owned(),
+            source,
+        })?;
+        if n == 0 {
+            break;
+        }
+        md5.update(&buf[..n]);
+    }
+    let found = hex::encode_upper(md5.finalize());
+    if !found.eq_ignore_ascii_case(manifest_md5) {
+        return Err(VerifyError::ManifestMismatch {
+            drive: drive.to_owned(),
+            expected: manifest_md5.to_owned(),
+            found,
+        });
+    }
+    stats.members += 1;
+
+    for part in &plan.parts {
+        let name = layout.member_name(&part.blob);
+        let mut entry = expect_member(drive, &mut tar, &name)?;
+        let mut at = part.start;
+        let read_err = |source| VerifyError::Read {
+            drive: drive.to_owned(),
+            member: name.clone(),
+            source,
+        };
+        let mismatch = |start, end| VerifyError::SegmentMismatch {
+            drive: drive.to_owned(),
+            blob: part.blob.clone(),
+            start,
+            end,
+        };
+        for seg in &part.segments {
+            // The gap before the segment holds zeros.
+            while at < seg.start {
+                let n = (seg.start - at).min(buf.len() as u64) as usize;
+                entry.read_exact(&mut buf[..n]).map_err(read_err)?;
+                if buf[..n].iter().any(|&b| b != 0) {
+                    return Err(mismatch(at, at + n as u64));
+                }
+                at += n as u64;
+            }
+            let n = (seg.end - seg.start) as usize;
+            entry.read_exact(&mut buf[..n]).map_err(read_err)?;
+            let rec = records.next().expect("counted above");
+            if rec.range != *seg || rec.xxh3 != xxhash_rust::xxh3::xxh3_128(&buf[..n]) {
+                return Err(mismatch(seg.start, seg.end));
+            }
+            at = seg.end;
+            stats.segments += 1;
+            stats.bytes += n as u64;
+            progress.inc(n as u64);
+        }
+        stats.members += 1;
+    }
+    if let Some(extra) = tar.next_entry().map_err(tar_err)? {
+        return Err(VerifyError::UnexpectedMember {
+            drive: drive.to_owned(),
+            expected: "the end of the archive".into(),
+            found: extra.info.path.clone(),
+        });
+    }
+    Ok(stats)
+}
+
+fn expect_member<'t, R: Read>(
+    drive: &str,
+    tar: &'t mut TarReader<R>,
+    name: &str,
+) -> Result<seedship_shared::tar::TarEntry<'t, R>, VerifyError> {
+    match tar.next_entry() {
+        Ok(Some(e)) if e.info.path == name => Ok(e),
+        Ok(Some(e)) => Err(VerifyError::UnexpectedMember {
+            drive: drive.to_owned(),
+            expected: name.to_owned(),
+            found: e.info.path.clone(),
+        }),
+        Ok(None) => Err(VerifyError::UnexpectedMember {
+            drive: drive.to_owned(),
+            expected: name.to_owned(),
+            found: "the end of the archive".into(),
+        }),
+        Err(source) => Err(VerifyError::Tar {
+            drive: drive.to_owned(),
+            source,
+        }),
+    }
+}
