@@ -6,6 +6,7 @@ mod conformance;
 use conformance::{conformance, Caps, Ranges};
 use seedship_shared::blob::{
     AzureOptions, AzureStore, BlobError, BlobStore, Credential, LocalStore, MemoryStore, Metadata,
+    RetryPolicy, RetryStore,
 };
 use seedship_testkit::{Azurite, AZURITE_ACCOUNT, AZURITE_KEY};
 
@@ -237,4 +238,57 @@ fn azure_copy_blob_copies_bytes_and_metadata() {
         ),
         "{e}"
     );
+}
+
+#[test]
+fn azure_upload_survives_an_azurite_restart_through_retry_store() {
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+    let mut azurite = Azurite::start();
+    let policy = RetryPolicy {
+        max_attempts: 40,
+        base_delay: Duration::from_millis(100),
+        max_delay: Duration::from_secs(1),
+        max_total: Duration::from_secs(90),
+    };
+    let store = RetryStore::new(azure_store(&azurite, "restart", 5000), policy);
+    store.create_container().unwrap();
+    let total = 20 << 20;
+    store.create("vol/0000", total as u64, &Metadata::new()).unwrap();
+    let data = conformance::pattern(11, total);
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let (stopped_tx, stopped_rx) = mpsc::channel::<Instant>();
+    let azurite_ref = &mut azurite;
+    let finished = std::thread::scope(|s| {
+        s.spawn(move || {
+            go_rx.recv().unwrap();
+            azurite_ref.terminate();
+            stopped_tx.send(Instant::now()).unwrap();
+            std::thread::sleep(Duration::from_millis(500));
+            azurite_ref.restart();
+        });
+        let sizes = [512 << 10, 1 << 20, 4 << 20, 2 << 20, 3 << 20];
+        let mut off = 0;
+        for (i, size) in sizes.iter().cycle().enumerate() {
+            if off == total {
+                break;
+            }
+            let n = (*size).min(total - off);
+            store
+                .write_pages("vol/0000", off as u64, &data[off..off + n])
+                .unwrap();
+            off += n;
+            if i == 1 {
+                go_tx.send(()).unwrap(); // stop Azurite while the upload goes on
+            }
+        }
+        Instant::now()
+    });
+    let stopped_at = stopped_rx.recv().unwrap();
+    assert!(stopped_at < finished, "Azurite was not stopped during the upload");
+    let mut back = vec![0u8; total];
+    store.read_at("vol/0000", 0, &mut back).unwrap();
+    assert!(back == data, "the uploaded bytes differ after the restart");
+    let want: Vec<std::ops::Range<u64>> = std::iter::once(0..total as u64).collect();
+    assert_eq!(store.page_ranges("vol/0000").unwrap(), want);
 }
