@@ -20,8 +20,8 @@
 //! leaves either the old object or the new one.
 
 use super::{
-    check_aligned, check_blob_len, check_name, merge_ranges, BlobError, BlobInfo, BlobStore, Metadata,
-    PAGE_SIZE,
+    check_aligned, check_blob_len, check_metadata, check_name, merge_ranges, BlobError, BlobInfo, BlobStore,
+    Metadata, PAGE_SIZE,
 };
 use std::fs::{self, File, OpenOptions};
 use std::io::ErrorKind;
@@ -361,6 +361,7 @@ impl BlobStore for LocalStore {
     fn create(&self, name: &str, len: u64, metadata: &Metadata) -> Result<(), BlobError> {
         let path = self.path_of(name)?;
         check_blob_len(len)?;
+        check_metadata(metadata)?;
         self.require_container()?;
         let parent = path.parent().expect("object path has a parent");
         fs::create_dir_all(parent).map_err(io_err(parent))?;
@@ -451,6 +452,7 @@ impl BlobStore for LocalStore {
     }
 
     fn set_metadata(&self, name: &str, metadata: &Metadata) -> Result<(), BlobError> {
+        check_metadata(metadata)?;
         self.open(name, false)?;
         self.write_metadata(name, metadata)
     }

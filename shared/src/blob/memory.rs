@@ -1,8 +1,8 @@
 //! An in-memory [`BlobStore`] for tests: objects are sparse maps of 512-byte pages.
 
 use super::{
-    check_aligned, check_blob_len, check_name, merge_ranges, BlobError, BlobInfo, BlobStore, Metadata,
-    PAGE_SIZE,
+    check_aligned, check_blob_len, check_metadata, check_name, merge_ranges, BlobError, BlobInfo, BlobStore,
+    Metadata, PAGE_SIZE,
 };
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -107,6 +107,7 @@ impl BlobStore for MemoryStore {
     fn create(&self, name: &str, len: u64, metadata: &Metadata) -> Result<(), BlobError> {
         check_name(name)?;
         check_blob_len(len)?;
+        check_metadata(metadata)?;
         self.with(|objects| {
             objects.insert(
                 name.to_owned(),
@@ -199,6 +200,7 @@ impl BlobStore for MemoryStore {
     }
 
     fn set_metadata(&self, name: &str, metadata: &Metadata) -> Result<(), BlobError> {
+        check_metadata(metadata)?;
         self.with_object(name, |o| {
             o.metadata = metadata.clone();
             Ok(())

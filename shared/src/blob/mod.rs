@@ -12,11 +12,15 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 
+pub mod azure;
 pub mod local;
 pub mod memory;
+pub mod retry;
 
+pub use azure::{AzureOptions, AzureStore, Credential};
 pub use local::LocalStore;
 pub use memory::MemoryStore;
+pub use retry::{RetryPolicy, RetryStore};
 
 /// Page size: every offset and length written to a page blob is a multiple of this.
 pub const PAGE_SIZE: u64 = 512;
@@ -119,6 +123,24 @@ pub enum BlobError {
         name: String,
         message: String,
     },
+    #[error("invalid metadata key {key:?}: {reason}")]
+    InvalidMetadata { key: String, reason: &'static str },
+    #[error("{store}: copy into {name:?} ended with status {status}: {description}")]
+    CopyFailed {
+        store: String,
+        name: String,
+        status: String,
+        description: String,
+    },
+    #[error("{store}: {operation} {name:?}: the server's answer is malformed: {message}")]
+    BadResponse {
+        store: String,
+        operation: &'static str,
+        name: String,
+        message: String,
+    },
+    #[error("invalid store configuration: {what}: {message}")]
+    InvalidConfig { what: &'static str, message: String },
     #[error("{path}: {source}")]
     Io {
         path: std::path::PathBuf,
@@ -196,6 +218,41 @@ pub fn check_name(name: &str) -> Result<(), BlobError> {
     Ok(())
 }
 
+/// Checks metadata against Azure's rules, so every store accepts the same metadata: keys are identifiers
+/// (ASCII letter or `_` first, then letters, digits, `_`), values are printable ASCII without leading or
+/// trailing spaces (they travel as HTTP headers), at most 8 KiB in all.
+pub fn check_metadata(metadata: &Metadata) -> Result<(), BlobError> {
+    let bad = |key: &str, reason| {
+        Err(BlobError::InvalidMetadata {
+            key: key.to_owned(),
+            reason,
+        })
+    };
+    let mut total = 0;
+    for (key, value) in metadata {
+        let mut chars = key.chars();
+        if !chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return bad(
+                key,
+                "keys start with a letter or '_' and hold only letters, digits and '_'",
+            );
+        }
+        if value.bytes().any(|b| !(0x20..0x7f).contains(&b)) || value.trim() != value {
+            return bad(
+                key,
+                "values are printable ASCII without leading or trailing spaces",
+            );
+        }
+        total += key.len() + value.len();
+    }
+    if total > 8192 {
+        return bad("", "metadata holds more than 8 KiB (keys and values together)");
+    }
+    Ok(())
+}
+
 /// Merges sorted or unsorted, possibly overlapping or adjacent ranges into sorted disjoint ones.
 pub fn merge_ranges(mut ranges: Vec<Range<u64>>) -> Vec<Range<u64>> {
     ranges.retain(|r| r.start < r.end);
@@ -230,6 +287,23 @@ mod tests {
         assert!(e.contains("8 TiB"), "{e}");
         let e = check_aligned("offset", 100).unwrap_err().to_string();
         assert!(e.contains("offset 100") && e.contains("512"), "{e}");
+    }
+
+    #[test]
+    fn metadata_rules() {
+        let m = |k: &str, v: &str| Metadata::from([(k.to_owned(), v.to_owned())]);
+        check_metadata(&m("logical_len", "123 x=y")).unwrap();
+        check_metadata(&m("_a1", "")).unwrap();
+        for (k, v) in [
+            ("1a", "x"),
+            ("a-b", "x"),
+            ("", "x"),
+            ("a", "é"),
+            ("a", " x"),
+            ("a", "x\n"),
+        ] {
+            assert!(check_metadata(&m(k, v)).is_err(), "{k:?}={v:?}");
+        }
     }
 
     #[test]

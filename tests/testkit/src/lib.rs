@@ -159,6 +159,24 @@ impl Azurite {
         }
     }
 
+    /// Stops the process gracefully (SIGTERM, so Azurite saves its metadata database; SIGKILL after 15 s),
+    /// keeping its data. A SIGKILLed Azurite loses the last seconds of its metadata (containers, blobs,
+    /// page ranges), so tests that restart it and expect the data back stop it with this.
+    pub fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// Starts it again on the same port with the same data.
     pub fn restart(&mut self) {
         self.stop();
