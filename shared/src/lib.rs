@@ -7,5 +7,6 @@ pub mod blob;
 pub mod error;
 pub mod logging;
 pub mod progress;
+pub mod recovery;
 
 pub use error::{Error, Result};
