@@ -6,8 +6,10 @@
 pub mod blob;
 pub mod error;
 pub mod logging;
+pub mod luks;
 pub mod progress;
 pub mod publish_settings;
+pub mod recovery;
 pub mod staging;
 pub mod tar;
 

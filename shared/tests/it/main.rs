@@ -2,3 +2,5 @@
 
 mod blob;
 mod tar;
+//! The single integration-test binary of seedship-shared: one module per area.
+mod luks;
