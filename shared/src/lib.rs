@@ -6,6 +6,7 @@
 pub mod blob;
 pub mod error;
 pub mod logging;
+pub mod manifest;
 pub mod progress;
 pub mod tar;
 

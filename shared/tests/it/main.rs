@@ -1,3 +1,4 @@
 //! The integration tests of seedship-shared: one binary, one module per area.
 
+mod manifest;
 mod tar;
