@@ -5,6 +5,7 @@
 
 pub mod blob;
 pub mod error;
+pub mod journal;
 pub mod logging;
 pub mod manifest;
 pub mod progress;

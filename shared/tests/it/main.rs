@@ -1,4 +1,5 @@
 //! The integration tests of seedship-shared: one binary, one module per area.
 
+mod journal;
 mod manifest;
 mod tar;
