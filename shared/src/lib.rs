@@ -5,8 +5,10 @@
 
 pub mod blob;
 pub mod error;
+pub mod journal;
 pub mod logging;
 pub mod luks;
+pub mod manifest;
 pub mod progress;
 pub mod publish_settings;
 pub mod recovery;

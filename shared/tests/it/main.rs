@@ -1,6 +1,7 @@
 //! The integration tests of seedship-shared: one binary, one module per area.
 
 mod blob;
-mod tar;
-//! The single integration-test binary of seedship-shared: one module per area.
+mod journal;
 mod luks;
+mod manifest;
+mod tar;
