@@ -15,6 +15,7 @@ use crate::payload::{DriveTarget, PayloadWriter};
 use crate::plan::{DrivePlan, PartPlan};
 use md5::{Digest, Md5};
 use seedship_shared::blob::BlobStore;
+use seedship_shared::manifest::ranges::is_all_zero;
 use seedship_shared::progress::Progress;
 use seedship_shared::tar::{encode_header, entry_tar_size, BLOCK, END_OF_ARCHIVE_LEN};
 use std::io::Write;
@@ -370,7 +371,7 @@ pub fn hash_segments(blob: &str, bytes: &[u8], base: u64, segs: &[Range<u64>]) -
             range: s.clone(),
             md5: hex::encode_upper(Md5::digest(data)),
             xxh3: xxhash_rust::xxh3::xxh3_128(data),
-            zero: data.iter().all(|&b| b == 0),
+            zero: is_all_zero(data),
         }
     };
     let threads = std::thread::available_parallelism()
@@ -408,7 +409,8 @@ mod tests {
 
     fn layout() -> DriveLayout {
         DriveLayout {
-            session: "s1".into(),
+            session: "s1x".into(),
+            container: "seed".into(),
             mtime: 1_700_000_000,
         }
     }
@@ -495,7 +497,7 @@ mod tests {
     fn payload(dev: &MemDevice) -> Vec<u8> {
         let mut b = dev.bytes.lock().unwrap().clone();
         b.resize(b.len().div_ceil(4096) * 4096, 0);
-        XorCipher.decrypt(0, &mut b);
+        XorCipher.decrypt(0, &mut b).unwrap();
         b
     }
 

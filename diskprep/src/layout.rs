@@ -3,7 +3,8 @@
 //! ```text
 //! DriveManifest.xml   a slot of the planned upper-bound size, ending on a 4096-byte sector boundary;
 //!                     written last, the manifest text padded with spaces (XML allows trailing whitespace)
-//! <session>/<blob>    one member per part, in plan order
+//! <session>/<container>/<blob>
+//!                     one member per part, in plan order
 //! end of archive      two zero blocks
 //! ```
 //!
@@ -15,9 +16,9 @@ use crate::plan::{DrivePlan, Layout, PartPlan};
 use seedship_shared::tar::{entry_tar_size, EntryHeader, BLOCK, END_OF_ARCHIVE_LEN};
 
 /// The manifest's member name, at the root of the payload.
-pub const MANIFEST_NAME: &str = "DriveManifest.xml";
+pub use seedship_shared::manifest::MANIFEST_FILE as MANIFEST_NAME;
 /// The manifest's path as the Import/Export API names it (relative to the drive's root).
-pub const MANIFEST_FILE: &str = "\\DriveManifest.xml";
+pub const MANIFEST_PATH: &str = "\\DriveManifest.xml";
 
 /// The sector size the manifest slot is aligned to.
 const SECTOR: u64 = 4096;
@@ -27,14 +28,22 @@ const SECTOR: u64 = 4096;
 pub struct DriveLayout {
     /// The session id: the folder the blobs' members sit in.
     pub session: String,
+    /// The container the blobs go to; a blob's path on the drive and in the manifest starts with it.
+    pub container: String,
     /// The modification time every member carries (fixed, so the stream is reproducible).
     pub mtime: i64,
 }
 
 impl DriveLayout {
-    /// The tar member name of a part: `<session>/<blob name>`.
+    /// The blob's path in the account: `<container>/<blob name>` (the manifest's `BlobPath`).
+    pub fn blob_path(&self, blob: &str) -> String {
+        format!("{}/{blob}", self.container)
+    }
+
+    /// The tar member name of a part: `<session>/<container>/<blob name>`, as
+    /// [`seedship_shared::manifest::DriveFilePath`] has it.
     pub fn member_name(&self, blob: &str) -> String {
-        format!("{}/{blob}", self.session)
+        format!("{}/{}", self.session, self.blob_path(blob))
     }
 
     /// The header of a part's member.
@@ -100,9 +109,12 @@ mod tests {
     #[test]
     fn the_manifest_slot_ends_on_a_sector() {
         let l = DriveLayout {
-            session: "s1".into(),
+            session: "s1x".into(),
+            container: "seed".into(),
             mtime: 0,
         };
+        let p = seedship_shared::manifest::DriveFilePath::new("s1x", "seed/data/0000").unwrap();
+        assert_eq!(l.member_name("data/0000"), p.tar_path);
         for reserve in [0, 1, 3583, 3584, 3585, 10_000_000] {
             let h = l.manifest_header(reserve);
             assert!(h.size >= reserve);

@@ -20,9 +20,19 @@ const CHUNK: usize = 8 << 20;
 /// Encryption of whole sectors of the payload, addressed by their byte offset in the payload.
 pub trait SectorCipher: Send + Sync {
     /// Encrypts `buf` (a whole number of sectors) that sits at `offset` (sector-aligned) in the payload.
-    fn encrypt(&self, offset: u64, buf: &mut [u8]);
+    fn encrypt(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
     /// Decrypts likewise.
-    fn decrypt(&self, offset: u64, buf: &mut [u8]);
+    fn decrypt(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+}
+
+/// An unlocked LUKS2 drive encrypts its payload.
+impl SectorCipher for seedship_shared::luks::LuksVolume {
+    fn encrypt(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.encrypt_sectors(offset, buf).map_err(io::Error::other)
+    }
+    fn decrypt(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        self.decrypt_sectors(offset, buf).map_err(io::Error::other)
+    }
 }
 
 /// Where the payload goes: the drive, seen as positioned reads and writes.
@@ -135,7 +145,7 @@ impl<'a> PayloadWriter<'a> {
         if head > 0 {
             let mut sector = vec![0u8; SECTOR as usize];
             device.read_at(&mut sector, data_offset + w.buf_start)?;
-            cipher.decrypt(w.buf_start, &mut sector);
+            cipher.decrypt(w.buf_start, &mut sector)?;
             w.buf.extend_from_slice(&sector[..head]);
         }
         Ok(w)
@@ -154,7 +164,7 @@ impl<'a> PayloadWriter<'a> {
         }
         // Encrypted in place: these bytes leave the buffer once written (a failed write is fatal).
         let out = &mut self.buf[..whole];
-        self.cipher.encrypt(self.buf_start, out);
+        self.cipher.encrypt(self.buf_start, out)?;
         self.device.write_at(out, self.data_offset + self.buf_start)?;
         self.buf.drain(..whole);
         self.buf_start += whole as u64;
@@ -168,7 +178,7 @@ impl<'a> PayloadWriter<'a> {
         if !self.buf.is_empty() {
             let mut sector = vec![0u8; SECTOR as usize];
             sector[..self.buf.len()].copy_from_slice(&self.buf);
-            self.cipher.encrypt(self.buf_start, &mut sector);
+            self.cipher.encrypt(self.buf_start, &mut sector)?;
             self.device.write_at(&sector, self.data_offset + self.buf_start)?;
         }
         self.device.sync()
@@ -245,7 +255,7 @@ impl std::io::Read for PayloadReader<'_> {
             self.target
                 .device
                 .read_at(&mut self.buf, self.target.data_offset + next)?;
-            self.target.cipher.decrypt(next, &mut self.buf);
+            self.target.cipher.decrypt(next, &mut self.buf)?;
             self.buf_start = next;
             self.pos = 0;
         }
@@ -265,13 +275,14 @@ pub(crate) mod tests {
     pub(crate) struct XorCipher;
 
     impl SectorCipher for XorCipher {
-        fn encrypt(&self, offset: u64, buf: &mut [u8]) {
+        fn encrypt(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
             for (i, sector) in buf.chunks_mut(SECTOR as usize).enumerate() {
                 let k = ((offset / SECTOR + i as u64) % 251) as u8 ^ 0x5a;
                 sector.iter_mut().for_each(|b| *b ^= k);
             }
+            Ok(())
         }
-        fn decrypt(&self, offset: u64, buf: &mut [u8]) {
+        fn decrypt(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
             self.encrypt(offset, buf)
         }
     }
@@ -312,7 +323,7 @@ pub(crate) mod tests {
     fn plain(dev: &MemDevice, data_offset: usize, len: usize) -> Vec<u8> {
         let mut b = dev.bytes.lock().unwrap()[data_offset..].to_vec();
         b.resize(len.div_ceil(4096) * 4096, 0);
-        XorCipher.decrypt(0, &mut b);
+        XorCipher.decrypt(0, &mut b).unwrap();
         b.truncate(len);
         b
     }

@@ -10,6 +10,7 @@
 //! What a member, the manifest and the end of the tar stream cost on the drive is asked of a [`Layout`], so
 //! this module knows nothing of tar or XML and can be property-tested on sizes alone.
 
+use seedship_shared::manifest::ranges::range_windows;
 use std::ops::Range;
 
 /// Manifest ranges are at most this long, and segments never cross a multiple of it.
@@ -102,19 +103,11 @@ pub enum PlanError {
     },
 }
 
-/// Splits data ranges at every multiple of [`SEGMENT_SIZE`].
+/// Splits data ranges at every multiple of [`SEGMENT_SIZE`] (the manifest's range windows).
 pub fn segments(data: &[Range<u64>]) -> Vec<Range<u64>> {
-    let mut out = Vec::new();
-    for r in data {
-        let mut start = r.start;
-        while start < r.end {
-            let boundary = (start / SEGMENT_SIZE + 1) * SEGMENT_SIZE;
-            let end = boundary.min(r.end);
-            out.push(start..end);
-            start = end;
-        }
-    }
-    out
+    data.iter()
+        .flat_map(|r| range_windows(r.start, r.end).map(|(start, len)| start..start + len))
+        .collect()
 }
 
 /// Where the planner stands: the next segment of the next blob.
