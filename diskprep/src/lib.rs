@@ -9,6 +9,8 @@ pub mod keyfile;
 pub mod layout;
 pub mod payload;
 pub mod plan;
+pub mod prepare;
+pub mod session;
 pub mod staging;
 pub mod verify;
 

@@ -5,6 +5,7 @@
 
 pub mod blob;
 pub mod error;
+pub mod host;
 pub mod journal;
 pub mod logging;
 pub mod luks;
