@@ -467,3 +467,33 @@ fn azure_store_can_be_used_from_async_code() {
         drop(store); // dropping inside async code must not panic
     });
 }
+
+#[test]
+fn local_store_is_usable_from_several_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::new(dir.path());
+    store.create("shared", 64 * 512, &Metadata::new()).unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let store = &store;
+            s.spawn(move || {
+                for i in 0..25u64 {
+                    // Objects come and go in one folder (deletes remove empty folders meanwhile).
+                    let name = format!("folder/t{t}");
+                    store.create(&name, 1024, &Metadata::new()).unwrap();
+                    store.write_pages(&name, 512, &[t as u8 + 1; 512]).unwrap();
+                    store.delete(&name).unwrap();
+                    store
+                        .write_pages("shared", (t * 16 + i % 16) * 512, &[t as u8 + 1; 512])
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let mut back = vec![0u8; 64 * 512];
+    store.read_at("shared", 0, &mut back).unwrap();
+    for (i, page) in back.chunks(512).enumerate() {
+        assert!(page.iter().all(|&b| b == (i / 16) as u8 + 1), "page {i}");
+    }
+    assert_eq!(store.list("").unwrap().len(), 1);
+}
