@@ -441,17 +441,10 @@ fn azure_store_can_be_used_from_async_code() {
         .enable_all()
         .build()
         .unwrap();
-    let endpoint = azurite.endpoint();
+    // Built from the connection string the SDKs use.
+    let options = AzureOptions::from_connection_string(&azurite.connection_string(), "asyncuse").unwrap();
     rt.block_on(async move {
-        let store = std::sync::Arc::new(
-            AzureStore::new(AzureOptions::new(
-                &endpoint,
-                AZURITE_ACCOUNT,
-                "asyncuse",
-                Credential::SharedKey(AZURITE_KEY.into()),
-            ))
-            .unwrap(),
-        );
+        let store = std::sync::Arc::new(AzureStore::new(options).unwrap());
         let s = store.clone();
         tokio::task::spawn_blocking(move || {
             s.create_container().unwrap();
