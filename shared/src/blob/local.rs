@@ -382,7 +382,17 @@ impl BlobStore for LocalStore {
             f.set_len(len).map_err(io_err(&tmp))?;
             f.sync_all().map_err(io_err(&tmp))?;
             self.write_metadata(name, metadata)?;
-            fs::rename(&tmp, &path).map_err(io_err(&path))?;
+            // A concurrent delete may remove the parent folder once it is empty: create it again then.
+            let mut attempts = 0;
+            loop {
+                match fs::rename(&tmp, &path) {
+                    Err(e) if e.kind() == ErrorKind::NotFound && attempts < 3 => {
+                        attempts += 1;
+                        fs::create_dir_all(parent).map_err(io_err(parent))?;
+                    }
+                    other => break other.map_err(io_err(&path))?,
+                }
+            }
             sync_dir(parent)
         })();
         if result.is_err() {
@@ -490,7 +500,23 @@ impl BlobStore for LocalStore {
             Err(e) => return Err(io_err(&path)(e)),
         }
         fs::remove_file(&path).map_err(io_err(&path))?;
-        sync_dir(path.parent().expect("object path has a parent"))?;
+        // Remove folders left empty (objects have no folders of their own: a later object may take the
+        // folder's name), then make the removals durable in the nearest folder that remains.
+        let mut dir = path.parent().expect("object path has a parent");
+        while dir != self.root && fs::remove_dir(dir).is_ok() {
+            dir = dir.parent().expect("below the root");
+        }
+        // Another thread may remove the folder meanwhile: then its parent holds the change to sync.
+        loop {
+            match sync_dir(dir) {
+                Err(BlobError::Io { source, .. })
+                    if source.kind() == ErrorKind::NotFound && dir != self.root =>
+                {
+                    dir = dir.parent().expect("below the root");
+                }
+                other => break other?,
+            }
+        }
         remove_durably(&self.meta_path(name))
     }
 }

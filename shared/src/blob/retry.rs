@@ -305,6 +305,42 @@ mod tests {
     }
 
     #[test]
+    fn retries_are_logged_with_operation_and_object() {
+        #[derive(Clone, Default)]
+        struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+        impl std::io::Write for Buf {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let s = RetryStore::new(Flaky::new(2, 503), quick(5));
+            s.create("vol/0001", 512, &Metadata::new()).unwrap();
+        });
+        let log = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(log.matches("retrying").count(), 2, "{log}");
+        assert!(
+            log.contains("WARN") && log.contains("operation=\"create\""),
+            "{log}"
+        );
+        assert!(
+            log.contains("object=\"vol/0001\"") && log.contains("attempt=2"),
+            "{log}"
+        );
+        assert!(log.contains("HTTP 503"), "{log}");
+    }
+
+    #[test]
     fn attempts_are_bounded() {
         let s = RetryStore::new(Flaky::new(10, 500), quick(3));
         let e = s.create("a", 512, &Metadata::new()).unwrap_err();

@@ -8,7 +8,7 @@ use seedship_shared::blob::{
     AzureOptions, AzureStore, BlobError, BlobStore, Credential, LocalStore, MemoryStore, Metadata,
     RetryPolicy, RetryStore,
 };
-use seedship_testkit::{Azurite, AZURITE_ACCOUNT, AZURITE_KEY};
+use seedship_testkit::{run_python, Azurite, AZURITE_ACCOUNT, AZURITE_KEY};
 
 #[test]
 fn memory_store_conforms() {
@@ -291,4 +291,202 @@ fn azure_upload_survives_an_azurite_restart_through_retry_store() {
     assert!(back == data, "the uploaded bytes differ after the restart");
     let want: Vec<std::ops::Range<u64>> = std::iter::once(0..total as u64).collect();
     assert_eq!(store.page_ranges("vol/0000").unwrap(), want);
+}
+
+/// Runs the interop script against `azurite`, parsing its JSON answer.
+fn python_sdk(azurite: &Azurite, args: &[&str]) -> serde_json::Value {
+    let cs = azurite.connection_string();
+    let out = run_python(
+        "blob_interop.py",
+        args,
+        &[("AZURE_STORAGE_CONNECTION_STRING", &cs)],
+    );
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("blob_interop.py {args:?} printed {out:?}: {e}"))
+}
+
+fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+fn ranges_json(ranges: &[std::ops::Range<u64>]) -> serde_json::Value {
+    ranges
+        .iter()
+        .map(|r| serde_json::json!([r.start, r.end]))
+        .collect()
+}
+
+#[test]
+fn python_sdk_reads_what_we_wrote_and_we_read_what_it_wrote() {
+    let azurite = Azurite::start();
+    let store = azure_store(&azurite, "interop", 5000);
+    store.create_container().unwrap();
+
+    // Ours -> SDK: a sparse blob with data at both ends, a multi-request run and explicit zeros.
+    let len = 6 << 20;
+    let m = Metadata::from([("logicallen".to_owned(), "6291000".to_owned())]);
+    store.create("ours/vol 1", len, &m).unwrap();
+    let mut model = vec![0u8; len as usize];
+    for (off, n, seed) in [
+        (0u64, 512usize, 1u64),
+        (512 * 1024, 4 * 1024 * 1024 + 4096, 2),
+        (len - 1024, 1024, 3),
+    ] {
+        let data = conformance::pattern(seed, n);
+        store.write_pages("ours/vol 1", off, &data).unwrap();
+        model[off as usize..off as usize + n].copy_from_slice(&data);
+    }
+    store.write_pages("ours/vol 1", 5 << 20, &[0u8; 8192]).unwrap();
+    let sdk = python_sdk(&azurite, &["describe", "interop", "ours/vol 1"]);
+    assert_eq!(sdk["len"], len);
+    assert_eq!(sdk["blob_type"], "PageBlob");
+    assert_eq!(sdk["sha256"], sha256_hex(&model), "the SDK reads other bytes");
+    assert_eq!(
+        sdk["ranges"],
+        ranges_json(&store.page_ranges("ours/vol 1").unwrap())
+    );
+    assert_eq!(sdk["metadata"]["logicallen"], "6291000");
+
+    // SDK -> ours.
+    let sdk = python_sdk(&azurite, &["write", "interop", "sdk/blob"]);
+    let info = store.properties("sdk/blob").unwrap();
+    assert_eq!(sdk["len"], info.len);
+    assert_eq!(info.metadata.get("writer").map(String::as_str), Some("python"));
+    let mut back = vec![0u8; info.len as usize];
+    store.read_at("sdk/blob", 0, &mut back).unwrap();
+    assert_eq!(
+        sdk["sha256"],
+        sha256_hex(&back),
+        "we read other bytes than the SDK wrote"
+    );
+    let ranges = store.page_ranges("sdk/blob").unwrap();
+    assert_eq!(sdk["ranges"], ranges_json(&ranges));
+    assert_eq!(ranges.len(), 3, "{ranges:?}");
+    let names: Vec<_> = store.list("").unwrap().into_iter().map(|b| b.name).collect();
+    assert_eq!(names, ["ours/vol 1", "sdk/blob"]);
+}
+
+#[test]
+fn azure_store_works_with_a_container_sas() {
+    let azurite = Azurite::start();
+    let admin = azure_store(&azurite, "sascont", 5000);
+    admin.create_container().unwrap();
+    let sas_store = |perms: &str| {
+        let token = run_python(
+            "blob_interop.py",
+            &["sas", "sascont", perms],
+            &[("AZURE_STORAGE_CONNECTION_STRING", &azurite.connection_string())],
+        );
+        let o = AzureOptions::new(
+            &azurite.endpoint(),
+            AZURITE_ACCOUNT,
+            "sascont",
+            Credential::Sas(token),
+        );
+        AzureStore::new(o).unwrap()
+    };
+    let rw = sas_store("racwdl");
+    let data = conformance::pattern(12, 5 << 20);
+    rw.create("a/b", 8 << 20, &Metadata::new()).unwrap();
+    rw.write_pages("a/b", 1 << 20, &data).unwrap();
+    rw.resize("a/b", 7 << 20).unwrap();
+    let mut back = vec![0u8; data.len()];
+    rw.read_at("a/b", 1 << 20, &mut back).unwrap();
+    assert_eq!(back, data);
+    assert_eq!(rw.list("a/").unwrap().len(), 1);
+    let want: Vec<std::ops::Range<u64>> = std::iter::once((1 << 20)..(6 << 20)).collect();
+    assert_eq!(rw.page_ranges("a/b").unwrap(), want);
+
+    let ro = sas_store("rl");
+    let e = ro.write_pages("a/b", 0, &[1u8; 512]).unwrap_err();
+    assert_eq!(e.http_status(), Some(403), "{e}");
+    assert!(e.to_string().contains("for account devstoreaccount1"), "{e}");
+    ro.read_at("a/b", 1 << 20, &mut back[..4096]).unwrap();
+    rw.delete("a/b").unwrap();
+}
+
+#[test]
+fn azure_request_timeouts_are_retryable_transport_errors() {
+    // A server that accepts connections and never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let holder = std::thread::spawn(move || {
+        let conns: Vec<_> = listener.incoming().take(1).collect();
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        drop(conns);
+    });
+    let endpoint = format!("http://127.0.0.1:{port}/{AZURITE_ACCOUNT}");
+    let mut o = AzureOptions::new(
+        &endpoint,
+        AZURITE_ACCOUNT,
+        "cont1",
+        Credential::SharedKey(AZURITE_KEY.into()),
+    );
+    o.request_timeout = std::time::Duration::from_millis(300);
+    let store = AzureStore::new(o).unwrap();
+    let e = store.properties("b").unwrap_err();
+    assert!(
+        matches!(e, BlobError::Transport { .. }) && e.is_retryable(),
+        "{e}"
+    );
+    assert!(e.to_string().contains("timed out"), "{e}");
+    holder.join().unwrap();
+}
+
+#[test]
+fn azure_store_can_be_used_from_async_code() {
+    let azurite = Azurite::start();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // Built from the connection string the SDKs use.
+    let options = AzureOptions::from_connection_string(&azurite.connection_string(), "asyncuse").unwrap();
+    rt.block_on(async move {
+        let store = std::sync::Arc::new(AzureStore::new(options).unwrap());
+        let s = store.clone();
+        tokio::task::spawn_blocking(move || {
+            s.create_container().unwrap();
+            s.create("x", 4096, &Metadata::new()).unwrap();
+            s.write_pages("x", 0, &[5u8; 4096]).unwrap();
+        })
+        .await
+        .unwrap();
+        // Called directly on a worker thread it still works (it blocks that worker meanwhile).
+        let mut buf = [0u8; 4096];
+        store.read_at("x", 0, &mut buf).unwrap();
+        assert!(buf.iter().all(|&b| b == 5));
+        drop(store); // dropping inside async code must not panic
+    });
+}
+
+#[test]
+fn local_store_is_usable_from_several_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalStore::new(dir.path());
+    store.create("shared", 64 * 512, &Metadata::new()).unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let store = &store;
+            s.spawn(move || {
+                for i in 0..25u64 {
+                    // Objects come and go in one folder (deletes remove empty folders meanwhile).
+                    let name = format!("folder/t{t}");
+                    store.create(&name, 1024, &Metadata::new()).unwrap();
+                    store.write_pages(&name, 512, &[t as u8 + 1; 512]).unwrap();
+                    store.delete(&name).unwrap();
+                    store
+                        .write_pages("shared", (t * 16 + i % 16) * 512, &[t as u8 + 1; 512])
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let mut back = vec![0u8; 64 * 512];
+    store.read_at("shared", 0, &mut back).unwrap();
+    for (i, page) in back.chunks(512).enumerate() {
+        assert!(page.iter().all(|&b| b == (i / 16) as u8 + 1), "page {i}");
+    }
+    assert_eq!(store.list("").unwrap().len(), 1);
 }

@@ -74,6 +74,58 @@ impl AzureOptions {
     }
 }
 
+impl AzureOptions {
+    /// Options from an Azure storage connection string (`AccountName=..;AccountKey=..;BlobEndpoint=..` or
+    /// `DefaultEndpointsProtocol=https;AccountName=..;AccountKey=..;EndpointSuffix=core.windows.net`, with
+    /// `SharedAccessSignature=..` instead of the key for a SAS) and the container name.
+    pub fn from_connection_string(
+        connection_string: &str,
+        container: &str,
+    ) -> Result<AzureOptions, BlobError> {
+        let mut fields = std::collections::HashMap::new();
+        for part in connection_string
+            .split(';')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            let (k, v) = part.split_once('=').ok_or_else(|| {
+                config_err(
+                    "connection string",
+                    "every part must look like Name=value, separated by ';'",
+                )
+            })?;
+            fields.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+        }
+        let account = fields
+            .get("accountname")
+            .cloned()
+            .ok_or_else(|| config_err("connection string", "it has no AccountName"))?;
+        let endpoint = match fields.get("blobendpoint") {
+            Some(e) => e.clone(),
+            None => format!(
+                "{}://{account}.blob.{}",
+                fields
+                    .get("defaultendpointsprotocol")
+                    .map_or("https", String::as_str),
+                fields
+                    .get("endpointsuffix")
+                    .map_or("core.windows.net", String::as_str)
+            ),
+        };
+        let credential = match (fields.get("accountkey"), fields.get("sharedaccesssignature")) {
+            (Some(key), _) => Credential::SharedKey(key.clone()),
+            (None, Some(sas)) => Credential::Sas(sas.clone()),
+            (None, None) => {
+                return Err(config_err(
+                    "connection string",
+                    "it has neither AccountKey nor SharedAccessSignature",
+                ))
+            }
+        };
+        Ok(AzureOptions::new(&endpoint, &account, container, credential))
+    }
+}
+
 /// A container of page blobs in an Azure storage account (or Azurite).
 #[derive(Debug)]
 pub struct AzureStore {
@@ -390,3 +442,43 @@ impl AzureStore {
 }
 
 mod store;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_strings() {
+        let o = AzureOptions::from_connection_string(
+            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=a2V5;BlobEndpoint=http://127.0.0.1:1/devstoreaccount1;",
+            "cont",
+        )
+        .unwrap();
+        assert_eq!(o.endpoint, "http://127.0.0.1:1/devstoreaccount1");
+        assert_eq!(
+            (o.account.as_str(), o.container.as_str()),
+            ("devstoreaccount1", "cont")
+        );
+        assert!(matches!(o.credential, Credential::SharedKey(ref k) if k == "a2V5"));
+        let o =
+            AzureOptions::from_connection_string("AccountName=acct;SharedAccessSignature=sv=1&sig=x", "c")
+                .unwrap();
+        assert_eq!(o.endpoint, "https://acct.blob.core.windows.net");
+        assert!(matches!(o.credential, Credential::Sas(ref t) if t == "sv=1&sig=x"));
+        for bad in ["AccountKey=a2V5", "AccountName=a", "AccountName"] {
+            let e = AzureOptions::from_connection_string(bad, "c").unwrap_err();
+            assert!(matches!(e, BlobError::InvalidConfig { .. }), "{bad}: {e}");
+            assert!(!e.to_string().contains("a2V5"));
+        }
+    }
+
+    #[test]
+    fn crc64_known_answer() {
+        // CRC-64/NVME check value of "123456789" (the catalogue's check), sent little-endian in Base64.
+        assert_eq!(CRC64.checksum(b"123456789"), 0xae8b_1486_0a79_9888);
+        assert_eq!(
+            crc64_header(b"123456789"),
+            base64::engine::general_purpose::STANDARD.encode(0xae8b_1486_0a79_9888u64.to_le_bytes())
+        );
+    }
+}

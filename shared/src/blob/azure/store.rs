@@ -50,7 +50,15 @@ impl BlobStore for AzureStore {
                 (),
             )
         });
-        self.send_many(jobs, |(), _| Ok(()))
+        match self.send_many(jobs, |(), _| Ok(())) {
+            // Azure refuses a range past the blob's end with 416 (Azurite does not check).
+            Err(BlobError::Http { status: 416, .. }) => {
+                let len = self.properties(name)?.len;
+                let end = offset + data.len() as u64;
+                Err(self.out_of_range(name, offset, end, len))
+            }
+            other => other,
+        }
     }
 
     fn clear_pages(&self, name: &str, offset: u64, len: u64) -> Result<(), BlobError> {
