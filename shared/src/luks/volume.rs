@@ -183,8 +183,16 @@ impl LuksVolume {
                 ));
                 continue;
             };
+            let candidate = match keyslot::unseal(src, slot, passphrase) {
+                Ok(key) => VolumeKey::from_bytes(key),
+                // KDF costs out of bounds: note it and try the next keyslot.
+                Err(LuksError::Kdf { reason }) => {
+                    unsupported.push(format!("keyslot {}: {reason}", slot.id));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             tried = true;
-            let candidate = VolumeKey::from_bytes(keyslot::unseal(src, slot, passphrase)?);
             if keyslot::digest_matches(digest, candidate.as_bytes()) {
                 return Ok(Self::new(header, candidate));
             }

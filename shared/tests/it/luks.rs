@@ -518,3 +518,39 @@ fn mutated_and_arbitrary_headers_never_panic() {
         "the mutations never produced a valid header"
     );
 }
+
+#[test]
+fn other_ciphers_and_key_sizes_are_named_unsupported() {
+    for (cipher, key_bits, want) in [
+        ("aes-cbc-essiv:sha256", "256", "aes-cbc-essiv:sha256"),
+        ("aes-xts-plain64", "256", "256-bit key"),
+    ] {
+        let img = image(IMAGE_LEN);
+        let kf = key_file(img.path.parent().unwrap(), "passphrase");
+        cryptsetup(&[
+            "luksFormat",
+            "--type",
+            "luks2",
+            "--cipher",
+            cipher,
+            "--key-size",
+            key_bits,
+            "--pbkdf",
+            "pbkdf2",
+            "--pbkdf-force-iterations",
+            "1000",
+            "--label",
+            "OTHER-CIPHER",
+            "--batch-mode",
+            "--key-file",
+            kf.to_str().unwrap(),
+            img.path.to_str().unwrap(),
+        ]);
+        let file = reopen(&img.path);
+        assert_eq!(LuksHeader::read(&file).unwrap().label(), "OTHER-CIPHER");
+        let err = LuksVolume::open(&file, b"passphrase").unwrap_err();
+        assert!(matches!(err, LuksError::Unsupported { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains("OTHER-CIPHER") && msg.contains(want), "{msg}");
+    }
+}
