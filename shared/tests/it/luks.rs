@@ -555,3 +555,37 @@ fn other_ciphers_and_key_sizes_are_named_unsupported() {
         assert!(msg.contains("OTHER-CIPHER") && msg.contains(want), "{msg}");
     }
 }
+
+#[test]
+fn cryptsetup_can_rewrite_our_header_and_we_read_its_update() {
+    // luksAddKey makes cryptsetup validate our metadata strictly, add keyslot 1 and rewrite both header
+    // copies with a higher seqid; our reader must then open either keyslot.
+    let img = image(IMAGE_LEN);
+    let rk = RecoveryKey::generate().unwrap();
+    let vol = luks::format(&img.file, IMAGE_LEN, rk.passphrase(), &fast_format("ADDKEY-5")).unwrap();
+    let dir = img.path.parent().unwrap();
+    let kf = key_file(dir, rk.as_str());
+    let second = RecoveryKey::generate().unwrap();
+    let new_kf = dir.join("newkey");
+    std::fs::write(&new_kf, second.as_str()).unwrap();
+    cryptsetup(&[
+        "luksAddKey",
+        "--batch-mode",
+        "--pbkdf",
+        "pbkdf2",
+        "--pbkdf-force-iterations",
+        "1000",
+        "--key-file",
+        kf.to_str().unwrap(),
+        img.path.to_str().unwrap(),
+        new_kf.to_str().unwrap(),
+    ]);
+    let file = reopen(&img.path);
+    let header = LuksHeader::read(&file).unwrap();
+    assert!(header.seqid() > 1, "cryptsetup should have bumped the seqid");
+    for pass in [&rk, &second] {
+        let opened = LuksVolume::open(&file, pass.passphrase()).unwrap();
+        assert_eq!(opened.volume_key(), vol.volume_key());
+        assert_eq!(opened.label(), "ADDKEY-5");
+    }
+}
