@@ -211,7 +211,11 @@ pub fn format_with_key(
     let secondary = header::encode_copy(&bin, HeaderCopy::Secondary, &salt2, &json);
 
     let size = device_size(file).map_err(|e| LuksError::io("reading the device size", e))?;
-    if size < device_len && file.metadata().is_ok_and(|m| m.is_file()) {
+    if size < device_len {
+        if !file.metadata().is_ok_and(|m| m.is_file()) {
+            let reason = format!("the device has {size} bytes, less than the {device_len} requested");
+            return Err(LuksError::Layout { reason });
+        }
         file.set_len(device_len)
             .map_err(|e| LuksError::io(format!("extending the image to {device_len} bytes"), e))?;
     }
