@@ -243,7 +243,7 @@ fn parse_keyslot(n: u32, slot: &Map<String, Value>, area: (u64, u64)) -> R<Keysl
     if key_size as usize != KEY_SIZE {
         return Err(format!(
             "{ctx} holds a {}-bit key, not {}-bit",
-            key_size * 8,
+            u64::from(key_size) * 8,
             KEY_SIZE * 8
         ));
     }
@@ -262,7 +262,7 @@ fn parse_keyslot(n: u32, slot: &Map<String, Value>, area: (u64, u64)) -> R<Keysl
     if area_type != "raw" || enc != CIPHER || area_key as usize != KEY_SIZE {
         return Err(format!(
             "{ctx} area is {area_type:?} encrypted with {enc:?} ({}-bit key)",
-            area_key * 8
+            u64::from(area_key) * 8
         ));
     }
     let area_offset = u64_string(ar, "offset", ctx)?;
@@ -302,6 +302,9 @@ fn parse_kdf(kdf: &Map<String, Value>, ctx: &str) -> R<KeyslotKdf> {
             let h = string(kdf, "hash", ctx)?;
             let hash = PbkdfHash::from_name(h).ok_or(format!("{ctx} uses PBKDF2 hash {h:?}"))?;
             let iterations = u32_number(kdf, "iterations", ctx)?;
+            if iterations == 0 {
+                return Err(format!("{ctx}: zero PBKDF2 iterations"));
+            }
             Ok(KeyslotKdf::Pbkdf2 {
                 hash,
                 iterations,
@@ -450,4 +453,88 @@ pub fn build_json(l: &Layout<'_>) -> Value {
         }},
         "config": {"json_size": l.json_size.to_string(), "keyslots_size": l.keyslots_size.to_string()},
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ours() -> Value {
+        let kdf = KeyslotKdf::Pbkdf2 {
+            hash: PbkdfHash::Sha256,
+            iterations: 1000,
+            salt: vec![1; 32],
+        };
+        build_json(&Layout {
+            json_size: 12288,
+            keyslots_size: 16_744_448,
+            area_offset: 32768,
+            area_size: 258_048,
+            data_offset: 16 << 20,
+            sector_size: 4096,
+            kdf: &kdf,
+            digest_iterations: 1000,
+            digest_salt: &[2; 32],
+            digest: &[3; 32],
+        })
+    }
+
+    fn parse(v: &Value) -> R<Metadata> {
+        Metadata::parse(&serde_json::to_vec(v).unwrap(), 12288)
+    }
+
+    #[test]
+    fn what_we_build_parses_back() {
+        let m = parse(&ours()).unwrap();
+        assert_eq!((m.json_size, m.keyslots_size), (12288, 16_744_448));
+        let slot = m.keyslots[0].as_ref().unwrap();
+        assert_eq!(
+            (slot.area_offset, slot.area_size, slot.stripes),
+            (32768, 258_048, 4000)
+        );
+        assert_eq!(
+            (m.segment.offset, m.segment.size, m.segment.sector_size),
+            (16 << 20, None, 4096)
+        );
+        assert!(m.segment.unsupported.is_none());
+        assert_eq!(m.digest_for(0).unwrap().digest, vec![3; 32]);
+    }
+
+    #[test]
+    fn hostile_values_are_reasons_not_panics() {
+        let mut v = ours();
+        v["keyslots"]["0"]["key_size"] = json!(u32::MAX);
+        v["keyslots"]["0"]["area"]["key_size"] = json!(u32::MAX);
+        let m = parse(&v).unwrap();
+        assert!(m.keyslots[0].as_ref().unwrap_err().contains("keyslot 0"));
+
+        let mut v = ours();
+        v["keyslots"]["0"]["area"]["offset"] = json!("18446744073709551615");
+        assert!(parse(&v).unwrap().keyslots[0].is_err());
+
+        let mut v = ours();
+        v["config"]["json_size"] = json!("4096");
+        assert!(parse(&v).unwrap_err().contains("json_size"));
+
+        let mut v = ours();
+        v["segments"]["0"]["encryption"] = json!("serpent-xts-plain64");
+        assert!(parse(&v)
+            .unwrap()
+            .segment
+            .unsupported
+            .unwrap()
+            .contains("serpent"));
+
+        let mut v = ours();
+        v["segments"]["0"]["offset"] = json!("4096");
+        assert!(parse(&v).unwrap_err().contains("inside the keyslots area"));
+
+        let mut v = ours();
+        let many: Map<String, Value> = (0..40).map(|i| (i.to_string(), json!({}))).collect();
+        v["tokens"] = Value::Object(many);
+        assert!(parse(&v).unwrap_err().contains("at most 32"));
+
+        assert!(Metadata::parse(b"[1,2", 12288).is_err());
+        assert!(Metadata::parse(&[b'['; 10_000], 12288).is_err());
+    }
 }

@@ -7,7 +7,7 @@
 //! the end of the device, `aes-xts-plain64` with 4096-byte sectors. The LUKS2 label is the drive id, so
 //! [`LuksHeader::read`] shows it without the key. docs/drive-format-luks2.md lists every on-disk choice.
 //!
-//! API: [`format`] / [`format_with_key`] write a new volume and return the unlocked [`LuksVolume`];
+//! API: [`format()`] / [`format_with_key`] write a new volume and return the unlocked [`LuksVolume`];
 //! [`LuksVolume::open`] unlocks an existing one (primary header, else the secondary, as cryptsetup);
 //! [`LuksVolume::encrypt_sectors`] / [`LuksVolume::decrypt_sectors`] work in place on whole sectors
 //! addressed relative to the payload (the decrypted data area); [`LuksVolume::reader`] and
@@ -31,6 +31,7 @@
 
 pub mod af;
 pub mod crypt;
+mod format;
 pub mod header;
 mod io;
 pub mod kdf;
@@ -41,10 +42,14 @@ mod volume;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
+pub use format::{
+    format, format_with_key, LuksFormat, VolumeKey, DEFAULT_DATA_OFFSET, KEYSLOT_AREA_OFFSET,
+    KEYSLOT_AREA_SIZE, SECTOR_SIZE,
+};
 pub use header::HeaderCopy;
 pub use io::{PayloadReader, PayloadWriter};
 pub use kdf::Pbkdf;
-pub use volume::{format, format_with_key, LuksFormat, LuksHeader, LuksVolume, VolumeKey};
+pub use volume::{LuksHeader, LuksVolume};
 
 /// Everything that can go wrong reading or writing a LUKS2 drive.
 #[derive(Debug, thiserror::Error)]

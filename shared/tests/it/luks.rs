@@ -144,7 +144,8 @@ fn our_format_passes_luksdump_and_cryptsetup_recovers_our_key() {
         assert_eq!(vol.payload_len(), IMAGE_LEN - 16 * MIB);
 
         let dump = cryptsetup(&["luksDump", img.path.to_str().unwrap()]);
-        assert!(dump.contains(&format!("Label:         \t{label}")), "{dump}");
+        let dumped_label = dump.lines().find_map(|l| l.strip_prefix("Label:")).map(str::trim);
+        assert_eq!(dumped_label, Some(label), "{dump}");
         assert!(
             dump.contains("cipher: aes-xts-plain64") && dump.contains("sector: 4096 [bytes]"),
             "{dump}"
@@ -517,4 +518,74 @@ fn mutated_and_arbitrary_headers_never_panic() {
         parsed > 0 && opened > 0,
         "the mutations never produced a valid header"
     );
+}
+
+#[test]
+fn other_ciphers_and_key_sizes_are_named_unsupported() {
+    for (cipher, key_bits, want) in [
+        ("aes-cbc-essiv:sha256", "256", "aes-cbc-essiv:sha256"),
+        ("aes-xts-plain64", "256", "256-bit key"),
+    ] {
+        let img = image(IMAGE_LEN);
+        let kf = key_file(img.path.parent().unwrap(), "passphrase");
+        cryptsetup(&[
+            "luksFormat",
+            "--type",
+            "luks2",
+            "--cipher",
+            cipher,
+            "--key-size",
+            key_bits,
+            "--pbkdf",
+            "pbkdf2",
+            "--pbkdf-force-iterations",
+            "1000",
+            "--label",
+            "OTHER-CIPHER",
+            "--batch-mode",
+            "--key-file",
+            kf.to_str().unwrap(),
+            img.path.to_str().unwrap(),
+        ]);
+        let file = reopen(&img.path);
+        assert_eq!(LuksHeader::read(&file).unwrap().label(), "OTHER-CIPHER");
+        let err = LuksVolume::open(&file, b"passphrase").unwrap_err();
+        assert!(matches!(err, LuksError::Unsupported { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains("OTHER-CIPHER") && msg.contains(want), "{msg}");
+    }
+}
+
+#[test]
+fn cryptsetup_can_rewrite_our_header_and_we_read_its_update() {
+    // luksAddKey makes cryptsetup validate our metadata strictly, add keyslot 1 and rewrite both header
+    // copies with a higher seqid; our reader must then open either keyslot.
+    let img = image(IMAGE_LEN);
+    let rk = RecoveryKey::generate().unwrap();
+    let vol = luks::format(&img.file, IMAGE_LEN, rk.passphrase(), &fast_format("ADDKEY-5")).unwrap();
+    let dir = img.path.parent().unwrap();
+    let kf = key_file(dir, rk.as_str());
+    let second = RecoveryKey::generate().unwrap();
+    let new_kf = dir.join("newkey");
+    std::fs::write(&new_kf, second.as_str()).unwrap();
+    cryptsetup(&[
+        "luksAddKey",
+        "--batch-mode",
+        "--pbkdf",
+        "pbkdf2",
+        "--pbkdf-force-iterations",
+        "1000",
+        "--key-file",
+        kf.to_str().unwrap(),
+        img.path.to_str().unwrap(),
+        new_kf.to_str().unwrap(),
+    ]);
+    let file = reopen(&img.path);
+    let header = LuksHeader::read(&file).unwrap();
+    assert!(header.seqid() > 1, "cryptsetup should have bumped the seqid");
+    for pass in [&rk, &second] {
+        let opened = LuksVolume::open(&file, pass.passphrase()).unwrap();
+        assert_eq!(opened.volume_key(), vol.volume_key());
+        assert_eq!(opened.label(), "ADDKEY-5");
+    }
 }
