@@ -1,10 +1,30 @@
 use clap::Parser;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 fn main() -> ExitCode {
-    let cli = seedship_diskprep::Cli::parse();
+    let cli = seedship_diskprep::Cli::parse_from(seedship_diskprep::args::normalize(std::env::args_os()));
     seedship_shared::logging::init(cli.verbosity());
-    match seedship_diskprep::run(cli) {
+    // A write past a file-size limit must be an error naming the drive, not a silent death.
+    // SAFETY: ignoring SIGXFSZ is always sound.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = cancel.clone();
+    if let Err(e) = ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("\nstopping now");
+            std::process::exit(seedship_diskprep::Exit::Interrupted as i32);
+        }
+        eprintln!(
+            "\nstopping at the next checkpoint (Ctrl-C again to stop at once; the journal allows a resume)"
+        );
+    }) {
+        eprintln!("warning: cannot handle Ctrl-C: {e}");
+    }
+    match seedship_diskprep::run(cli, &cancel) {
         Ok(code) => code.into(),
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -64,6 +64,159 @@ pub enum VerifyError {
         recorded: usize,
         planned: usize,
     },
+    #[error("{path}: {source}")]
+    Open {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Luks(#[from] seedship_shared::luks::LuksError),
+    #[error("drive {drive}: its manifest is not valid: {source}")]
+    Manifest {
+        drive: String,
+        #[source]
+        source: seedship_shared::manifest::ManifestError,
+    },
+    #[error("drive {drive}: the manifest names drive {named}; this drive was prepared for another manifest")]
+    DriveIdMismatch { drive: String, named: String },
+    #[error("drive {drive}: member {member} is not in the manifest")]
+    Unlisted { drive: String, member: String },
+    #[error("drive {drive}: {file} is in the manifest but not on the drive")]
+    MissingFile { drive: String, file: String },
+    #[error("drive {drive}: member {member} holds {found} bytes, the manifest implies {expected}")]
+    WrongSize {
+        drive: String,
+        member: String,
+        expected: u64,
+        found: u64,
+    },
+    #[error("drive {drive}: blob {blob} bytes at offset {offset} do not match the manifest (MD5 of a range, or zeros between ranges)")]
+    RangeMismatch {
+        drive: String,
+        blob: String,
+        offset: u64,
+    },
+}
+
+/// Checks a drive on its own, with nothing but its recovery key: unlocks it, reads the manifest at the head
+/// of the payload, and checks every member against it (every page range's MD5, zeros between ranges, every
+/// listed file present) in one streaming pass.
+pub fn verify_drive(
+    path: &std::path::Path,
+    key: &seedship_shared::recovery::RecoveryKey,
+    progress: &dyn Progress,
+) -> Result<VerifyStats, VerifyError> {
+    use seedship_shared::manifest::{DriveFilePath, DriveManifest, Md5Hash, RangeList};
+    let file = std::fs::File::open(path).map_err(|source| VerifyError::Open {
+        path: path.to_owned(),
+        source,
+    })?;
+    let volume = seedship_shared::luks::LuksVolume::open(&file, key.passphrase())?;
+    let drive = volume.label().to_owned();
+    let target = DriveTarget {
+        device: &file,
+        cipher: &volume,
+        data_offset: volume.data_offset(),
+        capacity: volume.payload_len(),
+    };
+    let mut tar = TarReader::new(PayloadReader::new(target));
+    let mut text = Vec::new();
+    expect_member(&drive, &mut tar, MANIFEST_NAME)?
+        .read_to_end(&mut text)
+        .map_err(|source| VerifyError::Read {
+            drive: drive.clone(),
+            member: MANIFEST_NAME.to_owned(),
+            source,
+        })?;
+    let manifest = DriveManifest::parse(&text).map_err(|source| VerifyError::Manifest {
+        drive: drive.clone(),
+        source,
+    })?;
+    if manifest.header.drive_id != drive {
+        return Err(VerifyError::DriveIdMismatch {
+            drive,
+            named: manifest.header.drive_id,
+        });
+    }
+    let mut listed: std::collections::BTreeMap<String, &seedship_shared::manifest::ManifestBlob> = manifest
+        .blob_lists
+        .iter()
+        .flat_map(|l| &l.blobs)
+        .map(|b| (DriveFilePath::tar_path_of(&b.file_path), b))
+        .collect();
+    let mut stats = VerifyStats {
+        members: 1,
+        ..VerifyStats::default()
+    };
+    let mut buf = vec![0u8; 4 << 20];
+    while let Some(mut entry) = tar.next_entry().map_err(|source| VerifyError::Tar {
+        drive: drive.clone(),
+        source,
+    })? {
+        let member = entry.info.path.clone();
+        let blob = listed.remove(&member).ok_or_else(|| VerifyError::Unlisted {
+            drive: drive.clone(),
+            member: member.clone(),
+        })?;
+        let (start, end) = blob.part.map_or((0, blob.length), |p| (p.start, p.end));
+        if entry.info.size != end - start {
+            return Err(VerifyError::WrongSize {
+                drive: drive.clone(),
+                member,
+                expected: end - start,
+                found: entry.info.size,
+            });
+        }
+        let mut ranges: Vec<(u64, u64, Md5Hash)> = match &blob.ranges {
+            RangeList::Pages(p) => p.iter().map(|r| (r.offset, r.length, r.hash)).collect(),
+            RangeList::Blocks(b) => b.iter().map(|r| (r.offset, r.length, r.hash)).collect(),
+        };
+        ranges.sort_by_key(|r| r.0);
+        // A zero-length sentinel at the end checks the zeros after the last range.
+        ranges.push((end, 0, Md5Hash([0; 16])));
+        let mut at = start;
+        for (offset, len, hash) in ranges {
+            let mismatch = |offset| VerifyError::RangeMismatch {
+                drive: drive.clone(),
+                blob: blob.blob_path.clone(),
+                offset,
+            };
+            let read_err = |source| VerifyError::Read {
+                drive: drive.clone(),
+                member: member.clone(),
+                source,
+            };
+            while at < offset {
+                let n = (offset - at).min(buf.len() as u64) as usize;
+                entry.read_exact(&mut buf[..n]).map_err(read_err)?;
+                if buf[..n].iter().any(|&b| b != 0) {
+                    return Err(mismatch(at));
+                }
+                at += n as u64;
+            }
+            if len == 0 {
+                continue;
+            }
+            let n = len as usize;
+            entry.read_exact(&mut buf[..n]).map_err(read_err)?;
+            if Md5Hash::of(&buf[..n]) != hash {
+                return Err(mismatch(offset));
+            }
+            at = offset + len;
+            stats.segments += 1;
+            stats.bytes += len;
+            progress.inc(len);
+        }
+        stats.members += 1;
+    }
+    if let Some(missing) = listed.into_values().next() {
+        return Err(VerifyError::MissingFile {
+            drive,
+            file: missing.file_path.clone(),
+        });
+    }
+    Ok(stats)
 }
 
 /// Verifies a drive just written against the records of its copy.

@@ -1,0 +1,245 @@
+//! Command-line tests of seedship-diskprep: one test binary, with the harness at the top.
+
+use seedship_shared::host::hostname;
+use seedship_shared::staging::{JobDescriptor, JobState, StagedBlob, BLOBS_DIR};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn diskprep(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_seedship-diskprep"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run seedship-diskprep")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A deterministic pseudo-random byte stream.
+fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Writes a ready job under `staging/<job>`: blobs (name, bytes), source host `host`.
+fn make_job(staging: &Path, job: &str, host: &str, blobs: &[(&str, Vec<u8>)]) -> PathBuf {
+    let dir = staging.join(job);
+    let staged = blobs
+        .iter()
+        .map(|(name, bytes)| {
+            let p = dir.join(BLOBS_DIR).join(name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, bytes).unwrap();
+            StagedBlob {
+                name: name.to_string(),
+                len: bytes.len() as u64,
+                blake3: blake3::hash(bytes).to_hex().to_string(),
+            }
+        })
+        .collect();
+    JobDescriptor {
+        format: 1,
+        job_name: job.into(),
+        subscription: "11111111-2222-3333-4444-555555555555".into(),
+        storage_account: "seedacct".into(),
+        container: "seed".into(),
+        publish_settings: "/nowhere.publishsettings".into(),
+        source_host: host.into(),
+        repository_id: "r1".into(),
+        state: JobState::BackupComplete,
+        created: 1_700_000_000,
+        blobs: staged,
+    }
+    .save(&dir)
+    .unwrap();
+    dir
+}
+
+/// A job of about 52 MiB: a config page, a 40 MiB volume with a hole, an 8 MiB index, an empty blob.
+fn standard_job(staging: &Path) -> PathBuf {
+    let mut volume = noise(40 << 20, 7);
+    volume[10 << 20..14 << 20].fill(0);
+    make_job(
+        staging,
+        "job1",
+        &hostname(),
+        &[
+            ("config", noise(512, 1)),
+            ("data/0000", volume),
+            ("index/0000", noise(8 << 20, 3)),
+            ("keys/empty", vec![0; 4096]),
+        ],
+    )
+}
+
+fn keys(key_file: &Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(key_file)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            (f[1].to_owned(), f[2].to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn a_job_spans_three_drives_and_each_verifies_on_its_own() {
+    let t = tempfile::tempdir().unwrap();
+    let staging = t.path().join("staging");
+    let job = standard_job(&staging);
+    let d: Vec<String> = (1..=3)
+        .map(|i| t.path().join(format!("d{i}.img")).display().to_string())
+        .collect();
+    let o = diskprep(&[
+        &format!("s:{}", staging.display()),
+        "--drive",
+        &d[0],
+        "--drive",
+        &d[1],
+        "--drive",
+        &d[2],
+        "--create-image",
+        "40M",
+        "--yes",
+        "--pbkdf",
+        "pbkdf2",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    assert!(out.contains("on 3 drive(s)") && out.contains("part 2"), "{out}");
+    let key_file = job.join("diskprep/keys.tsv");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let keys = keys(&key_file);
+    assert_eq!(keys.len(), 3);
+    for (i, (id, key)) in keys.iter().enumerate() {
+        assert!(!out.contains(key.as_str()), "a recovery key was printed");
+        let v = diskprep(&["verify", "--drive", &d[i], "--key", key]);
+        assert!(v.status.success(), "{id}: {}", text(&v));
+    }
+    // A wrong key is refused by name.
+    let v = diskprep(&["verify", "--drive", &d[0], "--key", &keys[1].1]);
+    assert!(
+        !v.status.success() && text(&v).contains("does not unlock drive"),
+        "{}",
+        text(&v)
+    );
+    // Run again: every drive is complete and left alone.
+    let again = diskprep(&[
+        &format!("s:{}", staging.display()),
+        "--drive",
+        &d[0],
+        "--drive",
+        &d[1],
+        "--drive",
+        &d[2],
+        "--yes",
+    ]);
+    assert!(
+        again.status.success() && text(&again).matches("left as it is").count() == 3,
+        "{}",
+        text(&again)
+    );
+}
+
+#[test]
+fn refusals_name_the_problem_and_write_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let staging = t.path().join("staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    let s = format!("s:{}", staging.display());
+    let img = t.path().join("d.img").display().to_string();
+
+    let o = diskprep(&[&s, "--drive", &img, "--create-image", "64M", "--yes"]);
+    assert!(
+        !o.status.success() && text(&o).contains("holds no import job"),
+        "{}",
+        text(&o)
+    );
+
+    let job = standard_job(&staging);
+    let small = t.path().join("small.img").display().to_string();
+    let o = diskprep(&[&s, "--drive", &small, "--create-image", "20M", "--yes"]);
+    assert!(
+        !o.status.success() && text(&o).contains("too small"),
+        "{}",
+        text(&o)
+    );
+
+    let o = diskprep(&[
+        &s,
+        "--drive",
+        &img,
+        "--create-image",
+        "40M",
+        "--yes",
+        "--pbkdf",
+        "pbkdf2",
+    ]);
+    assert!(
+        !o.status.success() && text(&o).contains("more bytes of drive payload are needed"),
+        "{}",
+        text(&o)
+    );
+
+    // No confirmation: standard input is not a terminal and --yes is missing.
+    let big = t.path().join("big.img").display().to_string();
+    let o = diskprep(&[&s, "--drive", &big, "--create-image", "128M"]);
+    assert!(!o.status.success() && text(&o).contains("--yes"), "{}", text(&o));
+    assert!(
+        !job.join("diskprep/keys.tsv").exists(),
+        "nothing written before confirmation"
+    );
+
+    // Damaged staging: a flipped byte in the index.
+    let index = job.join("blobs/index/0000");
+    let mut bytes = std::fs::read(&index).unwrap();
+    bytes[1000] ^= 1;
+    std::fs::write(&index, &bytes).unwrap();
+    let o = diskprep(&[&s, "--drive", &big, "--yes"]);
+    assert!(
+        !o.status.success() && text(&o).contains("index/0000") && text(&o).contains("damaged"),
+        "{}",
+        text(&o)
+    );
+    assert!(!job.join("diskprep").exists(), "staging untouched");
+}
+
+#[test]
+fn another_machine_needs_the_publish_settings() {
+    let t = tempfile::tempdir().unwrap();
+    let staging = t.path().join("staging");
+    make_job(&staging, "job2", "some-other-host", &[("config", noise(512, 1))]);
+    let img = t.path().join("d.img").display().to_string();
+    let o = diskprep(&[
+        &format!("s:{}", staging.display()),
+        "--drive",
+        &img,
+        "--create-image",
+        "64M",
+        "--yes",
+    ]);
+    assert!(
+        !o.status.success() && text(&o).contains("p:<file>") && text(&o).contains("some-other-host"),
+        "{}",
+        text(&o)
+    );
+}
