@@ -4,9 +4,13 @@
 //! `tracing` events and typed errors, and the binaries decide what the operator sees.
 
 pub mod blob;
+pub mod chunker;
+pub mod crypto;
 pub mod error;
 pub mod logging;
 pub mod progress;
 pub mod publish_settings;
+pub mod repo;
+pub mod staging;
 
 pub use error::{Error, Result};
