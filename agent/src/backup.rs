@@ -77,7 +77,12 @@ pub fn run(
     let (res_tx, res_rx) = unbounded::<(usize, FileResult)>();
     let seen = Arc::new(Mutex::new(HashSet::<ChunkId>::new()));
     let writer = {
-        let mut w = PackWriter::open(repo.clone(), 16 << 20, 16)?;
+        let pack_kib = env_usize("SEEDSHIP_PACK_SIZE_KIB", 16 << 10);
+        let mut w = PackWriter::open(
+            repo.clone(),
+            pack_kib << 10,
+            env_usize("SEEDSHIP_INDEX_EVERY", 16),
+        )?;
         std::thread::spawn(move || -> anyhow::Result<(Vec<VolumeDigest>, u64, u64)> {
             for b in blob_rx {
                 w.add(b)?;
@@ -181,6 +186,15 @@ pub fn run(
         volumes,
         problems,
     })
+}
+
+/// A tuning knob from the environment (documented in docs/agent.md), or its default.
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&v| v > 0)
+        .unwrap_or(default)
 }
 
 fn build_trees(
