@@ -13,7 +13,7 @@ use crate::progress::Counters;
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use seedship_shared::repo::{
     encode_blob, id_hex, parse_id, ChunkId, ChunkRef, EncodedBlob, Node, NodeKind, PackWriter, Repository,
-    Snapshot, SnapshotStats, Tree, VolumeDigest, BLOB_DATA,
+    Snapshot, SnapshotStats, Tree, VolumeDigest, BLOB_DATA, BLOB_TREE,
 };
 use std::collections::{HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
@@ -239,11 +239,16 @@ fn build_trees(
                 .map(|(_, n)| n)
                 .collect(),
         };
-        let blob = repo.encode_tree(&tree)?;
-        ids[d] = Some(blob.id);
-        blobs
-            .send(blob)
-            .map_err(|_| anyhow::anyhow!("the pack writer stopped"))?;
+        // an unchanged directory has the same id: skip compressing and encrypting it again
+        let raw = serde_json::to_vec(&tree)?;
+        let id = repo.key().chunk_id(&raw);
+        ids[d] = Some(id);
+        if !repo.contains(&id) {
+            let blob = encode_blob(repo.key(), 3, BLOB_TREE, id, &raw)?;
+            blobs
+                .send(blob)
+                .map_err(|_| anyhow::anyhow!("the pack writer stopped"))?;
+        }
     }
     results.clear();
     Ok(ids[root].expect("root built"))
