@@ -68,7 +68,7 @@ pub fn run(
     sources: &[PathBuf],
     parent: Option<(String, Snapshot)>,
     host: &str,
-    cancel: &AtomicBool,
+    cancel: &'static AtomicBool,
     counters: &Counters,
 ) -> anyhow::Result<BackupOutcome> {
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
@@ -101,7 +101,7 @@ pub fn run(
                 seen.clone(),
             );
             let c = counters.clone();
-            std::thread::spawn(move || worker(&repo, rx, tx, res, &seen, &c))
+            std::thread::spawn(move || worker(&repo, rx, tx, res, &seen, &c, cancel))
         })
         .collect();
     drop((job_rx, res_tx));
@@ -389,11 +389,17 @@ fn worker(
     results: Sender<(usize, FileResult)>,
     seen: &Mutex<HashSet<ChunkId>>,
     counters: &Counters,
+    cancel: &AtomicBool,
 ) {
     let chunker = repo.chunker();
     let mut buf = Vec::new();
     for job in jobs {
-        let r = read_file(repo, &chunker, &job, &mut buf, &blobs, seen, counters);
+        // once cancelled, queued files are not read: no snapshot will be written anyway
+        let r = if cancel.load(Ordering::Relaxed) {
+            Err(format!("{}: not read (interrupted)", job.path.display()))
+        } else {
+            read_file(repo, &chunker, &job, &mut buf, &blobs, seen, counters, cancel)
+        };
         if results.send((job.id, r)).is_err() {
             return;
         }
@@ -427,6 +433,7 @@ fn extents(f: &std::fs::File, m: &std::fs::Metadata) -> Vec<(u64, u64)> {
     out
 }
 
+#[allow(clippy::too_many_arguments)]
 fn read_file(
     repo: &Repository,
     chunker: &seedship_shared::chunker::Chunker,
@@ -435,6 +442,7 @@ fn read_file(
     blobs: &Sender<EncodedBlob>,
     seen: &Mutex<HashSet<ChunkId>>,
     counters: &Counters,
+    cancel: &AtomicBool,
 ) -> FileResult {
     let show = job.path.display();
     let f = std::fs::File::open(&job.path).map_err(|e| format!("{show}: cannot read: {e}"))?;
@@ -473,6 +481,9 @@ fn read_file(
                 continue;
             };
             let chunk = &buf[..cut];
+            if cancel.load(Ordering::Relaxed) {
+                return Err(format!("{show}: interrupted"));
+            }
             let id = repo.key().chunk_id(chunk);
             if !repo.contains(&id) && seen.lock().expect("lock").insert(id) {
                 let blob = encode_blob(repo.key(), level, BLOB_DATA, id, chunk)

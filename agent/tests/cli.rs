@@ -524,3 +524,52 @@ fn sigkill_at_several_points_then_the_next_run_completes_exactly() {
     e.ok(&["restore", "latest", "--target", s(&e.p("out"))]);
     assert_same_tree(&e.p("src"), &e.restored_src("out"));
 }
+
+#[test]
+fn sigint_stops_at_a_safe_point_and_the_rerun_reuses_the_work() {
+    let e = Env::new();
+    for i in 0..8 {
+        std::fs::write(e.p(&format!("src/f{i}.bin")), random(3 << 20, 200 + i)).unwrap();
+    }
+    e.start();
+    let child = e
+        .cmd(&["backup"])
+        .env("SEEDSHIP_PACK_SIZE_KIB", "1024")
+        .env("SEEDSHIP_INDEX_EVERY", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    while dir_size(&e.blobs().join("data")) < 2 << 20 {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    // SAFETY: sending a signal to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let o = child.wait_with_output().unwrap();
+    let out = text(&o.stdout);
+    match o.status.code() {
+        Some(130) => {
+            assert!(out.contains("interrupted"), "{out}");
+            let d: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(e.p("staging/job1/job.json")).unwrap()).unwrap();
+            assert_eq!(d["state"], "created");
+            let again = e.ok(&["backup"]);
+            // the rerun stores less than everything: what the first run indexed is reused
+            let stored: u64 = again
+                .split(" new blobs, ")
+                .nth(1)
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap();
+            assert!(stored < 24, "{again}");
+        }
+        Some(0) => eprintln!("NOTE: the backup finished before SIGINT arrived"),
+        other => panic!("unexpected exit {other:?}: {out}"),
+    }
+    e.ok(&["check", "--read-data"]);
+    e.ok(&["restore", "latest", "--target", s(&e.p("out"))]);
+    assert_same_tree(&e.p("src"), &e.restored_src("out"));
+}
