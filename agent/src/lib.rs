@@ -1,17 +1,34 @@
 //! seedship backup agent: writes the initial full backup of a file server into a staging location for offline seeding, then incremental backups into the vault.
 //!
-//! The binary is a thin `main` over [`run`]; everything lives here so tests can call it.
+//! The binary is a thin `main` over [`run`]; everything lives here so tests can call it. Modules: `policy`
+//! (state directory, names, passphrase), `store` (the staging store), `backup` (the pipeline), `restore`,
+//! `check`, `fsmeta` (file metadata), `progress` (what the operator sees), `commands` (one function per
+//! subcommand).
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// The exit codes of `seedship-agent`, documented in its `--help` and man page.
+pub mod backup;
+pub mod check;
+mod commands;
+pub mod fsmeta;
+pub mod policy;
+pub mod progress;
+pub mod restore;
+pub mod store;
+
+/// The exit codes of `seedship-agent`, documented in its `--help` and docs/agent.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
     /// Everything asked for was done.
     Success = 0,
     /// The command failed; nothing was left half-done that a rerun cannot finish.
     Failure = 1,
+    /// The backup completed but some files were unreadable or changed while being read (listed in the log).
+    Partial = 3,
+    /// Nothing to do yet: the initial backup is staged and the import job is pending.
+    Waiting = 75,
     /// Interrupted (Ctrl-C, SIGTERM); a rerun continues where this one stopped.
     Interrupted = 130,
 }
@@ -22,12 +39,17 @@ impl From<Exit> for ExitCode {
     }
 }
 
+const EXIT_HELP: &str =
+    "Exit codes: 0 success, 1 failure, 3 partial (some files unreadable or changed while read), \
+75 waiting (initial backup staged, import job pending), 130 interrupted (rerun to continue).";
+
 /// Command line of `seedship-agent`.
 #[derive(Debug, Parser)]
 #[command(
     name = "seedship-agent",
     version,
-    about = "seedship backup agent: writes the initial full backup of a file server into a staging location for offline seeding, then incremental backups into the vault."
+    about = "seedship backup agent: writes the initial full backup of a file server into a staging location for offline seeding, then incremental backups into the vault.",
+    after_help = EXIT_HELP
 )]
 pub struct Cli {
     /// More log output (-v debug, -vv trace).
@@ -36,6 +58,97 @@ pub struct Cli {
     /// Less log output: errors only.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// The agent's state directory (policy, caches).
+    #[arg(
+        long,
+        env = "SEEDSHIP_STATE_DIR",
+        default_value = "/var/lib/seedship",
+        global = true
+    )]
+    pub state_dir: PathBuf,
+    /// Read the repository passphrase from this file (else SEEDSHIP_PASSPHRASE, else a prompt).
+    #[arg(long, global = true)]
+    pub passphrase_file: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Offline seeding: set up a staging job.
+    #[command(subcommand)]
+    Offline(OfflineCmd),
+    /// Run a backup according to the policy (the first one writes the initial full backup into staging).
+    Backup(BackupCmd),
+    /// List the snapshots.
+    Snapshots,
+    /// Restore a snapshot (an id, a unique id prefix, or "latest") into a folder.
+    Restore(RestoreCmd),
+    /// Verify the repository (and with --read-data every byte of it).
+    Check(CheckCmd),
+    /// Show the policy and the staging job's state.
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OfflineCmd {
+    /// Validate everything, create the repository and job descriptor in staging, and record the policy.
+    Start(StartCmd),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct StartCmd {
+    /// The staging location (a local folder with room for the initial backup).
+    #[arg(long)]
+    pub staging: PathBuf,
+    /// Import job name: lowercase letters, digits, '-' and '_', starting with a letter.
+    #[arg(long)]
+    pub job_name: String,
+    /// The Azure publish-settings file.
+    #[arg(long)]
+    pub publish_settings: PathBuf,
+    /// Subscription id (must be in the publish-settings file).
+    #[arg(long)]
+    pub subscription: String,
+    /// Storage account that receives the import.
+    #[arg(long)]
+    pub storage_account: String,
+    /// Container the blobs are imported into.
+    #[arg(long)]
+    pub container: String,
+    /// A folder to back up (repeatable).
+    #[arg(long = "source", required = true)]
+    pub sources: Vec<PathBuf>,
+    /// Volume size in MiB (default 4096).
+    #[arg(long, default_value_t = 4096)]
+    pub volume_size_mib: u64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BackupCmd {
+    /// While the import job is pending, write another snapshot into staging anyway (before shipping).
+    #[arg(long)]
+    pub another_snapshot: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RestoreCmd {
+    /// Snapshot id, unique prefix, or "latest".
+    pub snapshot: String,
+    /// Target folder.
+    #[arg(long)]
+    pub target: PathBuf,
+    /// Only restore these paths (as in the snapshot, e.g. /srv/data/projects); repeatable.
+    #[arg(long = "include")]
+    pub includes: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckCmd {
+    /// Read and verify every blob and every byte of the staging files.
+    #[arg(long)]
+    pub read_data: bool,
 }
 
 impl Cli {
@@ -50,8 +163,13 @@ impl Cli {
 }
 
 /// Runs one command line.
-pub fn run(_cli: Cli) -> anyhow::Result<Exit> {
-    use clap::CommandFactory;
-    Cli::command().print_help()?;
-    Ok(Exit::Success)
+pub fn run(cli: Cli) -> anyhow::Result<Exit> {
+    match &cli.command {
+        Command::Offline(OfflineCmd::Start(c)) => commands::offline_start(&cli, c),
+        Command::Backup(c) => commands::backup(&cli, c),
+        Command::Snapshots => commands::snapshots(&cli),
+        Command::Restore(c) => commands::restore(&cli, c),
+        Command::Check(c) => commands::check(&cli, c),
+        Command::Status => commands::status(&cli),
+    }
 }

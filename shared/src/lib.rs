@@ -4,6 +4,8 @@
 //! `tracing` events and typed errors, and the binaries decide what the operator sees.
 
 pub mod blob;
+pub mod chunker;
+pub mod crypto;
 pub mod error;
 pub mod host;
 pub mod journal;
@@ -13,6 +15,7 @@ pub mod manifest;
 pub mod progress;
 pub mod publish_settings;
 pub mod recovery;
+pub mod repo;
 pub mod staging;
 pub mod tar;
 

@@ -1,0 +1,514 @@
+//! The backup pipeline: walker (this thread) -> N reader/chunker/encrypt workers -> one pack writer.
+//!
+//! The walker records every directory's nodes in memory and sends each changed regular file to a bounded
+//! channel; workers read it (only its data extents: holes are skipped with SEEK_DATA/SEEK_HOLE), cut it into
+//! chunks, name each chunk by keyed BLAKE3 and, when the chunk is new, compress and encrypt it and pass it
+//! to the pack writer through another bounded channel. Files whose size, mtime, ctime and inode equal the
+//! parent snapshot's are not read: their chunk list is reused. When all files are done the trees are built
+//! bottom-up, then the index is flushed and only then is the snapshot written. Cancelling stops the walk;
+//! whatever was packed and indexed is reused by the next run.
+
+use crate::fsmeta::{self, Names};
+use crate::progress::Counters;
+use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use seedship_shared::repo::{
+    encode_blob, id_hex, parse_id, ChunkId, ChunkRef, EncodedBlob, Node, NodeKind, PackWriter, Repository,
+    Snapshot, SnapshotStats, Tree, VolumeDigest, BLOB_DATA, BLOB_TREE,
+};
+use std::collections::{HashMap, HashSet};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// What one backup run produced.
+#[derive(Debug)]
+pub struct BackupOutcome {
+    /// The snapshot id, unless interrupted.
+    pub snapshot: Option<String>,
+    pub stats: SnapshotStats,
+    pub volumes: Vec<VolumeDigest>,
+    /// Messages about files that were unreadable or changed while read.
+    pub problems: Vec<String>,
+}
+
+struct FileJob {
+    id: usize,
+    path: PathBuf,
+    node_size: u64,
+    mtime: (i64, u32),
+}
+
+type FileResult = Result<(Vec<ChunkRef>, Option<String>), String>;
+
+struct DirRec {
+    nodes: Vec<Node>,
+    files: Vec<(usize, usize)>,
+    subdirs: Vec<(usize, usize)>,
+}
+
+struct Walker<'a> {
+    repo: &'a Repository,
+    names: Names,
+    jobs: Sender<FileJob>,
+    dirs: Vec<DirRec>,
+    next_job: usize,
+    links: HashMap<(u64, u64), usize>,
+    stats: SnapshotStats,
+    problems: Vec<String>,
+    cancel: &'a AtomicBool,
+    counters: &'a Counters,
+}
+
+/// Runs one backup of `sources` into `repo`, using `parent` to skip unchanged files.
+pub fn run(
+    repo: Arc<Repository>,
+    sources: &[PathBuf],
+    parent: Option<(String, Snapshot)>,
+    host: &str,
+    cancel: &'static AtomicBool,
+    counters: &Counters,
+) -> anyhow::Result<BackupOutcome> {
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let (job_tx, job_rx) = bounded::<FileJob>(256);
+    let (blob_tx, blob_rx) = bounded::<EncodedBlob>(threads * 2);
+    let (res_tx, res_rx) = unbounded::<(usize, FileResult)>();
+    let seen = Arc::new(Mutex::new(HashSet::<ChunkId>::new()));
+    let writer = {
+        let pack_kib = env_usize("SEEDSHIP_PACK_SIZE_KIB", 16 << 10);
+        let mut w = PackWriter::open(
+            repo.clone(),
+            pack_kib << 10,
+            env_usize("SEEDSHIP_INDEX_EVERY", 16),
+        )?;
+        std::thread::spawn(move || -> anyhow::Result<(Vec<VolumeDigest>, u64, u64)> {
+            for b in blob_rx {
+                w.add(b)?;
+            }
+            let (n, bytes) = (w.blobs_stored, w.bytes_stored);
+            Ok((w.finish()?, n, bytes))
+        })
+    };
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let (rx, tx, res, repo, seen) = (
+                job_rx.clone(),
+                blob_tx.clone(),
+                res_tx.clone(),
+                repo.clone(),
+                seen.clone(),
+            );
+            let c = counters.clone();
+            std::thread::spawn(move || worker(&repo, rx, tx, res, &seen, &c, cancel))
+        })
+        .collect();
+    drop((job_rx, res_tx));
+
+    let parent_root = match &parent {
+        Some((_, s)) => parse_id(&s.tree).and_then(|id| repo.load_tree(&id).ok()),
+        None => None,
+    };
+    let mut walker = Walker {
+        repo: &repo,
+        names: Names::default(),
+        jobs: job_tx,
+        dirs: vec![],
+        next_job: 0,
+        links: HashMap::new(),
+        stats: SnapshotStats::default(),
+        problems: vec![],
+        cancel,
+        counters,
+    };
+    let root = walker.walk_sources(sources, parent_root.as_ref());
+    let Walker {
+        jobs,
+        mut dirs,
+        mut stats,
+        mut problems,
+        ..
+    } = walker;
+    drop(jobs);
+    for w in workers {
+        w.join()
+            .map_err(|_| anyhow::anyhow!("a reader thread panicked"))?;
+    }
+    let mut results: HashMap<usize, FileResult> = res_rx.into_iter().collect();
+    let cancelled = cancel.load(Ordering::SeqCst);
+    let root_tree = if cancelled {
+        None
+    } else {
+        Some(build_trees(
+            &repo,
+            &mut dirs,
+            root,
+            &mut results,
+            &blob_tx,
+            &mut stats,
+            &mut problems,
+        )?)
+    };
+    drop(blob_tx);
+    let (volumes, blobs, bytes) = writer
+        .join()
+        .map_err(|_| anyhow::anyhow!("the pack writer panicked"))??;
+    stats.blobs_new = blobs;
+    stats.bytes_stored = bytes;
+    stats.bytes_read = counters.bytes.load(Ordering::Relaxed);
+    let Some(root_tree) = root_tree else {
+        return Ok(BackupOutcome {
+            snapshot: None,
+            stats,
+            volumes,
+            problems,
+        });
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let snap = Snapshot {
+        version: 1,
+        time: now.as_secs() as i64,
+        time_nsec: now.subsec_nanos(),
+        host: host.to_string(),
+        paths: sources.iter().map(|p| p.to_string_lossy().into_owned()).collect(),
+        tree: id_hex(&root_tree),
+        parent: parent.map(|(id, _)| id),
+        partial: stats.errors > 0,
+        stats: stats.clone(),
+    };
+    let id = repo.save_snapshot(&snap)?;
+    Ok(BackupOutcome {
+        snapshot: Some(id),
+        stats,
+        volumes,
+        problems,
+    })
+}
+
+/// A tuning knob from the environment (documented in docs/agent.md), or its default.
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&v| v > 0)
+        .unwrap_or(default)
+}
+
+fn build_trees(
+    repo: &Repository,
+    dirs: &mut [DirRec],
+    root: usize,
+    results: &mut HashMap<usize, FileResult>,
+    blobs: &Sender<EncodedBlob>,
+    stats: &mut SnapshotStats,
+    problems: &mut Vec<String>,
+) -> anyhow::Result<ChunkId> {
+    let mut ids: Vec<Option<ChunkId>> = vec![None; dirs.len()];
+    for d in (0..dirs.len()).rev() {
+        let rec = &mut dirs[d];
+        let mut drop_nodes = HashSet::new();
+        for &(ni, job) in &rec.files {
+            match results.get(&job) {
+                Some(Ok((content, changed))) => {
+                    rec.nodes[ni].content = content.clone();
+                    if let Some(msg) = changed {
+                        problems.push(msg.clone());
+                        stats.errors += 1;
+                    }
+                }
+                Some(Err(msg)) => {
+                    problems.push(msg.clone());
+                    stats.errors += 1;
+                    drop_nodes.insert(ni);
+                }
+                None => anyhow::bail!("internal error: no result for a file job"),
+            }
+        }
+        for &(ni, child) in &rec.subdirs {
+            rec.nodes[ni].subtree = Some(id_hex(&ids[child].expect("children are built first")));
+        }
+        let nodes = std::mem::take(&mut rec.nodes);
+        let tree = Tree {
+            nodes: nodes
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| !drop_nodes.contains(i))
+                .map(|(_, n)| n)
+                .collect(),
+        };
+        // an unchanged directory has the same id: skip compressing and encrypting it again
+        let raw = serde_json::to_vec(&tree)?;
+        let id = repo.key().chunk_id(&raw);
+        ids[d] = Some(id);
+        if !repo.contains(&id) {
+            let blob = encode_blob(repo.key(), 3, BLOB_TREE, id, &raw)?;
+            blobs
+                .send(blob)
+                .map_err(|_| anyhow::anyhow!("the pack writer stopped"))?;
+        }
+    }
+    results.clear();
+    Ok(ids[root].expect("root built"))
+}
+
+impl Walker<'_> {
+    fn walk_sources(&mut self, sources: &[PathBuf], parent: Option<&Tree>) -> usize {
+        let root = self.new_dir();
+        for src in sources {
+            let name = src.to_string_lossy().trim_start_matches('/').to_string();
+            let pnode = parent.and_then(|t| t.nodes.iter().find(|n| n.name == name));
+            match std::fs::symlink_metadata(src) {
+                Ok(m) => self.add_entry(root, std::ffi::OsStr::new(&name), src, &m, pnode),
+                Err(e) => self.problem(format!("{}: {e}", src.display())),
+            }
+        }
+        root
+    }
+
+    fn new_dir(&mut self) -> usize {
+        self.dirs.push(DirRec {
+            nodes: vec![],
+            files: vec![],
+            subdirs: vec![],
+        });
+        self.dirs.len() - 1
+    }
+
+    fn problem(&mut self, msg: String) {
+        tracing::warn!("{msg}");
+        self.problems.push(msg);
+        self.stats.errors += 1;
+    }
+
+    fn walk_dir(&mut self, path: &Path, parent: Option<Tree>) -> usize {
+        let d = self.new_dir();
+        let mut entries: Vec<_> = match std::fs::read_dir(path) {
+            Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.file_name()).collect(),
+            Err(e) => {
+                self.problem(format!("{}: cannot list: {e}", path.display()));
+                return d;
+            }
+        };
+        entries.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        let pmap: HashMap<Vec<u8>, &Node> = parent
+            .as_ref()
+            .map(|t| t.nodes.iter().map(|n| (n.name_bytes(), n)).collect())
+            .unwrap_or_default();
+        for name in entries {
+            if self.cancel.load(Ordering::Relaxed) {
+                break;
+            }
+            let p = path.join(&name);
+            match std::fs::symlink_metadata(&p) {
+                Ok(m) => self.add_entry(d, &name, &p, &m, pmap.get(name.as_bytes()).copied()),
+                Err(e) => self.problem(format!("{}: {e}", p.display())),
+            }
+        }
+        d
+    }
+
+    fn add_entry(
+        &mut self,
+        d: usize,
+        name: &std::ffi::OsStr,
+        p: &Path,
+        m: &std::fs::Metadata,
+        pnode: Option<&Node>,
+    ) {
+        let mut node = match fsmeta::node_from(name, p, m, &self.names) {
+            Ok(n) => n,
+            Err(e) => return self.problem(format!("{}: {e}", p.display())),
+        };
+        let ni = self.dirs[d].nodes.len();
+        match node.kind {
+            NodeKind::Dir => {
+                self.stats.dirs += 1;
+                let ptree = pnode
+                    .filter(|n| n.kind == NodeKind::Dir)
+                    .and_then(|n| n.subtree.as_deref().and_then(parse_id))
+                    .and_then(|id| self.repo.load_tree(&id).ok());
+                self.dirs[d].nodes.push(node);
+                let child = self.walk_dir(p, ptree);
+                self.dirs[d].subdirs.push((ni, child));
+                return;
+            }
+            NodeKind::File => {
+                self.stats.files += 1;
+                self.stats.bytes += node.size;
+                self.counters.files.fetch_add(1, Ordering::Relaxed);
+                if let Some(prev) = pnode.filter(|n| unchanged(n, &node)) {
+                    node.content = prev.content.clone();
+                    self.stats.files_unchanged += 1;
+                } else if node.size > 0 {
+                    let key = (node.dev, node.ino);
+                    let job = match self.links.get(&key) {
+                        Some(&j) if node.nlink > 1 => j,
+                        _ => {
+                            let j = self.next_job;
+                            self.next_job += 1;
+                            if node.nlink > 1 {
+                                self.links.insert(key, j);
+                            }
+                            let fj = FileJob {
+                                id: j,
+                                path: p.to_path_buf(),
+                                node_size: node.size,
+                                mtime: (node.mtime, node.mtime_nsec),
+                            };
+                            if self.jobs.send(fj).is_err() {
+                                return;
+                            }
+                            j
+                        }
+                    };
+                    self.dirs[d].files.push((ni, job));
+                }
+            }
+            _ => self.stats.other += 1,
+        }
+        self.dirs[d].nodes.push(node);
+    }
+}
+
+fn unchanged(prev: &Node, now: &Node) -> bool {
+    prev.kind == NodeKind::File
+        && prev.size == now.size
+        && (prev.mtime, prev.mtime_nsec) == (now.mtime, now.mtime_nsec)
+        && (prev.ctime, prev.ctime_nsec) == (now.ctime, now.ctime_nsec)
+        && prev.ino == now.ino
+        && (prev.size == 0 || !prev.content.is_empty())
+}
+
+fn worker(
+    repo: &Repository,
+    jobs: Receiver<FileJob>,
+    blobs: Sender<EncodedBlob>,
+    results: Sender<(usize, FileResult)>,
+    seen: &Mutex<HashSet<ChunkId>>,
+    counters: &Counters,
+    cancel: &AtomicBool,
+) {
+    let chunker = repo.chunker();
+    let mut buf = Vec::new();
+    for job in jobs {
+        // once cancelled, queued files are not read: no snapshot will be written anyway
+        let r = if cancel.load(Ordering::Relaxed) {
+            Err(format!("{}: not read (interrupted)", job.path.display()))
+        } else {
+            read_file(repo, &chunker, &job, &mut buf, &blobs, seen, counters, cancel)
+        };
+        if results.send((job.id, r)).is_err() {
+            return;
+        }
+    }
+}
+
+/// The data extents of a file: all of it unless it has holes.
+fn extents(f: &std::fs::File, m: &std::fs::Metadata) -> Vec<(u64, u64)> {
+    let size = m.size();
+    if m.blocks() * 512 >= size {
+        return vec![(0, size)];
+    }
+    let fd = f.as_raw_fd();
+    let mut out = vec![];
+    let mut pos: i64 = 0;
+    while (pos as u64) < size {
+        // SAFETY: lseek on an open descriptor.
+        let data = unsafe { libc::lseek(fd, pos, libc::SEEK_DATA) };
+        if data < 0 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO) {
+                break;
+            }
+            return vec![(0, size)];
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
+        let end = if hole < 0 { size } else { (hole as u64).min(size) };
+        out.push((data as u64, end));
+        pos = end as i64;
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn read_file(
+    repo: &Repository,
+    chunker: &seedship_shared::chunker::Chunker,
+    job: &FileJob,
+    buf: &mut Vec<u8>,
+    blobs: &Sender<EncodedBlob>,
+    seen: &Mutex<HashSet<ChunkId>>,
+    counters: &Counters,
+    cancel: &AtomicBool,
+) -> FileResult {
+    let show = job.path.display();
+    let f = std::fs::File::open(&job.path).map_err(|e| format!("{show}: cannot read: {e}"))?;
+    let m0 = f.metadata().map_err(|e| format!("{show}: {e}"))?;
+    let (max, avg) = (chunker.params().max, chunker.params().avg);
+    let level = repo.config().compression_level;
+    let mut content = vec![];
+    let mut short = false;
+    for (start, end) in extents(&f, &m0) {
+        let mut pos = start; // file offset of buf[0]
+        buf.clear();
+        let mut read_to = start;
+        let mut target = 2 * avg;
+        loop {
+            while buf.len() < target && read_to < end {
+                let want = ((end - read_to) as usize).min(target - buf.len());
+                let old = buf.len();
+                buf.resize(old + want, 0);
+                let n = f
+                    .read_at(&mut buf[old..], read_to)
+                    .map_err(|e| format!("{show}: read error: {e}"))?;
+                buf.truncate(old + n);
+                counters.bytes.fetch_add(n as u64, Ordering::Relaxed);
+                if n == 0 {
+                    short = true;
+                    break;
+                }
+                read_to += n as u64;
+            }
+            if buf.is_empty() {
+                break;
+            }
+            let eof = read_to >= end || short;
+            let Some(cut) = chunker.cut(buf, eof) else {
+                target = max;
+                continue;
+            };
+            let chunk = &buf[..cut];
+            if cancel.load(Ordering::Relaxed) {
+                return Err(format!("{show}: interrupted"));
+            }
+            let id = repo.key().chunk_id(chunk);
+            if !repo.contains(&id) && seen.lock().expect("lock").insert(id) {
+                let blob = encode_blob(repo.key(), level, BLOB_DATA, id, chunk)
+                    .map_err(|e| format!("{show}: {e}"))?;
+                blobs
+                    .send(blob)
+                    .map_err(|_| format!("{show}: the pack writer stopped"))?;
+            }
+            content.push(ChunkRef {
+                off: pos,
+                len: cut as u64,
+                id: id_hex(&id),
+            });
+            pos += cut as u64;
+            buf.drain(..cut);
+            target = 2 * avg;
+        }
+        if short {
+            break;
+        }
+    }
+    let m1 = f.metadata().map_err(|e| format!("{show}: {e}"))?;
+    let changed = short || m1.size() != job.node_size || (m1.mtime(), m1.mtime_nsec() as u32) != job.mtime;
+    Ok((
+        content,
+        changed.then(|| format!("{show}: changed while being read (backed up as read)")),
+    ))
+}

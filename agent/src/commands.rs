@@ -1,0 +1,343 @@
+//! One function per subcommand: turn the parsed command line into work and report the outcome.
+
+use crate::policy::{self, Mode, Policy};
+use crate::progress::{Counters, Display};
+use crate::store::open_staging_store;
+use crate::{BackupCmd, CheckCmd, Cli, Exit, RestoreCmd, StartCmd};
+use anyhow::{bail, Context};
+use seedship_shared::publish_settings::PublishSettings;
+use seedship_shared::repo::{RepoOptions, Repository, VolumeDigest};
+use seedship_shared::staging::{JobDescriptor, JobState, StagedBlob};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+static CANCEL: AtomicBool = AtomicBool::new(false);
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// `offline start`: validates everything, then creates the repository, descriptor and policy.
+pub fn offline_start(cli: &Cli, c: &StartCmd) -> anyhow::Result<Exit> {
+    policy::check_job_name(&c.job_name)?;
+    policy::check_container_name(&c.container)?;
+    policy::check_account_name(&c.storage_account)?;
+    let ps = PublishSettings::load(&c.publish_settings)?;
+    ps.subscription(&c.subscription)?;
+    if cli.state_dir.join(Policy::FILE).exists() {
+        bail!(
+            "{} already holds a policy (one staging job per agent); use another --state-dir or remove it",
+            cli.state_dir.display()
+        );
+    }
+    let mut sources = vec![];
+    let mut total = 0u64;
+    for s in &c.sources {
+        let p = std::fs::canonicalize(s).with_context(|| format!("source {}", s.display()))?;
+        if p == Path::new("/") {
+            bail!("source /: name the top-level folders to back up instead of the root");
+        }
+        total += du(&p);
+        sources.push(p);
+    }
+    let staging = std::fs::canonicalize(&c.staging)
+        .with_context(|| format!("staging location {}", c.staging.display()))?;
+    let probe = staging.join(format!(".seedship-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"probe")
+        .with_context(|| format!("staging location {} is not writable", staging.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    let free = policy::free_space(&staging)?;
+    if free < total {
+        bail!(
+            "staging location {} has {} MiB free but the sources hold {} MiB; free some space or choose another location",
+            staging.display(),
+            free >> 20,
+            total >> 20
+        );
+    }
+    let job_dir = staging.join(&c.job_name);
+    if job_dir.exists() {
+        bail!(
+            "{} already exists: choose another job name or remove it",
+            job_dir.display()
+        );
+    }
+    if c.volume_size_mib == 0 || c.volume_size_mib > 1 << 20 {
+        bail!("--volume-size-mib must be 1..=1048576 (1 TiB); page blobs hold at most 8 TiB");
+    }
+    let pass = policy::passphrase(cli.passphrase_file.as_deref(), true)?;
+    seedship_shared::crypto::check_passphrase(&pass)?;
+    // everything is valid: write
+    let host = policy::hostname();
+    std::fs::create_dir_all(&job_dir).with_context(|| format!("cannot create {}", job_dir.display()))?;
+    let pol = Policy {
+        mode: Mode::Offline,
+        sources,
+        staging,
+        job: c.job_name.clone(),
+    };
+    let store = open_staging_store(&pol.blobs_dir());
+    let opts = RepoOptions {
+        volume_size: c.volume_size_mib << 20,
+        host: host.clone(),
+        ..Default::default()
+    };
+    let repo = Repository::init(store, &pass, &opts)?;
+    let desc = JobDescriptor {
+        format: 1,
+        job_name: c.job_name.clone(),
+        subscription: c.subscription.clone(),
+        storage_account: c.storage_account.clone(),
+        container: c.container.clone(),
+        publish_settings: std::fs::canonicalize(&c.publish_settings)?,
+        source_host: host,
+        repository_id: repo.config().id.clone(),
+        state: JobState::Created,
+        created: now(),
+        blobs: vec![],
+    };
+    desc.save(&job_dir)?;
+    pol.save(&cli.state_dir)?;
+    println!(
+        "created staging job {} in {} (repository {})",
+        c.job_name,
+        job_dir.display(),
+        repo.config().id
+    );
+    println!("next: seedship-agent backup");
+    Ok(Exit::Success)
+}
+
+fn du(p: &Path) -> u64 {
+    let Ok(m) = std::fs::symlink_metadata(p) else {
+        return 0;
+    };
+    if m.is_dir() {
+        std::fs::read_dir(p)
+            .map(|rd| rd.filter_map(|e| e.ok()).map(|e| du(&e.path())).sum())
+            .unwrap_or(0)
+    } else if m.is_file() {
+        use std::os::unix::fs::MetadataExt;
+        m.blocks() * 512
+    } else {
+        0
+    }
+}
+
+fn open_repo(cli: &Cli, pol: &Policy) -> anyhow::Result<Arc<Repository>> {
+    let pass = policy::passphrase(cli.passphrase_file.as_deref(), false)?;
+    let repo = Repository::open(open_staging_store(&pol.blobs_dir()), &pass)?;
+    Ok(Arc::new(repo))
+}
+
+/// `backup`.
+pub fn backup(cli: &Cli, c: &BackupCmd) -> anyhow::Result<Exit> {
+    let pol = Policy::load(&cli.state_dir)?;
+    let job_dir = pol.job_dir();
+    let mut desc = JobDescriptor::load(&job_dir)?;
+    if desc.state == JobState::BackupComplete && !c.another_snapshot {
+        println!(
+            "waiting for import job {}: the initial backup is staged in {}; prepare the drives with seedship-diskprep and ship them",
+            desc.job_name,
+            job_dir.display()
+        );
+        return Ok(Exit::Waiting);
+    }
+    let repo = open_repo(cli, &pol)?;
+    let parent = repo.snapshots()?.into_iter().rev().find(|(_, s)| {
+        s.paths
+            == pol
+                .sources
+                .iter()
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+    });
+    let _ = ctrlc::set_handler(|| CANCEL.store(true, Ordering::SeqCst));
+    let counters = Counters::default();
+    let out = {
+        let _display = Display::start(&counters, 0, cli.quiet);
+        crate::backup::run(
+            repo.clone(),
+            &pol.sources,
+            parent,
+            &desc.source_host,
+            &CANCEL,
+            &counters,
+        )?
+    };
+    for p in &out.problems {
+        eprintln!("warning: {p}");
+    }
+    let Some(snap) = out.snapshot else {
+        println!(
+            "interrupted: {} new blobs are stored and indexed; run `seedship-agent backup` again to continue",
+            out.stats.blobs_new
+        );
+        return Ok(Exit::Interrupted);
+    };
+    desc.blobs = staged_blobs(&repo, &desc.blobs, &out.volumes)?;
+    desc.state = JobState::BackupComplete;
+    desc.save(&job_dir)?;
+    let s = &out.stats;
+    println!(
+        "snapshot {} saved: {} files ({} unchanged), {} dirs, {} MiB read, {} new blobs, {} MiB stored",
+        &snap[..16],
+        s.files,
+        s.files_unchanged,
+        s.dirs,
+        s.bytes_read >> 20,
+        s.blobs_new,
+        s.bytes_stored >> 20
+    );
+    if s.errors > 0 {
+        println!(
+            "{} file(s) could not be backed up completely (see the warnings)",
+            s.errors
+        );
+        return Ok(Exit::Partial);
+    }
+    Ok(Exit::Success)
+}
+
+/// The descriptor's blob list: every object, with digests from the pack writer or computed.
+fn staged_blobs(
+    repo: &Repository,
+    old: &[StagedBlob],
+    fresh: &[VolumeDigest],
+) -> anyhow::Result<Vec<StagedBlob>> {
+    let store = repo.store();
+    let mut out = vec![];
+    for o in store.list("")? {
+        let blob = if let Some(v) = fresh.iter().find(|v| v.name == o.name && v.len == o.len) {
+            StagedBlob {
+                name: o.name,
+                len: o.len,
+                blake3: v.blake3.clone(),
+            }
+        } else if let Some(b) = old
+            .iter()
+            .find(|b| b.name == o.name && b.len == o.len && !o.name.starts_with("data/"))
+        {
+            b.clone()
+        } else {
+            let (len, h) = crate::check::blob_digest(&**store, &o.name)?;
+            StagedBlob {
+                name: o.name,
+                len,
+                blake3: h,
+            }
+        };
+        out.push(blob);
+    }
+    Ok(out)
+}
+
+/// `snapshots`.
+pub fn snapshots(cli: &Cli) -> anyhow::Result<Exit> {
+    let pol = Policy::load(&cli.state_dir)?;
+    let repo = open_repo(cli, &pol)?;
+    println!(
+        "{:<16}  {:<10}  {:<12}  {:>8}  {:>10}  paths",
+        "id", "time", "host", "files", "MiB"
+    );
+    for (id, s) in repo.snapshots()? {
+        println!(
+            "{:<16}  {:<10}  {:<12}  {:>8}  {:>10}  {}{}",
+            &id[..16],
+            s.time,
+            s.host,
+            s.stats.files,
+            s.stats.bytes >> 20,
+            s.paths.join(" "),
+            if s.partial { "  (partial)" } else { "" }
+        );
+    }
+    Ok(Exit::Success)
+}
+
+/// `restore`.
+pub fn restore(cli: &Cli, c: &RestoreCmd) -> anyhow::Result<Exit> {
+    let pol = Policy::load(&cli.state_dir)?;
+    let repo = open_repo(cli, &pol)?;
+    let (id, snap) = repo.find_snapshot(&c.snapshot)?;
+    let st = crate::restore::restore(&repo, &snap.tree, &c.target, &c.includes)?;
+    for w in &st.warnings {
+        eprintln!("warning: {w}");
+    }
+    println!(
+        "restored snapshot {} into {}: {} files, {} dirs, {} other, {} MiB",
+        &id[..16],
+        c.target.display(),
+        st.files,
+        st.dirs,
+        st.other,
+        st.bytes >> 20
+    );
+    Ok(if st.warnings.is_empty() {
+        Exit::Success
+    } else {
+        Exit::Partial
+    })
+}
+
+/// `check`.
+pub fn check(cli: &Cli, c: &CheckCmd) -> anyhow::Result<Exit> {
+    let pol = Policy::load(&cli.state_dir)?;
+    let repo = open_repo(cli, &pol)?;
+    let job_dir: PathBuf = pol.job_dir();
+    let rep = crate::check::check(&repo, c.read_data, Some(&job_dir));
+    for p in &rep.problems {
+        eprintln!("error: {p}");
+    }
+    println!(
+        "checked {} snapshots, {} trees{}: {} problem(s)",
+        rep.snapshots,
+        rep.trees,
+        if c.read_data {
+            format!(", {} blobs read", rep.blobs_read)
+        } else {
+            String::new()
+        },
+        rep.problems.len()
+    );
+    Ok(if rep.problems.is_empty() {
+        Exit::Success
+    } else {
+        Exit::Failure
+    })
+}
+
+/// `status`.
+pub fn status(cli: &Cli) -> anyhow::Result<Exit> {
+    let pol = Policy::load(&cli.state_dir)?;
+    println!("mode: {:?}", pol.mode);
+    println!(
+        "sources: {}",
+        pol.sources
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    println!("staging job: {}", pol.job_dir().display());
+    let desc = JobDescriptor::load(&pol.job_dir())?;
+    let total: u64 = desc.blobs.iter().map(|b| b.len).sum();
+    let state = match desc.state {
+        JobState::Created => "created: initial backup not complete (run `seedship-agent backup`)".to_string(),
+        JobState::BackupComplete => format!(
+            "initial backup complete, waiting for import job {}",
+            desc.job_name
+        ),
+    };
+    println!("state: {state}");
+    println!("blobs: {} ({} MiB)", desc.blobs.len(), total >> 20);
+    println!(
+        "target: storage account {}, container {}",
+        desc.storage_account, desc.container
+    );
+    Ok(Exit::Success)
+}

@@ -1,0 +1,272 @@
+//! File-system metadata: reading a node's metadata (lstat, owner names, extended attributes) at backup time
+//! and applying it (owner, mode, extended attributes, times) at restore time.
+
+use seedship_shared::repo::{Node, NodeKind};
+use std::collections::HashMap;
+use std::ffi::{CStr, CString, OsStr};
+use std::fs::Metadata;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+use std::sync::Mutex;
+
+/// Caches uid/gid -> name lookups.
+#[derive(Debug, Default)]
+pub struct Names {
+    users: Mutex<HashMap<u32, Option<String>>>,
+    groups: Mutex<HashMap<u32, Option<String>>>,
+}
+
+impl Names {
+    pub fn user(&self, uid: u32) -> Option<String> {
+        self.users
+            .lock()
+            .expect("lock")
+            .entry(uid)
+            .or_insert_with(|| lookup_user(uid))
+            .clone()
+    }
+    pub fn group(&self, gid: u32) -> Option<String> {
+        self.groups
+            .lock()
+            .expect("lock")
+            .entry(gid)
+            .or_insert_with(|| lookup_group(gid))
+            .clone()
+    }
+}
+
+fn lookup_user(uid: u32) -> Option<String> {
+    let mut buf = vec![0 as libc::c_char; 16384];
+    // SAFETY: all-zero passwd is a valid out parameter; buffers outlive the call.
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut res = std::ptr::null_mut();
+    // SAFETY: arguments point at live, correctly sized buffers.
+    let rc = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut res) };
+    if rc != 0 || res.is_null() {
+        return None;
+    }
+    // SAFETY: on success pw_name points at a NUL-terminated string inside buf.
+    Some(
+        unsafe { CStr::from_ptr(pw.pw_name) }
+            .to_string_lossy()
+            .into_owned(),
+    )
+}
+
+fn lookup_group(gid: u32) -> Option<String> {
+    let mut buf = vec![0 as libc::c_char; 16384];
+    // SAFETY: as in lookup_user.
+    let mut gr: libc::group = unsafe { std::mem::zeroed() };
+    let mut res = std::ptr::null_mut();
+    // SAFETY: as in lookup_user.
+    let rc = unsafe { libc::getgrgid_r(gid, &mut gr, buf.as_mut_ptr(), buf.len(), &mut res) };
+    if rc != 0 || res.is_null() {
+        return None;
+    }
+    // SAFETY: as in lookup_user.
+    Some(
+        unsafe { CStr::from_ptr(gr.gr_name) }
+            .to_string_lossy()
+            .into_owned(),
+    )
+}
+
+fn cpath(p: &Path) -> std::io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| std::io::Error::other("path contains a NUL byte"))
+}
+
+/// Reads the extended attributes of `path` (not following symlinks). `Ok(None)` when the file system does
+/// not support them.
+pub fn read_xattrs(path: &Path) -> std::io::Result<Option<Vec<(String, String)>>> {
+    let c = cpath(path)?;
+    let mut names = vec![0u8; 4096];
+    let n = loop {
+        // SAFETY: buffer pointer and length are valid.
+        let n = unsafe { libc::llistxattr(c.as_ptr(), names.as_mut_ptr().cast(), names.len()) };
+        if n >= 0 {
+            break n as usize;
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::ERANGE) if names.len() < 1 << 20 => names.resize(names.len() * 4, 0),
+            Some(libc::ENOTSUP) => return Ok(None),
+            _ => return Err(e),
+        }
+    };
+    let mut out = vec![];
+    for name in names[..n].split(|&b| b == 0).filter(|s| !s.is_empty()) {
+        let cname = CString::new(name).expect("no NUL inside");
+        let mut val = vec![0u8; 4096];
+        let len = loop {
+            // SAFETY: valid buffers.
+            let r =
+                unsafe { libc::lgetxattr(c.as_ptr(), cname.as_ptr(), val.as_mut_ptr().cast(), val.len()) };
+            if r >= 0 {
+                break r as usize;
+            }
+            let e = std::io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::ERANGE) if val.len() < 1 << 20 => val.resize(val.len() * 4, 0),
+                _ => return Err(e),
+            }
+        };
+        out.push((
+            String::from_utf8_lossy(name).into_owned(),
+            hex::encode(&val[..len]),
+        ));
+    }
+    Ok(Some(out))
+}
+
+/// Builds the node of `path` from its lstat metadata (content and subtree are filled in later).
+pub fn node_from(name: &OsStr, path: &Path, m: &Metadata, names: &Names) -> std::io::Result<Node> {
+    let ft = m.file_type();
+    let kind = if ft.is_dir() {
+        NodeKind::Dir
+    } else if ft.is_file() {
+        NodeKind::File
+    } else if ft.is_symlink() {
+        NodeKind::Symlink
+    } else if ft.is_fifo() {
+        NodeKind::Fifo
+    } else if ft.is_char_device() {
+        NodeKind::Char
+    } else if ft.is_block_device() {
+        NodeKind::Block
+    } else {
+        NodeKind::Socket
+    };
+    let (name_s, name_raw) = split_bytes(name.as_bytes());
+    let (target, target_raw) = if kind == NodeKind::Symlink {
+        let t = std::fs::read_link(path)?;
+        let (s, r) = split_bytes(t.as_os_str().as_bytes());
+        (Some(s), r)
+    } else {
+        (None, None)
+    };
+    let xattrs = if kind == NodeKind::Symlink {
+        Vec::new()
+    } else {
+        read_xattrs(path).ok().flatten().unwrap_or_default()
+    };
+    Ok(Node {
+        name: name_s,
+        name_raw,
+        kind,
+        mode: m.mode() & 0o7777,
+        uid: m.uid(),
+        gid: m.gid(),
+        user: names.user(m.uid()),
+        group: names.group(m.gid()),
+        mtime: m.mtime(),
+        mtime_nsec: m.mtime_nsec() as u32,
+        ctime: m.ctime(),
+        ctime_nsec: m.ctime_nsec() as u32,
+        dev: m.dev(),
+        ino: m.ino(),
+        nlink: m.nlink(),
+        size: if kind == NodeKind::File { m.size() } else { 0 },
+        rdev: if matches!(kind, NodeKind::Char | NodeKind::Block) {
+            m.rdev()
+        } else {
+            0
+        },
+        target,
+        target_raw,
+        xattrs,
+        content: vec![],
+        subtree: None,
+    })
+}
+
+fn split_bytes(b: &[u8]) -> (String, Option<String>) {
+    match std::str::from_utf8(b) {
+        Ok(s) => (s.to_string(), None),
+        Err(_) => (String::from_utf8_lossy(b).into_owned(), Some(hex::encode(b))),
+    }
+}
+
+/// Applies owner (when permitted), mode, extended attributes and times to a restored node. Returns the
+/// things that could not be applied, as messages.
+pub fn apply(path: &Path, node: &Node, is_root: bool) -> std::io::Result<Vec<String>> {
+    let c = cpath(path)?;
+    let mut warnings = vec![];
+    if is_root {
+        // SAFETY: valid C string.
+        if unsafe { libc::lchown(c.as_ptr(), node.uid, node.gid) } != 0 {
+            warnings.push(format!(
+                "{}: chown: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    if node.kind != NodeKind::Symlink {
+        // SAFETY: valid C string.
+        if unsafe { libc::chmod(c.as_ptr(), node.mode as libc::mode_t) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        for (k, v) in &node.xattrs {
+            let Ok(val) = hex::decode(v) else { continue };
+            let ck = CString::new(k.as_bytes()).map_err(|_| std::io::Error::other("xattr name has NUL"))?;
+            // SAFETY: valid buffers.
+            let rc = unsafe { libc::lsetxattr(c.as_ptr(), ck.as_ptr(), val.as_ptr().cast(), val.len(), 0) };
+            if rc != 0 {
+                warnings.push(format!(
+                    "{}: xattr {k}: {}",
+                    path.display(),
+                    std::io::Error::last_os_error()
+                ));
+            }
+        }
+    }
+    let ts = libc::timespec {
+        tv_sec: node.mtime as libc::time_t,
+        tv_nsec: node.mtime_nsec as libc::c_long,
+    };
+    let times = [ts, ts];
+    // SAFETY: valid C string and a two-element timespec array.
+    if unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    } != 0
+    {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(warnings)
+}
+
+/// Creates a fifo, device or socket node.
+pub fn make_special(path: &Path, node: &Node) -> std::io::Result<()> {
+    let c = cpath(path)?;
+    let fmt = match node.kind {
+        NodeKind::Fifo => libc::S_IFIFO,
+        NodeKind::Char => libc::S_IFCHR,
+        NodeKind::Block => libc::S_IFBLK,
+        NodeKind::Socket => libc::S_IFSOCK,
+        _ => return Err(std::io::Error::other("not a special file")),
+    };
+    // SAFETY: valid C string.
+    let rc = unsafe {
+        libc::mknod(
+            c.as_ptr(),
+            fmt | (node.mode & 0o7777) as libc::mode_t,
+            node.rdev as libc::dev_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Whether the process runs as root (may set owners and create devices).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}

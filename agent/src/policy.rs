@@ -1,0 +1,173 @@
+//! The agent's state directory and backup policy, name validation and passphrase input.
+//!
+//! `<state-dir>/policy.json` records what `offline start` set up: the sources, the staging location, the job
+//! and the mode. The passphrase is never stored.
+
+use anyhow::{bail, Context};
+use serde::{Deserialize, Serialize};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+/// Where backups go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Into the staging location, for offline seeding.
+    Offline,
+}
+
+/// The policy file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    pub mode: Mode,
+    pub sources: Vec<PathBuf>,
+    pub staging: PathBuf,
+    pub job: String,
+}
+
+impl Policy {
+    pub const FILE: &'static str = "policy.json";
+
+    /// The job folder `<staging>/<job>`.
+    pub fn job_dir(&self) -> PathBuf {
+        self.staging.join(&self.job)
+    }
+
+    /// The repository folder `<staging>/<job>/blobs`.
+    pub fn blobs_dir(&self) -> PathBuf {
+        self.job_dir().join(seedship_shared::staging::BLOBS_DIR)
+    }
+
+    pub fn load(state_dir: &Path) -> anyhow::Result<Policy> {
+        let p = state_dir.join(Self::FILE);
+        let b = std::fs::read(&p).with_context(|| {
+            format!(
+                "no backup policy at {} (run `seedship-agent offline start` first, or give --state-dir)",
+                p.display()
+            )
+        })?;
+        serde_json::from_slice(&b).with_context(|| format!("{}: not a valid policy file", p.display()))
+    }
+
+    pub fn save(&self, state_dir: &Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(state_dir)
+            .with_context(|| format!("cannot create state directory {}", state_dir.display()))?;
+        let p = state_dir.join(Self::FILE);
+        let tmp = state_dir.join(".policy.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, &p).with_context(|| format!("cannot write {}", p.display()))?;
+        Ok(())
+    }
+}
+
+/// Job names: lowercase letters, digits, hyphens and underscores, starting with a letter, at most 64.
+pub fn check_job_name(s: &str) -> anyhow::Result<()> {
+    let ok = s.len() <= 64
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_');
+    if !ok {
+        bail!(
+            "invalid job name {s:?}: use 1-64 lowercase letters, digits, '-' and '_', starting with a letter"
+        );
+    }
+    Ok(())
+}
+
+/// Azure container names: 3-63 characters, lowercase letters, digits and single hyphens, starting and ending
+/// with a letter or digit.
+pub fn check_container_name(s: &str) -> anyhow::Result<()> {
+    let ok = (3..=63).contains(&s.len())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+        && !s.contains("--");
+    if !ok {
+        bail!("invalid container name {s:?}: Azure requires 3-63 lowercase letters, digits and single hyphens, starting and ending with a letter or digit");
+    }
+    Ok(())
+}
+
+/// Storage account names: 3-24 lowercase letters and digits.
+pub fn check_account_name(s: &str) -> anyhow::Result<()> {
+    if !(3..=24).contains(&s.len()) || !s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()) {
+        bail!("invalid storage account name {s:?}: Azure requires 3-24 lowercase letters and digits");
+    }
+    Ok(())
+}
+
+/// The passphrase from `--passphrase-file`, `SEEDSHIP_PASSPHRASE` or a prompt (asked twice when `confirm`).
+pub fn passphrase(file: Option<&Path>, confirm: bool) -> anyhow::Result<String> {
+    if let Some(f) = file {
+        let s = std::fs::read_to_string(f)
+            .with_context(|| format!("cannot read passphrase file {}", f.display()))?;
+        return Ok(s.trim_end_matches(['\n', '\r']).to_string());
+    }
+    if let Ok(s) = std::env::var("SEEDSHIP_PASSPHRASE") {
+        return Ok(s);
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!(
+            "no passphrase: give --passphrase-file FILE or set SEEDSHIP_PASSPHRASE (no terminal to ask on)"
+        );
+    }
+    let p = rpassword::prompt_password("Repository passphrase: ")?;
+    if confirm {
+        let again = rpassword::prompt_password("Repeat the passphrase: ")?;
+        if again != p {
+            bail!("the two passphrases differ; nothing was written");
+        }
+    }
+    Ok(p)
+}
+
+/// The host name.
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: buffer and length are valid.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "unknown".into();
+    }
+    let n = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// Free bytes for an unprivileged writer at `path` (statvfs).
+pub fn free_space(path: &Path) -> anyhow::Result<u64> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;
+    // SAFETY: zeroed statvfs is a valid out parameter.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid C string and out pointer.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error()).with_context(|| format!("statvfs {}", path.display()));
+    }
+    Ok(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["job1", "a-b_c"] {
+            check_job_name(ok).unwrap();
+        }
+        for bad in ["", "1job", "Job", "a b", "a/b"] {
+            assert!(check_job_name(bad).is_err(), "{bad}");
+        }
+        for ok in ["abc", "a-b-c", "1ab"] {
+            check_container_name(ok).unwrap();
+        }
+        for bad in ["ab", "-abc", "abc-", "a--b", "ABC", &"a".repeat(64)] {
+            assert!(check_container_name(bad).is_err(), "{bad}");
+        }
+        check_account_name("acct01").unwrap();
+        for bad in ["ab", "Acct", "a-b", &"a".repeat(25)] {
+            assert!(check_account_name(bad).is_err(), "{bad}");
+        }
+    }
+}

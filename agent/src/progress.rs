@@ -1,0 +1,73 @@
+//! What the operator sees while a backup runs: an indicatif bar on a terminal (files, bytes, rate, ETA),
+//! a log line every 10 seconds otherwise.
+
+use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Counters the pipeline updates from every thread.
+#[derive(Debug, Clone, Default)]
+pub struct Counters {
+    pub files: Arc<AtomicU64>,
+    pub bytes: Arc<AtomicU64>,
+}
+
+/// A running progress display; stops when dropped.
+pub struct Display {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Display {
+    /// Starts the display for a backup of about `total` bytes (0 when unknown).
+    pub fn start(counters: &Counters, total: u64, quiet: bool) -> Display {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (c, s) = (counters.clone(), stop.clone());
+        let thread = (!quiet).then(|| {
+            std::thread::spawn(move || {
+                let start = Instant::now();
+                if std::io::stderr().is_terminal() {
+                    let bar = indicatif::ProgressBar::new(total);
+                    bar.set_style(
+                        indicatif::ProgressStyle::with_template(
+                            "{elapsed_precise} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+                        )
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                    );
+                    while !s.load(Ordering::Relaxed) {
+                        bar.set_position(c.bytes.load(Ordering::Relaxed));
+                        bar.set_message(format!("{} files", c.files.load(Ordering::Relaxed)));
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    bar.finish_and_clear();
+                } else {
+                    let mut last = Instant::now();
+                    while !s.load(Ordering::Relaxed) {
+                        std::thread::sleep(Duration::from_millis(200));
+                        if last.elapsed() >= Duration::from_secs(10) {
+                            last = Instant::now();
+                            let b = c.bytes.load(Ordering::Relaxed);
+                            let rate = b as f64 / start.elapsed().as_secs_f64() / 1e6;
+                            tracing::info!(
+                                files = c.files.load(Ordering::Relaxed),
+                                bytes_read = b,
+                                "progress: {rate:.0} MB/s"
+                            );
+                        }
+                    }
+                }
+            })
+        });
+        Display { stop, thread }
+    }
+}
+
+impl Drop for Display {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

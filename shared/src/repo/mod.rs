@@ -1,0 +1,77 @@
+//! The repository format: the objects a backup consists of, in staging, in the import container and in the
+//! vault (docs/repository-format.md is the specification).
+//!
+//! Objects: `config` (plain, framed), `keys/<id>` (the master key wrapped by Argon2id(passphrase)),
+//! `data/<volume>` (append-only page blobs holding packs of encrypted blobs), `index/<id>` (encrypted: chunk id
+//! -> volume, offset, length) and `snapshots/<id>` (encrypted: root tree, time, host, paths, stats). Every
+//! object but a volume starts with a frame header carrying its logical length and BLAKE3 digest, because page
+//! blobs round lengths up to 512 bytes.
+
+mod format;
+mod frame;
+mod pack;
+mod repository;
+mod tree;
+
+pub use format::{
+    decode_index, encode_index, Config, IndexEntry, KeyFile, Snapshot, SnapshotStats, BLOB_DATA, BLOB_TREE,
+    VOLUME_HEADER_LEN, VOLUME_MAGIC,
+};
+pub use frame::{frame, unframe, FRAME_HEADER_LEN, FRAME_MAGIC};
+pub use pack::{PackWriter, VolumeDigest};
+pub use repository::{encode_blob, EncodedBlob, RepoOptions, Repository};
+pub use tree::{ChunkRef, Node, NodeKind, Tree};
+
+use crate::blob::BlobError;
+use crate::crypto::CryptoError;
+
+/// A chunk or tree id: keyed BLAKE3 of the plaintext.
+pub type ChunkId = [u8; 32];
+
+/// Errors of the repository. Each names the object (and where it helps, the offset and chunk id).
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    #[error("{object}: damaged: {detail} (run `seedship-agent check --read-data` to list all damage)")]
+    Damaged { object: String, detail: String },
+    #[error("wrong passphrase: none of the {keys} key(s) in keys/ opens with it (check the passphrase file or SEEDSHIP_PASSPHRASE)")]
+    WrongPassphrase { keys: usize },
+    #[error("{store}: no repository here (object \"config\" is missing); create one with `seedship-agent offline start`")]
+    NoRepository { store: String },
+    #[error("{store}: a repository already exists here; choose another job name or staging location")]
+    AlreadyExists { store: String },
+    #[error("chunk {id} is not in the index (the repository is incomplete; run `seedship-agent check`)")]
+    MissingChunk { id: String },
+    #[error("snapshot {0:?} not found (list them with `seedship-agent snapshots`)")]
+    NoSuchSnapshot(String),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error("{object}: unsupported repository format version {version} (this agent reads version 1)")]
+    Version { object: String, version: u32 },
+}
+
+impl RepoError {
+    pub(crate) fn damaged(object: impl Into<String>, detail: impl Into<String>) -> Self {
+        RepoError::Damaged {
+            object: object.into(),
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Hex form of an id, as used in object names and messages.
+pub fn id_hex(id: &ChunkId) -> String {
+    hex::encode(id)
+}
+
+/// Parses a 64-digit hex id.
+pub fn parse_id(s: &str) -> Option<ChunkId> {
+    let v = hex::decode(s).ok()?;
+    v.try_into().ok()
+}
+
+/// The object name of volume `n`.
+pub fn volume_name(n: u32) -> String {
+    format!("data/{n:08}")
+}

@@ -1,0 +1,200 @@
+//! The pack writer: appends packs of encrypted blobs to the newest volume and writes index objects.
+//!
+//! Order of durability (what makes a crash harmless): a pack is written with `write_pages` (durable when it
+//! returns); every `index_every` packs, and at the end, an index object naming the blobs of the written packs
+//! is saved; only then may a snapshot refer to them. After a crash the next writer starts at the logical end
+//! of the newest volume as recorded by the index and truncates anything after it (unindexed pack tails).
+
+use super::format::{encode_index, IndexEntry, VOLUME_HEADER_LEN, VOLUME_MAGIC};
+use super::repository::{EncodedBlob, Repository};
+use super::{volume_name, ChunkId, RepoError};
+use crate::blob::{Metadata, PAGE_SIZE};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// Length and BLAKE3 of a volume as written, for the job descriptor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeDigest {
+    pub name: String,
+    pub len: u64,
+    pub blake3: String,
+}
+
+/// Single-threaded owner of the append position.
+#[derive(Debug)]
+pub struct PackWriter {
+    repo: Arc<Repository>,
+    pack_size: usize,
+    index_every: usize,
+    volume: u32,
+    /// Next free offset in the volume (aligned).
+    offset: u64,
+    /// Current length of the volume object.
+    volume_len: u64,
+    buf: Vec<u8>,
+    in_buf: Vec<IndexEntry>,
+    unindexed: Vec<IndexEntry>,
+    packs_since_index: usize,
+    written: HashSet<ChunkId>,
+    hasher: blake3::Hasher,
+    digests: Vec<VolumeDigest>,
+    /// Bytes of envelopes written (stats).
+    pub bytes_stored: u64,
+    pub blobs_stored: u64,
+}
+
+impl PackWriter {
+    /// Opens the writer at the end of the newest volume, truncating unindexed tails.
+    pub fn open(repo: Arc<Repository>, pack_size: usize, index_every: usize) -> Result<Self, RepoError> {
+        let ends = repo.volume_ends();
+        let mut w = PackWriter {
+            repo,
+            pack_size,
+            index_every: index_every.max(1),
+            volume: 0,
+            offset: 0,
+            volume_len: 0,
+            buf: Vec::with_capacity(pack_size + (1 << 20)),
+            in_buf: vec![],
+            unindexed: vec![],
+            packs_since_index: 0,
+            written: HashSet::new(),
+            hasher: blake3::Hasher::new(),
+            digests: vec![],
+            bytes_stored: 0,
+            blobs_stored: 0,
+        };
+        match ends.iter().next_back() {
+            Some((&v, &end)) if end < w.repo.config().volume_size => w.resume_volume(v, end)?,
+            Some((&v, _)) => w.new_volume(v + 1)?,
+            None => w.new_volume(0)?,
+        }
+        Ok(w)
+    }
+
+    fn resume_volume(&mut self, v: u32, end: u64) -> Result<(), RepoError> {
+        let name = volume_name(v);
+        let end = end.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        self.repo.store().resize(&name, end)?;
+        // re-hash the kept prefix so the descriptor's digest covers the whole volume
+        let mut h = blake3::Hasher::new();
+        let mut buf = vec![0u8; 4 << 20];
+        let mut pos = 0;
+        while pos < end {
+            let n = (end - pos).min(buf.len() as u64) as usize;
+            self.repo.store().read_at(&name, pos, &mut buf[..n])?;
+            h.update(&buf[..n]);
+            pos += n as u64;
+        }
+        self.volume = v;
+        self.offset = end;
+        self.volume_len = end;
+        self.hasher = h;
+        Ok(())
+    }
+
+    fn new_volume(&mut self, v: u32) -> Result<(), RepoError> {
+        let name = volume_name(v);
+        let mut header = vec![0u8; VOLUME_HEADER_LEN as usize];
+        header[..8].copy_from_slice(VOLUME_MAGIC);
+        header[8..12].copy_from_slice(&v.to_le_bytes());
+        let rid = hex::decode(&self.repo.config().id).unwrap_or_default();
+        let n = rid.len().min(16);
+        header[12..12 + n].copy_from_slice(&rid[..n]);
+        let store = self.repo.store();
+        store.create(&name, VOLUME_HEADER_LEN, &Metadata::new())?;
+        store.write_pages(&name, 0, &header)?;
+        self.volume = v;
+        self.offset = VOLUME_HEADER_LEN;
+        self.volume_len = VOLUME_HEADER_LEN;
+        self.hasher = blake3::Hasher::new();
+        self.hasher.update(&header);
+        Ok(())
+    }
+
+    /// Adds a blob unless it was already stored; returns whether it was new.
+    pub fn add(&mut self, blob: EncodedBlob) -> Result<bool, RepoError> {
+        if self.repo.contains(&blob.id) || !self.written.insert(blob.id) {
+            return Ok(false);
+        }
+        let len = blob.envelope.len() as u64;
+        if self.offset + self.buf.len() as u64 + len > self.repo.config().volume_size
+            && self.offset > VOLUME_HEADER_LEN
+        {
+            self.flush_pack()?;
+            self.close_volume();
+            self.new_volume(self.volume + 1)?;
+        }
+        self.in_buf.push(IndexEntry {
+            id: blob.id,
+            kind: blob.kind,
+            volume: self.volume,
+            offset: self.offset + self.buf.len() as u64,
+            len: blob.envelope.len() as u32,
+            raw_len: blob.raw_len,
+        });
+        self.buf.extend_from_slice(&blob.envelope);
+        self.bytes_stored += len;
+        self.blobs_stored += 1;
+        if self.buf.len() >= self.pack_size {
+            self.flush_pack()?;
+            if self.packs_since_index >= self.index_every {
+                self.flush_index()?;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Writes the buffered pack (padded to 512) to the volume; durable when this returns.
+    pub fn flush_pack(&mut self) -> Result<(), RepoError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let padded = self.buf.len().div_ceil(PAGE_SIZE as usize) * PAGE_SIZE as usize;
+        self.buf.resize(padded, 0);
+        let name = volume_name(self.volume);
+        let end = self.offset + padded as u64;
+        if end > self.volume_len {
+            self.repo.store().resize(&name, end)?;
+            self.volume_len = end;
+        }
+        self.repo.store().write_pages(&name, self.offset, &self.buf)?;
+        self.hasher.update(&self.buf);
+        self.offset = end;
+        self.buf.clear();
+        self.unindexed.append(&mut self.in_buf);
+        self.packs_since_index += 1;
+        Ok(())
+    }
+
+    /// Flushes the pack and writes an index object for everything written since the last one.
+    pub fn flush_index(&mut self) -> Result<(), RepoError> {
+        self.flush_pack()?;
+        self.packs_since_index = 0;
+        if self.unindexed.is_empty() {
+            return Ok(());
+        }
+        let ends = [(self.volume, self.offset)];
+        self.repo
+            .save_object("index", &encode_index(&ends, &self.unindexed))?;
+        self.repo.add_index(&ends, &self.unindexed);
+        self.unindexed.clear();
+        Ok(())
+    }
+
+    fn close_volume(&mut self) {
+        let h = std::mem::replace(&mut self.hasher, blake3::Hasher::new());
+        self.digests.push(VolumeDigest {
+            name: volume_name(self.volume),
+            len: self.offset,
+            blake3: h.finalize().to_hex().to_string(),
+        });
+    }
+
+    /// Flushes everything and returns the digests of the volumes written in this run.
+    pub fn finish(mut self) -> Result<Vec<VolumeDigest>, RepoError> {
+        self.flush_index()?;
+        self.close_volume();
+        Ok(self.digests)
+    }
+}

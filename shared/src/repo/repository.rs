@@ -1,0 +1,394 @@
+//! Opening and creating a repository, reading and writing its objects and blobs.
+
+use super::format::{decode_index, Config, IndexEntry, KeyFile, Snapshot, BLOB_TREE};
+use super::frame::{frame, unframe};
+use super::tree::Tree;
+use super::{id_hex, volume_name, ChunkId, RepoError};
+use crate::blob::{BlobStore, Metadata};
+use crate::chunker::{Chunker, ChunkerParams};
+use crate::crypto::{self, KdfParams, MasterKey};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+
+const COMPRESS_NONE: u8 = 0;
+const COMPRESS_ZSTD: u8 = 1;
+
+/// Options of a new repository.
+#[derive(Debug, Clone)]
+pub struct RepoOptions {
+    pub chunker: ChunkerParams,
+    pub volume_size: u64,
+    pub compression_level: i32,
+    pub kdf: KdfParams,
+    pub host: String,
+}
+
+impl Default for RepoOptions {
+    fn default() -> Self {
+        RepoOptions {
+            chunker: ChunkerParams::default(),
+            volume_size: 4 << 30,
+            compression_level: 1,
+            kdf: KdfParams::default(),
+            host: String::new(),
+        }
+    }
+}
+
+/// A blob ready to be packed.
+#[derive(Debug)]
+pub struct EncodedBlob {
+    pub id: ChunkId,
+    pub kind: u8,
+    pub raw_len: u32,
+    pub envelope: Vec<u8>,
+}
+
+/// Compresses (when it helps) and encrypts `raw` under `key`.
+pub fn encode_blob(
+    key: &MasterKey,
+    level: i32,
+    kind: u8,
+    id: ChunkId,
+    raw: &[u8],
+) -> Result<EncodedBlob, RepoError> {
+    let envelope = key.seal(&compress(level, raw))?;
+    Ok(EncodedBlob {
+        id,
+        kind,
+        raw_len: raw.len() as u32,
+        envelope,
+    })
+}
+
+fn compress(level: i32, raw: &[u8]) -> Vec<u8> {
+    if raw.len() >= 64 {
+        if let Ok(c) = zstd::bulk::compress(raw, level) {
+            if c.len() + c.len() / 32 < raw.len() {
+                let mut out = Vec::with_capacity(c.len() + 1);
+                out.push(COMPRESS_ZSTD);
+                out.extend_from_slice(&c);
+                return out;
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(raw.len() + 1);
+    out.push(COMPRESS_NONE);
+    out.extend_from_slice(raw);
+    out
+}
+
+/// Decompresses a blob (`raw_len` known from the index, at most 64 MiB) or an object (`None`).
+fn decompress(object: &str, body: &[u8], raw_len: Option<usize>) -> Result<Vec<u8>, RepoError> {
+    let zerr = |e: std::io::Error| RepoError::damaged(object, format!("zstd: {e}"));
+    match body.first() {
+        Some(&COMPRESS_NONE) => Ok(body[1..].to_vec()),
+        Some(&COMPRESS_ZSTD) => match raw_len {
+            Some(n) if n <= 64 << 20 => zstd::bulk::decompress(&body[1..], n).map_err(zerr),
+            Some(n) => Err(RepoError::damaged(
+                object,
+                format!("implausible chunk length {n}"),
+            )),
+            None => zstd::stream::decode_all(&body[1..]).map_err(zerr),
+        },
+        _ => Err(RepoError::damaged(object, "unknown compression byte")),
+    }
+}
+
+/// An open repository: its store, master key, config and the in-memory index.
+#[derive(Debug)]
+pub struct Repository {
+    store: Arc<dyn BlobStore>,
+    key: MasterKey,
+    config: Config,
+    index: RwLock<HashMap<ChunkId, IndexEntry>>,
+    volume_ends: RwLock<BTreeMap<u32, u64>>,
+}
+
+fn now() -> (i64, u32) {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (d.as_secs() as i64, d.subsec_nanos())
+}
+
+impl Repository {
+    /// Creates a new repository in an empty store.
+    pub fn init(store: Arc<dyn BlobStore>, passphrase: &str, opts: &RepoOptions) -> Result<Self, RepoError> {
+        crypto::check_passphrase(passphrase)?;
+        store.create_container()?;
+        if !store.list("config")?.is_empty() {
+            return Err(RepoError::AlreadyExists {
+                store: store.describe(),
+            });
+        }
+        let mut rid = [0u8; 16];
+        crypto::random_bytes(&mut rid)?;
+        let config = Config {
+            version: 1,
+            id: hex::encode(rid),
+            chunker: opts.chunker,
+            volume_size: opts.volume_size,
+            compression_level: opts.compression_level,
+            cipher: "aes-256-gcm".into(),
+            chunk_id: "blake3-keyed".into(),
+        };
+        let key = MasterKey::generate()?;
+        let mut salt = [0u8; 16];
+        crypto::random_bytes(&mut salt)?;
+        let kek = crypto::derive_kek(passphrase, &salt, opts.kdf)?;
+        let kf = KeyFile {
+            version: 1,
+            kdf: "argon2id".into(),
+            params: opts.kdf,
+            salt: hex::encode(salt),
+            wrapped: hex::encode(crypto::seal(&kek, &key.to_bytes())?),
+            created: now().0,
+            host: opts.host.clone(),
+        };
+        let kf_json = serde_json::to_vec(&kf).expect("serializable");
+        write_framed(
+            &*store,
+            &format!("keys/{}", hex::encode(&blake3::hash(&kf_json).as_bytes()[..16])),
+            &kf_json,
+        )?;
+        // config last: its presence marks a complete repository
+        write_framed(
+            &*store,
+            "config",
+            &serde_json::to_vec(&config).expect("serializable"),
+        )?;
+        Ok(Repository {
+            store,
+            key,
+            config,
+            index: RwLock::new(HashMap::new()),
+            volume_ends: RwLock::new(BTreeMap::new()),
+        })
+    }
+
+    /// Opens a repository with the passphrase and loads its index.
+    pub fn open(store: Arc<dyn BlobStore>, passphrase: &str) -> Result<Self, RepoError> {
+        if store.list("config").map(|l| l.is_empty()).unwrap_or(true) {
+            return Err(RepoError::NoRepository {
+                store: store.describe(),
+            });
+        }
+        let config: Config = parse_json("config", &read_framed(&*store, "config")?)?;
+        if config.version != 1 {
+            return Err(RepoError::Version {
+                object: "config".into(),
+                version: config.version,
+            });
+        }
+        config
+            .chunker
+            .validate()
+            .map_err(|e| RepoError::damaged("config", e.to_string()))?;
+        let keys = store.list("keys/")?;
+        let mut key = None;
+        for k in &keys {
+            let kf: KeyFile = parse_json(&k.name, &read_framed(&*store, &k.name)?)?;
+            let salt = hex::decode(&kf.salt).map_err(|_| RepoError::damaged(&k.name, "salt is not hex"))?;
+            let wrapped =
+                hex::decode(&kf.wrapped).map_err(|_| RepoError::damaged(&k.name, "key is not hex"))?;
+            let kek = crypto::derive_kek(passphrase, &salt, kf.params)?;
+            if let Ok(raw) = crypto::open(&kek, &wrapped) {
+                let raw: [u8; 64] = raw
+                    .try_into()
+                    .map_err(|_| RepoError::damaged(&k.name, "master key is not 64 bytes"))?;
+                key = Some(MasterKey::from_bytes(&raw));
+                break;
+            }
+        }
+        let key = key.ok_or(RepoError::WrongPassphrase { keys: keys.len() })?;
+        let repo = Repository {
+            store,
+            key,
+            config,
+            index: RwLock::new(HashMap::new()),
+            volume_ends: RwLock::new(BTreeMap::new()),
+        };
+        repo.load_index()?;
+        Ok(repo)
+    }
+
+    /// Reads every index object into memory (and volume ends).
+    pub fn load_index(&self) -> Result<usize, RepoError> {
+        let mut n = 0;
+        for o in self.store.list("index/")? {
+            let body = self.read_object(&o.name)?;
+            let (ends, entries) = decode_index(&o.name, &body)?;
+            self.add_index(&ends, &entries);
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Adds entries (from an index object just written or read) to the in-memory index.
+    pub fn add_index(&self, ends: &[(u32, u64)], entries: &[IndexEntry]) {
+        let mut idx = self.index.write().expect("index lock");
+        for e in entries {
+            idx.insert(e.id, *e);
+        }
+        let mut ve = self.volume_ends.write().expect("lock");
+        for (v, end) in ends {
+            let cur = ve.entry(*v).or_insert(0);
+            *cur = (*cur).max(*end);
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn BlobStore> {
+        &self.store
+    }
+    pub fn key(&self) -> &MasterKey {
+        &self.key
+    }
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    /// The chunker of this repository (gear table derived from the key).
+    pub fn chunker(&self) -> Chunker {
+        Chunker::new(
+            self.config.chunker,
+            &self.key.derive("seedship 2026 chunker gear table"),
+        )
+    }
+    pub fn contains(&self, id: &ChunkId) -> bool {
+        self.index.read().expect("lock").contains_key(id)
+    }
+    pub fn lookup(&self, id: &ChunkId) -> Option<IndexEntry> {
+        self.index.read().expect("lock").get(id).copied()
+    }
+    /// All index entries (for check).
+    pub fn index_entries(&self) -> Vec<IndexEntry> {
+        self.index.read().expect("lock").values().copied().collect()
+    }
+    /// Logical end of each volume, as recorded in the index.
+    pub fn volume_ends(&self) -> BTreeMap<u32, u64> {
+        self.volume_ends.read().expect("lock").clone()
+    }
+
+    /// Reads, decrypts and verifies one blob.
+    pub fn read_blob(&self, id: &ChunkId) -> Result<Vec<u8>, RepoError> {
+        let e = self
+            .lookup(id)
+            .ok_or_else(|| RepoError::MissingChunk { id: id_hex(id) })?;
+        self.read_entry(&e)
+    }
+
+    /// Reads the blob an index entry points at and checks it against the entry.
+    pub fn read_entry(&self, e: &IndexEntry) -> Result<Vec<u8>, RepoError> {
+        let vol = volume_name(e.volume);
+        let mut buf = vec![0u8; e.len as usize];
+        self.store.read_at(&vol, e.offset, &mut buf)?;
+        let what = format!("{vol} at offset {} (chunk {})", e.offset, id_hex(&e.id));
+        let body = self
+            .key
+            .open(&buf)
+            .map_err(|_| RepoError::damaged(&what, "authentication failed"))?;
+        let raw = decompress(&what, &body, Some(e.raw_len as usize))?;
+        if raw.len() != e.raw_len as usize || self.key.chunk_id(&raw) != e.id {
+            return Err(RepoError::damaged(&what, "content does not match its chunk id"));
+        }
+        Ok(raw)
+    }
+
+    /// Reads a tree.
+    pub fn load_tree(&self, id: &ChunkId) -> Result<Tree, RepoError> {
+        let raw = self.read_blob(id)?;
+        parse_json(&format!("tree {}", id_hex(id)), &raw)
+    }
+
+    /// Encodes a tree into a blob (not yet written).
+    pub fn encode_tree(&self, tree: &Tree) -> Result<EncodedBlob, RepoError> {
+        let raw = serde_json::to_vec(tree).expect("serializable");
+        let id = self.key.chunk_id(&raw);
+        encode_blob(
+            &self.key,
+            self.config.compression_level.max(3),
+            BLOB_TREE,
+            id,
+            &raw,
+        )
+    }
+
+    /// Writes an encrypted object `prefix/<blake3 of payload>`; returns its name.
+    pub fn save_object(&self, prefix: &str, body: &[u8]) -> Result<String, RepoError> {
+        let payload = self.key.seal(&compress(3, body))?;
+        let name = format!("{prefix}/{}", blake3::hash(&payload).to_hex());
+        write_framed(&*self.store, &name, &payload)?;
+        Ok(name)
+    }
+
+    /// Reads an encrypted object written by [`Repository::save_object`], checking its name.
+    pub fn read_object(&self, name: &str) -> Result<Vec<u8>, RepoError> {
+        let payload = read_framed(&*self.store, name)?;
+        let expect = name.rsplit('/').next().unwrap_or("");
+        if blake3::hash(&payload).to_hex().as_str() != expect {
+            return Err(RepoError::damaged(name, "content does not match the object name"));
+        }
+        let body = self
+            .key
+            .open(&payload)
+            .map_err(|_| RepoError::damaged(name, "authentication failed"))?;
+        decompress(name, &body, None)
+    }
+
+    /// Writes a snapshot object; returns its id (hex).
+    pub fn save_snapshot(&self, snap: &Snapshot) -> Result<String, RepoError> {
+        let name = self.save_object("snapshots", &serde_json::to_vec(snap).expect("serializable"))?;
+        Ok(name["snapshots/".len()..].to_string())
+    }
+
+    /// All snapshots, oldest first.
+    pub fn snapshots(&self) -> Result<Vec<(String, Snapshot)>, RepoError> {
+        let mut out = vec![];
+        for o in self.store.list("snapshots/")? {
+            let s: Snapshot = parse_json(&o.name, &self.read_object(&o.name)?)?;
+            out.push((o.name["snapshots/".len()..].to_string(), s));
+        }
+        out.sort_by_key(|(_, s)| (s.time, s.time_nsec));
+        Ok(out)
+    }
+
+    /// Finds a snapshot by id, unique id prefix, or `latest`.
+    pub fn find_snapshot(&self, which: &str) -> Result<(String, Snapshot), RepoError> {
+        let all = self.snapshots()?;
+        let found = if which == "latest" {
+            all.into_iter().last()
+        } else {
+            let m: Vec<_> = all.into_iter().filter(|(id, _)| id.starts_with(which)).collect();
+            if m.len() == 1 {
+                m.into_iter().next()
+            } else {
+                None
+            }
+        };
+        found.ok_or_else(|| RepoError::NoSuchSnapshot(which.to_string()))
+    }
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(object: &str, b: &[u8]) -> Result<T, RepoError> {
+    serde_json::from_slice(b).map_err(|e| RepoError::damaged(object, format!("bad JSON: {e}")))
+}
+
+fn write_framed(store: &dyn BlobStore, name: &str, payload: &[u8]) -> Result<(), RepoError> {
+    let f = frame(payload);
+    store.create(name, f.len() as u64, &Metadata::new())?;
+    store.write_pages(name, 0, &f)?;
+    Ok(())
+}
+
+fn read_framed(store: &dyn BlobStore, name: &str) -> Result<Vec<u8>, RepoError> {
+    let len = store.properties(name)?.len;
+    if len > 1 << 30 {
+        return Err(RepoError::damaged(
+            name,
+            format!("implausible length {len} for a metadata object"),
+        ));
+    }
+    let mut buf = vec![0u8; len as usize];
+    store.read_at(name, 0, &mut buf)?;
+    Ok(unframe(name, &buf)?.to_vec())
+}
