@@ -322,10 +322,12 @@ pub struct Job {
 impl Job {
     /// The drives, wherever the body put them (top level first, then inside `Properties`).
     pub fn drives(&self) -> &[Drive] {
-        self.drive_list
-            .as_deref()
-            .or(self.properties.drive_list.as_deref())
-            .unwrap_or(&[])
+        match (&self.drive_list, &self.properties.drive_list) {
+            (Some(top), _) if !top.is_empty() => top,
+            (_, Some(inner)) => inner,
+            (Some(top), None) => top,
+            (None, None) => &[],
+        }
     }
 }
 

@@ -326,11 +326,8 @@ fn put_job(ctx: &mut Ctx<'_>, account: &str, name: &str, body: &[u8]) -> Result<
         )
     })?;
     let location = validation::new_job(&job, name, account, &ctx.neg.version, &ctx.state.locations)?.clone();
-    let mut drives = job
-        .drive_list
-        .take()
-        .or(job.properties.drive_list.take())
-        .unwrap_or_default();
+    let mut drives = job.drives().to_vec();
+    job.properties.drive_list = None;
     for d in &mut drives {
         d.state = Some(DriveState::Specified);
     }

@@ -58,6 +58,7 @@ pub fn reply(
     headers.push(("Content-Encoding", "identity".into()));
     headers.push(("Content-Language", "en-us".into()));
     headers.push(("Server", SERVER.into()));
+    headers.push(("x-ms-servedbyregion", "emulator".into()));
     headers.push(("DataServiceVersion", "3.0;".into()));
     if let Some(v) = version {
         headers.push(("x-ms-version", v.to_string()));
