@@ -235,20 +235,10 @@ impl ApiClient {
             segs.extend(path);
         }
         url.set_query(query.as_deref());
-        let mut delay = self.retry.first_delay;
-        let mut attempt = 1;
-        loop {
-            let result = self.attempt(op, job, &method, &url, body.as_deref()).await;
-            match result {
-                Err(e) if e.is_retryable() && attempt < self.retry.max_attempts.max(1) => {
-                    tracing::warn!(operation = %op, attempt, error = %e, "retrying after {:?}", delay);
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(self.retry.max_delay);
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
+        with_retry(self.retry, op, || {
+            self.attempt(op, job, &method, &url, body.as_deref())
+        })
+        .await
     }
 
     async fn attempt(
@@ -283,6 +273,28 @@ impl ApiClient {
             return Ok((status, bytes));
         }
         Err(service_error(op, job, status, &bytes))
+    }
+}
+
+/// Runs `attempt` until it succeeds, fails for good, or the policy's attempts are used up; waits between
+/// attempts with exponential backoff. Only [`ApiError::is_retryable`] failures are tried again.
+async fn with_retry<T, F, Fut>(policy: RetryPolicy, op: Operation, mut attempt: F) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
+{
+    let mut delay = policy.first_delay;
+    let mut n = 1;
+    loop {
+        match attempt().await {
+            Err(e) if e.is_retryable() && n < policy.max_attempts.max(1) => {
+                tracing::warn!(operation = %op, attempt = n, error = %e, "retrying after {:?}", delay);
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(policy.max_delay);
+                n += 1;
+            }
+            other => return other,
+        }
     }
 }
 
@@ -427,6 +439,56 @@ mod tests {
     fn query_values_use_percent_20_for_spaces() {
         assert_eq!(percent_encode("West US"), "West%20US");
         assert_eq!(percent_encode("a/b&c"), "a%2Fb%26c");
+    }
+
+    fn answers(script: Vec<u16>) -> (std::cell::Cell<usize>, Vec<u16>) {
+        (std::cell::Cell::new(0), script)
+    }
+
+    /// Runs `with_retry` over a scripted list of statuses (200 = success); returns the result and the attempts.
+    fn run_script(script: Vec<u16>, max_attempts: u32) -> (Result<(), ApiError>, usize) {
+        let (count, script) = answers(script);
+        let policy = RetryPolicy {
+            max_attempts,
+            first_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(2),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let result = rt.block_on(with_retry(policy, Operation::GetJob, || {
+            let i = count.get();
+            count.set(i + 1);
+            let status = script[i.min(script.len() - 1)];
+            async move {
+                match status {
+                    200 => Ok(()),
+                    0 => Err(ApiError::Transport {
+                        operation: Operation::GetJob,
+                        job: JobRef(None),
+                        url: "https://x".into(),
+                        reason: "timed out".into(),
+                        timeout: true,
+                    }),
+                    s => Err(service_error(Operation::GetJob, Some("j"), s, b"")),
+                }
+            }
+        }));
+        (result, count.get())
+    }
+
+    #[test]
+    fn only_timeouts_and_5xx_are_retried_and_only_so_often() {
+        let (r, n) = run_script(vec![503, 0, 500, 200], 4);
+        assert!(r.is_ok());
+        assert_eq!(n, 4);
+        let (r, n) = run_script(vec![503, 503, 503, 503, 200], 3);
+        assert_eq!((r.unwrap_err().status(), n), (Some(503), 3));
+        let (r, n) = run_script(vec![503, 404, 200], 4);
+        assert_eq!((r.unwrap_err().status(), n), (Some(404), 2));
+        let (r, n) = run_script(vec![400, 200], 4);
+        assert_eq!((r.unwrap_err().status(), n), (Some(400), 1));
     }
 
     #[test]

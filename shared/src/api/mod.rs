@@ -16,6 +16,10 @@ pub use identity::{IdentityError, ManagementIdentity};
 pub use location::{choose_location, LocationChoice, LocationError};
 pub use types::*;
 
+/// The environment variable binaries read for `--management-ca FILE` (a PEM file of extra trusted CA
+/// certificates, e.g. the emulator's `ca.pem`). The library itself never reads the environment.
+pub const MANAGEMENT_CA_ENV: &str = "SEEDSHIP_MANAGEMENT_CA";
+
 /// The operations of the API, for error messages and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {

@@ -1,0 +1,3 @@
+//! Integration tests of seedship-shared: one module per area.
+
+mod api;
