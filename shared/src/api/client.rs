@@ -4,7 +4,7 @@
 use super::identity::ManagementIdentity;
 use super::location::{choose_location, LocationChoice, LocationError};
 use super::types::{Job, JobSummary, JobUpdate, Location, ODataErrorBody, ODataList};
-use super::{ApiError, JobRef, Operation};
+use super::{ApiError, JobRef, Operation, ServiceError};
 use crate::publish_settings::Subscription;
 use reqwest::Method;
 use std::path::Path;
@@ -302,7 +302,7 @@ where
 fn service_error(op: Operation, job: Option<&str>, status: u16, body: &[u8]) -> ApiError {
     let job = JobRef(job.map(str::to_string));
     match serde_json::from_slice::<ODataErrorBody>(body) {
-        Ok(e) => ApiError::Service {
+        Ok(e) => ApiError::Service(Box::new(ServiceError {
             operation: op,
             job,
             status,
@@ -310,7 +310,7 @@ fn service_error(op: Operation, job: Option<&str>, status: u16, body: &[u8]) -> 
             extended_information: e.extended_information().map(str::to_string),
             code: e.error.code,
             message: e.error.message.value,
-        },
+        })),
         Err(_) => ApiError::Http {
             operation: op,
             job,

@@ -69,20 +69,8 @@ pub enum ApiError {
     #[error("cannot set up the HTTPS client: {0}")]
     Setup(String),
     /// The service answered with an `odata.error` body.
-    #[error(
-        "{operation}{job} failed: HTTP {status}{}: {message}{}",
-        extended_code.as_deref().map(|c| format!(" {c}")).unwrap_or_default(),
-        hint(*status)
-    )]
-    Service {
-        operation: Operation,
-        job: JobRef,
-        status: u16,
-        code: String,
-        message: String,
-        extended_code: Option<String>,
-        extended_information: Option<String>,
-    },
+    #[error(transparent)]
+    Service(Box<ServiceError>),
     /// The service answered with an unexpected status and no `odata.error` body.
     #[error("{operation}{job} failed: HTTP {status} without an odata.error body: {excerpt}{}", hint(*status))]
     Http {
@@ -112,6 +100,24 @@ pub enum ApiError {
     Location(#[from] LocationError),
 }
 
+/// An `odata.error` answer: what failed, the HTTP status, and the service's code, message and ExtendedCode.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{operation}{job} failed: HTTP {status}{}: {message}{}",
+    extended_code.as_deref().map(|c| format!(" {c}")).unwrap_or_default(),
+    hint(*status)
+)]
+pub struct ServiceError {
+    pub operation: Operation,
+    pub job: JobRef,
+    pub status: u16,
+    /// `odata.error.code` (the status as a string in the documented samples).
+    pub code: String,
+    pub message: String,
+    pub extended_code: Option<String>,
+    pub extended_information: Option<String>,
+}
+
 fn hint(status: u16) -> &'static str {
     match status {
         403 => " (is the management certificate registered for this subscription? download the publish-settings file again)",
@@ -123,7 +129,8 @@ impl ApiError {
     /// Whether the same call may succeed when tried again: timeouts and 5xx answers.
     pub fn is_retryable(&self) -> bool {
         match self {
-            ApiError::Service { status, .. } | ApiError::Http { status, .. } => *status >= 500,
+            ApiError::Service(e) => e.status >= 500,
+            ApiError::Http { status, .. } => *status >= 500,
             ApiError::Transport { timeout, .. } => *timeout,
             _ => false,
         }
@@ -132,9 +139,8 @@ impl ApiError {
     /// The HTTP status, when the service answered.
     pub fn status(&self) -> Option<u16> {
         match self {
-            ApiError::Service { status, .. }
-            | ApiError::Http { status, .. }
-            | ApiError::Decode { status, .. } => Some(*status),
+            ApiError::Service(e) => Some(e.status),
+            ApiError::Http { status, .. } | ApiError::Decode { status, .. } => Some(*status),
             _ => None,
         }
     }
@@ -142,7 +148,7 @@ impl ApiError {
     /// The service's `ExtendedCode`, when it sent one.
     pub fn extended_code(&self) -> Option<&str> {
         match self {
-            ApiError::Service { extended_code, .. } => extended_code.as_deref(),
+            ApiError::Service(e) => e.extended_code.as_deref(),
             _ => None,
         }
     }
