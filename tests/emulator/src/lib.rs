@@ -1,9 +1,30 @@
 //! seedship-emulator: the classic Azure Import/Export service and the data centre that imports shipped drives, on one machine.
 //!
-//! The binary is a thin `main` over [`run`]; everything lives here so tests can call it.
+//! The binary is a thin `main` over [`run`]; everything lives here so tests can call it. `init` ([`init`])
+//! prepares a directory (CA, server certificate, subscription, management certificate, publish settings,
+//! locations table); `serve` ([`server::serve`]) answers the classic API over HTTPS with client-certificate
+//! authentication, [`handlers`] holds the operations, [`validation`] the documented request rules, [`store`]
+//! the SQLite job store with the emulator clock, and [`operator`] the operator endpoints. docs/emulator.md
+//! describes the files and endpoints.
 
-use clap::Parser;
+pub mod config;
+pub mod handlers;
+pub mod init;
+pub mod odata;
+pub mod operator;
+pub mod server;
+pub mod store;
+pub mod tls;
+pub mod validation;
+
+use clap::{Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
+
+pub use config::{EmulatorConfig, EmulatorDir, EmulatorError};
+pub use init::{init, InitOptions, InitReport};
+pub use server::{bind, serve, BoundServer, ServeConfig};
 
 /// The exit codes of `seedship-emulator`, documented in its `--help` and man page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,7 +48,8 @@ impl From<Exit> for ExitCode {
 #[command(
     name = "seedship-emulator",
     version,
-    about = "seedship-emulator: the classic Azure Import/Export service and the data centre that imports shipped drives, on one machine."
+    about = "seedship-emulator: the classic Azure Import/Export service and the data centre that imports shipped drives, on one machine.",
+    after_help = "Exit codes: 0 success, 1 failure. `serve` stops cleanly on Ctrl-C or SIGTERM and exits 0."
 )]
 pub struct Cli {
     /// More log output (-v debug, -vv trace).
@@ -36,6 +58,58 @@ pub struct Cli {
     /// Less log output: errors only.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a CA, a server certificate, a subscription with its management certificate, a publish-settings
+    /// file and a locations table in DIR.
+    Init(InitCmd),
+    /// Serve the classic Import/Export API over HTTPS from DIR until Ctrl-C or SIGTERM.
+    Serve(ServeCmd),
+}
+
+/// `seedship-emulator init`.
+#[derive(Debug, clap::Args)]
+pub struct InitCmd {
+    /// The emulator's directory (created if missing; must not hold an emulator yet).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Subscription id (default: a random GUID).
+    #[arg(long)]
+    pub subscription_id: Option<String>,
+    /// Subscription name shown in the publish settings.
+    #[arg(long, default_value = "seedship emulator")]
+    pub subscription_name: String,
+    /// Storage account the data centre imports into (for the import step).
+    #[arg(long, requires_all = ["storage_endpoint", "storage_key"])]
+    pub storage_account: Option<String>,
+    /// Blob endpoint of that account, e.g. http://127.0.0.1:10000/devstoreaccount1.
+    #[arg(long)]
+    pub storage_endpoint: Option<String>,
+    /// Account key of that account (Base64).
+    #[arg(long, env = "SEEDSHIP_EMULATOR_STORAGE_KEY", hide_env_values = true)]
+    pub storage_key: Option<String>,
+    /// Fixed ServiceManagementUrl for the publish settings; without it `serve` writes the address it listens on.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Port `serve` listens on by default.
+    #[arg(long)]
+    pub listen_port: Option<u16>,
+}
+
+/// `seedship-emulator serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeCmd {
+    /// The directory `init` prepared.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// Address to listen on (port 0 = any free port; default 127.0.0.1 and the port given to init, else 8443).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
 }
 
 impl Cli {
@@ -49,9 +123,84 @@ impl Cli {
     }
 }
 
-/// Runs one command line.
-pub fn run(_cli: Cli) -> anyhow::Result<Exit> {
-    use clap::CommandFactory;
-    Cli::command().print_help()?;
-    Ok(Exit::Success)
+/// Runs one command line. Output for the operator goes to stdout here, never from the library modules.
+pub fn run(cli: Cli) -> anyhow::Result<Exit> {
+    use anyhow::Context;
+    match cli.command {
+        Command::Init(cmd) => {
+            let storage_account = match (cmd.storage_account, cmd.storage_endpoint, cmd.storage_key) {
+                (Some(name), Some(endpoint), Some(key)) => {
+                    Some(config::StorageAccountConfig { name, endpoint, key })
+                }
+                _ => None,
+            };
+            let opts = InitOptions {
+                dir: cmd.dir.clone(),
+                subscription_id: cmd.subscription_id,
+                subscription_name: cmd.subscription_name,
+                storage_account,
+                url: cmd.url,
+                listen_port: cmd.listen_port,
+            };
+            let report = init(&opts).with_context(|| format!("initialising {}", cmd.dir.display()))?;
+            println!(
+                "subscription {} (management certificate {})",
+                report.subscription_id, report.thumbprint
+            );
+            println!("publish settings: {}", report.publish_settings.display());
+            println!(
+                "CA certificate (for --management-ca): {}",
+                report.ca_cert.display()
+            );
+            Ok(Exit::Success)
+        }
+        Command::Serve(cmd) => {
+            let dir = EmulatorDir::new(&cmd.dir);
+            let port = EmulatorConfig::load(&dir)
+                .ok()
+                .and_then(|c| c.listen_port)
+                .unwrap_or(8443);
+            let listen = cmd
+                .listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], port)));
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the runtime")?;
+            rt.block_on(async {
+                let bound = bind(&ServeConfig {
+                    dir: cmd.dir.clone(),
+                    listen,
+                })
+                .await
+                .with_context(|| format!("starting the emulator from {}", cmd.dir.display()))?;
+                println!("listening on {}", bound.url());
+                bound.run(shutdown_signal()).await.context("serving")
+            })?;
+            Ok(Exit::Success)
+        }
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }

@@ -1,10 +1,13 @@
 use clap::Parser;
+use std::io::Write;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = seedship_emulator::Cli::parse();
     seedship_shared::logging::init(cli.verbosity());
-    match seedship_emulator::run(cli) {
+    let result = seedship_emulator::run(cli);
+    let _ = std::io::stdout().flush();
+    match result {
         Ok(code) => code.into(),
         Err(e) => {
             eprintln!("error: {e:#}");

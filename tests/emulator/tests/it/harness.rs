@@ -1,0 +1,240 @@
+//! A running emulator for one test: `init` into a temporary directory, `serve` on 127.0.0.1:0 in a thread
+//! with its own runtime, stopped through the shutdown future when dropped.
+
+use seedship_emulator::{InitOptions, ServeConfig};
+use seedship_shared::api::{ApiClientOptions, BlockingApiClient, ManagementIdentity};
+use seedship_shared::publish_settings::PublishSettings;
+use std::path::{Path, PathBuf};
+
+/// Seed 001's sample subscription.
+pub const SEED_SUB: &str = "afb1a4eb-bc88-4ce1-b1af-dfec80067464";
+
+pub struct Emulator {
+    pub dir: PathBuf,
+    pub url: String,
+    pub sub: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Initialises a fresh emulator directory with seed 001's subscription id.
+pub fn init_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    seedship_emulator::init(&InitOptions {
+        dir: dir.path().to_path_buf(),
+        subscription_id: Some(SEED_SUB.into()),
+        subscription_name: "test".into(),
+        storage_account: None,
+        url: None,
+        listen_port: None,
+    })
+    .expect("init");
+    dir
+}
+
+impl Emulator {
+    /// Serves `dir` (already initialised) on a free port.
+    pub fn start(dir: &Path) -> Emulator {
+        let (url_tx, url_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let config = ServeConfig {
+            dir: dir.to_path_buf(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+        };
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let bound = seedship_emulator::bind(&config).await.expect("bind");
+                url_tx.send(bound.url().to_string()).unwrap();
+                bound
+                    .run(async {
+                        let _ = stop_rx.await;
+                    })
+                    .await
+                    .expect("serve");
+            });
+        });
+        let url = url_rx.recv().expect("emulator started");
+        let written = std::fs::read_to_string(dir.join("url")).unwrap();
+        assert_eq!(written.trim(), url, "serve writes its URL into DIR/url");
+        Emulator {
+            dir: dir.to_path_buf(),
+            url,
+            sub: SEED_SUB.into(),
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Client options from the directory's publish-settings file, trusting the emulator's CA.
+    pub fn client_options(&self) -> ApiClientOptions {
+        let ps = PublishSettings::load(&self.dir.join("emulator.publishsettings")).expect("publish settings");
+        let sub = ps.subscription(&self.sub).expect("subscription");
+        assert_eq!(
+            sub.service_management_url, self.url,
+            "serve points the publish settings at itself"
+        );
+        let mut opts = ApiClientOptions::from_subscription(sub)
+            .expect("identity")
+            .with_management_ca_file(&self.dir.join("ca.pem"))
+            .expect("CA");
+        opts.retry.first_delay = std::time::Duration::from_millis(10);
+        opts
+    }
+
+    pub fn client(&self) -> BlockingApiClient {
+        BlockingApiClient::new(self.client_options()).expect("client")
+    }
+
+    /// The management identity (PEM key + chain).
+    pub fn identity(&self) -> ManagementIdentity {
+        self.client_options().identity
+    }
+
+    /// `https://host:port/<sub>/services/importexport`.
+    pub fn base(&self) -> String {
+        format!("{}/{}/services/importexport", self.url, self.sub)
+    }
+
+    /// Stops the emulator and waits for it.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            t.join().expect("emulator thread");
+        }
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// One raw HTTP exchange with full control over headers (for the documented error cases).
+pub struct Raw {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl Raw {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts an `odata.error` answer with this status and ExtendedCode.
+    #[track_caller]
+    pub fn assert_error(&self, status: u16, extended: &str) {
+        assert_eq!(
+            self.status,
+            status,
+            "body: {}",
+            String::from_utf8_lossy(&self.body)
+        );
+        assert_eq!(self.header("content-type"), Some("application/json"));
+        let v = self.json();
+        let e = &v["odata.error"];
+        assert_eq!(e["code"], serde_json::json!(status.to_string()));
+        assert_eq!(e["message"]["lang"], "en-US");
+        assert!(e["message"]["value"].as_str().is_some_and(|m| !m.is_empty()));
+        assert_eq!(e["azure.values"][0]["ExtendedCode"], extended, "{v}");
+    }
+}
+
+/// Sends one request. `cert`: present the management certificate. `headers` are added as given.
+pub fn raw(
+    emu: &Emulator,
+    cert: bool,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Raw {
+    raw_url(
+        emu,
+        cert,
+        method,
+        &format!("{}{}", emu.base(), path),
+        headers,
+        body,
+    )
+}
+
+/// Like [`raw`] with a full URL.
+pub fn raw_url(
+    emu: &Emulator,
+    cert: bool,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Raw {
+    let mut builder = reqwest::Client::builder().use_rustls_tls().add_root_certificate(
+        reqwest::Certificate::from_pem(&std::fs::read(emu.dir.join("ca.pem")).unwrap()).unwrap(),
+    );
+    if cert {
+        builder = builder.identity(reqwest::Identity::from_pem(emu.identity().pem()).unwrap());
+    }
+    let client = builder.build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut req = client.request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), url);
+        // reqwest would send "Accept: */*", which the service refuses (406)
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("accept")) {
+            req = req.header("accept", "application/json");
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(b) = body {
+            req = req.body(b.to_vec());
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await.unwrap().to_vec();
+        Raw {
+            status,
+            headers,
+            body,
+        }
+    })
+}
+
+/// Operator: moves the emulator clock forward.
+pub fn advance_clock(emu: &Emulator, seconds: i64) {
+    let body = format!("{{\"AdvanceSeconds\":{seconds}}}");
+    let r = raw(emu, true, "POST", "/_operator/clock", &[], Some(body.as_bytes()));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+}
+
+/// Operator: sets a job's state as the data centre would.
+pub fn set_state(emu: &Emulator, account: &str, job: &str, state: &str) {
+    let body = format!("{{\"State\":\"{state}\"}}");
+    let path = format!("/_operator/storageaccounts/{account}/jobs/{job}/state");
+    let r = raw(emu, true, "POST", &path, &[], Some(body.as_bytes()));
+    assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+}
