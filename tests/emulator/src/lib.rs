@@ -7,6 +7,7 @@
 //! the SQLite job store with the emulator clock, and [`operator`] the operator endpoints. docs/emulator.md
 //! describes the files and endpoints.
 
+pub mod conditions;
 pub mod config;
 pub mod handlers;
 pub mod init;
