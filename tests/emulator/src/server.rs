@@ -21,6 +21,9 @@ use tokio::task::JoinSet;
 /// Largest request body accepted (a Put Job body is a few kilobytes).
 pub const MAX_BODY: usize = 1 << 20;
 
+/// A client that has not finished the TLS handshake by then is dropped.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// What `serve` needs.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -135,7 +138,7 @@ async fn connection(
     state: Arc<AppState>,
     tcp: tokio::net::TcpStream,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let tls = acceptor.accept(tcp).await?;
+    let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await??;
     let thumb = tls
         .get_ref()
         .1
