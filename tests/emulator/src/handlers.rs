@@ -404,6 +404,11 @@ fn render_job(ctx: &Ctx<'_>, sj: &StoredJob) -> Job {
     j.properties.state = Some(sj.state);
     j.properties.cancel_requested.get_or_insert(false);
     j.properties.percent_complete.get_or_insert(0);
+    j.properties
+        .import_export_states_path
+        .get_or_insert_with(|| "waimportexport".into());
+    j.properties.enable_verbose_log.get_or_insert(false);
+    j.properties.backup_drive_manifest.get_or_insert(false);
     j.properties.shipping_information = j
         .properties
         .location

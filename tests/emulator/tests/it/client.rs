@@ -106,6 +106,14 @@ fn job_lifecycle() {
         Some("Dublin")
     );
     assert_eq!(got.drives().len(), 2);
+    assert_eq!(
+        got.properties.import_export_states_path.as_deref(),
+        Some("waimportexport")
+    );
+    assert_eq!(
+        (got.properties.enable_verbose_log, got.properties.cancel_requested),
+        (Some(false), Some(false))
+    );
     assert!(got
         .drives()
         .iter()
