@@ -95,6 +95,55 @@ mod tests {
         assert_eq!(choose_location("West Europe", &l).unwrap().name(), "North Europe");
     }
 
+    proptest::proptest! {
+        /// Whatever the table, the answer obeys seed 000: an open origin is used as is; a closed one yields
+        /// one of its own alternates that the table does not show as closed, or an error when there is none.
+        #[test]
+        fn the_rule_holds_for_any_table(
+            table in proptest::collection::vec(
+                (0u8..6, proptest::option::of(proptest::collection::vec(0u8..6, 0..4))),
+                0..6,
+            ),
+            origin in 0u8..6,
+        ) {
+            let name = |i: u8| format!("L{i}");
+            let mut locations: Vec<Location> = Vec::new();
+            for (n, alts) in table {
+                if locations.iter().all(|l| l.name != name(n)) {
+                    locations.push(Location {
+                        name: name(n),
+                        alternate_locations: alts.map(|a| a.into_iter().map(name).collect()),
+                        ..Default::default()
+                    });
+                }
+            }
+            let here = locations.iter().find(|l| l.name == name(origin));
+            match (choose_location(&name(origin), &locations), here) {
+                (Err(LocationError::Unknown(_)), None) => {}
+                (Ok(LocationChoice::Origin(o)), Some(h)) => {
+                    proptest::prop_assert_eq!(&o, &h.name);
+                    proptest::prop_assert!(h.is_open());
+                }
+                (Ok(LocationChoice::Alternate { closed, alternate }), Some(h)) => {
+                    proptest::prop_assert!(!h.is_open());
+                    proptest::prop_assert_eq!(&closed, &h.name);
+                    proptest::prop_assert!(h.alternate_locations.as_ref().unwrap().contains(&alternate));
+                    let shown = locations.iter().find(|l| l.name == alternate);
+                    proptest::prop_assert!(shown.is_none_or(Location::is_open));
+                }
+                (Err(LocationError::NoAlternate(n)), Some(h)) => {
+                    proptest::prop_assert_eq!(&n, &h.name);
+                    proptest::prop_assert!(!h.is_open());
+                    let usable = h.alternate_locations.iter().flatten().any(|a| {
+                        locations.iter().find(|l| &l.name == a).is_none_or(Location::is_open)
+                    });
+                    proptest::prop_assert!(!usable);
+                }
+                (other, h) => proptest::prop_assert!(false, "unexpected {:?} for {:?}", other, h),
+            }
+        }
+    }
+
     #[test]
     fn unknown_or_dead_end_is_an_error() {
         assert_eq!(

@@ -369,7 +369,7 @@ pub struct JobUpdate {
     pub properties: JobUpdateProperties,
 }
 
-/// One row of List Jobs: name, type, state and storage account (reference section 1.2, [ENUM]).
+/// One row of List Jobs: name, type, state and storage account (reference section 1.2, source "ENUM").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct JobSummary {

@@ -3,6 +3,7 @@
 //! subscription in the URL and checking the common headers. Handlers are plain functions from a [`Request`]
 //! to a [`Reply`], so they are tested without a socket.
 
+use crate::conditions::{self, Current};
 use crate::config::{EmulatorConfig, EmulatorDir};
 use crate::odata::{self, Reply};
 use crate::store::{PutRefusal, Store, StoreError, StoredJob};
@@ -37,6 +38,7 @@ pub struct Request {
 /// What a handler needs besides the request.
 struct Ctx<'a> {
     state: &'a AppState,
+    headers: &'a HeaderMap,
     store: &'a mut Store,
     sub: String,
     base: String,
@@ -137,6 +139,7 @@ fn route(state: &AppState, store: &mut Store, req: &Request, now: i64) -> Result
     let version = Some(neg.version.clone());
     let mut ctx = Ctx {
         state,
+        headers: &req.headers,
         store,
         sub: sub_id,
         base,
@@ -337,6 +340,15 @@ fn put_job(ctx: &mut Ctx<'_>, account: &str, name: &str, body: &[u8]) -> Result<
     job.properties.storage_account_name = Some(account.to_string());
     job.properties.location = Some(location.name.clone());
     job.properties.state = None;
+    // a name in use by a job past Creating is refused whatever the conditional headers say
+    let existing = ctx.store.get(&ctx.sub, name)?;
+    if let Some(e) = existing
+        .as_ref()
+        .filter(|e| e.state != JobState::Creating || e.account != account)
+    {
+        return Err(name_taken(name, e.state, &e.account));
+    }
+    conditions::check(ctx.headers, existing.map(|e| Current { updated: e.updated }))?;
     let stored = StoredJob {
         subscription: ctx.sub.clone(),
         name: name.to_string(),
@@ -349,12 +361,7 @@ fn put_job(ctx: &mut Ctx<'_>, account: &str, name: &str, body: &[u8]) -> Result<
     };
     match ctx.store.put(&stored, MAX_ACTIVE_JOBS)? {
         Ok(_) => Ok(job_headers(ctx, ctx.ok(201, None), name, ctx.now)),
-        Err(PutRefusal::NameTaken { state, account: other }) => Err(Rejection::new(
-            409,
-            "JobAlreadyExists",
-            format!("Job '{name}' already exists (storage account '{other}', state {state}); a job name can be reused only after that job is deleted."),
-        )
-        .into()),
+        Err(PutRefusal::NameTaken { state, account: other }) => Err(name_taken(name, state, &other)),
         Err(PutRefusal::TooManyActive(n)) => Err(Rejection::new(
             409,
             "TooManyActiveJobs",
@@ -364,9 +371,21 @@ fn put_job(ctx: &mut Ctx<'_>, account: &str, name: &str, body: &[u8]) -> Result<
     }
 }
 
+fn name_taken(name: &str, state: JobState, account: &str) -> Failure {
+    Rejection::new(
+        409,
+        "JobAlreadyExists",
+        format!("Job '{name}' already exists (storage account '{account}', state {state}); a job name can be reused only after that job is deleted."),
+    )
+    .into()
+}
+
 fn load(ctx: &Ctx<'_>, account: &str, name: &str) -> Result<StoredJob, Failure> {
     match ctx.store.get(&ctx.sub, name)? {
-        Some(j) if j.account == account => Ok(j),
+        Some(j) if j.account == account => {
+            conditions::check(ctx.headers, Some(Current { updated: j.updated }))?;
+            Ok(j)
+        }
         _ => Err(not_found(format!(
             "Job '{name}' does not exist in storage account '{account}'."
         ))
@@ -385,6 +404,11 @@ fn render_job(ctx: &Ctx<'_>, sj: &StoredJob) -> Job {
     j.properties.state = Some(sj.state);
     j.properties.cancel_requested.get_or_insert(false);
     j.properties.percent_complete.get_or_insert(0);
+    j.properties
+        .import_export_states_path
+        .get_or_insert_with(|| "waimportexport".into());
+    j.properties.enable_verbose_log.get_or_insert(false);
+    j.properties.backup_drive_manifest.get_or_insert(false);
     j.properties.shipping_information = j
         .properties
         .location

@@ -1,12 +1,14 @@
 //! seedship-emulator: the classic Azure Import/Export service and the data centre that imports shipped drives, on one machine.
 //!
-//! The binary is a thin `main` over [`run`]; everything lives here so tests can call it. `init` ([`init`])
+//! The binary is a thin `main` over [`run`]; everything lives here so tests can call it. `init` ([`init()`])
 //! prepares a directory (CA, server certificate, subscription, management certificate, publish settings,
 //! locations table); `serve` ([`server::serve`]) answers the classic API over HTTPS with client-certificate
-//! authentication, [`handlers`] holds the operations, [`validation`] the documented request rules, [`store`]
+//! authentication, [`handlers`] holds the operations, [`validation`] the documented request rules,
+//! [`conditions`] the If-* headers, [`store`]
 //! the SQLite job store with the emulator clock, and [`operator`] the operator endpoints. docs/emulator.md
 //! describes the files and endpoints.
 
+pub mod conditions;
 pub mod config;
 pub mod handlers;
 pub mod init;

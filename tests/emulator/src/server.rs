@@ -21,6 +21,9 @@ use tokio::task::JoinSet;
 /// Largest request body accepted (a Put Job body is a few kilobytes).
 pub const MAX_BODY: usize = 1 << 20;
 
+/// A client that has not finished the TLS handshake by then is dropped.
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// What `serve` needs.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -135,7 +138,7 @@ async fn connection(
     state: Arc<AppState>,
     tcp: tokio::net::TcpStream,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let tls = acceptor.accept(tcp).await?;
+    let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await??;
     let thumb = tls
         .get_ref()
         .1
@@ -145,7 +148,7 @@ async fn connection(
     let service = service_fn(move |req: hyper::Request<Incoming>| {
         let state = state.clone();
         let thumb = thumb.clone();
-        async move { Ok::<_, std::convert::Infallible>(answer(&state, thumb, req).await) }
+        async move { Ok::<_, std::convert::Infallible>(answer(state, thumb, req).await) }
     });
     http1::Builder::new()
         .serve_connection(TokioIo::new(tls), service)
@@ -154,7 +157,7 @@ async fn connection(
 }
 
 async fn answer(
-    state: &AppState,
+    state: Arc<AppState>,
     thumbprint: Option<String>,
     req: hyper::Request<Incoming>,
 ) -> hyper::Response<Full<Bytes>> {
@@ -167,7 +170,7 @@ async fn answer(
                 "RequestBodyTooLarge",
                 format!("Request bodies are limited to {MAX_BODY} bytes."),
             );
-            return to_hyper(crate::odata::error(&rej, None, 0));
+            return to_hyper(crate::odata::error(&rej, None, system_now()));
         }
     };
     let request = Request {
@@ -178,9 +181,25 @@ async fn answer(
         body,
         thumbprint,
     };
-    let reply = handlers::handle(state, &request);
-    tracing::info!(method = %request.method, path = %request.path, status = reply.status, "request");
+    // SQLite work (fsync per change) runs off the async worker threads
+    let (method, path) = (request.method.clone(), request.path.clone());
+    let reply = match tokio::task::spawn_blocking(move || handlers::handle(&state, &request)).await {
+        Ok(r) => r,
+        Err(e) => {
+            let rej =
+                crate::validation::Rejection::new(500, "InternalError", format!("The request failed: {e}."));
+            crate::odata::error(&rej, None, system_now())
+        }
+    };
+    tracing::info!(%method, %path, status = reply.status, "request");
     to_hyper(reply)
+}
+
+/// Unix seconds of the system clock, for answers given before the store (and its clock offset) is reached.
+fn system_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }
 
 fn to_hyper(reply: crate::odata::Reply) -> hyper::Response<Full<Bytes>> {

@@ -106,6 +106,14 @@ fn job_lifecycle() {
         Some("Dublin")
     );
     assert_eq!(got.drives().len(), 2);
+    assert_eq!(
+        got.properties.import_export_states_path.as_deref(),
+        Some("waimportexport")
+    );
+    assert_eq!(
+        (got.properties.enable_verbose_log, got.properties.cancel_requested),
+        (Some(false), Some(false))
+    );
     assert!(got
         .drives()
         .iter()
@@ -324,4 +332,76 @@ fn creating_jobs_expire_after_two_weeks_and_finished_ones_after_ninety_days() {
     assert!(c.get_job(ACCOUNT, "done").is_ok());
     advance_clock(&emu, 2 * HOUR);
     assert!(c.list_jobs().unwrap().is_empty());
+}
+
+#[test]
+fn conditional_requests() {
+    let dir = init_dir();
+    let emu = Emulator::start(dir.path());
+    let c = emu.client();
+    let v = ("x-ms-version", "2014-11-01");
+    let path = format!("/storageaccounts/{ACCOUNT}/jobs/cond");
+    let body = serde_json::to_vec(&job("cond", "West US", 1)).unwrap();
+    // If-Match on a job that does not exist yet
+    raw(&emu, true, "PUT", &path, &[v, ("if-match", "*")], Some(&body)).assert_error(412, "ConditionNotMet");
+    let created = raw(
+        &emu,
+        true,
+        "PUT",
+        &path,
+        &[v, ("if-none-match", "*")],
+        Some(&body),
+    );
+    assert_eq!(created.status, 201);
+    let etag = created.header("etag").unwrap().to_string();
+    assert!(etag.starts_with("W/\"datetime'"), "{etag}");
+    raw(
+        &emu,
+        true,
+        "PUT",
+        &path,
+        &[v, ("if-none-match", "*")],
+        Some(&body),
+    )
+    .assert_error(412, "ConditionNotMet");
+    let got = raw(&emu, true, "GET", &path, &[v, ("if-match", &etag)], None);
+    assert_eq!((got.status, got.header("etag")), (200, Some(etag.as_str())));
+    raw(
+        &emu,
+        true,
+        "GET",
+        &path,
+        &[v, ("if-match", "W/\"datetime'2000-01-01T00%3A00%3A00Z'\"")],
+        None,
+    )
+    .assert_error(412, "ConditionNotMet");
+    raw(
+        &emu,
+        true,
+        "DELETE",
+        &path,
+        &[v, ("if-unmodified-since", "Sat, 01 Jan 2000 00:00:00 GMT")],
+        None,
+    )
+    .assert_error(412, "ConditionNotMet");
+    raw(
+        &emu,
+        true,
+        "GET",
+        &path,
+        &[
+            v,
+            ("if-match", "*"),
+            ("if-modified-since", "Sat, 01 Jan 2000 00:00:00 GMT"),
+        ],
+        None,
+    )
+    .assert_error(400, "InvalidConditionalHeaders");
+    // a name past Creating is refused with 409 whatever the conditions say
+    set_state(&emu, ACCOUNT, "cond", "Shipping");
+    raw(&emu, true, "PUT", &path, &[v, ("if-match", "*")], Some(&body)).assert_error(409, "JobAlreadyExists");
+    assert_eq!(
+        c.get_job(ACCOUNT, "cond").unwrap().properties.state,
+        Some(JobState::Shipping)
+    );
 }

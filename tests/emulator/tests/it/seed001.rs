@@ -244,3 +244,58 @@ fn query_parameters_and_metadata_levels() {
     assert_eq!(r.status, 200);
     assert!(r.body.is_empty());
 }
+
+#[test]
+fn a_certificate_that_is_not_registered_is_refused() {
+    let dir = init_dir();
+    let emu = Emulator::start(dir.path());
+    // a management certificate of another emulator: valid, but not registered here
+    let other_dir = init_dir();
+    let other = Emulator::start(other_dir.path());
+    let stranger = other.identity();
+    let client = reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(emu.dir.join("ca.pem")).unwrap()).unwrap(),
+        )
+        .identity(reqwest::Identity::from_pem(stranger.pem()).unwrap())
+        .build()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (status, body) = rt.block_on(async {
+        let r = client
+            .get(format!("{}/locations", emu.base()))
+            .header("x-ms-version", "2014-11-01")
+            .header("accept", "application/json")
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    });
+    assert_eq!(status, 403, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["odata.error"]["azure.values"][0]["ExtendedCode"],
+        "ForbiddenError"
+    );
+    assert!(v["odata.error"]["message"]["value"]
+        .as_str()
+        .unwrap()
+        .contains(stranger.thumbprint()));
+    // and our client reports it as a typed 403
+    let mut opts = other.client_options();
+    opts.service_management_url = emu.url.clone();
+    opts.management_ca_pem = Some(std::fs::read(emu.dir.join("ca.pem")).unwrap());
+    let e = seedship_shared::api::BlockingApiClient::new(opts)
+        .unwrap()
+        .list_locations(None)
+        .unwrap_err();
+    assert_eq!(
+        (e.status(), e.extended_code()),
+        (Some(403), Some("ForbiddenError"))
+    );
+    assert!(e.to_string().contains("List Locations failed: HTTP 403"), "{e}");
+}
