@@ -446,7 +446,16 @@ pub fn execute(
             });
             continue;
         }
-        let progress = ui.progress(&format!("drive {} ({})", i + 1, d.drive_id), d.plan.payload_len);
+        // Writing counts payload bytes; the read-back check counts the data bytes once more.
+        let check: u64 = d
+            .plan
+            .parts
+            .iter()
+            .flat_map(|p| &p.segments)
+            .map(|r| r.end - r.start)
+            .sum();
+        let total = d.plan.payload_len + if opts.verify { check } else { 0 };
+        let progress = ui.progress(&format!("drive {} ({})", i + 1, d.drive_id), total);
         let key = match d.resumed {
             Some(_) => keys
                 .iter()

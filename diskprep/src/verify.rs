@@ -145,6 +145,15 @@ pub fn verify_drive(
         .flat_map(|l| &l.blobs)
         .map(|b| (DriveFilePath::tar_path_of(&b.file_path), b))
         .collect();
+    progress.set_total(
+        listed
+            .values()
+            .map(|b| match &b.ranges {
+                RangeList::Pages(p) => p.iter().map(|r| r.length).sum::<u64>(),
+                RangeList::Blocks(b) => b.iter().map(|r| r.length).sum(),
+            })
+            .sum(),
+    );
     let mut stats = VerifyStats {
         members: 1,
         ..VerifyStats::default()
