@@ -1,5 +1,6 @@
 //! The integration tests of seedship-shared: one binary, one module per area.
 
+mod copylog;
 mod journal;
 mod manifest;
 mod tar;
