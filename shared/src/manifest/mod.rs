@@ -7,7 +7,7 @@
 //! byte stream, hashing ranges in parallel; [`ManifestWriter`] streams the XML out blob by blob; [`read_manifest`]
 //! streams it back in, validating every value, and [`DriveManifest::parse`] collects it. [`copylog`] is the
 //! `DriveLog` format the service writes after importing a drive. Parsers never panic, cap every text and tag at
-//! [`xml::MAX_TOKEN_LEN`], and report errors with the byte offset and the blob concerned.
+//! [`MAX_TOKEN_LEN`], and report errors with the byte offset and the blob concerned.
 
 pub mod copylog;
 mod model;
@@ -24,6 +24,7 @@ pub use model::{
 pub use ranges::manifest_hash;
 pub use read::{read_manifest, ManifestItem};
 pub use write::ManifestWriter;
+pub use xml::MAX_TOKEN_LEN;
 /// Errors of the manifest and copy-log readers and writers.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
