@@ -64,8 +64,14 @@ use crate::manifest::fixture;
 /// Allocation cap for any input: 1 MiB metadata/tokens plus slack for buffers.
 const CAP: usize = 3 << 20;
 
-/// Inputs per fuzz property (eight properties: 16,000 inputs per run).
-const CASES: u32 = 2000;
+/// Inputs per fuzz property: 2000 by default (nine properties: 18,000 inputs per run); set
+/// `SEEDSHIP_FUZZ_CASES` for a longer campaign.
+fn cases() -> u32 {
+    std::env::var("SEEDSHIP_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000)
+}
 
 /// Applies byte edits to a valid input: (position, kind, byte).
 fn mutate(base: &[u8], edits: &[(usize, u8, u8)]) -> Vec<u8> {
@@ -176,7 +182,7 @@ fn journal_sample() -> Vec<u8> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: CASES, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn tar_reader_survives_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..3000)) {
@@ -186,6 +192,12 @@ proptest! {
     #[test]
     fn tar_reader_survives_mutated_archives(edits in edits()) {
         check_tar(&mutate(&tar_sample(), &edits));
+    }
+
+    #[test]
+    fn tar_reader_survives_mutated_gnu_archives(edits in edits(), which in any::<bool>()) {
+        let name = if which { "tar/gnu-pax.tar" } else { "tar/gnu-gnu.tar" };
+        check_tar(&mutate(&std::fs::read(fixture(name)).unwrap(), &edits));
     }
 
     #[test]
