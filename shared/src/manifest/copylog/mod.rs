@@ -4,10 +4,12 @@
 //! what failed (e.g. a `Corrupted` page range) and what to re-ship.
 
 mod read;
+mod verify;
 mod write;
 
 use std::str::FromStr;
 
+pub use verify::verify_blob_file;
 pub use write::DriveLogWriter;
 
 use super::{FileRef, ImportDisposition, Md5Hash};
