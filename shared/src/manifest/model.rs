@@ -323,6 +323,18 @@ pub struct DriveHeader {
     pub client_creator: Option<String>,
 }
 
+impl DriveHeader {
+    /// The header seedship writes: [`MANIFEST_VERSION`], `drive_id`, the credential, [`CLIENT_CREATOR`].
+    pub fn new(drive_id: impl Into<String>, credential: Option<Credential>) -> Self {
+        Self {
+            version: MANIFEST_VERSION.to_string(),
+            drive_id: drive_id.into(),
+            credential,
+            client_creator: Some(CLIENT_CREATOR.to_string()),
+        }
+    }
+}
+
 /// The header of one `BlobList`: an optional id and list-wide metadata/properties files.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BlobListHeader {
