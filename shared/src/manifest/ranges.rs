@@ -101,7 +101,7 @@ pub fn hash_windows(windows: &[(u64, &[u8])], threads: usize) -> Vec<Option<Page
 
 /// Copies blob bytes `[start, end)` from `input` (positioned at `start`) to `out` (e.g. a tar
 /// [`EntryWriter`](crate::tar::EntryWriter)) and returns the page ranges of the non-zero windows, hashed
-/// `threads` at a time in parallel. After each batch is written, `progress(blob_offset, new_ranges)` is called
+/// `threads` at a time in parallel while the same batch is being written. After each batch is written, `progress(blob_offset, new_ranges)` is called
 /// with the blob offset reached and the ranges finished in that batch (journal them there). Memory:
 /// `2 * threads` 4 MiB buffers.
 pub fn copy_and_hash(
@@ -138,10 +138,16 @@ pub fn copy_and_hash(
             offsets.push(offset);
         }
         let filled: Vec<(u64, &[u8])> = offsets.iter().zip(&bufs).map(|(&o, b)| (o, &b[..])).collect();
-        let new: Vec<PageRange> = hash_windows(&filled, threads).into_iter().flatten().collect();
-        for (_, data) in &filled {
-            out.write_all(data)?;
-        }
+        // Hash on worker threads while this thread writes the same (immutable) buffers, so the write's I/O
+        // wait or encryption overlaps the hashing.
+        let new: Vec<PageRange> = std::thread::scope(|s| {
+            let hashing = s.spawn(|| hash_windows(&filled, threads));
+            let written = filled.iter().try_for_each(|(_, data)| out.write_all(data));
+            let hashed = hashing
+                .join()
+                .map_err(|_| io::Error::other("a range hashing thread panicked"))?;
+            written.map(|()| hashed.into_iter().flatten().collect())
+        })?;
         let reached = filled.last().map_or(start, |(o, d)| o + d.len() as u64);
         progress(reached, &new)?;
         all.extend(new);
