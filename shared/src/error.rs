@@ -12,12 +12,21 @@
 //! - A failure on one file of a backup is logged and counted by the caller, not fatal.
 
 use crate::blob::BlobError;
+use crate::journal::JournalError;
+use crate::manifest::ManifestError;
+use crate::tar::TarError;
 
 /// The crate-wide error: the union of the subsystem errors, for callers that cross subsystems.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
     Blob(#[from] BlobError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Tar(#[from] TarError),
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -31,7 +40,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Blob(e) => e.is_retryable(),
-            Error::Io { .. } => false,
+            Error::Io { .. } | Error::Journal(_) | Error::Manifest(_) | Error::Tar(_) => false,
         }
     }
 }

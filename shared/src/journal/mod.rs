@@ -145,22 +145,30 @@ pub fn replay(path: &Path) -> Result<Replay, JournalError> {
     parse_journal(BufReader::new(file), path)
 }
 
+/// Takes an exclusive `flock`. A lock can outlive its holder's close by a moment (a child forked while the
+/// descriptor was open keeps it until it execs), so a busy lock is retried for up to a second before
+/// reporting [`JournalError::Locked`].
 fn lock(file: &File, path: &Path) -> Result<(), JournalError> {
     use std::os::fd::AsRawFd;
-    // SAFETY: flock on a file descriptor we own for the duration of the call; no memory is passed.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
-        return Ok(());
+    for attempt in 0..20 {
+        // SAFETY: flock on a file descriptor we own for the duration of the call; no memory is passed.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(JournalError::Io {
+                path: path.to_path_buf(),
+                action: "lock",
+                source: err,
+            });
+        }
+        if attempt < 19 {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
-    let err = std::io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        return Err(JournalError::Locked {
-            path: path.to_path_buf(),
-        });
-    }
-    Err(JournalError::Io {
+    Err(JournalError::Locked {
         path: path.to_path_buf(),
-        action: "lock",
-        source: err,
     })
 }

@@ -2,6 +2,7 @@
 
 use super::{JournalError, JournalRecord};
 use crate::manifest::xml::{escape, Ev, XmlPull};
+use crate::manifest::PageRange;
 
 /// WAImportExport's vocabulary version, written in `NewJournalFile` as the original tool does.
 pub const VOCABULARY_VERSION: &str = "2013-02-01";
@@ -23,12 +24,15 @@ pub enum DiskprepRecord {
         tar_offset: u64,
     },
     /// Blob `blob_path` (part `part`, 0 when not split) is copied and hashed up to blob offset `blob_offset`
-    /// (exclusive, a range boundary); the payload's tar stream is at `tar_offset` after it.
+    /// (exclusive, a range boundary); the payload's tar stream is at `tar_offset` after it. `ranges` are the
+    /// non-zero page ranges finished since the previous `RangeProgress` of this blob (so a resume needs no
+    /// re-hashing); written as the `Ranges` value, one `offset length hash` line per range.
     RangeProgress {
         blob_path: String,
         part: u32,
         blob_offset: u64,
         tar_offset: u64,
+        ranges: Vec<PageRange>,
     },
     /// The drive file of `blob_path` is complete and padded; `ranges` page ranges are in its manifest entry.
     BlobDone {
@@ -69,11 +73,13 @@ impl DiskprepRecord {
                 part,
                 blob_offset,
                 tar_offset,
+                ranges,
             } => JournalRecord::new("RangeProgress")
                 .with("BlobPath", blob_path)
                 .with("Part", part.to_string())
                 .with("BlobOffset", blob_offset.to_string())
-                .with("TarOffset", tar_offset.to_string()),
+                .with("TarOffset", tar_offset.to_string())
+                .with("Ranges", encode_ranges(ranges)),
             Self::BlobDone {
                 blob_path,
                 part,
@@ -130,6 +136,7 @@ impl DiskprepRecord {
                 part: part()?,
                 blob_offset: n("BlobOffset")?,
                 tar_offset: n("TarOffset")?,
+                ranges: decode_ranges(r, field(r, "Ranges")?)?,
             },
             "BlobDone" => Self::BlobDone {
                 blob_path: s("BlobPath")?,
@@ -147,6 +154,38 @@ impl DiskprepRecord {
             _ => return Ok(None),
         }))
     }
+}
+
+/// One `offset length hash` line per range; a single line `none` when there is none (a value cannot be empty
+/// and multi-line at once).
+fn encode_ranges(ranges: &[PageRange]) -> String {
+    if ranges.is_empty() {
+        return "none".into();
+    }
+    let lines: Vec<String> = ranges
+        .iter()
+        .map(|r| format!("{} {} {}", r.offset, r.length, r.hash))
+        .collect();
+    // Two or more lines make a multi-line value; a single range stays on the key's line.
+    lines.join("\n")
+}
+
+fn decode_ranges(r: &JournalRecord, v: &str) -> Result<Vec<PageRange>, JournalError> {
+    if v == "none" {
+        return Ok(Vec::new());
+    }
+    v.split('\n')
+        .map(|line| {
+            let mut it = line.split(' ');
+            let range = (|| {
+                let offset = it.next()?.parse().ok()?;
+                let length = it.next()?.parse().ok()?;
+                let hash = it.next()?.parse().ok()?;
+                it.next().is_none().then_some(PageRange { offset, length, hash })
+            })();
+            range.ok_or_else(|| invalid(r, format!("Ranges line {line:?} is not `offset length hash`")))
+        })
+        .collect()
 }
 
 fn field<'a>(r: &'a JournalRecord, key: &str) -> Result<&'a str, JournalError> {
@@ -222,6 +261,36 @@ mod tests {
                 part: 2,
                 blob_offset: 8 << 20,
                 tar_offset: 9 << 20,
+                ranges: vec![],
+            },
+            DiskprepRecord::RangeProgress {
+                blob_path: "c/d".into(),
+                part: 0,
+                blob_offset: 8 << 20,
+                tar_offset: 9 << 20,
+                ranges: vec![PageRange {
+                    offset: 0,
+                    length: 512,
+                    hash: crate::manifest::Md5Hash::of(b"x"),
+                }],
+            },
+            DiskprepRecord::RangeProgress {
+                blob_path: "c/e".into(),
+                part: 1,
+                blob_offset: 8 << 20,
+                tar_offset: 9 << 20,
+                ranges: vec![
+                    PageRange {
+                        offset: 0,
+                        length: 4 << 20,
+                        hash: crate::manifest::Md5Hash::of(b"y"),
+                    },
+                    PageRange {
+                        offset: 4 << 20,
+                        length: 4 << 20,
+                        hash: crate::manifest::Md5Hash::of(b"z"),
+                    },
+                ],
             },
             DiskprepRecord::BlobDone {
                 blob_path: "c/x".into(),

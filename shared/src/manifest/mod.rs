@@ -5,10 +5,11 @@
 //! 4 MiB and carrying the uppercase-hex MD5 of its bytes (docs/drive-manifest.md has the decisions: version
 //! string, file paths, part files of blobs split across drives). [`ranges`] builds those range lists from a
 //! byte stream, hashing ranges in parallel; [`ManifestWriter`] streams the XML out blob by blob; [`read_manifest`]
-//! streams it back in, validating every value, and [`DriveManifest::parse`] collects it. The `copylog` module is the
+//! streams it back in, validating every value, and [`DriveManifest::parse`] collects it. [`copylog`] is the
 //! `DriveLog` format the service writes after importing a drive. Parsers never panic, cap every text and tag at
-//! [`xml::MAX_TOKEN_LEN`], and report errors with the byte offset and the blob concerned.
+//! [`MAX_TOKEN_LEN`], and report errors with the byte offset and the blob concerned.
 
+pub mod copylog;
 mod model;
 pub mod ranges;
 mod read;
@@ -23,6 +24,7 @@ pub use model::{
 pub use ranges::manifest_hash;
 pub use read::{read_manifest, ManifestItem};
 pub use write::ManifestWriter;
+pub use xml::MAX_TOKEN_LEN;
 /// Errors of the manifest and copy-log readers and writers.
 #[derive(Debug, thiserror::Error)]
 pub enum ManifestError {
@@ -61,3 +63,4 @@ pub enum ManifestError {
 }
 
 pub(crate) const DOC_MANIFEST: &str = "drive manifest";
+pub(crate) const DOC_LOG: &str = "drive copy log";

@@ -323,6 +323,18 @@ pub struct DriveHeader {
     pub client_creator: Option<String>,
 }
 
+impl DriveHeader {
+    /// The header seedship writes: [`MANIFEST_VERSION`], `drive_id`, the credential, [`CLIENT_CREATOR`].
+    pub fn new(drive_id: impl Into<String>, credential: Option<Credential>) -> Self {
+        Self {
+            version: MANIFEST_VERSION.to_string(),
+            drive_id: drive_id.into(),
+            credential,
+            client_creator: Some(CLIENT_CREATOR.to_string()),
+        }
+    }
+}
+
 /// The header of one `BlobList`: an optional id and list-wide metadata/properties files.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BlobListHeader {
@@ -393,5 +405,42 @@ impl DriveFilePath {
     /// The tar member name for a manifest `FilePath` (leading `\` dropped, `\` turned into `/`).
     pub fn tar_path_of(file_path: &str) -> String {
         file_path.trim_start_matches('\\').replace('\\', "/")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drive_file_paths_follow_the_session_layout() {
+        let p = DriveFilePath::new("seed_2026-#1", "vault/data/00 01").unwrap();
+        assert_eq!(p.tar_path, "seed_2026-#1/vault/data/00 01");
+        assert_eq!(p.file_path, "\\seed_2026-#1\\vault\\data\\00 01");
+        assert_eq!(DriveFilePath::tar_path_of(&p.file_path), p.tar_path);
+        for bad_session in ["ab", "has space", &"x".repeat(31), "sl/ash"] {
+            assert!(DriveFilePath::new(bad_session, "c/b").is_err(), "{bad_session:?}");
+        }
+        for bad_blob in ["c//b", "c/../b", "c\\b", "/c/b", "c/b/"] {
+            assert!(DriveFilePath::new("sess", bad_blob).is_err(), "{bad_blob:?}");
+        }
+    }
+
+    #[test]
+    fn part_client_data_round_trips_and_rejects_junk() {
+        let part = BlobPart {
+            index: 3,
+            start: 4 << 20,
+            end: 12 << 20,
+        };
+        assert_eq!(BlobPart::from_client_data(&part.to_client_data()), Some(Ok(part)));
+        assert_eq!(BlobPart::from_client_data("free text"), None);
+        for junk in [
+            "seedship-part:index=1",
+            "seedship-part:index=1;start=0;end=x",
+            "seedship-part:index=1;start=0;end=5;more",
+        ] {
+            assert!(matches!(BlobPart::from_client_data(junk), Some(Err(_))), "{junk}");
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! offsets, skipping all-zero ranges, and MD5-hashing ranges in parallel (MD5 is sequential within a range,
 //! about 0.85 GB/s per core, so ranges are the unit of parallelism).
 
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -99,13 +99,18 @@ pub fn hash_windows(windows: &[(u64, &[u8])], threads: usize) -> Vec<Option<Page
     results
 }
 
-/// Reads blob bytes `[start, end)` from `input` (positioned at `start`) and returns the page ranges of the
-/// non-zero windows, hashing `threads` windows at a time in parallel. Memory: `2 * threads` 4 MiB buffers.
-pub fn page_ranges_of(
+/// Copies blob bytes `[start, end)` from `input` (positioned at `start`) to `out` (e.g. a tar
+/// [`EntryWriter`](crate::tar::EntryWriter)) and returns the page ranges of the non-zero windows, hashed
+/// `threads` at a time in parallel while the same batch is being written. After each batch is written, `progress(blob_offset, new_ranges)` is called
+/// with the blob offset reached and the ranges finished in that batch (journal them there). Memory:
+/// `2 * threads` 4 MiB buffers.
+pub fn copy_and_hash(
     mut input: impl Read,
+    out: &mut impl Write,
     start: u64,
     end: u64,
     threads: usize,
+    mut progress: impl FnMut(u64, &[PageRange]) -> io::Result<()>,
 ) -> io::Result<Vec<PageRange>> {
     if start % PAGE_SIZE != 0 || end % PAGE_SIZE != 0 || start > end {
         return Err(io::Error::new(
@@ -116,7 +121,7 @@ pub fn page_ranges_of(
     let batch = 2 * threads.max(1);
     let mut bufs: Vec<Vec<u8>> = (0..batch).map(|_| Vec::new()).collect();
     let mut windows = range_windows(start, end).peekable();
-    let mut out = Vec::new();
+    let mut all = Vec::new();
     while windows.peek().is_some() {
         let mut offsets = Vec::with_capacity(batch);
         for buf in bufs.iter_mut() {
@@ -132,10 +137,28 @@ pub fn page_ranges_of(
             })?;
             offsets.push(offset);
         }
-        let batch: Vec<(u64, &[u8])> = offsets.iter().zip(&bufs).map(|(&o, b)| (o, &b[..])).collect();
-        out.extend(hash_windows(&batch, threads).into_iter().flatten());
+        let filled: Vec<(u64, &[u8])> = offsets.iter().zip(&bufs).map(|(&o, b)| (o, &b[..])).collect();
+        // Hash on worker threads while this thread writes the same (immutable) buffers, so the write's I/O
+        // wait or encryption overlaps the hashing.
+        let new: Vec<PageRange> = std::thread::scope(|s| {
+            let hashing = s.spawn(|| hash_windows(&filled, threads));
+            let written = filled.iter().try_for_each(|(_, data)| out.write_all(data));
+            let hashed = hashing
+                .join()
+                .map_err(|_| io::Error::other("a range hashing thread panicked"))?;
+            written.map(|()| hashed.into_iter().flatten().collect())
+        })?;
+        let reached = filled.last().map_or(start, |(o, d)| o + d.len() as u64);
+        progress(reached, &new)?;
+        all.extend(new);
     }
-    Ok(out)
+    Ok(all)
+}
+
+/// Reads blob bytes `[start, end)` from `input` (positioned at `start`) and returns the page ranges of the
+/// non-zero windows (see [`copy_and_hash`], writing nowhere).
+pub fn page_ranges_of(input: impl Read, start: u64, end: u64, threads: usize) -> io::Result<Vec<PageRange>> {
+    copy_and_hash(input, &mut io::sink(), start, end, threads, |_, _| Ok(()))
 }
 
 #[cfg(test)]
@@ -165,6 +188,18 @@ mod tests {
         );
         assert_eq!(seq[1].hash, Md5Hash::of(&data[3 * MAX_RANGE_LEN as usize..]));
         assert!(page_ranges_of(&data[..10], 0, 512, 1).is_err());
+        let mut copy = Vec::new();
+        let mut reached = Vec::new();
+        let copied = copy_and_hash(&data[..], &mut copy, 0, data.len() as u64, 1, |at, new| {
+            reached.push((at, new.len()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!((copied, copy), (seq, data.clone()));
+        assert_eq!(
+            reached,
+            vec![(2 * MAX_RANGE_LEN, 1), (3 * MAX_RANGE_LEN + 4096, 1)]
+        );
     }
 
     #[test]

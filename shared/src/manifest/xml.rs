@@ -186,6 +186,12 @@ impl<R: BufRead> XmlPull<R> {
                         let a = a.map_err(|err| xml_err(err.to_string()))?;
                         let key = String::from_utf8_lossy(a.key.as_ref()).into_owned();
                         let v = a.unescape_value().map_err(|err| xml_err(err.to_string()))?;
+                        if let Some(c) = v.chars().find(|&c| !is_xml_char(c)) {
+                            return Err(xml_err(format!(
+                                "attribute {key} holds U+{:04X}, not allowed in XML 1.0",
+                                c as u32
+                            )));
+                        }
                         attrs.push((key, v.into_owned()));
                     }
                     self.depth += 1;
@@ -200,6 +206,12 @@ impl<R: BufRead> XmlPull<R> {
                 }
                 Event::Text(t) => {
                     let s = t.unescape().map_err(|err| xml_err(err.to_string()))?;
+                    if let Some(c) = s.chars().find(|&c| !is_xml_char(c)) {
+                        return Err(xml_err(format!(
+                            "text holds U+{:04X}, not allowed in XML 1.0",
+                            c as u32
+                        )));
+                    }
                     return Ok(Ev::Text(s.into_owned()));
                 }
                 Event::CData(c) => {

@@ -193,9 +193,10 @@ impl<R: Read> TarReader<R> {
             b'1' => EntryKind::HardLink,
             other => EntryKind::Other(other),
         };
-        // Links and directories carry no content whatever the size field says (pax: hard links may, ignore).
+        // Link headers carry no content whatever the size field says (POSIX: their size is zero); every other
+        // type, directories included, is followed by `size` bytes that must be skipped.
         let content = match kind {
-            EntryKind::Directory | EntryKind::Symlink | EntryKind::HardLink => 0,
+            EntryKind::Symlink | EntryKind::HardLink => 0,
             _ => size,
         };
         self.current = path.clone();

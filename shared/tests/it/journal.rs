@@ -4,13 +4,28 @@ use std::fs;
 
 use seedship_shared::journal::records::DiskprepRecord;
 use seedship_shared::journal::{replay, Journal, JournalError, JournalRecord};
+use seedship_shared::manifest::PageRange;
 
 fn progress(i: u64) -> JournalRecord {
+    let hash = seedship_shared::manifest::Md5Hash::of(&i.to_le_bytes());
+    let ranges = vec![
+        PageRange {
+            offset: (i - 1) << 22,
+            length: 1 << 21,
+            hash,
+        },
+        PageRange {
+            offset: ((i - 1) << 22) + (1 << 21),
+            length: 1 << 21,
+            hash,
+        },
+    ];
     DiskprepRecord::RangeProgress {
         blob_path: format!("vault/data/{i:06}"),
         part: 0,
         blob_offset: i << 22,
         tar_offset: (i << 22) + 1536,
+        ranges,
     }
     .to_record()
 }
@@ -78,6 +93,9 @@ fn a_torn_last_record_is_ignored_and_truncated_at_every_byte_offset() {
             assert_eq!(r.records.len(), 3, "cut at {cut}");
             assert_eq!(r.valid_len as usize, before_last);
             assert_eq!(r.torn_len as usize, bytes.len() - before_last, "cut at {cut}");
+            if zero_fill > 0 && cut % 8 != 0 {
+                continue; // reopening (two fsyncs) with a zero-filled tail: every 8th offset is enough
+            }
             let (mut j, r2) = Journal::open(&path).unwrap();
             assert_eq!(r2, r);
             assert_eq!(

@@ -2,6 +2,8 @@
 
 mod api;
 mod blob;
+mod copylog;
+mod fuzz;
 mod journal;
 mod luks;
 mod manifest;

@@ -329,3 +329,104 @@ proptest! {
         prop_assert_eq!(DriveManifest::parse(&xml).unwrap(), m);
     }
 }
+
+/// A whole drive payload as diskprep writes it (a whole blob and a part of a split blob, hashed while copied
+/// into the tar stream, manifest last) read back as the data centre does: tar entries, manifest, range checks.
+#[test]
+fn drive_payload_round_trip_through_tar_manifest_and_verification() {
+    use seedship_shared::manifest::copylog::{verify_blob_file, RangeStatus};
+    use seedship_shared::manifest::ranges::copy_and_hash;
+    use seedship_shared::tar::{EntryHeader, TarReader, TarWriter};
+    use std::io::Read;
+
+    let m = MAX_RANGE_LEN;
+    let mut whole = pseudo_random(2 * m as usize + 1024, 21);
+    whole[m as usize..2 * m as usize].fill(0); // a zero window, omitted from the manifest
+    let split = pseudo_random(3 * m as usize, 22);
+    let (part_start, part_end) = (m, 3 * m); // this drive holds the second and third windows
+
+    let mut tar = TarWriter::new(Vec::new());
+    let mut entries = Vec::new();
+    for (blob_path, bytes, part) in [
+        ("vault/data/000001", &whole, None),
+        ("vault/data/000002", &split, Some((part_start, part_end))),
+    ] {
+        let paths = DriveFilePath::new("seed-1", blob_path).unwrap();
+        let (start, end) = part.unwrap_or((0, bytes.len() as u64));
+        let mut entry = tar
+            .begin_entry(&EntryHeader::file(paths.tar_path, end - start, 1_700_000_000))
+            .unwrap();
+        let ranges = copy_and_hash(
+            &bytes[start as usize..end as usize],
+            &mut entry,
+            start,
+            end,
+            2,
+            |_, _| Ok(()),
+        )
+        .unwrap();
+        entry.finish().unwrap();
+        let mut blob = ManifestBlob::page_blob(blob_path, paths.file_path, bytes.len() as u64, ranges);
+        blob.part = part.map(|(start, end)| BlobPart { index: 2, start, end });
+        entries.push(blob);
+    }
+    let manifest = DriveManifest {
+        header: DriveHeader {
+            version: "2014-11-01".into(),
+            drive_id: "IMG-42".into(),
+            credential: None,
+            client_creator: Some("test".into()),
+        },
+        blob_lists: vec![BlobList {
+            header: BlobListHeader {
+                id: Some("seed-1".into()),
+                ..Default::default()
+            },
+            blobs: entries,
+        }],
+    };
+    let xml = manifest.to_xml().unwrap();
+    tar.append(
+        &EntryHeader::file("DriveManifest.xml", xml.len() as u64, 1_700_000_000),
+        &xml[..],
+    )
+    .unwrap();
+    let payload = tar.finish().unwrap();
+
+    // Data centre side: find the manifest, check its hash, then verify every blob file.
+    let mut files = std::collections::HashMap::new();
+    let mut reader = TarReader::new(&payload[..]);
+    while let Some(mut e) = reader.next_entry().unwrap() {
+        let mut data = Vec::new();
+        e.read_to_end(&mut data).unwrap();
+        files.insert(e.info.path.clone(), data);
+    }
+    let stored = &files["DriveManifest.xml"];
+    assert_eq!(manifest_hash(stored), manifest_hash(&xml));
+    let parsed = DriveManifest::parse(stored).unwrap();
+    let blobs = &parsed.blob_lists[0].blobs;
+    let RangeList::Pages(whole_ranges) = &blobs[0].ranges else {
+        panic!()
+    };
+    assert_eq!(
+        whole_ranges.iter().map(|r| r.offset).collect::<Vec<_>>(),
+        vec![0, 2 * m]
+    );
+    let mut rebuilt = vec![0u8; split.len()];
+    for blob in blobs {
+        let file = &files[&DriveFilePath::tar_path_of(&blob.file_path)];
+        let log = verify_blob_file(&file[..], blob, 2, |r, bytes| {
+            if blob.part.is_some() {
+                rebuilt[r.offset as usize..(r.offset + r.length) as usize].copy_from_slice(bytes);
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert!(
+            log.iter().all(|r| r.status == RangeStatus::Completed),
+            "{}",
+            blob.blob_path
+        );
+    }
+    assert_eq!(&rebuilt[part_start as usize..], &split[part_start as usize..]);
+}
