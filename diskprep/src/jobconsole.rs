@@ -14,8 +14,12 @@ pub fn interactive() -> bool {
     std::io::stdin().is_terminal()
 }
 
-/// Asks one question; an empty answer takes `default`. Fails without a terminal, naming the option to use.
+/// Asks one question; an empty answer takes `default`. Without a terminal the default is taken, and a
+/// question without one fails, naming the option to use.
 pub fn ask(question: &str, default: Option<&str>, option: &str) -> anyhow::Result<String> {
+    if let (false, Some(d)) = (interactive(), default) {
+        return Ok(d.to_string());
+    }
     if !interactive() {
         anyhow::bail!("{question} needs an answer, but standard input is not a terminal; give {option}");
     }
@@ -63,6 +67,9 @@ pub fn ask_secret(question: &str, option: &str) -> anyhow::Result<String> {
 
 /// Asks the operator to type `yes`.
 pub fn confirm(question: &str) -> anyhow::Result<bool> {
+    if !interactive() {
+        anyhow::bail!("{question} needs a yes, but standard input is not a terminal; give --yes");
+    }
     Ok(ask(&format!("{question} Type yes to go on"), None, "--yes")? == "yes")
 }
 
