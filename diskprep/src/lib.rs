@@ -127,7 +127,11 @@ pub struct PrepArgs {
     #[arg(long, value_enum, default_value_t = KdfChoice::Argon2id)]
     pub pbkdf: KdfChoice,
     /// Only prepare the drives; do not create the import job.
-    #[arg(long, env = "SEEDSHIP_NO_CREATE_JOB")]
+    #[arg(
+        long,
+        env = "SEEDSHIP_NO_CREATE_JOB",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pub no_create_job: bool,
     #[command(flatten)]
     pub api: ApiArgs,
