@@ -66,7 +66,7 @@ pub fn delete_job(
             .into())
         }
     }
-    record.deleted = Some(crate::job::now_unix());
+    record.deleted = Some(crate::record::now_unix());
     record.save(job_dir)?;
     Ok(outcome)
 }

@@ -21,6 +21,7 @@ pub mod layout;
 pub mod payload;
 pub mod plan;
 pub mod prepare;
+pub mod record;
 pub mod session;
 pub mod ship;
 pub mod staging;

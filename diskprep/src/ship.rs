@@ -8,7 +8,8 @@
 //! [`save`] keeps the details in `<staging>/<job>/diskprep/shipping.json` (mode 0600: it holds personal data).
 //! This module prints nothing and asks nothing; the console does.
 
-use crate::job::{write_private_json, JobError, JobRecord};
+use crate::job::{JobError, JobRecord};
+use crate::record::write_private_json;
 use crate::session::SessionState;
 use crate::staging::{find_jobs, StagedJob, StagingCheckError};
 use seedship_shared::api::{
@@ -188,7 +189,7 @@ pub fn commit(
         },
     };
     client.update_job(account, name, &second)?;
-    details.committed = Some(crate::job::now_unix());
+    details.committed = Some(crate::record::now_unix());
     Ok(())
 }
 
@@ -206,7 +207,7 @@ pub fn save(job_dir: &Path, details: &ShipDetails) -> Result<PathBuf, ShipError>
 
 /// Today's date (UTC) as `YYYY-MM-DD`.
 pub fn today() -> String {
-    let days = crate::job::now_unix().div_euclid(86_400);
+    let days = crate::record::now_unix().div_euclid(86_400);
     let (y, m, d) = date_of_day(days);
     format!("{y:04}-{m:02}-{d:02}")
 }
