@@ -6,7 +6,8 @@
 //! Modules: [`staging`] (jobs and their check), [`drive`] (targets and refusals), [`plan`] (spanning),
 //! [`layout`], [`payload`], [`copy`] and [`verify`] (the drive's bytes), [`session`] (journal and state),
 //! [`prepare`] (the flow), [`console`] (the operator), [`keyfile`], [`args`]; the import job: [`job`] (created
-//! after preparation), [`ship`] (`u:`), [`delete`] (`delete-job`) and [`jobconsole`].
+//! after preparation), [`record`] (`diskprep/job.json`), [`ship`] (`u:`), [`delete`] (`delete-job`) and
+//! [`jobconsole`]. docs/diskprep.md describes the commands.
 
 pub mod args;
 pub mod console;
