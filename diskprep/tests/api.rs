@@ -487,3 +487,59 @@ fn problems_are_refused_before_any_drive_is_written() {
     assert!(formatted);
     assert_eq!(client.get_job(ACCOUNT, "job4").unwrap_err().status(), Some(404));
 }
+
+#[test]
+fn p_gives_the_publish_settings_when_the_recorded_path_is_not_here() {
+    let t = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(&t.path().join("emulator"));
+    let staging = t.path().join("staging");
+    make_job(&staging, "job1", Path::new("/nowhere/agent.publishsettings"));
+    let s = format!("s:{}", staging.display());
+    let p = format!("p:{}", emu.publish_settings().display());
+    let ca = emu.ca().display().to_string();
+    let img = t.path().join("d1.img").display().to_string();
+    let mut prep = vec![
+        s.as_str(),
+        "--drive",
+        &img,
+        "--create-image",
+        "40M",
+        "--yes",
+        "--pbkdf",
+        "pbkdf2",
+        "--location",
+        "West US",
+    ];
+    let env = [
+        ("SEEDSHIP_STORAGE_KEY", STORAGE_KEY),
+        ("SEEDSHIP_MANAGEMENT_CA", ca.as_str()),
+    ];
+
+    // the recorded path does not exist here: refused before any drive is written, asking for p:
+    let o = diskprep(&prep, &env);
+    let out = text(&o);
+    assert!(!o.status.success());
+    assert!(
+        out.contains("/nowhere/agent.publishsettings") && out.contains("p:<file>"),
+        "{out}"
+    );
+
+    prep.push(&p);
+    let o = diskprep(&prep, &env);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("2045 Lafayette Street") && out.contains("Santa Clara, CA 95050"),
+        "{out}"
+    );
+    let job = emu.client().get_job(ACCOUNT, "job1").unwrap();
+    assert_eq!(job.properties.location.as_deref(), Some("West US"));
+
+    // u: the same way; the CA comes from the environment
+    let o = diskprep(&["u:", s.as_str()], &env);
+    assert!(text(&o).contains("p:<file>"), "{}", text(&o));
+    let o = diskprep(&["u:", s.as_str(), p.as_str()], &env);
+    let out = text(&o);
+    assert!(!o.status.success(), "no carrier given and no terminal: {out}");
+    assert!(out.contains("--carrier"), "{out}");
+}
