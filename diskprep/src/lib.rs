@@ -63,14 +63,15 @@ Non-interactive (a drive set):
   seedship-diskprep --staging /srv/staging --drive d1.img --drive d2.img --create-image 500G --yes
 A run stopped by a crash, a kill or Ctrl-C resumes when run again with the same drives.
 Recovery keys go to <staging>/<job>/diskprep/keys.tsv (mode 0600) unless --key-file says otherwise.
-Then the import job is created (unless --no-create-job) and recorded in <staging>/<job>/diskprep/job.json:
-  seedship-diskprep s:/srv/staging --location \"West US\"    (storage key from SEEDSHIP_STORAGE_KEY or asked)
+Then the import job is created (not with --no-create-job); see <staging>/<job>/diskprep/job.json:
+  seedship-diskprep s:/srv/staging --location \"West US\"  (storage key: SEEDSHIP_STORAGE_KEY or asked)
 After sending the drives:
-  seedship-diskprep u: s:/srv/staging                      carrier, tracking number, return address; review
-  seedship-diskprep u: s:/srv/staging                      later: the job's and the drives' state
-  seedship-diskprep delete-job s:/srv/staging              in Creating or Completed only
+  seedship-diskprep u: s:/srv/staging              carrier, tracking number, return address; review
+  seedship-diskprep u: s:/srv/staging              later: the job's and the drives' state
+  seedship-diskprep delete-job s:/srv/staging      in Creating or Completed only
 
-Exit codes: 0 done, 1 failed, 2 a drive did not verify, 130 interrupted (run again to resume).";
+Exit codes: 0 done, 1 failed (delete-job: the job's state forbids it), 2 a drive did not verify,
+130 interrupted (run again to resume). See docs/diskprep.md.";
 
 /// Command line of `seedship-diskprep`.
 #[derive(Debug, Parser)]
