@@ -543,3 +543,129 @@ fn p_gives_the_publish_settings_when_the_recorded_path_is_not_here() {
     assert!(!o.status.success(), "no carrier given and no terminal: {out}");
     assert!(out.contains("--carrier"), "{out}");
 }
+
+/// Runs seedship-diskprep with standard input on a pseudo-terminal fed with `input` (what an operator types).
+fn diskprep_tty(args: &[&str], envs: &[(&str, &str)], input: &str) -> Output {
+    use std::io::{Read, Write};
+    use std::os::fd::FromRawFd;
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty writes two new file descriptors into the integers; the other arguments may be null.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty");
+    // SAFETY: both descriptors were just opened and are owned here only.
+    let (mut master, slave) = unsafe {
+        (
+            std::fs::File::from_raw_fd(master),
+            std::fs::File::from_raw_fd(slave),
+        )
+    };
+    let mut c = Command::new(env!("CARGO_BIN_EXE_seedship-diskprep"));
+    c.args(args)
+        .stdin(Stdio::from(slave))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for var in [
+        "SEEDSHIP_NO_CREATE_JOB",
+        "SEEDSHIP_STORAGE_KEY",
+        "SEEDSHIP_LOCATION",
+    ] {
+        c.env_remove(var);
+    }
+    c.envs(envs.iter().copied());
+    let child = c.spawn().expect("run seedship-diskprep");
+    drop(c);
+    master.write_all(input.as_bytes()).unwrap();
+    let mut echo = master.try_clone().unwrap();
+    let drain = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while echo.read(&mut buf).is_ok_and(|n| n > 0) {}
+    });
+    let out = child.wait_with_output().unwrap();
+    drop(master);
+    let _ = drain.join();
+    out
+}
+
+#[test]
+fn an_operator_answers_on_the_terminal_and_only_yes_commits() {
+    let t = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(&t.path().join("emulator"));
+    let staging = t.path().join("staging");
+    make_job(&staging, "job1", &emu.publish_settings());
+    let s = format!("s:{}", staging.display());
+    let ca = emu.ca().display().to_string();
+    let img = t.path().join("d1.img").display().to_string();
+    let env = [("SEEDSHIP_MANAGEMENT_CA", ca.as_str())];
+    let prep = [
+        s.as_str(),
+        "--drive",
+        &img,
+        "--create-image",
+        "40M",
+        "--yes",
+        "--pbkdf",
+        "pbkdf2",
+    ];
+
+    // the storage key (not echoed) and the region are asked before anything is written
+    let o = diskprep_tty(&prep, &env, &format!("{STORAGE_KEY}\nEast US\n"));
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("Key of storage account seedacct (not shown)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Region of storage account seedacct (West US, East US"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Created import job job1 in storage account seedacct (location East US)"),
+        "{out}"
+    );
+    assert!(
+        !out.contains(STORAGE_KEY),
+        "the storage key must never be printed"
+    );
+
+    // every answer typed, then "no": nothing is sent
+    let answers =
+        "\nfedex\n1Z42\n\nAda Admin\n2 Side St, Dublin\n+353 1 0000\nada@example.com\nFedEx\n4711\n";
+    let o = diskprep_tty(&["u:", s.as_str()], &env, &format!("{answers}no\n"));
+    let out = text(&o);
+    assert!(!o.status.success(), "{out}");
+    assert!(
+        out.contains("Tracking number: 1Z42") && out.contains("Type yes to go on"),
+        "{out}"
+    );
+    assert!(out.contains("not confirmed; nothing was sent"), "{out}");
+    let client = emu.client();
+    assert_eq!(
+        client.get_job(ACCOUNT, "job1").unwrap().properties.state,
+        Some(JobState::Creating)
+    );
+
+    // the same answers and "yes": Shipping, with the defaults for drive count and date
+    let o = diskprep_tty(&["u:", s.as_str()], &env, &format!("{answers}yes\n"));
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    let job = client.get_job(ACCOUNT, "job1").unwrap();
+    assert_eq!(job.properties.state, Some(JobState::Shipping));
+    let pkg = job.properties.delivery_package.unwrap();
+    assert_eq!(pkg.drive_count, Some(1));
+    assert_eq!(pkg.tracking_number, "1Z42");
+    let date = pkg.ship_date.unwrap();
+    assert!(date.len() == 10 && date.starts_with("20"), "{date}");
+    assert_eq!(
+        job.properties.return_shipping.unwrap().carrier_account_number,
+        "4711"
+    );
+}
