@@ -8,6 +8,8 @@ use std::process::{Command, Output, Stdio};
 fn diskprep(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_seedship-diskprep"))
         .args(args)
+        // these tests are about the drives; tests/api.rs covers the import job against the emulator
+        .env("SEEDSHIP_NO_CREATE_JOB", "1")
         .stdin(Stdio::null())
         .output()
         .expect("run seedship-diskprep")
