@@ -98,10 +98,10 @@ pub struct Cli {
 /// Options of drive preparation (the default action).
 #[derive(Debug, Args)]
 pub struct PrepArgs {
-    /// The staging location the backup agent wrote (s:<path>).
+    /// The staging location the backup agent wrote (s:PATH).
     #[arg(long, value_name = "DIR")]
     pub staging: Option<PathBuf>,
-    /// The publish-settings file (p:<path>); required on a machine other than the job's source machine.
+    /// The publish-settings file (p:PATH); required on a machine other than the job's source machine.
     #[arg(long, value_name = "FILE")]
     pub publish_settings: Option<PathBuf>,
     /// The job to prepare, when the staging location holds several (otherwise asked).
@@ -196,10 +196,10 @@ pub struct ReturnArgs {
 /// Which job `u:` and `delete-job` work on.
 #[derive(Debug, Args, Clone)]
 pub struct JobArgs {
-    /// The staging location (s:<path>); required.
+    /// The staging location (s:PATH); required.
     #[arg(long, value_name = "DIR")]
     pub staging: Option<PathBuf>,
-    /// The publish-settings file (p:<path>); without it, the one the agent recorded for the job.
+    /// The publish-settings file (p:PATH); without it, the one the agent recorded for the job.
     #[arg(long, value_name = "FILE")]
     pub publish_settings: Option<PathBuf>,
     /// The job, when several in the staging location have an import job.
