@@ -41,7 +41,8 @@ struct FileJob {
     mtime: (i64, u32),
 }
 
-type FileResult = Result<(Vec<ChunkRef>, Option<String>), String>;
+/// Content, extended attributes, and a message when the file changed while being read.
+type FileResult = Result<(Vec<ChunkRef>, Vec<(String, String)>, Option<String>), String>;
 
 struct DirRec {
     nodes: Vec<Node>,
@@ -212,8 +213,9 @@ fn build_trees(
         let mut drop_nodes = HashSet::new();
         for &(ni, job) in &rec.files {
             match results.get(&job) {
-                Some(Ok((content, changed))) => {
+                Some(Ok((content, xattrs, changed))) => {
                     rec.nodes[ni].content = content.clone();
+                    rec.nodes[ni].xattrs = xattrs.clone();
                     if let Some(msg) = changed {
                         problems.push(msg.clone());
                         stats.errors += 1;
@@ -318,7 +320,7 @@ impl Walker<'_> {
         m: &std::fs::Metadata,
         pnode: Option<&Node>,
     ) {
-        let mut node = match fsmeta::node_from(name, p, m, &self.names) {
+        let mut node = match fsmeta::node_from(name, p, m, &self.names, !m.file_type().is_file()) {
             Ok(n) => n,
             Err(e) => return self.problem(format!("{}: {e}", p.display())),
         };
@@ -341,8 +343,11 @@ impl Walker<'_> {
                 self.counters.files.fetch_add(1, Ordering::Relaxed);
                 if let Some(prev) = pnode.filter(|n| unchanged(n, &node)) {
                     node.content = prev.content.clone();
+                    node.xattrs = prev.xattrs.clone();
                     self.stats.files_unchanged += 1;
-                } else if node.size > 0 {
+                } else if node.size == 0 {
+                    node.xattrs = fsmeta::read_xattrs(p).ok().flatten().unwrap_or_default();
+                } else {
                     let key = (node.dev, node.ino);
                     let job = match self.links.get(&key) {
                         Some(&j) if node.nlink > 1 => j,
@@ -507,8 +512,10 @@ fn read_file(
     }
     let m1 = f.metadata().map_err(|e| format!("{show}: {e}"))?;
     let changed = short || m1.size() != job.node_size || (m1.mtime(), m1.mtime_nsec() as u32) != job.mtime;
+    let xattrs = fsmeta::read_xattrs(&job.path).ok().flatten().unwrap_or_default();
     Ok((
         content,
+        xattrs,
         changed.then(|| format!("{show}: changed while being read (backed up as read)")),
     ))
 }

@@ -4,6 +4,8 @@
 //! returns); every `index_every` packs, and at the end, an index object naming the blobs of the written packs
 //! is saved; only then may a snapshot refer to them. After a crash the next writer starts at the logical end
 //! of the newest volume as recorded by the index and truncates anything after it (unindexed pack tails).
+//! One pack is written in a background thread while the next one fills; indexing waits for it. Volumes grow
+//! in 64 MiB steps and are trimmed to their logical end when the writer finishes.
 
 use super::format::{encode_index, IndexEntry, VOLUME_HEADER_LEN, VOLUME_MAGIC};
 use super::repository::{EncodedBlob, Repository};
@@ -11,6 +13,12 @@ use super::{volume_name, ChunkId, RepoError};
 use crate::blob::{Metadata, PAGE_SIZE};
 use std::collections::HashSet;
 use std::sync::Arc;
+
+/// Volumes grow by this much at a time (then are trimmed to their logical end).
+const GROW_STEP: u64 = 64 << 20;
+
+/// A pack being written: gives its buffer back with the result.
+type InFlight = std::thread::JoinHandle<(Vec<u8>, Result<(), crate::blob::BlobError>)>;
 
 /// Length and BLAKE3 of a volume as written, for the job descriptor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +45,8 @@ pub struct PackWriter {
     packs_since_index: usize,
     written: HashSet<ChunkId>,
     hasher: blake3::Hasher,
+    inflight: Option<InFlight>,
+    spare: Vec<u8>,
     digests: Vec<VolumeDigest>,
     /// Bytes of envelopes written (stats).
     pub bytes_stored: u64,
@@ -60,6 +70,8 @@ impl PackWriter {
             packs_since_index: 0,
             written: HashSet::new(),
             hasher: blake3::Hasher::new(),
+            inflight: None,
+            spare: Vec::new(),
             digests: vec![],
             bytes_stored: 0,
             blobs_stored: 0,
@@ -122,6 +134,7 @@ impl PackWriter {
             && self.offset > VOLUME_HEADER_LEN
         {
             self.flush_pack()?;
+            self.trim()?;
             self.close_volume();
             self.new_volume(self.volume + 1)?;
         }
@@ -145,7 +158,8 @@ impl PackWriter {
         Ok(true)
     }
 
-    /// Writes the buffered pack (padded to 512) to the volume; durable when this returns.
+    /// Starts writing the buffered pack (padded to 512) to the volume. One pack is written in the background
+    /// while the next one fills; [`PackWriter::flush_index`] waits for it before indexing.
     pub fn flush_pack(&mut self) -> Result<(), RepoError> {
         if self.buf.is_empty() {
             return Ok(());
@@ -155,21 +169,53 @@ impl PackWriter {
         let name = volume_name(self.volume);
         let end = self.offset + padded as u64;
         if end > self.volume_len {
-            self.repo.store().resize(&name, end)?;
-            self.volume_len = end;
+            // grow in steps (fewer resizes); finish() trims to the logical end
+            let step = (self.volume_len + GROW_STEP).min(self.repo.config().volume_size);
+            let new_len = end.max(step).div_ceil(PAGE_SIZE) * PAGE_SIZE;
+            self.repo.store().resize(&name, new_len)?;
+            self.volume_len = new_len;
         }
-        self.repo.store().write_pages(&name, self.offset, &self.buf)?;
         self.hasher.update(&self.buf);
+        self.wait_inflight()?;
+        let data = std::mem::replace(&mut self.buf, std::mem::take(&mut self.spare));
+        let store = self.repo.store().clone();
+        let offset = self.offset;
+        self.inflight = Some(std::thread::spawn(move || {
+            let r = store.write_pages(&name, offset, &data);
+            (data, r)
+        }));
         self.offset = end;
-        self.buf.clear();
         self.unindexed.append(&mut self.in_buf);
         self.packs_since_index += 1;
+        Ok(())
+    }
+
+    fn wait_inflight(&mut self) -> Result<(), RepoError> {
+        if let Some(h) = self.inflight.take() {
+            let (mut data, r) = h
+                .join()
+                .map_err(|_| RepoError::damaged("pack writer", "write thread panicked"))?;
+            data.clear();
+            self.spare = data;
+            r?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the pack in flight and sets the volume's length to its logical end.
+    fn trim(&mut self) -> Result<(), RepoError> {
+        self.wait_inflight()?;
+        if self.volume_len > self.offset {
+            self.repo.store().resize(&volume_name(self.volume), self.offset)?;
+            self.volume_len = self.offset;
+        }
         Ok(())
     }
 
     /// Flushes the pack and writes an index object for everything written since the last one.
     pub fn flush_index(&mut self) -> Result<(), RepoError> {
         self.flush_pack()?;
+        self.wait_inflight()?;
         self.packs_since_index = 0;
         if self.unindexed.is_empty() {
             return Ok(());
@@ -194,6 +240,7 @@ impl PackWriter {
     /// Flushes everything and returns the digests of the volumes written in this run.
     pub fn finish(mut self) -> Result<Vec<VolumeDigest>, RepoError> {
         self.flush_index()?;
+        self.trim()?;
         self.close_volume();
         Ok(self.digests)
     }
