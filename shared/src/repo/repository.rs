@@ -52,29 +52,57 @@ pub fn encode_blob(
     id: ChunkId,
     raw: &[u8],
 ) -> Result<EncodedBlob, RepoError> {
-    let envelope = key.seal(&compress(level, raw))?;
+    // envelope = nonce || (compression byte || body) encrypted in place || tag
+    let mut buf = Vec::with_capacity(crypto::ENVELOPE_OVERHEAD + 1 + raw.len());
+    buf.resize(crypto::NONCE_LEN, 0);
+    compress_into(level, raw, &mut buf);
+    key.seal_in_place(&mut buf)?;
     Ok(EncodedBlob {
         id,
         kind,
         raw_len: raw.len() as u32,
-        envelope,
+        envelope: buf,
     })
 }
 
-fn compress(level: i32, raw: &[u8]) -> Vec<u8> {
+thread_local! {
+    /// One zstd context and scratch buffer per thread (creating a context per blob is costly).
+    static ZSTD: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>, Vec<u8>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Appends `compression byte || body` to `out`: zstd when it saves at least ~3%, else stored.
+fn compress_into(level: i32, raw: &[u8], out: &mut Vec<u8>) {
     if raw.len() >= 64 {
-        if let Ok(c) = zstd::bulk::compress(raw, level) {
-            if c.len() + c.len() / 32 < raw.len() {
-                let mut out = Vec::with_capacity(c.len() + 1);
-                out.push(COMPRESS_ZSTD);
-                out.extend_from_slice(&c);
-                return out;
+        let done = ZSTD.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            if slot.as_ref().map(|(l, _, _)| *l) != Some(level) {
+                *slot = zstd::bulk::Compressor::new(level)
+                    .ok()
+                    .map(|c| (level, c, Vec::new()));
             }
+            let (_, comp, scratch) = slot.as_mut()?;
+            scratch.clear();
+            scratch.reserve(zstd::zstd_safe::compress_bound(raw.len()));
+            let n = comp.compress_to_buffer(raw, scratch).ok()?;
+            if n + n / 32 >= raw.len() {
+                return None;
+            }
+            out.push(COMPRESS_ZSTD);
+            out.extend_from_slice(&scratch[..n]);
+            Some(())
+        });
+        if done.is_some() {
+            return;
         }
     }
-    let mut out = Vec::with_capacity(raw.len() + 1);
     out.push(COMPRESS_NONE);
     out.extend_from_slice(raw);
+}
+
+fn compress(level: i32, raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    compress_into(level, raw, &mut out);
     out
 }
 
