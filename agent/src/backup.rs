@@ -208,21 +208,40 @@ fn build_trees(
     problems: &mut Vec<String>,
 ) -> anyhow::Result<ChunkId> {
     let mut ids: Vec<Option<ChunkId>> = vec![None; dirs.len()];
+    // hard links share a job: count the uses so each result is moved out by its last user, not cloned
+    let mut uses: HashMap<usize, usize> = HashMap::new();
+    for rec in dirs.iter() {
+        for &(_, job) in &rec.files {
+            *uses.entry(job).or_default() += 1;
+        }
+    }
     for d in (0..dirs.len()).rev() {
         let rec = &mut dirs[d];
         let mut drop_nodes = HashSet::new();
         for &(ni, job) in &rec.files {
-            match results.get(&job) {
+            let left = uses.get_mut(&job).expect("counted");
+            *left -= 1;
+            let result = if *left == 0 {
+                results.remove(&job)
+            } else {
+                results.get(&job).cloned()
+            };
+            match result {
                 Some(Ok((content, xattrs, changed))) => {
-                    rec.nodes[ni].content = content.clone();
-                    rec.nodes[ni].xattrs = xattrs.clone();
-                    if let Some(msg) = changed {
-                        problems.push(msg.clone());
+                    rec.nodes[ni].content = content;
+                    rec.nodes[ni].xattrs = xattrs;
+                    // a hard-linked file's problem is reported once
+                    if let (Some(msg), 0) = (changed, *left) {
+                        problems.push(msg);
                         stats.errors += 1;
                     }
                 }
                 Some(Err(msg)) => {
-                    problems.push(msg.clone());
+                    if *left > 0 {
+                        drop_nodes.insert(ni);
+                        continue;
+                    }
+                    problems.push(msg);
                     stats.errors += 1;
                     drop_nodes.insert(ni);
                 }
@@ -397,7 +416,7 @@ fn worker(
     cancel: &AtomicBool,
 ) {
     let chunker = repo.chunker();
-    let mut buf = Vec::new();
+    let mut buf = Vec::with_capacity(chunker.params().max);
     for job in jobs {
         // once cancelled, queued files are not read: no snapshot will be written anyway
         let r = if cancel.load(Ordering::Relaxed) {

@@ -7,12 +7,14 @@
 //! object but a volume starts with a frame header carrying its logical length and BLAKE3 digest, because page
 //! blobs round lengths up to 512 bytes.
 
+mod cache;
 mod format;
 mod frame;
 mod pack;
 mod repository;
 mod tree;
 
+pub use cache::CachedStore;
 pub use format::{
     decode_index, encode_index, Config, IndexEntry, KeyFile, Snapshot, SnapshotStats, BLOB_DATA, BLOB_TREE,
     VOLUME_HEADER_LEN, VOLUME_MAGIC,

@@ -17,6 +17,11 @@ use std::sync::Arc;
 /// Volumes grow by this much at a time (then are trimmed to their logical end).
 const GROW_STEP: u64 = 64 << 20;
 
+/// Buffer capacity for packs of `pack_size`: room for the largest blob (8 MiB chunk plus overhead) and padding.
+fn pack_capacity(pack_size: usize) -> usize {
+    pack_size.max((8 << 20) + 4096) + 512
+}
+
 /// A pack being written: gives its buffer back with the result.
 type InFlight = std::thread::JoinHandle<(Vec<u8>, Result<(), crate::blob::BlobError>)>;
 
@@ -46,6 +51,8 @@ pub struct PackWriter {
     written: HashSet<ChunkId>,
     hasher: blake3::Hasher,
     inflight: Option<InFlight>,
+    /// A resumed volume whose earlier content is not yet in `hasher`.
+    prefix_unhashed: bool,
     spare: Vec<u8>,
     digests: Vec<VolumeDigest>,
     /// Bytes of envelopes written (stats).
@@ -64,13 +71,14 @@ impl PackWriter {
             volume: 0,
             offset: 0,
             volume_len: 0,
-            buf: Vec::with_capacity(pack_size + (1 << 20)),
+            buf: Vec::with_capacity(pack_capacity(pack_size)),
             in_buf: vec![],
             unindexed: vec![],
             packs_since_index: 0,
             written: HashSet::new(),
             hasher: blake3::Hasher::new(),
             inflight: None,
+            prefix_unhashed: false,
             spare: Vec::new(),
             digests: vec![],
             bytes_stored: 0,
@@ -87,21 +95,34 @@ impl PackWriter {
     fn resume_volume(&mut self, v: u32, end: u64) -> Result<(), RepoError> {
         let name = volume_name(v);
         let end = end.div_ceil(PAGE_SIZE) * PAGE_SIZE;
-        self.repo.store().resize(&name, end)?;
-        // re-hash the kept prefix so the descriptor's digest covers the whole volume
-        let mut h = blake3::Hasher::new();
-        let mut buf = vec![0u8; 4 << 20];
-        let mut pos = 0;
-        while pos < end {
-            let n = (end - pos).min(buf.len() as u64) as usize;
-            self.repo.store().read_at(&name, pos, &mut buf[..n])?;
-            h.update(&buf[..n]);
-            pos += n as u64;
+        if self.repo.store().properties(&name)?.len != end {
+            // drop an unindexed tail left by a crash
+            self.repo.store().resize(&name, end)?;
         }
         self.volume = v;
         self.offset = end;
         self.volume_len = end;
-        self.hasher = h;
+        // the kept prefix is hashed only if this run appends to the volume (see hash_prefix)
+        self.hasher = blake3::Hasher::new();
+        self.prefix_unhashed = true;
+        Ok(())
+    }
+
+    /// Hashes the part of a resumed volume written by earlier runs, so the digest covers the whole volume.
+    fn hash_prefix(&mut self) -> Result<(), RepoError> {
+        if !self.prefix_unhashed {
+            return Ok(());
+        }
+        let name = volume_name(self.volume);
+        let mut buf = vec![0u8; 4 << 20];
+        let mut pos = 0;
+        while pos < self.offset {
+            let n = (self.offset - pos).min(buf.len() as u64) as usize;
+            self.repo.store().read_at(&name, pos, &mut buf[..n])?;
+            self.hasher.update(&buf[..n]);
+            pos += n as u64;
+        }
+        self.prefix_unhashed = false;
         Ok(())
     }
 
@@ -121,6 +142,7 @@ impl PackWriter {
         self.volume_len = VOLUME_HEADER_LEN;
         self.hasher = blake3::Hasher::new();
         self.hasher.update(&header);
+        self.prefix_unhashed = false;
         Ok(())
     }
 
@@ -130,6 +152,13 @@ impl PackWriter {
             return Ok(false);
         }
         let len = blob.envelope.len() as u64;
+        // a pack never grows past pack_size (unless one blob alone is larger): its buffer is never reallocated
+        if !self.buf.is_empty() && self.buf.len() + blob.envelope.len() > self.pack_size {
+            self.flush_pack()?;
+            if self.packs_since_index >= self.index_every {
+                self.flush_index()?;
+            }
+        }
         if self.offset + self.buf.len() as u64 + len > self.repo.config().volume_size
             && self.offset > VOLUME_HEADER_LEN
         {
@@ -149,12 +178,6 @@ impl PackWriter {
         self.buf.extend_from_slice(&blob.envelope);
         self.bytes_stored += len;
         self.blobs_stored += 1;
-        if self.buf.len() >= self.pack_size {
-            self.flush_pack()?;
-            if self.packs_since_index >= self.index_every {
-                self.flush_index()?;
-            }
-        }
         Ok(true)
     }
 
@@ -175,9 +198,12 @@ impl PackWriter {
             self.repo.store().resize(&name, new_len)?;
             self.volume_len = new_len;
         }
+        self.hash_prefix()?;
         self.hasher.update(&self.buf);
         self.wait_inflight()?;
-        let data = std::mem::replace(&mut self.buf, std::mem::take(&mut self.spare));
+        let mut next = std::mem::take(&mut self.spare);
+        next.reserve_exact(pack_capacity(self.pack_size));
+        let data = std::mem::replace(&mut self.buf, next);
         let store = self.repo.store().clone();
         let offset = self.offset;
         self.inflight = Some(std::thread::spawn(move || {
@@ -230,6 +256,11 @@ impl PackWriter {
 
     fn close_volume(&mut self) {
         let h = std::mem::replace(&mut self.hasher, blake3::Hasher::new());
+        if self.prefix_unhashed {
+            // resumed but not appended to: unchanged, no digest from this run
+            self.prefix_unhashed = false;
+            return;
+        }
         self.digests.push(VolumeDigest {
             name: volume_name(self.volume),
             len: self.offset,
