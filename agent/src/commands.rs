@@ -79,6 +79,7 @@ pub fn offline_start(cli: &Cli, c: &StartCmd) -> anyhow::Result<Exit> {
         sources,
         staging,
         job: c.job_name.clone(),
+        source_bytes: total,
     };
     let store = open_staging_store(&pol.blobs_dir());
     let opts = RepoOptions {
@@ -172,7 +173,9 @@ pub fn backup(cli: &Cli, c: &BackupCmd) -> anyhow::Result<Exit> {
     }
     let counters = Counters::default();
     let out = {
-        let _display = Display::start(&counters, 0, cli.quiet);
+        // the first run reads about what `offline start` measured; later runs only changed files (unknown)
+        let estimate = if parent.is_none() { pol.source_bytes } else { 0 };
+        let _display = Display::start(&counters, estimate, cli.quiet);
         crate::backup::run(
             repo.clone(),
             &pol.sources,

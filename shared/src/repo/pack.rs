@@ -273,6 +273,15 @@ impl PackWriter {
         self.flush_index()?;
         self.trim()?;
         self.close_volume();
-        Ok(self.digests)
+        Ok(std::mem::take(&mut self.digests))
+    }
+}
+
+impl Drop for PackWriter {
+    /// A writer dropped without `finish` (an error elsewhere) still waits for its pack in flight.
+    fn drop(&mut self) {
+        if let Some(h) = self.inflight.take() {
+            let _ = h.join();
+        }
     }
 }

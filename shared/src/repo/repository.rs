@@ -420,3 +420,90 @@ fn read_framed(store: &dyn BlobStore, name: &str) -> Result<Vec<u8>, RepoError> 
     store.read_at(name, 0, &mut buf)?;
     Ok(unframe(name, &buf)?.to_vec())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blob::MemoryStore;
+    use crate::repo::{PackWriter, BLOB_DATA};
+
+    fn opts() -> RepoOptions {
+        RepoOptions {
+            kdf: KdfParams {
+                m_cost: 64,
+                t_cost: 1,
+                p_cost: 1,
+            },
+            ..Default::default()
+        }
+    }
+
+    const PASS: &str = "sixteen+ characters";
+
+    fn blob(repo: &Repository, data: &[u8]) -> EncodedBlob {
+        let id = repo.key().chunk_id(data);
+        encode_blob(repo.key(), 1, BLOB_DATA, id, data).unwrap()
+    }
+
+    #[test]
+    fn init_open_and_wrong_passphrase() {
+        let store: Arc<dyn BlobStore> = Arc::new(MemoryStore::default());
+        let r = Repository::init(store.clone(), PASS, &opts()).unwrap();
+        assert!(matches!(
+            Repository::init(store.clone(), PASS, &opts()),
+            Err(RepoError::AlreadyExists { .. })
+        ));
+        let o = Repository::open(store.clone(), PASS).unwrap();
+        assert_eq!(o.config(), r.config());
+        let e = Repository::open(store, "another passphrase!").unwrap_err();
+        assert!(e.to_string().contains("wrong passphrase"), "{e}");
+        let empty: Arc<dyn BlobStore> = Arc::new(MemoryStore::default());
+        assert!(matches!(
+            Repository::open(empty, PASS),
+            Err(RepoError::NoRepository { .. })
+        ));
+    }
+
+    #[test]
+    fn packs_index_and_crash_recovery() {
+        let store: Arc<dyn BlobStore> = Arc::new(MemoryStore::default());
+        let repo = Arc::new(Repository::init(store.clone(), PASS, &opts()).unwrap());
+        let a = vec![1u8; 5000];
+        let b: Vec<u8> = (0..9000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut w = PackWriter::open(repo.clone(), 4096, 100).unwrap();
+        assert!(w.add(blob(&repo, &a)).unwrap());
+        assert!(!w.add(blob(&repo, &a)).unwrap(), "duplicate in the same run");
+        let digests = w.finish().unwrap();
+        assert_eq!(digests.len(), 1);
+        let indexed_end = repo.volume_ends()[&0];
+        // a second writer packs b but "crashes" before indexing it
+        let repo2 = Arc::new(Repository::open(store.clone(), PASS).unwrap());
+        assert_eq!(repo2.read_blob(&repo.key().chunk_id(&a)).unwrap(), a);
+        let mut w = PackWriter::open(repo2.clone(), 1024, 100).unwrap();
+        w.add(blob(&repo2, &b)).unwrap();
+        w.add(blob(&repo2, &[3u8; 2000])).unwrap();
+        w.flush_pack().unwrap();
+        drop(w);
+        let repo3 = Arc::new(Repository::open(store.clone(), PASS).unwrap());
+        assert!(
+            !repo3.contains(&repo.key().chunk_id(&b)),
+            "unindexed blobs are not visible"
+        );
+        let w = PackWriter::open(repo3.clone(), 1024, 100).unwrap();
+        assert_eq!(
+            store.properties("data/00000000").unwrap().len,
+            indexed_end,
+            "tail dropped"
+        );
+        drop(w);
+        // damage is named
+        let e = repo3.lookup(&repo.key().chunk_id(&a)).unwrap();
+        let mut page = vec![0u8; 512];
+        let page_off = (e.offset + 20) / 512 * 512;
+        store.read_at("data/00000000", page_off, &mut page).unwrap();
+        page[(e.offset + 20 - page_off) as usize] ^= 1;
+        store.write_pages("data/00000000", page_off, &page).unwrap();
+        let err = repo3.read_blob(&e.id).unwrap_err().to_string();
+        assert!(err.contains("data/00000000") && err.contains("damaged"), "{err}");
+    }
+}
