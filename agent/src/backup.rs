@@ -12,8 +12,8 @@ use crate::fsmeta::{self, Names};
 use crate::progress::Counters;
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use seedship_shared::repo::{
-    encode_blob, id_hex, parse_id, ChunkId, ChunkRef, EncodedBlob, Node, NodeKind, PackWriter, Repository,
-    Snapshot, SnapshotStats, Tree, VolumeDigest, BLOB_DATA, BLOB_TREE,
+    encode_blob, encode_blob_into, id_hex, parse_id, ChunkId, ChunkRef, EncodedBlob, Node, NodeKind,
+    PackWriter, Repository, Snapshot, SnapshotStats, Tree, VolumeDigest, BLOB_DATA, BLOB_TREE,
 };
 use std::collections::{HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
@@ -32,6 +32,12 @@ pub struct BackupOutcome {
     pub volumes: Vec<VolumeDigest>,
     /// Messages about files that were unreadable or changed while read.
     pub problems: Vec<String>,
+}
+
+/// Where readers send blobs, and where they take reusable buffers from.
+struct BlobOut {
+    tx: Sender<EncodedBlob>,
+    pool: Receiver<Vec<u8>>,
 }
 
 struct FileJob {
@@ -77,6 +83,8 @@ pub fn run(
     let (blob_tx, blob_rx) = bounded::<EncodedBlob>(threads * 2);
     let (res_tx, res_rx) = unbounded::<(usize, FileResult)>();
     let seen = Arc::new(Mutex::new(HashSet::<ChunkId>::new()));
+    // envelope buffers circulate readers -> writer -> readers instead of being allocated per blob
+    let (pool_tx, pool_rx) = bounded::<Vec<u8>>(threads * 4);
     let writer = {
         let pack_kib = env_usize("SEEDSHIP_PACK_SIZE_KIB", 16 << 10);
         let mut w = PackWriter::open(
@@ -86,7 +94,9 @@ pub fn run(
         )?;
         std::thread::spawn(move || -> anyhow::Result<(Vec<VolumeDigest>, u64, u64)> {
             for b in blob_rx {
-                w.add(b)?;
+                w.add(&b)?;
+                // hand the buffer back to the readers (dropped when the pool is full)
+                let _ = pool_tx.try_send(b.envelope);
             }
             let (n, bytes) = (w.blobs_stored, w.bytes_stored);
             Ok((w.finish()?, n, bytes))
@@ -96,7 +106,10 @@ pub fn run(
         .map(|_| {
             let (rx, tx, res, repo, seen) = (
                 job_rx.clone(),
-                blob_tx.clone(),
+                BlobOut {
+                    tx: blob_tx.clone(),
+                    pool: pool_rx.clone(),
+                },
                 res_tx.clone(),
                 repo.clone(),
                 seen.clone(),
@@ -409,7 +422,7 @@ fn unchanged(prev: &Node, now: &Node) -> bool {
 fn worker(
     repo: &Repository,
     jobs: Receiver<FileJob>,
-    blobs: Sender<EncodedBlob>,
+    blobs: BlobOut,
     results: Sender<(usize, FileResult)>,
     seen: &Mutex<HashSet<ChunkId>>,
     counters: &Counters,
@@ -463,7 +476,7 @@ fn read_file(
     chunker: &seedship_shared::chunker::Chunker,
     job: &FileJob,
     buf: &mut Vec<u8>,
-    blobs: &Sender<EncodedBlob>,
+    blobs: &BlobOut,
     seen: &Mutex<HashSet<ChunkId>>,
     counters: &Counters,
     cancel: &AtomicBool,
@@ -510,9 +523,11 @@ fn read_file(
             }
             let id = repo.key().chunk_id(chunk);
             if !repo.contains(&id) && seen.lock().expect("lock").insert(id) {
-                let blob = encode_blob(repo.key(), level, BLOB_DATA, id, chunk)
+                let reuse = blobs.pool.try_recv().unwrap_or_default();
+                let blob = encode_blob_into(repo.key(), level, BLOB_DATA, id, chunk, reuse)
                     .map_err(|e| format!("{show}: {e}"))?;
                 blobs
+                    .tx
                     .send(blob)
                     .map_err(|_| format!("{show}: the pack writer stopped"))?;
             }

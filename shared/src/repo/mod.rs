@@ -21,7 +21,7 @@ pub use format::{
 };
 pub use frame::{frame, unframe, FRAME_HEADER_LEN, FRAME_MAGIC};
 pub use pack::{PackWriter, VolumeDigest};
-pub use repository::{encode_blob, EncodedBlob, RepoOptions, Repository};
+pub use repository::{encode_blob, encode_blob_into, EncodedBlob, RepoOptions, Repository};
 pub use tree::{ChunkRef, Node, NodeKind, Tree};
 
 use crate::blob::BlobError;

@@ -147,7 +147,7 @@ impl PackWriter {
     }
 
     /// Adds a blob unless it was already stored; returns whether it was new.
-    pub fn add(&mut self, blob: EncodedBlob) -> Result<bool, RepoError> {
+    pub fn add(&mut self, blob: &EncodedBlob) -> Result<bool, RepoError> {
         if self.repo.contains(&blob.id) || !self.written.insert(blob.id) {
             return Ok(false);
         }

@@ -52,8 +52,21 @@ pub fn encode_blob(
     id: ChunkId,
     raw: &[u8],
 ) -> Result<EncodedBlob, RepoError> {
+    encode_blob_into(key, level, kind, id, raw, Vec::new())
+}
+
+/// [`encode_blob`] into a reused buffer (its old content is discarded).
+pub fn encode_blob_into(
+    key: &MasterKey,
+    level: i32,
+    kind: u8,
+    id: ChunkId,
+    raw: &[u8],
+    mut buf: Vec<u8>,
+) -> Result<EncodedBlob, RepoError> {
     // envelope = nonce || (compression byte || body) encrypted in place || tag
-    let mut buf = Vec::with_capacity(crypto::ENVELOPE_OVERHEAD + 1 + raw.len());
+    buf.clear();
+    buf.reserve(crypto::ENVELOPE_OVERHEAD + 1 + raw.len());
     buf.resize(crypto::NONCE_LEN, 0);
     compress_into(level, raw, &mut buf);
     key.seal_in_place(&mut buf)?;
@@ -471,8 +484,8 @@ mod tests {
         let a = vec![1u8; 5000];
         let b: Vec<u8> = (0..9000u32).map(|i| (i * 7 % 251) as u8).collect();
         let mut w = PackWriter::open(repo.clone(), 4096, 100).unwrap();
-        assert!(w.add(blob(&repo, &a)).unwrap());
-        assert!(!w.add(blob(&repo, &a)).unwrap(), "duplicate in the same run");
+        assert!(w.add(&blob(&repo, &a)).unwrap());
+        assert!(!w.add(&blob(&repo, &a)).unwrap(), "duplicate in the same run");
         let digests = w.finish().unwrap();
         assert_eq!(digests.len(), 1);
         let indexed_end = repo.volume_ends()[&0];
@@ -480,8 +493,8 @@ mod tests {
         let repo2 = Arc::new(Repository::open(store.clone(), PASS).unwrap());
         assert_eq!(repo2.read_blob(&repo.key().chunk_id(&a)).unwrap(), a);
         let mut w = PackWriter::open(repo2.clone(), 1024, 100).unwrap();
-        w.add(blob(&repo2, &b)).unwrap();
-        w.add(blob(&repo2, &[3u8; 2000])).unwrap();
+        w.add(&blob(&repo2, &b)).unwrap();
+        w.add(&blob(&repo2, &[3u8; 2000])).unwrap();
         w.flush_pack().unwrap();
         drop(w);
         let repo3 = Arc::new(Repository::open(store.clone(), PASS).unwrap());
