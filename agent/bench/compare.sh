@@ -29,8 +29,9 @@ measure() {
   local wall rss
   wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$log" | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
   rss=$(awk -F': ' '/Maximum resident set size/ {print int($2/1024)}' "$log")
-  RESULTS+=("$name $phase $wall $rss")
-  printf '%-8s %-10s %8.2f s  %6s MiB peak RSS\n' "$name" "$phase" "$wall" "$rss"
+  cpu=$(awk -F': ' '/User time|System time/ {s += $2} END {print s}' "$log")
+  RESULTS+=("$name $phase $wall $rss $cpu")
+  printf '%-8s %-10s %8.2f s  %8.2f CPU s  %6s MiB peak RSS\n' "$name" "$phase" "$wall" "$cpu" "$rss"
 }
 
 # seedship-agent
@@ -74,18 +75,18 @@ else
 fi
 
 echo
-echo "| tool | initial (s) | unchanged (s) | repository (MB) | peak RSS initial (MiB) |"
-echo "|---|---|---|---|---|"
+echo "| tool | initial (s) | initial CPU (s) | unchanged (s) | unchanged CPU (s) | repository (MB) | peak RSS initial (MiB) |"
+echo "|---|---|---|---|---|---|---|"
 for tool in seedship restic borg rustic; do
-  init="" unch="" rss=""
+  init="" unch="" rss="" icpu="" ucpu=""
   for r in "${RESULTS[@]}"; do
     set -- $r
-    [ "$1" = "$tool" ] && [ "$2" = initial ] && init=$3 && rss=$4
-    [ "$1" = "$tool" ] && [ "$2" = unchanged ] && unch=$3
+    [ "$1" = "$tool" ] && [ "$2" = initial ] && init=$3 && rss=$4 && icpu=$5
+    [ "$1" = "$tool" ] && [ "$2" = unchanged ] && unch=$3 && ucpu=$5
   done
   [ -z "$init" ] && continue
   size_var="SIZE_$tool"
-  printf '| %s | %.2f | %.2f | %d | %s |\n' "$tool" "$init" "$unch" $(( ${!size_var} / 1000000 )) "$rss"
+  printf '| %s | %.2f | %.2f | %.2f | %.2f | %d | %s |\n' "$tool" "$init" "$icpu" "$unch" "$ucpu" $(( ${!size_var} / 1000000 )) "$rss"
 done
 echo
 # ratios against the fastest peer
@@ -102,4 +103,5 @@ awk -v bi="$best_init" -v si="$s_init" -v bu="$best_unch" -v su="$s_unch" -v bs=
   printf "initial backup: fastest peer %.2f s / seedship %.2f s = %.2fx (target >= 2.5x)\n", bi, si, bi/si;
   printf "unchanged run:  fastest peer %.2f s / seedship %.2f s = %.2fx (target >= 4x)\n", bu, su, bu/su;
   printf "repository:     seedship %.0f MB vs smallest peer %.0f MB = %+.1f%% (target <= +10%%)\n", ss/1e6, bs/1e6, (ss/bs-1)*100 }'
+echo "(wall times are what the targets are about; CPU seconds (user+sys) help when other work shares the machine)"
 echo "work folder kept: $WORK (remove it when done)"

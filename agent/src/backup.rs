@@ -12,8 +12,8 @@ use crate::fsmeta::{self, Names};
 use crate::progress::Counters;
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use seedship_shared::repo::{
-    encode_blob, id_hex, parse_id, ChunkId, ChunkRef, EncodedBlob, Node, NodeKind, PackWriter, Repository,
-    Snapshot, SnapshotStats, Tree, VolumeDigest, BLOB_DATA, BLOB_TREE,
+    encode_blob, encode_blob_into, id_hex, parse_id, ChunkId, ChunkRef, EncodedBlob, Node, NodeKind,
+    PackWriter, Repository, Snapshot, SnapshotStats, Tree, VolumeDigest, BLOB_DATA, BLOB_TREE,
 };
 use std::collections::{HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
@@ -34,6 +34,12 @@ pub struct BackupOutcome {
     pub problems: Vec<String>,
 }
 
+/// Where readers send blobs, and where they take reusable buffers from.
+struct BlobOut {
+    tx: Sender<EncodedBlob>,
+    pool: Receiver<Vec<u8>>,
+}
+
 struct FileJob {
     id: usize,
     path: PathBuf,
@@ -41,7 +47,8 @@ struct FileJob {
     mtime: (i64, u32),
 }
 
-type FileResult = Result<(Vec<ChunkRef>, Option<String>), String>;
+/// Content, extended attributes, and a message when the file changed while being read.
+type FileResult = Result<(Vec<ChunkRef>, Vec<(String, String)>, Option<String>), String>;
 
 struct DirRec {
     nodes: Vec<Node>,
@@ -76,6 +83,8 @@ pub fn run(
     let (blob_tx, blob_rx) = bounded::<EncodedBlob>(threads * 2);
     let (res_tx, res_rx) = unbounded::<(usize, FileResult)>();
     let seen = Arc::new(Mutex::new(HashSet::<ChunkId>::new()));
+    // envelope buffers circulate readers -> writer -> readers instead of being allocated per blob
+    let (pool_tx, pool_rx) = bounded::<Vec<u8>>(threads * 4);
     let writer = {
         let pack_kib = env_usize("SEEDSHIP_PACK_SIZE_KIB", 16 << 10);
         let mut w = PackWriter::open(
@@ -85,7 +94,9 @@ pub fn run(
         )?;
         std::thread::spawn(move || -> anyhow::Result<(Vec<VolumeDigest>, u64, u64)> {
             for b in blob_rx {
-                w.add(b)?;
+                w.add(&b)?;
+                // hand the buffer back to the readers (dropped when the pool is full)
+                let _ = pool_tx.try_send(b.envelope);
             }
             let (n, bytes) = (w.blobs_stored, w.bytes_stored);
             Ok((w.finish()?, n, bytes))
@@ -95,7 +106,10 @@ pub fn run(
         .map(|_| {
             let (rx, tx, res, repo, seen) = (
                 job_rx.clone(),
-                blob_tx.clone(),
+                BlobOut {
+                    tx: blob_tx.clone(),
+                    pool: pool_rx.clone(),
+                },
                 res_tx.clone(),
                 repo.clone(),
                 seen.clone(),
@@ -207,20 +221,40 @@ fn build_trees(
     problems: &mut Vec<String>,
 ) -> anyhow::Result<ChunkId> {
     let mut ids: Vec<Option<ChunkId>> = vec![None; dirs.len()];
+    // hard links share a job: count the uses so each result is moved out by its last user, not cloned
+    let mut uses: HashMap<usize, usize> = HashMap::new();
+    for rec in dirs.iter() {
+        for &(_, job) in &rec.files {
+            *uses.entry(job).or_default() += 1;
+        }
+    }
     for d in (0..dirs.len()).rev() {
         let rec = &mut dirs[d];
         let mut drop_nodes = HashSet::new();
         for &(ni, job) in &rec.files {
-            match results.get(&job) {
-                Some(Ok((content, changed))) => {
-                    rec.nodes[ni].content = content.clone();
-                    if let Some(msg) = changed {
-                        problems.push(msg.clone());
+            let left = uses.get_mut(&job).expect("counted");
+            *left -= 1;
+            let result = if *left == 0 {
+                results.remove(&job)
+            } else {
+                results.get(&job).cloned()
+            };
+            match result {
+                Some(Ok((content, xattrs, changed))) => {
+                    rec.nodes[ni].content = content;
+                    rec.nodes[ni].xattrs = xattrs;
+                    // a hard-linked file's problem is reported once
+                    if let (Some(msg), 0) = (changed, *left) {
+                        problems.push(msg);
                         stats.errors += 1;
                     }
                 }
                 Some(Err(msg)) => {
-                    problems.push(msg.clone());
+                    if *left > 0 {
+                        drop_nodes.insert(ni);
+                        continue;
+                    }
+                    problems.push(msg);
                     stats.errors += 1;
                     drop_nodes.insert(ni);
                 }
@@ -318,7 +352,7 @@ impl Walker<'_> {
         m: &std::fs::Metadata,
         pnode: Option<&Node>,
     ) {
-        let mut node = match fsmeta::node_from(name, p, m, &self.names) {
+        let mut node = match fsmeta::node_from(name, p, m, &self.names, !m.file_type().is_file()) {
             Ok(n) => n,
             Err(e) => return self.problem(format!("{}: {e}", p.display())),
         };
@@ -341,8 +375,11 @@ impl Walker<'_> {
                 self.counters.files.fetch_add(1, Ordering::Relaxed);
                 if let Some(prev) = pnode.filter(|n| unchanged(n, &node)) {
                     node.content = prev.content.clone();
+                    node.xattrs = prev.xattrs.clone();
                     self.stats.files_unchanged += 1;
-                } else if node.size > 0 {
+                } else if node.size == 0 {
+                    node.xattrs = fsmeta::read_xattrs(p).ok().flatten().unwrap_or_default();
+                } else {
                     let key = (node.dev, node.ino);
                     let job = match self.links.get(&key) {
                         Some(&j) if node.nlink > 1 => j,
@@ -385,14 +422,14 @@ fn unchanged(prev: &Node, now: &Node) -> bool {
 fn worker(
     repo: &Repository,
     jobs: Receiver<FileJob>,
-    blobs: Sender<EncodedBlob>,
+    blobs: BlobOut,
     results: Sender<(usize, FileResult)>,
     seen: &Mutex<HashSet<ChunkId>>,
     counters: &Counters,
     cancel: &AtomicBool,
 ) {
     let chunker = repo.chunker();
-    let mut buf = Vec::new();
+    let mut buf = Vec::with_capacity(chunker.params().max);
     for job in jobs {
         // once cancelled, queued files are not read: no snapshot will be written anyway
         let r = if cancel.load(Ordering::Relaxed) {
@@ -439,7 +476,7 @@ fn read_file(
     chunker: &seedship_shared::chunker::Chunker,
     job: &FileJob,
     buf: &mut Vec<u8>,
-    blobs: &Sender<EncodedBlob>,
+    blobs: &BlobOut,
     seen: &Mutex<HashSet<ChunkId>>,
     counters: &Counters,
     cancel: &AtomicBool,
@@ -486,9 +523,11 @@ fn read_file(
             }
             let id = repo.key().chunk_id(chunk);
             if !repo.contains(&id) && seen.lock().expect("lock").insert(id) {
-                let blob = encode_blob(repo.key(), level, BLOB_DATA, id, chunk)
+                let reuse = blobs.pool.try_recv().unwrap_or_default();
+                let blob = encode_blob_into(repo.key(), level, BLOB_DATA, id, chunk, reuse)
                     .map_err(|e| format!("{show}: {e}"))?;
                 blobs
+                    .tx
                     .send(blob)
                     .map_err(|_| format!("{show}: the pack writer stopped"))?;
             }
@@ -507,8 +546,10 @@ fn read_file(
     }
     let m1 = f.metadata().map_err(|e| format!("{show}: {e}"))?;
     let changed = short || m1.size() != job.node_size || (m1.mtime(), m1.mtime_nsec() as u32) != job.mtime;
+    let xattrs = fsmeta::read_xattrs(&job.path).ok().flatten().unwrap_or_default();
     Ok((
         content,
+        xattrs,
         changed.then(|| format!("{show}: changed while being read (backed up as read)")),
     ))
 }

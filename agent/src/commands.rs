@@ -6,7 +6,7 @@ use crate::store::open_staging_store;
 use crate::{BackupCmd, CheckCmd, Cli, Exit, RestoreCmd, StartCmd};
 use anyhow::{bail, Context};
 use seedship_shared::publish_settings::PublishSettings;
-use seedship_shared::repo::{RepoOptions, Repository, VolumeDigest};
+use seedship_shared::repo::{CachedStore, RepoOptions, Repository, VolumeDigest};
 use seedship_shared::staging::{JobDescriptor, JobState, StagedBlob};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -79,6 +79,7 @@ pub fn offline_start(cli: &Cli, c: &StartCmd) -> anyhow::Result<Exit> {
         sources,
         staging,
         job: c.job_name.clone(),
+        source_bytes: total,
     };
     let store = open_staging_store(&pol.blobs_dir());
     let opts = RepoOptions {
@@ -128,9 +129,16 @@ fn du(p: &Path) -> u64 {
     }
 }
 
-fn open_repo(cli: &Cli, pol: &Policy) -> anyhow::Result<Arc<Repository>> {
+/// Opens the policy's repository. With `cached`, metadata objects are read through the local cache in
+/// `<state-dir>/cache/<job>/` (`check` reads the store itself).
+fn open_repo(cli: &Cli, pol: &Policy, cached: bool) -> anyhow::Result<Arc<Repository>> {
     let pass = policy::passphrase(cli.passphrase_file.as_deref(), false)?;
-    let repo = Repository::open(open_staging_store(&pol.blobs_dir()), &pass)?;
+    let mut store = open_staging_store(&pol.blobs_dir());
+    if cached {
+        let dir = cli.state_dir.join("cache").join(&pol.job);
+        store = Arc::new(CachedStore::new(store, &dir));
+    }
+    let repo = Repository::open(store, &pass)?;
     Ok(Arc::new(repo))
 }
 
@@ -147,7 +155,7 @@ pub fn backup(cli: &Cli, c: &BackupCmd) -> anyhow::Result<Exit> {
         );
         return Ok(Exit::Waiting);
     }
-    let repo = open_repo(cli, &pol)?;
+    let repo = open_repo(cli, &pol, true)?;
     let parent = repo.snapshots()?.into_iter().rev().find(|(_, s)| {
         s.paths
             == pol
@@ -157,9 +165,17 @@ pub fn backup(cli: &Cli, c: &BackupCmd) -> anyhow::Result<Exit> {
                 .collect::<Vec<_>>()
     });
     let _ = ctrlc::set_handler(|| CANCEL.store(true, Ordering::SeqCst));
+    // Blob buffers (up to 8 MiB) are allocated in reader threads and freed in the writer: a fixed mmap
+    // threshold returns them to the system at once instead of letting glibc's per-thread heaps grow.
+    // SAFETY: mallopt only tunes the allocator; called before the pipeline threads start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
     let counters = Counters::default();
     let out = {
-        let _display = Display::start(&counters, 0, cli.quiet);
+        // the first run reads about what `offline start` measured; later runs only changed files (unknown)
+        let estimate = if parent.is_none() { pol.source_bytes } else { 0 };
+        let _display = Display::start(&counters, estimate, cli.quiet);
         crate::backup::run(
             repo.clone(),
             &pol.sources,
@@ -218,10 +234,8 @@ fn staged_blobs(
                 len: o.len,
                 blake3: v.blake3.clone(),
             }
-        } else if let Some(b) = old
-            .iter()
-            .find(|b| b.name == o.name && b.len == o.len && !o.name.starts_with("data/"))
-        {
+        } else if let Some(b) = old.iter().find(|b| b.name == o.name && b.len == o.len) {
+            // objects are immutable and volumes append-only: same name and length, same bytes
             b.clone()
         } else {
             let (len, h) = crate::check::blob_digest(&**store, &o.name)?;
@@ -239,7 +253,7 @@ fn staged_blobs(
 /// `snapshots`.
 pub fn snapshots(cli: &Cli) -> anyhow::Result<Exit> {
     let pol = Policy::load(&cli.state_dir)?;
-    let repo = open_repo(cli, &pol)?;
+    let repo = open_repo(cli, &pol, true)?;
     println!(
         "{:<16}  {:<10}  {:<12}  {:>8}  {:>10}  paths",
         "id", "time", "host", "files", "MiB"
@@ -262,7 +276,7 @@ pub fn snapshots(cli: &Cli) -> anyhow::Result<Exit> {
 /// `restore`.
 pub fn restore(cli: &Cli, c: &RestoreCmd) -> anyhow::Result<Exit> {
     let pol = Policy::load(&cli.state_dir)?;
-    let repo = open_repo(cli, &pol)?;
+    let repo = open_repo(cli, &pol, true)?;
     let (id, snap) = repo.find_snapshot(&c.snapshot)?;
     let st = crate::restore::restore(&repo, &snap.tree, &c.target, &c.includes)?;
     for w in &st.warnings {
@@ -287,7 +301,7 @@ pub fn restore(cli: &Cli, c: &RestoreCmd) -> anyhow::Result<Exit> {
 /// `check`.
 pub fn check(cli: &Cli, c: &CheckCmd) -> anyhow::Result<Exit> {
     let pol = Policy::load(&cli.state_dir)?;
-    let repo = open_repo(cli, &pol)?;
+    let repo = open_repo(cli, &pol, false)?;
     let job_dir: PathBuf = pol.job_dir();
     let rep = crate::check::check(&repo, c.read_data, Some(&job_dir));
     for p in &rep.problems {

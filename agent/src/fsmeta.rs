@@ -120,7 +120,15 @@ pub fn read_xattrs(path: &Path) -> std::io::Result<Option<Vec<(String, String)>>
 }
 
 /// Builds the node of `path` from its lstat metadata (content and subtree are filled in later).
-pub fn node_from(name: &OsStr, path: &Path, m: &Metadata, names: &Names) -> std::io::Result<Node> {
+/// Extended attributes are read only when `with_xattrs` (the backup reads those of changed files in its
+/// reader threads and reuses those of unchanged ones: an xattr change updates ctime).
+pub fn node_from(
+    name: &OsStr,
+    path: &Path,
+    m: &Metadata,
+    names: &Names,
+    with_xattrs: bool,
+) -> std::io::Result<Node> {
     let ft = m.file_type();
     let kind = if ft.is_dir() {
         NodeKind::Dir
@@ -145,7 +153,7 @@ pub fn node_from(name: &OsStr, path: &Path, m: &Metadata, names: &Names) -> std:
     } else {
         (None, None)
     };
-    let xattrs = if kind == NodeKind::Symlink {
+    let xattrs = if kind == NodeKind::Symlink || !with_xattrs {
         Vec::new()
     } else {
         read_xattrs(path).ok().flatten().unwrap_or_default()

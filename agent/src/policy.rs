@@ -23,6 +23,9 @@ pub struct Policy {
     pub sources: Vec<PathBuf>,
     pub staging: PathBuf,
     pub job: String,
+    /// Bytes the sources occupied at `offline start` (progress estimate of the first backup).
+    #[serde(default)]
+    pub source_bytes: u64,
 }
 
 impl Policy {

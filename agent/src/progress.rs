@@ -20,7 +20,7 @@ pub struct Display {
 }
 
 impl Display {
-    /// Starts the display for a backup of about `total` bytes (0 when unknown).
+    /// Starts the display for a backup that reads about `total` bytes (0 when unknown).
     pub fn start(counters: &Counters, total: u64, quiet: bool) -> Display {
         let stop = Arc::new(AtomicBool::new(false));
         let (c, s) = (counters.clone(), stop.clone());
@@ -28,12 +28,21 @@ impl Display {
             std::thread::spawn(move || {
                 let start = Instant::now();
                 if std::io::stderr().is_terminal() {
-                    let bar = indicatif::ProgressBar::new(total);
-                    bar.set_style(
-                        indicatif::ProgressStyle::with_template(
+                    // with a size estimate (the previous snapshot's) a bar with ETA, else a counter
+                    let (bar, template) = if total > 0 {
+                        (
+                            indicatif::ProgressBar::new(total),
                             "{elapsed_precise} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
                         )
-                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                    } else {
+                        (
+                            indicatif::ProgressBar::new_spinner(),
+                            "{elapsed_precise} {spinner} {bytes} read, {binary_bytes_per_sec} {msg}",
+                        )
+                    };
+                    bar.set_style(
+                        indicatif::ProgressStyle::with_template(template)
+                            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
                     );
                     while !s.load(Ordering::Relaxed) {
                         bar.set_position(c.bytes.load(Ordering::Relaxed));

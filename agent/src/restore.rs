@@ -8,7 +8,7 @@ use seedship_shared::repo::{parse_id, Node, NodeKind, Repository};
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 
 /// Counters of one restore.
@@ -83,7 +83,11 @@ impl Restorer<'_> {
             NodeKind::Dir => {
                 match std::fs::create_dir(dest) {
                     Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dest.is_dir() => {}
+                    Err(e)
+                        if e.kind() == std::io::ErrorKind::AlreadyExists
+                            && std::fs::symlink_metadata(dest)
+                                .map(|m| m.is_dir())
+                                .unwrap_or(false) => {}
                     Err(e) => return Err(e).with_context(|| format!("cannot create {show}")),
                 }
                 self.stats.dirs += 1;
@@ -115,7 +119,14 @@ impl Restorer<'_> {
                     }
                     self.links.insert((node.dev, node.ino), dest.to_path_buf());
                 }
-                let f = std::fs::File::create(dest).with_context(|| format!("cannot create {show}"))?;
+                // never follow a symlink that is already at the destination
+                let f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(dest)
+                    .with_context(|| format!("cannot create {show}"))?;
                 f.set_len(node.size)
                     .with_context(|| format!("cannot size {show}"))?;
                 for c in &node.content {

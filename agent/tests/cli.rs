@@ -467,11 +467,12 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Bytes actually written under `p` (allocated blocks: volumes grow sparse, ahead of their data).
 fn dir_size(p: &Path) -> u64 {
     std::fs::read_dir(p)
         .map(|rd| {
             rd.filter_map(|e| e.ok())
-                .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+                .map(|e| e.metadata().map(|m| m.blocks() * 512).unwrap_or(0))
                 .sum()
         })
         .unwrap_or(0)

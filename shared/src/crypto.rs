@@ -11,7 +11,8 @@ use aes_gcm::{Aes256Gcm, Nonce};
 
 /// Bytes an envelope adds to its plaintext: nonce and tag.
 pub const ENVELOPE_OVERHEAD: usize = NONCE_LEN + TAG_LEN;
-const NONCE_LEN: usize = 12;
+/// Length of the random nonce at the start of an envelope.
+pub const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 /// The shortest passphrase accepted for a new repository.
 pub const MIN_PASSPHRASE_LEN: usize = 16;
@@ -149,6 +150,20 @@ impl MasterKey {
         seal(&self.enc, plaintext)
     }
 
+    /// Encrypts in place: `buf` holds [`NONCE_LEN`] bytes of room followed by the plaintext; afterwards it
+    /// is an envelope (random nonce, ciphertext, tag).
+    pub fn seal_in_place(&self, buf: &mut Vec<u8>) -> Result<(), CryptoError> {
+        use aes_gcm::AeadInPlace;
+        let mut nonce = [0u8; NONCE_LEN];
+        random_bytes(&mut nonce)?;
+        buf[..NONCE_LEN].copy_from_slice(&nonce);
+        let tag = Aes256Gcm::new((&self.enc).into())
+            .encrypt_in_place_detached(Nonce::from_slice(&nonce), b"", &mut buf[NONCE_LEN..])
+            .map_err(|_| CryptoError::Authentication)?;
+        buf.extend_from_slice(&tag);
+        Ok(())
+    }
+
     /// Decrypts under the master key.
     pub fn open(&self, envelope: &[u8]) -> Result<Vec<u8>, CryptoError> {
         open(&self.enc, envelope)
@@ -174,6 +189,10 @@ mod tests {
         let env = k.seal(b"hello world").unwrap();
         assert_eq!(env.len(), 11 + ENVELOPE_OVERHEAD);
         assert_eq!(k.open(&env).unwrap(), b"hello world");
+        let mut inplace = vec![0u8; NONCE_LEN];
+        inplace.extend_from_slice(b"in place");
+        k.seal_in_place(&mut inplace).unwrap();
+        assert_eq!(k.open(&inplace).unwrap(), b"in place");
         for i in 0..env.len() {
             let mut bad = env.clone();
             bad[i] ^= 1;

@@ -7,19 +7,21 @@
 //! object but a volume starts with a frame header carrying its logical length and BLAKE3 digest, because page
 //! blobs round lengths up to 512 bytes.
 
+mod cache;
 mod format;
 mod frame;
 mod pack;
 mod repository;
 mod tree;
 
+pub use cache::CachedStore;
 pub use format::{
     decode_index, encode_index, Config, IndexEntry, KeyFile, Snapshot, SnapshotStats, BLOB_DATA, BLOB_TREE,
     VOLUME_HEADER_LEN, VOLUME_MAGIC,
 };
 pub use frame::{frame, unframe, FRAME_HEADER_LEN, FRAME_MAGIC};
 pub use pack::{PackWriter, VolumeDigest};
-pub use repository::{encode_blob, EncodedBlob, RepoOptions, Repository};
+pub use repository::{encode_blob, encode_blob_into, EncodedBlob, RepoOptions, Repository};
 pub use tree::{ChunkRef, Node, NodeKind, Tree};
 
 use crate::blob::BlobError;

@@ -4,6 +4,8 @@
 //! returns); every `index_every` packs, and at the end, an index object naming the blobs of the written packs
 //! is saved; only then may a snapshot refer to them. After a crash the next writer starts at the logical end
 //! of the newest volume as recorded by the index and truncates anything after it (unindexed pack tails).
+//! One pack is written in a background thread while the next one fills; indexing waits for it. Volumes grow
+//! in 64 MiB steps and are trimmed to their logical end when the writer finishes.
 
 use super::format::{encode_index, IndexEntry, VOLUME_HEADER_LEN, VOLUME_MAGIC};
 use super::repository::{EncodedBlob, Repository};
@@ -11,6 +13,17 @@ use super::{volume_name, ChunkId, RepoError};
 use crate::blob::{Metadata, PAGE_SIZE};
 use std::collections::HashSet;
 use std::sync::Arc;
+
+/// Volumes grow by this much at a time (then are trimmed to their logical end).
+const GROW_STEP: u64 = 64 << 20;
+
+/// Buffer capacity for packs of `pack_size`: room for the largest blob (8 MiB chunk plus overhead) and padding.
+fn pack_capacity(pack_size: usize) -> usize {
+    pack_size.max((8 << 20) + 4096) + 512
+}
+
+/// A pack being written: gives its buffer back with the result.
+type InFlight = std::thread::JoinHandle<(Vec<u8>, Result<(), crate::blob::BlobError>)>;
 
 /// Length and BLAKE3 of a volume as written, for the job descriptor.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +50,10 @@ pub struct PackWriter {
     packs_since_index: usize,
     written: HashSet<ChunkId>,
     hasher: blake3::Hasher,
+    inflight: Option<InFlight>,
+    /// A resumed volume whose earlier content is not yet in `hasher`.
+    prefix_unhashed: bool,
+    spare: Vec<u8>,
     digests: Vec<VolumeDigest>,
     /// Bytes of envelopes written (stats).
     pub bytes_stored: u64,
@@ -54,12 +71,15 @@ impl PackWriter {
             volume: 0,
             offset: 0,
             volume_len: 0,
-            buf: Vec::with_capacity(pack_size + (1 << 20)),
+            buf: Vec::with_capacity(pack_capacity(pack_size)),
             in_buf: vec![],
             unindexed: vec![],
             packs_since_index: 0,
             written: HashSet::new(),
             hasher: blake3::Hasher::new(),
+            inflight: None,
+            prefix_unhashed: false,
+            spare: Vec::new(),
             digests: vec![],
             bytes_stored: 0,
             blobs_stored: 0,
@@ -75,21 +95,34 @@ impl PackWriter {
     fn resume_volume(&mut self, v: u32, end: u64) -> Result<(), RepoError> {
         let name = volume_name(v);
         let end = end.div_ceil(PAGE_SIZE) * PAGE_SIZE;
-        self.repo.store().resize(&name, end)?;
-        // re-hash the kept prefix so the descriptor's digest covers the whole volume
-        let mut h = blake3::Hasher::new();
-        let mut buf = vec![0u8; 4 << 20];
-        let mut pos = 0;
-        while pos < end {
-            let n = (end - pos).min(buf.len() as u64) as usize;
-            self.repo.store().read_at(&name, pos, &mut buf[..n])?;
-            h.update(&buf[..n]);
-            pos += n as u64;
+        if self.repo.store().properties(&name)?.len != end {
+            // drop an unindexed tail left by a crash
+            self.repo.store().resize(&name, end)?;
         }
         self.volume = v;
         self.offset = end;
         self.volume_len = end;
-        self.hasher = h;
+        // the kept prefix is hashed only if this run appends to the volume (see hash_prefix)
+        self.hasher = blake3::Hasher::new();
+        self.prefix_unhashed = true;
+        Ok(())
+    }
+
+    /// Hashes the part of a resumed volume written by earlier runs, so the digest covers the whole volume.
+    fn hash_prefix(&mut self) -> Result<(), RepoError> {
+        if !self.prefix_unhashed {
+            return Ok(());
+        }
+        let name = volume_name(self.volume);
+        let mut buf = vec![0u8; 4 << 20];
+        let mut pos = 0;
+        while pos < self.offset {
+            let n = (self.offset - pos).min(buf.len() as u64) as usize;
+            self.repo.store().read_at(&name, pos, &mut buf[..n])?;
+            self.hasher.update(&buf[..n]);
+            pos += n as u64;
+        }
+        self.prefix_unhashed = false;
         Ok(())
     }
 
@@ -109,19 +142,28 @@ impl PackWriter {
         self.volume_len = VOLUME_HEADER_LEN;
         self.hasher = blake3::Hasher::new();
         self.hasher.update(&header);
+        self.prefix_unhashed = false;
         Ok(())
     }
 
     /// Adds a blob unless it was already stored; returns whether it was new.
-    pub fn add(&mut self, blob: EncodedBlob) -> Result<bool, RepoError> {
+    pub fn add(&mut self, blob: &EncodedBlob) -> Result<bool, RepoError> {
         if self.repo.contains(&blob.id) || !self.written.insert(blob.id) {
             return Ok(false);
         }
         let len = blob.envelope.len() as u64;
+        // a pack never grows past pack_size (unless one blob alone is larger): its buffer is never reallocated
+        if !self.buf.is_empty() && self.buf.len() + blob.envelope.len() > self.pack_size {
+            self.flush_pack()?;
+            if self.packs_since_index >= self.index_every {
+                self.flush_index()?;
+            }
+        }
         if self.offset + self.buf.len() as u64 + len > self.repo.config().volume_size
             && self.offset > VOLUME_HEADER_LEN
         {
             self.flush_pack()?;
+            self.trim()?;
             self.close_volume();
             self.new_volume(self.volume + 1)?;
         }
@@ -136,16 +178,11 @@ impl PackWriter {
         self.buf.extend_from_slice(&blob.envelope);
         self.bytes_stored += len;
         self.blobs_stored += 1;
-        if self.buf.len() >= self.pack_size {
-            self.flush_pack()?;
-            if self.packs_since_index >= self.index_every {
-                self.flush_index()?;
-            }
-        }
         Ok(true)
     }
 
-    /// Writes the buffered pack (padded to 512) to the volume; durable when this returns.
+    /// Starts writing the buffered pack (padded to 512) to the volume. One pack is written in the background
+    /// while the next one fills; [`PackWriter::flush_index`] waits for it before indexing.
     pub fn flush_pack(&mut self) -> Result<(), RepoError> {
         if self.buf.is_empty() {
             return Ok(());
@@ -155,21 +192,56 @@ impl PackWriter {
         let name = volume_name(self.volume);
         let end = self.offset + padded as u64;
         if end > self.volume_len {
-            self.repo.store().resize(&name, end)?;
-            self.volume_len = end;
+            // grow in steps (fewer resizes); finish() trims to the logical end
+            let step = (self.volume_len + GROW_STEP).min(self.repo.config().volume_size);
+            let new_len = end.max(step).div_ceil(PAGE_SIZE) * PAGE_SIZE;
+            self.repo.store().resize(&name, new_len)?;
+            self.volume_len = new_len;
         }
-        self.repo.store().write_pages(&name, self.offset, &self.buf)?;
+        self.hash_prefix()?;
         self.hasher.update(&self.buf);
+        self.wait_inflight()?;
+        let mut next = std::mem::take(&mut self.spare);
+        next.reserve_exact(pack_capacity(self.pack_size));
+        let data = std::mem::replace(&mut self.buf, next);
+        let store = self.repo.store().clone();
+        let offset = self.offset;
+        self.inflight = Some(std::thread::spawn(move || {
+            let r = store.write_pages(&name, offset, &data);
+            (data, r)
+        }));
         self.offset = end;
-        self.buf.clear();
         self.unindexed.append(&mut self.in_buf);
         self.packs_since_index += 1;
+        Ok(())
+    }
+
+    fn wait_inflight(&mut self) -> Result<(), RepoError> {
+        if let Some(h) = self.inflight.take() {
+            let (mut data, r) = h
+                .join()
+                .map_err(|_| RepoError::damaged("pack writer", "write thread panicked"))?;
+            data.clear();
+            self.spare = data;
+            r?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the pack in flight and sets the volume's length to its logical end.
+    fn trim(&mut self) -> Result<(), RepoError> {
+        self.wait_inflight()?;
+        if self.volume_len > self.offset {
+            self.repo.store().resize(&volume_name(self.volume), self.offset)?;
+            self.volume_len = self.offset;
+        }
         Ok(())
     }
 
     /// Flushes the pack and writes an index object for everything written since the last one.
     pub fn flush_index(&mut self) -> Result<(), RepoError> {
         self.flush_pack()?;
+        self.wait_inflight()?;
         self.packs_since_index = 0;
         if self.unindexed.is_empty() {
             return Ok(());
@@ -184,6 +256,11 @@ impl PackWriter {
 
     fn close_volume(&mut self) {
         let h = std::mem::replace(&mut self.hasher, blake3::Hasher::new());
+        if self.prefix_unhashed {
+            // resumed but not appended to: unchanged, no digest from this run
+            self.prefix_unhashed = false;
+            return;
+        }
         self.digests.push(VolumeDigest {
             name: volume_name(self.volume),
             len: self.offset,
@@ -194,7 +271,17 @@ impl PackWriter {
     /// Flushes everything and returns the digests of the volumes written in this run.
     pub fn finish(mut self) -> Result<Vec<VolumeDigest>, RepoError> {
         self.flush_index()?;
+        self.trim()?;
         self.close_volume();
-        Ok(self.digests)
+        Ok(std::mem::take(&mut self.digests))
+    }
+}
+
+impl Drop for PackWriter {
+    /// A writer dropped without `finish` (an error elsewhere) still waits for its pack in flight.
+    fn drop(&mut self) {
+        if let Some(h) = self.inflight.take() {
+            let _ = h.join();
+        }
     }
 }

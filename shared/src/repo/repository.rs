@@ -52,29 +52,70 @@ pub fn encode_blob(
     id: ChunkId,
     raw: &[u8],
 ) -> Result<EncodedBlob, RepoError> {
-    let envelope = key.seal(&compress(level, raw))?;
+    encode_blob_into(key, level, kind, id, raw, Vec::new())
+}
+
+/// [`encode_blob`] into a reused buffer (its old content is discarded).
+pub fn encode_blob_into(
+    key: &MasterKey,
+    level: i32,
+    kind: u8,
+    id: ChunkId,
+    raw: &[u8],
+    mut buf: Vec<u8>,
+) -> Result<EncodedBlob, RepoError> {
+    // envelope = nonce || (compression byte || body) encrypted in place || tag
+    buf.clear();
+    buf.reserve(crypto::ENVELOPE_OVERHEAD + 1 + raw.len());
+    buf.resize(crypto::NONCE_LEN, 0);
+    compress_into(level, raw, &mut buf);
+    key.seal_in_place(&mut buf)?;
     Ok(EncodedBlob {
         id,
         kind,
         raw_len: raw.len() as u32,
-        envelope,
+        envelope: buf,
     })
 }
 
-fn compress(level: i32, raw: &[u8]) -> Vec<u8> {
+thread_local! {
+    /// One zstd context and scratch buffer per thread (creating a context per blob is costly).
+    static ZSTD: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>, Vec<u8>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Appends `compression byte || body` to `out`: zstd when it saves at least ~3%, else stored.
+fn compress_into(level: i32, raw: &[u8], out: &mut Vec<u8>) {
     if raw.len() >= 64 {
-        if let Ok(c) = zstd::bulk::compress(raw, level) {
-            if c.len() + c.len() / 32 < raw.len() {
-                let mut out = Vec::with_capacity(c.len() + 1);
-                out.push(COMPRESS_ZSTD);
-                out.extend_from_slice(&c);
-                return out;
+        let done = ZSTD.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            if slot.as_ref().map(|(l, _, _)| *l) != Some(level) {
+                *slot = zstd::bulk::Compressor::new(level)
+                    .ok()
+                    .map(|c| (level, c, Vec::new()));
             }
+            let (_, comp, scratch) = slot.as_mut()?;
+            scratch.clear();
+            scratch.reserve(zstd::zstd_safe::compress_bound(raw.len()));
+            let n = comp.compress_to_buffer(raw, scratch).ok()?;
+            if n + n / 32 >= raw.len() {
+                return None;
+            }
+            out.push(COMPRESS_ZSTD);
+            out.extend_from_slice(&scratch[..n]);
+            Some(())
+        });
+        if done.is_some() {
+            return;
         }
     }
-    let mut out = Vec::with_capacity(raw.len() + 1);
     out.push(COMPRESS_NONE);
     out.extend_from_slice(raw);
+}
+
+fn compress(level: i32, raw: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    compress_into(level, raw, &mut out);
     out
 }
 
@@ -391,4 +432,91 @@ fn read_framed(store: &dyn BlobStore, name: &str) -> Result<Vec<u8>, RepoError> 
     let mut buf = vec![0u8; len as usize];
     store.read_at(name, 0, &mut buf)?;
     Ok(unframe(name, &buf)?.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blob::MemoryStore;
+    use crate::repo::{PackWriter, BLOB_DATA};
+
+    fn opts() -> RepoOptions {
+        RepoOptions {
+            kdf: KdfParams {
+                m_cost: 64,
+                t_cost: 1,
+                p_cost: 1,
+            },
+            ..Default::default()
+        }
+    }
+
+    const PASS: &str = "sixteen+ characters";
+
+    fn blob(repo: &Repository, data: &[u8]) -> EncodedBlob {
+        let id = repo.key().chunk_id(data);
+        encode_blob(repo.key(), 1, BLOB_DATA, id, data).unwrap()
+    }
+
+    #[test]
+    fn init_open_and_wrong_passphrase() {
+        let store: Arc<dyn BlobStore> = Arc::new(MemoryStore::default());
+        let r = Repository::init(store.clone(), PASS, &opts()).unwrap();
+        assert!(matches!(
+            Repository::init(store.clone(), PASS, &opts()),
+            Err(RepoError::AlreadyExists { .. })
+        ));
+        let o = Repository::open(store.clone(), PASS).unwrap();
+        assert_eq!(o.config(), r.config());
+        let e = Repository::open(store, "another passphrase!").unwrap_err();
+        assert!(e.to_string().contains("wrong passphrase"), "{e}");
+        let empty: Arc<dyn BlobStore> = Arc::new(MemoryStore::default());
+        assert!(matches!(
+            Repository::open(empty, PASS),
+            Err(RepoError::NoRepository { .. })
+        ));
+    }
+
+    #[test]
+    fn packs_index_and_crash_recovery() {
+        let store: Arc<dyn BlobStore> = Arc::new(MemoryStore::default());
+        let repo = Arc::new(Repository::init(store.clone(), PASS, &opts()).unwrap());
+        let a = vec![1u8; 5000];
+        let b: Vec<u8> = (0..9000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let mut w = PackWriter::open(repo.clone(), 4096, 100).unwrap();
+        assert!(w.add(&blob(&repo, &a)).unwrap());
+        assert!(!w.add(&blob(&repo, &a)).unwrap(), "duplicate in the same run");
+        let digests = w.finish().unwrap();
+        assert_eq!(digests.len(), 1);
+        let indexed_end = repo.volume_ends()[&0];
+        // a second writer packs b but "crashes" before indexing it
+        let repo2 = Arc::new(Repository::open(store.clone(), PASS).unwrap());
+        assert_eq!(repo2.read_blob(&repo.key().chunk_id(&a)).unwrap(), a);
+        let mut w = PackWriter::open(repo2.clone(), 1024, 100).unwrap();
+        w.add(&blob(&repo2, &b)).unwrap();
+        w.add(&blob(&repo2, &[3u8; 2000])).unwrap();
+        w.flush_pack().unwrap();
+        drop(w);
+        let repo3 = Arc::new(Repository::open(store.clone(), PASS).unwrap());
+        assert!(
+            !repo3.contains(&repo.key().chunk_id(&b)),
+            "unindexed blobs are not visible"
+        );
+        let w = PackWriter::open(repo3.clone(), 1024, 100).unwrap();
+        assert_eq!(
+            store.properties("data/00000000").unwrap().len,
+            indexed_end,
+            "tail dropped"
+        );
+        drop(w);
+        // damage is named
+        let e = repo3.lookup(&repo.key().chunk_id(&a)).unwrap();
+        let mut page = vec![0u8; 512];
+        let page_off = (e.offset + 20) / 512 * 512;
+        store.read_at("data/00000000", page_off, &mut page).unwrap();
+        page[(e.offset + 20 - page_off) as usize] ^= 1;
+        store.write_pages("data/00000000", page_off, &page).unwrap();
+        let err = repo3.read_blob(&e.id).unwrap_err().to_string();
+        assert!(err.contains("data/00000000") && err.contains("damaged"), "{err}");
+    }
 }
