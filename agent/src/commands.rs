@@ -72,7 +72,7 @@ pub fn offline_start(cli: &Cli, c: &StartCmd) -> anyhow::Result<Exit> {
     let pass = policy::passphrase(cli.passphrase_file.as_deref(), true)?;
     seedship_shared::crypto::check_passphrase(&pass)?;
     // everything is valid: write
-    let host = policy::hostname();
+    let host = seedship_shared::host::hostname();
     std::fs::create_dir_all(&job_dir).with_context(|| format!("cannot create {}", job_dir.display()))?;
     let pol = Policy {
         mode: Mode::Offline,
@@ -156,6 +156,9 @@ pub fn backup(cli: &Cli, c: &BackupCmd) -> anyhow::Result<Exit> {
         return Ok(Exit::Waiting);
     }
     let repo = open_repo(cli, &pol, true)?;
+    for object in repo.remove_incomplete()? {
+        eprintln!("removed {object}: an earlier, interrupted backup created it but never wrote it");
+    }
     let parent = repo.snapshots()?.into_iter().rev().find(|(_, s)| {
         s.paths
             == pol

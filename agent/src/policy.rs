@@ -126,18 +126,6 @@ pub fn passphrase(file: Option<&Path>, confirm: bool) -> anyhow::Result<String> 
     Ok(p)
 }
 
-/// The host name.
-pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: buffer and length are valid.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "unknown".into();
-    }
-    let n = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..n]).into_owned()
-}
-
 /// Free bytes for an unprivileged writer at `path` (statvfs).
 pub fn free_space(path: &Path) -> anyhow::Result<u64> {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())?;

@@ -37,6 +37,8 @@ pub enum RepoError {
     Blob(#[from] BlobError),
     #[error("{object}: damaged: {detail} (run `seedship-agent check --read-data` to list all damage)")]
     Damaged { object: String, detail: String },
+    #[error("{object}: never completely written (a backup was interrupted while writing it); the next backup removes it")]
+    Incomplete { object: String },
     #[error("wrong passphrase: none of the {keys} key(s) in keys/ opens with it (check the passphrase file or SEEDSHIP_PASSPHRASE)")]
     WrongPassphrase { keys: usize },
     #[error("{store}: no repository here (object \"config\" is missing); create one with `seedship-agent offline start`")]

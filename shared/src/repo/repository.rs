@@ -258,7 +258,13 @@ impl Repository {
     pub fn load_index(&self) -> Result<usize, RepoError> {
         let mut n = 0;
         for o in self.store.list("index/")? {
-            let body = self.read_object(&o.name)?;
+            let body = match self.read_object(&o.name) {
+                Err(RepoError::Incomplete { object }) => {
+                    tracing::warn!(%object, "skipping an index object an interrupted backup left unwritten");
+                    continue;
+                }
+                r => r?,
+            };
             let (ends, entries) = decode_index(&o.name, &body)?;
             self.add_index(&ends, &entries);
             n += 1;
@@ -376,6 +382,22 @@ impl Repository {
         decompress(name, &body, None)
     }
 
+    /// Deletes the index and snapshot objects that an interrupted backup created but never wrote (all
+    /// zeros: objects are created, then written). A backup calls this before it writes anything; returns the
+    /// names removed.
+    pub fn remove_incomplete(&self) -> Result<Vec<String>, RepoError> {
+        let mut removed = Vec::new();
+        for prefix in ["index/", "snapshots/"] {
+            for o in self.store.list(prefix)? {
+                if let Err(RepoError::Incomplete { object }) = read_framed(&*self.store, &o.name) {
+                    self.store.delete(&object)?;
+                    removed.push(object);
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// Writes a snapshot object; returns its id (hex).
     pub fn save_snapshot(&self, snap: &Snapshot) -> Result<String, RepoError> {
         let name = self.save_object("snapshots", &serde_json::to_vec(snap).expect("serializable"))?;
@@ -386,7 +408,14 @@ impl Repository {
     pub fn snapshots(&self) -> Result<Vec<(String, Snapshot)>, RepoError> {
         let mut out = vec![];
         for o in self.store.list("snapshots/")? {
-            let s: Snapshot = parse_json(&o.name, &self.read_object(&o.name)?)?;
+            let body = match self.read_object(&o.name) {
+                Err(RepoError::Incomplete { object }) => {
+                    tracing::warn!(%object, "skipping a snapshot object an interrupted backup left unwritten");
+                    continue;
+                }
+                r => r?,
+            };
+            let s: Snapshot = parse_json(&o.name, &body)?;
             out.push((o.name["snapshots/".len()..].to_string(), s));
         }
         out.sort_by_key(|(_, s)| (s.time, s.time_nsec));
@@ -431,6 +460,12 @@ fn read_framed(store: &dyn BlobStore, name: &str) -> Result<Vec<u8>, RepoError> 
     }
     let mut buf = vec![0u8; len as usize];
     store.read_at(name, 0, &mut buf)?;
+    // Objects are created, then written: all zeros means a write that never happened, not damage.
+    if crate::manifest::ranges::is_all_zero(&buf) {
+        return Err(RepoError::Incomplete {
+            object: name.to_owned(),
+        });
+    }
     Ok(unframe(name, &buf)?.to_vec())
 }
 
@@ -456,6 +491,29 @@ mod tests {
     fn blob(repo: &Repository, data: &[u8]) -> EncodedBlob {
         let id = repo.key().chunk_id(data);
         encode_blob(repo.key(), 1, BLOB_DATA, id, data).unwrap()
+    }
+
+    #[test]
+    fn objects_created_but_never_written_are_skipped_then_removed() {
+        let store: Arc<dyn BlobStore> = Arc::new(MemoryStore::default());
+        let r = Repository::init(store.clone(), PASS, &opts()).unwrap();
+        let name = "index/0123456789abcdef";
+        store.create(name, 512, &Metadata::new()).unwrap();
+        store.create("snapshots/fedcba", 1024, &Metadata::new()).unwrap();
+        // A reader sees neither; one flipped byte, though, is damage and stays an error.
+        let o = Repository::open(store.clone(), PASS).unwrap();
+        assert!(o.snapshots().unwrap().is_empty());
+        assert_eq!(
+            r.remove_incomplete().unwrap(),
+            vec![name.to_owned(), "snapshots/fedcba".to_owned()]
+        );
+        assert!(store.list("index/").unwrap().is_empty());
+        store.create(name, 512, &Metadata::new()).unwrap();
+        store.write_pages(name, 0, &[1u8; 512]).unwrap();
+        assert!(matches!(
+            Repository::open(store, PASS),
+            Err(RepoError::Damaged { .. })
+        ));
     }
 
     #[test]
