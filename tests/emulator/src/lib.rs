@@ -10,6 +10,7 @@
 
 pub mod conditions;
 pub mod config;
+pub mod datacentre;
 pub mod handlers;
 pub mod init;
 pub mod odata;
