@@ -8,11 +8,11 @@ use super::{ContainerStores, DriveStatus, JobInfo};
 use seedship_shared::api::DriveState;
 use seedship_shared::blob::{BlobError, BlobStore, PAGE_SIZE};
 use seedship_shared::luks::{LuksError, LuksHeader, LuksVolume};
-use seedship_shared::manifest::{
-    DriveFilePath, DriveManifest, ImportDisposition, ManifestBlob, Md5Hash, RangeList,
-};
+use seedship_shared::manifest::{DriveFilePath, DriveManifest, ManifestBlob, Md5Hash, RangeList};
 use seedship_shared::recovery::RecoveryKey;
 use seedship_shared::tar::TarReader;
+
+pub use super::disposition::{resolve_target, Target};
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
@@ -20,8 +20,6 @@ use std::sync::Arc;
 
 /// The largest manifest read (the reference advises about 3 GB per 7 TB; the emulator's drives are small).
 pub const MAX_MANIFEST_LEN: u64 = 256 << 20;
-/// How many renamed names (` (2)` ... ) are tried before a blob is logged `RenameFailed`.
-pub const MAX_RENAME: u32 = 1000;
 
 /// Why the copy log could not be stored: the import of the drive cannot be reported.
 #[derive(Debug, thiserror::Error)]
@@ -57,22 +55,6 @@ pub struct DriveOutcome {
     pub log: DriveLog,
 }
 
-/// Where a blob path of the manifests goes, decided once per import of a job.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// Write into this blob (container, name); `disposition` is what the log reports.
-    Write {
-        container: String,
-        name: String,
-        disposition: &'static str,
-    },
-    /// Not imported; `status` is the blob status logged, `disposition` the disposition status.
-    Skip {
-        status: &'static str,
-        disposition: &'static str,
-    },
-}
-
 /// The state kept across the drives of one job: which blob each manifest blob path was written to, so the
 /// parts of a blob spanning drives land in the same blob and the disposition is applied only once.
 #[derive(Debug, Default)]
@@ -84,86 +66,6 @@ impl ImportSession {
     /// The target decided for a blob path, if any drive of the job named it already.
     pub fn target(&self, blob_path: &str) -> Option<&Target> {
         self.targets.get(blob_path)
-    }
-}
-
-/// `Seattle.jpg` → `Seattle (n).jpg`, `dir/name` → `dir/name (n)` (the dot must be in the last segment).
-pub fn renamed(name: &str, n: u32) -> String {
-    let seg = name.rfind('/').map_or(0, |i| i + 1);
-    match name[seg..].rfind('.') {
-        Some(dot) if dot > 0 => {
-            let dot = seg + dot;
-            format!("{} ({n}){}", &name[..dot], &name[dot..])
-        }
-        _ => format!("{name} ({n})"),
-    }
-}
-
-fn exists(store: &dyn BlobStore, name: &str) -> Result<bool, BlobError> {
-    match store.properties(name) {
-        Ok(_) => Ok(true),
-        Err(BlobError::NotFound { .. }) => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
-/// Applies the disposition to a blob the job has not written yet, creating the page blob to write into.
-pub fn resolve_target(
-    store: &dyn BlobStore,
-    container: &str,
-    name: &str,
-    length: u64,
-    disposition: ImportDisposition,
-) -> Target {
-    let failed = |status| Target::Skip {
-        status,
-        disposition: "Cancelled",
-    };
-    let create = |name: &str| store.create(name, length, &Default::default());
-    let write = |name: String, disposition| Target::Write {
-        container: container.to_owned(),
-        name,
-        disposition,
-    };
-    let found = match exists(store, name) {
-        Ok(f) => f,
-        Err(_) => return failed("BlobRequestFailed"),
-    };
-    match (found, disposition) {
-        (false, _) => match create(name) {
-            Ok(()) => write(name.to_owned(), "Created"),
-            Err(_) => failed("BlobRequestFailed"),
-        },
-        (true, ImportDisposition::NoOverwrite) => Target::Skip {
-            status: "Completed",
-            disposition: "Skipped",
-        },
-        (true, ImportDisposition::Overwrite) => {
-            let replaced = match store.delete(name) {
-                Ok(()) | Err(BlobError::NotFound { .. }) => create(name),
-                Err(e) => Err(e),
-            };
-            match replaced {
-                Ok(()) => write(name.to_owned(), "Overwritten"),
-                Err(_) => failed("BlobRequestFailed"),
-            }
-        }
-        (true, ImportDisposition::Rename) => {
-            for n in 2..=MAX_RENAME {
-                let candidate = renamed(name, n);
-                match exists(store, &candidate) {
-                    Ok(true) => continue,
-                    Ok(false) => {
-                        return match create(&candidate) {
-                            Ok(()) => write(candidate, "Renamed"),
-                            Err(_) => failed("RenameFailed"),
-                        }
-                    }
-                    Err(_) => return failed("RenameFailed"),
-                }
-            }
-            failed("RenameFailed")
-        }
     }
 }
 
@@ -224,6 +126,16 @@ pub fn import_drive(
         verbose_log,
         log,
     })
+}
+
+impl DriveOutcome {
+    /// The drive state's wire name.
+    pub fn state_name(&self) -> &'static str {
+        match self.state {
+            DriveState::Completed => "Completed",
+            _ => "CompletedMoreInfo",
+        }
+    }
 }
 
 /// Stores a log as a page blob: the XML padded with spaces to a whole page (still well-formed XML).
@@ -498,77 +410,4 @@ fn skip(entry: &mut impl Read, mut n: u64, buf: &mut [u8]) -> std::io::Result<()
         n -= k as u64;
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use seedship_shared::blob::MemoryStore;
-
-    #[test]
-    fn rename_rule_follows_the_reference() {
-        assert_eq!(renamed("Seattle.jpg", 2), "Seattle (2).jpg");
-        assert_eq!(renamed("a.b/Seattle.tar.gz", 3), "a.b/Seattle.tar (3).gz");
-        assert_eq!(renamed("dir.x/name", 2), "dir.x/name (2)");
-        assert_eq!(renamed(".hidden", 2), ".hidden (2)");
-    }
-
-    fn existing(store: &MemoryStore, name: &str) {
-        store.create(name, 1024, &Default::default()).unwrap();
-        store.write_pages(name, 0, &[7u8; 1024]).unwrap();
-    }
-
-    #[test]
-    fn dispositions() {
-        let s = MemoryStore::default();
-        let t = resolve_target(&s, "c", "new.img", 4096, ImportDisposition::NoOverwrite);
-        assert_eq!(
-            t,
-            Target::Write {
-                container: "c".into(),
-                name: "new.img".into(),
-                disposition: "Created"
-            }
-        );
-        assert_eq!(s.properties("new.img").unwrap().len, 4096);
-
-        existing(&s, "a.img");
-        existing(&s, "a (2).img");
-        match resolve_target(&s, "c", "a.img", 4096, ImportDisposition::Rename) {
-            Target::Write {
-                name, disposition, ..
-            } => {
-                assert_eq!((name.as_str(), disposition), ("a (3).img", "Renamed"));
-            }
-            t => panic!("{t:?}"),
-        }
-        assert_eq!(s.properties("a.img").unwrap().len, 1024, "the original is kept");
-        assert_eq!(s.properties("a (3).img").unwrap().len, 4096);
-
-        let t = resolve_target(&s, "c", "a.img", 4096, ImportDisposition::NoOverwrite);
-        assert_eq!(
-            t,
-            Target::Skip {
-                status: "Completed",
-                disposition: "Skipped"
-            }
-        );
-        assert_eq!(s.properties("a.img").unwrap().len, 1024);
-
-        let t = resolve_target(&s, "c", "a.img", 4096, ImportDisposition::Overwrite);
-        assert!(
-            matches!(
-                t,
-                Target::Write {
-                    disposition: "Overwritten",
-                    ..
-                }
-            ),
-            "{t:?}"
-        );
-        let mut back = vec![1u8; 1024];
-        s.read_at("a.img", 0, &mut back).unwrap();
-        assert_eq!(s.properties("a.img").unwrap().len, 4096);
-        assert!(back.iter().all(|&b| b == 0), "the old bytes are gone");
-    }
 }

@@ -10,6 +10,7 @@
 //! asked for verbose logs). [`receive::receive_and_import`] walks a stored job through the states: Received,
 //! Transferring, Packaging, then Completed or Closed, with the drive states beside them.
 
+pub mod disposition;
 pub mod drivelog;
 pub mod import;
 pub mod receive;

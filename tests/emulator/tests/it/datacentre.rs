@@ -402,4 +402,33 @@ fn damaged_sectors_wrong_keys_and_wrong_manifests_are_reported() {
     let e = datacentre::receive_and_import(&dir, "otherdrive", std::slice::from_ref(&d.path)).unwrap_err();
     assert!(e.to_string().contains("is not in the drive list"), "{e}");
     assert_eq!(stored(&dir, &sub, "otherdrive").state, JobState::Shipping);
+
+    // The command line: the same drive for another job; the blob exists now, so it is renamed.
+    put_job(&dir, &sub, "clijob", &[(&d.id, &d.key, &d.hash)], false);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_seedship-emulator"))
+        .args([
+            "receive",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--job",
+            "clijob",
+            "--drive",
+        ])
+        .arg(&d.path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{text}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        text.contains("CompletedWithErrors (CompletedMoreInfo)") && text.contains("job clijob: Closed"),
+        "{text}"
+    );
+    assert!(!text.contains(&d.key), "the key is not printed");
+    let renamed = read_blob(&container(&az, "seed"), "vm/disk (2).img");
+    assert_eq!(renamed[..start], data[..start]);
 }
