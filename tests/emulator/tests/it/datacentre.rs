@@ -432,3 +432,127 @@ fn damaged_sectors_wrong_keys_and_wrong_manifests_are_reported() {
     let renamed = read_blob(&container(&az, "seed"), "vm/disk (2).img");
     assert_eq!(renamed[..start], data[..start]);
 }
+
+/// Gives blobs of a prepared drive's manifest a disposition, in place (the manifest slot is padded with
+/// spaces, so the text grows into the padding); returns the new ManifestHash.
+fn set_dispositions(d: &Prepared, dispositions: &[(&str, &str)]) -> String {
+    let key = seedship_shared::recovery::RecoveryKey::parse(&d.key).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&d.path)
+        .unwrap();
+    let volume = LuksVolume::open(&file, key.passphrase()).unwrap();
+    let mut head = vec![0u8; 256 << 10];
+    volume.read_sectors(&file, 0, &mut head).unwrap();
+    let text_at = head.windows(5).position(|w| w == b"<?xml").unwrap();
+    let end = text_at
+        + head[text_at..]
+            .windows(17)
+            .position(|w| w == b"</DriveManifest>\n")
+            .unwrap()
+        + 17;
+    let mut text = String::from_utf8(head[text_at..end].to_vec()).unwrap();
+    let grown_from = text.len();
+    for (blob, disposition) in dispositions {
+        let at = text.find(&format!("<BlobPath>{blob}</BlobPath>")).unwrap();
+        let was = "<ImportDisposition>rename</ImportDisposition>";
+        let from = at + text[at..].find(was).unwrap();
+        text.replace_range(
+            from..from + was.len(),
+            &format!("<ImportDisposition>{disposition}</ImportDisposition>"),
+        );
+    }
+    let grown = text.len() - grown_from;
+    assert!(
+        head[end..end + grown].iter().all(|&b| b == b' '),
+        "room in the padding"
+    );
+    head[text_at..end + grown].copy_from_slice(text.as_bytes());
+    volume.write_sectors(&file, 0, &mut head).unwrap();
+    let mut tar = seedship_shared::tar::TarReader::new(volume.reader(&file));
+    let mut manifest = Vec::new();
+    tar.next_entry()
+        .unwrap()
+        .unwrap()
+        .read_to_end(&mut manifest)
+        .unwrap();
+    seedship_shared::manifest::DriveManifest::parse(&manifest).expect("the edited manifest parses");
+    seedship_shared::manifest::Md5Hash::of(&manifest).to_string()
+}
+
+#[test]
+fn no_overwrite_skips_and_overwrite_replaces_existing_blobs() {
+    let t = tempfile::tempdir().unwrap();
+    let (a, b, c) = (noise(64 << 10, 31), noise(64 << 10, 32), noise(64 << 10, 33));
+    let drives = prepare_drives(
+        t.path(),
+        "disp",
+        &[("a.img", a.clone()), ("b.img", b.clone()), ("c.img", c.clone())],
+        1,
+    );
+    let d = &drives[0];
+    let hash = set_dispositions(
+        d,
+        &[
+            ("seed/a.img", "no-overwrite"),
+            ("seed/b.img", "overwrite"),
+            ("seed/c.img", "no-overwrite"),
+        ],
+    );
+
+    let az = Azurite::start();
+    let seed = container(&az, "seed");
+    for name in ["a.img", "b.img"] {
+        seed.create(name, 1024, &Default::default()).unwrap();
+        seed.write_pages(name, 0, &[9u8; 1024]).unwrap();
+    }
+    let (dir, sub) = emulator(t.path(), &az);
+    put_job(&dir, &sub, "disp", &[(&d.id, &d.key, &hash)], true);
+    let out = receive(&dir, "disp", &[d]);
+    assert_eq!(out.state, JobState::Completed, "{out:?}");
+    assert_eq!(out.drives[0].status, DriveStatus::Completed);
+
+    assert_eq!(
+        read_blob(&seed, "a.img"),
+        vec![9u8; 1024],
+        "no-overwrite keeps the blob"
+    );
+    assert_eq!(read_blob(&seed, "b.img"), b, "overwrite replaces it");
+    assert_eq!(
+        read_blob(&seed, "c.img"),
+        c,
+        "no-overwrite creates a missing blob"
+    );
+    let log = read_log(&az, out.drives[0].verbose_log.as_ref().unwrap());
+    let status = |path: &str| {
+        let blob = log.blobs.iter().find(|x| x.blob_path == path).unwrap();
+        let (st, value) = blob.disposition.clone().unwrap();
+        (
+            blob.status.clone(),
+            st,
+            value,
+            blob.ranges.iter().all(|r| r.status == "Completed"),
+        )
+    };
+    assert_eq!(
+        status("seed/a.img"),
+        ("Completed".into(), "Skipped".into(), "no-overwrite".into(), false)
+    );
+    assert_eq!(
+        status("seed/b.img"),
+        ("Completed".into(), "Overwritten".into(), "overwrite".into(), true)
+    );
+    assert_eq!(
+        status("seed/c.img"),
+        ("Completed".into(), "Created".into(), "no-overwrite".into(), true)
+    );
+    assert!(log
+        .blobs
+        .iter()
+        .find(|x| x.blob_path == "seed/a.img")
+        .unwrap()
+        .ranges
+        .iter()
+        .all(|r| r.status == "Cancelled"));
+}
