@@ -5,11 +5,13 @@
 //! locations table); `serve` ([`server::serve`]) answers the classic API over HTTPS with client-certificate
 //! authentication, [`handlers`] holds the operations, [`validation`] the documented request rules,
 //! [`conditions`] the If-* headers, [`store`]
-//! the SQLite job store with the emulator clock, and [`operator`] the operator endpoints. docs/emulator.md
+//! the SQLite job store with the emulator clock, [`operator`] the operator endpoints, and [`datacentre`] the
+//! import of a job's drives (`receive`, docs/datacentre.md). docs/emulator.md
 //! describes the files and endpoints.
 
 pub mod conditions;
 pub mod config;
+pub mod datacentre;
 pub mod handlers;
 pub mod init;
 pub mod odata;
@@ -51,7 +53,7 @@ impl From<Exit> for ExitCode {
     name = "seedship-emulator",
     version,
     about = "seedship-emulator: the classic Azure Import/Export service and the data centre that imports shipped drives, on one machine.",
-    after_help = "Exit codes: 0 success, 1 failure. `serve` stops cleanly on Ctrl-C or SIGTERM and exits 0."
+    after_help = "Exit codes: 0 success, 1 failure (`receive`: the job did not end Completed). `serve` stops cleanly on Ctrl-C or SIGTERM and exits 0."
 )]
 pub struct Cli {
     /// More log output (-v debug, -vv trace).
@@ -72,6 +74,23 @@ pub enum Command {
     Init(InitCmd),
     /// Serve the classic Import/Export API over HTTPS from DIR until Ctrl-C or SIGTERM.
     Serve(ServeCmd),
+    /// The drives of an import job arrive at the data centre: import them into the storage account and
+    /// complete the job (docs/datacentre.md).
+    Receive(ReceiveCmd),
+}
+
+/// `seedship-emulator receive`.
+#[derive(Debug, clap::Args)]
+pub struct ReceiveCmd {
+    /// The directory `init` prepared (with --storage-account).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// The job's name.
+    #[arg(long)]
+    pub job: String,
+    /// A drive (device or image file) of the job; repeat for each drive received.
+    #[arg(long = "drive", required = true)]
+    pub drives: Vec<PathBuf>,
 }
 
 /// `seedship-emulator init`.
@@ -180,6 +199,31 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
                 bound.run(shutdown_signal()).await.context("serving")
             })?;
             Ok(Exit::Success)
+        }
+        Command::Receive(cmd) => {
+            let out = datacentre::receive_and_import(&cmd.dir, &cmd.job, &cmd.drives)
+                .with_context(|| format!("receiving drives for job {}", cmd.job))?;
+            for d in &out.drives {
+                println!(
+                    "drive {}: {} ({}), {} bytes written, {} corrupted range(s); log {}/{}",
+                    d.drive_id,
+                    d.status,
+                    d.state_name(),
+                    d.bytes_written,
+                    d.ranges_corrupted,
+                    d.error_log.0,
+                    d.error_log.1
+                );
+            }
+            for id in &out.never_received {
+                println!("drive {id}: never received");
+            }
+            println!("job {}: {}", out.job, out.state);
+            Ok(if out.state == seedship_shared::api::JobState::Completed {
+                Exit::Success
+            } else {
+                Exit::Failure
+            })
         }
     }
 }

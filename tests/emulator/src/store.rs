@@ -74,6 +74,9 @@ impl Store {
             source,
         };
         let conn = Connection::open(path).map_err(db)?;
+        // `serve` and `receive` may use the database at the same time: wait for the other's write.
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(db)?;

@@ -4,6 +4,7 @@
 mod cli;
 mod client;
 mod curl;
+mod datacentre;
 mod harness;
 mod persistence;
 mod seed001;

@@ -1,0 +1,230 @@
+//! A job's drives arrive at the data centre: the stored job goes Received, Transferring, Packaging and ends
+//! Completed (every drive `Completed`) or Closed (a drive ended `CompletedMoreInfo` or never arrived), with
+//! each drive's state, copy status, bytes and log URIs in the job store so Get Job shows them.
+
+use super::import::{import_drive, DriveOutcome, ImportError, ImportSession};
+use super::{AzureContainers, ContainerStores, JobInfo};
+use crate::config::{EmulatorConfig, EmulatorDir, EmulatorError};
+use crate::store::{Store, StoreError, StoredJob};
+use seedship_shared::api::{Drive, DriveState, JobState, JobType};
+use seedship_shared::blob::Credential;
+use seedship_shared::luks::LuksHeader;
+use std::path::{Path, PathBuf};
+
+/// Why drives could not be received for a job (nothing about the job was changed).
+#[derive(Debug, thiserror::Error)]
+pub enum ReceiveError {
+    #[error(transparent)]
+    Config(#[from] Box<EmulatorError>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Import(#[from] Box<ImportError>),
+    #[error("{dir} has no storage account to import into; run `seedship-emulator init` with --storage-account, --storage-endpoint and --storage-key")]
+    NoStorageAccount { dir: PathBuf },
+    #[error("no job named {job} in the emulator at {dir}")]
+    NoSuchJob { job: String, dir: PathBuf },
+    #[error("job {job} is {state}: drives are received for an import job in Shipping or Received (set Shipping with Update Job and a DeliveryPackage)")]
+    WrongState { job: String, state: JobState },
+    #[error("job {job} is not an import job")]
+    NotImport { job: String },
+    #[error("job {job} imports into storage account {job_account}, the emulator's account is {account}")]
+    WrongAccount {
+        job: String,
+        job_account: String,
+        account: String,
+    },
+    #[error("drive {path}: cannot read its LUKS2 header ({source}); is it a seedship drive?")]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: seedship_shared::luks::LuksError,
+    },
+    #[error("drive {path} (id {drive_id}) is not in the drive list of job {job} (it lists {listed})")]
+    UnknownDrive {
+        path: PathBuf,
+        drive_id: String,
+        job: String,
+        listed: String,
+    },
+    #[error("no drive was given")]
+    NoDrive,
+}
+
+/// What became of a job.
+#[derive(Debug, Clone)]
+pub struct JobOutcome {
+    pub job: String,
+    pub state: JobState,
+    pub drives: Vec<DriveOutcome>,
+    /// Drives of the job that were not received.
+    pub never_received: Vec<String>,
+}
+
+fn drives_mut(job: &mut StoredJob) -> &mut Vec<Drive> {
+    let j = &mut job.job;
+    let top = j.drive_list.as_ref().is_some_and(|t| !t.is_empty());
+    if top || j.properties.drive_list.is_none() {
+        j.drive_list.get_or_insert_with(Vec::new)
+    } else {
+        j.properties.drive_list.get_or_insert_with(Vec::new)
+    }
+}
+
+fn set_drive(job: &mut StoredJob, id: &str, f: impl FnOnce(&mut Drive)) {
+    if let Some(d) = drives_mut(job)
+        .iter_mut()
+        .find(|d| d.drive_id.eq_ignore_ascii_case(id))
+    {
+        f(d);
+    }
+}
+
+fn set_state(store: &Store, job: &mut StoredJob, state: JobState) -> Result<(), StoreError> {
+    let now = store.now()?;
+    job.state = state;
+    job.job.properties.state = None;
+    job.finished = state.is_finished().then_some(now);
+    store.save(job)
+}
+
+/// Receives `drives` for job `job_name` of the emulator in `dir` and imports them into the storage account
+/// of its configuration (blocking; from async code call it in `spawn_blocking`).
+pub fn receive_and_import(
+    dir: &Path,
+    job_name: &str,
+    drives: &[PathBuf],
+) -> Result<JobOutcome, ReceiveError> {
+    let edir = EmulatorDir::new(dir);
+    let config = EmulatorConfig::load(&edir).map_err(Box::new)?;
+    let account = config
+        .storage_account
+        .clone()
+        .ok_or_else(|| ReceiveError::NoStorageAccount {
+            dir: dir.to_path_buf(),
+        })?;
+    let store = Store::open(&edir.database())?;
+    let mut found = None;
+    for sub in &config.subscriptions {
+        if let Some(j) = store.get(&sub.id, job_name)? {
+            found = Some(j);
+            break;
+        }
+    }
+    let mut job = found.ok_or_else(|| ReceiveError::NoSuchJob {
+        job: job_name.to_owned(),
+        dir: dir.to_path_buf(),
+    })?;
+    let stores = AzureContainers::new(
+        &account.endpoint,
+        &account.name,
+        Credential::SharedKey(account.key.clone()),
+    );
+    receive_into(&store, &mut job, &account.name, &stores, drives)
+}
+
+/// [`receive_and_import`] with the store, the job and the account's containers given.
+pub fn receive_into(
+    store: &Store,
+    job: &mut StoredJob,
+    account: &str,
+    stores: &dyn ContainerStores,
+    drives: &[PathBuf],
+) -> Result<JobOutcome, ReceiveError> {
+    let name = job.name.clone();
+    if !matches!(job.state, JobState::Shipping | JobState::Received) {
+        return Err(ReceiveError::WrongState {
+            job: name,
+            state: job.state,
+        });
+    }
+    if job.job.properties.job_type == Some(JobType::Export) {
+        return Err(ReceiveError::NotImport { job: name });
+    }
+    if job.account != account {
+        return Err(ReceiveError::WrongAccount {
+            job: name,
+            job_account: job.account.clone(),
+            account: account.to_owned(),
+        });
+    }
+    if drives.is_empty() {
+        return Err(ReceiveError::NoDrive);
+    }
+    let info = JobInfo::from_job(&job.job);
+    // Identify every drive before changing anything.
+    let mut ids = Vec::new();
+    for path in drives {
+        let file = std::fs::File::open(path).map_err(|e| ReceiveError::Unreadable {
+            path: path.clone(),
+            source: seedship_shared::luks::LuksError::Io {
+                action: "opening the drive".into(),
+                source: e,
+            },
+        })?;
+        let header = LuksHeader::read(&file).map_err(|source| ReceiveError::Unreadable {
+            path: path.clone(),
+            source,
+        })?;
+        let id = header.label().to_owned();
+        if info.drive(&id).is_none() {
+            return Err(ReceiveError::UnknownDrive {
+                path: path.clone(),
+                drive_id: id,
+                job: name,
+                listed: info
+                    .drives
+                    .iter()
+                    .map(|d| d.drive_id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        ids.push(id);
+    }
+
+    for id in &ids {
+        set_drive(job, id, |d| d.state = Some(DriveState::Received));
+    }
+    set_state(store, job, JobState::Received)?;
+    set_state(store, job, JobState::Transferring)?;
+    let mut session = ImportSession::default();
+    let mut outcomes = Vec::new();
+    for (path, id) in drives.iter().zip(&ids) {
+        set_drive(job, id, |d| d.state = Some(DriveState::Transferring));
+        store.save(job)?;
+        let out = import_drive(path, &info, stores, &mut session, store.now()?).map_err(Box::new)?;
+        set_drive(job, id, |d| {
+            d.state = Some(out.state);
+            d.copy_status = Some(out.status.as_str().to_owned());
+            d.percent_complete = Some(100);
+            d.bytes_succeeded = Some(out.bytes_written);
+            d.error_log_uri = Some(stores.blob_uri(&out.error_log.0, &out.error_log.1));
+            d.verbose_log_uri = out.verbose_log.as_ref().map(|(c, n)| stores.blob_uri(c, n));
+        });
+        store.save(job)?;
+        outcomes.push(out);
+    }
+    let mut never = Vec::new();
+    for d in drives_mut(job).iter_mut() {
+        if !ids.iter().any(|id| id.eq_ignore_ascii_case(&d.drive_id)) {
+            d.state = Some(DriveState::NeverReceived);
+            never.push(d.drive_id.clone());
+        }
+    }
+    set_state(store, job, JobState::Packaging)?;
+    let clean = never.is_empty() && outcomes.iter().all(|o| o.state == DriveState::Completed);
+    let end = if clean {
+        JobState::Completed
+    } else {
+        JobState::Closed
+    };
+    job.job.properties.percent_complete = Some(100);
+    set_state(store, job, end)?;
+    Ok(JobOutcome {
+        job: name,
+        state: end,
+        drives: outcomes,
+        never_received: never,
+    })
+}

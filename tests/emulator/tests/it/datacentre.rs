@@ -1,0 +1,558 @@
+//! The data centre's import against Azurite, with drives written by the real seedship-diskprep library.
+
+use seedship_diskprep::drive::DriveInfo;
+use seedship_diskprep::prepare::{self, PrepError, PrepEvent, PrepOptions, PrepUi};
+use seedship_diskprep::staging::StagedJob;
+use seedship_emulator::config::{EmulatorDir, StorageAccountConfig};
+use seedship_emulator::datacentre::{self, DriveLog, DriveStatus, JobOutcome};
+use seedship_emulator::store::{Store, StoredJob};
+use seedship_emulator::{init, InitOptions};
+use seedship_shared::api::{Drive, DriveState, Job, JobProperties, JobState, JobType};
+use seedship_shared::blob::{AzureOptions, AzureStore, BlobStore};
+use seedship_shared::luks::{LuksVolume, Pbkdf};
+use seedship_shared::progress::{NoProgress, Progress};
+use seedship_shared::staging::{JobDescriptor, StagedBlob, BLOBS_DIR};
+use seedship_testkit::{Azurite, AZURITE_ACCOUNT, AZURITE_KEY};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+const MIB: usize = 1 << 20;
+
+/// A deterministic pseudo-random byte stream.
+fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+struct Ui;
+
+impl PrepUi for Ui {
+    fn choose_job(&mut self, _jobs: &[StagedJob]) -> Result<usize, PrepError> {
+        Ok(0)
+    }
+    fn ask_drive(&mut self, _number: usize, _needed: u64) -> Result<Option<PathBuf>, PrepError> {
+        Ok(None)
+    }
+    fn confirm_format(&mut self, _info: &DriveInfo, _drive_id: &str) -> Result<bool, PrepError> {
+        Ok(true)
+    }
+    fn event(&mut self, _event: PrepEvent<'_>) {}
+    fn progress(&mut self, _label: &str, _total: u64) -> Box<dyn Progress> {
+        Box::new(NoProgress)
+    }
+}
+
+/// A prepared drive: image path, drive id, recovery key, manifest hash.
+struct Prepared {
+    path: PathBuf,
+    id: String,
+    key: String,
+    hash: String,
+}
+
+/// Stages `blobs` as job `job` and writes them with diskprep onto `drives` image files of 28 MiB.
+fn prepare_drives(t: &Path, job: &str, blobs: &[(&str, Vec<u8>)], drives: usize) -> Vec<Prepared> {
+    let staging = t.join("staging");
+    let dir = staging.join(job);
+    let staged = blobs
+        .iter()
+        .map(|(name, bytes)| {
+            let p = dir.join(BLOBS_DIR).join(name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, bytes).unwrap();
+            StagedBlob {
+                name: name.to_string(),
+                len: bytes.len() as u64,
+                blake3: blake3::hash(bytes).to_hex().to_string(),
+            }
+        })
+        .collect();
+    JobDescriptor {
+        format: 1,
+        job_name: job.into(),
+        subscription: "11111111-2222-3333-4444-555555555555".into(),
+        storage_account: AZURITE_ACCOUNT.into(),
+        container: "seed".into(),
+        publish_settings: "/nowhere.publishsettings".into(),
+        source_host: "dc-test".into(),
+        repository_id: "r1".into(),
+        state: seedship_shared::staging::JobState::BackupComplete,
+        created: 1_700_000_000,
+        blobs: staged,
+    }
+    .save(&dir)
+    .unwrap();
+    let opts = PrepOptions {
+        staging,
+        publish_settings: None,
+        job: Some(job.into()),
+        drives: (0..drives).map(|i| t.join(format!("{job}-d{i}.img"))).collect(),
+        create_image: Some(28 << 20),
+        yes: true,
+        verify: false,
+        key_file: None,
+        dry_run: false,
+        pbkdf: Pbkdf::Pbkdf2 { iterations: 1000 },
+        host: "dc-test".into(),
+    };
+    let plan = prepare::plan(&opts, &mut Ui).unwrap();
+    let report = prepare::execute(&plan, &opts, &mut Ui, &Default::default()).unwrap();
+    let keys = seedship_diskprep::keyfile::read(&report.key_file).unwrap();
+    report
+        .drives
+        .iter()
+        .map(|d| Prepared {
+            path: d.target.clone(),
+            id: d.drive_id.clone(),
+            key: keys
+                .iter()
+                .rev()
+                .find(|k| k.drive_id == d.drive_id)
+                .unwrap()
+                .recovery_key
+                .clone(),
+            hash: d.manifest_hash.clone(),
+        })
+        .collect()
+}
+
+/// An emulator directory whose storage account is Azurite's; returns (dir, subscription).
+fn emulator(t: &Path, az: &Azurite) -> (PathBuf, String) {
+    let dir = t.join("emu");
+    let report = init(&InitOptions {
+        dir: dir.clone(),
+        subscription_id: None,
+        subscription_name: "dc".into(),
+        storage_account: Some(StorageAccountConfig {
+            name: AZURITE_ACCOUNT.into(),
+            endpoint: az.endpoint(),
+            key: AZURITE_KEY.into(),
+        }),
+        url: None,
+        listen_port: None,
+    })
+    .unwrap();
+    (dir, report.subscription_id)
+}
+
+/// Stores job `name` in Shipping with these drives (id, key, hash).
+fn put_job(dir: &Path, sub: &str, name: &str, drives: &[(&str, &str, &str)], verbose: bool) {
+    let mut store = Store::open(&EmulatorDir::new(dir).database()).unwrap();
+    let job = Job {
+        name: name.into(),
+        properties: JobProperties {
+            storage_account_name: Some(AZURITE_ACCOUNT.into()),
+            job_type: Some(JobType::Import),
+            enable_verbose_log: Some(verbose),
+            ..Default::default()
+        },
+        drive_list: Some(
+            drives
+                .iter()
+                .map(|(id, key, hash)| Drive {
+                    drive_id: id.to_string(),
+                    bit_locker_key: Some(key.to_string()),
+                    manifest_file: Some("\\DriveManifest.xml".into()),
+                    manifest_hash: Some(hash.to_string()),
+                    state: Some(DriveState::Specified),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    let stored = StoredJob {
+        subscription: sub.into(),
+        name: name.into(),
+        account: AZURITE_ACCOUNT.into(),
+        state: JobState::Shipping,
+        job,
+        created: 0,
+        updated: 0,
+        finished: None,
+    };
+    store.put(&stored, 20).unwrap().unwrap();
+}
+
+fn container(az: &Azurite, name: &str) -> AzureStore {
+    let s = AzureStore::new(AzureOptions::from_connection_string(&az.connection_string(), name).unwrap())
+        .unwrap();
+    s.create_container().unwrap();
+    s
+}
+
+fn read_blob(store: &AzureStore, name: &str) -> Vec<u8> {
+    let len = store.properties(name).unwrap().len;
+    let mut buf = vec![0u8; len as usize];
+    store.read_at(name, 0, &mut buf).unwrap();
+    buf
+}
+
+fn read_log(az: &Azurite, (c, name): &(String, String)) -> DriveLog {
+    DriveLog::parse(&read_blob(&container(az, c), name)).unwrap()
+}
+
+fn stored(dir: &Path, sub: &str, name: &str) -> StoredJob {
+    Store::open(&EmulatorDir::new(dir).database())
+        .unwrap()
+        .get(sub, name)
+        .unwrap()
+        .unwrap()
+}
+
+fn receive(dir: &Path, job: &str, drives: &[&Prepared]) -> JobOutcome {
+    let paths: Vec<PathBuf> = drives.iter().map(|d| d.path.clone()).collect();
+    datacentre::receive_and_import(dir, job, &paths).unwrap()
+}
+
+#[test]
+fn a_blob_spanning_two_drives_is_imported_whole_and_an_existing_blob_is_renamed() {
+    let t = tempfile::tempdir().unwrap();
+    let mut disk = noise(14 * MIB, 11);
+    disk[4 * MIB..8 * MIB].fill(0);
+    let small = noise(64 << 10, 12);
+    let blobs = [("vm/disk.img", disk.clone()), ("vm/small.img", small.clone())];
+    let drives = prepare_drives(t.path(), "span", &blobs, 2);
+    assert_eq!(drives.len(), 2);
+
+    let az = Azurite::start();
+    let seed = container(&az, "seed");
+    seed.create("vm/small.img", 1024, &Default::default()).unwrap();
+    seed.write_pages("vm/small.img", 0, &[9u8; 1024]).unwrap();
+
+    let (dir, sub) = emulator(t.path(), &az);
+    let specs: Vec<(&str, &str, &str)> = drives
+        .iter()
+        .map(|d| (d.id.as_str(), d.key.as_str(), d.hash.as_str()))
+        .collect();
+    put_job(&dir, &sub, "span", &specs, true);
+    let out = receive(&dir, "span", &drives.iter().collect::<Vec<_>>());
+
+    assert_eq!(out.state, JobState::Completed, "{out:?}");
+    let written: u64 = out.drives.iter().map(|d| d.bytes_written).sum();
+    // The hole of the volume is not on the drives; everything else is.
+    assert_eq!(written, (10 * MIB + (64 << 10)) as u64);
+    for d in &out.drives {
+        assert_eq!(
+            (d.status, d.state),
+            (DriveStatus::Completed, DriveState::Completed)
+        );
+        assert_eq!(d.ranges_corrupted + d.ranges_not_written, 0);
+        let log = read_log(&az, &d.error_log);
+        assert_eq!(
+            (log.status.as_str(), log.drive_id.as_str()),
+            ("Completed", d.drive_id.as_str())
+        );
+        assert!(log.blobs.is_empty(), "the error log lists no blob: {log:?}");
+        let verbose = read_log(&az, d.verbose_log.as_ref().unwrap());
+        assert_eq!(verbose.status, "Completed");
+        assert!(verbose.blobs.iter().all(|b| b.status == "Completed"));
+        assert!(d.error_log.1.starts_with(&format!("waies/span_{}_", d.drive_id)));
+        assert!(d.error_log.1.ends_with("_error.xml"));
+        assert_eq!(d.error_log.0, "waimportexport");
+    }
+    assert_eq!(read_blob(&seed, "vm/disk.img"), disk);
+    assert_eq!(read_blob(&seed, "vm/small (2).img"), small);
+    assert_eq!(
+        read_blob(&seed, "vm/small.img"),
+        vec![9u8; 1024],
+        "the existing blob is kept"
+    );
+    let renamed = out
+        .drives
+        .iter()
+        .flat_map(|d| &d.log.blobs)
+        .find(|b| b.blob_path == "seed/vm/small.img")
+        .unwrap();
+    assert_eq!(renamed.imported_as.as_deref(), Some("seed/vm/small (2).img"));
+    assert_eq!(
+        renamed.disposition,
+        Some(("Renamed".to_owned(), "rename".to_owned()))
+    );
+
+    let job = stored(&dir, &sub, "span");
+    assert_eq!(job.state, JobState::Completed);
+    assert!(job.finished.is_some());
+    for d in job.job.drives() {
+        assert_eq!(d.state, Some(DriveState::Completed));
+        assert_eq!(d.copy_status.as_deref(), Some("Completed"));
+        assert!(d
+            .error_log_uri
+            .as_deref()
+            .unwrap()
+            .contains("/waimportexport/waies/span_"));
+    }
+    // A finished job receives nothing more.
+    let again = datacentre::receive_and_import(&dir, "span", &[drives[0].path.clone()]);
+    assert!(
+        matches!(again, Err(datacentre::ReceiveError::WrongState { .. })),
+        "{again:?}"
+    );
+}
+
+/// The payload offset of `needle` in the drive's decrypted payload.
+fn payload_offset(d: &Prepared, needle: &[u8]) -> (u64, u64) {
+    let key = seedship_shared::recovery::RecoveryKey::parse(&d.key).unwrap();
+    let file = std::fs::File::open(&d.path).unwrap();
+    let volume = LuksVolume::open(&file, key.passphrase()).unwrap();
+    let mut payload = Vec::new();
+    volume.reader(&file).read_to_end(&mut payload).unwrap();
+    let at = payload.windows(needle.len()).position(|w| w == needle).unwrap();
+    (at as u64, volume.data_offset())
+}
+
+#[test]
+fn damaged_sectors_wrong_keys_and_wrong_manifests_are_reported() {
+    let t = tempfile::tempdir().unwrap();
+    let data = noise(6 * MIB, 21);
+    let drives = prepare_drives(t.path(), "dmg", &[("vm/disk.img", data.clone())], 1);
+    let d = &drives[0];
+    // Damage the ciphertext of the sector holding blob offset 5 MiB + 4096 (in the range at 4 MiB).
+    let blob_off = 5 * MIB + 4096;
+    let (at, data_offset) = payload_offset(d, &data[blob_off..blob_off + 64]);
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new().write(true).open(&d.path).unwrap();
+        f.write_all_at(&[0xA5; 16], data_offset + at).unwrap();
+    }
+
+    let az = Azurite::start();
+    let (dir, sub) = emulator(t.path(), &az);
+    put_job(&dir, &sub, "dmg", &[(&d.id, &d.key, &d.hash)], false);
+    let out = receive(&dir, "dmg", &[d]);
+    assert_eq!(out.state, JobState::Closed);
+    let o = &out.drives[0];
+    assert_eq!(
+        (o.status, o.state),
+        (DriveStatus::CompletedWithErrors, DriveState::CompletedMoreInfo)
+    );
+    assert_eq!(o.ranges_corrupted, 1);
+    assert!(o.verbose_log.is_none());
+    let log = read_log(&az, &o.error_log);
+    assert_eq!(log.status, "CompletedWithErrors");
+    assert_eq!(log.blobs.len(), 1);
+    assert_eq!(log.blobs[0].status, "CompletedWithErrors");
+    let bad: Vec<_> = log.blobs[0]
+        .ranges
+        .iter()
+        .filter(|r| r.status == "Corrupted")
+        .collect();
+    assert_eq!(bad.len(), 1, "{log:?}");
+    let (start, end) = (bad[0].offset as usize, (bad[0].offset + bad[0].length) as usize);
+    assert!(start <= blob_off && blob_off < end);
+    let back = read_blob(&container(&az, "seed"), "vm/disk.img");
+    assert_eq!(back.len(), data.len());
+    assert_eq!(back[..start], data[..start]);
+    assert!(
+        back[start..end].iter().all(|&b| b == 0),
+        "the corrupted range is not written"
+    );
+    assert_eq!(back[end..], data[end..]);
+    let job = stored(&dir, &sub, "dmg");
+    assert_eq!(job.state, JobState::Closed);
+    assert_eq!(job.job.drives()[0].state, Some(DriveState::CompletedMoreInfo));
+    assert_eq!(
+        job.job.drives()[0].copy_status.as_deref(),
+        Some("CompletedWithErrors")
+    );
+
+    // The same drive under a job with another key, and under one with another manifest hash.
+    let other_key = seedship_shared::recovery::RecoveryKey::generate().unwrap();
+    put_job(
+        &dir,
+        &sub,
+        "wrongkey",
+        &[(&d.id, other_key.as_str(), &d.hash)],
+        false,
+    );
+    put_job(
+        &dir,
+        &sub,
+        "wronghash",
+        &[(&d.id, &d.key, &"0".repeat(32))],
+        false,
+    );
+    for (job, status) in [
+        ("wrongkey", DriveStatus::BitLockerUnlockVolumeFailed),
+        ("wronghash", DriveStatus::ManifestCorrupted),
+    ] {
+        let out = receive(&dir, job, &[d]);
+        assert_eq!(out.state, JobState::Closed, "{job}");
+        assert_eq!(out.drives[0].status, status, "{job}");
+        assert_eq!(out.drives[0].bytes_written, 0);
+        let log = read_log(&az, &out.drives[0].error_log);
+        assert_eq!((log.status.as_str(), log.blobs.len()), (status.as_str(), 0));
+    }
+
+    // A drive that is not in the job's list is refused before anything changes.
+    put_job(
+        &dir,
+        &sub,
+        "otherdrive",
+        &[("NOT-THIS-ONE", &d.key, &d.hash)],
+        false,
+    );
+    let e = datacentre::receive_and_import(&dir, "otherdrive", std::slice::from_ref(&d.path)).unwrap_err();
+    assert!(e.to_string().contains("is not in the drive list"), "{e}");
+    assert_eq!(stored(&dir, &sub, "otherdrive").state, JobState::Shipping);
+
+    // The command line: the same drive for another job; the blob exists now, so it is renamed.
+    put_job(&dir, &sub, "clijob", &[(&d.id, &d.key, &d.hash)], false);
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_seedship-emulator"))
+        .args([
+            "receive",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--job",
+            "clijob",
+            "--drive",
+        ])
+        .arg(&d.path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{text}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        text.contains("CompletedWithErrors (CompletedMoreInfo)") && text.contains("job clijob: Closed"),
+        "{text}"
+    );
+    assert!(!text.contains(&d.key), "the key is not printed");
+    let renamed = read_blob(&container(&az, "seed"), "vm/disk (2).img");
+    assert_eq!(renamed[..start], data[..start]);
+}
+
+/// Gives blobs of a prepared drive's manifest a disposition, in place (the manifest slot is padded with
+/// spaces, so the text grows into the padding); returns the new ManifestHash.
+fn set_dispositions(d: &Prepared, dispositions: &[(&str, &str)]) -> String {
+    let key = seedship_shared::recovery::RecoveryKey::parse(&d.key).unwrap();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&d.path)
+        .unwrap();
+    let volume = LuksVolume::open(&file, key.passphrase()).unwrap();
+    let mut head = vec![0u8; 256 << 10];
+    volume.read_sectors(&file, 0, &mut head).unwrap();
+    let text_at = head.windows(5).position(|w| w == b"<?xml").unwrap();
+    let end = text_at
+        + head[text_at..]
+            .windows(17)
+            .position(|w| w == b"</DriveManifest>\n")
+            .unwrap()
+        + 17;
+    let mut text = String::from_utf8(head[text_at..end].to_vec()).unwrap();
+    let grown_from = text.len();
+    for (blob, disposition) in dispositions {
+        let at = text.find(&format!("<BlobPath>{blob}</BlobPath>")).unwrap();
+        let was = "<ImportDisposition>rename</ImportDisposition>";
+        let from = at + text[at..].find(was).unwrap();
+        text.replace_range(
+            from..from + was.len(),
+            &format!("<ImportDisposition>{disposition}</ImportDisposition>"),
+        );
+    }
+    let grown = text.len() - grown_from;
+    assert!(
+        head[end..end + grown].iter().all(|&b| b == b' '),
+        "room in the padding"
+    );
+    head[text_at..end + grown].copy_from_slice(text.as_bytes());
+    volume.write_sectors(&file, 0, &mut head).unwrap();
+    let mut tar = seedship_shared::tar::TarReader::new(volume.reader(&file));
+    let mut manifest = Vec::new();
+    tar.next_entry()
+        .unwrap()
+        .unwrap()
+        .read_to_end(&mut manifest)
+        .unwrap();
+    seedship_shared::manifest::DriveManifest::parse(&manifest).expect("the edited manifest parses");
+    seedship_shared::manifest::Md5Hash::of(&manifest).to_string()
+}
+
+#[test]
+fn no_overwrite_skips_and_overwrite_replaces_existing_blobs() {
+    let t = tempfile::tempdir().unwrap();
+    let (a, b, c) = (noise(64 << 10, 31), noise(64 << 10, 32), noise(64 << 10, 33));
+    let drives = prepare_drives(
+        t.path(),
+        "disp",
+        &[("a.img", a.clone()), ("b.img", b.clone()), ("c.img", c.clone())],
+        1,
+    );
+    let d = &drives[0];
+    let hash = set_dispositions(
+        d,
+        &[
+            ("seed/a.img", "no-overwrite"),
+            ("seed/b.img", "overwrite"),
+            ("seed/c.img", "no-overwrite"),
+        ],
+    );
+
+    let az = Azurite::start();
+    let seed = container(&az, "seed");
+    for name in ["a.img", "b.img"] {
+        seed.create(name, 1024, &Default::default()).unwrap();
+        seed.write_pages(name, 0, &[9u8; 1024]).unwrap();
+    }
+    let (dir, sub) = emulator(t.path(), &az);
+    put_job(&dir, &sub, "disp", &[(&d.id, &d.key, &hash)], true);
+    let out = receive(&dir, "disp", &[d]);
+    assert_eq!(out.state, JobState::Completed, "{out:?}");
+    assert_eq!(out.drives[0].status, DriveStatus::Completed);
+
+    assert_eq!(
+        read_blob(&seed, "a.img"),
+        vec![9u8; 1024],
+        "no-overwrite keeps the blob"
+    );
+    assert_eq!(read_blob(&seed, "b.img"), b, "overwrite replaces it");
+    assert_eq!(
+        read_blob(&seed, "c.img"),
+        c,
+        "no-overwrite creates a missing blob"
+    );
+    let log = read_log(&az, out.drives[0].verbose_log.as_ref().unwrap());
+    let status = |path: &str| {
+        let blob = log.blobs.iter().find(|x| x.blob_path == path).unwrap();
+        let (st, value) = blob.disposition.clone().unwrap();
+        (
+            blob.status.clone(),
+            st,
+            value,
+            blob.ranges.iter().all(|r| r.status == "Completed"),
+        )
+    };
+    assert_eq!(
+        status("seed/a.img"),
+        ("Completed".into(), "Skipped".into(), "no-overwrite".into(), false)
+    );
+    assert_eq!(
+        status("seed/b.img"),
+        ("Completed".into(), "Overwritten".into(), "overwrite".into(), true)
+    );
+    assert_eq!(
+        status("seed/c.img"),
+        ("Completed".into(), "Created".into(), "no-overwrite".into(), true)
+    );
+    assert!(log
+        .blobs
+        .iter()
+        .find(|x| x.blob_path == "seed/a.img")
+        .unwrap()
+        .ranges
+        .iter()
+        .all(|r| r.status == "Cancelled"));
+}
