@@ -164,7 +164,7 @@ def check_drive(n, image, keyfile, work):
                     fail("%s: %s: MD5 of range at blob offset %d (+%d) does not match the manifest" % (image, blob_path, off, ln))
                 prs.append((off, ln))
                 ranges += 1
-        parts.append({"blob": blob_path, "index": index, "start": start, "end": end, "file": part_file, "ranges": prs})
+        parts.append({"blob": blob_path, "length": int(text_of(blob, "Length")), "index": index, "start": start, "end": end, "file": part_file, "ranges": prs})
     normalised = manifest.replace(drive_id.encode(), b"DRIVE").decode("utf-8").rstrip()
     return {"drive_id": drive_id, "manifest": normalised, "ranges": ranges}, parts
 
@@ -205,6 +205,8 @@ def main():
             if pt["index"] != i or pt["start"] != at:
                 fail("%s: part %d starts at %d, expected part %d at %d (a gap or overlap)" % (path, pt["index"], pt["start"], i, at))
             at = pt["end"]
+        if any(pt["length"] != b["len"] for pt in mine):
+            fail("%s: a manifest gives Length %s, the staging blob holds %d bytes" % (path, [pt["length"] for pt in mine], b["len"]))
         if at != b["len"]:
             fail("%s: parts end at %d, the staging blob holds %d bytes" % (path, at, b["len"]))
         out = os.path.join(a.work, "blob.reassembled")
