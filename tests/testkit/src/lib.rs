@@ -190,6 +190,26 @@ impl Drop for Azurite {
     }
 }
 
+/// A binary of this workspace, built next to the running test (`<target>/<profile>/<name>`; a test runs from
+/// `<target>/<profile>/deps/`). `cargo test --workspace` builds every binary before running tests; with
+/// `cargo test -p <package>` only that package's binaries are built (and the others may be stale), so build
+/// them first: `cargo build -p seedship-agent -p seedship-diskprep`. Panics with that command when missing.
+pub fn cargo_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("path of the running test");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("the test runs from <target>/<profile>/deps");
+    let p = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        p.is_file(),
+        "the binary {name} is not built ({} is missing). Build it with\n    \
+         cargo build -p {name}\nor run `cargo test --workspace`, which builds every binary first.",
+        p.display()
+    );
+    p
+}
+
 /// Runs `python3` with a script file from `tests/python/`, returning stdout; panics with stderr on failure
 /// and with the install command when the pinned packages are missing.
 pub fn run_python(script: &str, args: &[&str], env: &[(&str, &str)]) -> String {

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Throughput of seedship-diskprep into an image file on local disk, next to dd of the same bytes.
+#
+#   diskprep/bench/throughput.sh [GIB] [WORKDIR]
+#
+# GIB: size of the staging location (default 4; fractions allowed). WORKDIR: where staging and the image go
+# (default /tmp/seedship-bench; needs about 2 x GIB free and is removed at the end). Builds the release binary
+# and the make_staging example, writes a staging job of incompressible data (1 GiB volumes, job.json with
+# BLAKE3), then times:
+#   1. seedship-diskprep with its default read-back verification (--pbkdf pbkdf2, --create-image)
+#   2. seedship-diskprep --no-verify
+#   3. dd of the staging volumes into an image, bs=8M oflag=direct conv=fsync
+#   4. the same dd without oflag=direct (page cache, fsync at the end)
+# and prints GB/s (10^9 bytes per second of staging data) and the peak RSS of each diskprep run
+# (/usr/bin/time -v). The staging files are in the page cache after being written (no cache drop: the
+# figures measure diskprep's own work plus the writes, not the staging disk's read speed).
+set -euo pipefail
+
+GIB="${1:-4}"
+WORK="${2:-/tmp/seedship-bench}"
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+
+cd "$ROOT"
+cargo build --release -q -p seedship-diskprep --bin seedship-diskprep --example make_staging
+DISKPREP="$ROOT/target/release/seedship-diskprep"
+MAKE="$ROOT/target/release/examples/make_staging"
+
+need_kib=$(awk -v g="$GIB" 'BEGIN { printf "%d", g * 2.1 * 1048576 }')
+mkdir -p "$WORK"
+avail_kib=$(df -Pk "$WORK" | awk 'NR == 2 { print $4 }')
+if [ "$avail_kib" -lt "$need_kib" ]; then
+    echo "need $need_kib KiB free in $WORK, have $avail_kib" >&2
+    exit 1
+fi
+rm -rf "$WORK/staging" "$WORK/drive.img" "$WORK/dd.img"
+trap 'rm -rf "$WORK/staging" "$WORK/drive.img" "$WORK/dd.img" "$WORK/time.txt"' EXIT
+
+echo "== $(date -u +%FT%TZ) $(uname -r), $(nproc) cores, $GIB GiB staging in $WORK ($(df -PT "$WORK" | awk 'NR == 2 { print $2 }'))"
+"$MAKE" "$WORK/staging" "$GIB"
+BYTES=$(python3 -c 'import json,sys; print(sum(b["len"] for b in json.load(open(sys.argv[1]))["blobs"]))' "$WORK/staging/job1/job.json")
+IMAGE_MIB=$(( BYTES / 1048576 + 128 ))
+
+now() { date +%s.%N; }
+rate() { awk -v b="$BYTES" -v s="$1" 'BEGIN { printf "%.2f GB/s (%.1f s)", b / s / 1e9, s }'; }
+
+prep() {
+    local label="$1"; shift
+    rm -rf "$WORK/drive.img" "$WORK/staging/job1/diskprep"
+    local t0 t1
+    t0=$(now)
+    /usr/bin/time -v -o "$WORK/time.txt" "$DISKPREP" "s:$WORK/staging" --drive "$WORK/drive.img" \
+        --create-image "${IMAGE_MIB}M" --yes --pbkdf pbkdf2 -q "$@" > /dev/null
+    t1=$(now)
+    local rss cpu
+    rss=$(awk -F: '/Maximum resident set size/ { gsub(/ /, "", $2); print $2 }' "$WORK/time.txt")
+    cpu=$(awk -F: '/User time|System time/ { s += $2 } END { printf "%.1f", s }' "$WORK/time.txt")
+    echo "$label: $(rate "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')"), CPU ${cpu} s (user+sys), peak RSS $((rss / 1024)) MiB"
+}
+
+prep "diskprep (read-back verify)"
+prep "diskprep --no-verify" --no-verify
+rm -rf "$WORK/drive.img" "$WORK/staging/job1/diskprep"
+
+dd_all() {
+    local label="$1"; shift
+    rm -f "$WORK/dd.img"
+    local t0 t1 i=0
+    t0=$(now)
+    for v in "$WORK"/staging/job1/blobs/data/*; do
+        dd if="$v" of="$WORK/dd.img" bs=8M seek=$((i * 128)) conv=notrunc,fsync "$@" status=none
+        i=$((i + 1))
+    done
+    t1=$(now)
+    echo "$label: $(rate "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')")"
+}
+dd_all "dd bs=8M oflag=direct conv=fsync" oflag=direct
+dd_all "dd bs=8M conv=fsync"
