@@ -1,6 +1,7 @@
 //! Writing one drive: the parts of its [`DrivePlan`] as tar members of the encrypted payload, each
-//! segment hashed on the way (MD5 for the manifest, xxh3-128 for the read-back check), with a durable
-//! checkpoint after every batch so that an interrupted copy resumes at the last checkpoint.
+//! segment hashed on the way (MD5 for the manifest, xxh3-128 for the read-back check), with durable
+//! checkpoints (about 16 per drive, between one batch and 1 GiB apart) so that an interrupted copy resumes
+//! at the last one.
 //!
 //! Reading and hashing run in a thread of their own, a batch ahead of encrypting and writing, and the MD5s
 //! of a batch's segments are computed in parallel (MD5 is sequential within a segment, so segments are the
@@ -23,8 +24,10 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
-/// Bytes read, hashed and written between two checkpoints.
+/// Bytes read and hashed at a time (whole segments).
 pub const BATCH: u64 = 32 << 20;
+/// The most payload written between two checkpoints (drive synced, journal record).
+pub const CHECKPOINT_MAX: u64 = 1 << 30;
 
 /// What the copy learnt about one segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,6 +137,26 @@ pub fn copy_parts(
         let reader = s.spawn(move || read_batches(plan, store, first_part, content_from, &tx));
         // The first part whose header is not written yet.
         let mut next_header = first_part;
+        // Segments hashed since the last checkpoint, and the payload offset progress has counted to.
+        let mut pending: Vec<SegmentRecord> = Vec::new();
+        let mut counted = done.payload_offset;
+        // Syncing the drive stalls the pipeline: checkpoint about 16 times per drive, at least every batch
+        // and at most every GiB, so a small drive resumes finely and a large one keeps the disk streaming.
+        let interval = (plan.payload_len / 16).clamp(BATCH, CHECKPOINT_MAX);
+        let checkpoint = |payload: &mut PayloadWriter<'_>,
+                          sink: &mut dyn CheckpointSink,
+                          done: &mut Checkpoint,
+                          pending: &mut Vec<SegmentRecord>| {
+            payload.sync().map_err(|e| write_err(payload.position(), e))?;
+            sink.checkpoint(payload.position(), pending)
+                .map_err(|source| CopyError::Journal {
+                    drive: drive.to_owned(),
+                    source,
+                })?;
+            done.payload_offset = payload.position();
+            done.segments.append(pending);
+            Ok::<(), CopyError>(())
+        };
         let write = |payload: &mut PayloadWriter<'_>, bytes: &[u8]| {
             payload
                 .write_all(bytes)
@@ -158,16 +181,14 @@ pub fn copy_parts(
                 let pad = (part.size().div_ceil(BLOCK) * BLOCK - part.size()) as usize;
                 write(payload, &[0u8; BLOCK as usize][..pad])?;
             }
-            payload.sync().map_err(|e| write_err(payload.position(), e))?;
-            sink.checkpoint(payload.position(), &batch.segments)
-                .map_err(|source| CopyError::Journal {
-                    drive: drive.to_owned(),
-                    source,
-                })?;
-            progress.inc(payload.position() - done.payload_offset);
-            done.payload_offset = payload.position();
-            done.segments.extend(batch.segments);
-            if cancel.load(Ordering::Relaxed) {
+            progress.inc(payload.position() - counted);
+            counted = payload.position();
+            pending.extend(batch.segments);
+            let stop = cancel.load(Ordering::Relaxed);
+            if stop || payload.position() - done.payload_offset >= interval {
+                checkpoint(payload, sink, &mut done, &mut pending)?;
+            }
+            if stop {
                 return Err(CopyError::Interrupted {
                     drive: drive.to_owned(),
                     offset: done.payload_offset,
@@ -179,7 +200,6 @@ pub fn copy_parts(
             write(payload, &member_header(layout, &plan.parts[next_header])?)?;
             next_header += 1;
         }
-        payload.sync().map_err(|e| write_err(payload.position(), e))?;
         if payload.position() != data_end {
             return Err(CopyError::JournalMismatch {
                 drive: drive.to_owned(),
@@ -189,12 +209,7 @@ pub fn copy_parts(
                 ),
             });
         }
-        sink.checkpoint(data_end, &[])
-            .map_err(|source| CopyError::Journal {
-                drive: drive.to_owned(),
-                source,
-            })?;
-        done.payload_offset = data_end;
+        checkpoint(payload, sink, &mut done, &mut pending)?;
         Ok(done)
     })
 }
@@ -558,13 +573,13 @@ mod tests {
             "the end-of-archive marker follows"
         );
 
-        // Interrupted after two checkpoints, then resumed from what was recorded: the same bytes.
+        // Interrupted after the first checkpoint, then resumed from what was recorded: the same bytes.
         let cancel = AtomicBool::new(false);
         let resumed = MemDevice {
             bytes: Mutex::new(vec![]),
             fail_from: None,
         };
-        let mut sink = CancelAfter(2, &cancel, Recorder::default());
+        let mut sink = CancelAfter(1, &cancel, Recorder::default());
         let e = run(&resumed, drive, &store, Checkpoint::default(), &mut sink, &cancel).unwrap_err();
         assert!(matches!(e, CopyError::Interrupted { .. }), "{e}");
         let (at, _) = *sink.2 .0.last().unwrap();

@@ -80,15 +80,23 @@ fn agent_staging(root: &Path) -> PathBuf {
     staging
 }
 
-/// The diskprep command of a drive set: `s:<staging> --drive ... --create-image SIZE --yes --pbkdf pbkdf2`.
+/// The diskprep command of a drive set: `s:<staging> --drive ... --create-image SIZE --yes --pbkdf pbkdf2`,
+/// without creating the import job (no service runs in these tests).
 fn prep_cmd(staging: &Path, drives: &[PathBuf], image: &str) -> Command {
     let mut c = Command::new(cargo_bin("seedship-diskprep"));
     c.arg(format!("s:{}", staging.display()));
     for d in drives {
         c.arg("--drive").arg(d);
     }
-    c.args(["--create-image", image, "--yes", "--pbkdf", "pbkdf2"])
-        .stdin(Stdio::null());
+    c.args([
+        "--create-image",
+        image,
+        "--yes",
+        "--pbkdf",
+        "pbkdf2",
+        "--no-create-job",
+    ])
+    .stdin(Stdio::null());
     c
 }
 
@@ -346,7 +354,14 @@ fn a_write_error_on_the_drive_mid_copy_names_the_drive_and_offset() {
             .arg("bash")
             .arg(cargo_bin("seedship-diskprep"))
             .arg(format!("s:{}", staging.display()))
-            .args(["--drive", s(&img), "--yes", "--pbkdf", "pbkdf2"])
+            .args([
+                "--drive",
+                s(&img),
+                "--yes",
+                "--pbkdf",
+                "pbkdf2",
+                "--no-create-job",
+            ])
             .stdin(Stdio::null()),
     );
     let out = text(&o);
