@@ -49,7 +49,7 @@ prep() {
     local t0 t1
     t0=$(now)
     /usr/bin/time -v -o "$WORK/time.txt" "$DISKPREP" "s:$WORK/staging" --drive "$WORK/drive.img" \
-        --create-image "${IMAGE_MIB}M" --yes --pbkdf pbkdf2 -q "$@" > /dev/null
+        --create-image "${IMAGE_MIB}M" --yes --pbkdf pbkdf2 --no-create-job -q "$@" > /dev/null
     t1=$(now)
     local rss cpu
     rss=$(awk -F: '/Maximum resident set size/ { gsub(/ /, "", $2); print $2 }' "$WORK/time.txt")
