@@ -1,7 +1,7 @@
 //! Command-line tests of seedship-diskprep: one test binary, with the harness at the top.
 
+use seedship_e2e::{descriptor, noise, stage_job};
 use seedship_shared::host::hostname;
-use seedship_shared::staging::{JobDescriptor, JobState, StagedBlob, BLOBS_DIR};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -23,61 +23,13 @@ fn text(o: &Output) -> String {
     )
 }
 
-/// A deterministic pseudo-random byte stream.
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
-/// Writes a ready job under `staging/<job>`: blobs (name, bytes), source host `host`.
-fn make_job(staging: &Path, job: &str, host: &str, blobs: &[(&str, Vec<u8>)]) -> PathBuf {
-    let dir = staging.join(job);
-    let staged = blobs
-        .iter()
-        .map(|(name, bytes)| {
-            let p = dir.join(BLOBS_DIR).join(name);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(&p, bytes).unwrap();
-            StagedBlob {
-                name: name.to_string(),
-                len: bytes.len() as u64,
-                blake3: blake3::hash(bytes).to_hex().to_string(),
-            }
-        })
-        .collect();
-    JobDescriptor {
-        format: 1,
-        job_name: job.into(),
-        subscription: "11111111-2222-3333-4444-555555555555".into(),
-        storage_account: "seedacct".into(),
-        container: "seed".into(),
-        publish_settings: "/nowhere.publishsettings".into(),
-        source_host: host.into(),
-        repository_id: "r1".into(),
-        state: JobState::BackupComplete,
-        created: 1_700_000_000,
-        blobs: staged,
-    }
-    .save(&dir)
-    .unwrap();
-    dir
-}
-
 /// A job of about 52 MiB: a config page, a 40 MiB volume with a hole, an 8 MiB index, an empty blob.
 fn standard_job(staging: &Path) -> PathBuf {
     let mut volume = noise(40 << 20, 7);
     volume[10 << 20..14 << 20].fill(0);
-    make_job(
+    stage_job(
         staging,
-        "job1",
-        &hostname(),
+        descriptor("job1", &hostname()),
         &[
             ("config", noise(512, 1)),
             ("data/0000", volume),
@@ -229,7 +181,11 @@ fn refusals_name_the_problem_and_write_nothing() {
 fn another_machine_needs_the_publish_settings() {
     let t = tempfile::tempdir().unwrap();
     let staging = t.path().join("staging");
-    make_job(&staging, "job2", "some-other-host", &[("config", noise(512, 1))]);
+    stage_job(
+        &staging,
+        descriptor("job2", "some-other-host"),
+        &[("config", noise(512, 1))],
+    );
     let img = t.path().join("d.img").display().to_string();
     let o = diskprep(&[
         &format!("s:{}", staging.display()),

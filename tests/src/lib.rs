@@ -68,3 +68,43 @@ pub fn recovery_keys(key_file: &Path) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// The descriptor of a ready job `job` whose source machine is `host`, with fixed test values for the rest;
+/// callers change what their test needs, then [`stage_job`] writes it with its blobs.
+pub fn descriptor(job: &str, host: &str) -> seedship_shared::staging::JobDescriptor {
+    seedship_shared::staging::JobDescriptor {
+        format: 1,
+        job_name: job.into(),
+        subscription: "11111111-2222-3333-4444-555555555555".into(),
+        storage_account: "seedacct".into(),
+        container: "seed".into(),
+        publish_settings: "/nowhere.publishsettings".into(),
+        source_host: host.into(),
+        repository_id: "r1".into(),
+        state: seedship_shared::staging::JobState::BackupComplete,
+        created: 1_700_000_000,
+        blobs: Vec::new(),
+    }
+}
+
+/// Stages a job as the agent leaves it: `blobs` (name, bytes) under `<staging>/<job>/blobs/` and the job
+/// descriptor, completed with each blob's length and BLAKE3. Returns the job folder.
+pub fn stage_job(
+    staging: &Path,
+    mut descriptor: seedship_shared::staging::JobDescriptor,
+    blobs: &[(&str, Vec<u8>)],
+) -> std::path::PathBuf {
+    let dir = staging.join(&descriptor.job_name);
+    for (name, bytes) in blobs {
+        let p = dir.join(seedship_shared::staging::BLOBS_DIR).join(name);
+        std::fs::create_dir_all(p.parent().expect("a blob path has a parent")).expect("staging folder");
+        std::fs::write(&p, bytes).expect("staging blob");
+        descriptor.blobs.push(seedship_shared::staging::StagedBlob {
+            name: name.to_string(),
+            len: bytes.len() as u64,
+            blake3: blake3::hash(bytes).to_hex().to_string(),
+        });
+    }
+    descriptor.save(&dir).expect("job descriptor");
+    dir
+}

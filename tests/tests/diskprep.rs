@@ -5,9 +5,9 @@
 //! error on the drive mid-copy.
 
 use seedship_e2e::testkit::{cargo_bin, run_python};
-use seedship_e2e::{allocated, half_compressible, noise, output, recovery_keys, text};
+use seedship_e2e::{allocated, descriptor, half_compressible, noise, output, recovery_keys, stage_job, text};
 use seedship_shared::host::hostname;
-use seedship_shared::staging::{JobDescriptor, JobState, StagedBlob, BLOBS_DIR};
+use seedship_shared::staging::JobDescriptor;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -240,43 +240,21 @@ fn agent_staging_spans_three_drives_every_byte_once_and_resumes_after_sigkill() 
 
 /// Writes a ready job of ~30 MiB under `staging/job1` (as the agent would) and returns its folder.
 fn small_job(staging: &Path) -> PathBuf {
-    let dir = staging.join("job1");
     let mut volume = noise(26 << 20, 5);
     volume[8 << 20..12 << 20].fill(0);
-    let blobs: Vec<(&str, Vec<u8>)> = vec![
-        ("config", noise(512, 1)),
-        ("data/00000000", volume),
-        ("index/00", noise(4 << 20, 2)),
-    ];
-    let staged = blobs
-        .iter()
-        .map(|(name, bytes)| {
-            let p = dir.join(BLOBS_DIR).join(name);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(&p, bytes).unwrap();
-            StagedBlob {
-                name: name.to_string(),
-                len: bytes.len() as u64,
-                blake3: blake3::hash(bytes).to_hex().to_string(),
-            }
-        })
-        .collect();
-    JobDescriptor {
-        format: 1,
-        job_name: "job1".into(),
-        subscription: SUB.into(),
-        storage_account: "acct1".into(),
-        container: "seed1".into(),
-        publish_settings: "/nowhere.publishsettings".into(),
-        source_host: hostname(),
-        repository_id: "r1".into(),
-        state: JobState::BackupComplete,
-        created: 1_700_000_000,
-        blobs: staged,
-    }
-    .save(&dir)
-    .unwrap();
-    dir
+    let mut d = descriptor("job1", &hostname());
+    d.subscription = SUB.into();
+    d.storage_account = "acct1".into();
+    d.container = "seed1".into();
+    stage_job(
+        staging,
+        d,
+        &[
+            ("config", noise(512, 1)),
+            ("data/00000000", volume),
+            ("index/00", noise(4 << 20, 2)),
+        ],
+    )
 }
 
 /// BLAKE3 of every file under `dir` except diskprep's own folder, by relative path.

@@ -1,11 +1,11 @@
 //! The harness of tests/api.rs: an in-process emulator, the diskprep binary (plain and on a pseudo-terminal),
 //! and a small staged job.
 
+use seedship_e2e::{descriptor, noise, stage_job};
 use seedship_emulator::{InitOptions, ServeConfig};
 use seedship_shared::api::{ApiClientOptions, BlockingApiClient};
 use seedship_shared::host::hostname;
 use seedship_shared::publish_settings::PublishSettings;
-use seedship_shared::staging::{JobDescriptor, JobState as StagingState, StagedBlob, BLOBS_DIR};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -151,39 +151,11 @@ pub fn text(o: &Output) -> String {
 /// A small ready job `name` under `staging`, made by the source machine (this one), whose descriptor names the
 /// emulator's publish-settings file.
 pub fn make_job(staging: &Path, name: &str, publish_settings: &Path) -> PathBuf {
-    let dir = staging.join(name);
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let bytes: Vec<u8> = (0..(3 << 20))
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    let p = dir.join(BLOBS_DIR).join("data/0000");
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(&p, &bytes).unwrap();
-    JobDescriptor {
-        format: 1,
-        job_name: name.into(),
-        subscription: SUB.into(),
-        storage_account: ACCOUNT.into(),
-        container: "seed".into(),
-        publish_settings: publish_settings.to_path_buf(),
-        source_host: hostname(),
-        repository_id: "r1".into(),
-        state: StagingState::BackupComplete,
-        created: 1_700_000_000,
-        blobs: vec![StagedBlob {
-            name: "data/0000".into(),
-            len: bytes.len() as u64,
-            blake3: blake3::hash(&bytes).to_hex().to_string(),
-        }],
-    }
-    .save(&dir)
-    .unwrap();
-    dir
+    let mut d = descriptor(name, &hostname());
+    d.subscription = SUB.into();
+    d.storage_account = ACCOUNT.into();
+    d.publish_settings = publish_settings.to_path_buf();
+    stage_job(staging, d, &[("data/0000", noise(3 << 20, 1))])
 }
 
 pub fn key_file_ids(job_dir: &Path) -> Vec<String> {

@@ -3,6 +3,7 @@
 use seedship_diskprep::drive::DriveInfo;
 use seedship_diskprep::prepare::{self, PrepError, PrepEvent, PrepOptions, PrepUi};
 use seedship_diskprep::staging::StagedJob;
+use seedship_e2e::{descriptor, noise, stage_job};
 use seedship_emulator::config::{EmulatorDir, StorageAccountConfig};
 use seedship_emulator::datacentre::{self, DriveLog, DriveStatus, JobOutcome};
 use seedship_emulator::store::{Store, StoredJob};
@@ -11,25 +12,11 @@ use seedship_shared::api::{Drive, DriveState, Job, JobProperties, JobState, JobT
 use seedship_shared::blob::{AzureOptions, AzureStore, BlobStore};
 use seedship_shared::luks::{LuksVolume, Pbkdf};
 use seedship_shared::progress::{NoProgress, Progress};
-use seedship_shared::staging::{JobDescriptor, StagedBlob, BLOBS_DIR};
 use seedship_testkit::{Azurite, AZURITE_ACCOUNT, AZURITE_KEY};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 const MIB: usize = 1 << 20;
-
-/// A deterministic pseudo-random byte stream.
-fn noise(n: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
 
 struct Ui;
 
@@ -60,35 +47,9 @@ struct Prepared {
 /// Stages `blobs` as job `job` and writes them with diskprep onto `drives` image files of 28 MiB.
 fn prepare_drives(t: &Path, job: &str, blobs: &[(&str, Vec<u8>)], drives: usize) -> Vec<Prepared> {
     let staging = t.join("staging");
-    let dir = staging.join(job);
-    let staged = blobs
-        .iter()
-        .map(|(name, bytes)| {
-            let p = dir.join(BLOBS_DIR).join(name);
-            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-            std::fs::write(&p, bytes).unwrap();
-            StagedBlob {
-                name: name.to_string(),
-                len: bytes.len() as u64,
-                blake3: blake3::hash(bytes).to_hex().to_string(),
-            }
-        })
-        .collect();
-    JobDescriptor {
-        format: 1,
-        job_name: job.into(),
-        subscription: "11111111-2222-3333-4444-555555555555".into(),
-        storage_account: AZURITE_ACCOUNT.into(),
-        container: "seed".into(),
-        publish_settings: "/nowhere.publishsettings".into(),
-        source_host: "dc-test".into(),
-        repository_id: "r1".into(),
-        state: seedship_shared::staging::JobState::BackupComplete,
-        created: 1_700_000_000,
-        blobs: staged,
-    }
-    .save(&dir)
-    .unwrap();
+    let mut d = descriptor(job, "dc-test");
+    d.storage_account = AZURITE_ACCOUNT.into();
+    stage_job(&staging, d, blobs);
     let opts = PrepOptions {
         staging,
         publish_settings: None,
