@@ -11,6 +11,7 @@ use crate::layout::{DriveLayout, MANIFEST_NAME};
 use crate::payload::{DriveTarget, PayloadReader};
 use crate::plan::DrivePlan;
 use md5::{Digest, Md5};
+use seedship_shared::manifest::ranges::is_all_zero;
 use seedship_shared::progress::Progress;
 use seedship_shared::tar::{TarError, TarReader};
 use std::io::Read;
@@ -196,14 +197,10 @@ pub fn verify_drive(
                 member: member.clone(),
                 source,
             };
-            while at < offset {
-                let n = (offset - at).min(buf.len() as u64) as usize;
-                entry.read_exact(&mut buf[..n]).map_err(read_err)?;
-                if buf[..n].iter().any(|&b| b != 0) {
-                    return Err(mismatch(at));
-                }
-                at += n as u64;
+            if let Some(bad) = read_zeros(&mut entry, at, offset, &mut buf).map_err(read_err)? {
+                return Err(mismatch(bad));
             }
+            at = offset;
             if len == 0 {
                 continue;
             }
@@ -295,13 +292,9 @@ pub fn verify_written(
         };
         for seg in &part.segments {
             // The gap before the segment holds zeros.
-            while at < seg.start {
-                let n = (seg.start - at).min(buf.len() as u64) as usize;
-                entry.read_exact(&mut buf[..n]).map_err(read_err)?;
-                if buf[..n].iter().any(|&b| b != 0) {
-                    return Err(mismatch(at, at + n as u64));
-                }
-                at += n as u64;
+            if let Some(bad) = read_zeros(&mut entry, at, seg.start, &mut buf).map_err(read_err)? {
+                let end = (bad + buf.len() as u64).min(seg.start);
+                return Err(mismatch(bad, end));
             }
             let n = (seg.end - seg.start) as usize;
             entry.read_exact(&mut buf[..n]).map_err(read_err)?;
@@ -348,4 +341,19 @@ fn expect_member<'t, R: Read>(
             source,
         }),
     }
+}
+
+/// Reads the bytes `from..to` of a member (the gap between two ranges), which must all be zero; returns the
+/// offset of the first chunk that is not.
+fn read_zeros(entry: &mut impl Read, from: u64, to: u64, buf: &mut [u8]) -> std::io::Result<Option<u64>> {
+    let mut at = from;
+    while at < to {
+        let n = (to - at).min(buf.len() as u64) as usize;
+        entry.read_exact(&mut buf[..n])?;
+        if !is_all_zero(&buf[..n]) {
+            return Ok(Some(at));
+        }
+        at += n as u64;
+    }
+    Ok(None)
 }
