@@ -2,7 +2,7 @@
 
 use crate::policy::{self, Mode, Policy};
 use crate::progress::{Counters, Display};
-use crate::store::open_staging_store;
+use crate::store::{open_repo_store, open_staging_store};
 use crate::{BackupCmd, CheckCmd, Cli, Exit, RestoreCmd, StartCmd};
 use anyhow::{bail, Context};
 use seedship_shared::publish_settings::PublishSettings;
@@ -80,6 +80,7 @@ pub fn offline_start(cli: &Cli, c: &StartCmd) -> anyhow::Result<Exit> {
         staging,
         job: c.job_name.clone(),
         source_bytes: total,
+        vault: None,
     };
     let store = open_staging_store(&pol.blobs_dir());
     let opts = RepoOptions {
@@ -133,7 +134,7 @@ fn du(p: &Path) -> u64 {
 /// `<state-dir>/cache/<job>/` (`check` reads the store itself).
 fn open_repo(cli: &Cli, pol: &Policy, cached: bool) -> anyhow::Result<Arc<Repository>> {
     let pass = policy::passphrase(cli.passphrase_file.as_deref(), false)?;
-    let mut store = open_staging_store(&pol.blobs_dir());
+    let mut store = open_repo_store(pol)?;
     if cached {
         let dir = cli.state_dir.join("cache").join(&pol.job);
         store = Arc::new(CachedStore::new(store, &dir));

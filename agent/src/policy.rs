@@ -1,7 +1,8 @@
 //! The agent's state directory and backup policy, name validation and passphrase input.
 //!
 //! `<state-dir>/policy.json` records what `offline start` set up: the sources, the staging location, the job
-//! and the mode. The passphrase is never stored.
+//! and the mode; after the import job completes, the agent records the vault it moved into and switches the
+//! mode to online. The passphrase and the storage account key are never stored.
 
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
@@ -14,6 +15,22 @@ use std::path::{Path, PathBuf};
 pub enum Mode {
     /// Into the staging location, for offline seeding.
     Offline,
+    /// Into the vault container over the network, after the import job completed.
+    Online,
+}
+
+/// The vault: the container the imported blobs were copied into, where incremental backups go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VaultTarget {
+    /// The blob endpoint: `https://<account>.blob.core.windows.net`, or path style with the account for
+    /// Azurite (`http://127.0.0.1:10000/devstoreaccount1`).
+    pub endpoint: String,
+    /// The storage account (the import job's).
+    pub account: String,
+    /// The vault container.
+    pub container: String,
+    /// When the import was moved into the vault (seconds since the epoch).
+    pub since: u64,
 }
 
 /// The policy file.
@@ -26,6 +43,9 @@ pub struct Policy {
     /// Bytes the sources occupied at `offline start` (progress estimate of the first backup).
     #[serde(default)]
     pub source_bytes: u64,
+    /// The vault, once the import job completed and its blobs were copied there (mode `online`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault: Option<VaultTarget>,
 }
 
 impl Policy {

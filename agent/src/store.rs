@@ -1,14 +1,53 @@
-//! The staging store: where `blobs/` of a job lives.
+//! Where the repository lives: the staging location (offline mode) or the vault container (online mode).
 //!
-//! [`open_staging_store`] is the one place that chooses the implementation: the shared
-//! [`LocalStore`] (a directory is the container, objects are sparse files at their relative path, made durable
-//! before a write returns, metadata in sidecars under the reserved `.seedship/` folder that listing skips).
+//! [`open_repo_store`] is the one place that chooses the implementation: the shared [`LocalStore`] for a
+//! staging job's `blobs/` directory (a directory is the container, objects are sparse files at their relative
+//! path, made durable before a write returns), or an [`AzureStore`] on the vault container wrapped in a
+//! [`RetryStore`], authorised with the storage account key from `SEEDSHIP_STORAGE_KEY` (never stored).
 
-use seedship_shared::blob::{BlobStore, LocalStore};
+use crate::policy::{Mode, Policy, VaultTarget};
+use anyhow::{bail, Context};
+use seedship_shared::blob::{
+    AzureOptions, AzureStore, BlobStore, Credential, LocalStore, RetryPolicy, RetryStore,
+};
 use std::path::Path;
 use std::sync::Arc;
+
+/// The environment variable holding the storage account key (Base64, as the portal shows it).
+pub const STORAGE_KEY_ENV: &str = "SEEDSHIP_STORAGE_KEY";
 
 /// The store of a staging job folder's `blobs/` directory.
 pub fn open_staging_store(dir: &Path) -> Arc<dyn BlobStore> {
     Arc::new(LocalStore::new(dir))
+}
+
+/// The storage account key from the environment, or an error that says how to give it.
+pub fn storage_credential(account: &str) -> anyhow::Result<Credential> {
+    match std::env::var(STORAGE_KEY_ENV) {
+        Ok(k) if !k.trim().is_empty() => Ok(Credential::SharedKey(k.trim().to_owned())),
+        _ => bail!(
+            "no key for storage account {account}: set {STORAGE_KEY_ENV} (in /etc/seedship/agent.env for \
+             scheduled backups)"
+        ),
+    }
+}
+
+/// A container of the vault's storage account, with retries.
+pub fn open_container(vault: &VaultTarget, container: &str) -> anyhow::Result<Arc<dyn BlobStore>> {
+    let cred = storage_credential(&vault.account)?;
+    let opts = AzureOptions::new(&vault.endpoint, &vault.account, container, cred);
+    let store = AzureStore::new(opts)
+        .with_context(|| format!("cannot open container {container} at {}", vault.endpoint))?;
+    Ok(Arc::new(RetryStore::new(store, RetryPolicy::default())))
+}
+
+/// The store the policy's repository lives in: staging while offline, the vault once online.
+pub fn open_repo_store(pol: &Policy) -> anyhow::Result<Arc<dyn BlobStore>> {
+    match (pol.mode, &pol.vault) {
+        (Mode::Offline, _) => Ok(open_staging_store(&pol.blobs_dir())),
+        (Mode::Online, Some(v)) => open_container(v, &v.container),
+        (Mode::Online, None) => bail!(
+            "the policy is online but names no vault; restore policy.json from a backup of the state directory"
+        ),
+    }
 }
