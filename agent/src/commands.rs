@@ -282,7 +282,7 @@ pub fn restore(cli: &Cli, c: &RestoreCmd) -> anyhow::Result<Exit> {
     let pol = Policy::load(&cli.state_dir)?;
     let repo = open_repo(cli, &pol, true)?;
     let (id, snap) = repo.find_snapshot(&c.snapshot)?;
-    let st = crate::restore::restore(&repo, &snap.tree, &c.target, &c.includes)?;
+    let st = crate::restore::restore(&repo, &snap.tree, &c.target, &c.includes, c.numeric_owner)?;
     for w in &st.warnings {
         eprintln!("warning: {w}");
     }

@@ -36,6 +36,71 @@ impl Names {
     }
 }
 
+/// Maps the owner names recorded at backup time to this machine's ids at restore time (as tar does): a name
+/// that exists here wins over the recorded id; without a name, or with `numeric`, the recorded id is used.
+#[derive(Debug, Default)]
+pub struct Owners {
+    numeric: bool,
+    users: Mutex<HashMap<String, Option<u32>>>,
+    groups: Mutex<HashMap<String, Option<u32>>>,
+}
+
+impl Owners {
+    /// `numeric`: use the recorded ids only (`restore --numeric-owner`).
+    pub fn new(numeric: bool) -> Owners {
+        Owners {
+            numeric,
+            ..Default::default()
+        }
+    }
+
+    /// The uid and gid a restored node gets.
+    pub fn ids(&self, node: &Node) -> (u32, u32) {
+        if self.numeric {
+            return (node.uid, node.gid);
+        }
+        let uid = node
+            .user
+            .as_ref()
+            .and_then(|n| {
+                let mut m = self.users.lock().expect("lock");
+                *m.entry(n.clone()).or_insert_with(|| uid_of(n))
+            })
+            .unwrap_or(node.uid);
+        let gid = node
+            .group
+            .as_ref()
+            .and_then(|n| {
+                let mut m = self.groups.lock().expect("lock");
+                *m.entry(n.clone()).or_insert_with(|| gid_of(n))
+            })
+            .unwrap_or(node.gid);
+        (uid, gid)
+    }
+}
+
+fn uid_of(name: &str) -> Option<u32> {
+    let c = CString::new(name).ok()?;
+    let mut buf = vec![0 as libc::c_char; 16384];
+    // SAFETY: all-zero passwd is a valid out parameter; buffers outlive the call.
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut res = std::ptr::null_mut();
+    // SAFETY: arguments point at live, correctly sized buffers and a NUL-terminated name.
+    let rc = unsafe { libc::getpwnam_r(c.as_ptr(), &mut pw, buf.as_mut_ptr(), buf.len(), &mut res) };
+    (rc == 0 && !res.is_null()).then_some(pw.pw_uid)
+}
+
+fn gid_of(name: &str) -> Option<u32> {
+    let c = CString::new(name).ok()?;
+    let mut buf = vec![0 as libc::c_char; 16384];
+    // SAFETY: as in uid_of.
+    let mut gr: libc::group = unsafe { std::mem::zeroed() };
+    let mut res = std::ptr::null_mut();
+    // SAFETY: as in uid_of.
+    let rc = unsafe { libc::getgrnam_r(c.as_ptr(), &mut gr, buf.as_mut_ptr(), buf.len(), &mut res) };
+    (rc == 0 && !res.is_null()).then_some(gr.gr_gid)
+}
+
 fn lookup_user(uid: u32) -> Option<String> {
     let mut buf = vec![0 as libc::c_char; 16384];
     // SAFETY: all-zero passwd is a valid out parameter; buffers outlive the call.
@@ -195,14 +260,15 @@ fn split_bytes(b: &[u8]) -> (String, Option<String>) {
     }
 }
 
-/// Applies owner (when permitted), mode, extended attributes and times to a restored node. Returns the
-/// things that could not be applied, as messages.
-pub fn apply(path: &Path, node: &Node, is_root: bool) -> std::io::Result<Vec<String>> {
+/// Applies owner (with `owners`, i.e. when running as root), mode, extended attributes and times to a
+/// restored node. Returns the things that could not be applied, as messages.
+pub fn apply(path: &Path, node: &Node, owners: Option<&Owners>) -> std::io::Result<Vec<String>> {
     let c = cpath(path)?;
     let mut warnings = vec![];
-    if is_root {
+    if let Some(owners) = owners {
+        let (uid, gid) = owners.ids(node);
         // SAFETY: valid C string.
-        if unsafe { libc::lchown(c.as_ptr(), node.uid, node.gid) } != 0 {
+        if unsafe { libc::lchown(c.as_ptr(), uid, gid) } != 0 {
             warnings.push(format!(
                 "{}: chown: {}",
                 path.display(),
@@ -277,4 +343,53 @@ pub fn make_special(path: &Path, node: &Node) -> std::io::Result<()> {
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(user: Option<&str>, uid: u32, group: Option<&str>, gid: u32) -> Node {
+        Node {
+            name: "f".into(),
+            name_raw: None,
+            kind: NodeKind::File,
+            mode: 0o644,
+            uid,
+            gid,
+            user: user.map(str::to_owned),
+            group: group.map(str::to_owned),
+            mtime: 0,
+            mtime_nsec: 0,
+            ctime: 0,
+            ctime_nsec: 0,
+            dev: 0,
+            ino: 0,
+            nlink: 1,
+            size: 0,
+            rdev: 0,
+            target: None,
+            target_raw: None,
+            xattrs: vec![],
+            content: vec![],
+            subtree: None,
+        }
+    }
+
+    #[test]
+    fn owner_names_win_over_recorded_ids() {
+        let o = Owners::new(false);
+        // "root" is uid 0 and gid 0 on every Linux machine, whatever id the backup machine had
+        assert_eq!(o.ids(&node(Some("root"), 4321, Some("root"), 8765)), (0, 0));
+        // an unknown name, or none, keeps the recorded id
+        assert_eq!(
+            o.ids(&node(Some("no-such-user-xq7"), 4321, None, 8765)),
+            (4321, 8765)
+        );
+        // --numeric-owner keeps the ids
+        assert_eq!(
+            Owners::new(true).ids(&node(Some("root"), 4321, Some("root"), 8765)),
+            (4321, 8765)
+        );
+    }
 }

@@ -142,6 +142,10 @@ pub struct RestoreCmd {
     /// Only restore these paths (as in the snapshot, e.g. /srv/data/projects); repeatable.
     #[arg(long = "include")]
     pub includes: Vec<String>,
+    /// As root, set owners by the recorded numeric ids only (by default a user or group name recorded at
+    /// backup time that exists on this machine wins over the recorded id, as with tar).
+    #[arg(long)]
+    pub numeric_owner: bool,
 }
 
 #[derive(Debug, clap::Args)]

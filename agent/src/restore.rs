@@ -25,17 +25,19 @@ struct Restorer<'a> {
     repo: &'a Repository,
     includes: Vec<String>,
     links: HashMap<(u64, u64), PathBuf>,
-    root: bool,
+    owners: Option<fsmeta::Owners>,
     stats: RestoreStats,
 }
 
 /// Restores snapshot tree `tree` into `target`, limited to `includes` (paths as in the snapshot, with or
-/// without a leading `/`) when not empty.
+/// without a leading `/`) when not empty. Run as root, owners are set by the recorded user and group names
+/// where this machine knows them, else by the recorded ids; `numeric_owner` uses the ids only.
 pub fn restore(
     repo: &Repository,
     tree: &str,
     target: &Path,
     includes: &[String],
+    numeric_owner: bool,
 ) -> anyhow::Result<RestoreStats> {
     let id = parse_id(tree).context("snapshot names an invalid root tree id")?;
     let root = repo.load_tree(&id)?;
@@ -44,7 +46,7 @@ pub fn restore(
         repo,
         includes: includes.iter().map(|s| s.trim_matches('/').to_string()).collect(),
         links: HashMap::new(),
-        root: fsmeta::is_root(),
+        owners: fsmeta::is_root().then(|| fsmeta::Owners::new(numeric_owner)),
         stats: RestoreStats::default(),
     };
     for node in &root.nodes {
@@ -165,8 +167,8 @@ impl Restorer<'_> {
                 self.stats.other += 1;
             }
         }
-        let w =
-            fsmeta::apply(dest, node, self.root).with_context(|| format!("cannot set metadata of {show}"))?;
+        let w = fsmeta::apply(dest, node, self.owners.as_ref())
+            .with_context(|| format!("cannot set metadata of {show}"))?;
         self.stats.warnings.extend(w);
         Ok(())
     }
