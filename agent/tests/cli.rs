@@ -574,3 +574,77 @@ fn sigint_stops_at_a_safe_point_and_the_rerun_reuses_the_work() {
     e.ok(&["restore", "latest", "--target", s(&e.p("out"))]);
     assert_same_tree(&e.p("src"), &e.restored_src("out"));
 }
+
+fn chown_tree(p: &Path, uid: u32, gid: u32) {
+    std::os::unix::fs::lchown(p, Some(uid), Some(gid)).unwrap();
+    if p.is_dir() && !p.is_symlink() {
+        for e in std::fs::read_dir(p).unwrap() {
+            chown_tree(&e.unwrap().path(), uid, gid);
+        }
+    }
+}
+
+#[test]
+fn an_unreadable_file_is_reported_and_the_backup_exits_3() {
+    let e = Env::new();
+    std::fs::write(e.p("src/ok.txt"), random(200_000, 7)).unwrap();
+    std::fs::write(e.p("src/secret.bin"), random(100_000, 8)).unwrap();
+    std::fs::set_permissions(e.p("src/secret.bin"), std::fs::Permissions::from_mode(0o000)).unwrap();
+    // root reads every file whatever its mode: then the agent runs as nobody, who owns the test folder
+    // SAFETY: geteuid has no preconditions.
+    let as_root = unsafe { libc::geteuid() } == 0;
+    if as_root {
+        chown_tree(e.dir.path(), 65534, 65534);
+    }
+    let run = |args: &[&str]| -> Output {
+        let inner = e.cmd(args);
+        let mut c = if as_root {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+                .arg(inner.get_program())
+                .args(inner.get_args());
+            for (k, v) in inner.get_envs() {
+                match v {
+                    Some(v) => c.env(k, v),
+                    None => c.env_remove(k),
+                };
+            }
+            c
+        } else {
+            inner
+        };
+        c.output().unwrap()
+    };
+    let a = e.start_args();
+    let o = run(&a.iter().map(|x| x.as_str()).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = run(&["backup"]);
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}\n{}",
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+    let err = text(&o.stderr);
+    assert!(err.contains("warning") && err.contains("secret.bin"), "{err}");
+    assert!(
+        text(&o.stdout).contains("1 file(s) could not be backed up completely"),
+        "{}",
+        text(&o.stdout)
+    );
+    // the snapshot is saved and holds the readable file
+    let o = run(&["restore", "latest", "--target", s(&e.p("out"))]);
+    assert!(
+        o.status.code() == Some(0) || o.status.code() == Some(3),
+        "{}",
+        text(&o.stderr)
+    );
+    assert_eq!(
+        std::fs::read(e.restored_src("out").join("ok.txt")).unwrap(),
+        random(200_000, 7)
+    );
+    // a second run with the file still unreadable says so again
+    let o = run(&["backup", "--another-snapshot"]);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+}
