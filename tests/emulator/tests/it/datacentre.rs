@@ -11,6 +11,8 @@ use seedship_emulator::{init, InitOptions};
 use seedship_shared::api::{Drive, DriveState, Job, JobProperties, JobState, JobType};
 use seedship_shared::blob::{AzureOptions, AzureStore, BlobStore};
 use seedship_shared::luks::{LuksVolume, Pbkdf};
+use seedship_shared::manifest::copylog::{BlobStatus, DispositionStatus, LogDisposition, RangeStatus};
+use seedship_shared::manifest::ImportDisposition;
 use seedship_shared::progress::{NoProgress, Progress};
 use seedship_testkit::{Azurite, AZURITE_ACCOUNT, AZURITE_KEY};
 use std::io::Read;
@@ -213,8 +215,8 @@ fn a_blob_spanning_two_drives_is_imported_whole_and_an_existing_blob_is_renamed(
         );
         assert!(log.blobs.is_empty(), "the error log lists no blob: {log:?}");
         let verbose = read_log(&az, d.verbose_log.as_ref().unwrap());
-        assert_eq!(verbose.status, "Completed");
-        assert!(verbose.blobs.iter().all(|b| b.status == "Completed"));
+        assert_eq!(verbose.status, DriveStatus::Completed);
+        assert!(verbose.blobs.iter().all(|b| b.is_clean()));
         assert!(d.error_log.1.starts_with(&format!("waies/span_{}_", d.drive_id)));
         assert!(d.error_log.1.ends_with("_error.xml"));
         assert_eq!(d.error_log.0, "waimportexport");
@@ -232,10 +234,16 @@ fn a_blob_spanning_two_drives_is_imported_whole_and_an_existing_blob_is_renamed(
         .flat_map(|d| &d.log.blobs)
         .find(|b| b.blob_path == "seed/vm/small.img")
         .unwrap();
-    assert_eq!(renamed.imported_as.as_deref(), Some("seed/vm/small (2).img"));
+    assert_eq!(
+        renamed.imported_blob_path.as_deref(),
+        Some("seed/vm/small (2).img")
+    );
     assert_eq!(
         renamed.disposition,
-        Some(("Renamed".to_owned(), "rename".to_owned()))
+        Some(LogDisposition {
+            requested: ImportDisposition::Rename,
+            status: DispositionStatus::Renamed
+        })
     );
 
     let job = stored(&dir, &sub, "span");
@@ -297,13 +305,13 @@ fn damaged_sectors_wrong_keys_and_wrong_manifests_are_reported() {
     assert_eq!(o.ranges_corrupted, 1);
     assert!(o.verbose_log.is_none());
     let log = read_log(&az, &o.error_log);
-    assert_eq!(log.status, "CompletedWithErrors");
+    assert_eq!(log.status, DriveStatus::CompletedWithErrors);
     assert_eq!(log.blobs.len(), 1);
-    assert_eq!(log.blobs[0].status, "CompletedWithErrors");
+    assert_eq!(log.blobs[0].status, BlobStatus::CompletedWithErrors);
     let bad: Vec<_> = log.blobs[0]
-        .ranges
+        .range_list()
         .iter()
-        .filter(|r| r.status == "Corrupted")
+        .filter(|r| r.status == RangeStatus::Corrupted)
         .collect();
     assert_eq!(bad.len(), 1, "{log:?}");
     let (start, end) = (bad[0].offset as usize, (bad[0].offset + bad[0].length) as usize);
@@ -488,32 +496,25 @@ fn no_overwrite_skips_and_overwrite_replaces_existing_blobs() {
     let log = read_log(&az, out.drives[0].verbose_log.as_ref().unwrap());
     let status = |path: &str| {
         let blob = log.blobs.iter().find(|x| x.blob_path == path).unwrap();
-        let (st, value) = blob.disposition.clone().unwrap();
+        let d = blob.disposition.unwrap();
         (
-            blob.status.clone(),
-            st,
-            value,
-            blob.ranges.iter().all(|r| r.status == "Completed"),
+            blob.status,
+            d.status,
+            d.requested.as_str(),
+            blob.failed_ranges().next().is_none(),
         )
     };
-    assert_eq!(
-        status("seed/a.img"),
-        ("Completed".into(), "Skipped".into(), "no-overwrite".into(), false)
-    );
-    assert_eq!(
-        status("seed/b.img"),
-        ("Completed".into(), "Overwritten".into(), "overwrite".into(), true)
-    );
-    assert_eq!(
-        status("seed/c.img"),
-        ("Completed".into(), "Created".into(), "no-overwrite".into(), true)
-    );
+    use DispositionStatus::{Created, Overwritten, Skipped};
+    let done = BlobStatus::Completed;
+    assert_eq!(status("seed/a.img"), (done, Skipped, "no-overwrite", false));
+    assert_eq!(status("seed/b.img"), (done, Overwritten, "overwrite", true));
+    assert_eq!(status("seed/c.img"), (done, Created, "no-overwrite", true));
     assert!(log
         .blobs
         .iter()
         .find(|x| x.blob_path == "seed/a.img")
         .unwrap()
-        .ranges
+        .range_list()
         .iter()
-        .all(|r| r.status == "Cancelled"));
+        .all(|r| r.status == RangeStatus::Cancelled));
 }
