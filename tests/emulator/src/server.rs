@@ -76,6 +76,7 @@ pub async fn bind(config: &ServeConfig) -> Result<BoundServer, EmulatorError> {
         config: emulator,
         locations,
         store: Mutex::new(store),
+        receiving: Default::default(),
     });
     Ok(BoundServer {
         listener,

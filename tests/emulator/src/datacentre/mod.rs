@@ -10,6 +10,7 @@
 //! asked for verbose logs). [`receive::receive_and_import`] walks a stored job through the states: Received,
 //! Transferring, Packaging, then Completed or Closed, with the drive states beside them.
 
+pub mod background;
 pub mod disposition;
 pub mod import;
 pub mod receive;
@@ -19,8 +20,9 @@ use seedship_shared::blob::{AzureOptions, AzureStore, BlobError, BlobStore, Cred
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+pub use background::{ReceiveStatus, Receiving};
 pub use import::{import_drive, DriveOutcome, ImportSession};
-pub use receive::{receive_and_import, JobOutcome, ReceiveError};
+pub use receive::{receive_and_import, JobOutcome, Receipt, ReceiveError};
 pub use seedship_shared::manifest::copylog::{DriveLog, DriveStatus, LogBlob, LogRange};
 
 /// The container the copy logs go to when the job names none.
