@@ -1,5 +1,6 @@
 //! The data centre's import against Azurite, with drives written by the real seedship-diskprep library.
 
+use crate::harness::{raw, receive as operator_receive, receive_status, wait_received, Emulator, SEED_SUB};
 use seedship_diskprep::drive::DriveInfo;
 use seedship_diskprep::prepare::{self, PrepError, PrepEvent, PrepOptions, PrepUi};
 use seedship_diskprep::staging::StagedJob;
@@ -91,7 +92,7 @@ fn emulator(t: &Path, az: &Azurite) -> (PathBuf, String) {
     let dir = t.join("emu");
     let report = init(&InitOptions {
         dir: dir.clone(),
-        subscription_id: None,
+        subscription_id: Some(SEED_SUB.into()),
         subscription_name: "dc".into(),
         storage_account: Some(StorageAccountConfig {
             name: AZURITE_ACCOUNT.into(),
@@ -517,4 +518,95 @@ fn no_overwrite_skips_and_overwrite_replaces_existing_blobs() {
         .range_list()
         .iter()
         .all(|r| r.status == RangeStatus::Cancelled));
+}
+
+#[test]
+fn the_operator_endpoint_checks_the_drives_then_imports_them_in_the_background() {
+    let t = tempfile::tempdir().unwrap();
+    let data = noise(6 * MIB, 41);
+    let drives = prepare_drives(t.path(), "op", &[("vm/disk.img", data.clone())], 1);
+    let d = &drives[0];
+    let mut az = Azurite::start();
+    let (dir, sub) = emulator(t.path(), &az);
+    put_job(&dir, &sub, "op", &[(&d.id, &d.key, &d.hash)], false);
+    put_job(
+        &dir,
+        &sub,
+        "otherdrive",
+        &[("NOT-THIS-ONE", &d.key, &d.hash)],
+        false,
+    );
+    let emu = Emulator::start(&dir);
+    let client = emu.client();
+    let acct = AZURITE_ACCOUNT;
+
+    // Refusals change nothing.
+    operator_receive(&emu, acct, "nosuchjob", &[&d.path]).assert_error(404, "ResourceNotFound");
+    operator_receive(&emu, "otheraccount", "op", &[&d.path]).assert_error(404, "ResourceNotFound");
+    let missing = t.path().join("missing.img");
+    let r = operator_receive(&emu, acct, "op", &[&missing]);
+    r.assert_error(400, "DriveNotFound");
+    let message = r.json()["odata.error"]["message"]["value"].to_string();
+    assert!(message.contains("missing.img"), "{message}");
+    let plain = t.path().join("plain.img");
+    std::fs::write(&plain, vec![0u8; 64 << 10]).unwrap();
+    operator_receive(&emu, acct, "op", &[&plain]).assert_error(400, "DriveNotReadable");
+    let r = operator_receive(&emu, acct, "otherdrive", &[&d.path]);
+    r.assert_error(400, "DriveNotInJob");
+    assert!(
+        r.json().to_string().contains("NOT-THIS-ONE"),
+        "the message lists the job's drives"
+    );
+    operator_receive(&emu, acct, "op", &[&d.path, &d.path]).assert_error(400, "DriveNotInJob");
+    operator_receive(&emu, acct, "op", &[]).assert_error(400, "InvalidRequestBody");
+    let path = format!("/_operator/storageaccounts/{acct}/jobs/op/receive");
+    raw(&emu, true, "POST", &path, &[], Some(b"{\"Drive\":[]}")).assert_error(400, "InvalidRequestBody");
+    raw(&emu, false, "POST", &path, &[], Some(b"{\"Drives\":[]}")).assert_error(403, "ForbiddenError");
+    assert_eq!(receive_status(&emu, acct, "op").unwrap_err().status, 404);
+    assert_eq!(stored(&dir, &sub, "op").state, JobState::Shipping);
+    assert_eq!(stored(&dir, &sub, "otherdrive").state, JobState::Shipping);
+
+    // With the storage account down, the import waits (retrying) and the receive is seen running.
+    az.stop();
+    let r = operator_receive(&emu, acct, "op", &[&d.path]);
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["Running"], true);
+    assert_eq!(r.json()["DriveIds"], serde_json::json!([d.id]));
+    operator_receive(&emu, acct, "op", &[&d.path]).assert_error(409, "ReceiveInProgress");
+    assert!(receive_status(&emu, acct, "op").unwrap().running);
+    let job = client.get_job(acct, "op").unwrap();
+    assert!(
+        matches!(
+            job.properties.state,
+            Some(JobState::Received | JobState::Transferring)
+        ),
+        "{:?}",
+        job.properties.state
+    );
+    assert!(matches!(
+        job.drives()[0].state,
+        Some(DriveState::Received | DriveState::Transferring)
+    ));
+
+    az.restart();
+    let status = wait_received(&emu, acct, "op", std::time::Duration::from_secs(180));
+    assert_eq!(
+        (status.final_state, status.error),
+        (Some(JobState::Completed), None)
+    );
+    let job = client.get_job(acct, "op").unwrap();
+    assert_eq!(job.properties.state, Some(JobState::Completed));
+    let drive = &job.drives()[0];
+    assert_eq!(drive.state, Some(DriveState::Completed));
+    assert_eq!(drive.copy_status.as_deref(), Some("Completed"));
+    assert_eq!(drive.bytes_succeeded, Some(data.len() as u64));
+    assert!(drive
+        .error_log_uri
+        .as_deref()
+        .unwrap()
+        .contains("/waimportexport/waies/op_"));
+    assert_eq!(read_blob(&container(&az, "seed"), "vm/disk.img"), data);
+
+    // A finished job takes no more drives.
+    operator_receive(&emu, acct, "op", &[&d.path]).assert_error(409, "InvalidJobState");
 }
