@@ -267,6 +267,34 @@ fn a_blob_spanning_two_drives_is_imported_whole_and_an_existing_blob_is_renamed(
     );
 }
 
+/// One drive of job `job` holding 6 MiB of noise (`seed`) as `seed/vm/disk.img`, the job stored Shipping
+/// (without verbose log) in an emulator directory whose storage account is a fresh Azurite.
+struct OneDrive {
+    t: tempfile::TempDir,
+    data: Vec<u8>,
+    drive: Prepared,
+    az: Azurite,
+    dir: PathBuf,
+    sub: String,
+}
+
+fn one_drive_job(job: &str, seed: u64) -> OneDrive {
+    let t = tempfile::tempdir().unwrap();
+    let data = noise(6 * MIB, seed);
+    let drive = prepare_drives(t.path(), job, &[("vm/disk.img", data.clone())], 1).remove(0);
+    let az = Azurite::start();
+    let (dir, sub) = emulator(t.path(), &az);
+    put_job(&dir, &sub, job, &[(&drive.id, &drive.key, &drive.hash)], false);
+    OneDrive {
+        t,
+        data,
+        drive,
+        az,
+        dir,
+        sub,
+    }
+}
+
 /// The payload offset of `needle` in the drive's decrypted payload.
 fn payload_offset(d: &Prepared, needle: &[u8]) -> (u64, u64) {
     let key = seedship_shared::recovery::RecoveryKey::parse(&d.key).unwrap();
@@ -280,10 +308,15 @@ fn payload_offset(d: &Prepared, needle: &[u8]) -> (u64, u64) {
 
 #[test]
 fn damaged_sectors_wrong_keys_and_wrong_manifests_are_reported() {
-    let t = tempfile::tempdir().unwrap();
-    let data = noise(6 * MIB, 21);
-    let drives = prepare_drives(t.path(), "dmg", &[("vm/disk.img", data.clone())], 1);
-    let d = &drives[0];
+    let OneDrive {
+        t: _dir_kept_until_the_end,
+        data,
+        drive: d,
+        az,
+        dir,
+        sub,
+    } = one_drive_job("dmg", 21);
+    let d = &d;
     // Damage the ciphertext of the sector holding blob offset 5 MiB + 4096 (in the range at 4 MiB).
     let blob_off = 5 * MIB + 4096;
     let (at, data_offset) = payload_offset(d, &data[blob_off..blob_off + 64]);
@@ -292,10 +325,6 @@ fn damaged_sectors_wrong_keys_and_wrong_manifests_are_reported() {
         let f = std::fs::OpenOptions::new().write(true).open(&d.path).unwrap();
         f.write_all_at(&[0xA5; 16], data_offset + at).unwrap();
     }
-
-    let az = Azurite::start();
-    let (dir, sub) = emulator(t.path(), &az);
-    put_job(&dir, &sub, "dmg", &[(&d.id, &d.key, &d.hash)], false);
     let out = receive(&dir, "dmg", &[d]);
     assert_eq!(out.state, JobState::Closed);
     let o = &out.drives[0];
@@ -522,13 +551,15 @@ fn no_overwrite_skips_and_overwrite_replaces_existing_blobs() {
 
 #[test]
 fn the_operator_endpoint_checks_the_drives_then_imports_them_in_the_background() {
-    let t = tempfile::tempdir().unwrap();
-    let data = noise(6 * MIB, 41);
-    let drives = prepare_drives(t.path(), "op", &[("vm/disk.img", data.clone())], 1);
-    let d = &drives[0];
-    let mut az = Azurite::start();
-    let (dir, sub) = emulator(t.path(), &az);
-    put_job(&dir, &sub, "op", &[(&d.id, &d.key, &d.hash)], false);
+    let OneDrive {
+        t,
+        data,
+        drive: d,
+        mut az,
+        dir,
+        sub,
+    } = one_drive_job("op", 41);
+    let d = &d;
     put_job(
         &dir,
         &sub,
