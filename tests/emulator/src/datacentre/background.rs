@@ -2,7 +2,8 @@
 //! the drives are checked and the job marked Received while the request waits, then [`Receipt::import`]
 //! runs on a thread of its own with its own connection to the job store, so Get Job shows the job and its
 //! drives moving on. One receive per job at a time; [`Receiving`] remembers the last one of each job
-//! (running or not, the drives, the final state or the error) for `GET .../receive`.
+//! (running or not, the drives, the final state or the error) for `GET .../receive`. Stopping `serve` waits
+//! for the running imports ([`Receiving::wait_all`]).
 
 use super::receive::{Receipt, ReceiveError};
 use super::ContainerStores;
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 
 /// The last receive of a job, as `GET _operator/storageaccounts/<account>/jobs/<job>/receive` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +36,7 @@ pub struct ReceiveStatus {
 #[derive(Debug, Default, Clone)]
 pub struct Receiving {
     jobs: Arc<Mutex<HashMap<(String, String), ReceiveStatus>>>,
+    threads: Arc<Mutex<Vec<JoinHandle<()>>>>,
 }
 
 impl Receiving {
@@ -96,11 +99,33 @@ impl Receiving {
                 }
                 me.finish(&finish_key, result.map(|o| o.state));
             });
-        if let Err(source) = spawned {
-            self.finish(&key, Err(source.to_string()));
-            return Err(ReceiveError::Spawn { job, source });
+        match spawned {
+            Ok(handle) => {
+                let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+                threads.retain(|t| !t.is_finished());
+                threads.push(handle);
+                Ok(status)
+            }
+            Err(source) => {
+                self.finish(&key, Err(source.to_string()));
+                Err(ReceiveError::Spawn { job, source })
+            }
         }
-        Ok(status)
+    }
+
+    /// How many imports are running.
+    pub fn running(&self) -> usize {
+        self.lock().values().filter(|s| s.running).count()
+    }
+
+    /// Waits for every import started so far to end (blocking), so stopping `serve` never leaves a job
+    /// half-imported.
+    pub fn wait_all(&self) {
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in threads {
+            // The thread catches the import's panics; a join error leaves nothing more to do.
+            let _ = t.join();
+        }
     }
 
     fn finish(&self, key: &(String, String), result: Result<JobState, String>) {

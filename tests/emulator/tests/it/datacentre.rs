@@ -619,12 +619,12 @@ fn the_operator_endpoint_checks_the_drives_then_imports_them_in_the_background()
         Some(DriveState::Received | DriveState::Transferring)
     ));
 
+    // Stopping the emulator waits for the import, which goes on once the storage account is back.
     az.restart();
-    let status = wait_received(&emu, acct, "op", std::time::Duration::from_secs(180));
-    assert_eq!(
-        (status.final_state, status.error),
-        (Some(JobState::Completed), None)
-    );
+    emu.stop();
+    assert_eq!(stored(&dir, &sub, "op").state, JobState::Completed);
+    let emu = Emulator::start(&dir);
+    let client = emu.client();
     let job = client.get_job(acct, "op").unwrap();
     assert_eq!(job.properties.state, Some(JobState::Completed));
     let drive = &job.drives()[0];
@@ -637,6 +637,26 @@ fn the_operator_endpoint_checks_the_drives_then_imports_them_in_the_background()
         .unwrap()
         .contains("/waimportexport/waies/op_"));
     assert_eq!(read_blob(&container(&az, "seed"), "vm/disk.img"), data);
+    assert_eq!(
+        receive_status(&emu, acct, "op").unwrap_err().status,
+        404,
+        "receives are remembered while serve runs"
+    );
+
+    // The same drive for a second job, followed through the receive status: the blob is renamed.
+    put_job(&dir, &sub, "op2", &[(&d.id, &d.key, &d.hash)], false);
+    let r = operator_receive(&emu, acct, "op2", &[&d.path]);
+    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    let status = wait_received(&emu, acct, "op2", std::time::Duration::from_secs(180));
+    assert_eq!(
+        (status.final_state, status.error),
+        (Some(JobState::Completed), None)
+    );
+    assert_eq!(
+        client.get_job(acct, "op2").unwrap().properties.state,
+        Some(JobState::Completed)
+    );
+    assert_eq!(read_blob(&container(&az, "seed"), "vm/disk (2).img"), data);
 
     // A finished job takes no more drives.
     operator_receive(&emu, acct, "op", &[&d.path]).assert_error(409, "InvalidJobState");
