@@ -6,7 +6,9 @@ mod cli;
 mod client;
 mod curl;
 mod datacentre;
+mod dcfixture;
 mod persistence;
+mod receive;
 mod seed001;
 
 use seedship_emuharness as harness;
