@@ -200,18 +200,27 @@ fn damaged_sectors_wrong_keys_and_wrong_manifests_are_reported() {
 
     // The command line: the same drive for another job; the blob exists now, so it is renamed.
     put_job(&dir, &sub, "clijob", &[(&d.id, &d.key, &d.hash)], false);
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_seedship-emulator"))
-        .args([
-            "receive",
-            "--dir",
-            dir.to_str().unwrap(),
-            "--job",
-            "clijob",
-            "--drive",
-        ])
-        .arg(&d.path)
-        .output()
-        .unwrap();
+    let cli = |drives: &[&std::path::Path]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_seedship-emulator"));
+        c.args(["receive", "--dir", dir.to_str().unwrap(), "--job", "clijob"]);
+        for d in drives {
+            c.arg("--drive").arg(d);
+        }
+        c.output().unwrap()
+    };
+    // Refusals first (the checks the operator endpoint makes too): nothing changes.
+    let missing = dir.join("no-such-drive.img");
+    for (drives, needle) in [
+        (vec![missing.as_path()], "no-such-drive.img cannot be opened"),
+        (vec![d.path.as_path(), d.path.as_path()], "is given twice"),
+    ] {
+        let o = cli(&drives);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains(needle), "{err}");
+    }
+    assert_eq!(stored(&dir, &sub, "clijob").state, JobState::Shipping);
+    let o = cli(&[&d.path]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert_eq!(
         o.status.code(),
