@@ -103,11 +103,23 @@ fn set_drive(job: &mut StoredJob, id: &str, f: impl FnOnce(&mut Drive)) {
     }
 }
 
-fn set_state(store: &Store, job: &mut StoredJob, state: JobState) -> Result<(), StoreError> {
-    let now = store.now()?;
-    job.state = state;
-    job.job.properties.state = None;
-    job.finished = state.is_finished().then_some(now);
+/// Applies `f` to the job as stored now (so a customer's Update Job during the import, e.g. CancelRequested,
+/// is kept), with its state set to `state` when given, and stores it.
+fn change(
+    store: &Store,
+    job: &mut StoredJob,
+    state: Option<JobState>,
+    f: impl FnOnce(&mut StoredJob),
+) -> Result<(), StoreError> {
+    if let Some(current) = store.get(&job.subscription, &job.name)? {
+        *job = current;
+    }
+    f(job);
+    if let Some(state) = state {
+        job.state = state;
+        job.job.properties.state = None;
+        job.finished = state.is_finished().then_some(store.now()?);
+    }
     store.save(job)
 }
 
@@ -248,54 +260,60 @@ impl Receipt {
 
     /// Stores the job `Received`, with the given drives `Received`.
     pub fn mark_received(&mut self, store: &Store) -> Result<(), StoreError> {
-        for (_, id) in &self.drives {
-            set_drive(&mut self.job, id, |d| d.state = Some(DriveState::Received));
-        }
-        set_state(store, &mut self.job, JobState::Received)
+        let drives = &self.drives;
+        change(store, &mut self.job, Some(JobState::Received), |job| {
+            for (_, id) in drives {
+                set_drive(job, id, |d| d.state = Some(DriveState::Received));
+            }
+        })
     }
 
     /// Imports the drives (blocking), storing every step: job Transferring, each drive Transferring then
     /// Completed or CompletedMoreInfo, drives not given NeverReceived, job Packaging, then Completed or Closed.
     pub fn import(mut self, store: &Store, stores: &dyn ContainerStores) -> Result<JobOutcome, ReceiveError> {
         let job = &mut self.job;
-        set_state(store, job, JobState::Transferring)?;
+        change(store, job, Some(JobState::Transferring), |_| {})?;
         let mut session = ImportSession::default();
         let mut outcomes = Vec::new();
         for (path, id) in &self.drives {
-            set_drive(job, id, |d| d.state = Some(DriveState::Transferring));
-            store.save(job)?;
+            change(store, job, None, |job| {
+                set_drive(job, id, |d| d.state = Some(DriveState::Transferring))
+            })?;
             let out = import_drive(path, &self.info, stores, &mut session, store.now()?).map_err(Box::new)?;
-            set_drive(job, id, |d| {
-                d.state = Some(out.state);
-                d.copy_status = Some(out.status.as_str().to_owned());
-                d.percent_complete = Some(100);
-                d.bytes_succeeded = Some(out.bytes_written);
-                d.error_log_uri = Some(stores.blob_uri(&out.error_log.0, &out.error_log.1));
-                d.verbose_log_uri = out.verbose_log.as_ref().map(|(c, n)| stores.blob_uri(c, n));
-            });
-            store.save(job)?;
+            change(store, job, None, |job| {
+                set_drive(job, id, |d| {
+                    d.state = Some(out.state);
+                    d.copy_status = Some(out.status.as_str().to_owned());
+                    d.percent_complete = Some(100);
+                    d.bytes_succeeded = Some(out.bytes_written);
+                    d.error_log_uri = Some(stores.blob_uri(&out.error_log.0, &out.error_log.1));
+                    d.verbose_log_uri = out.verbose_log.as_ref().map(|(c, n)| stores.blob_uri(c, n));
+                })
+            })?;
             outcomes.push(out);
         }
+        let received = &self.drives;
         let mut never = Vec::new();
-        for d in drives_mut(job).iter_mut() {
-            if !self
-                .drives
-                .iter()
-                .any(|(_, id)| id.eq_ignore_ascii_case(&d.drive_id))
-            {
-                d.state = Some(DriveState::NeverReceived);
-                never.push(d.drive_id.clone());
+        change(store, job, Some(JobState::Packaging), |job| {
+            for d in drives_mut(job).iter_mut() {
+                if !received
+                    .iter()
+                    .any(|(_, id)| id.eq_ignore_ascii_case(&d.drive_id))
+                {
+                    d.state = Some(DriveState::NeverReceived);
+                    never.push(d.drive_id.clone());
+                }
             }
-        }
-        set_state(store, job, JobState::Packaging)?;
+        })?;
         let clean = never.is_empty() && outcomes.iter().all(|o| o.state == DriveState::Completed);
         let end = if clean {
             JobState::Completed
         } else {
             JobState::Closed
         };
-        job.job.properties.percent_complete = Some(100);
-        set_state(store, job, end)?;
+        change(store, job, Some(end), |job| {
+            job.job.properties.percent_complete = Some(100)
+        })?;
         Ok(JobOutcome {
             job: job.name.clone(),
             state: end,

@@ -3,7 +3,7 @@
 
 use crate::dcfixture::*;
 use crate::harness::{raw, receive as operator_receive, receive_status, wait_received, Emulator};
-use seedship_shared::api::{DriveState, JobState};
+use seedship_shared::api::{DriveState, JobState, JobUpdate, ReturnAddress};
 use seedship_testkit::AZURITE_ACCOUNT;
 
 #[test]
@@ -76,6 +76,17 @@ fn the_operator_endpoint_checks_the_drives_then_imports_them_in_the_background()
         Some(DriveState::Received | DriveState::Transferring)
     ));
 
+    // The customer's Update Job during the import is kept (the import changes the job as stored).
+    let mut update = JobUpdate::default();
+    let address = ReturnAddress {
+        name: "Backup Admin".into(),
+        address: "2 Data Centre Road".into(),
+        phone: "555-0199".into(),
+        email: "admin@example.invalid".into(),
+    };
+    update.properties.return_address = Some(address.clone());
+    client.update_job(acct, "op", &update).unwrap();
+
     // Stopping the emulator waits for the import, which goes on once the storage account is back.
     az.restart();
     emu.stop();
@@ -84,6 +95,7 @@ fn the_operator_endpoint_checks_the_drives_then_imports_them_in_the_background()
     let client = emu.client();
     let job = client.get_job(acct, "op").unwrap();
     assert_eq!(job.properties.state, Some(JobState::Completed));
+    assert_eq!(job.properties.return_address, Some(address));
     let drive = &job.drives()[0];
     assert_eq!(drive.state, Some(DriveState::Completed));
     assert_eq!(drive.copy_status.as_deref(), Some("Completed"));
