@@ -1,126 +1,24 @@
-//! The harness of tests/api.rs: an in-process emulator, the diskprep binary (plain and on a pseudo-terminal),
-//! and a small staged job.
+//! The harness of tests/api.rs: an in-process emulator (seedship-emuharness), the diskprep binary (plain and
+//! on a pseudo-terminal), and a small staged job.
 
 use seedship_e2e::{descriptor, noise, stage_job};
-use seedship_emulator::{InitOptions, ServeConfig};
-use seedship_shared::api::{ApiClientOptions, BlockingApiClient};
 use seedship_shared::host::hostname;
-use seedship_shared::publish_settings::PublishSettings;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-pub const SUB: &str = "afb1a4eb-bc88-4ce1-b1af-dfec80067464";
+pub use seedship_emuharness::{Emulator, SEED_SUB as SUB};
 pub const ACCOUNT: &str = "seedacct";
 pub const STORAGE_KEY: &str = "c2VlZHNoaXAtdGVzdC1rZXktbmV2ZXItcHJpbnRlZA==";
 
-/// One emulator, stopped when dropped.
-pub struct Emulator {
-    dir: PathBuf,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+/// What tests/api.rs asks of the emulator beyond the shared harness.
+pub trait EmulatorExt {
+    /// Operator endpoint: sets the state of job `job` of [`ACCOUNT`] as the data centre would.
+    fn set_state(&self, job: &str, state: &str);
 }
 
-impl Emulator {
-    pub fn start(dir: &Path) -> Emulator {
-        seedship_emulator::init(&InitOptions {
-            dir: dir.to_path_buf(),
-            subscription_id: Some(SUB.into()),
-            subscription_name: "test".into(),
-            storage_account: None,
-            url: None,
-            listen_port: None,
-        })
-        .expect("emulator init");
-        let (url_tx, url_rx) = std::sync::mpsc::channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let config = ServeConfig {
-            dir: dir.to_path_buf(),
-            listen: "127.0.0.1:0".parse().unwrap(),
-        };
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let bound = seedship_emulator::bind(&config).await.expect("bind");
-                url_tx.send(bound.url().to_string()).unwrap();
-                bound
-                    .run(async {
-                        let _ = stop_rx.await;
-                    })
-                    .await
-                    .expect("serve");
-            });
-        });
-        url_rx.recv().expect("emulator started");
-        Emulator {
-            dir: dir.to_path_buf(),
-            stop: Some(stop_tx),
-            thread: Some(thread),
-        }
-    }
-
-    pub fn publish_settings(&self) -> PathBuf {
-        self.dir.join("emulator.publishsettings")
-    }
-
-    pub fn ca(&self) -> PathBuf {
-        self.dir.join("ca.pem")
-    }
-
-    fn client_options(&self) -> ApiClientOptions {
-        let ps = PublishSettings::load(&self.publish_settings()).unwrap();
-        ApiClientOptions::from_subscription(ps.subscription(SUB).unwrap())
-            .unwrap()
-            .with_management_ca_file(&self.ca())
-            .unwrap()
-    }
-
-    pub fn client(&self) -> BlockingApiClient {
-        BlockingApiClient::new(self.client_options()).unwrap()
-    }
-
-    /// Operator endpoint: sets a job's state as the data centre would.
-    pub fn set_state(&self, job: &str, state: &str) {
-        let opts = self.client_options();
-        let url = format!(
-            "{}/{SUB}/services/importexport/_operator/storageaccounts/{ACCOUNT}/jobs/{job}/state",
-            opts.service_management_url
-        );
-        let client = reqwest::Client::builder()
-            .use_rustls_tls()
-            .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(self.ca()).unwrap()).unwrap())
-            .identity(reqwest::Identity::from_pem(opts.identity.pem()).unwrap())
-            .build()
-            .unwrap();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let status = rt.block_on(async {
-            client
-                .post(url)
-                .header("accept", "application/json")
-                .body(format!("{{\"State\":\"{state}\"}}"))
-                .send()
-                .await
-                .expect("operator request")
-                .status()
-        });
-        assert_eq!(status.as_u16(), 204);
-    }
-}
-
-impl Drop for Emulator {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+impl EmulatorExt for Emulator {
+    fn set_state(&self, job: &str, state: &str) {
+        seedship_emuharness::set_state(self, ACCOUNT, job, state);
     }
 }
 

@@ -4,8 +4,8 @@ use std::fs;
 
 use proptest::prelude::*;
 use seedship_shared::manifest::copylog::{
-    BlobStatus, DispositionStatus, DriveLog, DriveStatus, FileStatus, LogBlob, LogDisposition, LogFileStatus,
-    LogRange, LogRanges, RangeStatus, LOG_VERSION,
+    log_blob_name, BlobStatus, DispositionStatus, DriveLog, DriveStatus, FileStatus, LogBlob, LogDisposition,
+    LogFileStatus, LogKind, LogRange, LogRanges, RangeStatus, LOG_VERSION,
 };
 use seedship_shared::manifest::{FileRef, ImportDisposition, ManifestError, Md5Hash};
 
@@ -108,6 +108,90 @@ fn unknown_status_codes_are_named_errors() {
     }
 }
 
+/// What the emulator's data centre writes: a renamed blob, a corrupted range, the error log taken from the
+/// verbose one, stored as a page blob padded with spaces.
+#[test]
+fn emulator_logs_round_trip_padded_and_the_error_log_keeps_only_failures() {
+    let range = |offset, status| LogRange {
+        offset,
+        length: 4096,
+        id: None,
+        hash: Some(Md5Hash([0xAB; 16])),
+        status,
+    };
+    let blob = |name: &str, status, ranges| LogBlob {
+        status,
+        blob_path: format!("seed/{name}"),
+        imported_blob_path: None,
+        file_path: format!("\\s\\seed\\{name}"),
+        snapshot: None,
+        length: 8192,
+        last_modified: None,
+        disposition: Some(LogDisposition {
+            requested: ImportDisposition::Rename,
+            status: DispositionStatus::Created,
+        }),
+        ranges: Some(LogRanges::Pages(ranges)),
+        metadata: None,
+        properties: None,
+    };
+    let mut renamed = blob(
+        "a <&> b.img",
+        BlobStatus::Completed,
+        vec![
+            range(0, RangeStatus::Completed),
+            range(4096, RangeStatus::Completed),
+        ],
+    );
+    renamed.imported_blob_path = Some("seed/a <&> b (2).img".into());
+    renamed.disposition.as_mut().unwrap().status = DispositionStatus::Renamed;
+    let damaged = blob(
+        "d.img",
+        BlobStatus::CompletedWithErrors,
+        vec![
+            range(0, RangeStatus::Completed),
+            range(4096, RangeStatus::Corrupted),
+        ],
+    );
+    let mut verbose = DriveLog::new("SEED-1", DriveStatus::CompletedWithErrors);
+    verbose.blobs = vec![renamed, damaged.clone()];
+
+    let mut text = verbose.to_xml().unwrap();
+    assert!(String::from_utf8_lossy(&text)
+        .contains("<ImportedBlobPath>seed/a &lt;&amp;&gt; b (2).img</ImportedBlobPath>"));
+    text.resize(text.len().div_ceil(512) * 512, b' ');
+    assert_eq!(DriveLog::parse(&text).unwrap(), verbose);
+
+    let error = verbose.error_log();
+    assert_eq!(
+        (error.status, error.blobs.clone()),
+        (DriveStatus::CompletedWithErrors, vec![damaged])
+    );
+    assert_eq!(
+        log_blob_name("job1", "SEED-1", "20261122-063000", LogKind::Verbose),
+        "waies/job1_SEED-1_20261122-063000_verbose.xml"
+    );
+    assert_eq!(LogKind::Error.as_str(), "error");
+    assert_eq!(RangeStatus::Corrupted.to_string(), "Corrupted");
+}
+
+#[test]
+fn malformed_and_cut_logs_are_refused_without_panicking() {
+    let good = fs::read(fixture("copylog/verbose.xml")).unwrap();
+    for bad in [
+        "",
+        "<DriveLog>",
+        "<DriveLog Version=\"1\"><Status>Completed</Status><Other/></DriveLog>",
+        "<DriveLog Version=\"1\"><DriveId>d</DriveId><Blob Status=\"Completed\"><Length>ten</Length></Blob><Status>Completed</Status></DriveLog>",
+        "<DriveLog Version=\"1\"><DriveId>d</DriveId></DriveLog>",
+    ] {
+        assert!(DriveLog::parse(bad.as_bytes()).is_err(), "{bad}");
+    }
+    for cut in (0..good.len()).step_by(37) {
+        assert!(DriveLog::parse(&good[..cut]).is_err(), "cut at {cut}");
+    }
+}
+
 fn arb_status<T: Copy + std::fmt::Debug + 'static>(all: &'static [T]) -> impl Strategy<Value = T> {
     proptest::sample::select(all)
 }
@@ -143,6 +227,9 @@ fn arb_log_blob() -> impl Strategy<Value = LogBlob> {
             LogBlob {
                 status,
                 blob_path: format!("c/{name}"),
+                imported_blob_path: disp
+                    .filter(|d| *d == DispositionStatus::Renamed)
+                    .map(|_| format!("c/{name} (2)")),
                 file_path: format!("\\s\\{name}"),
                 snapshot: None,
                 length: 1 << 30,

@@ -21,6 +21,8 @@ pub struct AppState {
     pub config: EmulatorConfig,
     pub locations: Vec<Location>,
     pub store: Mutex<Store>,
+    /// The receives the operator endpoint started.
+    pub receiving: crate::datacentre::Receiving,
 }
 
 /// One HTTP request, as far as the handlers care.
@@ -132,7 +134,7 @@ fn route(state: &AppState, store: &mut Store, req: &Request, now: i64) -> Result
         .unwrap_or("localhost");
     let base = format!("https://{host}/{sub_id}/services/importexport");
     if rest.first().is_some_and(|s| *s == "_operator") {
-        return crate::operator::handle(store, &sub_id, &method, &rest[1..], &req.body, now);
+        return crate::operator::handle(state, store, &sub_id, &method, &rest[1..], &req.body, now);
     }
     let format = query_param(req.query.as_deref(), "$format");
     let neg = validation::check_headers(&method, &req.headers, format.as_deref())?;

@@ -1,10 +1,13 @@
 //! Operator endpoints, under `/<subscription>/services/importexport/_operator/` and authenticated like the API
-//! (docs/emulator.md): the emulator's movable clock, and setting a job's state as the data centre would (the
-//! later "receive drives" step builds on this). Not part of the classic API; no `x-ms-version` needed.
+//! (docs/emulator.md): the emulator's movable clock, setting a job's state as the data centre would, and
+//! receiving a job's drives (`.../receive`: the same [`Receipt`] as `seedship-emulator receive`, imported in
+//! the background, docs/datacentre.md). Not part of the classic API; no `x-ms-version` needed.
 
-use crate::handlers::Failure;
+use crate::datacentre::receive::account_stores;
+use crate::datacentre::{Receipt, ReceiveError};
+use crate::handlers::{AppState, Failure};
 use crate::odata::{self, Reply};
-use crate::store::Store;
+use crate::store::{Store, StoredJob};
 use crate::validation::{Metadata, Rejection};
 use hyper::Method;
 use seedship_shared::api::{DriveState, JobState};
@@ -36,6 +39,14 @@ pub struct StateChange {
     pub state: JobState,
 }
 
+/// `POST _operator/storageaccounts/<account>/jobs/<job>/receive` body: the drives that arrived, as paths of
+/// drive images (or devices) on the emulator's machine.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct ReceiveRequest {
+    pub drives: Vec<std::path::PathBuf>,
+}
+
 fn bad_body(e: serde_json::Error) -> Failure {
     Rejection::new(
         400,
@@ -51,6 +62,7 @@ fn ok(now: i64, status: u16, body: Option<Vec<u8>>) -> Reply {
 
 /// Answers an operator request; `rest` is the path after `_operator`.
 pub(crate) fn handle(
+    state: &AppState,
     store: &mut Store,
     sub: &str,
     method: &Method,
@@ -79,16 +91,25 @@ pub(crate) fn handle(
             store.purge_expired(store.now()?)?;
             clock(store)
         }
-        (["storageaccounts", account, "jobs", name, "state"], &Method::POST) => {
-            let change: StateChange = serde_json::from_slice(body).map_err(bad_body)?;
-            let Some(mut job) = store.get(sub, name)?.filter(|j| j.account == *account) else {
-                return Err(Rejection::new(
+        (["storageaccounts", account, "jobs", name, "receive"], &Method::POST) => {
+            let request: ReceiveRequest = serde_json::from_slice(body).map_err(bad_body)?;
+            receive(state, store, sub, account, name, &request, now)
+        }
+        (["storageaccounts", account, "jobs", name, "receive"], &Method::GET) => {
+            find_job(store, sub, account, name)?;
+            match state.receiving.status(sub, name) {
+                Some(status) => Ok(ok(now, 200, Some(odata::json(&status)))),
+                None => Err(Rejection::new(
                     404,
                     "ResourceNotFound",
-                    format!("Job '{name}' does not exist in storage account '{account}'."),
+                    format!("No drives were received for job '{name}' since the emulator started."),
                 )
-                .into());
-            };
+                .into()),
+            }
+        }
+        (["storageaccounts", account, "jobs", name, "state"], &Method::POST) => {
+            let change: StateChange = serde_json::from_slice(body).map_err(bad_body)?;
+            let mut job = find_job(store, sub, account, name)?;
             job.state = change.state;
             job.finished = change.state.is_finished().then_some(now);
             let drive_state = match change.state {
@@ -122,4 +143,60 @@ fn clock(store: &Store) -> Result<Reply, Failure> {
         offset_seconds: store.clock_offset()?,
     };
     Ok(ok(now, 200, Some(odata::json(&state))))
+}
+
+fn find_job(store: &Store, sub: &str, account: &str, name: &str) -> Result<StoredJob, Failure> {
+    match store.get(sub, name)?.filter(|j| j.account == account) {
+        Some(job) => Ok(job),
+        None => Err(Rejection::new(
+            404,
+            "ResourceNotFound",
+            format!("Job '{name}' does not exist in storage account '{account}'."),
+        )
+        .into()),
+    }
+}
+
+/// Checks the drives, marks the job and drives Received, and starts the import in the background.
+fn receive(
+    state: &AppState,
+    store: &Store,
+    sub: &str,
+    account: &str,
+    name: &str,
+    request: &ReceiveRequest,
+    now: i64,
+) -> Result<Reply, Failure> {
+    let job = find_job(store, sub, account, name)?;
+    if state.receiving.is_running(sub, name) {
+        return Err(refusal(ReceiveError::Busy { job: name.into() }));
+    }
+    let (emulator_account, stores) = account_stores(&state.dir.dir, &state.config).map_err(refusal)?;
+    let mut receipt = Receipt::check(job, &emulator_account, &request.drives).map_err(refusal)?;
+    receipt.mark_received(store)?;
+    let status = state
+        .receiving
+        .start(sub, receipt, state.dir.database(), Box::new(stores))
+        .map_err(refusal)?;
+    Ok(ok(now, 202, Some(odata::json(&status))))
+}
+
+/// The answer to a receive the emulator refuses: the error's message with a status and code.
+fn refusal(e: ReceiveError) -> Failure {
+    let (status, code) = match &e {
+        ReceiveError::WrongState { .. } => (409, "InvalidJobState"),
+        ReceiveError::Busy { .. } => (409, "ReceiveInProgress"),
+        ReceiveError::NotImport { .. } | ReceiveError::WrongAccount { .. } => (409, "InvalidJob"),
+        ReceiveError::NoStorageAccount { .. } => (409, "NoStorageAccount"),
+        ReceiveError::DriveNotFound { .. } => (400, "DriveNotFound"),
+        ReceiveError::Unreadable { .. } => (400, "DriveNotReadable"),
+        ReceiveError::UnknownDrive { .. } | ReceiveError::RepeatedDrive { .. } => (400, "DriveNotInJob"),
+        ReceiveError::NoDrive => (400, "InvalidRequestBody"),
+        ReceiveError::NoSuchJob { .. } => (404, "ResourceNotFound"),
+        ReceiveError::Config(_)
+        | ReceiveError::Store(_)
+        | ReceiveError::Import(_)
+        | ReceiveError::Spawn { .. } => (500, "InternalError"),
+    };
+    Rejection::new(status, code, e.to_string()).into()
 }

@@ -76,6 +76,7 @@ pub async fn bind(config: &ServeConfig) -> Result<BoundServer, EmulatorError> {
         config: emulator,
         locations,
         store: Mutex::new(store),
+        receiving: Default::default(),
     });
     Ok(BoundServer {
         listener,
@@ -123,6 +124,14 @@ impl BoundServer {
             }
         }
         connections.shutdown().await;
+        let receiving = self.state.receiving.clone();
+        if receiving.running() > 0 {
+            tracing::info!(
+                imports = receiving.running(),
+                "waiting for the imports of received drives"
+            );
+        }
+        let _ = tokio::task::spawn_blocking(move || receiving.wait_all()).await;
         tracing::info!("emulator stopped");
         Ok(())
     }

@@ -4,7 +4,9 @@
 //! [`Rejection`]: the HTTP status, the `ExtendedCode` (this project's list, docs/api.md) and a message.
 
 use hyper::{HeaderMap, Method};
-use seedship_shared::api::{Drive, Job, JobState, JobType, JobUpdate, Location};
+use seedship_shared::api::{
+    Drive, Job, JobState, JobType, JobUpdate, Location, ReturnAddress, ReturnShipping,
+};
 
 /// The `x-ms-version` values the service accepts.
 pub const API_VERSIONS: [&str; 2] = ["2014-05-01", "2014-11-01"];
@@ -358,25 +360,7 @@ pub fn new_job<'a>(
             format!("Location '{}' is closed; ship to one of: {alts}.", location.name),
         ));
     }
-    if let Some(a) = &p.return_address {
-        if [&a.name, &a.address, &a.phone, &a.email]
-            .iter()
-            .any(|f| f.trim().is_empty())
-        {
-            return Err(bad(
-                "InvalidReturnAddress",
-                "ReturnAddress needs Name, Address, Phone and Email.",
-            ));
-        }
-    }
-    if let Some(s) = &p.return_shipping {
-        if s.carrier_name.trim().is_empty() || s.carrier_account_number.trim().is_empty() {
-            return Err(bad(
-                "InvalidReturnShipping",
-                "ReturnShipping needs CarrierName and CarrierAccountNumber.",
-            ));
-        }
-    }
+    return_information(p.return_address.as_ref(), p.return_shipping.as_ref())?;
     let drives = job.drives();
     match p.job_type {
         None => {
@@ -466,7 +450,27 @@ pub fn update(
             state,
         ));
     }
-    if let Some(a) = &p.return_address {
+    return_information(p.return_address.as_ref(), p.return_shipping.as_ref())?;
+    if let Some(d) = &p.delivery_package {
+        if !matches!(state, Creating | Shipping) {
+            return Err(state_conflict("DeliveryPackage", state));
+        }
+        if d.carrier_name.trim().is_empty() || d.tracking_number.trim().is_empty() {
+            return Err(bad(
+                "InvalidDeliveryPackage",
+                "DeliveryPackage needs CarrierName and TrackingNumber.",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// ReturnAddress and ReturnShipping, when given (Put Job and Update Job), must be complete.
+fn return_information(
+    address: Option<&ReturnAddress>,
+    shipping: Option<&ReturnShipping>,
+) -> Result<(), Rejection> {
+    if let Some(a) = address {
         if [&a.name, &a.address, &a.phone, &a.email]
             .iter()
             .any(|f| f.trim().is_empty())
@@ -477,14 +481,11 @@ pub fn update(
             ));
         }
     }
-    if let Some(d) = &p.delivery_package {
-        if !matches!(state, Creating | Shipping) {
-            return Err(state_conflict("DeliveryPackage", state));
-        }
-        if d.carrier_name.trim().is_empty() || d.tracking_number.trim().is_empty() {
+    if let Some(s) = shipping {
+        if s.carrier_name.trim().is_empty() || s.carrier_account_number.trim().is_empty() {
             return Err(bad(
-                "InvalidDeliveryPackage",
-                "DeliveryPackage needs CarrierName and TrackingNumber.",
+                "InvalidReturnShipping",
+                "ReturnShipping needs CarrierName and CarrierAccountNumber.",
             ));
         }
     }
@@ -576,6 +577,15 @@ mod tests {
         assert_eq!(
             update(&u, JobState::Shipping, true, true).unwrap_err().status,
             409
+        );
+        let mut u = JobUpdate::default();
+        u.properties.return_shipping = Some(ReturnShipping {
+            carrier_name: "FedEx".into(),
+            carrier_account_number: " ".into(),
+        });
+        assert_eq!(
+            update(&u, JobState::Shipping, true, true).unwrap_err().code,
+            "InvalidReturnShipping"
         );
         assert!(delete(JobState::Creating).is_ok() && delete(JobState::Completed).is_ok());
         assert!(delete(JobState::Shipping).is_err() && delete(JobState::Closed).is_err());

@@ -1,7 +1,12 @@
 //! The `DriveLog` copy log the data centre writes per drive after an import (error log: only failures;
 //! verbose log: every blob and range), with the status codes of the Import/Export log format. The emulator
-//! writes it with [`DriveLogWriter`]; diskprep and the agent read it with [`DriveLog::parse`] to report
-//! what failed (e.g. a `Corrupted` page range) and what to re-ship.
+//! builds the verbose [`DriveLog`], takes the error log from it with [`DriveLog::error_log`], names both with
+//! [`log_blob_name`] and writes them with [`DriveLog::to_xml`] ([`DriveLogWriter`] streams); diskprep and the
+//! agent read them with [`DriveLog::parse`] to report what failed (e.g. a `Corrupted` page range) and what to
+//! re-ship.
+//!
+//! One addition to the documented grammar: a blob written under another name (disposition `rename`) carries
+//! `<ImportedBlobPath>` (after `<BlobPath>`) with the blob path it was written to.
 
 mod read;
 mod verify;
@@ -29,6 +34,12 @@ macro_rules! status_enum {
             /// The code as written in the log.
             pub fn as_str(self) -> &'static str {
                 match self { $($name::$variant => stringify!($variant)),* }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
             }
         }
 
@@ -123,6 +134,8 @@ pub struct LogFileStatus {
 pub struct LogBlob {
     pub status: BlobStatus,
     pub blob_path: String,
+    /// The blob path written to when the disposition renamed the blob (`<ImportedBlobPath>`, our addition).
+    pub imported_blob_path: Option<String>,
     pub file_path: String,
     pub snapshot: Option<String>,
     pub length: u64,
@@ -134,15 +147,50 @@ pub struct LogBlob {
 }
 
 impl LogBlob {
-    /// The ranges whose status is not `Completed` (or `Committed`).
-    pub fn failed_ranges(&self) -> impl Iterator<Item = &LogRange> {
-        let all = match &self.ranges {
+    /// The page ranges or blocks (empty when the blob has no list).
+    pub fn range_list(&self) -> &[LogRange] {
+        match &self.ranges {
             Some(LogRanges::Pages(r) | LogRanges::Blocks(r)) => r.as_slice(),
             None => &[],
-        };
-        all.iter()
+        }
+    }
+
+    /// The ranges whose status is not `Completed` (or `Committed`).
+    pub fn failed_ranges(&self) -> impl Iterator<Item = &LogRange> {
+        self.range_list()
+            .iter()
             .filter(|r| !matches!(r.status, RangeStatus::Completed | RangeStatus::Committed))
     }
+
+    /// Whether the blob and every one of its ranges completed (what an error log leaves out).
+    pub fn is_clean(&self) -> bool {
+        self.status == BlobStatus::Completed && self.failed_ranges().next().is_none()
+    }
+}
+
+/// The two logs the data centre writes per drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LogKind {
+    /// Always written: the drive status and the blobs that did not entirely complete.
+    Error,
+    /// Written when the job asks for it (`EnableVerboseLog`): every blob and range.
+    Verbose,
+}
+
+impl LogKind {
+    /// The `<logtype>` of the log's blob name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogKind::Error => "error",
+            LogKind::Verbose => "verbose",
+        }
+    }
+}
+
+/// The name of a log blob under the job's `ImportExportStatesPath` (after its optional directory):
+/// `waies/<job>_<driveid>_<stamp>_<logtype>.xml`, `stamp` being the copy's UTC time as `yyyymmdd-hhmmss`.
+pub fn log_blob_name(job: &str, drive_id: &str, stamp: &str, kind: LogKind) -> String {
+    format!("waies/{job}_{drive_id}_{stamp}_{}.xml", kind.as_str())
 }
 
 /// A whole copy log.
@@ -152,4 +200,24 @@ pub struct DriveLog {
     pub drive_id: String,
     pub blobs: Vec<LogBlob>,
     pub status: DriveStatus,
+}
+
+impl DriveLog {
+    /// An empty log of drive `drive_id` in the written version, with `status` until blobs are added.
+    pub fn new(drive_id: &str, status: DriveStatus) -> DriveLog {
+        DriveLog {
+            version: LOG_VERSION.into(),
+            drive_id: drive_id.into(),
+            blobs: Vec::new(),
+            status,
+        }
+    }
+
+    /// The error log of this (verbose) log: the same drive and status, only the blobs that are not clean.
+    pub fn error_log(&self) -> DriveLog {
+        DriveLog {
+            blobs: self.blobs.iter().filter(|b| !b.is_clean()).cloned().collect(),
+            ..self.clone()
+        }
+    }
 }

@@ -74,7 +74,8 @@ fn hash<R: BufRead>(p: &XmlPull<R>, field: &str, v: &str) -> Result<Md5Hash, Man
 
 fn read_blob<R: BufRead>(p: &mut XmlPull<R>, attrs: &[(String, String)]) -> Result<LogBlob, ManifestError> {
     let status = status_attr(p, "Blob", attrs)?;
-    let mut texts: [Option<String>; 5] = Default::default(); // BlobPath FilePath Snapshot Length LastModified
+    // BlobPath FilePath Snapshot Length LastModified ImportedBlobPath
+    let mut texts: [Option<String>; 6] = Default::default();
     let (mut disposition, mut ranges, mut metadata, mut properties) = (None, None, None, None);
     loop {
         let (name, attrs) = match p.next_structural()? {
@@ -82,9 +83,16 @@ fn read_blob<R: BufRead>(p: &mut XmlPull<R>, attrs: &[(String, String)]) -> Resu
             Ev::End => break,
             _ => return Err(p.structure("unexpected text in <Blob>")),
         };
-        let slot = ["BlobPath", "FilePath", "Snapshot", "Length", "LastModified"]
-            .iter()
-            .position(|n| *n == name);
+        let slot = [
+            "BlobPath",
+            "FilePath",
+            "Snapshot",
+            "Length",
+            "LastModified",
+            "ImportedBlobPath",
+        ]
+        .iter()
+        .position(|n| *n == name);
         match (name.as_str(), slot) {
             (_, Some(i)) if texts[i].is_none() => texts[i] = Some(p.text_of(&name)?),
             ("ImportDisposition", _) if disposition.is_none() => {
@@ -104,7 +112,7 @@ fn read_blob<R: BufRead>(p: &mut XmlPull<R>, attrs: &[(String, String)]) -> Resu
             (other, _) => return Err(p.structure(format!("unexpected or repeated <{other}> in <Blob>"))),
         }
     }
-    let [blob_path, file_path, snapshot, length, last_modified] = texts;
+    let [blob_path, file_path, snapshot, length, last_modified, imported_blob_path] = texts;
     let blob_path = blob_path.ok_or_else(|| p.structure("<Blob> without <BlobPath>"))?;
     let missing = |what: &str| ManifestError::Blob {
         doc: DOC_LOG,
@@ -120,6 +128,7 @@ fn read_blob<R: BufRead>(p: &mut XmlPull<R>, attrs: &[(String, String)]) -> Resu
     Ok(LogBlob {
         status,
         blob_path,
+        imported_blob_path,
         file_path,
         snapshot,
         length,

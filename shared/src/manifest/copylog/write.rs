@@ -25,6 +25,12 @@ impl<W: Write> DriveLogWriter<W> {
     pub fn write_blob(&mut self, b: &LogBlob) -> Result<(), ManifestError> {
         let mut s = format!("  <Blob Status=\"{}\">\n", b.status.as_str());
         s += &format!("    <BlobPath>{}</BlobPath>\n", esc("BlobPath", &b.blob_path)?);
+        if let Some(v) = &b.imported_blob_path {
+            s += &format!(
+                "    <ImportedBlobPath>{}</ImportedBlobPath>\n",
+                esc("ImportedBlobPath", v)?
+            );
+        }
         s += &format!("    <FilePath>{}</FilePath>\n", esc("FilePath", &b.file_path)?);
         if let Some(v) = &b.snapshot {
             s += &format!("    <Snapshot>{}</Snapshot>\n", esc("Snapshot", v)?);

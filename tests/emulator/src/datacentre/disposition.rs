@@ -4,6 +4,7 @@
 //! decision is taken once per blob and job, when the first drive holding a part of it is imported.
 
 use seedship_shared::blob::{BlobError, BlobStore};
+use seedship_shared::manifest::copylog::{BlobStatus, DispositionStatus};
 use seedship_shared::manifest::ImportDisposition;
 
 /// How many renamed names (` (2)` ... ) are tried before a blob is logged `RenameFailed`.
@@ -16,12 +17,12 @@ pub enum Target {
     Write {
         container: String,
         name: String,
-        disposition: &'static str,
+        disposition: DispositionStatus,
     },
     /// Not imported; `status` is the blob status logged, `disposition` the disposition status.
     Skip {
-        status: &'static str,
-        disposition: &'static str,
+        status: BlobStatus,
+        disposition: DispositionStatus,
     },
 }
 
@@ -55,7 +56,7 @@ pub fn resolve_target(
 ) -> Target {
     let failed = |status| Target::Skip {
         status,
-        disposition: "Cancelled",
+        disposition: DispositionStatus::Cancelled,
     };
     let create = |name: &str| store.create(name, length, &Default::default());
     let write = |name: String, disposition| Target::Write {
@@ -65,16 +66,16 @@ pub fn resolve_target(
     };
     let found = match exists(store, name) {
         Ok(f) => f,
-        Err(_) => return failed("BlobRequestFailed"),
+        Err(_) => return failed(BlobStatus::BlobRequestFailed),
     };
     match (found, disposition) {
         (false, _) => match create(name) {
-            Ok(()) => write(name.to_owned(), "Created"),
-            Err(_) => failed("BlobRequestFailed"),
+            Ok(()) => write(name.to_owned(), DispositionStatus::Created),
+            Err(_) => failed(BlobStatus::BlobRequestFailed),
         },
         (true, ImportDisposition::NoOverwrite) => Target::Skip {
-            status: "Completed",
-            disposition: "Skipped",
+            status: BlobStatus::Completed,
+            disposition: DispositionStatus::Skipped,
         },
         (true, ImportDisposition::Overwrite) => {
             let replaced = match store.delete(name) {
@@ -82,8 +83,8 @@ pub fn resolve_target(
                 Err(e) => Err(e),
             };
             match replaced {
-                Ok(()) => write(name.to_owned(), "Overwritten"),
-                Err(_) => failed("BlobRequestFailed"),
+                Ok(()) => write(name.to_owned(), DispositionStatus::Overwritten),
+                Err(_) => failed(BlobStatus::BlobRequestFailed),
             }
         }
         (true, ImportDisposition::Rename) => {
@@ -93,14 +94,14 @@ pub fn resolve_target(
                     Ok(true) => continue,
                     Ok(false) => {
                         return match create(&candidate) {
-                            Ok(()) => write(candidate, "Renamed"),
-                            Err(_) => failed("RenameFailed"),
+                            Ok(()) => write(candidate, DispositionStatus::Renamed),
+                            Err(_) => failed(BlobStatus::RenameFailed),
                         }
                     }
-                    Err(_) => return failed("RenameFailed"),
+                    Err(_) => return failed(BlobStatus::RenameFailed),
                 }
             }
-            failed("RenameFailed")
+            failed(BlobStatus::RenameFailed)
         }
     }
 }
@@ -132,7 +133,7 @@ mod tests {
             Target::Write {
                 container: "c".into(),
                 name: "new.img".into(),
-                disposition: "Created"
+                disposition: DispositionStatus::Created
             }
         );
         assert_eq!(s.properties("new.img").unwrap().len, 4096);
@@ -143,7 +144,10 @@ mod tests {
             Target::Write {
                 name, disposition, ..
             } => {
-                assert_eq!((name.as_str(), disposition), ("a (3).img", "Renamed"));
+                assert_eq!(
+                    (name.as_str(), disposition),
+                    ("a (3).img", DispositionStatus::Renamed)
+                );
             }
             t => panic!("{t:?}"),
         }
@@ -154,8 +158,8 @@ mod tests {
         assert_eq!(
             t,
             Target::Skip {
-                status: "Completed",
-                disposition: "Skipped"
+                status: BlobStatus::Completed,
+                disposition: DispositionStatus::Skipped
             }
         );
         assert_eq!(s.properties("a.img").unwrap().len, 1024);
@@ -165,7 +169,7 @@ mod tests {
             matches!(
                 t,
                 Target::Write {
-                    disposition: "Overwritten",
+                    disposition: DispositionStatus::Overwritten,
                     ..
                 }
             ),

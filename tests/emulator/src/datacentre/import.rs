@@ -1,22 +1,27 @@
 //! Importing one drive: identify it, unlock it, check its manifest, then copy every verified page range
 //! into its page blob and write the copy log. Problems with the drive as a whole (wrong key, manifest
 //! mismatch) end the drive with a drive status code and no data written; problems with a range or a blob
-//! are logged against it and the copy goes on. Only failures to write the copy log itself are errors.
+//! are logged against it and the copy goes on; each part file's ranges are checked by shared's
+//! [`verify_blob_file`] (parallel MD5). Only failures to write the copy log itself are errors.
 
-use super::drivelog::{DriveLog, LogBlob, LogRange, DRIVE_LOG_VERSION};
-use super::{ContainerStores, DriveStatus, JobInfo};
+use super::{ContainerStores, JobInfo};
 use seedship_shared::api::DriveState;
-use seedship_shared::blob::{BlobError, BlobStore, PAGE_SIZE};
+use seedship_shared::blob::{BlobError, PAGE_SIZE};
 use seedship_shared::luks::{LuksError, LuksHeader, LuksVolume};
-use seedship_shared::manifest::{DriveFilePath, DriveManifest, ManifestBlob, Md5Hash, RangeList};
+use seedship_shared::manifest::copylog::{
+    log_blob_name, verify_blob_file, BlobStatus, DispositionStatus, DriveLog, DriveStatus, LogBlob,
+    LogDisposition, LogKind, LogRange, LogRanges, RangeStatus,
+};
+use seedship_shared::manifest::{
+    DriveFilePath, DriveManifest, ManifestBlob, ManifestError, Md5Hash, RangeList,
+};
 use seedship_shared::recovery::RecoveryKey;
 use seedship_shared::tar::TarReader;
 
 pub use super::disposition::{resolve_target, Target};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::Path;
-use std::sync::Arc;
 
 /// The largest manifest read (the reference advises about 3 GB per 7 TB; the emulator's drives are small).
 pub const MAX_MANIFEST_LEN: u64 = 256 << 20;
@@ -31,6 +36,12 @@ pub enum ImportError {
         log: String,
         #[source]
         source: Box<BlobError>,
+    },
+    #[error("drive {drive}: the copy log cannot be written as XML: {source}")]
+    Format {
+        drive: String,
+        #[source]
+        source: Box<ManifestError>,
     },
 }
 
@@ -81,30 +92,27 @@ pub fn import_drive(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let mut log = DriveLog {
-        version: DRIVE_LOG_VERSION.into(),
-        drive_id: fallback_id,
-        ..DriveLog::default()
-    };
+    let mut log = DriveLog::new(&fallback_id, DriveStatus::InternalError);
     let mut counts = Counts::default();
     let status = copy_drive(drive, job, stores, session, &mut log, &mut counts);
-    log.status = status.as_str().into();
+    log.status = status;
     let (container, prefix) = job.states_location();
     let stamp: String = crate::odata::iso8601(now)
         .chars()
         .filter(char::is_ascii_digit)
         .collect();
     let stamp = format!("{}-{}", &stamp[..8], &stamp[8..]);
-    let name = |kind: &str| format!("{prefix}{}_{}_{stamp}_{kind}.xml", job.name, log.drive_id);
-    let mut error_log = log.clone();
-    error_log
-        .blobs
-        .retain(|b| b.status != "Completed" || b.ranges.iter().any(|r| r.status != "Completed"));
-    let error_name = name("error");
-    write_log(stores, &container, &error_name, &error_log, &log.drive_id)?;
+    let name = |kind| {
+        format!(
+            "{prefix}{}",
+            log_blob_name(&job.name, &log.drive_id, &stamp, kind)
+        )
+    };
+    let error_name = name(LogKind::Error);
+    write_log(stores, &container, &error_name, &log.error_log())?;
     let verbose_log = if job.verbose_log {
-        let n = name("verbose");
-        write_log(stores, &container, &n, &log, &log.drive_id)?;
+        let n = name(LogKind::Verbose);
+        write_log(stores, &container, &n, &log)?;
         Some((container.clone(), n))
     } else {
         None
@@ -144,15 +152,17 @@ fn write_log(
     container: &str,
     name: &str,
     log: &DriveLog,
-    drive: &str,
 ) -> Result<(), ImportError> {
     let err = |source| ImportError::Log {
-        drive: drive.to_owned(),
+        drive: log.drive_id.clone(),
         container: container.to_owned(),
         log: name.to_owned(),
         source: Box::new(source),
     };
-    let mut text = log.to_xml().into_bytes();
+    let mut text = log.to_xml().map_err(|e| ImportError::Format {
+        drive: log.drive_id.clone(),
+        source: Box::new(e),
+    })?;
     let len = text.len() as u64;
     text.resize(len.div_ceil(PAGE_SIZE) as usize * PAGE_SIZE as usize, b' ');
     let store = stores.container(container).map_err(err)?;
@@ -235,16 +245,19 @@ fn copy_drive(
     log.blobs = blobs
         .iter()
         .map(|b| LogBlob {
-            status: "FileNotFound".into(),
+            status: BlobStatus::FileNotFound,
             blob_path: b.blob_path.clone(),
+            imported_blob_path: None,
             file_path: b.file_path.clone(),
+            snapshot: None,
             length: b.length,
+            last_modified: None,
             disposition: None,
-            imported_as: None,
-            ranges: Vec::new(),
+            ranges: None,
+            metadata: None,
+            properties: None,
         })
         .collect();
-    let mut buf = vec![0u8; seedship_shared::manifest::MAX_RANGE_LEN as usize];
     loop {
         let mut entry = match tar.next_entry() {
             Ok(Some(e)) => e,
@@ -261,17 +274,9 @@ fn copy_drive(
             .entry(blob.blob_path.clone())
             .or_insert_with(|| first_target(stores, blob))
             .clone();
-        copy_blob(
-            &mut entry,
-            blob,
-            &target,
-            stores,
-            &mut log.blobs[i],
-            counts,
-            &mut buf,
-        );
+        copy_blob(&mut entry, blob, &target, stores, &mut log.blobs[i], counts);
     }
-    if log.blobs.iter().all(|b| b.status == "Completed") {
+    if log.blobs.iter().all(|b| b.status == BlobStatus::Completed) {
         DriveStatus::Completed
     } else {
         DriveStatus::CompletedWithErrors
@@ -280,17 +285,15 @@ fn copy_drive(
 
 /// The target of a blob path the job meets for the first time.
 fn first_target(stores: &dyn ContainerStores, blob: &ManifestBlob) -> Target {
+    let skip = |status| Target::Skip {
+        status,
+        disposition: DispositionStatus::Cancelled,
+    };
     let Some((container, name)) = blob.blob_path.split_once('/') else {
-        return Target::Skip {
-            status: "BlobRequestFailed",
-            disposition: "Cancelled",
-        };
+        return skip(BlobStatus::BlobRequestFailed);
     };
     if !matches!(blob.ranges, RangeList::Pages(_)) || blob.length % PAGE_SIZE != 0 {
-        return Target::Skip {
-            status: "Failed",
-            disposition: "Cancelled",
-        };
+        return skip(BlobStatus::Failed);
     }
     match stores.container(container) {
         Ok(store) => resolve_target(
@@ -300,18 +303,13 @@ fn first_target(stores: &dyn ContainerStores, blob: &ManifestBlob) -> Target {
             blob.length,
             blob.disposition.unwrap_or_default(),
         ),
-        Err(BlobError::Http { status: 403, .. }) => Target::Skip {
-            status: "BlobRequestForbidden",
-            disposition: "Cancelled",
-        },
-        Err(_) => Target::Skip {
-            status: "BlobRequestFailed",
-            disposition: "Cancelled",
-        },
+        Err(BlobError::Http { status: 403, .. }) => skip(BlobStatus::BlobRequestForbidden),
+        Err(_) => skip(BlobStatus::BlobRequestFailed),
     }
 }
 
-/// Reads one part file and writes its verified ranges.
+/// Reads one part file, checks its ranges against the manifest with [`verify_blob_file`] and writes the
+/// verified ones into the target blob.
 fn copy_blob(
     entry: &mut impl Read,
     blob: &ManifestBlob,
@@ -319,95 +317,110 @@ fn copy_blob(
     stores: &dyn ContainerStores,
     out: &mut LogBlob,
     counts: &mut Counts,
-    buf: &mut [u8],
 ) {
-    let disposition_value = blob.disposition.unwrap_or_default().as_str().to_owned();
-    let store: Option<(Arc<dyn BlobStore>, &str)> = match target {
+    let requested = blob.disposition.unwrap_or_default();
+    let (store, status, disposition) = match target {
         Target::Write {
             container,
             name,
             disposition,
         } => {
-            out.disposition = Some(((*disposition).into(), disposition_value));
-            if *disposition == "Renamed" {
-                out.imported_as = Some(format!("{container}/{name}"));
+            if *disposition == DispositionStatus::Renamed {
+                out.imported_blob_path = Some(format!("{container}/{name}"));
             }
-            stores.container(container).ok().map(|s| (s, name.as_str()))
+            match stores.container(container) {
+                Ok(s) => (Some((s, name.as_str())), BlobStatus::Completed, *disposition),
+                Err(_) => (None, BlobStatus::BlobRequestFailed, *disposition),
+            }
         }
-        Target::Skip { disposition, .. } => {
-            out.disposition = Some(((*disposition).into(), disposition_value));
-            None
-        }
+        Target::Skip { status, disposition } => (None, *status, *disposition),
     };
-    let (start, end) = blob.part.map_or((0, blob.length), |p| (p.start, p.end));
-    let mut ranges: Vec<_> = match &blob.ranges {
-        RangeList::Pages(p) => p.iter().map(|r| (r.offset, r.length, r.hash)).collect(),
-        RangeList::Blocks(b) => b.iter().map(|r| (r.offset, r.length, r.hash)).collect(),
+    out.disposition = Some(LogDisposition {
+        requested,
+        status: disposition,
+    });
+    let RangeList::Pages(pages) = &blob.ranges else {
+        // Block blobs are refused before reading (Target::Skip with `Failed`): nothing of them is written.
+        let ranges = blob_ranges(blob, RangeStatus::Cancelled);
+        counts.not_written += ranges.len();
+        (out.status, out.ranges) = (status, Some(LogRanges::Blocks(ranges)));
+        return;
     };
-    ranges.sort_by_key(|r| r.0);
-    let mut at = start;
-    let mut short = false;
-    let mut failed = false;
-    for (offset, len, hash) in ranges {
-        let mut range = LogRange {
-            offset,
-            length: len,
-            hash: hash.to_string(),
-            status: String::new(),
-        };
-        let in_part =
-            offset >= at && offset.checked_add(len).is_some_and(|e| e <= end) && len as usize <= buf.len();
-        let read = !short
-            && in_part
-            && skip(entry, offset - at, buf)
-                .and_then(|()| entry.read_exact(&mut buf[..len as usize]))
-                .is_ok();
-        if !read {
-            range.status = "FileUnexpectedEnd".into();
-            short = true;
-        } else {
-            at = offset + len;
-            let data = &buf[..len as usize];
-            range.status = if Md5Hash::of(data) != hash {
-                counts.corrupted += 1;
-                "Corrupted".into()
-            } else if let Some((s, name)) = &store {
-                match s.write_pages(name, offset, data) {
-                    Ok(()) => {
-                        counts.written += 1;
-                        counts.bytes += len;
-                        "Completed".into()
-                    }
-                    Err(_) => {
-                        failed = true;
-                        "BlobRequestFailed".into()
-                    }
+    let mut failed_writes = HashSet::new();
+    let mut written_here = 0;
+    let verified = verify_blob_file(entry, blob, verify_threads(), |range, data| {
+        if let Some((s, name)) = &store {
+            match s.write_pages(name, range.offset, data) {
+                Ok(()) => {
+                    written_here += 1;
+                    counts.bytes += range.length;
                 }
-            } else {
-                "Cancelled".into()
-            };
+                Err(_) => {
+                    failed_writes.insert(range.offset);
+                }
+            }
         }
-        if range.status != "Completed" && range.status != "Corrupted" {
-            counts.not_written += 1;
+        Ok(())
+    });
+    counts.written += written_here;
+    let mut ranges = match verified {
+        Ok(ranges) => ranges,
+        // The drive could not be read at some point: what was written is counted, the blob is IOFailed.
+        Err(_) => {
+            let ranges = blob_ranges(blob, RangeStatus::IOFailed);
+            counts.not_written += pages.len().saturating_sub(written_here);
+            (out.status, out.ranges) = (BlobStatus::IOFailed, Some(LogRanges::Pages(ranges)));
+            return;
         }
-        out.ranges.push(range);
-    }
-    out.status = match target {
-        Target::Skip { status, .. } => (*status).into(),
-        Target::Write { .. } if store.is_none() || failed => "BlobRequestFailed".into(),
-        Target::Write { .. } if short || out.ranges.iter().any(|r| r.status != "Completed") => {
-            "CompletedWithErrors".into()
-        }
-        Target::Write { .. } => "Completed".into(),
     };
+    for r in &mut ranges {
+        if r.status == RangeStatus::Completed {
+            if store.is_none() {
+                r.status = RangeStatus::Cancelled;
+            } else if failed_writes.contains(&r.offset) {
+                r.status = RangeStatus::BlobRequestFailed;
+            }
+        }
+        match r.status {
+            RangeStatus::Completed => {}
+            RangeStatus::Corrupted => counts.corrupted += 1,
+            _ => counts.not_written += 1,
+        }
+    }
+    out.status = if store.is_none() {
+        status
+    } else if !failed_writes.is_empty() {
+        BlobStatus::BlobRequestFailed
+    } else if ranges.iter().any(|r| r.status != RangeStatus::Completed) {
+        BlobStatus::CompletedWithErrors
+    } else {
+        BlobStatus::Completed
+    };
+    out.ranges = Some(LogRanges::Pages(ranges));
 }
 
-/// Reads and drops `n` bytes.
-fn skip(entry: &mut impl Read, mut n: u64, buf: &mut [u8]) -> std::io::Result<()> {
-    while n > 0 {
-        let k = n.min(buf.len() as u64) as usize;
-        entry.read_exact(&mut buf[..k])?;
-        n -= k as u64;
+/// The manifest's ranges of `blob`, all with `status`.
+fn blob_ranges(blob: &ManifestBlob, status: RangeStatus) -> Vec<LogRange> {
+    let range = |offset, length, id: Option<String>, hash| LogRange {
+        offset,
+        length,
+        id,
+        hash: Some(hash),
+        status,
+    };
+    match &blob.ranges {
+        RangeList::Pages(p) => p
+            .iter()
+            .map(|r| range(r.offset, r.length, None, r.hash))
+            .collect(),
+        RangeList::Blocks(b) => b
+            .iter()
+            .map(|r| range(r.offset, r.length, r.id.clone(), r.hash))
+            .collect(),
     }
-    Ok(())
+}
+
+/// Threads hashing the ranges of a blob (the ranges of two batches are held in memory, 4 MiB each).
+fn verify_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
 }

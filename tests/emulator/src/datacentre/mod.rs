@@ -5,13 +5,13 @@
 //! the job's BitLockerKey unlocks it, the manifest (the payload's first tar member) must have the job's
 //! ManifestHash and name the same drive, and then every page range of every listed file is checked against
 //! its MD5 and written into its page blob, honouring the ImportDisposition. A range whose MD5 does not match
-//! is logged `Corrupted` and not written. The copy log ([`drivelog::DriveLog`]) goes to the job's
+//! is logged `Corrupted` and not written. The copy log (shared's [`DriveLog`]) goes to the job's
 //! ImportExportStatesPath as `waies/<job>_<driveid>_<timestamp>_error.xml` (and `_verbose.xml` when the job
 //! asked for verbose logs). [`receive::receive_and_import`] walks a stored job through the states: Received,
 //! Transferring, Packaging, then Completed or Closed, with the drive states beside them.
 
+pub mod background;
 pub mod disposition;
-pub mod drivelog;
 pub mod import;
 pub mod receive;
 
@@ -20,9 +20,10 @@ use seedship_shared::blob::{AzureOptions, AzureStore, BlobError, BlobStore, Cred
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-pub use drivelog::{DriveLog, LogBlob, LogRange};
+pub use background::{ReceiveStatus, Receiving};
 pub use import::{import_drive, DriveOutcome, ImportSession};
-pub use receive::{receive_and_import, JobOutcome, ReceiveError};
+pub use receive::{receive_and_import, JobOutcome, Receipt, ReceiveError};
+pub use seedship_shared::manifest::copylog::{DriveLog, DriveStatus, LogBlob, LogRange};
 
 /// The container the copy logs go to when the job names none.
 pub const DEFAULT_STATES_PATH: &str = "waimportexport";
@@ -89,12 +90,13 @@ impl JobInfo {
             .find(|d| d.drive_id.eq_ignore_ascii_case(drive_id))
     }
 
-    /// The states container and the prefix of the log blob names in it (`<dir>/waies/`).
+    /// The states container and the virtual directory the log blobs go under in it (`<dir>/`, or empty;
+    /// the log names add `waies/`).
     pub fn states_location(&self) -> (String, String) {
         let path = self.states_path.trim_matches('/');
         match path.split_once('/') {
-            Some((container, dir)) => (container.to_owned(), format!("{}/waies/", dir.trim_matches('/'))),
-            None => (path.to_owned(), "waies/".to_owned()),
+            Some((container, dir)) => (container.to_owned(), format!("{}/", dir.trim_matches('/'))),
+            None => (path.to_owned(), String::new()),
         }
     }
 }
@@ -144,51 +146,5 @@ impl ContainerStores for AzureContainers {
 
     fn blob_uri(&self, container: &str, name: &str) -> String {
         format!("{}/{container}/{name}", self.endpoint)
-    }
-}
-
-/// The status of a drive in its copy log (reference section 2.5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DriveStatus {
-    Completed,
-    CompletedWithErrors,
-    DiskNotFound,
-    BitLockerVolumeNotFound,
-    BitLockerKeyInvalid,
-    BitLockerUnlockVolumeFailed,
-    BitLockerFailed,
-    ManifestNotFound,
-    ManifestCorrupted,
-    ManifestFormatInvalid,
-    ManifestDriveIdMismatch,
-    ReadManifestFailed,
-    BlobRequestForbidden,
-    InternalError,
-}
-
-impl DriveStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DriveStatus::Completed => "Completed",
-            DriveStatus::CompletedWithErrors => "CompletedWithErrors",
-            DriveStatus::DiskNotFound => "DiskNotFound",
-            DriveStatus::BitLockerVolumeNotFound => "BitLockerVolumeNotFound",
-            DriveStatus::BitLockerKeyInvalid => "BitLockerKeyInvalid",
-            DriveStatus::BitLockerUnlockVolumeFailed => "BitLockerUnlockVolumeFailed",
-            DriveStatus::BitLockerFailed => "BitLockerFailed",
-            DriveStatus::ManifestNotFound => "ManifestNotFound",
-            DriveStatus::ManifestCorrupted => "ManifestCorrupted",
-            DriveStatus::ManifestFormatInvalid => "ManifestFormatInvalid",
-            DriveStatus::ManifestDriveIdMismatch => "ManifestDriveIdMismatch",
-            DriveStatus::ReadManifestFailed => "ReadManifestFailed",
-            DriveStatus::BlobRequestForbidden => "BlobRequestForbidden",
-            DriveStatus::InternalError => "InternalError",
-        }
-    }
-}
-
-impl std::fmt::Display for DriveStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }

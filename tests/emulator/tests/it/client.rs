@@ -342,64 +342,29 @@ fn conditional_requests() {
     let v = ("x-ms-version", "2014-11-01");
     let path = format!("/storageaccounts/{ACCOUNT}/jobs/cond");
     let body = serde_json::to_vec(&job("cond", "West US", 1)).unwrap();
+    // one request on the job with x-ms-version and these conditional headers
+    let req = |method: &str, conditions: &[(&str, &str)], body: Option<&[u8]>| {
+        let headers: Vec<(&str, &str)> = std::iter::once(v).chain(conditions.iter().copied()).collect();
+        raw(&emu, true, method, &path, &headers, body)
+    };
+    let long_ago = "Sat, 01 Jan 2000 00:00:00 GMT";
     // If-Match on a job that does not exist yet
-    raw(&emu, true, "PUT", &path, &[v, ("if-match", "*")], Some(&body)).assert_error(412, "ConditionNotMet");
-    let created = raw(
-        &emu,
-        true,
-        "PUT",
-        &path,
-        &[v, ("if-none-match", "*")],
-        Some(&body),
-    );
+    req("PUT", &[("if-match", "*")], Some(&body)).assert_error(412, "ConditionNotMet");
+    let created = req("PUT", &[("if-none-match", "*")], Some(&body));
     assert_eq!(created.status, 201);
     let etag = created.header("etag").unwrap().to_string();
     assert!(etag.starts_with("W/\"datetime'"), "{etag}");
-    raw(
-        &emu,
-        true,
-        "PUT",
-        &path,
-        &[v, ("if-none-match", "*")],
-        Some(&body),
-    )
-    .assert_error(412, "ConditionNotMet");
-    let got = raw(&emu, true, "GET", &path, &[v, ("if-match", &etag)], None);
+    req("PUT", &[("if-none-match", "*")], Some(&body)).assert_error(412, "ConditionNotMet");
+    let got = req("GET", &[("if-match", &etag)], None);
     assert_eq!((got.status, got.header("etag")), (200, Some(etag.as_str())));
-    raw(
-        &emu,
-        true,
-        "GET",
-        &path,
-        &[v, ("if-match", "W/\"datetime'2000-01-01T00%3A00%3A00Z'\"")],
-        None,
-    )
-    .assert_error(412, "ConditionNotMet");
-    raw(
-        &emu,
-        true,
-        "DELETE",
-        &path,
-        &[v, ("if-unmodified-since", "Sat, 01 Jan 2000 00:00:00 GMT")],
-        None,
-    )
-    .assert_error(412, "ConditionNotMet");
-    raw(
-        &emu,
-        true,
-        "GET",
-        &path,
-        &[
-            v,
-            ("if-match", "*"),
-            ("if-modified-since", "Sat, 01 Jan 2000 00:00:00 GMT"),
-        ],
-        None,
-    )
-    .assert_error(400, "InvalidConditionalHeaders");
+    let old_etag = "W/\"datetime'2000-01-01T00%3A00%3A00Z'\"";
+    req("GET", &[("if-match", old_etag)], None).assert_error(412, "ConditionNotMet");
+    req("DELETE", &[("if-unmodified-since", long_ago)], None).assert_error(412, "ConditionNotMet");
+    req("GET", &[("if-match", "*"), ("if-modified-since", long_ago)], None)
+        .assert_error(400, "InvalidConditionalHeaders");
     // a name past Creating is refused with 409 whatever the conditions say
     set_state(&emu, ACCOUNT, "cond", "Shipping");
-    raw(&emu, true, "PUT", &path, &[v, ("if-match", "*")], Some(&body)).assert_error(409, "JobAlreadyExists");
+    req("PUT", &[("if-match", "*")], Some(&body)).assert_error(409, "JobAlreadyExists");
     assert_eq!(
         c.get_job(ACCOUNT, "cond").unwrap().properties.state,
         Some(JobState::Shipping)

@@ -1,177 +1,15 @@
 //! The data centre's import against Azurite, with drives written by the real seedship-diskprep library.
 
-use seedship_diskprep::drive::DriveInfo;
-use seedship_diskprep::prepare::{self, PrepError, PrepEvent, PrepOptions, PrepUi};
-use seedship_diskprep::staging::StagedJob;
-use seedship_e2e::{descriptor, noise, stage_job};
-use seedship_emulator::config::{EmulatorDir, StorageAccountConfig};
-use seedship_emulator::datacentre::{self, DriveLog, DriveStatus, JobOutcome};
-use seedship_emulator::store::{Store, StoredJob};
-use seedship_emulator::{init, InitOptions};
-use seedship_shared::api::{Drive, DriveState, Job, JobProperties, JobState, JobType};
-use seedship_shared::blob::{AzureOptions, AzureStore, BlobStore};
-use seedship_shared::luks::{LuksVolume, Pbkdf};
-use seedship_shared::progress::{NoProgress, Progress};
-use seedship_testkit::{Azurite, AZURITE_ACCOUNT, AZURITE_KEY};
+use crate::dcfixture::*;
+use seedship_e2e::noise;
+use seedship_emulator::datacentre::{self, DriveStatus};
+use seedship_shared::api::{DriveState, JobState};
+use seedship_shared::blob::BlobStore;
+use seedship_shared::luks::LuksVolume;
+use seedship_shared::manifest::copylog::{BlobStatus, DispositionStatus, LogDisposition, RangeStatus};
+use seedship_shared::manifest::ImportDisposition;
+use seedship_testkit::Azurite;
 use std::io::Read;
-use std::path::{Path, PathBuf};
-
-const MIB: usize = 1 << 20;
-
-struct Ui;
-
-impl PrepUi for Ui {
-    fn choose_job(&mut self, _jobs: &[StagedJob]) -> Result<usize, PrepError> {
-        Ok(0)
-    }
-    fn ask_drive(&mut self, _number: usize, _needed: u64) -> Result<Option<PathBuf>, PrepError> {
-        Ok(None)
-    }
-    fn confirm_format(&mut self, _info: &DriveInfo, _drive_id: &str) -> Result<bool, PrepError> {
-        Ok(true)
-    }
-    fn event(&mut self, _event: PrepEvent<'_>) {}
-    fn progress(&mut self, _label: &str, _total: u64) -> Box<dyn Progress> {
-        Box::new(NoProgress)
-    }
-}
-
-/// A prepared drive: image path, drive id, recovery key, manifest hash.
-struct Prepared {
-    path: PathBuf,
-    id: String,
-    key: String,
-    hash: String,
-}
-
-/// Stages `blobs` as job `job` and writes them with diskprep onto `drives` image files of 28 MiB.
-fn prepare_drives(t: &Path, job: &str, blobs: &[(&str, Vec<u8>)], drives: usize) -> Vec<Prepared> {
-    let staging = t.join("staging");
-    let mut d = descriptor(job, "dc-test");
-    d.storage_account = AZURITE_ACCOUNT.into();
-    stage_job(&staging, d, blobs);
-    let opts = PrepOptions {
-        staging,
-        publish_settings: None,
-        job: Some(job.into()),
-        drives: (0..drives).map(|i| t.join(format!("{job}-d{i}.img"))).collect(),
-        create_image: Some(28 << 20),
-        yes: true,
-        verify: false,
-        key_file: None,
-        dry_run: false,
-        pbkdf: Pbkdf::Pbkdf2 { iterations: 1000 },
-        host: "dc-test".into(),
-    };
-    let plan = prepare::plan(&opts, &mut Ui).unwrap();
-    let report = prepare::execute(&plan, &opts, &mut Ui, &Default::default()).unwrap();
-    let keys = seedship_diskprep::keyfile::read(&report.key_file).unwrap();
-    report
-        .drives
-        .iter()
-        .map(|d| Prepared {
-            path: d.target.clone(),
-            id: d.drive_id.clone(),
-            key: keys
-                .iter()
-                .rev()
-                .find(|k| k.drive_id == d.drive_id)
-                .unwrap()
-                .recovery_key
-                .clone(),
-            hash: d.manifest_hash.clone(),
-        })
-        .collect()
-}
-
-/// An emulator directory whose storage account is Azurite's; returns (dir, subscription).
-fn emulator(t: &Path, az: &Azurite) -> (PathBuf, String) {
-    let dir = t.join("emu");
-    let report = init(&InitOptions {
-        dir: dir.clone(),
-        subscription_id: None,
-        subscription_name: "dc".into(),
-        storage_account: Some(StorageAccountConfig {
-            name: AZURITE_ACCOUNT.into(),
-            endpoint: az.endpoint(),
-            key: AZURITE_KEY.into(),
-        }),
-        url: None,
-        listen_port: None,
-    })
-    .unwrap();
-    (dir, report.subscription_id)
-}
-
-/// Stores job `name` in Shipping with these drives (id, key, hash).
-fn put_job(dir: &Path, sub: &str, name: &str, drives: &[(&str, &str, &str)], verbose: bool) {
-    let mut store = Store::open(&EmulatorDir::new(dir).database()).unwrap();
-    let job = Job {
-        name: name.into(),
-        properties: JobProperties {
-            storage_account_name: Some(AZURITE_ACCOUNT.into()),
-            job_type: Some(JobType::Import),
-            enable_verbose_log: Some(verbose),
-            ..Default::default()
-        },
-        drive_list: Some(
-            drives
-                .iter()
-                .map(|(id, key, hash)| Drive {
-                    drive_id: id.to_string(),
-                    bit_locker_key: Some(key.to_string()),
-                    manifest_file: Some("\\DriveManifest.xml".into()),
-                    manifest_hash: Some(hash.to_string()),
-                    state: Some(DriveState::Specified),
-                    ..Default::default()
-                })
-                .collect(),
-        ),
-        ..Default::default()
-    };
-    let stored = StoredJob {
-        subscription: sub.into(),
-        name: name.into(),
-        account: AZURITE_ACCOUNT.into(),
-        state: JobState::Shipping,
-        job,
-        created: 0,
-        updated: 0,
-        finished: None,
-    };
-    store.put(&stored, 20).unwrap().unwrap();
-}
-
-fn container(az: &Azurite, name: &str) -> AzureStore {
-    let s = AzureStore::new(AzureOptions::from_connection_string(&az.connection_string(), name).unwrap())
-        .unwrap();
-    s.create_container().unwrap();
-    s
-}
-
-fn read_blob(store: &AzureStore, name: &str) -> Vec<u8> {
-    let len = store.properties(name).unwrap().len;
-    let mut buf = vec![0u8; len as usize];
-    store.read_at(name, 0, &mut buf).unwrap();
-    buf
-}
-
-fn read_log(az: &Azurite, (c, name): &(String, String)) -> DriveLog {
-    DriveLog::parse(&read_blob(&container(az, c), name)).unwrap()
-}
-
-fn stored(dir: &Path, sub: &str, name: &str) -> StoredJob {
-    Store::open(&EmulatorDir::new(dir).database())
-        .unwrap()
-        .get(sub, name)
-        .unwrap()
-        .unwrap()
-}
-
-fn receive(dir: &Path, job: &str, drives: &[&Prepared]) -> JobOutcome {
-    let paths: Vec<PathBuf> = drives.iter().map(|d| d.path.clone()).collect();
-    datacentre::receive_and_import(dir, job, &paths).unwrap()
-}
 
 #[test]
 fn a_blob_spanning_two_drives_is_imported_whole_and_an_existing_blob_is_renamed() {
@@ -213,8 +51,8 @@ fn a_blob_spanning_two_drives_is_imported_whole_and_an_existing_blob_is_renamed(
         );
         assert!(log.blobs.is_empty(), "the error log lists no blob: {log:?}");
         let verbose = read_log(&az, d.verbose_log.as_ref().unwrap());
-        assert_eq!(verbose.status, "Completed");
-        assert!(verbose.blobs.iter().all(|b| b.status == "Completed"));
+        assert_eq!(verbose.status, DriveStatus::Completed);
+        assert!(verbose.blobs.iter().all(|b| b.is_clean()));
         assert!(d.error_log.1.starts_with(&format!("waies/span_{}_", d.drive_id)));
         assert!(d.error_log.1.ends_with("_error.xml"));
         assert_eq!(d.error_log.0, "waimportexport");
@@ -232,10 +70,16 @@ fn a_blob_spanning_two_drives_is_imported_whole_and_an_existing_blob_is_renamed(
         .flat_map(|d| &d.log.blobs)
         .find(|b| b.blob_path == "seed/vm/small.img")
         .unwrap();
-    assert_eq!(renamed.imported_as.as_deref(), Some("seed/vm/small (2).img"));
+    assert_eq!(
+        renamed.imported_blob_path.as_deref(),
+        Some("seed/vm/small (2).img")
+    );
     assert_eq!(
         renamed.disposition,
-        Some(("Renamed".to_owned(), "rename".to_owned()))
+        Some(LogDisposition {
+            requested: ImportDisposition::Rename,
+            status: DispositionStatus::Renamed
+        })
     );
 
     let job = stored(&dir, &sub, "span");
@@ -258,23 +102,17 @@ fn a_blob_spanning_two_drives_is_imported_whole_and_an_existing_blob_is_renamed(
     );
 }
 
-/// The payload offset of `needle` in the drive's decrypted payload.
-fn payload_offset(d: &Prepared, needle: &[u8]) -> (u64, u64) {
-    let key = seedship_shared::recovery::RecoveryKey::parse(&d.key).unwrap();
-    let file = std::fs::File::open(&d.path).unwrap();
-    let volume = LuksVolume::open(&file, key.passphrase()).unwrap();
-    let mut payload = Vec::new();
-    volume.reader(&file).read_to_end(&mut payload).unwrap();
-    let at = payload.windows(needle.len()).position(|w| w == needle).unwrap();
-    (at as u64, volume.data_offset())
-}
-
 #[test]
 fn damaged_sectors_wrong_keys_and_wrong_manifests_are_reported() {
-    let t = tempfile::tempdir().unwrap();
-    let data = noise(6 * MIB, 21);
-    let drives = prepare_drives(t.path(), "dmg", &[("vm/disk.img", data.clone())], 1);
-    let d = &drives[0];
+    let OneDrive {
+        t: _dir_kept_until_the_end,
+        data,
+        drive: d,
+        az,
+        dir,
+        sub,
+    } = one_drive_job("dmg", 21);
+    let d = &d;
     // Damage the ciphertext of the sector holding blob offset 5 MiB + 4096 (in the range at 4 MiB).
     let blob_off = 5 * MIB + 4096;
     let (at, data_offset) = payload_offset(d, &data[blob_off..blob_off + 64]);
@@ -283,10 +121,6 @@ fn damaged_sectors_wrong_keys_and_wrong_manifests_are_reported() {
         let f = std::fs::OpenOptions::new().write(true).open(&d.path).unwrap();
         f.write_all_at(&[0xA5; 16], data_offset + at).unwrap();
     }
-
-    let az = Azurite::start();
-    let (dir, sub) = emulator(t.path(), &az);
-    put_job(&dir, &sub, "dmg", &[(&d.id, &d.key, &d.hash)], false);
     let out = receive(&dir, "dmg", &[d]);
     assert_eq!(out.state, JobState::Closed);
     let o = &out.drives[0];
@@ -297,13 +131,13 @@ fn damaged_sectors_wrong_keys_and_wrong_manifests_are_reported() {
     assert_eq!(o.ranges_corrupted, 1);
     assert!(o.verbose_log.is_none());
     let log = read_log(&az, &o.error_log);
-    assert_eq!(log.status, "CompletedWithErrors");
+    assert_eq!(log.status, DriveStatus::CompletedWithErrors);
     assert_eq!(log.blobs.len(), 1);
-    assert_eq!(log.blobs[0].status, "CompletedWithErrors");
+    assert_eq!(log.blobs[0].status, BlobStatus::CompletedWithErrors);
     let bad: Vec<_> = log.blobs[0]
-        .ranges
+        .range_list()
         .iter()
-        .filter(|r| r.status == "Corrupted")
+        .filter(|r| r.status == RangeStatus::Corrupted)
         .collect();
     assert_eq!(bad.len(), 1, "{log:?}");
     let (start, end) = (bad[0].offset as usize, (bad[0].offset + bad[0].length) as usize);
@@ -366,18 +200,27 @@ fn damaged_sectors_wrong_keys_and_wrong_manifests_are_reported() {
 
     // The command line: the same drive for another job; the blob exists now, so it is renamed.
     put_job(&dir, &sub, "clijob", &[(&d.id, &d.key, &d.hash)], false);
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_seedship-emulator"))
-        .args([
-            "receive",
-            "--dir",
-            dir.to_str().unwrap(),
-            "--job",
-            "clijob",
-            "--drive",
-        ])
-        .arg(&d.path)
-        .output()
-        .unwrap();
+    let cli = |drives: &[&std::path::Path]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_seedship-emulator"));
+        c.args(["receive", "--dir", dir.to_str().unwrap(), "--job", "clijob"]);
+        for d in drives {
+            c.arg("--drive").arg(d);
+        }
+        c.output().unwrap()
+    };
+    // Refusals first (the checks the operator endpoint makes too): nothing changes.
+    let missing = dir.join("no-such-drive.img");
+    for (drives, needle) in [
+        (vec![missing.as_path()], "no-such-drive.img cannot be opened"),
+        (vec![d.path.as_path(), d.path.as_path()], "is given twice"),
+    ] {
+        let o = cli(&drives);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains(needle), "{err}");
+    }
+    assert_eq!(stored(&dir, &sub, "clijob").state, JobState::Shipping);
+    let o = cli(&[&d.path]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert_eq!(
         o.status.code(),
@@ -488,32 +331,25 @@ fn no_overwrite_skips_and_overwrite_replaces_existing_blobs() {
     let log = read_log(&az, out.drives[0].verbose_log.as_ref().unwrap());
     let status = |path: &str| {
         let blob = log.blobs.iter().find(|x| x.blob_path == path).unwrap();
-        let (st, value) = blob.disposition.clone().unwrap();
+        let d = blob.disposition.unwrap();
         (
-            blob.status.clone(),
-            st,
-            value,
-            blob.ranges.iter().all(|r| r.status == "Completed"),
+            blob.status,
+            d.status,
+            d.requested.as_str(),
+            blob.failed_ranges().next().is_none(),
         )
     };
-    assert_eq!(
-        status("seed/a.img"),
-        ("Completed".into(), "Skipped".into(), "no-overwrite".into(), false)
-    );
-    assert_eq!(
-        status("seed/b.img"),
-        ("Completed".into(), "Overwritten".into(), "overwrite".into(), true)
-    );
-    assert_eq!(
-        status("seed/c.img"),
-        ("Completed".into(), "Created".into(), "no-overwrite".into(), true)
-    );
+    use DispositionStatus::{Created, Overwritten, Skipped};
+    let done = BlobStatus::Completed;
+    assert_eq!(status("seed/a.img"), (done, Skipped, "no-overwrite", false));
+    assert_eq!(status("seed/b.img"), (done, Overwritten, "overwrite", true));
+    assert_eq!(status("seed/c.img"), (done, Created, "no-overwrite", true));
     assert!(log
         .blobs
         .iter()
         .find(|x| x.blob_path == "seed/a.img")
         .unwrap()
-        .ranges
+        .range_list()
         .iter()
-        .all(|r| r.status == "Cancelled"));
+        .all(|r| r.status == RangeStatus::Cancelled));
 }

@@ -1,14 +1,20 @@
-//! A running emulator for one test: `init` into a temporary directory, `serve` on 127.0.0.1:0 in a thread
-//! with its own runtime, stopped through the shutdown future when dropped.
+//! A running seedship-emulator for one test, shared by the emulator's and diskprep's test suites: `init` into
+//! a directory (seed 001's subscription), `serve` on 127.0.0.1:0 in a thread with its own runtime, stopped
+//! through the shutdown future when dropped; raw HTTPS requests with or without the management certificate;
+//! the operator endpoints (clock, job state, receiving drives). A crate of its own because seedship-testkit
+//! cannot depend on the emulator (the emulator's tests depend on testkit).
 
-use seedship_emulator::{InitOptions, ServeConfig};
+use seedship_emulator::datacentre::ReceiveStatus;
+use seedship_emulator::{EmulatorDir, InitOptions, ServeConfig};
 use seedship_shared::api::{ApiClientOptions, BlockingApiClient, ManagementIdentity};
 use seedship_shared::publish_settings::PublishSettings;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// Seed 001's sample subscription.
 pub const SEED_SUB: &str = "afb1a4eb-bc88-4ce1-b1af-dfec80067464";
 
+/// One emulator, stopped when dropped.
 pub struct Emulator {
     pub dir: PathBuf,
     pub url: String,
@@ -17,24 +23,32 @@ pub struct Emulator {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
-/// Initialises a fresh emulator directory with seed 001's subscription id.
-pub fn init_dir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("temporary directory");
+/// Initialises `dir` as an emulator with seed 001's subscription id and no storage account.
+pub fn init(dir: &Path) {
     seedship_emulator::init(&InitOptions {
-        dir: dir.path().to_path_buf(),
+        dir: dir.to_path_buf(),
         subscription_id: Some(SEED_SUB.into()),
         subscription_name: "test".into(),
         storage_account: None,
         url: None,
         listen_port: None,
     })
-    .expect("init");
+    .expect("emulator init");
+}
+
+/// Initialises a fresh temporary emulator directory with seed 001's subscription id.
+pub fn init_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    init(dir.path());
     dir
 }
 
 impl Emulator {
-    /// Serves `dir` (already initialised) on a free port.
+    /// Serves `dir` on a free port, first initialising it ([`init`]) when it holds no emulator yet.
     pub fn start(dir: &Path) -> Emulator {
+        if !EmulatorDir::new(dir).config().exists() {
+            init(dir);
+        }
         let (url_tx, url_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let config = ServeConfig {
@@ -72,7 +86,7 @@ impl Emulator {
 
     /// Client options from the directory's publish-settings file, trusting the emulator's CA.
     pub fn client_options(&self) -> ApiClientOptions {
-        let ps = PublishSettings::load(&self.dir.join("emulator.publishsettings")).expect("publish settings");
+        let ps = PublishSettings::load(&self.publish_settings()).expect("publish settings");
         let sub = ps.subscription(&self.sub).expect("subscription");
         assert_eq!(
             sub.service_management_url, self.url,
@@ -80,7 +94,7 @@ impl Emulator {
         );
         let mut opts = ApiClientOptions::from_subscription(sub)
             .expect("identity")
-            .with_management_ca_file(&self.dir.join("ca.pem"))
+            .with_management_ca_file(&self.ca())
             .expect("CA");
         opts.retry.first_delay = std::time::Duration::from_millis(10);
         opts
@@ -93,6 +107,16 @@ impl Emulator {
     /// The management identity (PEM key + chain).
     pub fn identity(&self) -> ManagementIdentity {
         self.client_options().identity
+    }
+
+    /// The publish-settings file `init` wrote (`serve` points it at itself).
+    pub fn publish_settings(&self) -> PathBuf {
+        self.dir.join("emulator.publishsettings")
+    }
+
+    /// The emulator's CA certificate (for `--management-ca`).
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
     }
 
     /// `https://host:port/<sub>/services/importexport`.
@@ -110,7 +134,11 @@ impl Emulator {
             let _ = tx.send(());
         }
         if let Some(t) = self.thread.take() {
-            t.join().expect("emulator thread");
+            let joined = t.join();
+            // A second panic while a failing test unwinds would abort the test binary.
+            if !std::thread::panicking() {
+                joined.expect("emulator thread");
+            }
         }
     }
 }
@@ -122,6 +150,7 @@ impl Drop for Emulator {
 }
 
 /// One raw HTTP exchange with full control over headers (for the documented error cases).
+#[derive(Debug)]
 pub struct Raw {
     pub status: u16,
     pub headers: reqwest::header::HeaderMap,
@@ -189,9 +218,9 @@ pub fn raw_url(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> Raw {
-    let mut builder = reqwest::Client::builder().use_rustls_tls().add_root_certificate(
-        reqwest::Certificate::from_pem(&std::fs::read(emu.dir.join("ca.pem")).unwrap()).unwrap(),
-    );
+    let mut builder = reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(emu.ca()).unwrap()).unwrap());
     if cert {
         builder = builder.identity(reqwest::Identity::from_pem(emu.identity().pem()).unwrap());
     }
@@ -237,4 +266,43 @@ pub fn set_state(emu: &Emulator, account: &str, job: &str, state: &str) {
     let path = format!("/_operator/storageaccounts/{account}/jobs/{job}/state");
     let r = raw(emu, true, "POST", &path, &[], Some(body.as_bytes()));
     assert_eq!(r.status, 204, "{}", String::from_utf8_lossy(&r.body));
+}
+
+/// Operator: the drives at `drives` arrive for job `job` (`POST .../receive`); the answer as it came.
+pub fn receive(emu: &Emulator, account: &str, job: &str, drives: &[&Path]) -> Raw {
+    let body = serde_json::json!({ "Drives": drives });
+    let path = format!("/_operator/storageaccounts/{account}/jobs/{job}/receive");
+    raw(emu, true, "POST", &path, &[], Some(body.to_string().as_bytes()))
+}
+
+/// Operator: the job's last receive (`GET .../receive`), or the error answer.
+pub fn receive_status(emu: &Emulator, account: &str, job: &str) -> Result<ReceiveStatus, Box<Raw>> {
+    let path = format!("/_operator/storageaccounts/{account}/jobs/{job}/receive");
+    let r = raw(emu, true, "GET", &path, &[], None);
+    match r.status {
+        200 => Ok(serde_json::from_slice(&r.body).expect("receive status")),
+        _ => Err(Box::new(r)),
+    }
+}
+
+/// Operator: waits until the job's receive has ended (at most `limit`) and returns how it ended.
+pub fn wait_received(emu: &Emulator, account: &str, job: &str, limit: Duration) -> ReceiveStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        let status = receive_status(emu, account, job).unwrap_or_else(|r| {
+            panic!(
+                "receive status: {} {}",
+                r.status,
+                String::from_utf8_lossy(&r.body)
+            )
+        });
+        if !status.running {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the receive of {job} still runs after {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
