@@ -643,4 +643,121 @@ mod tests {
         let err = repo3.read_blob(&e.id).unwrap_err().to_string();
         assert!(err.contains("data/00000000") && err.contains("damaged"), "{err}");
     }
+
+    fn tree_blob(repo: &Repository, name: &str) -> (ChunkId, EncodedBlob) {
+        let tree = Tree {
+            nodes: vec![crate::repo::Node {
+                name: name.into(),
+                name_raw: None,
+                kind: crate::repo::NodeKind::File,
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                user: None,
+                group: None,
+                mtime: 1,
+                mtime_nsec: 2,
+                ctime: 3,
+                ctime_nsec: 4,
+                dev: 5,
+                ino: 6,
+                nlink: 1,
+                size: 0,
+                rdev: 0,
+                target: None,
+                target_raw: None,
+                xattrs: vec![],
+                content: vec![],
+                subtree: None,
+            }],
+        };
+        let b = repo.encode_tree(&tree).unwrap();
+        (b.id, b)
+    }
+
+    #[test]
+    fn trees_come_from_the_verified_cache_and_never_wrong() {
+        use crate::blob::{Meter, MeteredStore};
+        let dir = tempfile::tempdir().unwrap();
+        let meter = Arc::new(Meter::new());
+        let store: Arc<dyn BlobStore> = Arc::new(MeteredStore::new(MemoryStore::default(), meter.clone()));
+        let repo = Arc::new(
+            Repository::init(store.clone(), PASS, &opts())
+                .unwrap()
+                .with_tree_cache(dir.path()),
+        );
+        let (a, ablob) = tree_blob(&repo, "a");
+        let (b, bblob) = tree_blob(&repo, "b");
+        let mut w = PackWriter::open(repo.clone(), 4096, 100).unwrap();
+        w.add(&ablob).unwrap();
+        w.add(&bblob).unwrap();
+        w.finish().unwrap();
+        let cached = |id: &ChunkId| {
+            let h = id_hex(id);
+            dir.path().join("trees").join(&h[..2]).join(h)
+        };
+        assert!(cached(&a).exists(), "written trees are cached");
+        let before = meter.stats().bytes_received;
+        assert_eq!(repo.load_tree(&a).unwrap().nodes[0].name, "a");
+        assert_eq!(
+            meter.stats().bytes_received,
+            before,
+            "a hit reads nothing from the store"
+        );
+        assert_eq!(repo.tree_cache_stats().hits, 1);
+        // a cache file holding another tree, or a damaged one, is a miss that reads the store
+        std::fs::copy(cached(&b), cached(&a)).unwrap();
+        assert_eq!(repo.load_tree(&a).unwrap().nodes[0].name, "a");
+        let mut env = std::fs::read(cached(&b)).unwrap();
+        env[20] ^= 1;
+        std::fs::write(cached(&b), &env).unwrap();
+        assert_eq!(repo.load_tree(&b).unwrap().nodes[0].name, "b");
+        assert_eq!(repo.tree_cache_stats().misses, 2);
+        assert!(meter.stats().bytes_received > before);
+        // ... and is repaired: the next read is a hit again
+        assert_eq!(repo.load_tree(&b).unwrap().nodes[0].name, "b");
+        assert_eq!(repo.tree_cache_stats().hits, 2);
+        // a cached tree the index does not hold stays invisible
+        let (c, cblob) = tree_blob(&repo, "c");
+        repo.remember_tree(&c, &cblob.envelope);
+        assert!(matches!(repo.load_tree(&c), Err(RepoError::MissingChunk { .. })));
+    }
+
+    #[test]
+    fn index_by_bytes_and_appending_without_digests_reads_nothing() {
+        use crate::blob::{Meter, MeteredStore};
+        use crate::repo::IndexPolicy;
+        let meter = Arc::new(Meter::new());
+        let store: Arc<dyn BlobStore> = Arc::new(MeteredStore::new(MemoryStore::default(), meter.clone()));
+        let repo = Arc::new(Repository::init(store.clone(), PASS, &opts()).unwrap());
+        let mut w = PackWriter::open(repo.clone(), 4096, 1000).unwrap();
+        w.set_index_policy(IndexPolicy {
+            packs: 1000,
+            bytes: Some(8192),
+            interval: None,
+        });
+        for i in 0..12u32 {
+            let data: Vec<u8> = (0..3000u32)
+                .map(|j| ((i * 31 + j) % 251) as u8 ^ (j >> 8) as u8)
+                .collect();
+            w.add(&blob(&repo, &data)).unwrap();
+        }
+        w.finish().unwrap();
+        let n = store.list("index/").unwrap().len();
+        assert!(n >= 3, "an index object about every 8 KiB of packs, got {n}");
+        // a second run appends to the same volume without reading it back when digests are off
+        let repo2 = Arc::new(Repository::open(store.clone(), PASS).unwrap());
+        let received = meter.stats().bytes_received;
+        let mut w = PackWriter::open(repo2.clone(), 4096, 1)
+            .unwrap()
+            .without_digests();
+        w.add(&blob(&repo2, &[9u8; 3000])).unwrap();
+        assert!(w.finish().unwrap().is_empty(), "no digests");
+        assert_eq!(meter.stats().bytes_received, received);
+        let repo3 = Repository::open(store, PASS).unwrap();
+        assert_eq!(
+            repo3.read_blob(&repo3.key().chunk_id(&[9u8; 3000])).unwrap(),
+            vec![9u8; 3000]
+        );
+    }
 }
