@@ -100,7 +100,7 @@ impl Env {
             s(&src),
         ]);
         self.ok(&["backup"]);
-        let local = LocalStore::new(&self.p("staging/job1/blobs"));
+        let local = LocalStore::new(self.p("staging/job1/blobs"));
         let vault = self.vault();
         vault.create_container().unwrap();
         for o in local.list("").unwrap() {
