@@ -168,7 +168,7 @@ pub fn backup(cli: &Cli, c: &BackupCmd, pol: &Policy) -> anyhow::Result<Exit> {
     println!("{traffic}");
     let t = repo.tree_cache_stats();
     println!(
-        "received {} bytes from the vault in {} requests; trees: {} from the local cache, {} from the vault",
+        "received {} bytes from the vault; {} requests in all; trees: {} from the local cache, {} from the vault",
         m.bytes_received, m.requests, t.hits, t.misses
     );
     LastBackup {

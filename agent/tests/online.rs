@@ -239,6 +239,7 @@ fn incrementals_into_the_vault_send_about_what_changed() {
     let t = Instant::now();
     let out = e.ok(&["backup"]);
     let unchanged_time = t.elapsed();
+    print!("{out}");
     assert!(
         out.contains("(41 unchanged)") && out.contains(" 0 new blobs"),
         "{out}"
@@ -259,6 +260,7 @@ fn incrementals_into_the_vault_send_about_what_changed() {
     std::fs::write(e.p("src/small/new.bin"), random(96 << 10, 1008)).unwrap();
     let changed = (256 + 96) << 10;
     let out = e.ok(&["backup"]);
+    print!("{out}");
     let sent_files = sent(&out);
     println!(
         "1% change as files: {changed} bytes changed ({:.2}% of {total}), {sent_files} bytes sent ({:.2}%)",
