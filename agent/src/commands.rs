@@ -180,6 +180,7 @@ pub(crate) fn run_pipeline(
     repo: &Arc<Repository>,
     host: &str,
     wopts: WriterOptions,
+    meter: Option<Arc<Meter>>,
 ) -> anyhow::Result<BackupOutcome> {
     for object in repo.remove_incomplete()? {
         eprintln!("removed {object}: an earlier, interrupted backup created it but never wrote it");
@@ -192,7 +193,10 @@ pub(crate) fn run_pipeline(
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
-    let counters = Counters::default();
+    let counters = Counters {
+        meter,
+        ..Counters::default()
+    };
     let out = {
         // the first run reads about what `offline start` measured; later runs only changed files (unknown)
         let estimate = if parent.is_none() { pol.source_bytes } else { 0 };
@@ -244,7 +248,14 @@ pub fn backup(cli: &Cli, c: &BackupCmd) -> anyhow::Result<Exit> {
         return Ok(Exit::Waiting);
     }
     let repo = open_repo(cli, &pol, true)?;
-    let out = run_pipeline(cli, &pol, &repo, &desc.source_host, WriterOptions::staging())?;
+    let out = run_pipeline(
+        cli,
+        &pol,
+        &repo,
+        &desc.source_host,
+        WriterOptions::staging(),
+        None,
+    )?;
     let Some(snap) = out.snapshot else {
         println!(
             "interrupted: {} new blobs are stored and indexed; run `seedship-agent backup` again to continue",

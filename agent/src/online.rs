@@ -146,7 +146,14 @@ pub fn backup(cli: &Cli, c: &BackupCmd, pol: &Policy) -> anyhow::Result<Exit> {
     let meter = Arc::new(Meter::with_limit(c.limit_upload));
     let repo = open_metered_repo(cli, pol, true, meter.clone())?;
     let host = seedship_shared::host::hostname();
-    let out = run_pipeline(cli, pol, &repo, &host, WriterOptions::online())?;
+    let out = run_pipeline(
+        cli,
+        pol,
+        &repo,
+        &host,
+        WriterOptions::online(),
+        Some(meter.clone()),
+    )?;
     let secs = started.elapsed().as_secs_f64();
     let m = meter.stats();
     let traffic = format!(
