@@ -291,7 +291,7 @@ fn incrementals_into_the_vault_send_about_what_changed() {
         sent_big as f64 * 100.0 / total as f64
     );
     // chunks cluster around 1 MiB; with normalized chunking the cut rule depends on the distance from the
-    // last cut, so boundaries resynchronise a few chunks after the change (measured: 3 to 6 MiB sent)
+    // last cut, so boundaries resynchronise a few chunks after the change (measured: 1 to 6 MiB sent)
     assert!(
         sent_big < 16 << 20,
         "two thirds of the file or more was sent again: {out}"

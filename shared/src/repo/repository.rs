@@ -3,7 +3,7 @@
 use super::format::{decode_index, Config, IndexEntry, KeyFile, Snapshot, BLOB_TREE};
 use super::frame::{frame, unframe};
 use super::tree::Tree;
-use super::tree_cache::{TreeCache, TreeCacheStats};
+use super::tree_cache::TreeCache;
 use super::{id_hex, volume_name, ChunkId, RepoError};
 use crate::blob::{BlobError, BlobStore, Metadata};
 use crate::chunker::{Chunker, ChunkerParams};
@@ -145,7 +145,7 @@ pub struct Repository {
     config: Config,
     index: RwLock<HashMap<ChunkId, IndexEntry>>,
     volume_ends: RwLock<BTreeMap<u32, u64>>,
-    trees: Option<TreeCache>,
+    pub(super) trees: Option<TreeCache>,
 }
 
 fn now() -> (i64, u32) {
@@ -346,7 +346,12 @@ impl Repository {
     }
 
     /// Decrypts, decompresses and verifies an envelope against its index entry.
-    fn open_envelope(&self, what: &str, envelope: &[u8], e: &IndexEntry) -> Result<Vec<u8>, RepoError> {
+    pub(super) fn open_envelope(
+        &self,
+        what: &str,
+        envelope: &[u8],
+        e: &IndexEntry,
+    ) -> Result<Vec<u8>, RepoError> {
         let body = self
             .key
             .open(envelope)
@@ -356,61 +361,6 @@ impl Repository {
             return Err(RepoError::damaged(what, "content does not match its chunk id"));
         }
         Ok(raw)
-    }
-
-    /// Keeps trees in a local cache under `dir` (see the `tree_cache` module): [`Repository::load_tree`]
-    /// serves them from there once verified, and trees written or read are added.
-    pub fn with_tree_cache(mut self, dir: &std::path::Path) -> Self {
-        self.trees = Some(TreeCache::new(dir));
-        self
-    }
-
-    /// Hits and misses of the tree cache (zero without one).
-    pub fn tree_cache_stats(&self) -> TreeCacheStats {
-        self.trees.as_ref().map(|t| t.stats()).unwrap_or_default()
-    }
-
-    /// Adds a tree's envelope to the tree cache, if there is one (the pack writer calls this).
-    pub fn remember_tree(&self, id: &ChunkId, envelope: &[u8]) {
-        if let Some(t) = &self.trees {
-            t.put(id, envelope);
-        }
-    }
-
-    /// Reads a tree: from the tree cache when it holds a verified copy, else from the store.
-    pub fn load_tree(&self, id: &ChunkId) -> Result<Tree, RepoError> {
-        let what = format!("tree {}", id_hex(id));
-        let raw = match &self.trees {
-            None => self.read_blob(id)?,
-            Some(cache) => {
-                let e = self
-                    .lookup(id)
-                    .ok_or_else(|| RepoError::MissingChunk { id: id_hex(id) })?;
-                let cached = cache
-                    .get(id)
-                    .and_then(|env| match self.open_envelope(&what, &env, &e) {
-                        Ok(raw) => Some(raw),
-                        Err(err) => {
-                            cache.reject(id, &err.to_string());
-                            None
-                        }
-                    });
-                cache.count(cached.is_some());
-                match cached {
-                    Some(raw) => raw,
-                    None => {
-                        let vol = volume_name(e.volume);
-                        let mut env = vec![0u8; e.len as usize];
-                        self.store.read_at(&vol, e.offset, &mut env)?;
-                        let at = format!("{vol} at offset {} (chunk {})", e.offset, id_hex(&e.id));
-                        let raw = self.open_envelope(&at, &env, &e)?;
-                        cache.put(id, &env);
-                        raw
-                    }
-                }
-            }
-        };
-        parse_json(&what, &raw)
     }
 
     /// Encodes a tree into a blob (not yet written).
@@ -505,7 +455,7 @@ impl Repository {
     }
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(object: &str, b: &[u8]) -> Result<T, RepoError> {
+pub(super) fn parse_json<T: serde::de::DeserializeOwned>(object: &str, b: &[u8]) -> Result<T, RepoError> {
     serde_json::from_slice(b).map_err(|e| RepoError::damaged(object, format!("bad JSON: {e}")))
 }
 
