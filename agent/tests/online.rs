@@ -79,9 +79,14 @@ impl Env {
     /// `offline start` and the initial backup into staging, then the import and the move into the vault
     /// by hand: every staging object uploaded, the policy switched to online, the staging folder renamed.
     fn seed(&self) {
+        self.seed_with(&[]);
+    }
+
+    /// [`Env::seed`] with more `offline start` options.
+    fn seed_with(&self, options: &[&str]) {
         let src = self.p("src");
         let (staging, ps) = (self.p("staging"), self.p("ps.publishsettings"));
-        self.ok(&[
+        let mut args = vec![
             "offline",
             "start",
             "--staging",
@@ -98,7 +103,9 @@ impl Env {
             "seed1",
             "--source",
             s(&src),
-        ]);
+        ];
+        args.extend_from_slice(options);
+        self.ok(&args);
         self.ok(&["backup"]);
         let local = LocalStore::new(self.p("staging/job1/blobs"));
         let vault = self.vault();
@@ -393,7 +400,8 @@ fn the_upload_limit_holds_and_an_azurite_restart_mid_incremental_loses_nothing()
 fn sigkill_mid_incremental_then_the_rerun_sends_only_the_rest() {
     let e = Env::new();
     std::fs::write(e.p("src/first.bin"), random(2 << 20, 1)).unwrap();
-    e.seed();
+    // 8 MiB volumes: the incremental appends to the imported volume, then opens new ones in the vault
+    e.seed_with(&["--volume-size-mib", "8"]);
     let new_bytes: u64 = 24 << 20;
     for i in 0..6 {
         std::fs::write(e.p(&format!("src/new{i}.bin")), random(4 << 20, 50 + i)).unwrap();
@@ -435,6 +443,16 @@ fn sigkill_mid_incremental_then_the_rerun_sends_only_the_rest() {
         rest < new_bytes - (4 << 20),
         "the rerun uploaded again what the killed run had made durable: {out}"
     );
+    let listing: Vec<_> = vault
+        .list("data/")
+        .unwrap()
+        .into_iter()
+        .map(|o| (o.name, o.len))
+        .collect();
+    println!("volumes: {listing:?}");
+    let volumes = listing.len();
+    assert!(volumes >= 4, "{volumes} volumes for 26 MiB in 8 MiB volumes");
+    assert!(listing.iter().all(|(_, len)| *len <= 8 << 20), "{listing:?}");
     e.check_read_data();
     e.restore_and_compare("out");
 }

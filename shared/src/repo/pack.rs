@@ -3,7 +3,9 @@
 //! Order of durability (what makes a crash harmless): a pack is written with `write_pages` (durable when it
 //! returns); every `index_every` packs, and at the end, an index object naming the blobs of the written packs
 //! is saved; only then may a snapshot refer to them. After a crash the next writer starts at the logical end
-//! of the newest volume as recorded by the index and truncates anything after it (unindexed pack tails).
+//! of the newest volume as recorded by the index and truncates anything after it (unindexed pack tails),
+//! deleting volumes after it that no index object mentions. An index object is also written when a volume
+//! is full, so every volume's final end is recorded.
 //! One pack is written in a background thread while the next one fills; indexing waits for it. Volumes grow
 //! in 64 MiB steps and are trimmed to their logical end when the writer finishes.
 //!
@@ -119,6 +121,7 @@ impl PackWriter {
             bytes_stored: 0,
             blobs_stored: 0,
         };
+        w.remove_unindexed_volumes(ends.keys().next_back().copied())?;
         match ends.iter().next_back() {
             Some((&v, &end)) if end < w.repo.config().volume_size => w.resume_volume(v, end)?,
             Some((&v, _)) => w.new_volume(v + 1)?,
@@ -151,6 +154,22 @@ impl PackWriter {
                 .index
                 .interval
                 .is_some_and(|t| self.packs_since_index > 0 && self.last_index.elapsed() >= t)
+    }
+
+    /// Deletes volumes after the newest indexed one: a crashed run opened them, and no index object (so no
+    /// snapshot) refers to anything in them.
+    fn remove_unindexed_volumes(&self, newest: Option<u32>) -> Result<(), RepoError> {
+        let store = self.repo.store();
+        for o in store.list("data/")? {
+            let Some(n) = o.name.strip_prefix("data/").and_then(|d| d.parse::<u32>().ok()) else {
+                continue;
+            };
+            if newest.is_some_and(|v| n > v) || (newest.is_none() && n > 0) {
+                tracing::warn!(object = %o.name, "removing a volume an interrupted backup opened but never indexed");
+                store.delete(&o.name)?;
+            }
+        }
+        Ok(())
     }
 
     fn resume_volume(&mut self, v: u32, end: u64) -> Result<(), RepoError> {
@@ -220,10 +239,13 @@ impl PackWriter {
                 self.flush_index()?;
             }
         }
-        if self.offset + self.buf.len() as u64 + len > self.repo.config().volume_size
-            && self.offset > VOLUME_HEADER_LEN
-        {
-            self.flush_pack()?;
+        // the volume is full unless it holds nothing yet (a blob larger than a volume gets one alone); the
+        // pack being filled counts, so a volume smaller than a pack is not overrun by its first pack
+        let used = self.offset + self.buf.len() as u64;
+        if used + len > self.repo.config().volume_size && used > VOLUME_HEADER_LEN {
+            // index the full volume's last packs now: an index object records the end of the volume
+            // current when it is written, so this is where the full volume's final end gets recorded
+            self.flush_index()?;
             self.trim()?;
             self.close_volume();
             self.new_volume(self.volume + 1)?;

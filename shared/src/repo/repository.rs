@@ -710,4 +710,39 @@ mod tests {
             vec![9u8; 3000]
         );
     }
+
+    #[test]
+    fn every_volume_end_is_indexed_and_unindexed_volumes_are_removed() {
+        let store: Arc<dyn BlobStore> = Arc::new(MemoryStore::default());
+        let o = RepoOptions {
+            volume_size: 16384,
+            ..opts()
+        };
+        let repo = Arc::new(Repository::init(store.clone(), PASS, &o).unwrap());
+        // packs larger than a volume: a volume still never passes its size
+        let mut w = PackWriter::open(repo.clone(), 65536, 100).unwrap();
+        for i in 0..12u32 {
+            let data: Vec<u8> = (0..3000u32)
+                .map(|j| ((i * 37 + j) % 251) as u8 ^ (j >> 7) as u8)
+                .collect();
+            w.add(&blob(&repo, &data)).unwrap();
+        }
+        w.finish().unwrap();
+        let reopened = Repository::open(store.clone(), PASS).unwrap();
+        let ends = reopened.volume_ends();
+        assert!(ends.len() >= 2, "{ends:?}");
+        for (&v, &end) in &ends {
+            let len = store.properties(&volume_name(v)).unwrap().len;
+            assert_eq!(len, end.div_ceil(512) * 512, "volume {v}");
+            assert!(end <= o.volume_size, "volume {v} ends at {end}");
+        }
+        // a volume a crashed run opened but never indexed is removed by the next writer
+        let stray = volume_name(*ends.keys().last().unwrap() + 1);
+        store.create(&stray, 1024, &Metadata::new()).unwrap();
+        store.write_pages(&stray, 0, &[1u8; 1024]).unwrap();
+        let reopened = Arc::new(reopened);
+        drop(PackWriter::open(reopened, 4096, 100).unwrap());
+        assert!(store.properties(&stray).is_err(), "{stray} was kept");
+        assert_eq!(store.list("data/").unwrap().len(), ends.len());
+    }
 }
