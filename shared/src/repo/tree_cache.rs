@@ -15,7 +15,7 @@ use super::{id_hex, volume_name, ChunkId, RepoError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Hits and misses of a [`TreeCache`].
+/// Hits and misses of the tree cache ([`Repository::tree_cache_stats`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TreeCacheStats {
     /// Trees served from the cache.
