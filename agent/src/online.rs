@@ -291,6 +291,66 @@ mod tests {
     }
 
     #[test]
+    fn refused_keys_and_missing_repositories_are_explained() {
+        let pol = Policy {
+            mode: Mode::Online,
+            sources: vec![],
+            staging: "/nonexistent".into(),
+            job: "job1".into(),
+            source_bytes: 0,
+            vault: Some(crate::policy::VaultTarget {
+                endpoint: "http://127.0.0.1:1/devstoreaccount1".into(),
+                account: "devstoreaccount1".into(),
+                container: "vault".into(),
+                since: 0,
+            }),
+        };
+        let refused = RepoError::Blob(seedship_shared::blob::BlobError::Http {
+            store: "vault".into(),
+            operation: "List Blobs",
+            name: "config".into(),
+            status: 403,
+            code: Some("AuthenticationFailed".into()),
+            message: "no".into(),
+        });
+        let msg = format!("{:#}", explain(refused, &pol));
+        assert!(
+            msg.contains("refused the storage account key") && msg.contains("HTTP 403"),
+            "{msg}"
+        );
+        let none = RepoError::NoRepository {
+            store: "vault".into(),
+        };
+        let msg = format!("{:#}", explain(none, &pol));
+        assert!(msg.contains("holds no repository"), "{msg}");
+        let offline = Policy {
+            mode: Mode::Offline,
+            ..pol
+        };
+        let msg = format!("{:#}", explain(RepoError::WrongPassphrase { keys: 1 }, &offline));
+        assert!(msg.starts_with("wrong passphrase"), "{msg}");
+    }
+
+    #[test]
+    fn the_last_backup_record_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(LastBackup::load(dir.path()).unwrap(), None);
+        let b = LastBackup {
+            snapshot: "ab".repeat(32),
+            time: 1_795_331_109,
+            files: 3,
+            bytes_read: 10,
+            bytes_sent: 20,
+            seconds: 1.5,
+            errors: 0,
+        };
+        b.save(dir.path()).unwrap();
+        assert_eq!(LastBackup::load(dir.path()).unwrap(), Some(b));
+        std::fs::write(dir.path().join(LastBackup::FILE), b"{").unwrap();
+        assert!(LastBackup::load(dir.path()).is_err());
+    }
+
+    #[test]
     fn dates_and_sizes() {
         assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
