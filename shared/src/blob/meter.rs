@@ -3,8 +3,8 @@
 //! Any [`BlobStore`] can be wrapped. The shared [`Meter`] counts the bytes in `write_pages` bodies (sent),
 //! the bytes returned by `read_at` (received) and the requests made (a `write_pages` counts one request per
 //! Put Page of at most 4 MiB, everything else one). With a rate limit, every `write_pages` goes through a
-//! token bucket: the body is sent in pieces of at most a quarter of a second's worth (and at most one Put
-//! Page), each piece waits until the bucket holds its bytes. The bucket may hold up to half a second's
+//! token bucket: the body is sent in pieces of at most a quarter of a second's worth (and at most eight Put
+//! Pages), each piece waits until the bucket holds its bytes. The bucket may hold up to half a second's
 //! worth, so the average rate over any interval of a few seconds stays at the limit. Reads are not limited.
 //!
 //! Placed below a [`super::RetryStore`], a retried request is counted (and throttled) again: the meter
@@ -65,10 +65,11 @@ impl Bucket {
         }
     }
 
-    /// The largest piece sent at once: a quarter second's worth, whole pages, at most one Put Page.
+    /// The largest piece sent at once: a quarter second's worth in whole pages, at most 8 Put Pages (which
+    /// the store below may send in parallel, so a high limit is not slowed by one request at a time).
     fn piece(&self) -> usize {
         let q = (self.rate / 4 / PAGE_SIZE * PAGE_SIZE).max(PAGE_SIZE);
-        q.min(MAX_PUT_PAGE) as usize
+        q.min(8 * MAX_PUT_PAGE) as usize
     }
 }
 
@@ -254,7 +255,8 @@ mod tests {
         assert_eq!(meter.stats().bytes_sent, data.len() as u64);
         let b = Bucket::new(1000);
         assert_eq!(b.piece(), 512, "at least one page");
-        assert_eq!(Bucket::new(1 << 30).piece(), MAX_PUT_PAGE as usize);
+        assert_eq!(Bucket::new(1 << 30).piece(), 8 * MAX_PUT_PAGE as usize);
+        assert_eq!(Bucket::new(64 << 20).piece(), 16 << 20);
         assert_eq!(Bucket::new(1 << 20).piece(), 256 << 10);
     }
 
