@@ -339,6 +339,17 @@ fn incrementals_into_the_vault_send_about_what_changed() {
         "{err}"
     );
     assert!(!err.contains(wrong) && !err.contains(AZURITE_KEY), "{err}");
+
+    // a flipped byte in a blob in the vault is found and named by check --read-data (read in windows)
+    let vault = e.vault();
+    let mut page = vec![0u8; 512];
+    vault.read_at("data/00000000", 4096, &mut page).unwrap();
+    page[100] ^= 0x10;
+    vault.write_pages("data/00000000", 4096, &page).unwrap();
+    let o = e.cmd(&["check", "--read-data"]).output().unwrap();
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o.stdout));
+    assert!(err.contains("data/00000000") && err.contains("damaged"), "{err}");
 }
 
 #[test]

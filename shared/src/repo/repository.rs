@@ -345,6 +345,24 @@ impl Repository {
         self.open_envelope(&what, &buf, e)
     }
 
+    /// Decrypts, decompresses and verifies the envelope of index entry `e`, read by the caller (for example
+    /// as part of a larger read of its volume); errors name the volume, offset and chunk.
+    pub fn open_entry(&self, e: &IndexEntry, envelope: &[u8]) -> Result<Vec<u8>, RepoError> {
+        let what = format!(
+            "{} at offset {} (chunk {})",
+            volume_name(e.volume),
+            e.offset,
+            id_hex(&e.id)
+        );
+        if envelope.len() != e.len as usize {
+            return Err(RepoError::damaged(
+                &what,
+                "envelope length differs from the index",
+            ));
+        }
+        self.open_envelope(&what, envelope, e)
+    }
+
     /// Decrypts, decompresses and verifies an envelope against its index entry.
     pub(super) fn open_envelope(
         &self,
