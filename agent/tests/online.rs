@@ -403,6 +403,11 @@ fn the_upload_limit_holds_and_an_azurite_restart_mid_incremental_loses_nothing()
         sent(&out)
     );
     assert!(out.contains("snapshot "), "{out}");
+    assert!(
+        retried,
+        "no request failed while Azurite was down: the restart did not land mid-way\n{}",
+        text(&o.stderr)
+    );
     e.check_read_data();
     e.restore_and_compare("out");
 }
