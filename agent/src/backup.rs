@@ -12,8 +12,8 @@ use crate::fsmeta::{self, Names};
 use crate::progress::Counters;
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use seedship_shared::repo::{
-    encode_blob, encode_blob_into, id_hex, parse_id, ChunkId, ChunkRef, EncodedBlob, Node, NodeKind,
-    PackWriter, Repository, Snapshot, SnapshotStats, Tree, VolumeDigest, BLOB_DATA, BLOB_TREE,
+    encode_blob, encode_blob_into, id_hex, parse_id, ChunkId, ChunkRef, EncodedBlob, IndexPolicy, Node,
+    NodeKind, PackWriter, Repository, Snapshot, SnapshotStats, Tree, VolumeDigest, BLOB_DATA, BLOB_TREE,
 };
 use std::collections::{HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
@@ -69,6 +69,41 @@ struct Walker<'a> {
     counters: &'a Counters,
 }
 
+/// How the pack writer of a backup works: staging (the defaults) or the vault ([`WriterOptions::online`]).
+#[derive(Debug, Clone, Copy)]
+pub struct WriterOptions {
+    /// Pack size in bytes (`SEEDSHIP_PACK_SIZE_KIB`, default 16 MiB).
+    pub pack_size: usize,
+    /// When index objects are written.
+    pub index: IndexPolicy,
+    /// Whether volume digests are computed (for the staging job descriptor).
+    pub digests: bool,
+}
+
+impl WriterOptions {
+    /// Into staging: an index object every `SEEDSHIP_INDEX_EVERY` (16) packs, volume digests on.
+    pub fn staging() -> WriterOptions {
+        WriterOptions {
+            pack_size: env_usize("SEEDSHIP_PACK_SIZE_KIB", 16 << 10) << 10,
+            index: IndexPolicy::every_packs(env_usize("SEEDSHIP_INDEX_EVERY", 16)),
+            digests: true,
+        }
+    }
+
+    /// Into the vault: an index object also after `SEEDSHIP_INDEX_MIB` (64) MiB or `SEEDSHIP_INDEX_SECONDS`
+    /// (20) seconds, whichever comes first, so that a killed run's successor uploads little again (at most
+    /// that much plus the pack in flight); no volume digests (they would read the volume back).
+    pub fn online() -> WriterOptions {
+        let mut w = WriterOptions::staging();
+        w.index.bytes = Some((env_usize("SEEDSHIP_INDEX_MIB", 64) as u64) << 20);
+        w.index.interval = Some(std::time::Duration::from_secs(
+            env_usize("SEEDSHIP_INDEX_SECONDS", 20) as u64,
+        ));
+        w.digests = false;
+        w
+    }
+}
+
 /// Runs one backup of `sources` into `repo`, using `parent` to skip unchanged files.
 pub fn run(
     repo: Arc<Repository>,
@@ -77,6 +112,7 @@ pub fn run(
     host: &str,
     cancel: &'static AtomicBool,
     counters: &Counters,
+    wopts: WriterOptions,
 ) -> anyhow::Result<BackupOutcome> {
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
     let (job_tx, job_rx) = bounded::<FileJob>(256);
@@ -86,12 +122,11 @@ pub fn run(
     // envelope buffers circulate readers -> writer -> readers instead of being allocated per blob
     let (pool_tx, pool_rx) = bounded::<Vec<u8>>(threads * 4);
     let writer = {
-        let pack_kib = env_usize("SEEDSHIP_PACK_SIZE_KIB", 16 << 10);
-        let mut w = PackWriter::open(
-            repo.clone(),
-            pack_kib << 10,
-            env_usize("SEEDSHIP_INDEX_EVERY", 16),
-        )?;
+        let mut w = PackWriter::open(repo.clone(), wopts.pack_size, wopts.index.packs)?;
+        w.set_index_policy(wopts.index);
+        if !wopts.digests {
+            w = w.without_digests();
+        }
         std::thread::spawn(move || -> anyhow::Result<(Vec<VolumeDigest>, u64, u64)> {
             for b in blob_rx {
                 w.add(&b)?;

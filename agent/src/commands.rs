@@ -1,12 +1,14 @@
 //! One function per subcommand: turn the parsed command line into work and report the outcome.
 
+use crate::backup::{BackupOutcome, WriterOptions};
 use crate::policy::{self, Mode, Policy};
 use crate::progress::{Counters, Display};
-use crate::store::{open_repo_store, open_staging_store};
+use crate::store::{open_metered_repo_store, open_staging_store};
 use crate::{BackupCmd, CheckCmd, Cli, Exit, RestoreCmd, StartCmd};
 use anyhow::{bail, Context};
+use seedship_shared::blob::Meter;
 use seedship_shared::publish_settings::PublishSettings;
-use seedship_shared::repo::{CachedStore, RepoOptions, Repository, VolumeDigest};
+use seedship_shared::repo::{CachedStore, RepoOptions, Repository, Snapshot, SnapshotStats, VolumeDigest};
 use seedship_shared::staging::{JobDescriptor, JobState, StagedBlob};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -130,22 +132,111 @@ fn du(p: &Path) -> u64 {
     }
 }
 
-/// Opens the policy's repository. With `cached`, metadata objects are read through the local cache in
-/// `<state-dir>/cache/<job>/` (`check` reads the store itself).
+/// Opens the policy's repository. With `cached`, metadata objects and trees are read through the local
+/// cache in `<state-dir>/cache/<job>/` (`check` reads the store itself).
 fn open_repo(cli: &Cli, pol: &Policy, cached: bool) -> anyhow::Result<Arc<Repository>> {
+    open_metered_repo(cli, pol, cached, Arc::new(Meter::new()))
+}
+
+/// [`open_repo`] with the vault's traffic counted (and uploads limited) by `meter`.
+pub(crate) fn open_metered_repo(
+    cli: &Cli,
+    pol: &Policy,
+    cached: bool,
+    meter: Arc<Meter>,
+) -> anyhow::Result<Arc<Repository>> {
     let pass = policy::passphrase(cli.passphrase_file.as_deref(), false)?;
-    let mut store = open_repo_store(pol)?;
+    let mut store = open_metered_repo_store(pol, meter)?;
+    let dir = cli.state_dir.join("cache").join(&pol.job);
     if cached {
-        let dir = cli.state_dir.join("cache").join(&pol.job);
         store = Arc::new(CachedStore::new(store, &dir));
     }
-    let repo = Repository::open(store, &pass)?;
+    let mut repo = Repository::open(store, &pass).map_err(|e| crate::online::explain(e, pol))?;
+    if cached {
+        repo = repo.with_tree_cache(&dir);
+    }
     Ok(Arc::new(repo))
+}
+
+/// The newest snapshot of the policy's sources (an incremental's parent).
+fn parent_snapshot(repo: &Repository, pol: &Policy) -> anyhow::Result<Option<(String, Snapshot)>> {
+    let paths: Vec<String> = pol
+        .sources
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    Ok(repo
+        .snapshots()?
+        .into_iter()
+        .rev()
+        .find(|(_, s)| s.paths == paths))
+}
+
+/// Runs the backup pipeline into an open repository: removes what an interrupted run left unwritten,
+/// finds the parent snapshot, shows progress, and prints the warnings.
+pub(crate) fn run_pipeline(
+    cli: &Cli,
+    pol: &Policy,
+    repo: &Arc<Repository>,
+    host: &str,
+    wopts: WriterOptions,
+    meter: Option<Arc<Meter>>,
+) -> anyhow::Result<BackupOutcome> {
+    for object in repo.remove_incomplete()? {
+        eprintln!("removed {object}: an earlier, interrupted backup created it but never wrote it");
+    }
+    let parent = parent_snapshot(repo, pol)?;
+    let _ = ctrlc::set_handler(|| CANCEL.store(true, Ordering::SeqCst));
+    // Blob buffers (up to 8 MiB) are allocated in reader threads and freed in the writer: a fixed mmap
+    // threshold returns them to the system at once instead of letting glibc's per-thread heaps grow.
+    // SAFETY: mallopt only tunes the allocator; called before the pipeline threads start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+    let counters = Counters {
+        meter,
+        ..Counters::default()
+    };
+    let out = {
+        // the first run reads about what `offline start` measured; later runs only changed files (unknown)
+        let estimate = if parent.is_none() { pol.source_bytes } else { 0 };
+        let _display = Display::start(&counters, estimate, cli.quiet);
+        crate::backup::run(
+            repo.clone(),
+            &pol.sources,
+            parent,
+            host,
+            &CANCEL,
+            &counters,
+            wopts,
+        )?
+    };
+    for p in &out.problems {
+        eprintln!("warning: {p}");
+    }
+    Ok(out)
+}
+
+/// The line a finished backup prints about its snapshot.
+pub(crate) fn snapshot_line(snap: &str, s: &SnapshotStats) -> String {
+    format!(
+        "snapshot {} saved: {} files ({} unchanged), {} dirs, {} MiB read, {} new blobs, {} MiB stored",
+        &snap[..16],
+        s.files,
+        s.files_unchanged,
+        s.dirs,
+        s.bytes_read >> 20,
+        s.blobs_new,
+        s.bytes_stored >> 20
+    )
 }
 
 /// `backup`.
 pub fn backup(cli: &Cli, c: &BackupCmd) -> anyhow::Result<Exit> {
     let pol = Policy::load(&cli.state_dir)?;
+    if pol.mode == Mode::Online {
+        return crate::online::backup(cli, c, &pol);
+    }
     let job_dir = pol.job_dir();
     let mut desc = JobDescriptor::load(&job_dir)?;
     if desc.state == JobState::BackupComplete && !c.another_snapshot {
@@ -157,41 +248,14 @@ pub fn backup(cli: &Cli, c: &BackupCmd) -> anyhow::Result<Exit> {
         return Ok(Exit::Waiting);
     }
     let repo = open_repo(cli, &pol, true)?;
-    for object in repo.remove_incomplete()? {
-        eprintln!("removed {object}: an earlier, interrupted backup created it but never wrote it");
-    }
-    let parent = repo.snapshots()?.into_iter().rev().find(|(_, s)| {
-        s.paths
-            == pol
-                .sources
-                .iter()
-                .map(|p| p.to_string_lossy().into_owned())
-                .collect::<Vec<_>>()
-    });
-    let _ = ctrlc::set_handler(|| CANCEL.store(true, Ordering::SeqCst));
-    // Blob buffers (up to 8 MiB) are allocated in reader threads and freed in the writer: a fixed mmap
-    // threshold returns them to the system at once instead of letting glibc's per-thread heaps grow.
-    // SAFETY: mallopt only tunes the allocator; called before the pipeline threads start.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-    }
-    let counters = Counters::default();
-    let out = {
-        // the first run reads about what `offline start` measured; later runs only changed files (unknown)
-        let estimate = if parent.is_none() { pol.source_bytes } else { 0 };
-        let _display = Display::start(&counters, estimate, cli.quiet);
-        crate::backup::run(
-            repo.clone(),
-            &pol.sources,
-            parent,
-            &desc.source_host,
-            &CANCEL,
-            &counters,
-        )?
-    };
-    for p in &out.problems {
-        eprintln!("warning: {p}");
-    }
+    let out = run_pipeline(
+        cli,
+        &pol,
+        &repo,
+        &desc.source_host,
+        WriterOptions::staging(),
+        None,
+    )?;
     let Some(snap) = out.snapshot else {
         println!(
             "interrupted: {} new blobs are stored and indexed; run `seedship-agent backup` again to continue",
@@ -203,16 +267,7 @@ pub fn backup(cli: &Cli, c: &BackupCmd) -> anyhow::Result<Exit> {
     desc.state = JobState::BackupComplete;
     desc.save(&job_dir)?;
     let s = &out.stats;
-    println!(
-        "snapshot {} saved: {} files ({} unchanged), {} dirs, {} MiB read, {} new blobs, {} MiB stored",
-        &snap[..16],
-        s.files,
-        s.files_unchanged,
-        s.dirs,
-        s.bytes_read >> 20,
-        s.blobs_new,
-        s.bytes_stored >> 20
-    );
+    println!("{}", snapshot_line(&snap, s));
     if s.errors > 0 {
         println!(
             "{} file(s) could not be backed up completely (see the warnings)",
@@ -306,8 +361,10 @@ pub fn restore(cli: &Cli, c: &RestoreCmd) -> anyhow::Result<Exit> {
 pub fn check(cli: &Cli, c: &CheckCmd) -> anyhow::Result<Exit> {
     let pol = Policy::load(&cli.state_dir)?;
     let repo = open_repo(cli, &pol, false)?;
-    let job_dir: PathBuf = pol.job_dir();
-    let rep = crate::check::check(&repo, c.read_data, Some(&job_dir));
+    // in the vault there is no job descriptor to compare with: the repository's own index and digests are
+    // the reference (see docs/agent.md)
+    let job_dir: Option<PathBuf> = (pol.mode == Mode::Offline).then(|| pol.job_dir());
+    let rep = crate::check::check(&repo, c.read_data, job_dir.as_deref());
     for p in &rep.problems {
         eprintln!("error: {p}");
     }
@@ -332,6 +389,9 @@ pub fn check(cli: &Cli, c: &CheckCmd) -> anyhow::Result<Exit> {
 /// `status`.
 pub fn status(cli: &Cli) -> anyhow::Result<Exit> {
     let pol = Policy::load(&cli.state_dir)?;
+    if pol.mode == Mode::Online {
+        return crate::online::status(cli, &pol);
+    }
     println!("mode: {:?}", pol.mode);
     println!(
         "sources: {}",

@@ -1,9 +1,9 @@
 //! seedship backup agent: writes the initial full backup of a file server into a staging location for offline seeding, then incremental backups into the vault.
 //!
 //! The binary is a thin `main` over [`run`]; everything lives here so tests can call it. Modules: `policy`
-//! (state directory, names, passphrase), `store` (the staging store), `backup` (the pipeline), `restore`,
-//! `check`, `fsmeta` (file metadata), `progress` (what the operator sees), `commands` (one function per
-//! subcommand).
+//! (state directory, names, passphrase), `store` (the staging store or the vault), `backup` (the pipeline),
+//! `online` (incrementals into the vault, upload limit, last-backup record), `restore`, `check`, `fsmeta`
+//! (file metadata), `progress` (what the operator sees), `commands` (one function per subcommand).
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -13,6 +13,7 @@ pub mod backup;
 pub mod check;
 mod commands;
 pub mod fsmeta;
+pub mod online;
 pub mod policy;
 pub mod progress;
 pub mod restore;
@@ -79,7 +80,8 @@ pub enum Command {
     /// Offline seeding: set up a staging job.
     #[command(subcommand)]
     Offline(OfflineCmd),
-    /// Run a backup according to the policy (the first one writes the initial full backup into staging).
+    /// Run a backup according to the policy: the initial full backup into staging, or once the import is in
+    /// the vault an incremental over the network (needs SEEDSHIP_STORAGE_KEY).
     Backup(BackupCmd),
     /// List the snapshots.
     Snapshots,
@@ -87,7 +89,7 @@ pub enum Command {
     Restore(RestoreCmd),
     /// Verify the repository (and with --read-data every byte of it).
     Check(CheckCmd),
-    /// Show the policy and the staging job's state.
+    /// Show the policy and the staging job's state, or in online mode the vault and the last backup.
     Status,
 }
 
@@ -130,6 +132,16 @@ pub struct BackupCmd {
     /// While the import job is pending, write another snapshot into staging anyway (before shipping).
     #[arg(long)]
     pub another_snapshot: bool,
+    /// Online mode: limit uploads to the vault to RATE bytes per second, with an optional K, M or G suffix
+    /// for KiB/s, MiB/s, GiB/s (e.g. 10M, 512K). Every upload (packs, index, snapshot) goes through the
+    /// limit; writes into staging are not limited.
+    #[arg(
+        long,
+        env = "SEEDSHIP_LIMIT_UPLOAD",
+        value_name = "RATE",
+        value_parser = online::parse_rate
+    )]
+    pub limit_upload: Option<u64>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -150,7 +162,7 @@ pub struct RestoreCmd {
 
 #[derive(Debug, clap::Args)]
 pub struct CheckCmd {
-    /// Read and verify every blob and every byte of the staging files.
+    /// Read and verify every blob and every byte of the volumes (in staging or the vault).
     #[arg(long)]
     pub read_data: bool,
 }

@@ -1,6 +1,7 @@
 //! What the operator sees while a backup runs: an indicatif bar on a terminal (files, bytes, rate, ETA),
-//! a log line every 10 seconds otherwise.
+//! a log line every 10 seconds otherwise; in online mode also the bytes sent to the vault.
 
+use seedship_shared::blob::Meter;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -11,6 +12,22 @@ use std::time::{Duration, Instant};
 pub struct Counters {
     pub files: Arc<AtomicU64>,
     pub bytes: Arc<AtomicU64>,
+    /// The vault's traffic meter (online mode): the display adds the bytes sent.
+    pub meter: Option<Arc<Meter>>,
+}
+
+impl Counters {
+    /// `N files` or, with a meter, `N files, X sent`.
+    fn message(&self) -> String {
+        let files = self.files.load(Ordering::Relaxed);
+        match &self.meter {
+            Some(m) => format!(
+                "{files} files, {} sent",
+                crate::online::human(m.stats().bytes_sent)
+            ),
+            None => format!("{files} files"),
+        }
+    }
 }
 
 /// A running progress display; stops when dropped.
@@ -46,7 +63,7 @@ impl Display {
                     );
                     while !s.load(Ordering::Relaxed) {
                         bar.set_position(c.bytes.load(Ordering::Relaxed));
-                        bar.set_message(format!("{} files", c.files.load(Ordering::Relaxed)));
+                        bar.set_message(c.message());
                         std::thread::sleep(Duration::from_millis(200));
                     }
                     bar.finish_and_clear();
@@ -58,10 +75,12 @@ impl Display {
                             last = Instant::now();
                             let b = c.bytes.load(Ordering::Relaxed);
                             let rate = b as f64 / start.elapsed().as_secs_f64() / 1e6;
+                            let sent = c.meter.as_ref().map(|m| m.stats().bytes_sent);
                             tracing::info!(
                                 files = c.files.load(Ordering::Relaxed),
                                 bytes_read = b,
-                                "progress: {rate:.0} MB/s"
+                                bytes_sent = sent,
+                                "progress: {rate:.0} MB/s read"
                             );
                         }
                     }

@@ -3,12 +3,13 @@
 //! [`open_repo_store`] is the one place that chooses the implementation: the shared [`LocalStore`] for a
 //! staging job's `blobs/` directory (a directory is the container, objects are sparse files at their relative
 //! path, made durable before a write returns), or an [`AzureStore`] on the vault container wrapped in a
-//! [`RetryStore`], authorised with the storage account key from `SEEDSHIP_STORAGE_KEY` (never stored).
+//! [`RetryStore`], authorised with the storage account key from `SEEDSHIP_STORAGE_KEY` (never stored). The
+//! vault's traffic goes through a [`MeteredStore`] (bytes sent and received, the upload limit).
 
 use crate::policy::{Mode, Policy, VaultTarget};
 use anyhow::{bail, Context};
 use seedship_shared::blob::{
-    AzureOptions, AzureStore, BlobStore, Credential, LocalStore, RetryPolicy, RetryStore,
+    AzureOptions, AzureStore, BlobStore, Credential, LocalStore, Meter, MeteredStore, RetryPolicy, RetryStore,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -34,18 +35,34 @@ pub fn storage_credential(account: &str) -> anyhow::Result<Credential> {
 
 /// A container of the vault's storage account, with retries.
 pub fn open_container(vault: &VaultTarget, container: &str) -> anyhow::Result<Arc<dyn BlobStore>> {
+    open_metered_container(vault, container, Arc::new(Meter::new()))
+}
+
+/// A container of the vault's storage account, with retries, its traffic counted (and uploads limited) by
+/// `meter`. The meter sits below the retries, so a retried request is counted and throttled again.
+pub fn open_metered_container(
+    vault: &VaultTarget,
+    container: &str,
+    meter: Arc<Meter>,
+) -> anyhow::Result<Arc<dyn BlobStore>> {
     let cred = storage_credential(&vault.account)?;
     let opts = AzureOptions::new(&vault.endpoint, &vault.account, container, cred);
     let store = AzureStore::new(opts)
         .with_context(|| format!("cannot open container {container} at {}", vault.endpoint))?;
-    Ok(Arc::new(RetryStore::new(store, RetryPolicy::default())))
+    let metered = MeteredStore::new(store, meter);
+    Ok(Arc::new(RetryStore::new(metered, RetryPolicy::default())))
 }
 
 /// The store the policy's repository lives in: staging while offline, the vault once online.
 pub fn open_repo_store(pol: &Policy) -> anyhow::Result<Arc<dyn BlobStore>> {
+    open_metered_repo_store(pol, Arc::new(Meter::new()))
+}
+
+/// [`open_repo_store`] with the vault's traffic counted by `meter` (staging is not metered).
+pub fn open_metered_repo_store(pol: &Policy, meter: Arc<Meter>) -> anyhow::Result<Arc<dyn BlobStore>> {
     match (pol.mode, &pol.vault) {
         (Mode::Offline, _) => Ok(open_staging_store(&pol.blobs_dir())),
-        (Mode::Online, Some(v)) => open_container(v, &v.container),
+        (Mode::Online, Some(v)) => open_metered_container(v, &v.container, meter),
         (Mode::Online, None) => bail!(
             "the policy is online but names no vault; restore policy.json from a backup of the state directory"
         ),

@@ -15,11 +15,13 @@ use std::ops::Range;
 pub mod azure;
 pub mod local;
 pub mod memory;
+pub mod meter;
 pub mod retry;
 
 pub use azure::{AzureOptions, AzureStore, Credential};
 pub use local::LocalStore;
 pub use memory::MemoryStore;
+pub use meter::{Meter, MeterStats, MeteredStore};
 pub use retry::{RetryPolicy, RetryStore};
 
 /// Page size: every offset and length written to a page blob is a multiple of this.

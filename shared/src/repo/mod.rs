@@ -13,6 +13,7 @@ mod frame;
 mod pack;
 mod repository;
 mod tree;
+mod tree_cache;
 
 pub use cache::CachedStore;
 pub use format::{
@@ -20,9 +21,10 @@ pub use format::{
     VOLUME_HEADER_LEN, VOLUME_MAGIC,
 };
 pub use frame::{frame, unframe, FRAME_HEADER_LEN, FRAME_MAGIC};
-pub use pack::{PackWriter, VolumeDigest};
+pub use pack::{IndexPolicy, PackWriter, VolumeDigest};
 pub use repository::{encode_blob, encode_blob_into, EncodedBlob, RepoOptions, Repository};
 pub use tree::{ChunkRef, Node, NodeKind, Tree};
+pub use tree_cache::TreeCacheStats;
 
 use crate::blob::BlobError;
 use crate::crypto::CryptoError;

@@ -3,16 +3,25 @@
 //! Order of durability (what makes a crash harmless): a pack is written with `write_pages` (durable when it
 //! returns); every `index_every` packs, and at the end, an index object naming the blobs of the written packs
 //! is saved; only then may a snapshot refer to them. After a crash the next writer starts at the logical end
-//! of the newest volume as recorded by the index and truncates anything after it (unindexed pack tails).
+//! of the newest volume as recorded by the index and truncates anything after it (unindexed pack tails),
+//! deleting volumes after it that no index object mentions. An index object is also written when a volume
+//! is full, so every volume's final end is recorded.
 //! One pack is written in a background thread while the next one fills; indexing waits for it. Volumes grow
 //! in 64 MiB steps and are trimmed to their logical end when the writer finishes.
+//!
+//! When an index object is written is an [`IndexPolicy`]: after a number of packs, and optionally after a
+//! number of bytes or seconds since the last one, whichever comes first. Over a network the byte and time
+//! limits bound what a killed process has to upload again. Trees added are also handed to the repository's
+//! tree cache. Volume digests (for a staging job descriptor) can be turned off: a writer appending to a
+//! volume in the vault would otherwise read the volume's earlier content back to hash it.
 
-use super::format::{encode_index, IndexEntry, VOLUME_HEADER_LEN, VOLUME_MAGIC};
+use super::format::{encode_index, IndexEntry, BLOB_TREE, VOLUME_HEADER_LEN, VOLUME_MAGIC};
 use super::repository::{EncodedBlob, Repository};
 use super::{volume_name, ChunkId, RepoError};
 use crate::blob::{Metadata, PAGE_SIZE};
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Volumes grow by this much at a time (then are trimmed to their logical end).
 const GROW_STEP: u64 = 64 << 20;
@@ -33,12 +42,37 @@ pub struct VolumeDigest {
     pub blake3: String,
 }
 
+/// When the pack writer writes an index object: after `packs` packs, or once `bytes` bytes or `interval`
+/// have passed since the last index object (checked after each pack), whichever comes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IndexPolicy {
+    pub packs: usize,
+    pub bytes: Option<u64>,
+    pub interval: Option<Duration>,
+}
+
+impl IndexPolicy {
+    /// Every `packs` packs, without byte or time limits.
+    pub fn every_packs(packs: usize) -> IndexPolicy {
+        IndexPolicy {
+            packs: packs.max(1),
+            bytes: None,
+            interval: None,
+        }
+    }
+}
+
 /// Single-threaded owner of the append position.
 #[derive(Debug)]
 pub struct PackWriter {
     repo: Arc<Repository>,
     pack_size: usize,
-    index_every: usize,
+    index: IndexPolicy,
+    /// Bytes packed and when, since the last index object.
+    bytes_since_index: u64,
+    last_index: Instant,
+    /// Whether volume digests are computed.
+    digests_on: bool,
     volume: u32,
     /// Next free offset in the volume (aligned).
     offset: u64,
@@ -67,7 +101,10 @@ impl PackWriter {
         let mut w = PackWriter {
             repo,
             pack_size,
-            index_every: index_every.max(1),
+            index: IndexPolicy::every_packs(index_every),
+            bytes_since_index: 0,
+            last_index: Instant::now(),
+            digests_on: true,
             volume: 0,
             offset: 0,
             volume_len: 0,
@@ -84,12 +121,55 @@ impl PackWriter {
             bytes_stored: 0,
             blobs_stored: 0,
         };
+        w.remove_unindexed_volumes(ends.keys().next_back().copied())?;
         match ends.iter().next_back() {
             Some((&v, &end)) if end < w.repo.config().volume_size => w.resume_volume(v, end)?,
             Some((&v, _)) => w.new_volume(v + 1)?,
             None => w.new_volume(0)?,
         }
         Ok(w)
+    }
+
+    /// Replaces the index policy (the default is every `index_every` packs given to [`PackWriter::open`]).
+    pub fn set_index_policy(&mut self, policy: IndexPolicy) {
+        self.index = IndexPolicy {
+            packs: policy.packs.max(1),
+            ..policy
+        };
+    }
+
+    /// Stops computing volume digests: [`PackWriter::finish`] then returns none, and appending to a volume
+    /// earlier runs wrote never reads it back.
+    pub fn without_digests(mut self) -> Self {
+        self.digests_on = false;
+        self.prefix_unhashed = false;
+        self
+    }
+
+    /// Whether an index object is due after a pack.
+    fn index_due(&self) -> bool {
+        self.packs_since_index >= self.index.packs
+            || self.index.bytes.is_some_and(|b| self.bytes_since_index >= b)
+            || self
+                .index
+                .interval
+                .is_some_and(|t| self.packs_since_index > 0 && self.last_index.elapsed() >= t)
+    }
+
+    /// Deletes volumes after the newest indexed one: a crashed run opened them, and no index object (so no
+    /// snapshot) refers to anything in them.
+    fn remove_unindexed_volumes(&self, newest: Option<u32>) -> Result<(), RepoError> {
+        let store = self.repo.store();
+        for o in store.list("data/")? {
+            let Some(n) = o.name.strip_prefix("data/").and_then(|d| d.parse::<u32>().ok()) else {
+                continue;
+            };
+            if newest.is_some_and(|v| n > v) || (newest.is_none() && n > 0) {
+                tracing::warn!(object = %o.name, "removing a volume an interrupted backup opened but never indexed");
+                store.delete(&o.name)?;
+            }
+        }
+        Ok(())
     }
 
     fn resume_volume(&mut self, v: u32, end: u64) -> Result<(), RepoError> {
@@ -104,7 +184,7 @@ impl PackWriter {
         self.volume_len = end;
         // the kept prefix is hashed only if this run appends to the volume (see hash_prefix)
         self.hasher = blake3::Hasher::new();
-        self.prefix_unhashed = true;
+        self.prefix_unhashed = self.digests_on;
         Ok(())
     }
 
@@ -155,14 +235,17 @@ impl PackWriter {
         // a pack never grows past pack_size (unless one blob alone is larger): its buffer is never reallocated
         if !self.buf.is_empty() && self.buf.len() + blob.envelope.len() > self.pack_size {
             self.flush_pack()?;
-            if self.packs_since_index >= self.index_every {
+            if self.index_due() {
                 self.flush_index()?;
             }
         }
-        if self.offset + self.buf.len() as u64 + len > self.repo.config().volume_size
-            && self.offset > VOLUME_HEADER_LEN
-        {
-            self.flush_pack()?;
+        // the volume is full unless it holds nothing yet (a blob larger than a volume gets one alone); the
+        // pack being filled counts, so a volume smaller than a pack is not overrun by its first pack
+        let used = self.offset + self.buf.len() as u64;
+        if used + len > self.repo.config().volume_size && used > VOLUME_HEADER_LEN {
+            // index the full volume's last packs now: an index object records the end of the volume
+            // current when it is written, so this is where the full volume's final end gets recorded
+            self.flush_index()?;
             self.trim()?;
             self.close_volume();
             self.new_volume(self.volume + 1)?;
@@ -176,6 +259,9 @@ impl PackWriter {
             raw_len: blob.raw_len,
         });
         self.buf.extend_from_slice(&blob.envelope);
+        if blob.kind == BLOB_TREE {
+            self.repo.remember_tree(&blob.id, &blob.envelope);
+        }
         self.bytes_stored += len;
         self.blobs_stored += 1;
         Ok(true)
@@ -198,8 +284,10 @@ impl PackWriter {
             self.repo.store().resize(&name, new_len)?;
             self.volume_len = new_len;
         }
-        self.hash_prefix()?;
-        self.hasher.update(&self.buf);
+        if self.digests_on {
+            self.hash_prefix()?;
+            self.hasher.update(&self.buf);
+        }
         self.wait_inflight()?;
         let mut next = std::mem::take(&mut self.spare);
         next.reserve_exact(pack_capacity(self.pack_size));
@@ -213,6 +301,7 @@ impl PackWriter {
         self.offset = end;
         self.unindexed.append(&mut self.in_buf);
         self.packs_since_index += 1;
+        self.bytes_since_index += padded as u64;
         Ok(())
     }
 
@@ -243,6 +332,8 @@ impl PackWriter {
         self.flush_pack()?;
         self.wait_inflight()?;
         self.packs_since_index = 0;
+        self.bytes_since_index = 0;
+        self.last_index = Instant::now();
         if self.unindexed.is_empty() {
             return Ok(());
         }
@@ -256,7 +347,7 @@ impl PackWriter {
 
     fn close_volume(&mut self) {
         let h = std::mem::replace(&mut self.hasher, blake3::Hasher::new());
-        if self.prefix_unhashed {
+        if self.prefix_unhashed || !self.digests_on {
             // resumed but not appended to: unchanged, no digest from this run
             self.prefix_unhashed = false;
             return;

@@ -3,8 +3,9 @@
 use super::format::{decode_index, Config, IndexEntry, KeyFile, Snapshot, BLOB_TREE};
 use super::frame::{frame, unframe};
 use super::tree::Tree;
+use super::tree_cache::TreeCache;
 use super::{id_hex, volume_name, ChunkId, RepoError};
-use crate::blob::{BlobStore, Metadata};
+use crate::blob::{BlobError, BlobStore, Metadata};
 use crate::chunker::{Chunker, ChunkerParams};
 use crate::crypto::{self, KdfParams, MasterKey};
 use std::collections::{BTreeMap, HashMap};
@@ -144,6 +145,7 @@ pub struct Repository {
     config: Config,
     index: RwLock<HashMap<ChunkId, IndexEntry>>,
     volume_ends: RwLock<BTreeMap<u32, u64>>,
+    pub(super) trees: Option<TreeCache>,
 }
 
 fn now() -> (i64, u32) {
@@ -205,12 +207,21 @@ impl Repository {
             config,
             index: RwLock::new(HashMap::new()),
             volume_ends: RwLock::new(BTreeMap::new()),
+            trees: None,
         })
     }
 
     /// Opens a repository with the passphrase and loads its index.
     pub fn open(store: Arc<dyn BlobStore>, passphrase: &str) -> Result<Self, RepoError> {
-        if store.list("config").map(|l| l.is_empty()).unwrap_or(true) {
+        // a missing container or folder means no repository; any other failure (a rejected key, no
+        // connection) is reported as itself
+        let found = match store.list("config") {
+            Ok(l) => !l.is_empty(),
+            Err(BlobError::ContainerNotFound { .. } | BlobError::NotFound { .. }) => false,
+            Err(BlobError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => return Err(e.into()),
+        };
+        if !found {
             return Err(RepoError::NoRepository {
                 store: store.describe(),
             });
@@ -249,6 +260,7 @@ impl Repository {
             config,
             index: RwLock::new(HashMap::new()),
             volume_ends: RwLock::new(BTreeMap::new()),
+            trees: None,
         };
         repo.load_index()?;
         Ok(repo)
@@ -330,21 +342,43 @@ impl Repository {
         let mut buf = vec![0u8; e.len as usize];
         self.store.read_at(&vol, e.offset, &mut buf)?;
         let what = format!("{vol} at offset {} (chunk {})", e.offset, id_hex(&e.id));
-        let body = self
-            .key
-            .open(&buf)
-            .map_err(|_| RepoError::damaged(&what, "authentication failed"))?;
-        let raw = decompress(&what, &body, Some(e.raw_len as usize))?;
-        if raw.len() != e.raw_len as usize || self.key.chunk_id(&raw) != e.id {
-            return Err(RepoError::damaged(&what, "content does not match its chunk id"));
-        }
-        Ok(raw)
+        self.open_envelope(&what, &buf, e)
     }
 
-    /// Reads a tree.
-    pub fn load_tree(&self, id: &ChunkId) -> Result<Tree, RepoError> {
-        let raw = self.read_blob(id)?;
-        parse_json(&format!("tree {}", id_hex(id)), &raw)
+    /// Decrypts, decompresses and verifies the envelope of index entry `e`, read by the caller (for example
+    /// as part of a larger read of its volume); errors name the volume, offset and chunk.
+    pub fn open_entry(&self, e: &IndexEntry, envelope: &[u8]) -> Result<Vec<u8>, RepoError> {
+        let what = format!(
+            "{} at offset {} (chunk {})",
+            volume_name(e.volume),
+            e.offset,
+            id_hex(&e.id)
+        );
+        if envelope.len() != e.len as usize {
+            return Err(RepoError::damaged(
+                &what,
+                "envelope length differs from the index",
+            ));
+        }
+        self.open_envelope(&what, envelope, e)
+    }
+
+    /// Decrypts, decompresses and verifies an envelope against its index entry.
+    pub(super) fn open_envelope(
+        &self,
+        what: &str,
+        envelope: &[u8],
+        e: &IndexEntry,
+    ) -> Result<Vec<u8>, RepoError> {
+        let body = self
+            .key
+            .open(envelope)
+            .map_err(|_| RepoError::damaged(what, "authentication failed"))?;
+        let raw = decompress(what, &body, Some(e.raw_len as usize))?;
+        if raw.len() != e.raw_len as usize || self.key.chunk_id(&raw) != e.id {
+            return Err(RepoError::damaged(what, "content does not match its chunk id"));
+        }
+        Ok(raw)
     }
 
     /// Encodes a tree into a blob (not yet written).
@@ -439,7 +473,7 @@ impl Repository {
     }
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(object: &str, b: &[u8]) -> Result<T, RepoError> {
+pub(super) fn parse_json<T: serde::de::DeserializeOwned>(object: &str, b: &[u8]) -> Result<T, RepoError> {
     serde_json::from_slice(b).map_err(|e| RepoError::damaged(object, format!("bad JSON: {e}")))
 }
 
@@ -576,5 +610,157 @@ mod tests {
         store.write_pages("data/00000000", page_off, &page).unwrap();
         let err = repo3.read_blob(&e.id).unwrap_err().to_string();
         assert!(err.contains("data/00000000") && err.contains("damaged"), "{err}");
+    }
+
+    fn tree_blob(repo: &Repository, name: &str) -> (ChunkId, EncodedBlob) {
+        let tree = Tree {
+            nodes: vec![crate::repo::Node {
+                name: name.into(),
+                name_raw: None,
+                kind: crate::repo::NodeKind::File,
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                user: None,
+                group: None,
+                mtime: 1,
+                mtime_nsec: 2,
+                ctime: 3,
+                ctime_nsec: 4,
+                dev: 5,
+                ino: 6,
+                nlink: 1,
+                size: 0,
+                rdev: 0,
+                target: None,
+                target_raw: None,
+                xattrs: vec![],
+                content: vec![],
+                subtree: None,
+            }],
+        };
+        let b = repo.encode_tree(&tree).unwrap();
+        (b.id, b)
+    }
+
+    #[test]
+    fn trees_come_from_the_verified_cache_and_never_wrong() {
+        use crate::blob::{Meter, MeteredStore};
+        let dir = tempfile::tempdir().unwrap();
+        let meter = Arc::new(Meter::new());
+        let store: Arc<dyn BlobStore> = Arc::new(MeteredStore::new(MemoryStore::default(), meter.clone()));
+        let repo = Arc::new(
+            Repository::init(store.clone(), PASS, &opts())
+                .unwrap()
+                .with_tree_cache(dir.path()),
+        );
+        let (a, ablob) = tree_blob(&repo, "a");
+        let (b, bblob) = tree_blob(&repo, "b");
+        let mut w = PackWriter::open(repo.clone(), 4096, 100).unwrap();
+        w.add(&ablob).unwrap();
+        w.add(&bblob).unwrap();
+        w.finish().unwrap();
+        let cached = |id: &ChunkId| {
+            let h = id_hex(id);
+            dir.path().join("trees").join(&h[..2]).join(h)
+        };
+        assert!(cached(&a).exists(), "written trees are cached");
+        let before = meter.stats().bytes_received;
+        assert_eq!(repo.load_tree(&a).unwrap().nodes[0].name, "a");
+        assert_eq!(
+            meter.stats().bytes_received,
+            before,
+            "a hit reads nothing from the store"
+        );
+        assert_eq!(repo.tree_cache_stats().hits, 1);
+        // a cache file holding another tree, or a damaged one, is a miss that reads the store
+        std::fs::copy(cached(&b), cached(&a)).unwrap();
+        assert_eq!(repo.load_tree(&a).unwrap().nodes[0].name, "a");
+        let mut env = std::fs::read(cached(&b)).unwrap();
+        env[20] ^= 1;
+        std::fs::write(cached(&b), &env).unwrap();
+        assert_eq!(repo.load_tree(&b).unwrap().nodes[0].name, "b");
+        assert_eq!(repo.tree_cache_stats().misses, 2);
+        assert!(meter.stats().bytes_received > before);
+        // ... and is repaired: the next read is a hit again
+        assert_eq!(repo.load_tree(&b).unwrap().nodes[0].name, "b");
+        assert_eq!(repo.tree_cache_stats().hits, 2);
+        // a cached tree the index does not hold stays invisible
+        let (c, cblob) = tree_blob(&repo, "c");
+        repo.remember_tree(&c, &cblob.envelope);
+        assert!(matches!(repo.load_tree(&c), Err(RepoError::MissingChunk { .. })));
+    }
+
+    #[test]
+    fn index_by_bytes_and_appending_without_digests_reads_nothing() {
+        use crate::blob::{Meter, MeteredStore};
+        use crate::repo::IndexPolicy;
+        let meter = Arc::new(Meter::new());
+        let store: Arc<dyn BlobStore> = Arc::new(MeteredStore::new(MemoryStore::default(), meter.clone()));
+        let repo = Arc::new(Repository::init(store.clone(), PASS, &opts()).unwrap());
+        let mut w = PackWriter::open(repo.clone(), 4096, 1000).unwrap();
+        w.set_index_policy(IndexPolicy {
+            packs: 1000,
+            bytes: Some(8192),
+            interval: None,
+        });
+        for i in 0..12u32 {
+            let data: Vec<u8> = (0..3000u32)
+                .map(|j| ((i * 31 + j) % 251) as u8 ^ (j >> 8) as u8)
+                .collect();
+            w.add(&blob(&repo, &data)).unwrap();
+        }
+        w.finish().unwrap();
+        let n = store.list("index/").unwrap().len();
+        assert!(n >= 3, "an index object about every 8 KiB of packs, got {n}");
+        // a second run appends to the same volume without reading it back when digests are off
+        let repo2 = Arc::new(Repository::open(store.clone(), PASS).unwrap());
+        let received = meter.stats().bytes_received;
+        let mut w = PackWriter::open(repo2.clone(), 4096, 1)
+            .unwrap()
+            .without_digests();
+        w.add(&blob(&repo2, &[9u8; 3000])).unwrap();
+        assert!(w.finish().unwrap().is_empty(), "no digests");
+        assert_eq!(meter.stats().bytes_received, received);
+        let repo3 = Repository::open(store, PASS).unwrap();
+        assert_eq!(
+            repo3.read_blob(&repo3.key().chunk_id(&[9u8; 3000])).unwrap(),
+            vec![9u8; 3000]
+        );
+    }
+
+    #[test]
+    fn every_volume_end_is_indexed_and_unindexed_volumes_are_removed() {
+        let store: Arc<dyn BlobStore> = Arc::new(MemoryStore::default());
+        let o = RepoOptions {
+            volume_size: 16384,
+            ..opts()
+        };
+        let repo = Arc::new(Repository::init(store.clone(), PASS, &o).unwrap());
+        // packs larger than a volume: a volume still never passes its size
+        let mut w = PackWriter::open(repo.clone(), 65536, 100).unwrap();
+        for i in 0..12u32 {
+            let data: Vec<u8> = (0..3000u32)
+                .map(|j| ((i * 37 + j) % 251) as u8 ^ (j >> 7) as u8)
+                .collect();
+            w.add(&blob(&repo, &data)).unwrap();
+        }
+        w.finish().unwrap();
+        let reopened = Repository::open(store.clone(), PASS).unwrap();
+        let ends = reopened.volume_ends();
+        assert!(ends.len() >= 2, "{ends:?}");
+        for (&v, &end) in &ends {
+            let len = store.properties(&volume_name(v)).unwrap().len;
+            assert_eq!(len, end.div_ceil(512) * 512, "volume {v}");
+            assert!(end <= o.volume_size, "volume {v} ends at {end}");
+        }
+        // a volume a crashed run opened but never indexed is removed by the next writer
+        let stray = volume_name(*ends.keys().last().unwrap() + 1);
+        store.create(&stray, 1024, &Metadata::new()).unwrap();
+        store.write_pages(&stray, 0, &[1u8; 1024]).unwrap();
+        let reopened = Arc::new(reopened);
+        drop(PackWriter::open(reopened, 4096, 100).unwrap());
+        assert!(store.properties(&stray).is_err(), "{stray} was kept");
+        assert_eq!(store.list("data/").unwrap().len(), ends.len());
     }
 }
