@@ -512,7 +512,7 @@ mod tests {
         let p = plan(
             &cmd(&[
                 "--vault-container",
-                "v1",
+                "vault1",
                 "--blob-endpoint",
                 "http://h:1/a/",
                 "--verify-all",
