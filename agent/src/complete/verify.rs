@@ -14,7 +14,7 @@ use super::{drive_finished, CompletionPlan, Meter, Stores};
 use seedship_shared::api::Job;
 use seedship_shared::blob::{BlobError, BlobStore};
 use seedship_shared::manifest::copylog::{BlobStatus, DriveLog, DriveStatus, LogBlob};
-use seedship_shared::repo::{volume_name, IndexEntry, Repository, BLOB_DATA};
+use seedship_shared::repo::{IndexEntry, Repository, BLOB_DATA};
 use seedship_shared::staging::{JobDescriptor, StagedBlob};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -333,12 +333,9 @@ fn repository(
     for e in &sample {
         match repo.read_entry(e) {
             Ok(_) => v.sampled += 1,
-            Err(err) => v.problems.push(format!(
-                "import container {}: {} at offset {}: {err}",
-                plan.import_container,
-                volume_name(e.volume),
-                e.offset
-            )),
+            Err(err) => v
+                .problems
+                .push(format!("import container {}: {err}", plan.import_container)),
         }
     }
 }
