@@ -16,9 +16,8 @@ use crate::policy::{self, Mode, Policy, VaultTarget};
 use crate::store::storage_credential;
 use crate::{BackupCmd, Cli};
 use anyhow::{bail, Context};
-use seedship_shared::api::{ApiClientOptions, BlockingApiClient, DriveState, Job, JobState as ApiJobState};
+use seedship_shared::api::{self, ApiAccess, DriveState, Job, JobState as ApiJobState};
 use seedship_shared::blob::{AzureOptions, AzureStore, BlobError, BlobStore, RetryPolicy, RetryStore};
-use seedship_shared::publish_settings::PublishSettings;
 use seedship_shared::staging::JobDescriptor;
 use std::collections::{HashMap, HashSet};
 use std::io::{IsTerminal, Write};
@@ -228,20 +227,12 @@ fn now() -> u64 {
 /// Get Job for the staging job, with the publish settings and subscription it records; `None` when the
 /// service does not know the job.
 fn import_job(desc: &JobDescriptor, management_ca: Option<&Path>) -> anyhow::Result<Option<Job>> {
-    let settings = PublishSettings::load(&desc.publish_settings).with_context(|| {
-        format!(
-            "the publish-settings file recorded for job {} ({})",
-            desc.job_name,
-            desc.publish_settings.display()
-        )
-    })?;
-    let sub = settings.subscription(&desc.subscription)?;
-    let mut opts = ApiClientOptions::from_subscription(sub)?;
-    if let Some(ca) = management_ca {
-        opts = opts.with_management_ca_file(ca)?;
-    }
-    let client = BlockingApiClient::new(opts)?;
-    match client.get_job(&desc.storage_account, &desc.job_name) {
+    let access = ApiAccess {
+        publish_settings: None,
+        management_ca: management_ca.map(Path::to_path_buf),
+    };
+    let conn = api::connect(desc, &access)?;
+    match conn.client.get_job(&desc.storage_account, &desc.job_name) {
         Ok(j) => Ok(Some(j)),
         Err(e) if e.status() == Some(404) => Ok(None),
         Err(e) => Err(e).context("cannot ask the Import/Export service where the import job stands"),

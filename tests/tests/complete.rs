@@ -466,4 +466,30 @@ fn refuses_a_drive_damaged_before_the_import() {
     assert!(out.contains("nothing was copied"), "{out}");
     assert_eq!(seed.policy()["mode"], "offline");
     assert!(container_missing(&w.store("dmg-vault")), "nothing may be copied");
+    assert!(
+        out.lines()
+            .filter(|l| l.starts_with("error: "))
+            .all(|l| l.contains("Corrupted")),
+        "only the Corrupted ranges are named (the damaged volume is not sampled): {out}"
+    );
+
+    // The fix: the damaged object uploaded again from staging; the rerun accepts it and completes.
+    let name = line
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .trim_end_matches(':')
+        .to_owned();
+    let bytes = std::fs::read(seed.blobs().join(&name)).unwrap();
+    let import = w.store("dmg");
+    import.write_pages(&name, 0, &bytes).unwrap();
+    let o = seed.agent(&w, &["backup"]);
+    let out = text(&o);
+    println!("--- backup after {name} was uploaded again:\n{out}");
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains(&format!("note: {name}: range ")) && out.contains("accepted"),
+        "{out}"
+    );
+    assert_eq!(seed.policy()["mode"], "online");
 }

@@ -14,7 +14,7 @@ use super::{drive_finished, CompletionPlan, Meter, Stores};
 use seedship_shared::api::Job;
 use seedship_shared::blob::{BlobError, BlobStore};
 use seedship_shared::manifest::copylog::{BlobStatus, DriveLog, DriveStatus, LogBlob};
-use seedship_shared::repo::{IndexEntry, Repository, BLOB_DATA};
+use seedship_shared::repo::{volume_name, IndexEntry, Repository, BLOB_DATA};
 use seedship_shared::staging::{JobDescriptor, StagedBlob};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -62,7 +62,7 @@ pub fn verify(
     let mut v = Verification::default();
     let staged: HashMap<&str, &StagedBlob> = desc.blobs.iter().map(|b| (b.name.as_str(), b)).collect();
     let mut digested = HashSet::new();
-    copy_logs(plan, job, &staged, stores, &mut digested, &mut v);
+    let damaged = copy_logs(plan, job, &staged, stores, &mut digested, &mut v);
     let listed = match stores.import.list("") {
         Ok(l) => l.into_iter().map(|b| (b.name, b.len)).collect::<HashMap<_, _>>(),
         Err(e) => {
@@ -105,7 +105,7 @@ pub fn verify(
             .push("the repository was not opened: objects are missing or have the wrong length".into());
         return v;
     }
-    repository(plan, desc, stores, passphrase, &mut digested, &mut v);
+    repository(plan, desc, stores, passphrase, &damaged, &mut digested, &mut v);
     if plan.verify_all && v.problems.is_empty() {
         let left: Vec<&StagedBlob> = desc
             .blobs
@@ -123,6 +123,7 @@ pub fn verify(
 }
 
 /// Reads every drive's copy log; blobs it does not report clean are compared whole with the staged digest.
+/// Returns the objects found damaged.
 fn copy_logs(
     plan: &CompletionPlan,
     job: &Job,
@@ -130,7 +131,8 @@ fn copy_logs(
     stores: &Stores,
     digested: &mut HashSet<String>,
     v: &mut Verification,
-) {
+) -> HashSet<String> {
+    let mut damaged = HashSet::new();
     // object -> what the logs say about it
     let mut suspect: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for d in job.drives() {
@@ -185,10 +187,11 @@ fn copy_logs(
             };
             let findings = findings(b);
             if !findings.is_empty() {
-                suspect
-                    .entry(name.to_owned())
-                    .or_default()
-                    .extend(findings.into_iter().map(|f| format!("{f} on drive {id}")));
+                suspect.entry(name.to_owned()).or_default().extend(
+                    findings
+                        .into_iter()
+                        .map(|f| format!("{f} in the copy log of drive {id}")),
+                );
             }
         }
     }
@@ -201,7 +204,7 @@ fn copy_logs(
         digested.insert(name.clone());
         match digest(&*stores.import, &b.name, None) {
             Ok((len, h)) if len == b.len && h == b.blake3 => v.notes.push(format!(
-                "{name}: the copy log reports {}, but the object in import container {} now equals the staged \
+                "{name}: {}, but the object in import container {} now equals the staged \
                  copy (BLAKE3): accepted",
                 findings.join("; "),
                 plan.import_container
@@ -210,9 +213,11 @@ fn copy_logs(
                 for f in findings {
                     v.problems.push(format!("object {name}: {f}"));
                 }
+                damaged.insert(name);
             }
         }
     }
+    damaged
 }
 
 /// What a copy-log entry says went wrong, one line per failed range or blob-level problem.
@@ -221,7 +226,7 @@ fn findings(b: &LogBlob) -> Vec<String> {
         .failed_ranges()
         .map(|r| {
             format!(
-                "range {}..{} ({} bytes) is {} in the copy log (not written)",
+                "range {}..{} ({} bytes) is {} (not written)",
                 r.offset,
                 r.offset + r.length,
                 r.length,
@@ -230,7 +235,7 @@ fn findings(b: &LogBlob) -> Vec<String> {
         })
         .collect();
     if b.status != BlobStatus::Completed && out.is_empty() {
-        out.push(format!("blob status {} in the copy log", b.status.as_str()));
+        out.push(format!("blob status is {}", b.status.as_str()));
     }
     if let Some(d) = &b.disposition {
         use seedship_shared::manifest::copylog::DispositionStatus as D;
@@ -285,6 +290,7 @@ fn repository(
     desc: &JobDescriptor,
     stores: &Stores,
     passphrase: &str,
+    damaged: &HashSet<String>,
     digested: &mut HashSet<String>,
     v: &mut Verification,
 ) {
@@ -325,6 +331,16 @@ fn repository(
         .filter(|e| e.kind == BLOB_DATA)
         .collect();
     v.data_blobs = data.len();
+    // volumes the copy logs already showed damaged are not sampled: the problem is named once
+    let (data, skipped): (Vec<IndexEntry>, Vec<IndexEntry>) = data
+        .into_iter()
+        .partition(|e| !damaged.contains(&volume_name(e.volume)));
+    if !skipped.is_empty() {
+        v.notes.push(format!(
+            "{} data blob(s) in volumes the copy logs show damaged were not read back",
+            skipped.len()
+        ));
+    }
     let sample = if plan.verify_all {
         Vec::new()
     } else {
