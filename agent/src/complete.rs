@@ -3,9 +3,9 @@
 //!
 //! `seedship-agent backup` calls [`run`] while the policy is offline and the staging job is complete. Get Job
 //! says where the import stands: before `Completed` / `Closed` the agent prints the state and exits
-//! "waiting". Then [`verify::verify`] checks everything before anything is copied (every drive's copy log,
-//! every object of the job descriptor present with its length, the repository opened and its metadata
-//! authenticated, a sample of data blobs or with `--verify-all` every object's BLAKE3). Any problem is named
+//! "waiting". Then verification (the `verify` submodule) checks everything before anything is copied (every
+//! drive's copy log, every object of the job descriptor present with its length, the repository opened and
+//! its metadata authenticated, a sample of data blobs or with `--verify-all` every object's BLAKE3). Any problem is named
 //! and nothing is copied; the policy stays offline, so a rerun after a fix tries again. The copy is
 //! resumable: objects an earlier run copied (recorded in `<state-dir>/complete-<job>.copied`) and that sit in
 //! the vault with the right length are skipped. The passphrase and the storage key are never printed.
