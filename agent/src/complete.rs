@@ -16,7 +16,7 @@ use crate::policy::{self, Mode, Policy, VaultTarget};
 use crate::store::storage_credential;
 use crate::{BackupCmd, Cli};
 use anyhow::{bail, Context};
-use seedship_shared::api::{self, ApiAccess, DriveState, Job, JobState as ApiJobState};
+use seedship_shared::api::{self, ApiAccess, ApiError, DriveState, Job, JobState as ApiJobState};
 use seedship_shared::blob::{AzureOptions, AzureStore, BlobError, BlobStore, RetryPolicy, RetryStore};
 use seedship_shared::staging::JobDescriptor;
 use std::collections::{HashMap, HashSet};
@@ -125,14 +125,25 @@ pub fn plan(c: &BackupCmd, desc: &JobDescriptor) -> anyhow::Result<CompletionPla
 /// Checks the import job and, once it is finished, verifies the import and moves it into the vault.
 pub fn run(cli: &Cli, c: &BackupCmd, pol: &Policy, desc: &JobDescriptor) -> anyhow::Result<Outcome> {
     let plan = plan(c, desc)?;
-    let Some(job) = import_job(desc, c.management_ca.as_deref())? else {
-        println!(
-            "import job {} does not exist yet: prepare the drives with seedship-diskprep (the initial backup \
-             is staged in {})",
-            desc.job_name,
-            pol.job_dir().display()
-        );
-        return Ok(Outcome::Waiting);
+    let job = match import_job(desc, c.management_ca.as_deref())? {
+        JobLookup::Found(j) => j,
+        JobLookup::Unknown => {
+            println!(
+                "import job {} does not exist yet: prepare the drives with seedship-diskprep (the initial \
+                 backup is staged in {})",
+                desc.job_name,
+                pol.job_dir().display()
+            );
+            return Ok(Outcome::Waiting);
+        }
+        JobLookup::Unreachable(e) => {
+            eprintln!("warning: {e}");
+            println!(
+                "waiting for import job {}: the Import/Export service did not answer; the next run asks again",
+                desc.job_name
+            );
+            return Ok(Outcome::Waiting);
+        }
     };
     let state = job.properties.state.unwrap_or(ApiJobState::Creating);
     println!("import job {}: {state}", desc.job_name);
@@ -224,17 +235,34 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Get Job for the staging job, with the publish settings and subscription it records; `None` when the
-/// service does not know the job.
-fn import_job(desc: &JobDescriptor, management_ca: Option<&Path>) -> anyhow::Result<Option<Job>> {
+/// What Get Job said about the staging job.
+enum JobLookup {
+    Found(Box<Job>),
+    /// The service does not know the job.
+    Unknown,
+    /// The service could not be reached or failed (timeout, 5xx): ask again on the next run.
+    Unreachable(ApiError),
+}
+
+/// Get Job for the staging job, with the publish settings and subscription it records. A configuration
+/// problem (publish settings, certificate, a 4xx answer) is an error.
+fn import_job(desc: &JobDescriptor, management_ca: Option<&Path>) -> anyhow::Result<JobLookup> {
     let access = ApiAccess {
         publish_settings: None,
         management_ca: management_ca.map(Path::to_path_buf),
     };
-    let conn = api::connect(desc, &access)?;
+    let conn = api::connect(desc, &access).with_context(|| {
+        format!(
+            "cannot check import job {}: no client for the Import/Export service",
+            desc.job_name
+        )
+    })?;
     match conn.client.get_job(&desc.storage_account, &desc.job_name) {
-        Ok(j) => Ok(Some(j)),
-        Err(e) if e.status() == Some(404) => Ok(None),
+        Ok(j) => Ok(JobLookup::Found(Box::new(j))),
+        Err(e) if e.status() == Some(404) => Ok(JobLookup::Unknown),
+        Err(e) if e.is_retryable() || matches!(e, ApiError::Transport { .. }) => {
+            Ok(JobLookup::Unreachable(e))
+        }
         Err(e) => Err(e).context("cannot ask the Import/Export service where the import job stands"),
     }
 }
