@@ -42,6 +42,29 @@ impl Drop for World {
 }
 
 impl World {
+    /// Starts `seedship-emulator serve` on a free port (it writes the port into the publish settings).
+    fn serve(emu: &Path, log: &Path) -> Child {
+        let _ = std::fs::remove_file(emu.join("url"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = Command::new(cargo_bin("seedship-emulator"))
+            .args(["serve", "--dir", s(emu), "--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::fs::metadata(emu.join("url")).map(|m| m.len()).unwrap_or(0) == 0 {
+            assert!(Instant::now() < deadline, "the emulator wrote no url within 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child
+    }
+
     fn start() -> World {
         let dir = tempfile::Builder::new()
             .prefix("seedship-complete-")
@@ -61,19 +84,7 @@ impl World {
             AZURITE_KEY,
         ]));
         assert!(o.status.success(), "emulator init: {}", text(&o));
-        let log = std::fs::File::create(dir.path().join("emulator.log")).unwrap();
-        let emulator = Command::new(cargo_bin("seedship-emulator"))
-            .args(["serve", "--dir", s(&emu), "--listen", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::fs::metadata(emu.join("url")).map(|m| m.len()).unwrap_or(0) == 0 {
-            assert!(Instant::now() < deadline, "the emulator wrote no url within 30 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let emulator = World::serve(&emu, &dir.path().join("emulator.log"));
         let ps = PublishSettings::load(&emu.join("emulator.publishsettings")).unwrap();
         let subscription = ps.subscriptions[0].id.clone();
         World {
@@ -265,11 +276,18 @@ fn container_missing(store: &AzureStore) -> bool {
 
 #[test]
 fn completes_into_the_vault_after_refusing_damage_and_a_missing_object() {
-    let w = World::start();
+    let mut w = World::start();
     let seed = seed(&w, "seedjob", "seed", 3, 8, 3, "28M");
     let o = seed.agent(&w, &["backup"]);
     assert_eq!(code(&o), 75, "{}", text(&o));
     assert!(text(&o).contains("import job seedjob: Shipping"), "{}", text(&o));
+    // The service does not answer: still waiting, the next run asks again.
+    let _ = w.emulator.kill();
+    let _ = w.emulator.wait();
+    let o = seed.agent(&w, &["backup"]);
+    assert_eq!(code(&o), 75, "{}", text(&o));
+    assert!(text(&o).contains("did not answer"), "{}", text(&o));
+    w.emulator = World::serve(&w.emu, &w.dir.path().join("emulator.log"));
     let o = w.receive("seedjob", &seed.drives);
     assert!(o.status.success(), "receive: {}", text(&o));
 
