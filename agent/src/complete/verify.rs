@@ -252,21 +252,7 @@ fn findings(b: &LogBlob) -> Vec<String> {
 
 /// Fetches and parses a copy log given by URL under the plan's blob endpoint.
 fn fetch_log(plan: &CompletionPlan, stores: &Stores, uri: &str) -> Result<DriveLog, String> {
-    let rest = uri
-        .split('?')
-        .next()
-        .unwrap_or(uri)
-        .strip_prefix(&plan.endpoint)
-        .and_then(|r| r.strip_prefix('/'))
-        .ok_or_else(|| {
-            format!(
-                "it is not under the blob endpoint {} (give the storage account's endpoint with --blob-endpoint)",
-                plan.endpoint
-            )
-        })?;
-    let (container, name) = rest
-        .split_once('/')
-        .ok_or_else(|| "it names no blob inside a container".to_owned())?;
+    let (container, name) = log_location(&plan.endpoint, uri)?;
     let store = stores.container(container).map_err(|e| format!("{e:#}"))?;
     let props = store.properties(name).map_err(|e| e.to_string())?;
     if props.len > MAX_LOG_LEN {
@@ -282,6 +268,26 @@ fn fetch_log(plan: &CompletionPlan, stores: &Stores, uri: &str) -> Result<DriveL
         buf.truncate(l);
     }
     DriveLog::parse(&buf).map_err(|e| e.to_string())
+}
+
+/// The container and blob name of a copy log's URL under the blob endpoint (a query, e.g. a SAS, dropped).
+fn log_location<'u>(endpoint: &str, uri: &'u str) -> Result<(&'u str, &'u str), String> {
+    let rest = uri
+        .split('?')
+        .next()
+        .unwrap_or(uri)
+        .strip_prefix(endpoint)
+        .and_then(|r| r.strip_prefix('/'))
+        .ok_or_else(|| {
+            format!(
+                "it is not under the blob endpoint {endpoint} (give the storage account's endpoint with \
+                 --blob-endpoint)"
+            )
+        })?;
+    match rest.split_once('/') {
+        Some((c, n)) if !c.is_empty() && !n.is_empty() => Ok((c, n)),
+        _ => Err("it names no blob inside a container".to_owned()),
+    }
 }
 
 /// Opens the repository in the import container and checks its metadata, trees and a sample of data.
@@ -423,6 +429,9 @@ fn digest(store: &dyn BlobStore, name: &str, meter: Option<&Meter>) -> Result<(u
 #[cfg(test)]
 mod tests {
     use super::*;
+    use seedship_shared::manifest::copylog::{
+        DispositionStatus, LogDisposition, LogRange, LogRanges, RangeStatus,
+    };
 
     fn entry(volume: u32, offset: u64) -> IndexEntry {
         IndexEntry {
@@ -433,6 +442,83 @@ mod tests {
             len: 100,
             raw_len: 100,
         }
+    }
+
+    #[test]
+    fn copy_log_urls() {
+        let ep = "http://127.0.0.1:10000/devstoreaccount1";
+        assert_eq!(
+            log_location(
+                ep,
+                &format!("{ep}/waimportexport/waies/j_D1_20260101-000000_error.xml?sv=x&sig=y")
+            ),
+            Ok(("waimportexport", "waies/j_D1_20260101-000000_error.xml"))
+        );
+        for bad in [
+            "https://other.blob.core.windows.net/c/x".to_owned(),
+            format!("{ep}/onlycontainer"),
+            format!("{ep}//x"),
+            format!("{ep}x/c/x"),
+        ] {
+            assert!(log_location(ep, &bad).is_err(), "{bad}");
+        }
+    }
+
+    fn log_blob(
+        status: BlobStatus,
+        ranges: &[(u64, RangeStatus)],
+        disp: Option<DispositionStatus>,
+    ) -> LogBlob {
+        LogBlob {
+            status,
+            blob_path: "seed/data/00000000".into(),
+            file_path: "\\s\\seed\\data\\00000000".into(),
+            snapshot: None,
+            length: 8 << 20,
+            last_modified: None,
+            disposition: disp.map(|status| LogDisposition {
+                requested: Default::default(),
+                status,
+            }),
+            ranges: Some(LogRanges::Pages(
+                ranges
+                    .iter()
+                    .map(|&(offset, status)| LogRange {
+                        offset,
+                        length: 4 << 20,
+                        id: None,
+                        hash: None,
+                        status,
+                    })
+                    .collect(),
+            )),
+            metadata: None,
+            properties: None,
+        }
+    }
+
+    #[test]
+    fn findings_name_each_failed_range_and_odd_disposition() {
+        let clean = log_blob(
+            BlobStatus::Completed,
+            &[(0, RangeStatus::Completed), (4 << 20, RangeStatus::Completed)],
+            Some(DispositionStatus::Created),
+        );
+        assert!(findings(&clean).is_empty());
+        let bad = log_blob(
+            BlobStatus::CompletedWithErrors,
+            &[(0, RangeStatus::Completed), (4 << 20, RangeStatus::Corrupted)],
+            None,
+        );
+        assert_eq!(
+            findings(&bad),
+            vec!["range 4194304..8388608 (4194304 bytes) is Corrupted (not written)".to_owned()]
+        );
+        let missing = log_blob(BlobStatus::FileNotFound, &[], None);
+        assert_eq!(findings(&missing), vec!["blob status is FileNotFound".to_owned()]);
+        let renamed = log_blob(BlobStatus::Completed, &[], Some(DispositionStatus::Renamed));
+        let f = findings(&renamed);
+        assert!(f.len() == 1 && f[0].contains("rename Renamed"), "{f:?}");
     }
 
     #[test]
