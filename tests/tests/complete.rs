@@ -501,12 +501,16 @@ fn refuses_a_drive_damaged_before_the_import() {
     let bytes = std::fs::read(seed.blobs().join(&name)).unwrap();
     let import = w.store("dmg");
     import.write_pages(&name, 0, &bytes).unwrap();
-    let o = seed.agent(&w, &["backup"]);
+    let o = seed.agent(&w, &["backup", "--verify-all"]);
     let out = text(&o);
     println!("--- backup after {name} was uploaded again:\n{out}");
     assert!(o.status.success(), "{out}");
     assert!(
         out.contains(&format!("note: {name}: range ")) && out.contains("accepted"),
+        "{out}"
+    );
+    assert!(
+        out.contains("every byte compared with the staged BLAKE3"),
         "{out}"
     );
     assert_eq!(seed.policy()["mode"], "online");
