@@ -145,15 +145,7 @@ pub fn run(cli: &Cli, c: &BackupCmd, pol: &Policy, desc: &JobDescriptor) -> anyh
             return Ok(Outcome::Waiting);
         }
     };
-    let state = job.properties.state.unwrap_or(ApiJobState::Creating);
-    println!("import job {}: {state}", desc.job_name);
-    for d in job.drives() {
-        let st = d
-            .state
-            .map(|s| format!("{s:?}"))
-            .unwrap_or_else(|| "unknown".into());
-        println!("  drive {}: {st}", d.drive_id);
-    }
+    let state = print_job(desc, &job);
     match state {
         ApiJobState::Completed | ApiJobState::Closed => {}
         ApiJobState::Faulted => bail!(
@@ -188,23 +180,55 @@ pub fn run(cli: &Cli, c: &BackupCmd, pol: &Policy, desc: &JobDescriptor) -> anyh
         println!("note: {n}");
     }
     if !v.problems.is_empty() {
-        for p in &v.problems {
-            eprintln!("error: {p}");
-        }
-        eprintln!(
-            "{} problem(s): nothing was copied into the vault and the policy stays offline. The staged copy in \
-             {} is intact (check it with `seedship-agent check --read-data`): put each object named above into \
-             import container {} again (ship a re-prepared drive in a new import job, or upload the staged \
-             file as a page blob of the same name), then run `seedship-agent backup` again.",
-            v.problems.len(),
-            pol.job_dir().display(),
-            plan.import_container
-        );
+        refuse(&plan, pol, &v);
         return Ok(Outcome::Refused);
     }
     println!("{}", v.summary());
     let record = record_path(&cli.state_dir, &plan.job);
     let copied = copy_into_vault(&plan, desc, &stores, &record, cli.quiet)?;
+    go_online(cli, &plan, pol, desc, &record, copied)?;
+    Ok(Outcome::Completed)
+}
+
+/// Prints the job's and every drive's state; returns the job's.
+fn print_job(desc: &JobDescriptor, job: &Job) -> ApiJobState {
+    let state = job.properties.state.unwrap_or(ApiJobState::Creating);
+    println!("import job {}: {state}", desc.job_name);
+    for d in job.drives() {
+        let st = d
+            .state
+            .map(|s| format!("{s:?}"))
+            .unwrap_or_else(|| "unknown".into());
+        println!("  drive {}: {st}", d.drive_id);
+    }
+    state
+}
+
+/// Prints every problem and what to do.
+fn refuse(plan: &CompletionPlan, pol: &Policy, v: &Verification) {
+    for p in &v.problems {
+        eprintln!("error: {p}");
+    }
+    eprintln!(
+        "{} problem(s): nothing was copied into the vault and the policy stays offline. The staged copy is kept \
+         in {} (check it with `seedship-agent check --read-data`): put each object named above into import \
+         container {} again (ship a re-prepared drive in a new import job, or upload the staged file as a \
+         page blob of the same name), then run `seedship-agent backup` again.",
+        v.problems.len(),
+        pol.job_dir().display(),
+        plan.import_container
+    );
+}
+
+/// Records the vault in the policy (mode online) and says what happened.
+fn go_online(
+    cli: &Cli,
+    plan: &CompletionPlan,
+    pol: &Policy,
+    desc: &JobDescriptor,
+    record: &Path,
+    copied: CopyStats,
+) -> anyhow::Result<()> {
     let mut online = pol.clone();
     online.mode = Mode::Online;
     online.vault = Some(VaultTarget {
@@ -214,7 +238,7 @@ pub fn run(cli: &Cli, c: &BackupCmd, pol: &Policy, desc: &JobDescriptor) -> anyh
         since: now(),
     });
     online.save(&cli.state_dir)?;
-    let _ = std::fs::remove_file(&record);
+    let _ = std::fs::remove_file(record);
     println!(
         "import job {} completed: {} objects ({} MiB) in vault container {} ({} copied with Copy Blob, {} \
          already there); the policy is online: backups now go to the vault",
@@ -225,7 +249,7 @@ pub fn run(cli: &Cli, c: &BackupCmd, pol: &Policy, desc: &JobDescriptor) -> anyh
         copied.copied,
         copied.skipped
     );
-    Ok(Outcome::Completed)
+    Ok(())
 }
 
 fn now() -> u64 {
