@@ -353,7 +353,12 @@ fn completes_into_the_vault_after_refusing_damage_and_a_missing_object() {
     // Completion, with a new file for the first incremental.
     let n = seed.staged_names().len();
     std::fs::write(seed.src.join("after-import.bin"), noise(3 * MIB, 99)).unwrap();
+    let started = Instant::now();
     let o = seed.agent(&w, &["backup"]);
+    println!(
+        "completion of {n} objects (verification, Copy Blob, first incremental) took {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     assert!(o.status.success(), "completion: {}", text(&o));
     let out = text(&o);
     println!("--- completion:\n{out}");
