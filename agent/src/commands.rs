@@ -239,13 +239,13 @@ pub fn backup(cli: &Cli, c: &BackupCmd) -> anyhow::Result<Exit> {
     }
     let job_dir = pol.job_dir();
     let mut desc = JobDescriptor::load(&job_dir)?;
-    if desc.state == JobState::BackupComplete && !c.another_snapshot {
-        println!(
-            "waiting for import job {}: the initial backup is staged in {}; prepare the drives with seedship-diskprep and ship them",
-            desc.job_name,
-            job_dir.display()
-        );
-        return Ok(Exit::Waiting);
+    if pol.mode == Mode::Offline && desc.state == JobState::BackupComplete && !c.another_snapshot {
+        // the initial backup is staged: complete the import job once it is finished, then back up online
+        return match crate::complete::run(cli, c, &pol, &desc)? {
+            crate::complete::Outcome::Waiting => Ok(Exit::Waiting),
+            crate::complete::Outcome::Refused => Ok(Exit::Failure),
+            crate::complete::Outcome::Completed => backup(cli, c),
+        };
     }
     let repo = open_repo(cli, &pol, true)?;
     let out = run_pipeline(
@@ -404,10 +404,18 @@ pub fn status(cli: &Cli) -> anyhow::Result<Exit> {
     println!("staging job: {}", pol.job_dir().display());
     let desc = JobDescriptor::load(&pol.job_dir())?;
     let total: u64 = desc.blobs.iter().map(|b| b.len).sum();
-    let state = match desc.state {
-        JobState::Created => "created: initial backup not complete (run `seedship-agent backup`)".to_string(),
-        JobState::BackupComplete => format!(
-            "initial backup complete, waiting for import job {}",
+    let state = match (&pol.vault, desc.state) {
+        (Some(v), _) if pol.mode == Mode::Online => format!(
+            "import job {} completed: imported into vault container {} at {} (since {}); backups go to the vault",
+            desc.job_name, v.container, v.endpoint, v.since
+        ),
+        (_, JobState::Created) => "created: initial backup not complete (run `seedship-agent backup`)".to_string(),
+        (_, JobState::BackupComplete) if crate::complete::record_path(&cli.state_dir, &pol.job).exists() => format!(
+            "initial backup complete, import job {} verified, copying into the vault was interrupted (run `seedship-agent backup` to continue)",
+            desc.job_name
+        ),
+        (_, JobState::BackupComplete) => format!(
+            "initial backup complete, waiting for import job {} (`seedship-agent backup` checks it and completes the import)",
             desc.job_name
         ),
     };

@@ -2,8 +2,9 @@
 //!
 //! The binary is a thin `main` over [`run`]; everything lives here so tests can call it. Modules: `policy`
 //! (state directory, names, passphrase), `store` (the staging store or the vault), `backup` (the pipeline),
-//! `online` (incrementals into the vault, upload limit, last-backup record), `restore`, `check`, `fsmeta`
-//! (file metadata), `progress` (what the operator sees), `commands` (one function per subcommand).
+//! `online` (incrementals into the vault, upload limit, last-backup record), `complete` (verifying the finished
+//! import job and moving it into the vault), `restore`, `check`, `fsmeta` (file metadata), `progress` (what
+//! the operator sees), `commands` (one function per subcommand).
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -12,6 +13,7 @@ use std::process::ExitCode;
 pub mod backup;
 pub mod check;
 mod commands;
+pub mod complete;
 pub mod fsmeta;
 pub mod online;
 pub mod policy;
@@ -142,6 +144,23 @@ pub struct BackupCmd {
         value_parser = online::parse_rate
     )]
     pub limit_upload: Option<u64>,
+    /// Completion: read every imported object and compare its BLAKE3 with the job descriptor's (default:
+    /// metadata objects and a sample of data blobs).
+    #[arg(long)]
+    pub verify_all: bool,
+    /// Completion: data blobs read back and authenticated when not `--verify-all`.
+    #[arg(long, default_value_t = 64)]
+    pub sample_blobs: usize,
+    /// Completion: the vault container the imported objects are copied into (default `<container>-vault`).
+    #[arg(long, env = "SEEDSHIP_VAULT_CONTAINER")]
+    pub vault_container: Option<String>,
+    /// Completion: the storage account's blob endpoint (default `https://<account>.blob.core.windows.net`;
+    /// path style with the account for Azurite: `http://127.0.0.1:10000/devstoreaccount1`).
+    #[arg(long, env = "SEEDSHIP_BLOB_ENDPOINT")]
+    pub blob_endpoint: Option<String>,
+    /// Completion: a PEM file of extra CA certificates trusted for the Import/Export API (the emulator's).
+    #[arg(long, env = seedship_shared::api::MANAGEMENT_CA_ENV)]
+    pub management_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]

@@ -13,10 +13,10 @@ use crate::prepare::PrepReport;
 use crate::record::now_unix;
 pub use crate::record::{job_link, JobRecord, RECORD_FILE};
 use seedship_shared::api::{
-    ApiClientOptions, ApiError, BlockingApiClient, Drive, Job, JobProperties, JobState, JobType, Location,
-    LocationChoice, ReturnAddress, ReturnShipping,
+    ApiError, ConnectError, Drive, Job, JobProperties, JobState, JobType, Location, LocationChoice,
+    ReturnAddress, ReturnShipping,
 };
-use seedship_shared::publish_settings::{PublishSettings, PublishSettingsError};
+use seedship_shared::publish_settings::PublishSettingsError;
 use seedship_shared::staging::JobDescriptor;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -93,49 +93,17 @@ pub enum JobError {
     },
 }
 
-/// How diskprep reaches the service.
-#[derive(Debug, Clone, Default)]
-pub struct ApiAccess {
-    /// `p:` / `--publish-settings`; without it the path in the job descriptor.
-    pub publish_settings: Option<PathBuf>,
-    /// Extra trusted CA certificates (`--management-ca`, `SEEDSHIP_MANAGEMENT_CA`).
-    pub management_ca: Option<PathBuf>,
-}
+pub use seedship_shared::api::{ApiAccess, Connection};
 
-/// A client for the subscription of one job.
-#[derive(Debug)]
-pub struct Connection {
-    pub client: BlockingApiClient,
-    pub subscription: String,
-    pub service_url: String,
-}
-
-/// Connects for the job's subscription.
+/// Connects for the job's subscription ([`seedship_shared::api::connect`]); a recorded publish-settings file
+/// that cannot be read asks for `p:`.
 pub fn connect(d: &JobDescriptor, access: &ApiAccess) -> Result<Connection, JobError> {
-    let path = access
-        .publish_settings
-        .clone()
-        .unwrap_or_else(|| d.publish_settings.clone());
-    let settings = match (&access.publish_settings, PublishSettings::load(&path)) {
-        (_, Ok(s)) => s,
-        (None, Err(PublishSettingsError::Read { path, source })) => {
-            return Err(JobError::RecordedSettings {
-                job: d.job_name.clone(),
-                path,
-                source,
-            })
+    seedship_shared::api::connect(d, access).map_err(|e| match e {
+        ConnectError::RecordedSettings { job, path, source } => {
+            JobError::RecordedSettings { job, path, source }
         }
-        (_, Err(e)) => return Err(e.into()),
-    };
-    let sub = settings.subscription(&d.subscription)?;
-    let mut opts = ApiClientOptions::from_subscription(sub)?;
-    if let Some(ca) = &access.management_ca {
-        opts = opts.with_management_ca_file(ca)?;
-    }
-    Ok(Connection {
-        client: BlockingApiClient::new(opts)?,
-        subscription: sub.id.clone(),
-        service_url: sub.service_management_url.clone(),
+        ConnectError::PublishSettings(e) => e.into(),
+        ConnectError::Api(e) => e.into(),
     })
 }
 

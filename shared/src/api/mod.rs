@@ -6,11 +6,13 @@
 //! `odata.error` code, message and `ExtendedCode`. Only timeouts and 5xx answers are retried (bounded, with
 //! backoff); 4xx answers are final. docs/api.md describes the wire format this project settled on.
 
+mod access;
 mod client;
 pub mod identity;
 pub mod location;
 pub mod types;
 
+pub use access::{connect, ApiAccess, ConnectError, Connection};
 pub use client::{ApiClient, ApiClientOptions, BlockingApiClient, RetryPolicy, DEFAULT_API_VERSION};
 pub use identity::{IdentityError, ManagementIdentity};
 pub use location::{choose_location, LocationChoice, LocationError};

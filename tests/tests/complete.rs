@@ -1,0 +1,522 @@
+//! End to end through completion: the real agent stages a backup, seedship-diskprep copies it onto LUKS2
+//! image files and creates the import job at seedship-emulator, `u:` ships it, the agent waits (exit 75)
+//! naming the job's state, the emulator's data centre imports the drives into Azurite, and the agent verifies
+//! the import, copies it into the vault with Copy Blob, goes online and runs the first incremental. An
+//! independent client (the Azure Python SDK, `tests/python/vault_compare.py`) then lists the vault's page
+//! blobs and ranges and compares their bytes with staging. Refusals: a changed byte only `--verify-all`
+//! reads, an object deleted from the import container, and a drive damaged before the import (its copy log
+//! lists Corrupted ranges).
+//!
+//! Needs the binaries built: `cargo build -p seedship-agent -p seedship-diskprep -p seedship-emulator`.
+
+use seedship_e2e::testkit::{cargo_bin, run_python, Azurite, AZURITE_ACCOUNT, AZURITE_KEY};
+use seedship_e2e::{noise, output, recovery_keys, text};
+use seedship_shared::blob::{AzureOptions, AzureStore, BlobError, BlobStore, Credential};
+use seedship_shared::publish_settings::PublishSettings;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const MIB: usize = 1 << 20;
+/// The data segment starts 16 MiB into every drive.
+const DATA_OFFSET: u64 = 16 << 20;
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 temp path")
+}
+
+/// Azurite, the emulator serving the Import/Export API, and a folder for everything else.
+struct World {
+    dir: tempfile::TempDir,
+    azurite: Azurite,
+    emulator: Child,
+    emu: PathBuf,
+    subscription: String,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = self.emulator.kill();
+        let _ = self.emulator.wait();
+    }
+}
+
+impl World {
+    /// Starts `seedship-emulator serve` on a free port (it writes the port into the publish settings).
+    fn serve(emu: &Path, log: &Path) -> Child {
+        let _ = std::fs::remove_file(emu.join("url"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = Command::new(cargo_bin("seedship-emulator"))
+            .args(["serve", "--dir", s(emu), "--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::fs::metadata(emu.join("url")).map(|m| m.len()).unwrap_or(0) == 0 {
+            assert!(Instant::now() < deadline, "the emulator wrote no url within 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child
+    }
+
+    fn start() -> World {
+        let dir = tempfile::Builder::new()
+            .prefix("seedship-complete-")
+            .tempdir()
+            .unwrap();
+        let azurite = Azurite::start();
+        let emu = dir.path().join("emulator");
+        let o = output(Command::new(cargo_bin("seedship-emulator")).args([
+            "init",
+            "--dir",
+            s(&emu),
+            "--storage-account",
+            AZURITE_ACCOUNT,
+            "--storage-endpoint",
+            &azurite.endpoint(),
+            "--storage-key",
+            AZURITE_KEY,
+        ]));
+        assert!(o.status.success(), "emulator init: {}", text(&o));
+        let emulator = World::serve(&emu, &dir.path().join("emulator.log"));
+        let ps = PublishSettings::load(&emu.join("emulator.publishsettings")).unwrap();
+        let subscription = ps.subscriptions[0].id.clone();
+        World {
+            dir,
+            azurite,
+            emulator,
+            emu,
+            subscription,
+        }
+    }
+
+    fn store(&self, container: &str) -> AzureStore {
+        let cred = Credential::SharedKey(AZURITE_KEY.into());
+        AzureStore::new(AzureOptions::new(
+            &self.azurite.endpoint(),
+            AZURITE_ACCOUNT,
+            container,
+            cred,
+        ))
+        .unwrap()
+    }
+
+    /// The environment every tool gets: the storage key and endpoint, the emulator's CA.
+    fn env<'c>(&self, c: &'c mut Command) -> &'c mut Command {
+        c.env("SEEDSHIP_STORAGE_KEY", AZURITE_KEY)
+            .env("SEEDSHIP_BLOB_ENDPOINT", self.azurite.endpoint())
+            .env("SEEDSHIP_MANAGEMENT_CA", self.emu.join("ca.pem"))
+            .env_remove("SEEDSHIP_VAULT_CONTAINER")
+            .env_remove("SEEDSHIP_PASSPHRASE")
+            .stdin(Stdio::null())
+    }
+
+    /// Runs the data centre's import of `drives`; returns its output.
+    fn receive(&self, job: &str, drives: &[PathBuf]) -> Output {
+        let mut c = Command::new(cargo_bin("seedship-emulator"));
+        c.args(["receive", "--dir", s(&self.emu), "--job", job]);
+        for d in drives {
+            c.arg("--drive").arg(d);
+        }
+        output(&mut c)
+    }
+}
+
+/// One staging job, from the source folder to the shipped drives.
+struct Seed {
+    dir: PathBuf,
+    src: PathBuf,
+    staging: PathBuf,
+    state: PathBuf,
+    job: String,
+    drives: Vec<PathBuf>,
+}
+
+impl Seed {
+    fn agent(&self, w: &World, args: &[&str]) -> Output {
+        output(
+            w.env(&mut Command::new(cargo_bin("seedship-agent")))
+                .env("SEEDSHIP_STATE_DIR", &self.state)
+                .arg("--passphrase-file")
+                .arg(self.dir.join("pass"))
+                .args(args),
+        )
+    }
+
+    fn policy(&self) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(self.state.join("policy.json")).unwrap()).unwrap()
+    }
+
+    fn blobs(&self) -> PathBuf {
+        self.staging.join(&self.job).join("blobs")
+    }
+
+    fn staged_names(&self) -> Vec<String> {
+        let d: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.staging.join(&self.job).join("job.json")).unwrap())
+                .unwrap();
+        d["blobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b["name"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+/// Stages `files` noise files of `mib` MiB with the real agent, prepares `drives` image files of `image`
+/// with diskprep (creating the import job at the emulator) and ships them with `u:`.
+fn seed(w: &World, job: &str, container: &str, files: u64, mib: usize, drives: usize, image: &str) -> Seed {
+    let dir = w.dir.path().join(job);
+    let seed = Seed {
+        src: dir.join("src"),
+        staging: dir.join("staging"),
+        state: dir.join("state"),
+        job: job.to_owned(),
+        drives: (1..=drives).map(|i| dir.join(format!("drive{i}.img"))).collect(),
+        dir,
+    };
+    for d in [&seed.src, &seed.staging] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    for i in 0..files {
+        std::fs::write(seed.src.join(format!("f{i}.bin")), noise(mib * MIB, i + 7)).unwrap();
+    }
+    std::fs::write(seed.src.join("notes.txt"), "the first backup\n".repeat(1000)).unwrap();
+    std::fs::write(seed.dir.join("pass"), "a long enough test passphrase\n").unwrap();
+    let ps = w.emu.join("emulator.publishsettings");
+    let o = seed.agent(
+        w,
+        &[
+            "offline",
+            "start",
+            "--staging",
+            s(&seed.staging),
+            "--job-name",
+            job,
+            "--publish-settings",
+            s(&ps),
+            "--subscription",
+            &w.subscription,
+            "--storage-account",
+            AZURITE_ACCOUNT,
+            "--container",
+            container,
+            "--source",
+            s(&seed.src),
+            "--volume-size-mib",
+            "8",
+        ],
+    );
+    assert!(o.status.success(), "offline start: {}", text(&o));
+    let o = seed.agent(w, &["backup"]);
+    assert!(o.status.success(), "backup: {}", text(&o));
+    // staged, but no import job yet
+    let o = seed.agent(w, &["backup"]);
+    assert_eq!(code(&o), 75, "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("import job {job} does not exist yet")),
+        "{}",
+        text(&o)
+    );
+    let mut c = Command::new(cargo_bin("seedship-diskprep"));
+    w.env(&mut c).arg(format!("s:{}", seed.staging.display()));
+    for d in &seed.drives {
+        c.arg("--drive").arg(d);
+    }
+    c.args([
+        "--create-image",
+        image,
+        "--yes",
+        "--pbkdf",
+        "pbkdf2",
+        "--location",
+        "West Europe",
+    ]);
+    let o = output(&mut c);
+    assert!(o.status.success(), "diskprep: {}", text(&o));
+    let o = output(w.env(&mut Command::new(cargo_bin("seedship-diskprep"))).args([
+        "u:",
+        &format!("s:{}", seed.staging.display()),
+        "--carrier",
+        "FedEx",
+        "--tracking-number",
+        "1Z999AA10123456784",
+        "--return-name",
+        "Backup Admin",
+        "--return-address",
+        "1 Main St, Springfield 12345, USA",
+        "--return-phone",
+        "+1 555 0100",
+        "--return-email",
+        "admin@example.com",
+        "--return-carrier",
+        "FedEx",
+        "--return-carrier-account",
+        "123456789",
+        "--yes",
+    ]));
+    assert!(o.status.success(), "u: {}", text(&o));
+    seed
+}
+
+fn container_missing(store: &AzureStore) -> bool {
+    matches!(store.list(""), Err(BlobError::ContainerNotFound { .. }))
+}
+
+#[test]
+fn completes_into_the_vault_after_refusing_damage_and_a_missing_object() {
+    let mut w = World::start();
+    let seed = seed(&w, "seedjob", "seed", 3, 8, 3, "28M");
+    let o = seed.agent(&w, &["backup"]);
+    assert_eq!(code(&o), 75, "{}", text(&o));
+    assert!(text(&o).contains("import job seedjob: Shipping"), "{}", text(&o));
+    // The service does not answer: still waiting, the next run asks again.
+    let _ = w.emulator.kill();
+    let _ = w.emulator.wait();
+    let o = seed.agent(&w, &["backup"]);
+    assert_eq!(code(&o), 75, "{}", text(&o));
+    assert!(text(&o).contains("did not answer"), "{}", text(&o));
+    w.emulator = World::serve(&w.emu, &w.dir.path().join("emulator.log"));
+    let o = w.receive("seedjob", &seed.drives);
+    assert!(o.status.success(), "receive: {}", text(&o));
+
+    let import = w.store("seed");
+    let vault = w.store("seed-vault");
+    // A changed byte in a volume header's reserved area: no data blob covers it, so only --verify-all sees it.
+    let mut byte = [0u8; 1];
+    import.read_at("data/00000000", 100, &mut byte).unwrap();
+    let mut page = vec![0u8; 512];
+    import.read_at("data/00000000", 0, &mut page).unwrap();
+    page[100] ^= 0x5a;
+    import.write_pages("data/00000000", 0, &page).unwrap();
+    let o = seed.agent(&w, &["backup", "--verify-all"]);
+    assert_eq!(code(&o), 1, "{}", text(&o));
+    let out = text(&o);
+    println!("--- backup --verify-all with a changed byte:\n{out}");
+    assert!(
+        out.contains("object data/00000000") && out.contains("BLAKE3"),
+        "{out}"
+    );
+    assert!(out.contains("nothing was copied"), "{out}");
+    assert_eq!(seed.policy()["mode"], "offline");
+    assert!(container_missing(&vault), "nothing may be copied");
+    page[100] ^= 0x5a;
+    import.write_pages("data/00000000", 0, &page).unwrap();
+
+    // An object deleted from the import container by hand.
+    let snap = seed
+        .staged_names()
+        .into_iter()
+        .find(|n| n.starts_with("snapshots/"))
+        .unwrap();
+    let props = import.properties(&snap).unwrap();
+    let mut bytes = vec![0u8; props.len as usize];
+    import.read_at(&snap, 0, &mut bytes).unwrap();
+    import.delete(&snap).unwrap();
+    let o = seed.agent(&w, &["backup"]);
+    assert_eq!(code(&o), 1, "{}", text(&o));
+    let out = text(&o);
+    println!("--- backup with {snap} deleted:\n{out}");
+    assert!(
+        out.contains(&format!("object {snap} (")) && out.contains("is missing from import container seed"),
+        "{out}"
+    );
+    assert_eq!(seed.policy()["mode"], "offline");
+    assert!(container_missing(&vault), "nothing may be copied");
+    import.create(&snap, props.len, &props.metadata).unwrap();
+    import.write_pages(&snap, 0, &bytes).unwrap();
+
+    // As if an earlier completion was interrupted after copying the config: it is not copied again.
+    vault.create_container().unwrap();
+    vault
+        .copy_from_url(import.blob_url("config").unwrap().as_str(), "config")
+        .unwrap();
+    std::fs::write(seed.state.join("complete-seedjob.copied"), "config\n").unwrap();
+    let o = seed.agent(&w, &["status"]);
+    assert!(
+        text(&o).contains("copying into the vault was interrupted"),
+        "{}",
+        text(&o)
+    );
+
+    // Completion, with a new file for the first incremental.
+    let n = seed.staged_names().len();
+    std::fs::write(seed.src.join("after-import.bin"), noise(3 * MIB, 99)).unwrap();
+    let started = Instant::now();
+    let o = seed.agent(&w, &["backup"]);
+    println!(
+        "completion of {n} objects (verification, Copy Blob, first incremental) took {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(o.status.success(), "completion: {}", text(&o));
+    let out = text(&o);
+    println!("--- completion:\n{out}");
+    assert!(out.contains("import job seedjob completed"), "{out}");
+    assert!(
+        out.contains(&format!("{n} objects present with their lengths")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("({} copied with Copy Blob, 1 already there)", n - 1)),
+        "{out}"
+    );
+    assert!(!seed.state.join("complete-seedjob.copied").exists());
+    assert!(out.contains("data blobs read back and authenticated"), "{out}");
+    assert!(
+        out.contains("snapshot ") && out.contains(" saved"),
+        "the first incremental ran: {out}"
+    );
+    let pol = seed.policy();
+    assert_eq!(pol["mode"], "online");
+    assert_eq!(pol["vault"]["container"], "seed-vault");
+    assert_eq!(pol["vault"]["endpoint"], w.azurite.endpoint());
+
+    // The Azure SDK's view of the vault.
+    let cs = w.azurite.connection_string();
+    let report = run_python(
+        "vault_compare.py",
+        &["seed-vault", s(&seed.blobs())],
+        &[("AZURE_STORAGE_CONNECTION_STRING", &cs)],
+    );
+    let r: serde_json::Value = serde_json::from_str(&report).unwrap();
+    println!("vault_compare.py: {report}");
+    assert_eq!(
+        r["compared"].as_u64().unwrap() as usize,
+        walk_count(&seed.blobs()),
+        "{report}"
+    );
+    assert!(
+        !r["grown"].as_array().unwrap().is_empty() || !r["new"].as_array().unwrap().is_empty(),
+        "the incremental wrote into the vault: {report}"
+    );
+
+    // Online from now on: status says so, the next run is an ordinary incremental, restore reads the vault.
+    let o = seed.agent(&w, &["status"]);
+    assert!(text(&o).contains("vault container seed-vault"), "{}", text(&o));
+    let o = seed.agent(&w, &["backup"]);
+    assert!(o.status.success(), "online backup: {}", text(&o));
+    assert!(!text(&o).contains("verifying the import"), "{}", text(&o));
+    let target = seed.dir.join("restored");
+    let o = seed.agent(&w, &["restore", "latest", "--target", s(&target)]);
+    assert!(o.status.success(), "restore: {}", text(&o));
+    let restored = target.join(seed.src.strip_prefix("/").unwrap());
+    assert_eq!(
+        std::fs::read(restored.join("after-import.bin")).unwrap(),
+        std::fs::read(seed.src.join("after-import.bin")).unwrap()
+    );
+    assert_eq!(
+        std::fs::read(restored.join("f0.bin")).unwrap(),
+        std::fs::read(seed.src.join("f0.bin")).unwrap()
+    );
+}
+
+fn walk_count(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                walk_count(&e.path())
+            } else {
+                1
+            }
+        })
+        .sum()
+}
+
+#[test]
+fn refuses_a_drive_damaged_before_the_import() {
+    let w = World::start();
+    let seed = seed(&w, "dmgjob", "dmg", 2, 6, 2, "26M");
+    // Flip bytes inside the payload of drive 1, 4 MiB past the LUKS2 header: inside a data volume's range.
+    let damaged = &seed.drives[0];
+    let img = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(damaged)
+        .unwrap();
+    use std::os::unix::fs::FileExt;
+    let at = DATA_OFFSET + 4 * MIB as u64 + 1000;
+    let mut b = [0u8; 16];
+    img.read_exact_at(&mut b, at).unwrap();
+    for x in &mut b {
+        *x ^= 0xff;
+    }
+    img.write_all_at(&b, at).unwrap();
+    drop(img);
+    let o = w.receive("dmgjob", &seed.drives);
+    assert_eq!(code(&o), 1, "the job ends Closed: {}", text(&o));
+
+    // The data centre's copy log of drive 1 lists Corrupted ranges.
+    let keys = recovery_keys(&seed.staging.join("dmgjob/diskprep/keys.tsv"));
+    let drive1 = &keys[0].0;
+    let logs = w.store("waimportexport");
+    let error_log = logs
+        .list("")
+        .unwrap()
+        .into_iter()
+        .find(|b| b.name.contains(drive1.as_str()) && b.name.ends_with("_error.xml"))
+        .unwrap_or_else(|| panic!("no error log of drive {drive1}"));
+    let mut xml = vec![0u8; error_log.len as usize];
+    logs.read_at(&error_log.name, 0, &mut xml).unwrap();
+    let xml = String::from_utf8_lossy(&xml);
+    assert!(xml.contains("Status=\"Corrupted\""), "{xml}");
+
+    let o = seed.agent(&w, &["backup"]);
+    assert_eq!(code(&o), 1, "{}", text(&o));
+    let out = text(&o);
+    println!("--- backup after a damaged drive:\n{out}");
+    assert!(out.contains("import job dmgjob: Closed"), "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("Corrupted"))
+        .unwrap_or_else(|| panic!("no Corrupted range named: {out}"));
+    assert!(
+        line.contains("object data/") && line.contains("range ") && line.contains(drive1.as_str()),
+        "{line}"
+    );
+    assert!(out.contains("nothing was copied"), "{out}");
+    assert_eq!(seed.policy()["mode"], "offline");
+    assert!(container_missing(&w.store("dmg-vault")), "nothing may be copied");
+    assert!(
+        out.lines()
+            .filter(|l| l.starts_with("error: "))
+            .all(|l| l.contains("Corrupted")),
+        "only the Corrupted ranges are named (the damaged volume is not sampled): {out}"
+    );
+
+    // The fix: the damaged object uploaded again from staging; the rerun accepts it and completes.
+    let name = line
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .trim_end_matches(':')
+        .to_owned();
+    let bytes = std::fs::read(seed.blobs().join(&name)).unwrap();
+    let import = w.store("dmg");
+    import.write_pages(&name, 0, &bytes).unwrap();
+    let o = seed.agent(&w, &["backup", "--verify-all"]);
+    let out = text(&o);
+    println!("--- backup after {name} was uploaded again:\n{out}");
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains(&format!("note: {name}: range ")) && out.contains("accepted"),
+        "{out}"
+    );
+    assert!(
+        out.contains("every byte compared with the staged BLAKE3"),
+        "{out}"
+    );
+    assert_eq!(seed.policy()["mode"], "online");
+}
