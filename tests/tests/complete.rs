@@ -403,7 +403,7 @@ fn completes_into_the_vault_after_refusing_damage_and_a_missing_object() {
 
     // Online from now on: status says so, the next run is an ordinary incremental, restore reads the vault.
     let o = seed.agent(&w, &["status"]);
-    assert!(text(&o).contains("vault container seed-vault"), "{}", text(&o));
+    assert!(text(&o).contains("vault: container seed-vault"), "{}", text(&o));
     let o = seed.agent(&w, &["backup"]);
     assert!(o.status.success(), "online backup: {}", text(&o));
     assert!(!text(&o).contains("verifying the import"), "{}", text(&o));
