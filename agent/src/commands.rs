@@ -314,14 +314,14 @@ pub fn snapshots(cli: &Cli) -> anyhow::Result<Exit> {
     let pol = Policy::load(&cli.state_dir)?;
     let repo = open_repo(cli, &pol, true)?;
     println!(
-        "{:<16}  {:<10}  {:<12}  {:>8}  {:>10}  paths",
+        "{:<16}  {:<23}  {:<12}  {:>8}  {:>10}  paths",
         "id", "time", "host", "files", "MiB"
     );
     for (id, s) in repo.snapshots()? {
         println!(
-            "{:<16}  {:<10}  {:<12}  {:>8}  {:>10}  {}{}",
+            "{:<16}  {:<23}  {:<12}  {:>8}  {:>10}  {}{}",
             &id[..16],
-            s.time,
+            crate::online::utc(s.time.max(0) as u64),
             s.host,
             s.stats.files,
             s.stats.bytes >> 20,
