@@ -4,8 +4,9 @@
 //! at the last one.
 //!
 //! Reading and hashing run in a thread of their own, a batch ahead of encrypting and writing, and the MD5s
-//! of a batch's segments are computed in parallel (MD5 is sequential within a segment, so segments are the
-//! unit of parallelism). Memory stays bounded: at most three batches exist at once.
+//! of a batch's segments (up to eight of 4 MiB) are computed side by side in the lanes of
+//! [`seedship_shared::md5batch`] (MD5 is sequential within a segment, so segments are the unit of
+//! parallelism). Memory stays bounded: at most three batches exist at once.
 //!
 //! The tar stream is a pure function of the plan (member names, sizes, a fixed modification time), so the
 //! offset of every byte is known in advance and a resumed copy writes exactly the bytes an uninterrupted one
@@ -14,9 +15,9 @@
 use crate::layout::DriveLayout;
 use crate::payload::{DriveTarget, PayloadWriter};
 use crate::plan::{DrivePlan, PartPlan};
-use md5::{Digest, Md5};
 use seedship_shared::blob::BlobStore;
 use seedship_shared::manifest::ranges::is_all_zero;
+use seedship_shared::md5batch::md5_many_threads;
 use seedship_shared::progress::Progress;
 use seedship_shared::tar::{encode_header, entry_tar_size, BLOCK, END_OF_ARCHIVE_LEN};
 use std::io::Write;
@@ -377,35 +378,33 @@ fn read_and_hash(
     })
 }
 
-/// Hashes each segment (MD5 and xxh3-128) on as many threads as there are cores.
+/// Hashes each segment: MD5 eight segments at a time ([`md5_many_threads`], on every core when there are
+/// more than eight), while another thread computes the xxh3-128 digests and finds the all-zero segments.
 pub fn hash_segments(blob: &str, bytes: &[u8], base: u64, segs: &[Range<u64>]) -> Vec<SegmentRecord> {
-    let hash = |s: &Range<u64>| {
-        let data = &bytes[(s.start - base) as usize..(s.end - base) as usize];
-        SegmentRecord {
+    let data: Vec<&[u8]> = segs
+        .iter()
+        .map(|s| &bytes[(s.start - base) as usize..(s.end - base) as usize])
+        .collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (md5s, fast) = std::thread::scope(|s| {
+        let fast = s.spawn(|| {
+            data.iter()
+                .map(|d| (xxhash_rust::xxh3::xxh3_128(d), is_all_zero(d)))
+                .collect::<Vec<_>>()
+        });
+        let md5s = md5_many_threads(&data, threads);
+        (md5s, fast.join().expect("xxh3 hashing does not panic"))
+    });
+    segs.iter()
+        .zip(md5s.iter().zip(fast))
+        .map(|(range, (md5, (xxh3, zero)))| SegmentRecord {
             blob: blob.to_owned(),
-            range: s.clone(),
-            md5: hex::encode_upper(Md5::digest(data)),
-            xxh3: xxhash_rust::xxh3::xxh3_128(data),
-            zero: is_all_zero(data),
-        }
-    };
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(segs.len().max(1));
-    if threads <= 1 {
-        return segs.iter().map(hash).collect();
-    }
-    let per = segs.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = segs
-            .chunks(per)
-            .map(|c| s.spawn(move || c.iter().map(hash).collect::<Vec<_>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("hashing does not panic"))
-            .collect()
-    })
+            range: range.clone(),
+            md5: hex::encode_upper(md5),
+            xxh3,
+            zero,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -414,6 +413,7 @@ mod tests {
     use crate::payload::tests::{MemDevice, XorCipher};
     use crate::payload::SectorCipher;
     use crate::plan::{plan, BlobExtents};
+    use md5::{Digest, Md5};
     use seedship_shared::blob::{MemoryStore, Metadata};
     use seedship_shared::progress::NoProgress;
     use seedship_shared::tar::TarReader;
