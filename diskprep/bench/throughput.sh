@@ -38,6 +38,8 @@ trap 'rm -rf "$WORK/staging" "$WORK/drive.img" "$WORK/dd.img" "$WORK/time.txt"' 
 
 echo "== $(date -u +%FT%TZ) $(uname -r), $(nproc) cores, $GIB GiB staging in $WORK ($(df -PT "$WORK" | awk 'NR == 2 { print $2 }'))"
 "$MAKE" "$WORK/staging" "$GIB"
+# The staging files stay in the page cache, but their writeback must not compete with the first run's writes.
+sync
 BYTES=$(python3 -c 'import json,sys; print(sum(b["len"] for b in json.load(open(sys.argv[1]))["blobs"]))' "$WORK/staging/job1/job.json")
 IMAGE_MIB=$(( BYTES / 1048576 + 128 ))
 
@@ -47,6 +49,7 @@ rate() { awk -v b="$BYTES" -v s="$1" 'BEGIN { printf "%.2f GB/s (%.1f s)", b / s
 prep() {
     local label="$1"; shift
     rm -rf "$WORK/drive.img" "$WORK/staging/job1/diskprep"
+    sync
     local t0 t1
     t0=$(now)
     /usr/bin/time -v -o "$WORK/time.txt" "$DISKPREP" "s:$WORK/staging" --drive "$WORK/drive.img" \

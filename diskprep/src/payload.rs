@@ -45,6 +45,9 @@ pub trait Device: Send + Sync {
     /// while the next bytes are prepared and a later [`Device::sync`] has little left to do. Advisory: a
     /// write error shows at the next sync.
     fn start_writeback(&self, _offset: u64, _len: u64) {}
+    /// Asks for `len` bytes at `offset` to be read ahead in the background, so that reading them later
+    /// finds them in memory while the bytes before them are decrypted and checked. Advisory.
+    fn prefetch(&self, _offset: u64, _len: u64) {}
 }
 
 impl Device for File {
@@ -66,6 +69,17 @@ impl Device for File {
         // `self` is borrowed. Its result is ignored on purpose (see the trait method).
         unsafe {
             libc::sync_file_range(self.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+        }
+    }
+    fn prefetch(&self, offset: u64, len: u64) {
+        use std::os::fd::AsRawFd;
+        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return;
+        };
+        // SAFETY: posix_fadvise only reads its integer arguments; the descriptor is open for as long as
+        // `self` is borrowed. Its result is ignored on purpose (see the trait method).
+        unsafe {
+            libc::posix_fadvise(self.as_raw_fd(), offset, len, libc::POSIX_FADV_WILLNEED);
         }
     }
 }
@@ -270,6 +284,11 @@ impl std::io::Read for PayloadReader<'_> {
                 return Ok(0);
             }
             self.buf.resize(n, 0);
+            // The chunk after this one is read ahead while this one is decrypted and consumed.
+            let after = next + n as u64;
+            self.target
+                .device
+                .prefetch(self.target.data_offset + after, (cap - after).min(CHUNK as u64));
             self.target
                 .device
                 .read_at(&mut self.buf, self.target.data_offset + next)?;
