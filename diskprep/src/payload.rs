@@ -8,6 +8,7 @@
 //! [`PayloadWriter::resume`] continues at such an offset: it reads the partial sector back, decrypts it and
 //! carries on from there, so nothing before the offset is written again.
 
+use crate::direct::AlignedBuf;
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
@@ -121,7 +122,8 @@ pub struct PayloadWriter<'a> {
     capacity: u64,
     /// Payload offset of `buf[0]`, sector-aligned.
     buf_start: u64,
-    buf: Vec<u8>,
+    /// Aligned in memory, so that its whole sectors can be written with direct I/O.
+    buf: AlignedBuf,
 }
 
 impl std::fmt::Debug for PayloadWriter<'_> {
@@ -148,7 +150,7 @@ impl<'a> PayloadWriter<'a> {
             data_offset,
             capacity: capacity / SECTOR * SECTOR,
             buf_start: 0,
-            buf: Vec::with_capacity(CHUNK + SECTOR as usize),
+            buf: AlignedBuf::new(CHUNK + SECTOR as usize),
         }
     }
 
@@ -176,7 +178,7 @@ impl<'a> PayloadWriter<'a> {
             let mut sector = vec![0u8; SECTOR as usize];
             device.read_at(&mut sector, data_offset + w.buf_start)?;
             cipher.decrypt(w.buf_start, &mut sector)?;
-            w.buf.extend_from_slice(&sector[..head]);
+            w.buf.push(&sector[..head]);
         }
         Ok(w)
     }
@@ -193,12 +195,12 @@ impl<'a> PayloadWriter<'a> {
             return Ok(());
         }
         // Encrypted in place: these bytes leave the buffer once written (a failed write is fatal).
-        let out = &mut self.buf[..whole];
+        let out = &mut self.buf.as_mut_slice()[..whole];
         self.cipher.encrypt(self.buf_start, out)?;
         self.device.write_at(out, self.data_offset + self.buf_start)?;
         self.device
             .start_writeback(self.data_offset + self.buf_start, whole as u64);
-        self.buf.drain(..whole);
+        self.buf.consume(whole);
         self.buf_start += whole as u64;
         Ok(())
     }
@@ -209,7 +211,7 @@ impl<'a> PayloadWriter<'a> {
         self.write_whole_sectors()?;
         if !self.buf.is_empty() {
             let mut sector = vec![0u8; SECTOR as usize];
-            sector[..self.buf.len()].copy_from_slice(&self.buf);
+            sector[..self.buf.len()].copy_from_slice(self.buf.as_slice());
             self.cipher.encrypt(self.buf_start, &mut sector)?;
             self.device.write_at(&sector, self.data_offset + self.buf_start)?;
         }
@@ -227,7 +229,7 @@ impl Write for PayloadWriter<'_> {
             ));
         }
         let n = data.len().min(room.min(usize::MAX as u64) as usize);
-        self.buf.extend_from_slice(&data[..n]);
+        let n = self.buf.push(&data[..n]);
         if self.buf.len() >= CHUNK {
             self.write_whole_sectors()?;
         }
