@@ -8,7 +8,7 @@
 //! [`PayloadWriter::resume`] continues at such an offset: it reads the partial sector back, decrypts it and
 //! carries on from there, so nothing before the offset is written again.
 
-use crate::direct::AlignedBuf;
+use crate::direct::{AlignedBuf, DirectWriter};
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
@@ -49,6 +49,11 @@ pub trait Device: Send + Sync {
     /// Asks for `len` bytes at `offset` to be read ahead in the background, so that reading them later
     /// finds them in memory while the bytes before them are decrypted and checked. Advisory.
     fn prefetch(&self, _offset: u64, _len: u64) {}
+    /// An owned descriptor of the device opened with `O_DIRECT`, when it has one: the payload writer then
+    /// writes whole chunks through it on a thread of its own.
+    fn direct_handle(&self) -> Option<File> {
+        None
+    }
 }
 
 impl Device for File {
@@ -124,6 +129,8 @@ pub struct PayloadWriter<'a> {
     buf_start: u64,
     /// Aligned in memory, so that its whole sectors can be written with direct I/O.
     buf: AlignedBuf,
+    /// The thread writing full buffers with direct I/O, when the device has a direct descriptor.
+    direct: Option<DirectWriter>,
 }
 
 impl std::fmt::Debug for PayloadWriter<'_> {
@@ -151,6 +158,9 @@ impl<'a> PayloadWriter<'a> {
             capacity: capacity / SECTOR * SECTOR,
             buf_start: 0,
             buf: AlignedBuf::new(CHUNK + SECTOR as usize),
+            direct: device
+                .direct_handle()
+                .map(|f| DirectWriter::start(f, CHUNK + SECTOR as usize)),
         }
     }
 
@@ -197,10 +207,19 @@ impl<'a> PayloadWriter<'a> {
         // Encrypted in place: these bytes leave the buffer once written (a failed write is fatal).
         let out = &mut self.buf.as_mut_slice()[..whole];
         self.cipher.encrypt(self.buf_start, out)?;
-        self.device.write_at(out, self.data_offset + self.buf_start)?;
-        self.device
-            .start_writeback(self.data_offset + self.buf_start, whole as u64);
-        self.buf.consume(whole);
+        let at = self.data_offset + self.buf_start;
+        if let Some(direct) = &mut self.direct {
+            // The full buffer goes to the writer thread; the partial last sector moves to the next one.
+            let mut next = direct.take_buffer()?;
+            next.push(&self.buf.as_slice()[whole..]);
+            let mut full = std::mem::replace(&mut self.buf, next);
+            full.truncate(whole);
+            direct.submit(full, at)?;
+        } else {
+            self.device.write_at(out, at)?;
+            self.device.start_writeback(at, whole as u64);
+            self.buf.consume(whole);
+        }
         self.buf_start += whole as u64;
         Ok(())
     }
@@ -208,7 +227,7 @@ impl<'a> PayloadWriter<'a> {
     /// Makes everything written so far durable; a partial last sector is written padded with zeros (and
     /// written again, complete, later).
     pub fn sync(&mut self) -> io::Result<()> {
-        self.write_whole_sectors()?;
+        self.flush()?;
         if !self.buf.is_empty() {
             let mut sector = vec![0u8; SECTOR as usize];
             sector[..self.buf.len()].copy_from_slice(self.buf.as_slice());
@@ -238,7 +257,11 @@ impl Write for PayloadWriter<'_> {
 
     /// Writes whole sectors out; use [`PayloadWriter::sync`] for durability.
     fn flush(&mut self) -> io::Result<()> {
-        self.write_whole_sectors()
+        self.write_whole_sectors()?;
+        match &mut self.direct {
+            Some(direct) => direct.drain(),
+            None => Ok(()),
+        }
     }
 }
 
