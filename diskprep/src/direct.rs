@@ -158,6 +158,68 @@ impl DirectWriter {
     }
 }
 
+/// Direct reads ahead on a thread of its own: the device bytes `start..end` in chunks of `chunk` bytes
+/// (all aligned), [`DEPTH`] chunks ahead of the one being consumed.
+#[derive(Debug)]
+pub struct DirectReader {
+    chunks: Option<mpsc::Receiver<io::Result<AlignedBuf>>>,
+    empty: Option<mpsc::Sender<AlignedBuf>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DirectReader {
+    /// Starts reading through `file` (opened with `O_DIRECT`).
+    pub fn start(file: File, start: u64, end: u64, chunk: usize) -> Self {
+        let (full_tx, chunks) = mpsc::sync_channel(DEPTH);
+        let (empty, empty_rx) = mpsc::channel::<AlignedBuf>();
+        for _ in 0..=DEPTH {
+            let _ = empty.send(AlignedBuf::new(chunk));
+        }
+        let thread = std::thread::spawn(move || {
+            let mut at = start;
+            while at < end {
+                let Ok(mut buf) = empty_rx.recv() else { break };
+                let n = (end - at).min(chunk as u64) as usize;
+                buf.set_len(n);
+                let read = file
+                    .read_exact_at(buf.as_mut_slice(), at)
+                    .map_err(|e| io::Error::new(e.kind(), format!("reading at device offset {at}: {e}")));
+                let failed = read.is_err();
+                if full_tx.send(read.map(|()| buf)).is_err() || failed {
+                    break;
+                }
+                at += n as u64;
+            }
+        });
+        Self {
+            chunks: Some(chunks),
+            empty: Some(empty),
+            thread: Some(thread),
+        }
+    }
+
+    /// The next chunk; `used`, the previous one, goes back for reuse.
+    pub fn next(&mut self, used: Option<AlignedBuf>) -> io::Result<AlignedBuf> {
+        if let (Some(b), Some(empty)) = (used, &self.empty) {
+            let _ = empty.send(b);
+        }
+        let chunks = self.chunks.as_ref().expect("open until dropped");
+        chunks
+            .recv()
+            .map_err(|_| io::Error::other("the drive reader thread stopped"))?
+    }
+}
+
+impl Drop for DirectReader {
+    fn drop(&mut self) {
+        self.chunks.take();
+        self.empty.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 impl Drop for DirectWriter {
     /// Lets the queued writes finish (their errors are lost: a writer dropped without a sync was abandoned).
     fn drop(&mut self) {
@@ -207,6 +269,11 @@ impl AlignedBuf {
         self.len == 0
     }
 
+    /// Bytes it can hold.
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
     /// Bytes that can still be appended.
     pub fn room(&self) -> usize {
         self.cap - self.len
@@ -227,6 +294,11 @@ impl AlignedBuf {
         self.storage[at..at + n].copy_from_slice(&data[..n]);
         self.len += n;
         n
+    }
+
+    /// Sets the length to `n` (at most the capacity); bytes newly inside hold whatever was there before.
+    pub fn set_len(&mut self, n: usize) {
+        self.len = n.min(self.cap);
     }
 
     /// Keeps the first `n` bytes.

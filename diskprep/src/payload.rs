@@ -8,7 +8,7 @@
 //! [`PayloadWriter::resume`] continues at such an offset: it reads the partial sector back, decrypts it and
 //! carries on from there, so nothing before the offset is written again.
 
-use crate::direct::{AlignedBuf, DirectWriter};
+use crate::direct::{AlignedBuf, DirectReader, DirectWriter};
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
@@ -270,8 +270,10 @@ pub struct PayloadReader<'a> {
     target: DriveTarget<'a>,
     /// Payload offset of `buf[0]`.
     buf_start: u64,
-    buf: Vec<u8>,
+    buf: AlignedBuf,
     pos: usize,
+    /// Direct reads ahead, when the device has a direct descriptor (started at the first read).
+    ahead: Option<DirectReader>,
 }
 
 impl std::fmt::Debug for PayloadReader<'_> {
@@ -288,14 +290,46 @@ impl<'a> PayloadReader<'a> {
         PayloadReader {
             target,
             buf_start: 0,
-            buf: Vec::new(),
+            buf: AlignedBuf::new(0),
             pos: 0,
+            ahead: None,
         }
     }
 
     /// The payload offset of the next byte.
     pub fn position(&self) -> u64 {
         self.buf_start + self.pos as u64
+    }
+
+    /// Reads and decrypts the `n` bytes at payload offset `next` into `buf`.
+    fn fill(&mut self, next: u64, n: usize) -> io::Result<()> {
+        let cap = self.target.capacity / SECTOR * SECTOR;
+        let device_at = self.target.data_offset + next;
+        if self.ahead.is_none() && next == 0 {
+            self.ahead = self
+                .target
+                .device
+                .direct_handle()
+                .map(|f| DirectReader::start(f, device_at, self.target.data_offset + cap, CHUNK));
+        }
+        if let Some(ahead) = &mut self.ahead {
+            let used = std::mem::replace(&mut self.buf, AlignedBuf::new(0));
+            // The empty placeholder of the first read is not a buffer to read into.
+            self.buf = ahead.next(Some(used).filter(|b| b.capacity() > 0))?;
+            debug_assert_eq!(self.buf.len(), n);
+        } else {
+            if self.buf.capacity() < n {
+                self.buf = AlignedBuf::new(CHUNK);
+            }
+            self.buf.set_len(n);
+            // The chunk after this one is read ahead while this one is decrypted and consumed.
+            let after = next + n as u64;
+            self.target
+                .device
+                .prefetch(self.target.data_offset + after, (cap - after).min(CHUNK as u64));
+            self.target.device.read_at(self.buf.as_mut_slice(), device_at)?;
+        }
+        self.target.cipher.decrypt(next, self.buf.as_mut_slice())
     }
 }
 
@@ -308,21 +342,12 @@ impl std::io::Read for PayloadReader<'_> {
             if n == 0 {
                 return Ok(0);
             }
-            self.buf.resize(n, 0);
-            // The chunk after this one is read ahead while this one is decrypted and consumed.
-            let after = next + n as u64;
-            self.target
-                .device
-                .prefetch(self.target.data_offset + after, (cap - after).min(CHUNK as u64));
-            self.target
-                .device
-                .read_at(&mut self.buf, self.target.data_offset + next)?;
-            self.target.cipher.decrypt(next, &mut self.buf)?;
+            self.fill(next, n)?;
             self.buf_start = next;
             self.pos = 0;
         }
         let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        out[..n].copy_from_slice(&self.buf.as_slice()[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
     }
