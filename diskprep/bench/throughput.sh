@@ -11,8 +11,9 @@
 #   2. seedship-diskprep --no-verify
 #   3. dd of the staging volumes into an image, bs=8M oflag=direct conv=fsync
 #   4. the same dd without oflag=direct (page cache, fsync at the end)
-# and prints GB/s (10^9 bytes per second of staging data) and the peak RSS of each diskprep run
-# (/usr/bin/time -v). The staging files are in the page cache after being written (no cache drop: the
+# and prints GB/s (10^9 bytes per second of staging data), CPU seconds (user + sys) per GB and the peak RSS
+# of each diskprep run (/usr/bin/time -v), then each diskprep run's wall time as a ratio to dd's of the same
+# run (on a shared machine the ratios and CPU seconds are steadier than GB/s). The staging files are in the page cache after being written (no cache drop: the
 # figures measure diskprep's own work plus the writes, not the staging disk's read speed).
 set -euo pipefail
 
@@ -37,6 +38,8 @@ trap 'rm -rf "$WORK/staging" "$WORK/drive.img" "$WORK/dd.img" "$WORK/time.txt"' 
 
 echo "== $(date -u +%FT%TZ) $(uname -r), $(nproc) cores, $GIB GiB staging in $WORK ($(df -PT "$WORK" | awk 'NR == 2 { print $2 }'))"
 "$MAKE" "$WORK/staging" "$GIB"
+# The staging files stay in the page cache, but their writeback must not compete with the first run's writes.
+sync
 BYTES=$(python3 -c 'import json,sys; print(sum(b["len"] for b in json.load(open(sys.argv[1]))["blobs"]))' "$WORK/staging/job1/job.json")
 IMAGE_MIB=$(( BYTES / 1048576 + 128 ))
 
@@ -46,6 +49,7 @@ rate() { awk -v b="$BYTES" -v s="$1" 'BEGIN { printf "%.2f GB/s (%.1f s)", b / s
 prep() {
     local label="$1"; shift
     rm -rf "$WORK/drive.img" "$WORK/staging/job1/diskprep"
+    sync
     local t0 t1
     t0=$(now)
     /usr/bin/time -v -o "$WORK/time.txt" "$DISKPREP" "s:$WORK/staging" --drive "$WORK/drive.img" \
@@ -54,11 +58,16 @@ prep() {
     local rss cpu
     rss=$(awk -F: '/Maximum resident set size/ { gsub(/ /, "", $2); print $2 }' "$WORK/time.txt")
     cpu=$(awk -F: '/User time|System time/ { s += $2 } END { printf "%.1f", s }' "$WORK/time.txt")
-    echo "$label: $(rate "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')"), CPU ${cpu} s (user+sys), peak RSS $((rss / 1024)) MiB"
+    LAST=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
+    local per_gb
+    per_gb=$(awk -v c="$cpu" -v b="$BYTES" 'BEGIN { printf "%.2f", c / (b / 1e9) }')
+    echo "$label: $(rate "$LAST"), CPU ${cpu} s (user+sys, ${per_gb} s per GB), peak RSS $((rss / 1024)) MiB"
 }
 
 prep "diskprep (read-back verify)"
+T_VERIFY=$LAST
 prep "diskprep --no-verify" --no-verify
+T_NOVERIFY=$LAST
 rm -rf "$WORK/drive.img" "$WORK/staging/job1/diskprep"
 
 dd_all() {
@@ -71,7 +80,14 @@ dd_all() {
         i=$((i + 1))
     done
     t1=$(now)
-    echo "$label: $(rate "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')")"
+    LAST=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')
+    echo "$label: $(rate "$LAST")"
 }
 dd_all "dd bs=8M oflag=direct conv=fsync" oflag=direct
+T_DD_DIRECT=$LAST
 dd_all "dd bs=8M conv=fsync"
+T_DD=$LAST
+ratio() { awk -v d="$1" -v p="$2" 'BEGIN { printf "%.2f", d / p }'; }
+echo "speed relative to dd (dd time / diskprep time; 1.00 = as fast as dd):"
+echo "  with read-back verify: $(ratio "$T_DD_DIRECT" "$T_VERIFY") of dd oflag=direct, $(ratio "$T_DD" "$T_VERIFY") of dd via the page cache"
+echo "  --no-verify:           $(ratio "$T_DD_DIRECT" "$T_NOVERIFY") of dd oflag=direct, $(ratio "$T_DD" "$T_NOVERIFY") of dd via the page cache"

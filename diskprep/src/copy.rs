@@ -4,8 +4,9 @@
 //! at the last one.
 //!
 //! Reading and hashing run in a thread of their own, a batch ahead of encrypting and writing, and the MD5s
-//! of a batch's segments are computed in parallel (MD5 is sequential within a segment, so segments are the
-//! unit of parallelism). Memory stays bounded: at most three batches exist at once.
+//! of a batch's segments (up to eight of 4 MiB) are computed side by side in the lanes of
+//! [`seedship_shared::md5batch`] (MD5 is sequential within a segment, so segments are the unit of
+//! parallelism). Memory stays bounded: at most three batches exist at once.
 //!
 //! The tar stream is a pure function of the plan (member names, sizes, a fixed modification time), so the
 //! offset of every byte is known in advance and a resumed copy writes exactly the bytes an uninterrupted one
@@ -14,9 +15,9 @@
 use crate::layout::DriveLayout;
 use crate::payload::{DriveTarget, PayloadWriter};
 use crate::plan::{DrivePlan, PartPlan};
-use md5::{Digest, Md5};
 use seedship_shared::blob::BlobStore;
 use seedship_shared::manifest::ranges::is_all_zero;
+use seedship_shared::md5batch::md5_many_threads;
 use seedship_shared::progress::Progress;
 use seedship_shared::tar::{encode_header, entry_tar_size, BLOCK, END_OF_ARCHIVE_LEN};
 use std::io::Write;
@@ -134,7 +135,10 @@ pub fn copy_parts(
     progress.inc(done.payload_offset);
     std::thread::scope(|s| -> Result<Checkpoint, CopyError> {
         let (tx, rx) = mpsc::sync_channel::<Result<Batch, CopyError>>(1);
-        let reader = s.spawn(move || read_batches(plan, store, first_part, content_from, &tx));
+        // Written batches' buffers go back to the reader (no fresh 32 MiB allocation, page faults and zeroing
+        // per batch).
+        let (spare_tx, spare_rx) = mpsc::channel::<Vec<u8>>();
+        let reader = s.spawn(move || read_batches(plan, store, first_part, content_from, &tx, &spare_rx));
         // The first part whose header is not written yet.
         let mut next_header = first_part;
         // Segments hashed since the last checkpoint, and the payload offset progress has counted to.
@@ -184,6 +188,7 @@ pub fn copy_parts(
             progress.inc(payload.position() - counted);
             counted = payload.position();
             pending.extend(batch.segments);
+            let _ = spare_tx.send(batch.bytes);
             let stop = cancel.load(Ordering::Relaxed);
             if stop || payload.position() - done.payload_offset >= interval {
                 checkpoint(payload, sink, &mut done, &mut pending)?;
@@ -321,6 +326,7 @@ fn read_batches(
     first_part: usize,
     from: u64,
     tx: &mpsc::SyncSender<Result<Batch, CopyError>>,
+    spare: &mpsc::Receiver<Vec<u8>>,
 ) {
     for (i, part) in plan.parts.iter().enumerate().skip(first_part) {
         let mut at = if i == first_part {
@@ -342,7 +348,8 @@ fn read_batches(
             if segs.is_empty() {
                 end = part.end;
             }
-            let batch = read_and_hash(store, i, &part.blob, at..end, &segs);
+            let buf = spare.try_recv().unwrap_or_default();
+            let batch = read_and_hash(store, i, &part.blob, at..end, &segs, buf);
             let failed = batch.is_err();
             if tx.send(batch).is_err() || failed {
                 return;
@@ -352,14 +359,23 @@ fn read_batches(
     }
 }
 
+/// Reads `range` of the blob into `bytes` (a reused buffer): the segments from the store, zeros between them.
 fn read_and_hash(
     store: &dyn BlobStore,
     part: usize,
     blob: &str,
     range: Range<u64>,
     segs: &[Range<u64>],
+    mut bytes: Vec<u8>,
 ) -> Result<Batch, CopyError> {
-    let mut bytes = vec![0u8; (range.end - range.start) as usize];
+    let len = (range.end - range.start) as usize;
+    bytes.truncate(len);
+    bytes.resize(len, 0);
+    let mut at = range.start;
+    for s in segs.iter().chain(std::iter::once(&(range.end..range.end))) {
+        bytes[(at - range.start) as usize..(s.start - range.start) as usize].fill(0);
+        at = s.end;
+    }
     for s in segs {
         let buf = &mut bytes[(s.start - range.start) as usize..(s.end - range.start) as usize];
         store.read_at(blob, s.start, buf).map_err(|e| CopyError::Read {
@@ -377,35 +393,33 @@ fn read_and_hash(
     })
 }
 
-/// Hashes each segment (MD5 and xxh3-128) on as many threads as there are cores.
+/// Hashes each segment: MD5 eight segments at a time ([`md5_many_threads`], on every core when there are
+/// more than eight), while another thread computes the xxh3-128 digests and finds the all-zero segments.
 pub fn hash_segments(blob: &str, bytes: &[u8], base: u64, segs: &[Range<u64>]) -> Vec<SegmentRecord> {
-    let hash = |s: &Range<u64>| {
-        let data = &bytes[(s.start - base) as usize..(s.end - base) as usize];
-        SegmentRecord {
+    let data: Vec<&[u8]> = segs
+        .iter()
+        .map(|s| &bytes[(s.start - base) as usize..(s.end - base) as usize])
+        .collect();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let (md5s, fast) = std::thread::scope(|s| {
+        let fast = s.spawn(|| {
+            data.iter()
+                .map(|d| (xxhash_rust::xxh3::xxh3_128(d), is_all_zero(d)))
+                .collect::<Vec<_>>()
+        });
+        let md5s = md5_many_threads(&data, threads);
+        (md5s, fast.join().expect("xxh3 hashing does not panic"))
+    });
+    segs.iter()
+        .zip(md5s.iter().zip(fast))
+        .map(|(range, (md5, (xxh3, zero)))| SegmentRecord {
             blob: blob.to_owned(),
-            range: s.clone(),
-            md5: hex::encode_upper(Md5::digest(data)),
-            xxh3: xxhash_rust::xxh3::xxh3_128(data),
-            zero: is_all_zero(data),
-        }
-    };
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(segs.len().max(1));
-    if threads <= 1 {
-        return segs.iter().map(hash).collect();
-    }
-    let per = segs.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = segs
-            .chunks(per)
-            .map(|c| s.spawn(move || c.iter().map(hash).collect::<Vec<_>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("hashing does not panic"))
-            .collect()
-    })
+            range: range.clone(),
+            md5: hex::encode_upper(md5),
+            xxh3,
+            zero,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -414,6 +428,7 @@ mod tests {
     use crate::payload::tests::{MemDevice, XorCipher};
     use crate::payload::SectorCipher;
     use crate::plan::{plan, BlobExtents};
+    use md5::{Digest, Md5};
     use seedship_shared::blob::{MemoryStore, Metadata};
     use seedship_shared::progress::NoProgress;
     use seedship_shared::tar::TarReader;

@@ -13,6 +13,7 @@ pub mod args;
 pub mod console;
 pub mod copy;
 pub mod delete;
+pub mod direct;
 pub mod drive;
 pub mod job;
 mod jobcmd;

@@ -2,11 +2,13 @@
 //!
 //! [`PayloadWriter`] is a `Write` that gathers the stream into large buffers, encrypts whole 4096-byte
 //! sectors (on every core, through the [`SectorCipher`]) and writes them at the data segment's offset on the
-//! device. [`PayloadWriter::sync`] makes everything written so far durable, including a last partial sector
+//! device, starting their writeback at once so the disk streams while the next bytes are prepared (instead
+//! of taking everything at the next sync while the writer waits). [`PayloadWriter::sync`] makes everything written so far durable, including a last partial sector
 //! padded with zeros, so a journal record written after it may name any byte offset. After a crash,
 //! [`PayloadWriter::resume`] continues at such an offset: it reads the partial sector back, decrypts it and
 //! carries on from there, so nothing before the offset is written again.
 
+use crate::direct::{AlignedBuf, DirectReader, DirectWriter};
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
@@ -40,6 +42,18 @@ pub trait Device: Send + Sync {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
     fn sync(&self) -> io::Result<()>;
+    /// Starts writing `len` bytes at `offset` to the medium without waiting for it, so that the disk streams
+    /// while the next bytes are prepared and a later [`Device::sync`] has little left to do. Advisory: a
+    /// write error shows at the next sync.
+    fn start_writeback(&self, _offset: u64, _len: u64) {}
+    /// Asks for `len` bytes at `offset` to be read ahead in the background, so that reading them later
+    /// finds them in memory while the bytes before them are decrypted and checked. Advisory.
+    fn prefetch(&self, _offset: u64, _len: u64) {}
+    /// An owned descriptor of the device opened with `O_DIRECT`, when it has one: the payload writer then
+    /// writes whole chunks through it on a thread of its own.
+    fn direct_handle(&self) -> Option<File> {
+        None
+    }
 }
 
 impl Device for File {
@@ -51,6 +65,28 @@ impl Device for File {
     }
     fn sync(&self) -> io::Result<()> {
         self.sync_data()
+    }
+    fn start_writeback(&self, offset: u64, len: u64) {
+        use std::os::fd::AsRawFd;
+        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return;
+        };
+        // SAFETY: sync_file_range only reads its integer arguments; the descriptor is open for as long as
+        // `self` is borrowed. Its result is ignored on purpose (see the trait method).
+        unsafe {
+            libc::sync_file_range(self.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
+        }
+    }
+    fn prefetch(&self, offset: u64, len: u64) {
+        use std::os::fd::AsRawFd;
+        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return;
+        };
+        // SAFETY: posix_fadvise only reads its integer arguments; the descriptor is open for as long as
+        // `self` is borrowed. Its result is ignored on purpose (see the trait method).
+        unsafe {
+            libc::posix_fadvise(self.as_raw_fd(), offset, len, libc::POSIX_FADV_WILLNEED);
+        }
     }
 }
 
@@ -91,7 +127,10 @@ pub struct PayloadWriter<'a> {
     capacity: u64,
     /// Payload offset of `buf[0]`, sector-aligned.
     buf_start: u64,
-    buf: Vec<u8>,
+    /// Aligned in memory, so that its whole sectors can be written with direct I/O.
+    buf: AlignedBuf,
+    /// The thread writing full buffers with direct I/O, when the device has a direct descriptor.
+    direct: Option<DirectWriter>,
 }
 
 impl std::fmt::Debug for PayloadWriter<'_> {
@@ -118,7 +157,10 @@ impl<'a> PayloadWriter<'a> {
             data_offset,
             capacity: capacity / SECTOR * SECTOR,
             buf_start: 0,
-            buf: Vec::with_capacity(CHUNK + SECTOR as usize),
+            buf: AlignedBuf::new(CHUNK + SECTOR as usize),
+            direct: device
+                .direct_handle()
+                .map(|f| DirectWriter::start(f, CHUNK + SECTOR as usize)),
         }
     }
 
@@ -146,7 +188,7 @@ impl<'a> PayloadWriter<'a> {
             let mut sector = vec![0u8; SECTOR as usize];
             device.read_at(&mut sector, data_offset + w.buf_start)?;
             cipher.decrypt(w.buf_start, &mut sector)?;
-            w.buf.extend_from_slice(&sector[..head]);
+            w.buf.push(&sector[..head]);
         }
         Ok(w)
     }
@@ -163,10 +205,21 @@ impl<'a> PayloadWriter<'a> {
             return Ok(());
         }
         // Encrypted in place: these bytes leave the buffer once written (a failed write is fatal).
-        let out = &mut self.buf[..whole];
+        let out = &mut self.buf.as_mut_slice()[..whole];
         self.cipher.encrypt(self.buf_start, out)?;
-        self.device.write_at(out, self.data_offset + self.buf_start)?;
-        self.buf.drain(..whole);
+        let at = self.data_offset + self.buf_start;
+        if let Some(direct) = &mut self.direct {
+            // The full buffer goes to the writer thread; the partial last sector moves to the next one.
+            let mut next = direct.take_buffer()?;
+            next.push(&self.buf.as_slice()[whole..]);
+            let mut full = std::mem::replace(&mut self.buf, next);
+            full.truncate(whole);
+            direct.submit(full, at)?;
+        } else {
+            self.device.write_at(out, at)?;
+            self.device.start_writeback(at, whole as u64);
+            self.buf.consume(whole);
+        }
         self.buf_start += whole as u64;
         Ok(())
     }
@@ -174,10 +227,10 @@ impl<'a> PayloadWriter<'a> {
     /// Makes everything written so far durable; a partial last sector is written padded with zeros (and
     /// written again, complete, later).
     pub fn sync(&mut self) -> io::Result<()> {
-        self.write_whole_sectors()?;
+        self.flush()?;
         if !self.buf.is_empty() {
             let mut sector = vec![0u8; SECTOR as usize];
-            sector[..self.buf.len()].copy_from_slice(&self.buf);
+            sector[..self.buf.len()].copy_from_slice(self.buf.as_slice());
             self.cipher.encrypt(self.buf_start, &mut sector)?;
             self.device.write_at(&sector, self.data_offset + self.buf_start)?;
         }
@@ -195,7 +248,7 @@ impl Write for PayloadWriter<'_> {
             ));
         }
         let n = data.len().min(room.min(usize::MAX as u64) as usize);
-        self.buf.extend_from_slice(&data[..n]);
+        let n = self.buf.push(&data[..n]);
         if self.buf.len() >= CHUNK {
             self.write_whole_sectors()?;
         }
@@ -204,7 +257,11 @@ impl Write for PayloadWriter<'_> {
 
     /// Writes whole sectors out; use [`PayloadWriter::sync`] for durability.
     fn flush(&mut self) -> io::Result<()> {
-        self.write_whole_sectors()
+        self.write_whole_sectors()?;
+        match &mut self.direct {
+            Some(direct) => direct.drain(),
+            None => Ok(()),
+        }
     }
 }
 
@@ -213,8 +270,10 @@ pub struct PayloadReader<'a> {
     target: DriveTarget<'a>,
     /// Payload offset of `buf[0]`.
     buf_start: u64,
-    buf: Vec<u8>,
+    buf: AlignedBuf,
     pos: usize,
+    /// Direct reads ahead, when the device has a direct descriptor (started at the first read).
+    ahead: Option<DirectReader>,
 }
 
 impl std::fmt::Debug for PayloadReader<'_> {
@@ -231,14 +290,46 @@ impl<'a> PayloadReader<'a> {
         PayloadReader {
             target,
             buf_start: 0,
-            buf: Vec::new(),
+            buf: AlignedBuf::new(0),
             pos: 0,
+            ahead: None,
         }
     }
 
     /// The payload offset of the next byte.
     pub fn position(&self) -> u64 {
         self.buf_start + self.pos as u64
+    }
+
+    /// Reads and decrypts the `n` bytes at payload offset `next` into `buf`.
+    fn fill(&mut self, next: u64, n: usize) -> io::Result<()> {
+        let cap = self.target.capacity / SECTOR * SECTOR;
+        let device_at = self.target.data_offset + next;
+        if self.ahead.is_none() && next == 0 {
+            self.ahead = self
+                .target
+                .device
+                .direct_handle()
+                .map(|f| DirectReader::start(f, device_at, self.target.data_offset + cap, CHUNK));
+        }
+        if let Some(ahead) = &mut self.ahead {
+            let used = std::mem::replace(&mut self.buf, AlignedBuf::new(0));
+            // The empty placeholder of the first read is not a buffer to read into.
+            self.buf = ahead.next(Some(used).filter(|b| b.capacity() > 0))?;
+            debug_assert_eq!(self.buf.len(), n);
+        } else {
+            if self.buf.capacity() < n {
+                self.buf = AlignedBuf::new(CHUNK);
+            }
+            self.buf.set_len(n);
+            // The chunk after this one is read ahead while this one is decrypted and consumed.
+            let after = next + n as u64;
+            self.target
+                .device
+                .prefetch(self.target.data_offset + after, (cap - after).min(CHUNK as u64));
+            self.target.device.read_at(self.buf.as_mut_slice(), device_at)?;
+        }
+        self.target.cipher.decrypt(next, self.buf.as_mut_slice())
     }
 }
 
@@ -251,16 +342,12 @@ impl std::io::Read for PayloadReader<'_> {
             if n == 0 {
                 return Ok(0);
             }
-            self.buf.resize(n, 0);
-            self.target
-                .device
-                .read_at(&mut self.buf, self.target.data_offset + next)?;
-            self.target.cipher.decrypt(next, &mut self.buf)?;
+            self.fill(next, n)?;
             self.buf_start = next;
             self.pos = 0;
         }
         let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        out[..n].copy_from_slice(&self.buf.as_slice()[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
     }

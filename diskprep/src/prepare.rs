@@ -12,6 +12,7 @@
 //! Everything the operator sees or answers goes through [`PrepUi`]; this module prints nothing.
 
 use crate::copy::{copy_parts, finish_payload, CopyError};
+use crate::direct::DriveFile;
 use crate::drive::{DriveError, DriveInfo, DriveKind, SystemView};
 use crate::keyfile::{self, KeyEntry, KeyFileError};
 use crate::layout::{DriveLayout, MANIFEST_PATH};
@@ -600,8 +601,10 @@ fn write_drive(
         drive: d.drive_id.clone(),
         source,
     })?;
+    // Whole chunks go past the page cache, so the read-back below reads the drive, not memory.
+    let device = DriveFile::new(&file, &d.info.path);
     let target = DriveTarget {
-        device: &file,
+        device: &device,
         cipher: &volume,
         data_offset: volume.data_offset(),
         capacity: d.capacity.min(volume.payload_len()),

@@ -6,7 +6,6 @@ use crate::plan::BlobExtents;
 use seedship_shared::blob::{BlobStore, LocalStore};
 use seedship_shared::progress::Progress;
 use seedship_shared::staging::{JobDescriptor, JobState, BLOBS_DIR, DESCRIPTOR_FILE};
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// One job folder of the staging location.
@@ -103,8 +102,8 @@ pub fn find_jobs(staging: &Path) -> Result<Vec<StagedJob>, StagingCheckError> {
 }
 
 /// Checks a job before anything is written: complete, every blob present with the recorded length and
-/// BLAKE3. Returns the blobs' extents (where their data is) for the planner. Reads every byte once;
-/// `progress` counts bytes.
+/// BLAKE3. Returns the blobs' extents (where their data is) for the planner. Reads every byte once, each
+/// large blob on every core; `progress` counts bytes.
 pub fn check_job(job: &StagedJob, progress: &dyn Progress) -> Result<Vec<BlobExtents>, StagingCheckError> {
     let d = &job.descriptor;
     if d.state != JobState::BackupComplete || d.blobs.is_empty() {
@@ -114,10 +113,9 @@ pub fn check_job(job: &StagedJob, progress: &dyn Progress) -> Result<Vec<BlobExt
     }
     let store = LocalStore::new(job.blobs_dir());
     progress.set_total(job.total_len());
-    let mut extents = Vec::with_capacity(d.blobs.len());
-    for blob in &d.blobs {
-        let path = job.blobs_dir().join(&blob.name);
-        let found = std::fs::metadata(&path)
+    let paths: Vec<PathBuf> = d.blobs.iter().map(|b| job.blobs_dir().join(&b.name)).collect();
+    for (blob, path) in d.blobs.iter().zip(&paths) {
+        let found = std::fs::metadata(path)
             .map_err(|_| StagingCheckError::MissingBlob {
                 job: d.job_name.clone(),
                 blob: blob.name.clone(),
@@ -132,7 +130,11 @@ pub fn check_job(job: &StagedJob, progress: &dyn Progress) -> Result<Vec<BlobExt
                 found,
             });
         }
-        let digest = blake3_file(&path, progress).map_err(|source| StagingCheckError::Io {
+    }
+    let digests = blake3_files(&paths, progress);
+    let mut extents = Vec::with_capacity(d.blobs.len());
+    for ((blob, path), digest) in d.blobs.iter().zip(&paths).zip(digests) {
+        let digest = digest.map_err(|source| StagingCheckError::Io {
             path: path.clone(),
             source,
         })?;
@@ -157,20 +159,88 @@ pub fn check_job(job: &StagedJob, progress: &dyn Progress) -> Result<Vec<BlobExt
     Ok(extents)
 }
 
-/// BLAKE3 of a file, hex.
-fn blake3_file(path: &Path, progress: &dyn Progress) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
+/// Files at least this long are split between threads (BLAKE3 is a tree: its subtrees hash independently).
+const SPLIT_MIN: u64 = 32 << 20;
+
+/// The BLAKE3 (hex) of each file, in turn, each large one on every core.
+fn blake3_files(paths: &[PathBuf], progress: &dyn Progress) -> Vec<std::io::Result<String>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    paths
+        .iter()
+        .map(|p| blake3_file(p, threads, SPLIT_MIN, progress))
+        .collect()
+}
+
+/// BLAKE3 of a file, hex: split into the two subtrees of the BLAKE3 tree, recursively, until there is one
+/// part per thread (or parts below `split_min` bytes), the parts hashed on scoped threads and their chaining
+/// values merged.
+fn blake3_file(
+    path: &Path,
+    threads: usize,
+    split_min: u64,
+    progress: &dyn Progress,
+) -> std::io::Result<String> {
+    use blake3::hazmat::{left_subtree_len, merge_subtrees_root, Mode};
+    let file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    if threads < 2 || len < split_min.max(2 * blake3::CHUNK_LEN as u64) {
+        let mut hasher = blake3::Hasher::new();
+        hash_range(&file, 0, len, &mut hasher, progress)?;
+        return Ok(hasher.finalize().to_hex().to_string());
+    }
+    let left = left_subtree_len(len);
+    let (l, r) = std::thread::scope(|s| {
+        let right = s.spawn(|| subtree(&file, left, len - left, threads / 2, split_min, progress));
+        let l = subtree(&file, 0, left, threads - threads / 2, split_min, progress);
+        (l, right.join().expect("BLAKE3 hashing does not panic"))
+    });
+    Ok(merge_subtrees_root(&l?, &r?, Mode::Hash).to_hex().to_string())
+}
+
+/// The chaining value of the (non-root) subtree of `len` bytes at `offset`.
+fn subtree(
+    file: &std::fs::File,
+    offset: u64,
+    len: u64,
+    threads: usize,
+    split_min: u64,
+    progress: &dyn Progress,
+) -> std::io::Result<blake3::hazmat::ChainingValue> {
+    use blake3::hazmat::{left_subtree_len, merge_subtrees_non_root, HasherExt, Mode};
+    if threads < 2 || len < split_min.max(2 * blake3::CHUNK_LEN as u64) {
+        let mut hasher = blake3::Hasher::new();
+        hasher.set_input_offset(offset);
+        hash_range(file, offset, len, &mut hasher, progress)?;
+        return Ok(hasher.finalize_non_root());
+    }
+    let left = left_subtree_len(len);
+    let (l, r) = std::thread::scope(|s| {
+        let right = s.spawn(|| subtree(file, offset + left, len - left, threads / 2, split_min, progress));
+        let l = subtree(file, offset, left, threads - threads / 2, split_min, progress);
+        (l, right.join().expect("BLAKE3 hashing does not panic"))
+    });
+    Ok(merge_subtrees_non_root(&l?, &r?, Mode::Hash))
+}
+
+/// Feeds bytes `offset..offset + len` of the file to `hasher`.
+fn hash_range(
+    file: &std::fs::File,
+    offset: u64,
+    len: u64,
+    hasher: &mut blake3::Hasher,
+    progress: &dyn Progress,
+) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; (1 << 20).min(len as usize)];
+    let mut at = offset;
+    while at < offset + len {
+        let n = buf.len().min((offset + len - at) as usize);
+        file.read_exact_at(&mut buf[..n], at)?;
         hasher.update(&buf[..n]);
         progress.inc(n as u64);
+        at += n as u64;
     }
-    Ok(hasher.finalize().to_hex().to_string())
+    Ok(())
 }
 
 #[cfg(test)]
@@ -208,6 +278,34 @@ pub(crate) mod tests {
         };
         descriptor.save(&dir).unwrap();
         StagedJob { dir, descriptor }
+    }
+
+    #[test]
+    fn split_blake3_equals_blake3() {
+        let t = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..5_000_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+            .collect();
+        for len in [
+            0,
+            1,
+            1024,
+            1025,
+            2048,
+            2049,
+            100_000,
+            1 << 20,
+            3_333_333,
+            5_000_000,
+        ] {
+            let p = t.path().join(format!("f{len}"));
+            std::fs::write(&p, &data[..len]).unwrap();
+            let want = blake3::hash(&data[..len]).to_hex().to_string();
+            for threads in [1, 2, 3, 4, 7] {
+                let got = blake3_file(&p, threads, 1, &NoProgress).unwrap();
+                assert_eq!(got, want, "len {len}, {threads} threads");
+            }
+        }
     }
 
     #[test]

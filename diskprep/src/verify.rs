@@ -12,9 +12,12 @@ use crate::payload::{DriveTarget, PayloadReader};
 use crate::plan::DrivePlan;
 use md5::{Digest, Md5};
 use seedship_shared::manifest::ranges::is_all_zero;
+use seedship_shared::manifest::MAX_RANGE_LEN;
+use seedship_shared::md5batch::{md5_many, LANES};
 use seedship_shared::progress::Progress;
 use seedship_shared::tar::{TarError, TarReader};
 use std::io::Read;
+use std::ops::Range;
 
 /// What a verification read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -160,6 +163,7 @@ pub fn verify_drive(
         ..VerifyStats::default()
     };
     let mut buf = vec![0u8; 4 << 20];
+    let mut batch = vec![0u8; LANES * MAX_RANGE_LEN as usize];
     while let Some(mut entry) = tar.next_entry().map_err(|source| VerifyError::Tar {
         drive: drive.clone(),
         source,
@@ -185,35 +189,39 @@ pub fn verify_drive(
         ranges.sort_by_key(|r| r.0);
         // A zero-length sentinel at the end checks the zeros after the last range.
         ranges.push((end, 0, Md5Hash([0; 16])));
+        let mismatch = |offset| VerifyError::RangeMismatch {
+            drive: drive.clone(),
+            blob: blob.blob_path.clone(),
+            offset,
+        };
+        let read_err = |source| VerifyError::Read {
+            drive: drive.clone(),
+            member: member.clone(),
+            source,
+        };
+        // Ranges are read into `batch` side by side and hashed LANES at a time.
+        let mut pending: Vec<(u64, Range<usize>, Md5Hash)> = Vec::with_capacity(LANES);
         let mut at = start;
         for (offset, len, hash) in ranges {
-            let mismatch = |offset| VerifyError::RangeMismatch {
-                drive: drive.clone(),
-                blob: blob.blob_path.clone(),
-                offset,
-            };
-            let read_err = |source| VerifyError::Read {
-                drive: drive.clone(),
-                member: member.clone(),
-                source,
-            };
             if let Some(bad) = read_zeros(&mut entry, at, offset, &mut buf).map_err(read_err)? {
                 return Err(mismatch(bad));
             }
-            at = offset;
-            if len == 0 {
-                continue;
-            }
             let n = len as usize;
-            entry.read_exact(&mut buf[..n]).map_err(read_err)?;
-            if Md5Hash::of(&buf[..n]) != hash {
+            if n > batch.len() {
                 return Err(mismatch(offset));
             }
+            let used = pending.last().map_or(0, |p| p.1.end);
+            if pending.len() == LANES || used + n > batch.len() {
+                check_ranges(&batch, &mut pending, &mut stats, progress).map_err(mismatch)?;
+            }
+            let from = pending.last().map_or(0, |p| p.1.end);
+            entry.read_exact(&mut batch[from..from + n]).map_err(read_err)?;
+            if n > 0 {
+                pending.push((offset, from..from + n, hash));
+            }
             at = offset + len;
-            stats.segments += 1;
-            stats.bytes += len;
-            progress.inc(len);
         }
+        check_ranges(&batch, &mut pending, &mut stats, progress).map_err(mismatch)?;
         stats.members += 1;
     }
     if let Some(missing) = listed.into_values().next() {
@@ -223,6 +231,27 @@ pub fn verify_drive(
         });
     }
     Ok(stats)
+}
+
+/// Hashes the ranges gathered in `batch` (MD5, side by side) and compares each with its manifest hash;
+/// returns the offset of the first that differs. Counts them in `stats` and `progress` and empties `pending`.
+fn check_ranges(
+    batch: &[u8],
+    pending: &mut Vec<(u64, Range<usize>, seedship_shared::manifest::Md5Hash)>,
+    stats: &mut VerifyStats,
+    progress: &dyn Progress,
+) -> Result<(), u64> {
+    let data: Vec<&[u8]> = pending.iter().map(|p| &batch[p.1.clone()]).collect();
+    for ((offset, bytes, hash), digest) in pending.iter().zip(md5_many(&data)) {
+        if digest != hash.0 {
+            return Err(*offset);
+        }
+        stats.segments += 1;
+        stats.bytes += bytes.len() as u64;
+        progress.inc(bytes.len() as u64);
+    }
+    pending.clear();
+    Ok(())
 }
 
 /// Verifies a drive just written against the records of its copy.

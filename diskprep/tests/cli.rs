@@ -96,6 +96,20 @@ fn a_job_spans_three_drives_and_each_verifies_on_its_own() {
         "{}",
         text(&v)
     );
+    // A byte changed in the data of a copy of drive 1: the range holding it is named.
+    let bad = t.path().join("bad.img");
+    std::fs::copy(&d[0], &bad).unwrap();
+    let mut image = std::fs::read(&bad).unwrap();
+    image[(16 << 20) + (5 << 20) + 123] ^= 0x10;
+    std::fs::write(&bad, &image).unwrap();
+    let v = diskprep(&["verify", "--drive", bad.to_str().unwrap(), "--key", &keys[0].1]);
+    assert!(
+        !v.status.success()
+            && text(&v).contains("data/0000")
+            && text(&v).contains("do not match the manifest"),
+        "{}",
+        text(&v)
+    );
     // Run again: every drive is complete and left alone.
     let again = diskprep(&[
         &format!("s:{}", staging.display()),

@@ -1,28 +1,40 @@
-//! Throughput of the drive payload pipeline without the drive: MD5 of 4 MiB page ranges (single core and in
-//! parallel across all cores) and pax tar framing, over in-memory data into `/dev/null`.
+//! Throughput of the drive payload pipeline without the drive (issue #4): encrypt + MD5 + tar. Staging bytes
+//! are "read" (copied out of an in-memory buffer, as from the page cache) in batches of eight 4 MiB page
+//! ranges, each range is MD5-hashed for the manifest, and the bytes are framed as a pax tar member and
+//! encrypted with AES-256-XTS in 4096-byte sectors (as diskprep's payload writer does) into `/dev/null`.
+//! The stages are also timed alone.
 //!
 //! Run: `cargo run --release -p seedship-shared --example drive_stream_bench [-- <GiB, default 2>]`
 //! Prints, per stage, wall-clock GB/s (10^9 bytes per second) and GB per CPU-second of the process: on a
 //! shared machine the second figure is the per-core rate, the first what the cores you got delivered.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Write};
+use std::sync::mpsc;
 use std::time::Instant;
 
-use seedship_shared::manifest::ranges::{copy_and_hash, default_threads, hash_windows, range_windows};
+use seedship_shared::luks::crypt::XtsCipher;
+use seedship_shared::manifest::ranges::range_windows;
 use seedship_shared::manifest::{Md5Hash, MAX_RANGE_LEN};
+use seedship_shared::md5batch::{backend, md5_many, md5_many_threads, LANES};
 use seedship_shared::tar::{EntryHeader, TarWriter};
 
+/// The in-memory "staging file" the batches are taken from, cyclically.
 const BUFFER: usize = 128 << 20;
+/// Bytes per batch: eight ranges, as diskprep reads and hashes them.
+const BATCH: usize = LANES * MAX_RANGE_LEN as usize;
+const SECTOR: usize = 4096;
+/// What the payload writer gathers before encrypting and writing.
+const CHUNK: usize = 8 << 20;
 
 fn main() {
     let gib: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(2);
     let total = gib << 30;
-    let threads = default_threads();
     let data = pseudo_random(BUFFER);
     println!(
-        "drive_stream_bench: {gib} GiB through a {} MiB in-memory buffer, {threads} hashing threads",
-        BUFFER >> 20
+        "drive_stream_bench: {gib} GiB from a {} MiB in-memory buffer; MD5 backend: {}",
+        BUFFER >> 20,
+        backend()
     );
 
     let t = Clock::now();
@@ -31,77 +43,147 @@ fn main() {
         sink ^= Md5Hash::of(window(&data, offset, len)).0[0];
     }
     std::hint::black_box(sink);
-    report("MD5 of 4 MiB ranges, 1 thread", total, t);
+    report("MD5 (md-5 crate), 1 thread", total, t);
 
-    let t = Clock::now();
-    let all: Vec<(u64, u64)> = range_windows(0, total).collect();
-    let mut ranges = 0;
-    for batch in all.chunks(2 * threads) {
-        let windows: Vec<(u64, &[u8])> = batch.iter().map(|&(o, l)| (o, window(&data, o, l))).collect();
-        ranges += hash_windows(&windows, threads).into_iter().flatten().count();
+    for threads in [1, 2] {
+        let t = Clock::now();
+        let all: Vec<(u64, u64)> = range_windows(0, total).collect();
+        let mut sink = 0u8;
+        for group in all.chunks(LANES * threads) {
+            let msgs: Vec<&[u8]> = group.iter().map(|&(o, l)| window(&data, o, l)).collect();
+            sink ^= md5_many_threads(&msgs, threads).iter().fold(0, |a, d| a ^ d[0]);
+        }
+        std::hint::black_box(sink);
+        report(&format!("MD5 (md5batch, 8 lanes), {threads} thread(s)"), total, t);
     }
-    std::hint::black_box(ranges);
-    report(&format!("MD5 of 4 MiB ranges, {threads} threads"), total, t);
 
     let t = Clock::now();
-    let mut tar = TarWriter::new(dev_null());
-    let mut entry = tar.begin_entry(&header(total)).expect("header");
-    io::copy(&mut Cyclic::new(&data, total), &mut entry).expect("copy into /dev/null");
-    entry.finish().expect("entry complete");
-    tar.finish().expect("tar into /dev/null");
-    report("read + pax tar framing into /dev/null", total, t);
+    let cipher = XtsCipher::new(&KEY);
+    let mut buf = vec![0u8; CHUNK];
+    let mut at = 0u64;
+    while at < total {
+        let from = (at % BUFFER as u64) as usize;
+        buf.copy_from_slice(&data[from..from + CHUNK]);
+        cipher.encrypt_serial(&mut buf, SECTOR, at / SECTOR as u64, 1);
+        at += CHUNK as u64;
+    }
+    std::hint::black_box(&buf);
+    report("read + AES-256-XTS, 1 thread", total, t);
 
     let t = Clock::now();
-    let mut tar = TarWriter::new(dev_null());
-    let mut entry = tar.begin_entry(&header(total)).expect("header");
-    let ranges = copy_and_hash(
-        Cyclic::new(&data, total),
-        &mut entry,
-        0,
-        total,
-        threads,
-        |_, _| Ok(()),
-    )
-    .expect("copy and hash");
-    entry.finish().expect("entry complete");
-    tar.finish().expect("tar into /dev/null");
-    std::hint::black_box(ranges);
-    report(&format!("read + MD5 ({threads} threads) + tar framing"), total, t);
+    one_thread(&data, total);
+    report("read + encrypt + MD5 + tar, 1 thread", total, t);
 
-    // The same into a simulated drive that takes the time a 0.4 GB/s disk would (sleeping, not computing):
-    // hashing overlaps the drive's time, so the result approaches min(drive, MD5) rather than their harmonic sum.
     let t = Clock::now();
-    let mut tar = TarWriter::new(SlowDrive { bytes_per_sec: 0.4e9 });
-    let mut entry = tar.begin_entry(&header(total)).expect("header");
-    let ranges = copy_and_hash(
-        Cyclic::new(&data, total),
-        &mut entry,
-        0,
-        total,
-        threads,
-        |_, _| Ok(()),
-    )
-    .expect("copy and hash");
-    entry.finish().expect("entry complete");
-    tar.finish().expect("tar into the simulated drive");
-    std::hint::black_box(ranges);
-    report("... into a simulated 0.4 GB/s drive", total, t);
+    two_threads(&data, total);
+    report("read + encrypt + MD5 + tar, 2 threads", total, t);
 }
 
-/// A sink that sleeps as long as a drive of the given speed would take to write the bytes.
-struct SlowDrive {
-    bytes_per_sec: f64,
+/// Batch `i`: `BATCH` bytes of the buffer.
+fn batch_of(data: &[u8], i: u64) -> &[u8] {
+    let from = (i * BATCH as u64 % BUFFER as u64) as usize;
+    &data[from..from + BATCH]
 }
 
-impl io::Write for SlowDrive {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        std::thread::sleep(std::time::Duration::from_secs_f64(
-            buf.len() as f64 / self.bytes_per_sec,
-        ));
-        Ok(buf.len())
+/// Reads a batch into `buf` and returns the MD5 of its ranges.
+fn read_and_hash(data: &[u8], i: u64, buf: &mut Vec<u8>) -> Vec<[u8; 16]> {
+    buf.clear();
+    buf.extend_from_slice(batch_of(data, i));
+    let ranges: Vec<&[u8]> = buf.chunks(MAX_RANGE_LEN as usize).collect();
+    md5_many(&ranges)
+}
+
+/// The whole pipeline on this thread.
+fn one_thread(data: &[u8], total: u64) {
+    let mut tar = TarWriter::new(XtsSink::new());
+    let mut entry = tar.begin_entry(&header(total)).expect("header");
+    let mut buf = Vec::with_capacity(BATCH);
+    let mut digests = 0usize;
+    for i in 0..total / BATCH as u64 {
+        digests += read_and_hash(data, i, &mut buf).len();
+        entry.write_all(&buf).expect("into /dev/null");
     }
-    fn flush(&mut self) -> io::Result<()> {
+    entry.finish().expect("entry complete");
+    tar.finish().expect("tar").flush().expect("into /dev/null");
+    std::hint::black_box(digests);
+}
+
+/// Reading and hashing on one thread, a batch ahead of framing and encrypting on the other (diskprep's
+/// arrangement); the buffers go back and forth.
+fn two_threads(data: &[u8], total: u64) {
+    let (full_tx, full_rx) = mpsc::sync_channel::<(Vec<u8>, Vec<[u8; 16]>)>(1);
+    let (empty_tx, empty_rx) = mpsc::channel::<Vec<u8>>();
+    for _ in 0..3 {
+        empty_tx.send(Vec::with_capacity(BATCH)).expect("buffer pool");
+    }
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            for i in 0..total / BATCH as u64 {
+                let mut buf = empty_rx.recv().expect("a buffer comes back");
+                let digests = read_and_hash(data, i, &mut buf);
+                full_tx.send((buf, digests)).expect("the writer runs");
+            }
+        });
+        let mut tar = TarWriter::new(XtsSink::new());
+        let mut entry = tar.begin_entry(&header(total)).expect("header");
+        let mut digests = 0usize;
+        for (buf, d) in full_rx {
+            entry.write_all(&buf).expect("into /dev/null");
+            digests += d.len();
+            let _ = empty_tx.send(buf);
+        }
+        entry.finish().expect("entry complete");
+        tar.finish().expect("tar").flush().expect("into /dev/null");
+        std::hint::black_box(digests);
+    });
+}
+
+const KEY: [u8; 64] = [0x5c; 64];
+
+/// Gathers the stream, encrypts whole sectors (one thread) and writes them to `/dev/null`.
+struct XtsSink {
+    cipher: XtsCipher,
+    buf: Vec<u8>,
+    /// Payload offset of `buf[0]`.
+    at: u64,
+    out: File,
+}
+
+impl XtsSink {
+    fn new() -> Self {
+        Self {
+            cipher: XtsCipher::new(&KEY),
+            buf: Vec::with_capacity(CHUNK + SECTOR),
+            at: 0,
+            out: File::options().write(true).open("/dev/null").expect("/dev/null"),
+        }
+    }
+
+    fn write_sectors(&mut self) -> io::Result<()> {
+        let whole = self.buf.len() / SECTOR * SECTOR;
+        let sectors = &mut self.buf[..whole];
+        self.cipher
+            .encrypt_serial(sectors, SECTOR, self.at / SECTOR as u64, 1);
+        self.out.write_all(sectors)?;
+        self.buf.drain(..whole);
+        self.at += whole as u64;
         Ok(())
+    }
+}
+
+impl Write for XtsSink {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(CHUNK + SECTOR - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() >= CHUNK {
+            self.write_sectors()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.buf.resize(self.buf.len().div_ceil(SECTOR) * SECTOR, 0);
+        self.write_sectors()
     }
 }
 
@@ -109,40 +191,10 @@ fn header(size: u64) -> EntryHeader {
     EntryHeader::file("session/vault/data/volume-0000", size, 1_700_000_000)
 }
 
-/// `len` bytes read cyclically from `data` (a staging file stand-in that costs one memcpy per byte).
-struct Cyclic<'a> {
-    data: &'a [u8],
-    at: u64,
-    len: u64,
-}
-
-impl<'a> Cyclic<'a> {
-    fn new(data: &'a [u8], len: u64) -> Self {
-        Self { data, at: 0, len }
-    }
-}
-
-impl Read for Cyclic<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let start = (self.at % self.data.len() as u64) as usize;
-        let n = buf
-            .len()
-            .min((self.len - self.at) as usize)
-            .min(self.data.len() - start);
-        buf[..n].copy_from_slice(&self.data[start..start + n]);
-        self.at += n as u64;
-        Ok(n)
-    }
-}
-
 /// The bytes of blob window `[offset, offset + len)`, taken cyclically from the buffer.
 fn window(data: &[u8], offset: u64, len: u64) -> &[u8] {
     let start = (offset % (data.len() as u64 - MAX_RANGE_LEN)) as usize;
     &data[start..start + len as usize]
-}
-
-fn dev_null() -> File {
-    File::options().write(true).open("/dev/null").expect("/dev/null")
 }
 
 /// Wall clock and process CPU time at a starting point.

@@ -13,6 +13,7 @@ pub mod journal;
 pub mod logging;
 pub mod luks;
 pub mod manifest;
+pub mod md5batch;
 pub mod progress;
 pub mod publish_settings;
 pub mod recovery;

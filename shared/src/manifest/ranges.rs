@@ -1,12 +1,12 @@
 //! Building page-range lists: splitting a blob region into ranges of at most 4 MiB aligned to 4 MiB blob
-//! offsets, skipping all-zero ranges, and MD5-hashing ranges in parallel (MD5 is sequential within a range,
-//! about 0.85 GB/s per core, so ranges are the unit of parallelism).
+//! offsets, skipping all-zero ranges, and MD5-hashing ranges side by side (MD5 is sequential within a range,
+//! so ranges are the unit of parallelism: eight per core at once with [`crate::md5batch`]).
 
 use std::io::{self, Read, Write};
 use std::num::NonZeroUsize;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::model::{Md5Hash, PageRange, MAX_RANGE_LEN, PAGE_SIZE};
+use crate::md5batch::{md5_many_threads, LANES};
 
 /// Uppercase-hex MD5 of a manifest file's exact bytes: the `ManifestHash` sent to Put Job.
 pub fn manifest_hash(bytes: &[u8]) -> String {
@@ -59,51 +59,31 @@ pub fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, NonZeroUsize::get)
 }
 
-/// Hashes each `(blob offset, bytes)` window on up to `threads` threads; `None` for an all-zero window (it is
-/// left out of the manifest: unwritten page-blob pages read as zeros).
+/// Hashes each `(blob offset, bytes)` window, [`LANES`] windows at a time on each of up to `threads` threads
+/// (see [`md5_many_threads`]); `None` for an all-zero window (it is left out of the manifest: unwritten
+/// page-blob pages read as zeros).
 pub fn hash_windows(windows: &[(u64, &[u8])], threads: usize) -> Vec<Option<PageRange>> {
-    let one = |&(offset, data): &(u64, &[u8])| {
-        (!is_all_zero(data)).then(|| PageRange {
-            offset,
-            length: data.len() as u64,
-            hash: Md5Hash::of(data),
-        })
-    };
-    let threads = threads.clamp(1, windows.len().max(1));
-    if threads == 1 {
-        return windows.iter().map(one).collect();
-    }
-    let next = AtomicUsize::new(0);
+    let data: Vec<usize> = (0..windows.len())
+        .filter(|&i| !is_all_zero(windows[i].1))
+        .collect();
+    let messages: Vec<&[u8]> = data.iter().map(|&i| windows[i].1).collect();
     let mut results: Vec<Option<PageRange>> = vec![None; windows.len()];
-    let parts: Vec<Vec<(usize, Option<PageRange>)>> = std::thread::scope(|s| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut done = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(w) = windows.get(i) else { break done };
-                        done.push((i, one(w)));
-                    }
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| w.join().unwrap_or_default())
-            .collect()
-    });
-    for (i, r) in parts.into_iter().flatten() {
-        results[i] = r;
+    for (&i, digest) in data.iter().zip(md5_many_threads(&messages, threads)) {
+        let (offset, bytes) = windows[i];
+        results[i] = Some(PageRange {
+            offset,
+            length: bytes.len() as u64,
+            hash: Md5Hash(digest),
+        });
     }
     results
 }
 
 /// Copies blob bytes `[start, end)` from `input` (positioned at `start`) to `out` (e.g. a tar
 /// [`EntryWriter`](crate::tar::EntryWriter)) and returns the page ranges of the non-zero windows, hashed
-/// `threads` at a time in parallel while the same batch is being written. After each batch is written, `progress(blob_offset, new_ranges)` is called
-/// with the blob offset reached and the ranges finished in that batch (journal them there). Memory:
-/// `2 * threads` 4 MiB buffers.
+/// ([`hash_windows`] on `threads` threads) while the same batch is being written. After each batch is
+/// written, `progress(blob_offset, new_ranges)` is called with the blob offset reached and the ranges
+/// finished in that batch (journal them there). Memory: `LANES * threads` 4 MiB buffers.
 pub fn copy_and_hash(
     mut input: impl Read,
     out: &mut impl Write,
@@ -118,7 +98,7 @@ pub fn copy_and_hash(
             format!("range [{start}, {end}) is not 512-aligned"),
         ));
     }
-    let batch = 2 * threads.max(1);
+    let batch = LANES * threads.max(1);
     let mut bufs: Vec<Vec<u8>> = (0..batch).map(|_| Vec::new()).collect();
     let mut windows = range_windows(start, end).peekable();
     let mut all = Vec::new();
@@ -196,10 +176,8 @@ mod tests {
         })
         .unwrap();
         assert_eq!((copied, copy), (seq, data.clone()));
-        assert_eq!(
-            reached,
-            vec![(2 * MAX_RANGE_LEN, 1), (3 * MAX_RANGE_LEN + 4096, 1)]
-        );
+        // One batch of up to LANES windows per thread: all four windows at once.
+        assert_eq!(reached, vec![(3 * MAX_RANGE_LEN + 4096, 2)]);
     }
 
     #[test]
