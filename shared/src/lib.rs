@@ -20,5 +20,6 @@ pub mod recovery;
 pub mod repo;
 pub mod staging;
 pub mod tar;
+pub mod time;
 
 pub use error::{Error, Result};

@@ -129,24 +129,7 @@ pub fn http_date(unix: i64) -> String {
 
 /// ISO 8601 UTC (`2014-04-30T00:23:52Z`) of Unix seconds.
 pub fn iso8601(unix: i64) -> String {
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    // civil-from-days (Howard Hinnant's algorithm, public domain description)
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    seedship_shared::time::UtcTime::from_unix(unix).iso8601()
 }
 
 /// The ETag of a job last changed at `unix`, shaped like the service's (`W/"datetime'...'"`).
