@@ -25,8 +25,16 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
-/// Bytes read and hashed at a time (whole segments).
+/// Bytes read and hashed at a time (whole segments), on drives of 512 MiB or more.
 pub const BATCH: u64 = 32 << 20;
+/// The smallest batch: one whole segment (a manifest page range is at most 4 MiB).
+pub const MIN_BATCH: u64 = 4 << 20;
+
+/// The batch for a drive's payload: about a sixteenth of it, between [`MIN_BATCH`] and [`BATCH`], so that a
+/// small drive still gets checkpoints in the middle of its data (a checkpoint comes at most once a batch).
+pub fn batch_len(payload_len: u64) -> u64 {
+    (payload_len / 16).clamp(MIN_BATCH, BATCH)
+}
 /// The most payload written between two checkpoints (drive synced, journal record).
 pub const CHECKPOINT_MAX: u64 = 1 << 30;
 
@@ -138,7 +146,9 @@ pub fn copy_parts(
         // Written batches' buffers go back to the reader (no fresh 32 MiB allocation, page faults and zeroing
         // per batch).
         let (spare_tx, spare_rx) = mpsc::channel::<Vec<u8>>();
-        let reader = s.spawn(move || read_batches(plan, store, first_part, content_from, &tx, &spare_rx));
+        let batch_len = batch_len(plan.payload_len);
+        let reader =
+            s.spawn(move || read_batches(plan, store, first_part, content_from, batch_len, &tx, &spare_rx));
         // The first part whose header is not written yet.
         let mut next_header = first_part;
         // Segments hashed since the last checkpoint, and the payload offset progress has counted to.
@@ -146,7 +156,7 @@ pub fn copy_parts(
         let mut counted = done.payload_offset;
         // Syncing the drive stalls the pipeline: checkpoint about 16 times per drive, at least every batch
         // and at most every GiB, so a small drive resumes finely and a large one keeps the disk streaming.
-        let interval = (plan.payload_len / 16).clamp(BATCH, CHECKPOINT_MAX);
+        let interval = (plan.payload_len / 16).clamp(batch_len, CHECKPOINT_MAX);
         let checkpoint = |payload: &mut PayloadWriter<'_>,
                           sink: &mut dyn CheckpointSink,
                           done: &mut Checkpoint,
@@ -325,6 +335,7 @@ fn read_batches(
     store: &dyn BlobStore,
     first_part: usize,
     from: u64,
+    batch_len: u64,
     tx: &mpsc::SyncSender<Result<Batch, CopyError>>,
     spare: &mpsc::Receiver<Vec<u8>>,
 ) {
@@ -335,11 +346,11 @@ fn read_batches(
             part.start
         };
         while at < part.end {
-            // Extend the batch over whole segments (gaps between segments are zeros) up to BATCH bytes.
+            // Extend the batch over whole segments (gaps between segments are zeros) up to batch_len bytes.
             let mut end = at;
             let mut segs = Vec::new();
             for s in part.segments.iter().filter(|s| s.start >= at) {
-                if s.end - at > BATCH && !segs.is_empty() {
+                if s.end - at > batch_len && !segs.is_empty() {
                     break;
                 }
                 end = s.end;

@@ -77,7 +77,7 @@ impl Device for DriveFile<'_> {
 const DEPTH: usize = 2;
 
 /// Direct writes on a thread of their own, so the drive keeps writing while the next buffer is filled and
-/// encrypted. At most [`DEPTH`] buffers are queued; they come back empty for reuse.
+/// encrypted. At most `DEPTH` (2) buffers are queued; they come back empty for reuse.
 #[derive(Debug)]
 pub struct DirectWriter {
     jobs: Option<mpsc::Sender<(AlignedBuf, u64)>>,
@@ -159,7 +159,7 @@ impl DirectWriter {
 }
 
 /// Direct reads ahead on a thread of its own: the device bytes `start..end` in chunks of `chunk` bytes
-/// (all aligned), [`DEPTH`] chunks ahead of the one being consumed.
+/// (all aligned), `DEPTH` (2) chunks ahead of the one being consumed.
 #[derive(Debug)]
 pub struct DirectReader {
     chunks: Option<mpsc::Receiver<io::Result<AlignedBuf>>>,
