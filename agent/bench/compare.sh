@@ -3,6 +3,7 @@
 # initial backup, unchanged second run, repository size and peak RSS (/usr/bin/time -v).
 #
 #   agent/bench/compare.sh [DATA_DIR] [WORK_DIR]      (defaults: /usr, a fresh temporary folder)
+#   ONLY=seedship agent/bench/compare.sh /usr          (time seedship alone while iterating; no ratios)
 #
 # Builds seedship-agent in release mode first (cargo build --release -p seedship-agent). Needs restic, borg
 # and GNU time; rustic is optional (`cargo install --locked rustic-rs`). Drops nothing from the page cache:
@@ -48,6 +49,11 @@ XML
 measure seedship initial "$AGENT" -q backup
 measure seedship unchanged "$AGENT" -q backup --another-snapshot
 SIZE_seedship=$(du -sb "$WORK/seedship-staging/bench/blobs" | cut -f1)
+if [ "${ONLY:-}" = seedship ]; then
+  echo "repository: $((SIZE_seedship / 1000000)) MB; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "work folder kept: $WORK (remove it when done)"
+  exit 0
+fi
 
 # restic
 export RESTIC_PASSWORD="$PASS" RESTIC_REPOSITORY="$WORK/restic"

@@ -17,7 +17,7 @@ use seedship_shared::repo::{
 };
 use std::collections::{HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -328,7 +328,9 @@ impl Walker<'_> {
         let root = self.new_dir();
         for src in sources {
             let name = src.to_string_lossy().trim_start_matches('/').to_string();
-            let pnode = parent.and_then(|t| t.nodes.iter().find(|n| n.name == name));
+            let pnode = parent
+                .and_then(|t| t.nodes.iter().find(|n| n.name == name))
+                .cloned();
             match std::fs::symlink_metadata(src) {
                 Ok(m) => self.add_entry(root, std::ffi::OsStr::new(&name), src, &m, pnode),
                 Err(e) => self.problem(format!("{}: {e}", src.display())),
@@ -362,9 +364,9 @@ impl Walker<'_> {
             }
         };
         entries.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-        let pmap: HashMap<Vec<u8>, &Node> = parent
-            .as_ref()
-            .map(|t| t.nodes.iter().map(|n| (n.name_bytes(), n)).collect())
+        // the parent's nodes are moved out (not cloned) into the nodes of unchanged files
+        let mut pmap: HashMap<Vec<u8>, Node> = parent
+            .map(|t| t.nodes.into_iter().map(|n| (n.name_bytes(), n)).collect())
             .unwrap_or_default();
         for name in entries {
             if self.cancel.load(Ordering::Relaxed) {
@@ -372,7 +374,7 @@ impl Walker<'_> {
             }
             let p = path.join(&name);
             match std::fs::symlink_metadata(&p) {
-                Ok(m) => self.add_entry(d, &name, &p, &m, pmap.get(name.as_bytes()).copied()),
+                Ok(m) => self.add_entry(d, &name, &p, &m, pmap.remove(name.as_bytes())),
                 Err(e) => self.problem(format!("{}: {e}", p.display())),
             }
         }
@@ -385,7 +387,7 @@ impl Walker<'_> {
         name: &std::ffi::OsStr,
         p: &Path,
         m: &std::fs::Metadata,
-        pnode: Option<&Node>,
+        pnode: Option<Node>,
     ) {
         let mut node = match fsmeta::node_from(name, p, m, &self.names, !m.file_type().is_file()) {
             Ok(n) => n,
@@ -409,8 +411,8 @@ impl Walker<'_> {
                 self.stats.bytes += node.size;
                 self.counters.files.fetch_add(1, Ordering::Relaxed);
                 if let Some(prev) = pnode.filter(|n| unchanged(n, &node)) {
-                    node.content = prev.content.clone();
-                    node.xattrs = prev.xattrs.clone();
+                    node.content = prev.content;
+                    node.xattrs = prev.xattrs;
                     self.stats.files_unchanged += 1;
                 } else if node.size == 0 {
                     node.xattrs = fsmeta::read_xattrs(p).ok().flatten().unwrap_or_default();
@@ -464,7 +466,8 @@ fn worker(
     cancel: &AtomicBool,
 ) {
     let chunker = repo.chunker();
-    let mut buf = Vec::with_capacity(chunker.params().max);
+    // room for the largest chunk plus a refill, so that the unconsumed tail is moved rarely
+    let mut buf = Vec::with_capacity(chunker.params().max + 2 * chunker.params().avg);
     for job in jobs {
         // once cancelled, queued files are not read: no snapshot will be written anyway
         let r = if cancel.load(Ordering::Relaxed) {
@@ -474,6 +477,34 @@ fn worker(
         };
         if results.send((job.id, r)).is_err() {
             return;
+        }
+    }
+}
+
+/// Reads up to `want` bytes at `offset` into `buf`'s spare capacity (which must hold `want` bytes), without
+/// zero-filling it first; returns the count read and appends exactly those bytes to `buf`.
+fn read_uninit(f: &std::fs::File, buf: &mut Vec<u8>, want: usize, offset: u64) -> std::io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    assert!(spare.len() >= want, "read_uninit: spare capacity too small");
+    loop {
+        // SAFETY: pread writes at most `want` bytes into the spare capacity, which holds at least `want`.
+        let n = unsafe {
+            libc::pread(
+                f.as_raw_fd(),
+                spare.as_mut_ptr().cast(),
+                want,
+                offset as libc::off_t,
+            )
+        };
+        if n >= 0 {
+            let n = n as usize;
+            // SAFETY: the kernel initialised the first `n` bytes of the spare capacity.
+            unsafe { buf.set_len(buf.len() + n) };
+            return Ok(n);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
         }
     }
 }
@@ -524,19 +555,24 @@ fn read_file(
     let mut content = vec![];
     let mut short = false;
     for (start, end) in extents(&f, &m0) {
-        let mut pos = start; // file offset of buf[0]
+        let mut pos = start; // file offset of buf[head]
         buf.clear();
+        // unconsumed data is buf[head..]: chunks are cut from its front without moving the rest, which is
+        // moved to the front only when the buffer's capacity would otherwise be exceeded
+        let mut head = 0;
         let mut read_to = start;
         let mut target = 2 * avg;
         loop {
-            while buf.len() < target && read_to < end {
-                let want = ((end - read_to) as usize).min(target - buf.len());
-                let old = buf.len();
-                buf.resize(old + want, 0);
-                let n = f
-                    .read_at(&mut buf[old..], read_to)
-                    .map_err(|e| format!("{show}: read error: {e}"))?;
-                buf.truncate(old + n);
+            while buf.len() - head < target && read_to < end {
+                let want = ((end - read_to) as usize).min(target - (buf.len() - head));
+                if buf.len() + want > buf.capacity() {
+                    buf.copy_within(head.., 0);
+                    buf.truncate(buf.len() - head);
+                    head = 0;
+                    buf.reserve(want);
+                }
+                let n =
+                    read_uninit(&f, buf, want, read_to).map_err(|e| format!("{show}: read error: {e}"))?;
                 counters.bytes.fetch_add(n as u64, Ordering::Relaxed);
                 if n == 0 {
                     short = true;
@@ -544,15 +580,15 @@ fn read_file(
                 }
                 read_to += n as u64;
             }
-            if buf.is_empty() {
+            if buf.len() == head {
                 break;
             }
             let eof = read_to >= end || short;
-            let Some(cut) = chunker.cut(buf, eof) else {
+            let Some(cut) = chunker.cut(&buf[head..], eof) else {
                 target = max;
                 continue;
             };
-            let chunk = &buf[..cut];
+            let chunk = &buf[head..head + cut];
             if cancel.load(Ordering::Relaxed) {
                 return Err(format!("{show}: interrupted"));
             }
@@ -572,7 +608,7 @@ fn read_file(
                 id: id_hex(&id),
             });
             pos += cut as u64;
-            buf.drain(..cut);
+            head += cut;
             target = 2 * avg;
         }
         if short {

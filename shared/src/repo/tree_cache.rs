@@ -13,7 +13,7 @@ use super::repository::{parse_json, Repository};
 use super::tree::Tree;
 use super::{id_hex, volume_name, ChunkId, RepoError};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Hits and misses of the tree cache ([`Repository::tree_cache_stats`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -30,6 +30,8 @@ pub(crate) struct TreeCache {
     dir: PathBuf,
     hits: AtomicU64,
     misses: AtomicU64,
+    /// Which of the 256 fan-out folders this process has made sure exist (saves a stat and a mkdir per tree).
+    made: Vec<AtomicBool>,
 }
 
 impl TreeCache {
@@ -39,6 +41,7 @@ impl TreeCache {
             dir: dir.join("trees"),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            made: (0..256).map(|_| AtomicBool::new(false)).collect(),
         }
     }
 
@@ -78,11 +81,21 @@ impl TreeCache {
     pub(crate) fn put(&self, id: &ChunkId, envelope: &[u8]) {
         let p = self.path(id);
         let write = || -> std::io::Result<()> {
-            if let Some(parent) = p.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
+            let made = &self.made[id[0] as usize];
             let tmp = p.with_extension(format!("tmp{}", std::process::id()));
-            std::fs::write(&tmp, envelope)?;
+            let mut r = match made.load(Ordering::Relaxed) {
+                true => std::fs::write(&tmp, envelope),
+                false => Err(std::io::ErrorKind::NotFound.into()),
+            };
+            // the folder is new, or was removed while running (deleting the cache is always safe)
+            if matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::NotFound) {
+                if let Some(parent) = p.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                made.store(true, Ordering::Relaxed);
+                r = std::fs::write(&tmp, envelope);
+            }
+            r?;
             std::fs::rename(&tmp, &p)
         };
         if let Err(e) = write() {
