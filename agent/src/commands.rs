@@ -268,14 +268,7 @@ pub fn backup(cli: &Cli, c: &BackupCmd) -> anyhow::Result<Exit> {
     desc.save(&job_dir)?;
     let s = &out.stats;
     println!("{}", snapshot_line(&snap, s));
-    if s.errors > 0 {
-        println!(
-            "{} file(s) could not be backed up completely (see the warnings)",
-            s.errors
-        );
-        return Ok(Exit::Partial);
-    }
-    Ok(Exit::Success)
+    Ok(backup_exit(s.errors))
 }
 
 /// The descriptor's blob list: every object, with digests from the pack writer or computed.
@@ -426,4 +419,13 @@ pub fn status(cli: &Cli) -> anyhow::Result<Exit> {
         desc.storage_account, desc.container
     );
     Ok(Exit::Success)
+}
+
+/// The exit code of a finished backup: partial (3) when some files could not be backed up, said on stdout.
+pub(crate) fn backup_exit(errors: u64) -> Exit {
+    if errors > 0 {
+        println!("{errors} file(s) could not be backed up completely (see the warnings)");
+        return Exit::Partial;
+    }
+    Exit::Success
 }

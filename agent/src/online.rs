@@ -188,14 +188,7 @@ pub fn backup(cli: &Cli, c: &BackupCmd, pol: &Policy) -> anyhow::Result<Exit> {
         errors: s.errors,
     }
     .save(&cli.state_dir)?;
-    if s.errors > 0 {
-        println!(
-            "{} file(s) could not be backed up completely (see the warnings)",
-            s.errors
-        );
-        return Ok(Exit::Partial);
-    }
-    Ok(Exit::Success)
+    Ok(crate::commands::backup_exit(s.errors))
 }
 
 /// `status` in online mode: the vault and the last backup (no passphrase, no network).
