@@ -11,30 +11,12 @@ Ranges are [start, end) with end exclusive. Used by shared/tests/it/blob.rs.
 import datetime
 import hashlib
 import json
-import os
 import sys
 
-from azure.storage.blob import BlobServiceClient, ContainerSasPermissions, generate_container_sas
+from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 
-API_VERSION = "2026-06-06"  # the newest version Azurite 3.37 accepts
+from pageblobs import API_VERSION, page_ranges, service
 
-
-def service():
-    return BlobServiceClient.from_connection_string(
-        os.environ["AZURE_STORAGE_CONNECTION_STRING"], api_version=API_VERSION
-    )
-
-
-def page_ranges(blob):
-    ranges = [(r.start, r.end + 1) for r in blob.list_page_ranges() if not r.cleared]
-    ranges.sort()
-    merged = []
-    for s, e in ranges:
-        if merged and s <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], e)
-        else:
-            merged.append([s, e])
-    return merged
 
 
 def describe(container, name):

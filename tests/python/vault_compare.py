@@ -16,23 +16,10 @@ import json
 import os
 import sys
 
-from azure.storage.blob import BlobServiceClient
+from pageblobs import page_ranges, service
 
-API_VERSION = "2026-06-06"  # the newest version Azurite 3.37 accepts
 PAGE = 512
 PIECE = 4 << 20
-
-
-def page_ranges(blob):
-    ranges = [(r.start, r.end + 1) for r in blob.list_page_ranges() if not r.cleared]
-    ranges.sort()
-    merged = []
-    for s, e in ranges:
-        if merged and s <= merged[-1][1]:
-            merged[-1][1] = max(merged[-1][1], e)
-        else:
-            merged.append([s, e])
-    return merged
 
 
 def covered(ranges, start, end):
@@ -81,10 +68,7 @@ def compare(container, name, path, problems):
 def main():
     if len(sys.argv) != 3:
         sys.exit(__doc__)
-    service = BlobServiceClient.from_connection_string(
-        os.environ["AZURE_STORAGE_CONNECTION_STRING"], api_version=API_VERSION
-    )
-    container = service.get_container_client(sys.argv[1])
+    container = service().get_container_client(sys.argv[1])
     staged = staged_files(sys.argv[2])
     in_vault = {b.name for b in container.list_blobs()}
     problems = []
