@@ -8,8 +8,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const SUB: &str = "11111111-2222-3333-4444-555555555555";
-const PASS: &str = "a long enough test passphrase";
+mod common;
+use common::{PASS, SUB};
 
 struct Env {
     dir: tempfile::TempDir,
@@ -20,20 +20,7 @@ impl Env {
         let e = Env {
             dir: tempfile::tempdir().unwrap(),
         };
-        for d in ["src", "staging", "state"] {
-            std::fs::create_dir(e.p(d)).unwrap();
-        }
-        std::fs::write(e.p("pass"), format!("{PASS}\n")).unwrap();
-        std::fs::write(
-            e.p("ps.publishsettings"),
-            format!(
-                r#"<?xml version="1.0" encoding="utf-8"?>
-<PublishData><PublishProfile SchemaVersion="2.0" PublishMethod="AzureServiceManagementAPI">
-<Subscription ServiceManagementUrl="https://127.0.0.1:8443/" Id="{SUB}" Name="t" ManagementCertificate="AQID" />
-</PublishProfile></PublishData>"#
-            ),
-        )
-        .unwrap();
+        common::lay_out(e.dir.path());
         e
     }
     fn p(&self, rel: &str) -> PathBuf {
