@@ -342,6 +342,7 @@ impl PackWriter {
             .save_object("index", &encode_index(&ends, &self.unindexed))?;
         self.repo.add_index(&ends, &self.unindexed);
         self.unindexed.clear();
+        self.repo.flush_tree_cache();
         Ok(())
     }
 

@@ -120,13 +120,27 @@ fn compress(level: i32, raw: &[u8]) -> Vec<u8> {
     out
 }
 
+thread_local! {
+    /// One zstd decompression context per thread (creating one per blob costs more than small blobs).
+    static UNZSTD: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// Decompresses a blob (`raw_len` known from the index, at most 64 MiB) or an object (`None`).
 fn decompress(object: &str, body: &[u8], raw_len: Option<usize>) -> Result<Vec<u8>, RepoError> {
     let zerr = |e: std::io::Error| RepoError::damaged(object, format!("zstd: {e}"));
     match body.first() {
         Some(&COMPRESS_NONE) => Ok(body[1..].to_vec()),
         Some(&COMPRESS_ZSTD) => match raw_len {
-            Some(n) if n <= 64 << 20 => zstd::bulk::decompress(&body[1..], n).map_err(zerr),
+            Some(n) if n <= 64 << 20 => UNZSTD
+                .with(|cell| {
+                    let mut slot = cell.borrow_mut();
+                    if slot.is_none() {
+                        *slot = Some(zstd::bulk::Decompressor::new()?);
+                    }
+                    slot.as_mut().expect("set above").decompress(&body[1..], n)
+                })
+                .map_err(zerr),
             Some(n) => Err(RepoError::damaged(
                 object,
                 format!("implausible chunk length {n}"),
@@ -507,7 +521,7 @@ fn read_framed(store: &dyn BlobStore, name: &str) -> Result<Vec<u8>, RepoError> 
 mod tests {
     use super::*;
     use crate::blob::MemoryStore;
-    use crate::repo::{PackWriter, BLOB_DATA};
+    use crate::repo::{PackWriter, TreeCacheStats, BLOB_DATA};
 
     fn opts() -> RepoOptions {
         RepoOptions {
@@ -660,11 +674,11 @@ mod tests {
         w.add(&ablob).unwrap();
         w.add(&bblob).unwrap();
         w.finish().unwrap();
-        let cached = |id: &ChunkId| {
-            let h = id_hex(id);
-            dir.path().join("trees").join(&h[..2]).join(h)
-        };
-        assert!(cached(&a).exists(), "written trees are cached");
+        let segment = dir.path().join("trees").join("00000000.seg");
+        let seg = std::fs::read(&segment).unwrap();
+        let at = |env: &[u8]| seg.windows(env.len()).position(|w| w == env).unwrap();
+        let (a_at, b_at) = (at(&ablob.envelope), at(&bblob.envelope));
+        assert!(b_at > a_at, "written trees are cached, in order");
         let before = meter.stats().bytes_received;
         assert_eq!(repo.load_tree(&a).unwrap().nodes[0].name, "a");
         assert_eq!(
@@ -673,12 +687,12 @@ mod tests {
             "a hit reads nothing from the store"
         );
         assert_eq!(repo.tree_cache_stats().hits, 1);
-        // a cache file holding another tree, or a damaged one, is a miss that reads the store
-        std::fs::copy(cached(&b), cached(&a)).unwrap();
+        // a record holding another tree, or a damaged one, is a miss that reads the store
+        let mut tampered = seg.clone();
+        tampered[a_at..a_at + ablob.envelope.len()].copy_from_slice(&bblob.envelope[..ablob.envelope.len()]);
+        tampered[b_at + 20] ^= 1;
+        std::fs::write(&segment, &tampered).unwrap();
         assert_eq!(repo.load_tree(&a).unwrap().nodes[0].name, "a");
-        let mut env = std::fs::read(cached(&b)).unwrap();
-        env[20] ^= 1;
-        std::fs::write(cached(&b), &env).unwrap();
         assert_eq!(repo.load_tree(&b).unwrap().nodes[0].name, "b");
         assert_eq!(repo.tree_cache_stats().misses, 2);
         assert!(meter.stats().bytes_received > before);
@@ -689,6 +703,54 @@ mod tests {
         let (c, cblob) = tree_blob(&repo, "c");
         repo.remember_tree(&c, &cblob.envelope);
         assert!(matches!(repo.load_tree(&c), Err(RepoError::MissingChunk { .. })));
+    }
+
+    #[test]
+    fn a_new_process_finds_cached_trees_and_a_torn_segment_is_only_a_miss() {
+        use crate::blob::{Meter, MeteredStore};
+        let dir = tempfile::tempdir().unwrap();
+        let meter = Arc::new(Meter::new());
+        let store: Arc<dyn BlobStore> = Arc::new(MeteredStore::new(MemoryStore::default(), meter.clone()));
+        let (a, b) = {
+            let repo = Arc::new(
+                Repository::init(store.clone(), PASS, &opts())
+                    .unwrap()
+                    .with_tree_cache(dir.path()),
+            );
+            let (a, ablob) = tree_blob(&repo, "a");
+            let (b, bblob) = tree_blob(&repo, "b");
+            let mut w = PackWriter::open(repo.clone(), 4096, 100).unwrap();
+            w.add(&ablob).unwrap();
+            w.add(&bblob).unwrap();
+            w.finish().unwrap();
+            (a, b)
+        };
+        let reopen = || Repository::open(store.clone(), PASS).unwrap().with_tree_cache(dir.path());
+        let repo = reopen();
+        let before = meter.stats().bytes_received;
+        assert_eq!(repo.load_tree(&a).unwrap().nodes[0].name, "a");
+        assert_eq!(repo.load_tree(&b).unwrap().nodes[0].name, "b");
+        assert_eq!(meter.stats().bytes_received, before, "both served by the segment");
+        drop(repo);
+        // a crash after the index entries but before the last record reached the disk: b is a miss
+        let segment = dir.path().join("trees").join("00000000.seg");
+        let len = std::fs::metadata(&segment).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&segment)
+            .unwrap()
+            .set_len(len - 10)
+            .unwrap();
+        let repo = reopen();
+        assert_eq!(repo.load_tree(&a).unwrap().nodes[0].name, "a");
+        assert_eq!(repo.load_tree(&b).unwrap().nodes[0].name, "b");
+        assert_eq!(repo.tree_cache_stats(), TreeCacheStats { hits: 1, misses: 1 });
+        drop(repo);
+        // ... and b, read from the store, went into a new segment that the next process uses
+        assert!(dir.path().join("trees").join("00000001.idx").exists());
+        let repo = reopen();
+        assert_eq!(repo.load_tree(&b).unwrap().nodes[0].name, "b");
+        assert_eq!(repo.tree_cache_stats(), TreeCacheStats { hits: 1, misses: 0 });
     }
 
     #[test]
