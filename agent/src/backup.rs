@@ -11,6 +11,7 @@
 use crate::fsmeta::{self, Names};
 use crate::progress::Counters;
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use rayon::prelude::*;
 use seedship_shared::repo::{
     encode_blob, encode_blob_into, id_hex, parse_id, ChunkId, ChunkRef, EncodedBlob, IndexPolicy, Node,
     NodeKind, PackWriter, Repository, Snapshot, SnapshotStats, Tree, VolumeDigest, BLOB_DATA, BLOB_TREE,
@@ -20,7 +21,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// What one backup run produced.
@@ -50,21 +51,25 @@ struct FileJob {
 /// Content, extended attributes, and a message when the file changed while being read.
 type FileResult = Result<(Vec<ChunkRef>, Vec<(String, String)>, Option<String>), String>;
 
+/// One directory as walked: its nodes (sorted by name), which of them wait for a file job's result, and its
+/// walked subdirectories (with the index of their node).
+#[derive(Default)]
 struct DirRec {
     nodes: Vec<Node>,
     files: Vec<(usize, usize)>,
-    subdirs: Vec<(usize, usize)>,
+    subdirs: Vec<(usize, DirRec)>,
 }
 
+/// The walk of the sources. Directories are walked in parallel (each directory's listing, lstat and parent
+/// tree on one task; its subdirectories as further tasks), so its state is shared.
 struct Walker<'a> {
     repo: &'a Repository,
     names: Names,
     jobs: Sender<FileJob>,
-    dirs: Vec<DirRec>,
-    next_job: usize,
-    links: HashMap<(u64, u64), usize>,
-    stats: SnapshotStats,
-    problems: Vec<String>,
+    next_job: AtomicUsize,
+    links: Mutex<HashMap<(u64, u64), usize>>,
+    stats: Mutex<SnapshotStats>,
+    problems: Mutex<Vec<String>>,
     cancel: &'a AtomicBool,
     counters: &'a Counters,
 }
@@ -159,45 +164,45 @@ pub fn run(
         Some((_, s)) => parse_id(&s.tree).and_then(|id| repo.load_tree(&id).ok()),
         None => None,
     };
-    let mut walker = Walker {
+    let walker = Walker {
         repo: &repo,
         names: Names::default(),
         jobs: job_tx,
-        dirs: vec![],
-        next_job: 0,
-        links: HashMap::new(),
-        stats: SnapshotStats::default(),
-        problems: vec![],
+        next_job: AtomicUsize::new(0),
+        links: Mutex::new(HashMap::new()),
+        stats: Mutex::new(SnapshotStats::default()),
+        problems: Mutex::new(vec![]),
         cancel,
         counters,
     };
     let root = walker.walk_sources(sources, parent_root.as_ref());
     let Walker {
         jobs,
-        mut dirs,
-        mut stats,
-        mut problems,
+        next_job,
+        stats,
+        problems,
         ..
     } = walker;
+    let (mut stats, mut problems) = (into_inner(stats), into_inner(problems));
     drop(jobs);
     for w in workers {
         w.join()
             .map_err(|_| anyhow::anyhow!("a reader thread panicked"))?;
     }
-    let mut results: HashMap<usize, FileResult> = res_rx.into_iter().collect();
+    let mut results: Vec<Option<FileResult>> = Vec::new();
+    results.resize_with(next_job.into_inner(), || None);
+    for (job, r) in res_rx {
+        results[job] = Some(r);
+    }
     let cancelled = cancel.load(Ordering::SeqCst);
     let root_tree = if cancelled {
         None
     } else {
-        Some(build_trees(
-            &repo,
-            &mut dirs,
-            root,
-            &mut results,
-            &blob_tx,
-            &mut stats,
-            &mut problems,
-        )?)
+        let builder = TreeBuilder::new(&repo, &root, results, &blob_tx);
+        let id = builder.build(root)?;
+        stats.errors += builder.errors.into_inner();
+        problems.extend(into_inner(builder.problems));
+        Some(id)
     };
     drop(blob_tx);
     let (volumes, blobs, bytes) = writer
@@ -246,60 +251,97 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn build_trees(
-    repo: &Repository,
-    dirs: &mut [DirRec],
-    root: usize,
-    results: &mut HashMap<usize, FileResult>,
-    blobs: &Sender<EncodedBlob>,
-    stats: &mut SnapshotStats,
-    problems: &mut Vec<String>,
-) -> anyhow::Result<ChunkId> {
-    let mut ids: Vec<Option<ChunkId>> = vec![None; dirs.len()];
-    // hard links share a job: count the uses so each result is moved out by its last user, not cloned
-    let mut uses: HashMap<usize, usize> = HashMap::new();
-    for rec in dirs.iter() {
-        for &(_, job) in &rec.files {
-            *uses.entry(job).or_default() += 1;
+fn into_inner<T>(m: Mutex<T>) -> T {
+    m.into_inner().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Builds the trees bottom-up once every file's result is in: the subdirectories of a directory in parallel,
+/// then the directory itself (its tree is serialised, named, and compressed and encrypted when new).
+struct TreeBuilder<'a> {
+    repo: &'a Repository,
+    /// Each file job's result, taken by its last user (hard links share a job).
+    results: Vec<Mutex<Option<FileResult>>>,
+    /// How many nodes still need each job's result.
+    uses: Vec<AtomicUsize>,
+    blobs: &'a Sender<EncodedBlob>,
+    errors: AtomicU64,
+    problems: Mutex<Vec<String>>,
+}
+
+impl<'a> TreeBuilder<'a> {
+    fn new(
+        repo: &'a Repository,
+        root: &DirRec,
+        results: Vec<Option<FileResult>>,
+        blobs: &'a Sender<EncodedBlob>,
+    ) -> Self {
+        let uses: Vec<AtomicUsize> = results.iter().map(|_| AtomicUsize::new(0)).collect();
+        fn count(d: &DirRec, uses: &[AtomicUsize]) {
+            for &(_, job) in &d.files {
+                uses[job].fetch_add(1, Ordering::Relaxed);
+            }
+            for (_, child) in &d.subdirs {
+                count(child, uses);
+            }
+        }
+        count(root, &uses);
+        TreeBuilder {
+            repo,
+            results: results.into_iter().map(Mutex::new).collect(),
+            uses,
+            blobs,
+            errors: AtomicU64::new(0),
+            problems: Mutex::new(vec![]),
         }
     }
-    for d in (0..dirs.len()).rev() {
-        let rec = &mut dirs[d];
+
+    fn problem(&self, msg: String) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.problems.lock().expect("lock").push(msg);
+    }
+
+    fn build(&self, rec: DirRec) -> anyhow::Result<ChunkId> {
+        let DirRec {
+            mut nodes,
+            files,
+            subdirs,
+        } = rec;
+        let children = subdirs
+            .into_par_iter()
+            .map(|(ni, child)| Ok((ni, self.build(child)?)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        for (ni, id) in children {
+            nodes[ni].subtree = Some(id_hex(&id));
+        }
         let mut drop_nodes = HashSet::new();
-        for &(ni, job) in &rec.files {
-            let left = uses.get_mut(&job).expect("counted");
-            *left -= 1;
-            let result = if *left == 0 {
-                results.remove(&job)
-            } else {
-                results.get(&job).cloned()
+        for (ni, job) in files {
+            let last = self.uses[job].fetch_sub(1, Ordering::AcqRel) == 1;
+            let result = {
+                let mut slot = self.results[job].lock().expect("lock");
+                if last {
+                    slot.take()
+                } else {
+                    slot.clone()
+                }
             };
             match result {
                 Some(Ok((content, xattrs, changed))) => {
-                    rec.nodes[ni].content = content;
-                    rec.nodes[ni].xattrs = xattrs;
-                    // a hard-linked file's problem is reported once
-                    if let (Some(msg), 0) = (changed, *left) {
-                        problems.push(msg);
-                        stats.errors += 1;
+                    nodes[ni].content = content;
+                    nodes[ni].xattrs = xattrs;
+                    // a hard-linked file's problem is reported once, by its last user
+                    if let (Some(msg), true) = (changed, last) {
+                        self.problem(msg);
                     }
                 }
                 Some(Err(msg)) => {
-                    if *left > 0 {
-                        drop_nodes.insert(ni);
-                        continue;
+                    if last {
+                        self.problem(msg);
                     }
-                    problems.push(msg);
-                    stats.errors += 1;
                     drop_nodes.insert(ni);
                 }
                 None => anyhow::bail!("internal error: no result for a file job"),
             }
         }
-        for &(ni, child) in &rec.subdirs {
-            rec.nodes[ni].subtree = Some(id_hex(&ids[child].expect("children are built first")));
-        }
-        let nodes = std::mem::take(&mut rec.nodes);
         let tree = Tree {
             nodes: nodes
                 .into_iter()
@@ -310,80 +352,102 @@ fn build_trees(
         };
         // an unchanged directory has the same id: skip compressing and encrypting it again
         let raw = serde_json::to_vec(&tree)?;
-        let id = repo.key().chunk_id(&raw);
-        ids[d] = Some(id);
-        if !repo.contains(&id) {
-            let blob = encode_blob(repo.key(), 3, BLOB_TREE, id, &raw)?;
-            blobs
+        let id = self.repo.key().chunk_id(&raw);
+        if !self.repo.contains(&id) {
+            let blob = encode_blob(self.repo.key(), 3, BLOB_TREE, id, &raw)?;
+            self.blobs
                 .send(blob)
                 .map_err(|_| anyhow::anyhow!("the pack writer stopped"))?;
         }
+        Ok(id)
     }
-    results.clear();
-    Ok(ids[root].expect("root built"))
 }
 
 impl Walker<'_> {
-    fn walk_sources(&mut self, sources: &[PathBuf], parent: Option<&Tree>) -> usize {
-        let root = self.new_dir();
+    fn walk_sources(&self, sources: &[PathBuf], parent: Option<&Tree>) -> DirRec {
+        let mut root = DirRec::default();
+        let mut subdirs = vec![];
         for src in sources {
             let name = src.to_string_lossy().trim_start_matches('/').to_string();
             let pnode = parent
                 .and_then(|t| t.nodes.iter().find(|n| n.name == name))
                 .cloned();
             match std::fs::symlink_metadata(src) {
-                Ok(m) => self.add_entry(root, std::ffi::OsStr::new(&name), src, &m, pnode),
+                Ok(m) => self.add_entry(
+                    &mut root,
+                    &mut subdirs,
+                    std::ffi::OsStr::new(&name),
+                    src,
+                    &m,
+                    pnode,
+                ),
                 Err(e) => self.problem(format!("{}: {e}", src.display())),
             }
         }
+        root.subdirs = self.walk_subdirs(subdirs);
         root
     }
 
-    fn new_dir(&mut self) -> usize {
-        self.dirs.push(DirRec {
-            nodes: vec![],
-            files: vec![],
-            subdirs: vec![],
-        });
-        self.dirs.len() - 1
-    }
-
-    fn problem(&mut self, msg: String) {
+    fn problem(&self, msg: String) {
         tracing::warn!("{msg}");
-        self.problems.push(msg);
-        self.stats.errors += 1;
+        self.problems.lock().expect("lock").push(msg);
+        self.stats.lock().expect("lock").errors += 1;
     }
 
-    fn walk_dir(&mut self, path: &Path, parent: Option<Tree>) -> usize {
-        let d = self.new_dir();
-        let mut entries: Vec<_> = match std::fs::read_dir(path) {
-            Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.file_name()).collect(),
+    /// Walks the subdirectories found in one directory, in parallel.
+    fn walk_subdirs(&self, subdirs: Vec<PendingDir>) -> Vec<(usize, DirRec)> {
+        subdirs
+            .into_par_iter()
+            .map(|sd| {
+                let ptree = sd.parent.and_then(|id| self.repo.load_tree(&id).ok());
+                (sd.node, self.walk_dir(&sd.path, ptree))
+            })
+            .collect()
+    }
+
+    fn walk_dir(&self, path: &Path, parent: Option<Tree>) -> DirRec {
+        let mut d = DirRec::default();
+        let mut entries = vec![];
+        match std::fs::read_dir(path) {
+            Ok(rd) => {
+                for e in rd {
+                    match e {
+                        Ok(e) => entries.push((e.file_name(), e)),
+                        Err(e) => self.problem(format!("{}: cannot list: {e}", path.display())),
+                    }
+                }
+            }
             Err(e) => {
                 self.problem(format!("{}: cannot list: {e}", path.display()));
                 return d;
             }
         };
-        entries.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+        entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
         // the parent's nodes are moved out (not cloned) into the nodes of unchanged files
         let mut pmap: HashMap<Vec<u8>, Node> = parent
             .map(|t| t.nodes.into_iter().map(|n| (n.name_bytes(), n)).collect())
             .unwrap_or_default();
-        for name in entries {
+        let mut subdirs = vec![];
+        for (name, entry) in entries {
             if self.cancel.load(Ordering::Relaxed) {
                 break;
             }
             let p = path.join(&name);
-            match std::fs::symlink_metadata(&p) {
-                Ok(m) => self.add_entry(d, &name, &p, &m, pmap.remove(name.as_bytes())),
+            // lstat relative to the open directory (DirEntry::metadata does not follow symlinks), which
+            // spares the kernel a walk of the whole path per entry
+            match entry.metadata() {
+                Ok(m) => self.add_entry(&mut d, &mut subdirs, &name, &p, &m, pmap.remove(name.as_bytes())),
                 Err(e) => self.problem(format!("{}: {e}", p.display())),
             }
         }
+        d.subdirs = self.walk_subdirs(subdirs);
         d
     }
 
     fn add_entry(
-        &mut self,
-        d: usize,
+        &self,
+        d: &mut DirRec,
+        subdirs: &mut Vec<PendingDir>,
         name: &std::ffi::OsStr,
         p: &Path,
         m: &std::fs::Metadata,
@@ -393,58 +457,73 @@ impl Walker<'_> {
             Ok(n) => n,
             Err(e) => return self.problem(format!("{}: {e}", p.display())),
         };
-        let ni = self.dirs[d].nodes.len();
+        let ni = d.nodes.len();
         match node.kind {
             NodeKind::Dir => {
-                self.stats.dirs += 1;
-                let ptree = pnode
-                    .filter(|n| n.kind == NodeKind::Dir)
-                    .and_then(|n| n.subtree.as_deref().and_then(parse_id))
-                    .and_then(|id| self.repo.load_tree(&id).ok());
-                self.dirs[d].nodes.push(node);
-                let child = self.walk_dir(p, ptree);
-                self.dirs[d].subdirs.push((ni, child));
-                return;
+                self.stats.lock().expect("lock").dirs += 1;
+                subdirs.push(PendingDir {
+                    node: ni,
+                    path: p.to_path_buf(),
+                    parent: pnode
+                        .filter(|n| n.kind == NodeKind::Dir)
+                        .and_then(|n| n.subtree.as_deref().and_then(parse_id)),
+                });
             }
             NodeKind::File => {
-                self.stats.files += 1;
-                self.stats.bytes += node.size;
+                {
+                    let mut st = self.stats.lock().expect("lock");
+                    st.files += 1;
+                    st.bytes += node.size;
+                }
                 self.counters.files.fetch_add(1, Ordering::Relaxed);
                 if let Some(prev) = pnode.filter(|n| unchanged(n, &node)) {
                     node.content = prev.content;
                     node.xattrs = prev.xattrs;
-                    self.stats.files_unchanged += 1;
+                    self.stats.lock().expect("lock").files_unchanged += 1;
                 } else if node.size == 0 {
                     node.xattrs = fsmeta::read_xattrs(p).ok().flatten().unwrap_or_default();
                 } else {
                     let key = (node.dev, node.ino);
-                    let job = match self.links.get(&key) {
-                        Some(&j) if node.nlink > 1 => j,
-                        _ => {
-                            let j = self.next_job;
-                            self.next_job += 1;
-                            if node.nlink > 1 {
-                                self.links.insert(key, j);
+                    // hard links share one job: the first of them found sends it
+                    let (job, new) = {
+                        let mut links = self.links.lock().expect("lock");
+                        match links.get(&key) {
+                            Some(&j) if node.nlink > 1 => (j, false),
+                            _ => {
+                                let j = self.next_job.fetch_add(1, Ordering::Relaxed);
+                                if node.nlink > 1 {
+                                    links.insert(key, j);
+                                }
+                                (j, true)
                             }
-                            let fj = FileJob {
-                                id: j,
-                                path: p.to_path_buf(),
-                                node_size: node.size,
-                                mtime: (node.mtime, node.mtime_nsec),
-                            };
-                            if self.jobs.send(fj).is_err() {
-                                return;
-                            }
-                            j
                         }
                     };
-                    self.dirs[d].files.push((ni, job));
+                    if new {
+                        let fj = FileJob {
+                            id: job,
+                            path: p.to_path_buf(),
+                            node_size: node.size,
+                            mtime: (node.mtime, node.mtime_nsec),
+                        };
+                        if self.jobs.send(fj).is_err() {
+                            return;
+                        }
+                    }
+                    d.files.push((ni, job));
                 }
             }
-            _ => self.stats.other += 1,
+            _ => self.stats.lock().expect("lock").other += 1,
         }
-        self.dirs[d].nodes.push(node);
+        d.nodes.push(node);
     }
+}
+
+/// A subdirectory found while listing its parent, walked after the listing.
+struct PendingDir {
+    node: usize,
+    path: PathBuf,
+    /// Its tree in the parent snapshot.
+    parent: Option<ChunkId>,
 }
 
 fn unchanged(prev: &Node, now: &Node) -> bool {
