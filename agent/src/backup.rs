@@ -119,7 +119,10 @@ pub fn run(
     counters: &Counters,
     wopts: WriterOptions,
 ) -> anyhow::Result<BackupOutcome> {
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let threads = env_usize(
+        "SEEDSHIP_READERS",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+    );
     let (job_tx, job_rx) = bounded::<FileJob>(256);
     let (blob_tx, blob_rx) = bounded::<EncodedBlob>(threads * 2);
     let (res_tx, res_rx) = unbounded::<(usize, FileResult)>();

@@ -17,8 +17,7 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::mpsc;
 
-/// Memory and offset alignment of direct writes: any logical block size up to 4096 divides it.
-pub const ALIGN: usize = 4096;
+pub use seedship_shared::aligned::{AlignedBuf, ALIGN};
 
 /// A drive (device or image file) with, where possible, a second descriptor opened with `O_DIRECT`.
 #[derive(Debug)]
@@ -230,108 +229,9 @@ impl Drop for DirectWriter {
     }
 }
 
-/// A byte buffer of fixed capacity whose first byte is [`ALIGN`]-aligned in memory.
-pub struct AlignedBuf {
-    storage: Vec<u8>,
-    /// Index in `storage` of the first (aligned) byte.
-    start: usize,
-    len: usize,
-    cap: usize,
-}
-
-impl std::fmt::Debug for AlignedBuf {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AlignedBuf")
-            .field("len", &self.len)
-            .field("cap", &self.cap)
-            .finish()
-    }
-}
-
-impl AlignedBuf {
-    /// An empty buffer that can hold `cap` bytes.
-    pub fn new(cap: usize) -> Self {
-        let storage = vec![0u8; cap + ALIGN];
-        let start = (ALIGN - storage.as_ptr().addr() % ALIGN) % ALIGN;
-        Self {
-            storage,
-            start,
-            len: 0,
-            cap,
-        }
-    }
-
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// Bytes it can hold.
-    pub fn capacity(&self) -> usize {
-        self.cap
-    }
-
-    /// Bytes that can still be appended.
-    pub fn room(&self) -> usize {
-        self.cap - self.len
-    }
-
-    pub fn as_slice(&self) -> &[u8] {
-        &self.storage[self.start..self.start + self.len]
-    }
-
-    pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        &mut self.storage[self.start..self.start + self.len]
-    }
-
-    /// Appends as much of `data` as fits; returns how much.
-    pub fn push(&mut self, data: &[u8]) -> usize {
-        let n = data.len().min(self.room());
-        let at = self.start + self.len;
-        self.storage[at..at + n].copy_from_slice(&data[..n]);
-        self.len += n;
-        n
-    }
-
-    /// Sets the length to `n` (at most the capacity); bytes newly inside hold whatever was there before.
-    pub fn set_len(&mut self, n: usize) {
-        self.len = n.min(self.cap);
-    }
-
-    /// Keeps the first `n` bytes.
-    pub fn truncate(&mut self, n: usize) {
-        self.len = self.len.min(n);
-    }
-
-    /// Drops the first `n` bytes, moving the rest to the front.
-    pub fn consume(&mut self, n: usize) {
-        let n = n.min(self.len);
-        self.storage
-            .copy_within(self.start + n..self.start + self.len, self.start);
-        self.len -= n;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_buffer_is_aligned_and_keeps_its_tail() {
-        let mut b = AlignedBuf::new(3 * ALIGN);
-        assert_eq!(b.as_slice().as_ptr().addr() % ALIGN, 0);
-        let data: Vec<u8> = (0..4 * ALIGN).map(|i| (i % 251) as u8).collect();
-        assert_eq!(b.push(&data), 3 * ALIGN, "only the capacity is taken");
-        assert_eq!(b.room(), 0);
-        b.consume(2 * ALIGN + 5);
-        assert_eq!(b.as_slice(), &data[2 * ALIGN + 5..3 * ALIGN]);
-        assert_eq!(b.as_slice().as_ptr().addr() % ALIGN, 0);
-        assert_eq!(b.push(&data[..10]), 10);
-        assert_eq!(&b.as_slice()[ALIGN - 5..], &data[..10]);
-    }
 
     #[test]
     fn direct_and_buffered_writes_read_back_alike() {

@@ -3,6 +3,7 @@
 //! Each module owns one concept. The library never prints: it reports through [`progress::Progress`],
 //! `tracing` events and typed errors, and the binaries decide what the operator sees.
 
+pub mod aligned;
 pub mod api;
 pub mod blob;
 pub mod chunker;

@@ -23,13 +23,16 @@ use super::{
     check_aligned, check_blob_len, check_metadata, check_name, merge_ranges, BlobError, BlobInfo, BlobStore,
     Metadata, PAGE_SIZE,
 };
+use crate::aligned::{AlignedBuf, ALIGN};
 use std::fs::{self, File, OpenOptions};
 use std::io::ErrorKind;
 use std::ops::Range;
 use std::os::unix::fs::FileExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
 
 /// The reserved folder inside the container that holds sidecars and temporary files.
 pub const RESERVED_DIR: &str = ".seedship";
@@ -38,11 +41,23 @@ pub const RESERVED_DIR: &str = ".seedship";
 /// block only zeroes bytes anyway).
 const PUNCH_MIN: u64 = 4096;
 
+/// Data runs at least this long are written past the page cache (`O_DIRECT`): buffered writes of the
+/// backup's packs cost more kernel time than compressing them (on a VM, 3.2 CPU seconds per 2 GB against
+/// 0.3 for direct writes of the same bytes, `dd`), and nothing reads the packs back soon.
+const DIRECT_MIN: usize = 1 << 20;
+
+/// Direct writes are copied through an aligned buffer of this size.
+const BOUNCE: usize = 8 << 20;
+
 /// A container that is a local directory.
 #[derive(Debug)]
 pub struct LocalStore {
     root: PathBuf,
     tmp_counter: AtomicU64,
+    /// The aligned buffer of direct writes (allocated by the first one).
+    bounce: Mutex<Option<AlignedBuf>>,
+    /// Set once the file system refused `O_DIRECT` (tmpfs): everything is written through the page cache.
+    no_direct: AtomicBool,
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BlobError + '_ {
@@ -58,6 +73,8 @@ impl LocalStore {
         LocalStore {
             root: dir.into(),
             tmp_counter: AtomicU64::new(0),
+            bounce: Mutex::new(None),
+            no_direct: AtomicBool::new(false),
         }
     }
 
@@ -332,6 +349,51 @@ fn runs(data: &[u8]) -> Vec<(bool, usize, usize)> {
     merged
 }
 
+impl LocalStore {
+    /// Writes one run of data at `at`: a long run's aligned middle with `O_DIRECT` (its unaligned head and
+    /// tail, under 4096 bytes each, and short runs through the page cache; the pages of the two never
+    /// overlap), falling back to the page cache for good where the file system refuses direct I/O.
+    fn write_run(&self, file: &File, path: &Path, at: u64, data: &[u8]) -> Result<(), BlobError> {
+        let head = ((ALIGN as u64 - at % ALIGN as u64) % ALIGN as u64) as usize;
+        if data.len() < DIRECT_MIN + head || self.no_direct.load(Ordering::Relaxed) {
+            return file.write_all_at(data, at).map_err(io_err(path));
+        }
+        let end = head + (data.len() - head) / ALIGN * ALIGN;
+        let refused = |e: &std::io::Error| e.raw_os_error() == Some(libc::EINVAL);
+        let direct = match OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+        {
+            Ok(f) => f,
+            Err(e) if refused(&e) => {
+                self.no_direct.store(true, Ordering::Relaxed);
+                return file.write_all_at(data, at).map_err(io_err(path));
+            }
+            Err(e) => return Err(io_err(path)(e)),
+        };
+        file.write_all_at(&data[..head], at).map_err(io_err(path))?;
+        let mut slot = self.bounce.lock().unwrap_or_else(|e| e.into_inner());
+        let buf = slot.get_or_insert_with(|| AlignedBuf::new(BOUNCE));
+        let mut pos = head;
+        while pos < end {
+            let n = (end - pos).min(BOUNCE);
+            buf.truncate(0);
+            buf.push(&data[pos..pos + n]);
+            match direct.write_all_at(buf.as_slice(), at + pos as u64) {
+                Ok(()) => pos += n,
+                Err(e) if refused(&e) => {
+                    self.no_direct.store(true, Ordering::Relaxed);
+                    break;
+                }
+                Err(e) => return Err(io_err(path)(e)),
+            }
+        }
+        file.write_all_at(&data[pos..], at + pos as u64)
+            .map_err(io_err(path))
+    }
+}
+
 impl BlobStore for LocalStore {
     fn describe(&self) -> String {
         format!("local directory {}", self.root.display())
@@ -416,7 +478,7 @@ impl BlobStore for LocalStore {
                     punch_or_zero(&file, &path, at, (e - s) as u64)?;
                 }
             } else {
-                file.write_all_at(&data[s..e], at).map_err(io_err(&path))?;
+                self.write_run(&file, &path, at, &data[s..e])?;
             }
         }
         file.sync_data().map_err(io_err(&path))

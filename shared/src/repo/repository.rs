@@ -725,7 +725,11 @@ mod tests {
             w.finish().unwrap();
             (a, b)
         };
-        let reopen = || Repository::open(store.clone(), PASS).unwrap().with_tree_cache(dir.path());
+        let reopen = || {
+            Repository::open(store.clone(), PASS)
+                .unwrap()
+                .with_tree_cache(dir.path())
+        };
         let repo = reopen();
         let before = meter.stats().bytes_received;
         assert_eq!(repo.load_tree(&a).unwrap().nodes[0].name, "a");
