@@ -1,12 +1,13 @@
-//! The backup pipeline: walker (this thread) -> N reader/chunker/encrypt workers -> one pack writer.
+//! The backup pipeline: walkers (a rayon pool) -> N reader/chunker/encrypt workers -> one pack writer.
 //!
-//! The walker records every directory's nodes in memory and sends each changed regular file to a bounded
-//! channel; workers read it (only its data extents: holes are skipped with SEEK_DATA/SEEK_HOLE), cut it into
-//! chunks, name each chunk by keyed BLAKE3 and, when the chunk is new, compress and encrypt it and pass it
-//! to the pack writer through another bounded channel. Files whose size, mtime, ctime and inode equal the
-//! parent snapshot's are not read: their chunk list is reused. When all files are done the trees are built
-//! bottom-up, then the index is flushed and only then is the snapshot written. Cancelling stops the walk;
-//! whatever was packed and indexed is reused by the next run.
+//! The walkers list directories in parallel, record every directory's nodes in memory and send each changed
+//! regular file to a bounded channel; workers read it (only its data extents: holes are skipped with
+//! SEEK_DATA/SEEK_HOLE), cut it into chunks, name each chunk by keyed BLAKE3 and, when the chunk is new,
+//! compress and encrypt it and pass it to the pack writer through another bounded channel (small blobs in
+//! batches). Files whose size, mtime, ctime and inode equal the parent snapshot's are not read: their chunk
+//! list is reused. When all files are done the trees are built bottom-up (siblings in parallel), then the
+//! index is flushed and only then is the snapshot written. Cancelling stops the walk; whatever was packed and
+//! indexed is reused by the next run.
 
 use crate::fsmeta::{self, Names};
 use crate::progress::Counters;
@@ -35,10 +36,55 @@ pub struct BackupOutcome {
     pub problems: Vec<String>,
 }
 
-/// Where readers send blobs, and where they take reusable buffers from.
+/// Blobs smaller than this are sent to the pack writer in batches (see [`BlobOut`]).
+const SMALL_BLOB: usize = 256 << 10;
+/// A batch is sent when it holds this many bytes of envelopes or [`BATCH_BLOBS`] blobs.
+const BATCH_BYTES: usize = 1 << 20;
+const BATCH_BLOBS: usize = 64;
+
+/// Where readers send blobs, and where they take reusable buffers from. Small blobs (most files of a file
+/// server are small) are gathered into batches: one channel operation and one wake-up of the pack writer
+/// per batch instead of per blob (per-blob hand-offs cost about a tenth of the CPU time of a /usr backup in
+/// spinning and context switches).
 struct BlobOut {
-    tx: Sender<EncodedBlob>,
+    tx: Sender<Vec<EncodedBlob>>,
     pool: Receiver<Vec<u8>>,
+    batch: Vec<EncodedBlob>,
+    batch_bytes: usize,
+}
+
+impl BlobOut {
+    fn new(tx: Sender<Vec<EncodedBlob>>, pool: Receiver<Vec<u8>>) -> Self {
+        BlobOut {
+            tx,
+            pool,
+            batch: vec![],
+            batch_bytes: 0,
+        }
+    }
+
+    /// Queues a blob; `Err` when the pack writer has stopped.
+    fn send(&mut self, blob: EncodedBlob) -> Result<(), ()> {
+        if blob.envelope.len() >= SMALL_BLOB {
+            self.flush()?;
+            return self.tx.send(vec![blob]).map_err(|_| ());
+        }
+        self.batch_bytes += blob.envelope.len();
+        self.batch.push(blob);
+        if self.batch_bytes >= BATCH_BYTES || self.batch.len() >= BATCH_BLOBS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Sends the batch gathered so far.
+    fn flush(&mut self) -> Result<(), ()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.batch_bytes = 0;
+        self.tx.send(std::mem::take(&mut self.batch)).map_err(|_| ())
+    }
 }
 
 struct FileJob {
@@ -124,7 +170,7 @@ pub fn run(
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
     );
     let (job_tx, job_rx) = bounded::<FileJob>(256);
-    let (blob_tx, blob_rx) = bounded::<EncodedBlob>(threads * 2);
+    let (blob_tx, blob_rx) = bounded::<Vec<EncodedBlob>>(threads * 2);
     let (res_tx, res_rx) = unbounded::<(usize, FileResult)>();
     let seen = Arc::new(Mutex::new(HashSet::<ChunkId>::new()));
     // envelope buffers circulate readers -> writer -> readers instead of being allocated per blob
@@ -136,10 +182,12 @@ pub fn run(
             w = w.without_digests();
         }
         std::thread::spawn(move || -> anyhow::Result<(Vec<VolumeDigest>, u64, u64)> {
-            for b in blob_rx {
-                w.add(&b)?;
-                // hand the buffer back to the readers (dropped when the pool is full)
-                let _ = pool_tx.try_send(b.envelope);
+            for batch in blob_rx {
+                for b in batch {
+                    w.add(&b)?;
+                    // hand the buffer back to the readers (dropped when the pool is full)
+                    let _ = pool_tx.try_send(b.envelope);
+                }
             }
             let (n, bytes) = (w.blobs_stored, w.bytes_stored);
             Ok((w.finish()?, n, bytes))
@@ -149,10 +197,7 @@ pub fn run(
         .map(|_| {
             let (rx, tx, res, repo, seen) = (
                 job_rx.clone(),
-                BlobOut {
-                    tx: blob_tx.clone(),
-                    pool: pool_rx.clone(),
-                },
+                BlobOut::new(blob_tx.clone(), pool_rx.clone()),
                 res_tx.clone(),
                 repo.clone(),
                 seen.clone(),
@@ -266,7 +311,7 @@ struct TreeBuilder<'a> {
     results: Vec<Mutex<Option<FileResult>>>,
     /// How many nodes still need each job's result.
     uses: Vec<AtomicUsize>,
-    blobs: &'a Sender<EncodedBlob>,
+    blobs: &'a Sender<Vec<EncodedBlob>>,
     errors: AtomicU64,
     problems: Mutex<Vec<String>>,
 }
@@ -276,7 +321,7 @@ impl<'a> TreeBuilder<'a> {
         repo: &'a Repository,
         root: &DirRec,
         results: Vec<Option<FileResult>>,
-        blobs: &'a Sender<EncodedBlob>,
+        blobs: &'a Sender<Vec<EncodedBlob>>,
     ) -> Self {
         let uses: Vec<AtomicUsize> = results.iter().map(|_| AtomicUsize::new(0)).collect();
         fn count(d: &DirRec, uses: &[AtomicUsize]) {
@@ -359,7 +404,7 @@ impl<'a> TreeBuilder<'a> {
         if !self.repo.contains(&id) {
             let blob = encode_blob(self.repo.key(), 3, BLOB_TREE, id, &raw)?;
             self.blobs
-                .send(blob)
+                .send(vec![blob])
                 .map_err(|_| anyhow::anyhow!("the pack writer stopped"))?;
         }
         Ok(id)
@@ -541,7 +586,7 @@ fn unchanged(prev: &Node, now: &Node) -> bool {
 fn worker(
     repo: &Repository,
     jobs: Receiver<FileJob>,
-    blobs: BlobOut,
+    mut blobs: BlobOut,
     results: Sender<(usize, FileResult)>,
     seen: &Mutex<HashSet<ChunkId>>,
     counters: &Counters,
@@ -555,12 +600,14 @@ fn worker(
         let r = if cancel.load(Ordering::Relaxed) {
             Err(format!("{}: not read (interrupted)", job.path.display()))
         } else {
-            read_file(repo, &chunker, &job, &mut buf, &blobs, seen, counters, cancel)
+            read_file(repo, &chunker, &job, &mut buf, &mut blobs, seen, counters, cancel)
         };
         if results.send((job.id, r)).is_err() {
             return;
         }
     }
+    // a failure here shows as the pack writer's own error
+    let _ = blobs.flush();
 }
 
 /// Reads up to `want` bytes at `offset` into `buf`'s spare capacity (which must hold `want` bytes), without
@@ -624,7 +671,7 @@ fn read_file(
     chunker: &seedship_shared::chunker::Chunker,
     job: &FileJob,
     buf: &mut Vec<u8>,
-    blobs: &BlobOut,
+    blobs: &mut BlobOut,
     seen: &Mutex<HashSet<ChunkId>>,
     counters: &Counters,
     cancel: &AtomicBool,
@@ -680,7 +727,6 @@ fn read_file(
                 let blob = encode_blob_into(repo.key(), level, BLOB_DATA, id, chunk, reuse)
                     .map_err(|e| format!("{show}: {e}"))?;
                 blobs
-                    .tx
                     .send(blob)
                     .map_err(|_| format!("{show}: the pack writer stopped"))?;
             }
