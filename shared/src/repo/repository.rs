@@ -80,35 +80,33 @@ pub fn encode_blob_into(
 }
 
 thread_local! {
-    /// One zstd context and scratch buffer per thread (creating a context per blob is costly).
-    static ZSTD: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>, Vec<u8>)>> =
+    /// One zstd context per thread (creating a context per blob is costly).
+    static ZSTD: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
         const { std::cell::RefCell::new(None) };
 }
 
-/// Appends `compression byte || body` to `out`: zstd when it saves at least ~3%, else stored.
+/// Appends `compression byte || body` to `out`: zstd when it saves at least ~3%, else stored. zstd writes
+/// straight into `out` (no copy of the compressed bytes).
 fn compress_into(level: i32, raw: &[u8], out: &mut Vec<u8>) {
+    let mark = out.len();
     if raw.len() >= 64 {
         let done = ZSTD.with(|cell| {
             let mut slot = cell.borrow_mut();
-            if slot.as_ref().map(|(l, _, _)| *l) != Some(level) {
-                *slot = zstd::bulk::Compressor::new(level)
-                    .ok()
-                    .map(|c| (level, c, Vec::new()));
+            if slot.as_ref().map(|(l, _)| *l) != Some(level) {
+                *slot = zstd::bulk::Compressor::new(level).ok().map(|c| (level, c));
             }
-            let (_, comp, scratch) = slot.as_mut()?;
-            scratch.clear();
-            scratch.reserve(zstd::zstd_safe::compress_bound(raw.len()));
-            let n = comp.compress_to_buffer(raw, scratch).ok()?;
-            if n + n / 32 >= raw.len() {
-                return None;
-            }
+            let (_, comp) = slot.as_mut()?;
             out.push(COMPRESS_ZSTD);
-            out.extend_from_slice(&scratch[..n]);
-            Some(())
+            out.reserve(zstd::zstd_safe::compress_bound(raw.len()));
+            let mut tail = std::io::Cursor::new(&mut *out);
+            tail.set_position(mark as u64 + 1);
+            let n = comp.compress_to_buffer(raw, &mut tail).ok()?;
+            (n + n / 32 < raw.len()).then_some(())
         });
         if done.is_some() {
             return;
         }
+        out.truncate(mark);
     }
     out.push(COMPRESS_NONE);
     out.extend_from_slice(raw);
