@@ -16,12 +16,8 @@ shift $((OPTIND - 1))
 WORK=$(mktemp -d /tmp/seedship-ab.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 export SEEDSHIP_PASSPHRASE="benchmark passphrase, not secret" SEEDSHIP_STATE_DIR="$WORK/state"
-cat > "$WORK/bench.publishsettings" <<'XML'
-<?xml version="1.0" encoding="utf-8"?>
-<PublishData><PublishProfile SchemaVersion="2.0" PublishMethod="AzureServiceManagementAPI">
-<Subscription ServiceManagementUrl="https://127.0.0.1:8443/" Id="bench" Name="bench" ManagementCertificate="AQID" />
-</PublishProfile></PublishData>
-XML
+. "$(dirname "$0")/../scripts/offline-settings.sh"
+offline_publish_settings "$WORK/bench.publishsettings" bench
 steal() { awk '/^cpu / { print $9 }' /proc/stat; }
 for round in $(seq 1 "$ROUNDS"); do
   for bin in "$@"; do

@@ -38,12 +38,8 @@ measure() {
 # seedship-agent
 export SEEDSHIP_PASSPHRASE="$PASS" SEEDSHIP_STATE_DIR="$WORK/seedship-state"
 mkdir -p "$WORK/seedship-staging"
-cat > "$WORK/bench.publishsettings" <<'XML'
-<?xml version="1.0" encoding="utf-8"?>
-<PublishData><PublishProfile SchemaVersion="2.0" PublishMethod="AzureServiceManagementAPI">
-<Subscription ServiceManagementUrl="https://127.0.0.1:8443/" Id="bench" Name="bench" ManagementCertificate="AQID" />
-</PublishProfile></PublishData>
-XML
+. "$ROOT/agent/scripts/offline-settings.sh"
+offline_publish_settings "$WORK/bench.publishsettings" bench
 "$AGENT" -q offline start --staging "$WORK/seedship-staging" --job-name bench --publish-settings "$WORK/bench.publishsettings" \
   --subscription bench --storage-account benchacct --container bench --source "$DATA" > /dev/null
 measure seedship initial "$AGENT" -q backup

@@ -17,12 +17,8 @@ done
 [ -n "$AGENT" ] || { echo "build seedship-agent first: cargo build -p seedship-agent" >&2; exit 1; }
 export SEEDSHIP_STATE_DIR="$WORK/state" SEEDSHIP_PASSPHRASE=${SEEDSHIP_PASSPHRASE:-"roundtrip check passphrase"}
 mkdir -p "$WORK/staging"
-cat > "$WORK/rt.publishsettings" <<'XML'
-<?xml version="1.0" encoding="utf-8"?>
-<PublishData><PublishProfile SchemaVersion="2.0" PublishMethod="AzureServiceManagementAPI">
-<Subscription ServiceManagementUrl="https://127.0.0.1:8443/" Id="roundtrip" Name="rt" ManagementCertificate="AQID" />
-</PublishProfile></PublishData>
-XML
+. "$ROOT/agent/scripts/offline-settings.sh"
+offline_publish_settings "$WORK/rt.publishsettings" roundtrip
 "$AGENT" offline start --staging "$WORK/staging" --job-name rt --publish-settings "$WORK/rt.publishsettings" \
   --subscription roundtrip --storage-account rtacct --container rtcheck --source "$SRC"
 rc=0; "$AGENT" backup || rc=$?

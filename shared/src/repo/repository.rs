@@ -655,23 +655,32 @@ mod tests {
         (b.id, b)
     }
 
+    /// A new repository with a tree cache in `cache`, holding the packed trees "a" and "b".
+    #[allow(clippy::type_complexity)]
+    fn two_cached_trees(
+        store: &Arc<dyn BlobStore>,
+        cache: &std::path::Path,
+    ) -> (Arc<Repository>, (ChunkId, EncodedBlob), (ChunkId, EncodedBlob)) {
+        let repo = Arc::new(
+            Repository::init(store.clone(), PASS, &opts())
+                .unwrap()
+                .with_tree_cache(cache),
+        );
+        let (a, b) = (tree_blob(&repo, "a"), tree_blob(&repo, "b"));
+        let mut w = PackWriter::open(repo.clone(), 4096, 100).unwrap();
+        w.add(&a.1).unwrap();
+        w.add(&b.1).unwrap();
+        w.finish().unwrap();
+        (repo, a, b)
+    }
+
     #[test]
     fn trees_come_from_the_verified_cache_and_never_wrong() {
         use crate::blob::{Meter, MeteredStore};
         let dir = tempfile::tempdir().unwrap();
         let meter = Arc::new(Meter::new());
         let store: Arc<dyn BlobStore> = Arc::new(MeteredStore::new(MemoryStore::default(), meter.clone()));
-        let repo = Arc::new(
-            Repository::init(store.clone(), PASS, &opts())
-                .unwrap()
-                .with_tree_cache(dir.path()),
-        );
-        let (a, ablob) = tree_blob(&repo, "a");
-        let (b, bblob) = tree_blob(&repo, "b");
-        let mut w = PackWriter::open(repo.clone(), 4096, 100).unwrap();
-        w.add(&ablob).unwrap();
-        w.add(&bblob).unwrap();
-        w.finish().unwrap();
+        let (repo, (a, ablob), (b, bblob)) = two_cached_trees(&store, dir.path());
         let segment = dir.path().join("trees").join("00000000.seg");
         let seg = std::fs::read(&segment).unwrap();
         let at = |env: &[u8]| seg.windows(env.len()).position(|w| w == env).unwrap();
@@ -709,20 +718,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let meter = Arc::new(Meter::new());
         let store: Arc<dyn BlobStore> = Arc::new(MeteredStore::new(MemoryStore::default(), meter.clone()));
-        let (a, b) = {
-            let repo = Arc::new(
-                Repository::init(store.clone(), PASS, &opts())
-                    .unwrap()
-                    .with_tree_cache(dir.path()),
-            );
-            let (a, ablob) = tree_blob(&repo, "a");
-            let (b, bblob) = tree_blob(&repo, "b");
-            let mut w = PackWriter::open(repo.clone(), 4096, 100).unwrap();
-            w.add(&ablob).unwrap();
-            w.add(&bblob).unwrap();
-            w.finish().unwrap();
-            (a, b)
-        };
+        let (_, (a, _), (b, _)) = two_cached_trees(&store, dir.path());
         let reopen = || {
             Repository::open(store.clone(), PASS)
                 .unwrap()
