@@ -1,7 +1,9 @@
 //! Check: verifies the repository's structure (config, keys, index, snapshots, every tree, every chunk
 //! referenced) and with `--read-data` every blob, every volume byte outside blobs, and the job descriptor's
-//! lengths and digests. Problems are collected and reported together, each naming its object.
+//! lengths and digests. Problems are collected and reported together, each naming its object. Reading the
+//! data runs on every core (windows of a volume in parallel; the descriptor's volumes in parallel).
 
+use rayon::prelude::*;
 use seedship_shared::blob::BlobStore;
 use seedship_shared::repo::{
     parse_id, volume_name, ChunkId, IndexEntry, NodeKind, Repository, VOLUME_HEADER_LEN, VOLUME_MAGIC,
@@ -127,27 +129,20 @@ fn read_all(repo: &Repository, rep: &mut CheckReport) {
     }
 }
 
-/// Reads one volume in windows: every blob (`entries`, sorted by offset) is verified and every byte outside
-/// blobs up to `padded_end` must be zero.
-fn read_volume(
-    repo: &Repository,
-    name: &str,
-    entries: &[IndexEntry],
-    padded_end: u64,
-    rep: &mut CheckReport,
-) {
-    let store = repo.store();
-    let zero_gap = |buf: &[u8], at: u64, rep: &mut CheckReport| {
-        if let Some(i) = buf.iter().position(|&b| b != 0) {
-            rep.problems.push(format!(
-                "{name}: non-zero byte at offset {} outside any blob",
-                at + i as u64
-            ));
-        }
-    };
+/// A stretch of a volume read with one request: the blobs `entries` (indices into the volume's sorted
+/// entries) lie in `start..stop`; `pos` is where the bytes checked by the windows before it end.
+struct Window {
+    start: u64,
+    stop: u64,
+    entries: std::ops::Range<usize>,
+    pos: u64,
+}
+
+/// Cuts a volume's blobs (`entries`, sorted by offset) into windows of about [`WINDOW`] bytes.
+fn windows(entries: &[IndexEntry]) -> Vec<Window> {
     let end_of = |e: &IndexEntry| e.offset + e.len as u64;
-    let mut pos = VOLUME_HEADER_LEN; // everything before pos is checked
-    let mut buf = Vec::new();
+    let mut out = vec![];
+    let mut pos = VOLUME_HEADER_LEN;
     let mut i = 0;
     while i < entries.len() {
         let start = pos.min(entries[i].offset);
@@ -157,41 +152,83 @@ fn read_volume(
             stop = stop.max(end_of(&entries[j]));
             j += 1;
         }
-        buf.resize((stop - start) as usize, 0);
-        if store.read_at(name, start, &mut buf).is_err() {
-            // one by one, so each error names its blob
-            for e in &entries[i..j] {
-                match repo.read_entry(e) {
-                    Ok(_) => rep.blobs_read += 1,
-                    Err(err) => rep.problems.push(err.to_string()),
+        out.push(Window {
+            start,
+            stop,
+            entries: i..j,
+            pos,
+        });
+        pos = entries[i..j].iter().map(end_of).fold(pos, u64::max);
+        i = j;
+    }
+    out
+}
+
+/// Reads one volume in windows, on every core: every blob (`entries`, sorted by offset) is verified and
+/// every byte outside blobs up to `padded_end` must be zero. Problems are reported in volume order.
+fn read_volume(
+    repo: &Repository,
+    name: &str,
+    entries: &[IndexEntry],
+    padded_end: u64,
+    rep: &mut CheckReport,
+) {
+    let store = repo.store();
+    let zero_gap = |buf: &[u8], at: u64, problems: &mut Vec<String>| {
+        if let Some(i) = buf.iter().position(|&b| b != 0) {
+            problems.push(format!(
+                "{name}: non-zero byte at offset {} outside any blob",
+                at + i as u64
+            ));
+        }
+    };
+    let end_of = |e: &IndexEntry| e.offset + e.len as u64;
+    let wins = windows(entries);
+    let results: Vec<(usize, Vec<String>)> = wins
+        .par_iter()
+        .map(|w| {
+            let (mut read, mut problems) = (0, vec![]);
+            let mut buf = vec![0u8; (w.stop - w.start) as usize];
+            let mut pos = w.pos;
+            if store.read_at(name, w.start, &mut buf).is_err() {
+                // one by one, so each error names its blob
+                for e in &entries[w.entries.clone()] {
+                    match repo.read_entry(e) {
+                        Ok(_) => read += 1,
+                        Err(err) => problems.push(err.to_string()),
+                    }
+                }
+                return (read, problems);
+            }
+            for e in &entries[w.entries.clone()] {
+                if e.offset > pos {
+                    zero_gap(
+                        &buf[(pos - w.start) as usize..(e.offset - w.start) as usize],
+                        pos,
+                        &mut problems,
+                    );
+                }
+                let at = (e.offset - w.start) as usize;
+                match repo.open_entry(e, &buf[at..at + e.len as usize]) {
+                    Ok(_) => read += 1,
+                    Err(err) => problems.push(err.to_string()),
                 }
                 pos = pos.max(end_of(e));
             }
-            i = j;
-            continue;
-        }
-        for e in &entries[i..j] {
-            if e.offset > pos {
-                zero_gap(
-                    &buf[(pos - start) as usize..(e.offset - start) as usize],
-                    pos,
-                    rep,
-                );
-            }
-            let at = (e.offset - start) as usize;
-            match repo.open_entry(e, &buf[at..at + e.len as usize]) {
-                Ok(_) => rep.blobs_read += 1,
-                Err(err) => rep.problems.push(err.to_string()),
-            }
-            pos = pos.max(end_of(e));
-        }
-        i = j;
+            (read, problems)
+        })
+        .collect();
+    for (read, problems) in results {
+        rep.blobs_read += read;
+        rep.problems.extend(problems);
     }
+    let mut pos = entries.iter().map(end_of).fold(VOLUME_HEADER_LEN, u64::max);
+    let mut buf = Vec::new();
     while pos < padded_end {
         let n = (padded_end - pos).min(WINDOW);
         buf.resize(n as usize, 0);
         match store.read_at(name, pos, &mut buf) {
-            Ok(()) => zero_gap(&buf, pos, rep),
+            Ok(()) => zero_gap(&buf, pos, &mut rep.problems),
             Err(e) => rep.problems.push(e.to_string()),
         }
         pos += n;
@@ -203,16 +240,20 @@ fn descriptor(store: &dyn BlobStore, dir: &Path, rep: &mut CheckReport) {
         Ok(d) => d,
         Err(e) => return rep.problems.push(e.to_string()),
     };
-    for b in &d.blobs {
-        match blob_digest(store, &b.name) {
-            Ok((len, h)) if len == b.len && h == b.blake3 => {}
-            Ok((len, h)) => rep.problems.push(format!(
+    // the volumes are hashed in parallel, their findings reported in the descriptor's order
+    let found: Vec<Option<String>> = d
+        .blobs
+        .par_iter()
+        .map(|b| match blob_digest(store, &b.name) {
+            Ok((len, h)) if len == b.len && h == b.blake3 => None,
+            Ok((len, h)) => Some(format!(
                 "{}: length {len} / BLAKE3 {h} differ from the job descriptor's {} / {}",
                 b.name, b.len, b.blake3
             )),
-            Err(e) => rep.problems.push(e.to_string()),
-        }
-    }
+            Err(e) => Some(e.to_string()),
+        })
+        .collect();
+    rep.problems.extend(found.into_iter().flatten());
 }
 
 /// Length and BLAKE3 of a whole blob.
@@ -231,4 +272,54 @@ pub fn blob_digest(
         pos += n as u64;
     }
     Ok((len, h.finalize().to_hex().to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(offset: u64, len: u32) -> IndexEntry {
+        IndexEntry {
+            id: [0; 32],
+            kind: 0,
+            volume: 0,
+            offset,
+            len,
+            raw_len: len,
+        }
+    }
+
+    #[test]
+    fn windows_cover_every_blob_once_and_carry_the_checked_end() {
+        let mb = 1u64 << 20;
+        let h = VOLUME_HEADER_LEN;
+        // a gap after the header, blobs of 6 MiB, a gap, one blob larger than a window
+        let entries = vec![
+            entry(h + 512, (6 * mb) as u32),
+            entry(h + 512 + 6 * mb, (6 * mb) as u32),
+            entry(h + 512 + 12 * mb, (6 * mb) as u32),
+            entry(h + 30 * mb, (20 * mb) as u32),
+            entry(h + 50 * mb, 512),
+        ];
+        let w = windows(&entries);
+        let covered: Vec<usize> = w.iter().flat_map(|w| w.entries.clone()).collect();
+        assert_eq!(covered, (0..entries.len()).collect::<Vec<_>>());
+        assert_eq!(w[0].start, h, "the first window checks the gap after the header");
+        assert_eq!(w[0].pos, h);
+        for (k, win) in w.iter().enumerate() {
+            for e in &entries[win.entries.clone()] {
+                assert!(win.start <= e.offset && e.offset + e.len as u64 <= win.stop);
+            }
+            if k > 0 {
+                let prev_end = entries[..win.entries.start]
+                    .iter()
+                    .map(|e| e.offset + e.len as u64)
+                    .max()
+                    .unwrap();
+                assert_eq!(win.pos, prev_end, "window {k}");
+                assert_eq!(win.start, prev_end, "gaps between windows are read too");
+            }
+            assert!(win.stop - win.start <= WINDOW || win.entries.len() == 1);
+        }
+    }
 }
