@@ -14,8 +14,9 @@ use crate::progress::Counters;
 use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
 use rayon::prelude::*;
 use seedship_shared::repo::{
-    encode_blob, encode_blob_into, id_hex, parse_id, ChunkId, ChunkRef, EncodedBlob, IndexPolicy, Node,
-    NodeKind, PackWriter, Repository, Snapshot, SnapshotStats, Tree, VolumeDigest, BLOB_DATA, BLOB_TREE,
+    encode_blob, encode_blob_into, id_hex, parse_id, ChunkId, ChunkRef, EncodedBlob, IdSet, IndexPolicy,
+    Node, NodeKind, PackWriter, Repository, Snapshot, SnapshotStats, Tree, VolumeDigest, BLOB_DATA,
+    BLOB_TREE,
 };
 use std::collections::{HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
@@ -172,7 +173,7 @@ pub fn run(
     let (job_tx, job_rx) = bounded::<FileJob>(256);
     let (blob_tx, blob_rx) = bounded::<Vec<EncodedBlob>>(threads * 2);
     let (res_tx, res_rx) = unbounded::<(usize, FileResult)>();
-    let seen = Arc::new(Mutex::new(HashSet::<ChunkId>::new()));
+    let seen = Arc::new(Mutex::new(IdSet::default()));
     // envelope buffers circulate readers -> writer -> readers instead of being allocated per blob
     let (pool_tx, pool_rx) = bounded::<Vec<u8>>(threads * 4);
     let writer = {
@@ -588,7 +589,7 @@ fn worker(
     jobs: Receiver<FileJob>,
     mut blobs: BlobOut,
     results: Sender<(usize, FileResult)>,
-    seen: &Mutex<HashSet<ChunkId>>,
+    seen: &Mutex<IdSet>,
     counters: &Counters,
     cancel: &AtomicBool,
 ) {
@@ -672,7 +673,7 @@ fn read_file(
     job: &FileJob,
     buf: &mut Vec<u8>,
     blobs: &mut BlobOut,
-    seen: &Mutex<HashSet<ChunkId>>,
+    seen: &Mutex<IdSet>,
     counters: &Counters,
     cancel: &AtomicBool,
 ) -> FileResult {

@@ -32,6 +32,32 @@ use crate::crypto::CryptoError;
 /// A chunk or tree id: keyed BLAKE3 of the plaintext.
 pub type ChunkId = [u8; 32];
 
+/// Hashes a [`ChunkId`] by its first eight bytes: ids are keyed BLAKE3 outputs, uniform and not choosable
+/// without the key, so hashing them again (SipHash: a few percent of an unchanged backup's CPU, in the index
+/// and the dedup set) buys nothing.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut head = [0u8; 8];
+        let n = bytes.len().min(8);
+        head[..n].copy_from_slice(&bytes[..n]);
+        self.0 ^= u64::from_le_bytes(head);
+    }
+    fn write_usize(&mut self, _len: usize) {
+        // the length prefix of a slice (always 32 for an id) carries nothing
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A map keyed by chunk ids ([`IdHasher`]).
+pub type IdMap<V> = std::collections::HashMap<ChunkId, V, std::hash::BuildHasherDefault<IdHasher>>;
+/// A set of chunk ids ([`IdHasher`]).
+pub type IdSet = std::collections::HashSet<ChunkId, std::hash::BuildHasherDefault<IdHasher>>;
+
 /// Errors of the repository. Each names the object (and where it helps, the offset and chunk id).
 #[derive(Debug, thiserror::Error)]
 pub enum RepoError {

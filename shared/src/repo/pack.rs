@@ -17,9 +17,9 @@
 
 use super::format::{encode_index, IndexEntry, BLOB_TREE, VOLUME_HEADER_LEN, VOLUME_MAGIC};
 use super::repository::{EncodedBlob, Repository};
-use super::{volume_name, ChunkId, RepoError};
+use super::IdSet;
+use super::{volume_name, RepoError};
 use crate::blob::{Metadata, PAGE_SIZE};
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -82,7 +82,7 @@ pub struct PackWriter {
     in_buf: Vec<IndexEntry>,
     unindexed: Vec<IndexEntry>,
     packs_since_index: usize,
-    written: HashSet<ChunkId>,
+    written: IdSet,
     hasher: blake3::Hasher,
     inflight: Option<InFlight>,
     /// A resumed volume whose earlier content is not yet in `hasher`.
@@ -112,7 +112,7 @@ impl PackWriter {
             in_buf: vec![],
             unindexed: vec![],
             packs_since_index: 0,
-            written: HashSet::new(),
+            written: IdSet::default(),
             hasher: blake3::Hasher::new(),
             inflight: None,
             prefix_unhashed: false,

@@ -4,11 +4,11 @@ use super::format::{decode_index, Config, IndexEntry, KeyFile, Snapshot, BLOB_TR
 use super::frame::{frame, unframe};
 use super::tree::Tree;
 use super::tree_cache::TreeCache;
-use super::{id_hex, volume_name, ChunkId, RepoError};
+use super::{id_hex, volume_name, ChunkId, IdMap, RepoError};
 use crate::blob::{BlobError, BlobStore, Metadata};
 use crate::chunker::{Chunker, ChunkerParams};
 use crate::crypto::{self, KdfParams, MasterKey};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 const COMPRESS_NONE: u8 = 0;
@@ -155,7 +155,7 @@ pub struct Repository {
     store: Arc<dyn BlobStore>,
     key: MasterKey,
     config: Config,
-    index: RwLock<HashMap<ChunkId, IndexEntry>>,
+    index: RwLock<IdMap<IndexEntry>>,
     volume_ends: RwLock<BTreeMap<u32, u64>>,
     pub(super) trees: Option<TreeCache>,
 }
@@ -217,7 +217,7 @@ impl Repository {
             store,
             key,
             config,
-            index: RwLock::new(HashMap::new()),
+            index: RwLock::new(IdMap::default()),
             volume_ends: RwLock::new(BTreeMap::new()),
             trees: None,
         })
@@ -270,7 +270,7 @@ impl Repository {
             store,
             key,
             config,
-            index: RwLock::new(HashMap::new()),
+            index: RwLock::new(IdMap::default()),
             volume_ends: RwLock::new(BTreeMap::new()),
             trees: None,
         };

@@ -15,8 +15,7 @@
 
 use super::repository::{parse_json, Repository};
 use super::tree::Tree;
-use super::{id_hex, volume_name, ChunkId, RepoError};
-use std::collections::HashMap;
+use super::{id_hex, volume_name, ChunkId, IdMap, RepoError};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
@@ -51,7 +50,7 @@ struct Place {
 #[derive(Debug, Default)]
 struct Segments {
     files: Vec<(PathBuf, File)>,
-    places: HashMap<ChunkId, Place>,
+    places: IdMap<Place>,
 }
 
 /// The segment this process appends to.
