@@ -105,6 +105,12 @@ struct DirRec {
     nodes: Vec<Node>,
     files: Vec<(usize, usize)>,
     subdirs: Vec<(usize, DirRec)>,
+    /// Its tree in the parent snapshot.
+    parent_id: Option<ChunkId>,
+    /// Whether any of its own entries differs from that tree (added, removed, other metadata, unreadable).
+    /// When none does and every subdirectory kept its tree, the directory keeps its tree id as well,
+    /// without serialising and hashing its tree again.
+    differs: bool,
 }
 
 /// The walk of the sources. Directories are walked in parallel (each directory's listing, lstat and parent
@@ -354,13 +360,23 @@ impl<'a> TreeBuilder<'a> {
             mut nodes,
             files,
             subdirs,
+            parent_id,
+            differs,
         } = rec;
         let children = subdirs
             .into_par_iter()
-            .map(|(ni, child)| Ok((ni, self.build(child)?)))
+            .map(|(ni, child)| {
+                let was = child.parent_id;
+                Ok((ni, self.build(child)?, was))
+            })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        for (ni, id) in children {
+        let mut same = !differs && files.is_empty();
+        for (ni, id, was) in children {
+            same &= was == Some(id);
             nodes[ni].subtree = Some(id_hex(&id));
+        }
+        if let (true, Some(id)) = (same, parent_id) {
+            return Ok(id);
         }
         let mut drop_nodes = HashSet::new();
         for (ni, job) in files {
@@ -414,7 +430,11 @@ impl<'a> TreeBuilder<'a> {
 
 impl Walker<'_> {
     fn walk_sources(&self, sources: &[PathBuf], parent: Option<&Tree>) -> DirRec {
-        let mut root = DirRec::default();
+        // the root (one entry per source) is always encoded again: it is small
+        let mut root = DirRec {
+            differs: true,
+            ..DirRec::default()
+        };
         let mut subdirs = vec![];
         for src in sources {
             let name = src.to_string_lossy().trim_start_matches('/').to_string();
@@ -422,14 +442,16 @@ impl Walker<'_> {
                 .and_then(|t| t.nodes.iter().find(|n| n.name == name))
                 .cloned();
             match std::fs::symlink_metadata(src) {
-                Ok(m) => self.add_entry(
-                    &mut root,
-                    &mut subdirs,
-                    std::ffi::OsStr::new(&name),
-                    src,
-                    &m,
-                    pnode,
-                ),
+                Ok(m) => {
+                    self.add_entry(
+                        &mut root,
+                        &mut subdirs,
+                        std::ffi::OsStr::new(&name),
+                        src,
+                        &m,
+                        pnode,
+                    );
+                }
                 Err(e) => self.problem(format!("{}: {e}", src.display())),
             }
         }
@@ -449,20 +471,28 @@ impl Walker<'_> {
             .into_par_iter()
             .map(|sd| {
                 let ptree = sd.parent.and_then(|id| self.repo.load_tree(&id).ok());
-                (sd.node, self.walk_dir(&sd.path, ptree))
+                let mut d = self.walk_dir(&sd.path, ptree);
+                d.parent_id = sd.parent;
+                (sd.node, d)
             })
             .collect()
     }
 
     fn walk_dir(&self, path: &Path, parent: Option<Tree>) -> DirRec {
-        let mut d = DirRec::default();
+        let mut d = DirRec {
+            differs: parent.is_none(),
+            ..DirRec::default()
+        };
         let mut entries = vec![];
         match std::fs::read_dir(path) {
             Ok(rd) => {
                 for e in rd {
                     match e {
                         Ok(e) => entries.push((e.file_name(), e)),
-                        Err(e) => self.problem(format!("{}: cannot list: {e}", path.display())),
+                        Err(e) => {
+                            d.differs = true;
+                            self.problem(format!("{}: cannot list: {e}", path.display()))
+                        }
                     }
                 }
             }
@@ -479,20 +509,29 @@ impl Walker<'_> {
         let mut subdirs = vec![];
         for (name, entry) in entries {
             if self.cancel.load(Ordering::Relaxed) {
+                d.differs = true;
                 break;
             }
             let p = path.join(&name);
             // lstat relative to the open directory (DirEntry::metadata does not follow symlinks), which
             // spares the kernel a walk of the whole path per entry
-            match entry.metadata() {
+            let same = match entry.metadata() {
                 Ok(m) => self.add_entry(&mut d, &mut subdirs, &name, &p, &m, pmap.remove(name.as_bytes())),
-                Err(e) => self.problem(format!("{}: {e}", p.display())),
-            }
+                Err(e) => {
+                    self.problem(format!("{}: {e}", p.display()));
+                    false
+                }
+            };
+            d.differs |= !same;
         }
+        // entries of the parent tree that are gone
+        d.differs |= !pmap.is_empty();
         d.subdirs = self.walk_subdirs(subdirs);
         d
     }
 
+    /// Adds the node of one entry to `d`; returns whether it equals its node in the parent tree (for a
+    /// directory: apart from its subtree, which is compared when the trees are built).
     fn add_entry(
         &self,
         d: &mut DirRec,
@@ -501,21 +540,29 @@ impl Walker<'_> {
         p: &Path,
         m: &std::fs::Metadata,
         pnode: Option<Node>,
-    ) {
+    ) -> bool {
         let mut node = match fsmeta::node_from(name, p, m, &self.names, !m.file_type().is_file()) {
             Ok(n) => n,
-            Err(e) => return self.problem(format!("{}: {e}", p.display())),
+            Err(e) => {
+                self.problem(format!("{}: {e}", p.display()));
+                return false;
+            }
         };
         let ni = d.nodes.len();
+        let mut same = false;
         match node.kind {
             NodeKind::Dir => {
                 self.stats.lock().expect("lock").dirs += 1;
+                // the fresh node has no subtree yet: compare the rest, keep the parent's subtree id
+                let parent = pnode.filter(|n| n.kind == NodeKind::Dir).and_then(|mut prev| {
+                    let sub = prev.subtree.take();
+                    same = prev == node;
+                    sub.as_deref().and_then(parse_id)
+                });
                 subdirs.push(PendingDir {
                     node: ni,
                     path: p.to_path_buf(),
-                    parent: pnode
-                        .filter(|n| n.kind == NodeKind::Dir)
-                        .and_then(|n| n.subtree.as_deref().and_then(parse_id)),
+                    parent,
                 });
             }
             NodeKind::File => {
@@ -525,9 +572,14 @@ impl Walker<'_> {
                     st.bytes += node.size;
                 }
                 self.counters.files.fetch_add(1, Ordering::Relaxed);
-                if let Some(prev) = pnode.filter(|n| unchanged(n, &node)) {
-                    node.content = prev.content;
-                    node.xattrs = prev.xattrs;
+                if let Some(mut prev) = pnode.filter(|n| unchanged(n, &node)) {
+                    // the content and attributes are taken over (moved): every other field must match
+                    // for the node to be the parent's (the fresh node has no content and no attributes)
+                    let content = std::mem::take(&mut prev.content);
+                    let xattrs = std::mem::take(&mut prev.xattrs);
+                    same = prev == node;
+                    node.content = content;
+                    node.xattrs = xattrs;
                     self.stats.lock().expect("lock").files_unchanged += 1;
                 } else if node.size == 0 {
                     node.xattrs = fsmeta::read_xattrs(p).ok().flatten().unwrap_or_default();
@@ -555,15 +607,19 @@ impl Walker<'_> {
                             mtime: (node.mtime, node.mtime_nsec),
                         };
                         if self.jobs.send(fj).is_err() {
-                            return;
+                            return false;
                         }
                     }
                     d.files.push((ni, job));
                 }
             }
-            _ => self.stats.lock().expect("lock").other += 1,
+            _ => {
+                self.stats.lock().expect("lock").other += 1;
+                same = pnode.is_some_and(|prev| prev == node);
+            }
         }
         d.nodes.push(node);
+        same
     }
 }
 

@@ -333,6 +333,41 @@ fn unchanged_tree_and_copied_file_add_almost_nothing() {
     assert_same_tree(&e.p("src"), &e.restored_src("out"));
 }
 
+/// An incremental reuses the tree of every directory whose entries all equal the parent snapshot's; changes
+/// that leave a directory's own mtime as it was (a mode, an attribute, a removed entry with the mtime set
+/// back, a replaced symlink) must still reach the new snapshot, as must the unchanged rest.
+#[test]
+fn metadata_changes_deep_in_the_tree_reach_the_incremental() {
+    let e = Env::new();
+    let xattrs = build_tree(&e.p("src"));
+    e.start();
+    e.ok(&["backup"]);
+    let src = e.p("src");
+    let mtime = |p: &Path| {
+        let m = std::fs::symlink_metadata(p).unwrap();
+        (m.mtime(), m.mtime_nsec())
+    };
+    std::fs::set_permissions(src.join("dir/nested"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    if xattrs {
+        assert!(set_xattr(&src.join("dir"), "user.deep", b"on a directory"));
+    }
+    let (sec, nsec) = mtime(&src.join("dir"));
+    std::fs::remove_file(src.join("dir/empty")).unwrap();
+    set_mtime(&src.join("dir"), sec, nsec);
+    let (sec, nsec) = mtime(&src.join("sym"));
+    std::fs::remove_file(src.join("sym")).unwrap();
+    std::os::unix::fs::symlink("dir/nested/TEXT.txt", src.join("sym")).unwrap();
+    set_mtime(&src.join("sym"), sec, nsec);
+    e.ok(&["backup", "--another-snapshot"]);
+    e.ok(&["restore", "latest", "--target", s(&e.p("out"))]);
+    assert_same_tree(&src, &e.restored_src("out"));
+    // and a run with nothing changed keeps every tree: nothing new is stored
+    let out = e.ok(&["backup", "--another-snapshot"]);
+    assert!(out.contains(" 0 new blobs"), "{out}");
+    e.ok(&["restore", "latest", "--target", s(&e.p("out2"))]);
+    assert_same_tree(&src, &e.restored_src("out2"));
+}
+
 #[test]
 fn wrong_passphrase_and_invalid_start_are_refused() {
     let e = Env::new();
