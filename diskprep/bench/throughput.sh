@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Throughput of seedship-diskprep into an image file on local disk, next to dd of the same bytes.
 #
-#   diskprep/bench/throughput.sh [GIB] [WORKDIR]
+#   [CEILING=1] diskprep/bench/throughput.sh [GIB] [WORKDIR]
 #
 # GIB: size of the staging location (default 4; fractions allowed). WORKDIR: where staging and the image go
 # (default /tmp/seedship-bench; needs about 2 x GIB free and is removed at the end). Builds the release binary
@@ -15,6 +15,10 @@
 # of each diskprep run (/usr/bin/time -v), then each diskprep run's wall time as a ratio to dd's of the same
 # run (on a shared machine the ratios and CPU seconds are steadier than GB/s). The staging files are in the page cache after being written (no cache drop: the
 # figures measure diskprep's own work plus the writes, not the staging disk's read speed).
+#
+# CEILING=1 also runs diskprep with and without read-back into an image on tmpfs (/dev/shm, needs about
+# 1.1 x GIB free there; the staging stays in WORKDIR, in the page cache) and prints those figures labelled
+# "CPU ceiling (tmpfs, no disk)": what diskprep reaches when no disk limits it.
 set -euo pipefail
 
 GIB="${1:-4}"
@@ -33,10 +37,20 @@ if [ "$avail_kib" -lt "$need_kib" ]; then
     echo "need $need_kib KiB free in $WORK, have $avail_kib" >&2
     exit 1
 fi
+CEILING="${CEILING:-0}"
+SHM=/dev/shm/seedship-bench-$$
+if [ "$CEILING" = 1 ]; then
+    shm_need_kib=$(awk -v g="$GIB" 'BEGIN { printf "%d", g * 1.1 * 1048576 + 131072 }')
+    shm_avail_kib=$(df -Pk /dev/shm | awk 'NR == 2 { print $4 }')
+    if [ "$shm_avail_kib" -lt "$shm_need_kib" ]; then
+        echo "CEILING=1: need $shm_need_kib KiB free in /dev/shm, have $shm_avail_kib" >&2
+        exit 1
+    fi
+fi
 rm -rf "$WORK/staging" "$WORK/drive.img" "$WORK/dd.img"
-trap 'rm -rf "$WORK/staging" "$WORK/drive.img" "$WORK/dd.img" "$WORK/time.txt"' EXIT
+trap 'rm -rf "$WORK/staging" "$WORK/drive.img" "$WORK/dd.img" "$WORK/time.txt" "$SHM"' EXIT
 
-echo "== $(date -u +%FT%TZ) $(uname -r), $(nproc) cores, $GIB GiB staging in $WORK ($(df -PT "$WORK" | awk 'NR == 2 { print $2 }'))"
+echo "== $(date -u +%FT%TZ) $(uname -r), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $GIB GiB staging in $WORK ($(df -PT "$WORK" | awk 'NR == 2 { print $2 }'))"
 "$MAKE" "$WORK/staging" "$GIB"
 # The staging files stay in the page cache, but their writeback must not compete with the first run's writes.
 sync
@@ -46,13 +60,16 @@ IMAGE_MIB=$(( BYTES / 1048576 + 128 ))
 now() { date +%s.%N; }
 rate() { awk -v b="$BYTES" -v s="$1" 'BEGIN { printf "%.2f GB/s (%.1f s)", b / s / 1e9, s }'; }
 
+# prep LABEL [IMAGE] -- [diskprep options]: one diskprep run into IMAGE (default $WORK/drive.img).
 prep() {
-    local label="$1"; shift
-    rm -rf "$WORK/drive.img" "$WORK/staging/job1/diskprep"
+    local label="$1" image="$WORK/drive.img"; shift
+    if [ "${1:-}" != "--" ] && [ $# -gt 0 ] && [ "${1#-}" = "$1" ]; then image="$1"; shift; fi
+    [ "${1:-}" = "--" ] && shift
+    rm -rf "$image" "$WORK/staging/job1/diskprep"
     sync
     local t0 t1
     t0=$(now)
-    /usr/bin/time -v -o "$WORK/time.txt" "$DISKPREP" "s:$WORK/staging" --drive "$WORK/drive.img" \
+    /usr/bin/time -v -o "$WORK/time.txt" "$DISKPREP" "s:$WORK/staging" --drive "$image" \
         --create-image "${IMAGE_MIB}M" --yes --pbkdf pbkdf2 --no-create-job -q "$@" > /dev/null
     t1=$(now)
     local rss cpu
@@ -91,3 +108,15 @@ ratio() { awk -v d="$1" -v p="$2" 'BEGIN { printf "%.2f", d / p }'; }
 echo "speed relative to dd (dd time / diskprep time; 1.00 = as fast as dd):"
 echo "  with read-back verify: $(ratio "$T_DD_DIRECT" "$T_VERIFY") of dd oflag=direct, $(ratio "$T_DD" "$T_VERIFY") of dd via the page cache"
 echo "  --no-verify:           $(ratio "$T_DD_DIRECT" "$T_NOVERIFY") of dd oflag=direct, $(ratio "$T_DD" "$T_NOVERIFY") of dd via the page cache"
+
+if [ "$CEILING" = 1 ]; then
+    rm -f "$WORK/dd.img"
+    mkdir -p "$SHM"
+    prep "CPU ceiling (tmpfs, no disk): diskprep (read-back verify)" "$SHM/drive.img"
+    T_CEIL_VERIFY=$LAST
+    prep "CPU ceiling (tmpfs, no disk): diskprep --no-verify" "$SHM/drive.img" --no-verify
+    T_CEIL_NOVERIFY=$LAST
+    rm -rf "$SHM" "$WORK/staging/job1/diskprep"
+    echo "disk runs as a share of the CPU ceiling (ceiling time / disk time):"
+    echo "  with read-back verify: $(ratio "$T_CEIL_VERIFY" "$T_VERIFY"), --no-verify: $(ratio "$T_CEIL_NOVERIFY" "$T_NOVERIFY")"
+fi

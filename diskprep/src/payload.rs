@@ -274,6 +274,8 @@ pub struct PayloadReader<'a> {
     pos: usize,
     /// Direct reads ahead, when the device has a direct descriptor (started at the first read).
     ahead: Option<DirectReader>,
+    /// A direct read failed: every read goes through the ordinary descriptor from then on.
+    direct_refused: bool,
 }
 
 impl std::fmt::Debug for PayloadReader<'_> {
@@ -293,7 +295,13 @@ impl<'a> PayloadReader<'a> {
             buf: AlignedBuf::new(0),
             pos: 0,
             ahead: None,
+            direct_refused: false,
         }
+    }
+
+    /// Whether the reader fell back from direct reads to the ordinary descriptor after one failed.
+    pub fn direct_refused(&self) -> bool {
+        self.direct_refused
     }
 
     /// The payload offset of the next byte.
@@ -305,19 +313,33 @@ impl<'a> PayloadReader<'a> {
     fn fill(&mut self, next: u64, n: usize) -> io::Result<()> {
         let cap = self.target.capacity / SECTOR * SECTOR;
         let device_at = self.target.data_offset + next;
-        if self.ahead.is_none() && next == 0 {
+        if self.ahead.is_none() && next == 0 && !self.direct_refused {
             self.ahead = self
                 .target
                 .device
                 .direct_handle()
                 .map(|f| DirectReader::start(f, device_at, self.target.data_offset + cap, CHUNK));
         }
+        let mut direct_read = false;
         if let Some(ahead) = &mut self.ahead {
             let used = std::mem::replace(&mut self.buf, AlignedBuf::new(0));
             // The empty placeholder of the first read is not a buffer to read into.
-            self.buf = ahead.next(Some(used).filter(|b| b.capacity() > 0))?;
-            debug_assert_eq!(self.buf.len(), n);
-        } else {
+            match ahead.next(Some(used).filter(|b| b.capacity() > 0)) {
+                Ok(buf) => {
+                    self.buf = buf;
+                    debug_assert_eq!(self.buf.len(), n);
+                    direct_read = true;
+                }
+                // A direct read refused (a file system or device that opens with O_DIRECT but will not
+                // read that way, EINVAL) or failed: this chunk and the rest are read through the ordinary
+                // descriptor, where a real read error shows again and is returned.
+                Err(_) => {
+                    self.ahead = None;
+                    self.direct_refused = true;
+                }
+            }
+        }
+        if !direct_read {
             if self.buf.capacity() < n {
                 self.buf = AlignedBuf::new(CHUNK);
             }

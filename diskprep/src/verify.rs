@@ -5,6 +5,10 @@
 //! and size, every segment the xxh3-128 digest recorded while writing, and every byte between segments must
 //! be zero. Comparing the fast digest recorded at write time, rather than computing MD5 a second time, keeps
 //! verification at the speed of the drive.
+//!
+//! Both the read-back and the standalone check (`verify --drive PATH --key KEY`) read the payload with
+//! `O_DIRECT` where the file system allows it (`crate::direct`), so they check what the drive holds rather
+//! than what the page cache remembers; elsewhere they read through the page cache.
 
 use crate::copy::SegmentRecord;
 use crate::layout::{DriveLayout, MANIFEST_NAME};
@@ -118,8 +122,10 @@ pub fn verify_drive(
     })?;
     let volume = seedship_shared::luks::LuksVolume::open(&file, key.passphrase())?;
     let drive = volume.label().to_owned();
+    // The payload is read with O_DIRECT where the file system allows it: the drive, not the page cache.
+    let device = crate::direct::DriveFile::for_reading(&file, path);
     let target = DriveTarget {
-        device: &file,
+        device: &device,
         cipher: &volume,
         data_offset: volume.data_offset(),
         capacity: volume.payload_len(),
