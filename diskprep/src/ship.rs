@@ -208,22 +208,8 @@ pub fn save(job_dir: &Path, details: &ShipDetails) -> Result<PathBuf, ShipError>
 /// Today's date (UTC) as `YYYY-MM-DD`.
 pub fn today() -> String {
     let days = crate::record::now_unix().div_euclid(86_400);
-    let (y, m, d) = date_of_day(days);
+    let (y, m, d) = seedship_shared::time::civil_from_days(days);
     format!("{y:04}-{m:02}-{d:02}")
-}
-
-/// The (year, month, day) of a day number counted from 1970-01-01 (proleptic Gregorian calendar).
-fn date_of_day(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 /// Parses `YYYY-MM-DD` (a real calendar date between 2000 and 2999).
@@ -325,9 +311,9 @@ mod tests {
         assert_eq!(parse_date("2024-13-01"), None);
         assert_eq!(parse_date("2024-1-01"), None);
         assert_eq!(parse_date("+024-01-01"), None);
-        assert_eq!(date_of_day(0), (1970, 1, 1));
-        assert_eq!(date_of_day(19_782), (2024, 2, 29));
-        assert_eq!(date_of_day(-1), (1969, 12, 31));
+        assert_eq!(seedship_shared::time::civil_from_days(0), (1970, 1, 1));
+        assert_eq!(seedship_shared::time::civil_from_days(19_782), (2024, 2, 29));
+        assert_eq!(seedship_shared::time::civil_from_days(-1), (1969, 12, 31));
         assert!(parse_date(&today()).is_some());
     }
 }
