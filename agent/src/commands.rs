@@ -386,14 +386,7 @@ pub fn status(cli: &Cli) -> anyhow::Result<Exit> {
         return crate::online::status(cli, &pol);
     }
     println!("mode: {:?}", pol.mode);
-    println!(
-        "sources: {}",
-        pol.sources
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    println!("sources: {}", pol.sources_line());
     println!("staging job: {}", pol.job_dir().display());
     let desc = JobDescriptor::load(&pol.job_dir())?;
     let total: u64 = desc.blobs.iter().map(|b| b.len).sum();

@@ -197,14 +197,7 @@ pub fn status(cli: &Cli, pol: &Policy) -> anyhow::Result<Exit> {
         "the policy is online but names no vault; restore policy.json from a backup of the state directory",
     )?;
     println!("mode: online (incremental backups into the vault)");
-    println!(
-        "sources: {}",
-        pol.sources
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
+    println!("sources: {}", pol.sources_line());
     println!(
         "vault: container {} of storage account {} at {} (since {})",
         v.container,

@@ -49,6 +49,15 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// The sources, separated by spaces (for `status`).
+    pub fn sources_line(&self) -> String {
+        self.sources
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     pub const FILE: &'static str = "policy.json";
 
     /// The job folder `<staging>/<job>`.
