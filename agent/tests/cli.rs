@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 mod common;
-use common::{PASS, SUB};
+use common::{random, s, text, PASS, SUB};
 
 struct Env {
     dir: tempfile::TempDir,
@@ -82,22 +82,6 @@ impl Env {
         let src = self.p("src");
         self.p(target).join(src.strip_prefix("/").unwrap())
     }
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn random(n: usize, seed: u64) -> Vec<u8> {
-    let mut out = vec![0u8; n];
-    blake3::Hasher::new()
-        .update(&seed.to_le_bytes())
-        .finalize_xof()
-        .fill(&mut out);
-    out
 }
 
 fn set_xattr(p: &Path, name: &str, value: &[u8]) -> bool {

@@ -15,7 +15,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::SUB;
+use common::{random, s, text, SUB};
 const VAULT: &str = "vault";
 
 struct Env {
@@ -143,23 +143,6 @@ fn check_ok(args: &[&str], o: Output) -> String {
         text(&o.stderr)
     );
     text(&o.stdout)
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn random(n: usize, seed: u64) -> Vec<u8> {
-    let mut out = vec![0u8; n];
-    blake3::Hasher::new()
-        .update(&seed.to_le_bytes())
-        .finalize_xof()
-        .fill(&mut out);
-    out
 }
 
 /// The number in `... <before>NUMBER<after> ...` of a backup's output.

@@ -1,5 +1,6 @@
 //! What the agent's test suites share: the layout of a test folder (sources, staging, state directory, a
-//! passphrase file and a publish-settings file whose certificate is never used) and its constants.
+//! passphrase file and a publish-settings file whose certificate is never used), its constants and small
+//! helpers.
 
 use std::path::Path;
 
@@ -24,4 +25,24 @@ pub fn lay_out(dir: &Path) {
         ),
     )
     .unwrap();
+}
+
+/// A path as the `&str` a command line takes.
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A command's output as text.
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// `n` incompressible bytes, the same for the same seed.
+pub fn random(n: usize, seed: u64) -> Vec<u8> {
+    let mut out = vec![0u8; n];
+    blake3::Hasher::new()
+        .update(&seed.to_le_bytes())
+        .finalize_xof()
+        .fill(&mut out);
+    out
 }
