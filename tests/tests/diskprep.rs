@@ -34,16 +34,7 @@ fn agent_staging(root: &Path) -> PathBuf {
     }
     std::fs::write(root.join("pass"), "a long enough test passphrase\n").unwrap();
     let ps = root.join("ps.publishsettings");
-    std::fs::write(
-        &ps,
-        format!(
-            r#"<?xml version="1.0" encoding="utf-8"?>
-<PublishData><PublishProfile SchemaVersion="2.0" PublishMethod="AzureServiceManagementAPI">
-<Subscription ServiceManagementUrl="https://127.0.0.1:8443/" Id="{SUB}" Name="t" ManagementCertificate="AQID" />
-</PublishProfile></PublishData>"#
-        ),
-    )
-    .unwrap();
+    seedship_e2e::testkit::write_offline_publish_settings(&ps, SUB);
     let agent = |args: &[&str]| {
         let o = output(
             Command::new(cargo_bin("seedship-agent"))

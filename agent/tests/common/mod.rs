@@ -15,16 +15,7 @@ pub fn lay_out(dir: &Path) {
         std::fs::create_dir(dir.join(d)).unwrap();
     }
     std::fs::write(dir.join("pass"), format!("{PASS}\n")).unwrap();
-    std::fs::write(
-        dir.join("ps.publishsettings"),
-        format!(
-            r#"<?xml version="1.0" encoding="utf-8"?>
-<PublishData><PublishProfile SchemaVersion="2.0" PublishMethod="AzureServiceManagementAPI">
-<Subscription ServiceManagementUrl="https://127.0.0.1:8443/" Id="{SUB}" Name="t" ManagementCertificate="AQID" />
-</PublishProfile></PublishData>"#
-        ),
-    )
-    .unwrap();
+    seedship_testkit::write_offline_publish_settings(&dir.join("ps.publishsettings"), SUB);
 }
 
 /// A path as the `&str` a command line takes.

@@ -16,6 +16,22 @@ pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
 pub const AZURITE_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
+/// Writes a publish-settings file holding `subscription`, for tests whose staging job never talks to a
+/// service with it: `offline start` only checks that the file parses and holds the subscription (its
+/// management certificate, three bytes, is not usable).
+pub fn write_offline_publish_settings(path: &Path, subscription: &str) {
+    std::fs::write(
+        path,
+        format!(
+            r#"<?xml version="1.0" encoding="utf-8"?>
+<PublishData><PublishProfile SchemaVersion="2.0" PublishMethod="AzureServiceManagementAPI">
+<Subscription ServiceManagementUrl="https://127.0.0.1:8443/" Id="{subscription}" Name="t" ManagementCertificate="AQID" />
+</PublishProfile></PublishData>"#
+        ),
+    )
+    .unwrap();
+}
+
 /// The workspace root (the folder holding the top-level Cargo.toml).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
