@@ -248,17 +248,23 @@ impl Drop for DirectWriter {
 mod tests {
     use super::*;
 
-    #[test]
-    fn direct_and_buffered_writes_read_back_alike() {
-        let t = tempfile::tempdir().unwrap();
-        let path = t.path().join("d.img");
+    /// A new image file of `len` bytes at `path`, open for reading and writing.
+    fn new_image(path: &Path, len: u64) -> File {
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
-            .open(&path)
+            .open(path)
             .unwrap();
-        file.set_len(64 * ALIGN as u64).unwrap();
+        file.set_len(len).unwrap();
+        file
+    }
+
+    #[test]
+    fn direct_and_buffered_writes_read_back_alike() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("d.img");
+        let file = new_image(&path, 64 * ALIGN as u64);
         let dev = DriveFile::new(&file, &path);
         let mut aligned = AlignedBuf::new(8 * ALIGN);
         let data: Vec<u8> = (0..8 * ALIGN).map(|i| (i * 7 % 253) as u8).collect();
@@ -285,14 +291,8 @@ mod tests {
         use std::io::{Read, Write};
         let t = tempfile::tempdir().unwrap();
         let path = t.path().join("d.img");
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .unwrap();
         let cap = 40u64 << 20;
-        file.set_len(cap + 65536).unwrap();
+        let file = new_image(&path, cap + 65536);
         let dev = DriveFile::new(&file, &path);
         let data: Vec<u8> = (0..30_000_123usize).map(|i| (i * 13 + i / 4096) as u8).collect();
         let cut = 17_000_001;
@@ -342,14 +342,8 @@ mod tests {
         use crate::payload::tests::XorCipher;
         use crate::payload::PayloadWriter;
         use std::io::Write;
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(path)
-            .unwrap();
         let cap = (data.len() as u64).div_ceil(ALIGN as u64) * ALIGN as u64;
-        file.set_len(65536 + cap).unwrap();
+        let file = new_image(path, 65536 + cap);
         let dev = DriveFile::new(&file, path);
         let mut w = PayloadWriter::new(&dev, &XorCipher, 65536, cap);
         w.write_all(data).unwrap();
