@@ -1,17 +1,22 @@
 //! The backup pipeline: walkers (a rayon pool) -> N reader/chunker/encrypt workers -> one pack writer.
 //!
-//! The walkers list directories in parallel, record every directory's nodes in memory and send each changed
-//! regular file to a bounded channel; workers read it (only its data extents: holes are skipped with
+//! The walkers list directories in parallel, keep each directory's nodes in memory until its tree is stored
+//! and send each changed regular file to a bounded channel; workers read it (only its data extents: holes are skipped with
 //! SEEK_DATA/SEEK_HOLE), cut it into chunks, name each chunk by keyed BLAKE3 and, when the chunk is new,
 //! compress and encrypt it and pass it to the pack writer through another bounded channel (small blobs in
 //! batches). Files whose size, mtime, ctime and inode equal the parent snapshot's are not read: their chunk
-//! list is reused. When all files are done the trees are built bottom-up (siblings in parallel), then the
-//! index is flushed and only then is the snapshot written. Cancelling stops the walk; whatever was packed and
+//! list is reused. A directory is complete when its walk has ended, its files' results are in and its
+//! subdirectories are complete; whoever completes it (the walker or a reader) serialises and stores its tree
+//! at once and hands only the tree id up, so memory holds the directories in flight (the walk's paths, and
+//! at most [`WriterOptions::dirs_in_flight`] walked directories waiting for their files), not the whole tree.
+//! The parent snapshot's tree of a directory is read when the walk enters it and dropped after its listing.
+//! When the root is complete the index is flushed and only then is the snapshot written. Cancelling stops the walk; whatever was packed and
 //! indexed is reused by the next run.
 
+use crate::exclude::Excluder;
 use crate::fsmeta::{self, Names};
 use crate::progress::Counters;
-use crossbeam_channel::{bounded, unbounded, Receiver, Sender};
+use crossbeam_channel::{bounded, Receiver, Sender};
 use rayon::prelude::*;
 use seedship_shared::repo::{
     encode_blob, encode_blob_into, id_hex, parse_id, ChunkId, ChunkRef, EncodedBlob, IdSet, IndexPolicy,
@@ -24,7 +29,7 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 /// What one backup run produced.
 #[derive(Debug)]
@@ -35,6 +40,8 @@ pub struct BackupOutcome {
     pub volumes: Vec<VolumeDigest>,
     /// Messages about files that were unreadable or changed while read.
     pub problems: Vec<String>,
+    /// The directories (and their nodes) held in memory at most.
+    pub in_flight: InFlight,
 }
 
 /// Blobs smaller than this are sent to the pack writer in batches (see [`BlobOut`]).
@@ -89,28 +96,297 @@ impl BlobOut {
 }
 
 struct FileJob {
-    id: usize,
     path: PathBuf,
     node_size: u64,
     mtime: (i64, u32),
+    /// The directory waiting for the result, and the index of the file's node in it.
+    dir: Arc<Dir>,
+    node: usize,
+    /// Device and inode of a hard-linked file, and its link count: its other links may wait for the result.
+    link: Option<((u64, u64), u64)>,
 }
 
 /// Content, extended attributes, and a message when the file changed while being read.
 type FileResult = Result<(Vec<ChunkRef>, Vec<(String, String)>, Option<String>), String>;
 
-/// One directory as walked: its nodes (sorted by name), which of them wait for a file job's result, and its
-/// walked subdirectories (with the index of their node).
-#[derive(Default)]
-struct DirRec {
-    nodes: Vec<Node>,
-    files: Vec<(usize, usize)>,
-    subdirs: Vec<(usize, DirRec)>,
+/// One directory from its listing until its tree is stored. It is complete when its walk has ended, every
+/// file job of its nodes has its result and every subdirectory is complete; whoever completes it (the
+/// walker or a reader) stores its tree at once and hands only the tree id to its parent directory.
+struct Dir {
+    /// The directory it is in, and the index of its node there (none: the root of the snapshot).
+    up: Option<(Arc<Dir>, usize)>,
     /// Its tree in the parent snapshot.
     parent_id: Option<ChunkId>,
-    /// Whether any of its own entries differs from that tree (added, removed, other metadata, unreadable).
-    /// When none does and every subdirectory kept its tree, the directory keeps its tree id as well,
-    /// without serialising and hashing its tree again.
+    /// Results and subtrees still awaited, plus one until its walk has ended.
+    pending: AtomicUsize,
+    parts: Mutex<DirParts>,
+}
+
+/// What a directory in flight holds: its nodes (sorted by name) and what has arrived for them.
+#[derive(Default)]
+struct DirParts {
+    nodes: Vec<Node>,
+    /// File results by node index, and whether this node reports the file's problem (a hard-linked file's
+    /// problem is reported once, by the node whose job read it).
+    results: Vec<(usize, FileResult, bool)>,
+    /// Subdirectories' tree ids by node index, and whether each is its tree in the parent snapshot.
+    subtrees: Vec<(usize, ChunkId, bool)>,
+    /// Whether any of its own entries differs from its tree in the parent snapshot (added, removed, other
+    /// metadata, content read again, unreadable). When none does and every subdirectory kept its tree, the
+    /// directory keeps its tree id as well, without serialising and hashing its tree again.
     differs: bool,
+}
+
+impl Dir {
+    fn new(up: Option<(Arc<Dir>, usize)>, parent_id: Option<ChunkId>) -> Arc<Dir> {
+        Arc::new(Dir {
+            up,
+            parent_id,
+            pending: AtomicUsize::new(1),
+            parts: Mutex::new(DirParts::default()),
+        })
+    }
+}
+
+/// A hard-linked file (nlink > 1) met by the walk: its links share one file job.
+enum Link {
+    /// Its job is queued or being read: the other nodes waiting for its result.
+    Waiting(Vec<(Arc<Dir>, usize)>),
+    /// Read: the result, and how many more of its links the walk may still meet (the entry is dropped then).
+    Done(FileResult, u64),
+}
+
+/// Directories in flight during a backup: the most at one time, and the most nodes they held together.
+/// Memory for trees is bounded by these (not by the number of files): a directory is held from its listing
+/// until its tree is stored.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct InFlight {
+    pub peak_dirs: usize,
+    pub peak_nodes: usize,
+}
+
+/// The trees of a backup as directories complete: file results and subtree ids are delivered to the
+/// directories waiting for them, and each complete directory's tree is serialised, stored and dropped.
+struct Trees<'a> {
+    repo: &'a Repository,
+    /// Where trees go; taken (closed) when every directory is complete.
+    blobs: Mutex<Option<Sender<Vec<EncodedBlob>>>>,
+    cancel: &'a AtomicBool,
+    links: Mutex<HashMap<(u64, u64), Link>>,
+    errors: AtomicU64,
+    problems: Mutex<Vec<String>>,
+    /// The first error storing a tree (the backup fails with it).
+    failure: Mutex<Option<anyhow::Error>>,
+    /// The root tree's id, once the root is complete.
+    root: Mutex<Option<ChunkId>>,
+    /// Directories whose walk has ended but whose tree is not stored yet (they wait for file results);
+    /// the walk enters no further directory while `limit` of them wait.
+    waiting: Mutex<usize>,
+    wake: Condvar,
+    limit: usize,
+    dirs: AtomicUsize,
+    nodes: AtomicUsize,
+    peak_dirs: AtomicUsize,
+    peak_nodes: AtomicUsize,
+}
+
+impl<'a> Trees<'a> {
+    fn new(
+        repo: &'a Repository,
+        blobs: Sender<Vec<EncodedBlob>>,
+        cancel: &'a AtomicBool,
+        limit: usize,
+    ) -> Self {
+        Trees {
+            repo,
+            blobs: Mutex::new(Some(blobs)),
+            cancel,
+            links: Mutex::new(HashMap::new()),
+            errors: AtomicU64::new(0),
+            problems: Mutex::new(vec![]),
+            failure: Mutex::new(None),
+            root: Mutex::new(None),
+            waiting: Mutex::new(0),
+            wake: Condvar::new(),
+            limit: limit.max(1),
+            dirs: AtomicUsize::new(0),
+            nodes: AtomicUsize::new(0),
+            peak_dirs: AtomicUsize::new(0),
+            peak_nodes: AtomicUsize::new(0),
+        }
+    }
+
+    fn problem(&self, msg: String) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        self.problems.lock().expect("lock").push(msg);
+    }
+
+    /// Waits while `limit` walked directories wait for file results. Cannot deadlock: those directories
+    /// wait only for file jobs already queued (the readers finish them without the walk) and for
+    /// subdirectories in the same state.
+    fn enter(&self) {
+        let mut w = self.waiting.lock().expect("lock");
+        while *w >= self.limit {
+            w = self.wake.wait(w).expect("lock");
+        }
+    }
+
+    /// A directory is created for a listing.
+    fn open(&self, up: Option<(Arc<Dir>, usize)>, parent_id: Option<ChunkId>) -> Arc<Dir> {
+        let n = self.dirs.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak_dirs.fetch_max(n, Ordering::Relaxed);
+        Dir::new(up, parent_id)
+    }
+
+    /// The directory's listing is done: its nodes are kept until it is complete.
+    fn listed(&self, dir: &Dir, nodes: Vec<Node>, differs: bool) {
+        let n = self.nodes.fetch_add(nodes.len(), Ordering::Relaxed) + nodes.len();
+        self.peak_nodes.fetch_max(n, Ordering::Relaxed);
+        let mut p = dir.parts.lock().expect("lock");
+        p.nodes = nodes;
+        p.differs |= differs;
+    }
+
+    /// The walk of the directory (its listing and its subdirectories' walks) has ended.
+    fn walked(&self, dir: Arc<Dir>) {
+        *self.waiting.lock().expect("lock") += 1;
+        self.release(dir);
+    }
+
+    /// One thing the directory waited for has arrived; the last one completes it.
+    fn release(&self, dir: Arc<Dir>) {
+        if dir.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.complete(dir);
+        }
+    }
+
+    /// A file job's result: to the node that sent the job and, for a hard-linked file, to the other nodes
+    /// waiting for it (the result is kept for links the walk has not met yet).
+    fn file_done(&self, job: FileJob, r: FileResult) {
+        if let Some((key, nlink)) = job.link {
+            let waiters = {
+                let mut links = self.links.lock().expect("lock");
+                let waiters = match links.remove(&key) {
+                    Some(Link::Waiting(w)) => w,
+                    _ => vec![],
+                };
+                let left = nlink.saturating_sub(1 + waiters.len() as u64);
+                if left > 0 {
+                    links.insert(key, Link::Done(r.clone(), left));
+                }
+                waiters
+            };
+            for (dir, node) in waiters {
+                self.deliver(dir, node, r.clone(), false);
+            }
+        }
+        self.deliver(job.dir, job.node, r, true);
+    }
+
+    fn deliver(&self, dir: Arc<Dir>, node: usize, r: FileResult, report: bool) {
+        dir.parts.lock().expect("lock").results.push((node, r, report));
+        self.release(dir);
+    }
+
+    /// Stores a complete directory's tree, hands its id to its parent directory, and completes that one too
+    /// when it was the last thing it waited for (and so on up).
+    fn complete(&self, mut dir: Arc<Dir>) {
+        loop {
+            let (id, kept) = self.store(&dir);
+            self.dirs.fetch_sub(1, Ordering::Relaxed);
+            {
+                let mut w = self.waiting.lock().expect("lock");
+                *w -= 1;
+                self.wake.notify_all();
+            }
+            match dir.up.clone() {
+                Some((up, node)) => {
+                    up.parts.lock().expect("lock").subtrees.push((node, id, kept));
+                    drop(dir);
+                    if up.pending.fetch_sub(1, Ordering::AcqRel) != 1 {
+                        return;
+                    }
+                    dir = up;
+                }
+                None => {
+                    *self.root.lock().expect("lock") = Some(id);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Serialises, names and (when new) stores the directory's tree, dropping its nodes; returns the id and
+    /// whether it is the directory's tree in the parent snapshot. After a cancel or a failure nothing is
+    /// stored any more (the id returned is then meaningless: no snapshot will be written).
+    fn store(&self, dir: &Dir) -> (ChunkId, bool) {
+        let DirParts {
+            mut nodes,
+            results,
+            subtrees,
+            differs,
+        } = std::mem::take(&mut *dir.parts.lock().expect("lock"));
+        self.nodes.fetch_sub(nodes.len(), Ordering::Relaxed);
+        let mut same = !differs;
+        for (ni, id, kept) in subtrees {
+            same &= kept;
+            nodes[ni].subtree = Some(id_hex(&id));
+        }
+        if let (true, Some(id)) = (same, dir.parent_id) {
+            return (id, true);
+        }
+        if self.cancel.load(Ordering::Relaxed) || self.failure.lock().expect("lock").is_some() {
+            return ([0; 32], false);
+        }
+        let mut failed = HashSet::new();
+        for (ni, r, report) in results {
+            match r {
+                Ok((content, xattrs, changed)) => {
+                    nodes[ni].content = content;
+                    nodes[ni].xattrs = xattrs;
+                    if let (Some(msg), true) = (changed, report) {
+                        self.problem(msg);
+                    }
+                }
+                Err(msg) => {
+                    if report {
+                        self.problem(msg);
+                    }
+                    failed.insert(ni);
+                }
+            }
+        }
+        let tree = Tree {
+            nodes: nodes
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| !failed.contains(i))
+                .map(|(_, n)| n)
+                .collect(),
+        };
+        match self.write(&tree) {
+            Ok(id) => (id, dir.parent_id == Some(id)),
+            Err(e) => {
+                self.failure.lock().expect("lock").get_or_insert(e);
+                ([0; 32], false)
+            }
+        }
+    }
+
+    /// Serialises and names a tree and sends it to the pack writer unless the repository holds it (an
+    /// unchanged directory has the same id: it is not compressed and encrypted again).
+    fn write(&self, tree: &Tree) -> anyhow::Result<ChunkId> {
+        let raw = serde_json::to_vec(tree)?;
+        let id = self.repo.key().chunk_id(&raw);
+        if !self.repo.contains(&id) {
+            let blob = encode_blob(self.repo.key(), 3, BLOB_TREE, id, &raw)?;
+            let tx = self.blobs.lock().expect("lock");
+            tx.as_ref()
+                .and_then(|tx| tx.send(vec![blob]).ok())
+                .ok_or_else(|| anyhow::anyhow!("the pack writer stopped"))?;
+        }
+        Ok(id)
+    }
 }
 
 /// The walk of the sources. Directories are walked in parallel (each directory's listing, lstat and parent
@@ -119,15 +395,16 @@ struct Walker<'a> {
     repo: &'a Repository,
     names: Names,
     jobs: Sender<FileJob>,
-    next_job: AtomicUsize,
-    links: Mutex<HashMap<(u64, u64), usize>>,
+    trees: &'a Trees<'a>,
     stats: Mutex<SnapshotStats>,
     problems: Mutex<Vec<String>>,
     cancel: &'a AtomicBool,
     counters: &'a Counters,
+    /// What the walk leaves out (none: nothing).
+    exclude: Option<&'a Excluder>,
 }
-
-/// How the pack writer of a backup works: staging (the defaults) or the vault ([`WriterOptions::online`]).
+/// How the pack writer of a backup works: staging (the defaults) or the vault ([`WriterOptions::online`]);
+/// and how many walked directories may wait for their files' results.
 #[derive(Debug, Clone, Copy)]
 pub struct WriterOptions {
     /// Pack size in bytes (`SEEDSHIP_PACK_SIZE_KIB`, default 16 MiB).
@@ -136,6 +413,10 @@ pub struct WriterOptions {
     pub index: IndexPolicy,
     /// Whether volume digests are computed (for the staging job descriptor).
     pub digests: bool,
+    /// How many directories whose walk has ended may wait for their files' results before the walk waits
+    /// (`SEEDSHIP_DIRS_IN_FLIGHT`, default 64): with the walk's own path (depth times the walk's threads),
+    /// what bounds the directories held in memory.
+    pub dirs_in_flight: usize,
 }
 
 impl WriterOptions {
@@ -145,6 +426,7 @@ impl WriterOptions {
             pack_size: env_usize("SEEDSHIP_PACK_SIZE_KIB", 16 << 10) << 10,
             index: IndexPolicy::every_packs(env_usize("SEEDSHIP_INDEX_EVERY", 16)),
             digests: true,
+            dirs_in_flight: env_usize("SEEDSHIP_DIRS_IN_FLIGHT", 64),
         }
     }
 
@@ -162,24 +444,31 @@ impl WriterOptions {
     }
 }
 
-/// Runs one backup of `sources` into `repo`, using `parent` to skip unchanged files.
+/// What to back up: the sources and what to leave out of them.
+#[derive(Debug, Clone, Copy)]
+pub struct Selection<'a> {
+    pub sources: &'a [PathBuf],
+    /// The compiled exclusions, and their description recorded in the snapshot.
+    pub exclude: Option<(&'a Excluder, &'a [String])>,
+}
+/// Runs one backup of `sel` into `repo`, using `parent` to skip unchanged files.
 pub fn run(
     repo: Arc<Repository>,
-    sources: &[PathBuf],
+    sel: Selection<'_>,
     parent: Option<(String, Snapshot)>,
     host: &str,
     cancel: &'static AtomicBool,
     counters: &Counters,
     wopts: WriterOptions,
 ) -> anyhow::Result<BackupOutcome> {
+    let sources = sel.sources;
     let threads = env_usize(
         "SEEDSHIP_READERS",
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
     );
     let (job_tx, job_rx) = bounded::<FileJob>(256);
     let (blob_tx, blob_rx) = bounded::<Vec<EncodedBlob>>(threads * 2);
-    let (res_tx, res_rx) = unbounded::<(usize, FileResult)>();
-    let seen = Arc::new(Mutex::new(IdSet::default()));
+    let seen = Mutex::new(IdSet::default());
     // envelope buffers circulate readers -> writer -> readers instead of being allocated per blob
     let (pool_tx, pool_rx) = bounded::<Vec<u8>>(threads * 4);
     let writer = {
@@ -200,21 +489,7 @@ pub fn run(
             Ok((w.finish()?, n, bytes))
         })
     };
-    let workers: Vec<_> = (0..threads)
-        .map(|_| {
-            let (rx, tx, res, repo, seen) = (
-                job_rx.clone(),
-                BlobOut::new(blob_tx.clone(), pool_rx.clone()),
-                res_tx.clone(),
-                repo.clone(),
-                seen.clone(),
-            );
-            let c = counters.clone();
-            std::thread::spawn(move || worker(&repo, rx, tx, res, &seen, &c, cancel))
-        })
-        .collect();
-    drop((job_rx, res_tx));
-
+    let trees = Trees::new(&repo, blob_tx.clone(), cancel, wopts.dirs_in_flight);
     let parent_root = match &parent {
         Some((_, s)) => parse_id(&s.tree).and_then(|id| repo.load_tree(&id).ok()),
         None => None,
@@ -223,55 +498,65 @@ pub fn run(
         repo: &repo,
         names: Names::default(),
         jobs: job_tx,
-        next_job: AtomicUsize::new(0),
-        links: Mutex::new(HashMap::new()),
+        trees: &trees,
         stats: Mutex::new(SnapshotStats::default()),
         problems: Mutex::new(vec![]),
         cancel,
         counters,
+        exclude: sel.exclude.map(|(e, _)| e),
     };
-    let root = walker.walk_sources(sources, parent_root.as_ref());
-    let Walker {
-        jobs,
-        next_job,
-        stats,
-        problems,
-        ..
-    } = walker;
-    let (mut stats, mut problems) = (into_inner(stats), into_inner(problems));
-    drop(jobs);
-    for w in workers {
-        w.join()
-            .map_err(|_| anyhow::anyhow!("a reader thread panicked"))?;
-    }
-    let mut results: Vec<Option<FileResult>> = Vec::new();
-    results.resize_with(next_job.into_inner(), || None);
-    for (job, r) in res_rx {
-        results[job] = Some(r);
-    }
-    let cancelled = cancel.load(Ordering::SeqCst);
-    let root_tree = if cancelled {
-        None
-    } else {
-        let builder = TreeBuilder::new(&repo, &root, results, &blob_tx);
-        let id = builder.build(root)?;
-        stats.errors += builder.errors.into_inner();
-        problems.extend(into_inner(builder.problems));
-        Some(id)
-    };
+    let (stats, problems) = std::thread::scope(|s| -> anyhow::Result<_> {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let (rx, tx) = (job_rx.clone(), BlobOut::new(blob_tx.clone(), pool_rx.clone()));
+                let c = counters.clone();
+                let (repo, trees, seen) = (&repo, &trees, &seen);
+                s.spawn(move || worker(repo, rx, tx, trees, seen, &c, cancel))
+            })
+            .collect();
+        drop(job_rx);
+        walker.walk_sources(sources, parent_root.as_ref());
+        let Walker {
+            jobs,
+            stats,
+            problems,
+            ..
+        } = walker;
+        drop(jobs);
+        for w in workers {
+            w.join()
+                .map_err(|_| anyhow::anyhow!("a reader thread panicked"))?;
+        }
+        Ok((into_inner(stats), into_inner(problems)))
+    })?;
+    let (mut stats, mut problems) = (stats, problems);
+    drop(parent_root);
+    // every directory is complete once the walk and the readers are done: no more trees
+    drop(trees.blobs.lock().expect("lock").take());
     drop(blob_tx);
     let (volumes, blobs, bytes) = writer
         .join()
         .map_err(|_| anyhow::anyhow!("the pack writer panicked"))??;
+    if let Some(e) = into_inner(trees.failure) {
+        return Err(e);
+    }
+    stats.errors += trees.errors.load(Ordering::Relaxed);
+    problems.extend(into_inner(trees.problems));
     stats.blobs_new = blobs;
     stats.bytes_stored = bytes;
     stats.bytes_read = counters.bytes.load(Ordering::Relaxed);
-    let Some(root_tree) = root_tree else {
+    let in_flight = InFlight {
+        peak_dirs: trees.peak_dirs.into_inner(),
+        peak_nodes: trees.peak_nodes.into_inner(),
+    };
+    let root_tree = into_inner(trees.root);
+    let (false, Some(root_tree)) = (cancel.load(Ordering::SeqCst), root_tree) else {
         return Ok(BackupOutcome {
             snapshot: None,
             stats,
             volumes,
             problems,
+            in_flight,
         });
     };
     let now = std::time::SystemTime::now()
@@ -287,6 +572,7 @@ pub fn run(
         parent: parent.map(|(id, _)| id),
         partial: stats.errors > 0,
         stats: stats.clone(),
+        excludes: sel.exclude.map(|(_, d)| d.to_vec()).unwrap_or_default(),
     };
     let id = repo.save_snapshot(&snap)?;
     Ok(BackupOutcome {
@@ -294,6 +580,7 @@ pub fn run(
         stats,
         volumes,
         problems,
+        in_flight,
     })
 }
 
@@ -310,131 +597,11 @@ fn into_inner<T>(m: Mutex<T>) -> T {
     m.into_inner().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Builds the trees bottom-up once every file's result is in: the subdirectories of a directory in parallel,
-/// then the directory itself (its tree is serialised, named, and compressed and encrypted when new).
-struct TreeBuilder<'a> {
-    repo: &'a Repository,
-    /// Each file job's result, taken by its last user (hard links share a job).
-    results: Vec<Mutex<Option<FileResult>>>,
-    /// How many nodes still need each job's result.
-    uses: Vec<AtomicUsize>,
-    blobs: &'a Sender<Vec<EncodedBlob>>,
-    errors: AtomicU64,
-    problems: Mutex<Vec<String>>,
-}
-
-impl<'a> TreeBuilder<'a> {
-    fn new(
-        repo: &'a Repository,
-        root: &DirRec,
-        results: Vec<Option<FileResult>>,
-        blobs: &'a Sender<Vec<EncodedBlob>>,
-    ) -> Self {
-        let uses: Vec<AtomicUsize> = results.iter().map(|_| AtomicUsize::new(0)).collect();
-        fn count(d: &DirRec, uses: &[AtomicUsize]) {
-            for &(_, job) in &d.files {
-                uses[job].fetch_add(1, Ordering::Relaxed);
-            }
-            for (_, child) in &d.subdirs {
-                count(child, uses);
-            }
-        }
-        count(root, &uses);
-        TreeBuilder {
-            repo,
-            results: results.into_iter().map(Mutex::new).collect(),
-            uses,
-            blobs,
-            errors: AtomicU64::new(0),
-            problems: Mutex::new(vec![]),
-        }
-    }
-
-    fn problem(&self, msg: String) {
-        self.errors.fetch_add(1, Ordering::Relaxed);
-        self.problems.lock().expect("lock").push(msg);
-    }
-
-    fn build(&self, rec: DirRec) -> anyhow::Result<ChunkId> {
-        let DirRec {
-            mut nodes,
-            files,
-            subdirs,
-            parent_id,
-            differs,
-        } = rec;
-        let children = subdirs
-            .into_par_iter()
-            .map(|(ni, child)| {
-                let was = child.parent_id;
-                Ok((ni, self.build(child)?, was))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let mut same = !differs && files.is_empty();
-        for (ni, id, was) in children {
-            same &= was == Some(id);
-            nodes[ni].subtree = Some(id_hex(&id));
-        }
-        if let (true, Some(id)) = (same, parent_id) {
-            return Ok(id);
-        }
-        let mut drop_nodes = HashSet::new();
-        for (ni, job) in files {
-            let last = self.uses[job].fetch_sub(1, Ordering::AcqRel) == 1;
-            let result = {
-                let mut slot = self.results[job].lock().expect("lock");
-                if last {
-                    slot.take()
-                } else {
-                    slot.clone()
-                }
-            };
-            match result {
-                Some(Ok((content, xattrs, changed))) => {
-                    nodes[ni].content = content;
-                    nodes[ni].xattrs = xattrs;
-                    // a hard-linked file's problem is reported once, by its last user
-                    if let (Some(msg), true) = (changed, last) {
-                        self.problem(msg);
-                    }
-                }
-                Some(Err(msg)) => {
-                    if last {
-                        self.problem(msg);
-                    }
-                    drop_nodes.insert(ni);
-                }
-                None => anyhow::bail!("internal error: no result for a file job"),
-            }
-        }
-        let tree = Tree {
-            nodes: nodes
-                .into_iter()
-                .enumerate()
-                .filter(|(i, _)| !drop_nodes.contains(i))
-                .map(|(_, n)| n)
-                .collect(),
-        };
-        // an unchanged directory has the same id: skip compressing and encrypting it again
-        let raw = serde_json::to_vec(&tree)?;
-        let id = self.repo.key().chunk_id(&raw);
-        if !self.repo.contains(&id) {
-            let blob = encode_blob(self.repo.key(), 3, BLOB_TREE, id, &raw)?;
-            self.blobs
-                .send(vec![blob])
-                .map_err(|_| anyhow::anyhow!("the pack writer stopped"))?;
-        }
-        Ok(id)
-    }
-}
-
 impl Walker<'_> {
-    fn walk_sources(&self, sources: &[PathBuf], parent: Option<&Tree>) -> DirRec {
-        // the root (one entry per source) is always encoded again: it is small
-        let mut root = DirRec {
-            differs: true,
-            ..DirRec::default()
-        };
+    /// Walks the sources; the root directory (one entry per source) completes when the last tree is stored.
+    fn walk_sources(&self, sources: &[PathBuf], parent: Option<&Tree>) {
+        let root = self.trees.open(None, None);
+        let mut nodes = vec![];
         let mut subdirs = vec![];
         for src in sources {
             let name = src.to_string_lossy().trim_start_matches('/').to_string();
@@ -444,7 +611,8 @@ impl Walker<'_> {
             match std::fs::symlink_metadata(src) {
                 Ok(m) => {
                     self.add_entry(
-                        &mut root,
+                        &root,
+                        &mut nodes,
                         &mut subdirs,
                         std::ffi::OsStr::new(&name),
                         src,
@@ -455,8 +623,10 @@ impl Walker<'_> {
                 Err(e) => self.problem(format!("{}: {e}", src.display())),
             }
         }
-        root.subdirs = self.walk_subdirs(subdirs);
-        root
+        // the root is always encoded again: it is small
+        self.trees.listed(&root, nodes, true);
+        self.walk_subdirs(&root, subdirs);
+        self.trees.walked(root);
     }
 
     fn problem(&self, msg: String) {
@@ -465,24 +635,23 @@ impl Walker<'_> {
         self.stats.lock().expect("lock").errors += 1;
     }
 
-    /// Walks the subdirectories found in one directory, in parallel.
-    fn walk_subdirs(&self, subdirs: Vec<PendingDir>) -> Vec<(usize, DirRec)> {
-        subdirs
-            .into_par_iter()
-            .map(|sd| {
-                let ptree = sd.parent.and_then(|id| self.repo.load_tree(&id).ok());
-                let mut d = self.walk_dir(&sd.path, ptree);
-                d.parent_id = sd.parent;
-                (sd.node, d)
-            })
-            .collect()
+    /// Walks the subdirectories found in directory `dir`, in parallel. Each one's tree in the parent snapshot
+    /// is read when the walk enters it and dropped when its listing is done.
+    fn walk_subdirs(&self, dir: &Arc<Dir>, subdirs: Vec<PendingDir>) {
+        // counted before any of them can complete (which releases one each)
+        dir.pending.fetch_add(subdirs.len(), Ordering::AcqRel);
+        subdirs.into_par_iter().for_each(|sd| {
+            self.trees.enter();
+            let ptree = sd.parent.and_then(|id| self.repo.load_tree(&id).ok());
+            let sub = self.trees.open(Some((dir.clone(), sd.node)), sd.parent);
+            self.walk_dir(&sub, &sd.path, ptree);
+            self.trees.walked(sub);
+        });
     }
 
-    fn walk_dir(&self, path: &Path, parent: Option<Tree>) -> DirRec {
-        let mut d = DirRec {
-            differs: parent.is_none(),
-            ..DirRec::default()
-        };
+    fn walk_dir(&self, dir: &Arc<Dir>, path: &Path, parent: Option<Tree>) {
+        let mut differs = parent.is_none();
+        let mut nodes = vec![];
         let mut entries = vec![];
         match std::fs::read_dir(path) {
             Ok(rd) => {
@@ -490,7 +659,7 @@ impl Walker<'_> {
                     match e {
                         Ok(e) => entries.push((e.file_name(), e)),
                         Err(e) => {
-                            d.differs = true;
+                            differs = true;
                             self.problem(format!("{}: cannot list: {e}", path.display()))
                         }
                     }
@@ -498,7 +667,8 @@ impl Walker<'_> {
             }
             Err(e) => {
                 self.problem(format!("{}: cannot list: {e}", path.display()));
-                return d;
+                self.trees.listed(dir, nodes, differs);
+                return;
             }
         };
         entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
@@ -509,32 +679,41 @@ impl Walker<'_> {
         let mut subdirs = vec![];
         for (name, entry) in entries {
             if self.cancel.load(Ordering::Relaxed) {
-                d.differs = true;
+                differs = true;
                 break;
             }
             let p = path.join(&name);
             // lstat relative to the open directory (DirEntry::metadata does not follow symlinks), which
             // spares the kernel a walk of the whole path per entry
             let same = match entry.metadata() {
-                Ok(m) => self.add_entry(&mut d, &mut subdirs, &name, &p, &m, pmap.remove(name.as_bytes())),
+                // an excluded entry is not recorded; if the parent tree had it, the tree differs (it
+                // stays among the parent's nodes not seen, below)
+                Ok(m) if self.exclude.is_some_and(|x| x.excludes(&p, &m)) => true,
+                Ok(m) => {
+                    let pnode = pmap.remove(name.as_bytes());
+                    self.add_entry(dir, &mut nodes, &mut subdirs, &name, &p, &m, pnode)
+                }
                 Err(e) => {
                     self.problem(format!("{}: {e}", p.display()));
                     false
                 }
             };
-            d.differs |= !same;
+            differs |= !same;
         }
         // entries of the parent tree that are gone
-        d.differs |= !pmap.is_empty();
-        d.subdirs = self.walk_subdirs(subdirs);
-        d
+        differs |= !pmap.is_empty();
+        drop(pmap);
+        self.trees.listed(dir, nodes, differs);
+        self.walk_subdirs(dir, subdirs);
     }
 
-    /// Adds the node of one entry to `d`; returns whether it equals its node in the parent tree (for a
-    /// directory: apart from its subtree, which is compared when the trees are built).
+    /// Adds the node of one entry of directory `dir` to `nodes`; returns whether it equals its node in the
+    /// parent tree (for a directory: apart from its subtree, which is compared when its tree is stored).
+    #[allow(clippy::too_many_arguments)]
     fn add_entry(
         &self,
-        d: &mut DirRec,
+        dir: &Arc<Dir>,
+        nodes: &mut Vec<Node>,
         subdirs: &mut Vec<PendingDir>,
         name: &std::ffi::OsStr,
         p: &Path,
@@ -548,7 +727,7 @@ impl Walker<'_> {
                 return false;
             }
         };
-        let ni = d.nodes.len();
+        let ni = nodes.len();
         let mut same = false;
         match node.kind {
             NodeKind::Dir => {
@@ -584,33 +763,51 @@ impl Walker<'_> {
                 } else if node.size == 0 {
                     node.xattrs = fsmeta::read_xattrs(p).ok().flatten().unwrap_or_default();
                 } else {
-                    let key = (node.dev, node.ino);
-                    // hard links share one job: the first of them found sends it
-                    let (job, new) = {
-                        let mut links = self.links.lock().expect("lock");
-                        match links.get(&key) {
-                            Some(&j) if node.nlink > 1 => (j, false),
-                            _ => {
-                                let j = self.next_job.fetch_add(1, Ordering::Relaxed);
-                                if node.nlink > 1 {
-                                    links.insert(key, j);
+                    // the node waits for a file job's result: it differs from the parent's
+                    let link = (node.nlink > 1).then_some(((node.dev, node.ino), node.nlink));
+                    if let Some((key, _)) = link {
+                        // hard links share one job: the first of them met sends it
+                        let mut links = self.trees.links.lock().expect("lock");
+                        match links.get_mut(&key) {
+                            Some(Link::Waiting(waiters)) => {
+                                dir.pending.fetch_add(1, Ordering::AcqRel);
+                                waiters.push((dir.clone(), ni));
+                                nodes.push(node);
+                                return false;
+                            }
+                            Some(Link::Done(r, left)) => {
+                                let r = r.clone();
+                                *left -= 1;
+                                if *left == 0 {
+                                    links.remove(&key);
                                 }
-                                (j, true)
+                                // a file that could not be read is left out (its problem is reported once)
+                                if let Ok((content, xattrs, _)) = r {
+                                    node.content = content;
+                                    node.xattrs = xattrs;
+                                    nodes.push(node);
+                                }
+                                return false;
+                            }
+                            None => {
+                                links.insert(key, Link::Waiting(vec![]));
                             }
                         }
-                    };
-                    if new {
-                        let fj = FileJob {
-                            id: job,
-                            path: p.to_path_buf(),
-                            node_size: node.size,
-                            mtime: (node.mtime, node.mtime_nsec),
-                        };
-                        if self.jobs.send(fj).is_err() {
-                            return false;
-                        }
                     }
-                    d.files.push((ni, job));
+                    dir.pending.fetch_add(1, Ordering::AcqRel);
+                    let fj = FileJob {
+                        path: p.to_path_buf(),
+                        node_size: node.size,
+                        mtime: (node.mtime, node.mtime_nsec),
+                        dir: dir.clone(),
+                        node: ni,
+                        link,
+                    };
+                    if self.jobs.send(fj).is_err() {
+                        // the readers are gone (one panicked): the run fails when they are joined
+                        dir.pending.fetch_sub(1, Ordering::AcqRel);
+                        return false;
+                    }
                 }
             }
             _ => {
@@ -618,7 +815,7 @@ impl Walker<'_> {
                 same = pnode.is_some_and(|prev| prev == node);
             }
         }
-        d.nodes.push(node);
+        nodes.push(node);
         same
     }
 }
@@ -639,12 +836,11 @@ fn unchanged(prev: &Node, now: &Node) -> bool {
         && prev.ino == now.ino
         && (prev.size == 0 || !prev.content.is_empty())
 }
-
 fn worker(
     repo: &Repository,
     jobs: Receiver<FileJob>,
     mut blobs: BlobOut,
-    results: Sender<(usize, FileResult)>,
+    trees: &Trees<'_>,
     seen: &Mutex<IdSet>,
     counters: &Counters,
     cancel: &AtomicBool,
@@ -659,9 +855,7 @@ fn worker(
         } else {
             read_file(repo, &chunker, &job, &mut buf, &mut blobs, seen, counters, cancel)
         };
-        if results.send((job.id, r)).is_err() {
-            return;
-        }
+        trees.file_done(job, r);
     }
     // a failure here shows as the pack writer's own error
     let _ = blobs.flush();
@@ -808,4 +1002,183 @@ fn read_file(
         xattrs,
         changed.then(|| format!("{show}: changed while being read (backed up as read)")),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use seedship_shared::blob::{BlobStore, MemoryStore};
+    use seedship_shared::crypto::KdfParams;
+    use seedship_shared::repo::RepoOptions;
+
+    static NOT_CANCELLED: AtomicBool = AtomicBool::new(false);
+
+    /// `fanout` folders of `fanout` folders of `fanout` folders, each leaf holding `fanout` small files.
+    fn many_folders(root: &Path, fanout: usize) -> usize {
+        let mut files = 0;
+        for a in 0..fanout {
+            for b in 0..fanout {
+                for c in 0..fanout {
+                    let d = root.join(format!("a{a}/b{b}/c{c}"));
+                    std::fs::create_dir_all(&d).unwrap();
+                    for f in 0..fanout {
+                        std::fs::write(d.join(format!("f{f}")), format!("{a} {b} {c} {f}")).unwrap();
+                        files += 1;
+                    }
+                }
+            }
+        }
+        files
+    }
+
+    fn backup(repo: &Arc<Repository>, src: &Path, parent: Option<(String, Snapshot)>) -> BackupOutcome {
+        let sources = [src.to_path_buf()];
+        let sel = Selection {
+            sources: &sources,
+            exclude: None,
+        };
+        let wopts = WriterOptions {
+            pack_size: 1 << 20,
+            index: IndexPolicy::every_packs(16),
+            digests: false,
+            dirs_in_flight: 4,
+        };
+        // two walk threads whatever the machine, so that the bound below does not depend on it
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        pool.install(|| {
+            run(
+                repo.clone(),
+                sel,
+                parent,
+                "test",
+                &NOT_CANCELLED,
+                &Counters::default(),
+                wopts,
+            )
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn trees_are_stored_as_directories_complete_not_held_to_the_end() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        let fanout = 8;
+        let files = many_folders(&src, fanout);
+        let dirs = 1 + fanout + fanout * fanout + fanout * fanout * fanout;
+        let store: Arc<dyn BlobStore> = Arc::new(MemoryStore::default());
+        let opts = RepoOptions {
+            kdf: KdfParams {
+                m_cost: 64,
+                t_cost: 1,
+                p_cost: 1,
+            },
+            ..Default::default()
+        };
+        let repo = Arc::new(Repository::init(store, "sixteen+ characters", &opts).unwrap());
+
+        let first = backup(&repo, &src, None);
+        assert_eq!(first.stats.files as usize, files);
+        assert_eq!(first.stats.errors, 0, "{:?}", first.problems);
+        // held at most: the walk's paths (2 threads, depth 5 counting the snapshot's root, a few frames each)
+        // plus the 4 walked directories allowed to wait, each with at most `fanout` nodes; holding the whole
+        // tree would be every node (files + dirs, about 4,700)
+        let depth = 5;
+        let bound_dirs = 4 + 2 * 2 * depth;
+        let bound_nodes = bound_dirs * fanout;
+        assert!(
+            bound_nodes * 4 < files + dirs,
+            "the bound must be far below the whole tree"
+        );
+        assert!(
+            first.in_flight.peak_nodes <= bound_nodes && first.in_flight.peak_dirs <= bound_dirs,
+            "held {:?} (bound {bound_dirs} dirs, {bound_nodes} nodes; the tree has {dirs} dirs and {} nodes)",
+            first.in_flight,
+            files + dirs
+        );
+        let id = first.snapshot.unwrap();
+        let (_, snap) = repo.find_snapshot(&id).unwrap();
+
+        // every file is in the stored trees, with its content
+        let mut seen_files = 0;
+        let mut stack = vec![parse_id(&snap.tree).unwrap()];
+        while let Some(t) = stack.pop() {
+            for n in repo.load_tree(&t).unwrap().nodes {
+                match n.kind {
+                    NodeKind::Dir => stack.push(parse_id(n.subtree.as_deref().unwrap()).unwrap()),
+                    NodeKind::File => {
+                        assert_eq!(n.content.len(), 1, "{}", n.name);
+                        seen_files += 1;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        assert_eq!(seen_files, files);
+
+        // the unchanged run reads the parent's trees directory by directory and keeps every tree id
+        let second = backup(&repo, &src, Some((id.clone(), snap.clone())));
+        assert_eq!(second.stats.files_unchanged as usize, files);
+        let (_, snap2) = repo.find_snapshot(&second.snapshot.unwrap()).unwrap();
+        assert_eq!(snap2.tree, snap.tree);
+        assert!(
+            second.in_flight.peak_nodes <= bound_nodes,
+            "{:?}",
+            second.in_flight
+        );
+
+        // a changed file in one folder: only its path's trees are new
+        std::fs::write(src.join("a3/b4/c5/f6"), "changed, and longer than before").unwrap();
+        let third = backup(&repo, &src, Some((id, snap.clone())));
+        assert_eq!(third.stats.files_unchanged as usize, files - 1);
+        let (_, snap3) = repo.find_snapshot(&third.snapshot.unwrap()).unwrap();
+        assert_ne!(snap3.tree, snap.tree);
+        // data blob, and the trees of c5, b4, a3, src and the snapshot's root
+        assert_eq!(third.stats.blobs_new, 6);
+    }
+
+    #[test]
+    fn hard_links_in_many_folders_share_one_read_and_keep_their_content() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        for d in 0..20 {
+            std::fs::create_dir_all(src.join(format!("d{d}"))).unwrap();
+        }
+        std::fs::write(src.join("d0/orig"), "linked content").unwrap();
+        for d in 1..20 {
+            std::fs::hard_link(src.join("d0/orig"), src.join(format!("d{d}/link"))).unwrap();
+        }
+        let store: Arc<dyn BlobStore> = Arc::new(MemoryStore::default());
+        let opts = RepoOptions {
+            kdf: KdfParams {
+                m_cost: 64,
+                t_cost: 1,
+                p_cost: 1,
+            },
+            ..Default::default()
+        };
+        let repo = Arc::new(Repository::init(store, "sixteen+ characters", &opts).unwrap());
+        let out = backup(&repo, &src, None);
+        assert_eq!(out.stats.files, 20);
+        assert_eq!(out.stats.errors, 0, "{:?}", out.problems);
+        let (_, snap) = repo.find_snapshot(&out.snapshot.unwrap()).unwrap();
+        let root = repo.load_tree(&parse_id(&snap.tree).unwrap()).unwrap();
+        let mut t = repo
+            .load_tree(&parse_id(root.nodes[0].subtree.as_deref().unwrap()).unwrap())
+            .unwrap();
+        assert_eq!(t.nodes.len(), 20);
+        let mut contents = HashSet::new();
+        for n in std::mem::take(&mut t.nodes) {
+            let sub = repo
+                .load_tree(&parse_id(n.subtree.as_deref().unwrap()).unwrap())
+                .unwrap();
+            assert_eq!(sub.nodes.len(), 1);
+            assert_eq!(sub.nodes[0].content.len(), 1);
+            contents.insert(sub.nodes[0].content[0].id.clone());
+        }
+        assert_eq!(contents.len(), 1, "every link names the same chunk");
+        // one data blob; trees: d0's, one for d1..d19 (equal: the same inode under the same name), the
+        // source's and the root
+        assert_eq!(out.stats.blobs_new, 1 + 2 + 1 + 1);
+    }
 }

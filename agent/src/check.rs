@@ -5,6 +5,7 @@
 
 use rayon::prelude::*;
 use seedship_shared::blob::BlobStore;
+use seedship_shared::repo::prune::PendingPrune;
 use seedship_shared::repo::{
     parse_id, volume_name, ChunkId, IndexEntry, NodeKind, Repository, VOLUME_HEADER_LEN, VOLUME_MAGIC,
 };
@@ -38,7 +39,15 @@ pub fn check(repo: &Repository, read_data: bool, job_dir: Option<&Path>) -> Chec
         Err(e) => rep.problems.push(e.to_string()),
     }
     if read_data {
-        read_all(repo, &mut rep);
+        // an interrupted prune recorded ranges it had not cleared yet: their old bytes are no damage
+        let pending = match seedship_shared::repo::prune::pending(repo) {
+            Ok((_, p)) => p,
+            Err(e) => {
+                rep.problems.push(e.to_string());
+                Default::default()
+            }
+        };
+        read_all(repo, &pending, &mut rep);
         if let Some(dir) = job_dir {
             descriptor(&**repo.store(), dir, &mut rep);
         }
@@ -80,7 +89,7 @@ fn walk(repo: &Repository, id: &ChunkId, at: &str, seen: &mut HashSet<ChunkId>, 
 /// with few large requests instead of one per blob.
 const WINDOW: u64 = 16 << 20;
 
-fn read_all(repo: &Repository, rep: &mut CheckReport) {
+fn read_all(repo: &Repository, pending: &PendingPrune, rep: &mut CheckReport) {
     let mut entries = repo.index_entries();
     entries.sort_by_key(|e| (e.volume, e.offset));
     let ends = repo.volume_ends();
@@ -109,7 +118,8 @@ fn read_all(repo: &Repository, rep: &mut CheckReport) {
         }
         let first = entries.partition_point(|e| e.volume < v);
         let last = entries.partition_point(|e| e.volume <= v);
-        read_volume(repo, &name, &entries[first..last], padded_end, rep);
+        let tolerated = pending.ranges_of(v);
+        read_volume(repo, &name, &entries[first..last], padded_end, &tolerated, rep);
     }
     // blobs in a volume no index object gives an end for (written by an older agent): one by one
     for e in entries.iter().filter(|e| !ends.contains_key(&e.volume)) {
@@ -120,7 +130,10 @@ fn read_all(repo: &Repository, rep: &mut CheckReport) {
     }
     if let Ok(objs) = store.list("data/") {
         for o in objs {
-            let known = ends.keys().any(|&v| volume_name(v) == o.name);
+            let known = ends
+                .keys()
+                .chain(&pending.delete)
+                .any(|&v| volume_name(v) == o.name);
             if !known {
                 rep.problems
                     .push(format!("{}: volume not referenced by any index object", o.name));
@@ -171,15 +184,31 @@ fn read_volume(
     name: &str,
     entries: &[IndexEntry],
     padded_end: u64,
+    tolerated: &[std::ops::Range<u64>],
     rep: &mut CheckReport,
 ) {
     let store = repo.store();
     let zero_gap = |buf: &[u8], at: u64, problems: &mut Vec<String>| {
-        if let Some(i) = buf.iter().position(|&b| b != 0) {
-            problems.push(format!(
-                "{name}: non-zero byte at offset {} outside any blob",
-                at + i as u64
-            ));
+        let mut pos = at;
+        let end = at + buf.len() as u64;
+        // the parts of the gap outside the tolerated ranges must be zero
+        let mut cuts: Vec<std::ops::Range<u64>> = tolerated
+            .iter()
+            .filter(|t| t.end > at && t.start < end)
+            .cloned()
+            .collect();
+        cuts.push(end..end);
+        for t in &cuts {
+            let stop = t.start.max(pos).min(end);
+            let part = &buf[(pos - at) as usize..(stop - at) as usize];
+            if let Some(i) = part.iter().position(|&b| b != 0) {
+                problems.push(format!(
+                    "{name}: non-zero byte at offset {} outside any blob",
+                    pos + i as u64
+                ));
+                return;
+            }
+            pos = t.end.max(pos).min(end);
         }
     };
     let end_of = |e: &IndexEntry| e.offset + e.len as u64;
@@ -256,22 +285,12 @@ fn descriptor(store: &dyn BlobStore, dir: &Path, rep: &mut CheckReport) {
     rep.problems.extend(found.into_iter().flatten());
 }
 
-/// Length and BLAKE3 of a whole blob.
+/// Length and BLAKE3 of a whole blob, read in 4 MiB pieces.
 pub fn blob_digest(
     store: &dyn BlobStore,
     name: &str,
 ) -> Result<(u64, String), seedship_shared::blob::BlobError> {
-    let len = store.properties(name)?.len;
-    let mut h = blake3::Hasher::new();
-    let mut buf = vec![0u8; 4 << 20];
-    let mut pos = 0;
-    while pos < len {
-        let n = (len - pos).min(buf.len() as u64) as usize;
-        store.read_at(name, pos, &mut buf[..n])?;
-        h.update(&buf[..n]);
-        pos += n as u64;
-    }
-    Ok((len, h.finalize().to_hex().to_string()))
+    seedship_shared::blob::blake3_of(store, name, 4 << 20, |_| {})
 }
 
 #[cfg(test)]

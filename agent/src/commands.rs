@@ -1,27 +1,19 @@
 //! One function per subcommand: turn the parsed command line into work and report the outcome.
 
-use crate::backup::{BackupOutcome, WriterOptions};
+use crate::backup::WriterOptions;
+use crate::pipeline::{backup_exit, open_repo, run_pipeline, snapshot_line, staged_blobs};
 use crate::policy::{self, Mode, Policy};
-use crate::progress::{Counters, Display};
-use crate::store::{open_metered_repo_store, open_staging_store};
+use crate::report::{
+    self, BackupSummary, CheckJson, ImportJob, ImportJobState, SnapshotEntry, SnapshotsReport, StatusReport,
+};
+use crate::store::open_staging_store;
 use crate::{BackupCmd, CheckCmd, Cli, Exit, RestoreCmd, StartCmd};
 use anyhow::{bail, Context};
-use seedship_shared::blob::Meter;
 use seedship_shared::publish_settings::PublishSettings;
-use seedship_shared::repo::{CachedStore, RepoOptions, Repository, Snapshot, SnapshotStats, VolumeDigest};
-use seedship_shared::staging::{JobDescriptor, JobState, StagedBlob};
+use seedship_shared::repo::{RepoOptions, Repository};
+use seedship_shared::staging::{JobDescriptor, JobState};
+use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-
-static CANCEL: AtomicBool = AtomicBool::new(false);
-
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
 
 /// `offline start`: validates everything, then creates the repository, descriptor and policy.
 pub fn offline_start(cli: &Cli, c: &StartCmd) -> anyhow::Result<Exit> {
@@ -46,8 +38,7 @@ pub fn offline_start(cli: &Cli, c: &StartCmd) -> anyhow::Result<Exit> {
         total += du(&p);
         sources.push(p);
     }
-    let staging = std::fs::canonicalize(&c.staging)
-        .with_context(|| format!("staging location {}", c.staging.display()))?;
+    let staging = staging_location(&c.staging)?;
     let probe = staging.join(format!(".seedship-probe-{}", std::process::id()));
     std::fs::write(&probe, b"probe")
         .with_context(|| format!("staging location {} is not writable", staging.display()))?;
@@ -71,19 +62,16 @@ pub fn offline_start(cli: &Cli, c: &StartCmd) -> anyhow::Result<Exit> {
     if c.volume_size_mib == 0 || c.volume_size_mib > 1 << 20 {
         bail!("--volume-size-mib must be 1..=1048576 (1 TiB); page blobs hold at most 8 TiB");
     }
+    let mut exclude = crate::exclude::Exclusions::default();
+    c.exclude.apply(&mut exclude)?;
+    exclude.validate()?;
     let pass = policy::passphrase(cli.passphrase_file.as_deref(), true)?;
     seedship_shared::crypto::check_passphrase(&pass)?;
     // everything is valid: write
     let host = seedship_shared::host::hostname();
     std::fs::create_dir_all(&job_dir).with_context(|| format!("cannot create {}", job_dir.display()))?;
-    let pol = Policy {
-        mode: Mode::Offline,
-        sources,
-        staging,
-        job: c.job_name.clone(),
-        source_bytes: total,
-        vault: None,
-    };
+    let mut pol = Policy::offline(sources, staging, c.job_name.clone(), total);
+    pol.exclude = exclude;
     let store = open_staging_store(&pol.blobs_dir());
     let opts = RepoOptions {
         volume_size: c.volume_size_mib << 20,
@@ -101,7 +89,7 @@ pub fn offline_start(cli: &Cli, c: &StartCmd) -> anyhow::Result<Exit> {
         source_host: host,
         repository_id: repo.config().id.clone(),
         state: JobState::Created,
-        created: now(),
+        created: seedship_shared::time::now_unix(),
         blobs: vec![],
     };
     desc.save(&job_dir)?;
@@ -112,7 +100,7 @@ pub fn offline_start(cli: &Cli, c: &StartCmd) -> anyhow::Result<Exit> {
         job_dir.display(),
         repo.config().id
     );
-    println!("next: seedship-agent backup");
+    println!("next: {}", next_backup_command(&cli.state_dir));
     Ok(Exit::Success)
 }
 
@@ -132,121 +120,36 @@ fn du(p: &Path) -> u64 {
     }
 }
 
-/// Opens the policy's repository. With `cached`, metadata objects and trees are read through the local
-/// cache in `<state-dir>/cache/<job>/` (`check` reads the store itself).
-fn open_repo(cli: &Cli, pol: &Policy, cached: bool) -> anyhow::Result<Arc<Repository>> {
-    open_metered_repo(cli, pol, cached, Arc::new(Meter::new()))
-}
-
-/// [`open_repo`] with the vault's traffic counted (and uploads limited) by `meter`.
-pub(crate) fn open_metered_repo(
-    cli: &Cli,
-    pol: &Policy,
-    cached: bool,
-    meter: Arc<Meter>,
-) -> anyhow::Result<Arc<Repository>> {
-    let pass = policy::passphrase(cli.passphrase_file.as_deref(), false)?;
-    let mut store = open_metered_repo_store(pol, meter)?;
-    let dir = cli.state_dir.join("cache").join(&pol.job);
-    if cached {
-        store = Arc::new(CachedStore::new(store, &dir));
-    }
-    let mut repo = Repository::open(store, &pass).map_err(|e| crate::online::explain(e, pol))?;
-    if cached {
-        repo = repo.with_tree_cache(&dir);
-    }
-    Ok(Arc::new(repo))
-}
-
-/// The newest snapshot of the policy's sources (an incremental's parent).
-fn parent_snapshot(repo: &Repository, pol: &Policy) -> anyhow::Result<Option<(String, Snapshot)>> {
-    let paths: Vec<String> = pol
-        .sources
-        .iter()
-        .map(|p| p.to_string_lossy().into_owned())
-        .collect();
-    Ok(repo
-        .snapshots()?
-        .into_iter()
-        .rev()
-        .find(|(_, s)| s.paths == paths))
-}
-
-/// Runs the backup pipeline into an open repository: removes what an interrupted run left unwritten,
-/// finds the parent snapshot, shows progress, and prints the warnings.
-pub(crate) fn run_pipeline(
-    cli: &Cli,
-    pol: &Policy,
-    repo: &Arc<Repository>,
-    host: &str,
-    wopts: WriterOptions,
-    meter: Option<Arc<Meter>>,
-) -> anyhow::Result<BackupOutcome> {
-    for object in repo.remove_incomplete()? {
-        eprintln!("removed {object}: an earlier, interrupted backup created it but never wrote it");
-    }
-    let parent = parent_snapshot(repo, pol)?;
-    let _ = ctrlc::set_handler(|| CANCEL.store(true, Ordering::SeqCst));
-    // Blob buffers (up to 8 MiB) are allocated in reader threads and freed in the writer: a fixed mmap
-    // threshold returns them to the system at once instead of letting glibc's per-thread heaps grow.
-    // SAFETY: mallopt only tunes the allocator; called before the pipeline threads start.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-    }
-    let counters = Counters {
-        meter,
-        ..Counters::default()
-    };
-    let out = {
-        // the first run reads about what `offline start` measured; later runs only changed files (unknown)
-        let estimate = if parent.is_none() { pol.source_bytes } else { 0 };
-        let _display = Display::start(&counters, estimate, cli.quiet);
-        crate::backup::run(
-            repo.clone(),
-            &pol.sources,
-            parent,
-            host,
-            &CANCEL,
-            &counters,
-            wopts,
-        )?
-    };
-    for p in &out.problems {
-        eprintln!("warning: {p}");
-    }
-    Ok(out)
-}
-
-/// The line a finished backup prints about its snapshot.
-pub(crate) fn snapshot_line(snap: &str, s: &SnapshotStats) -> String {
-    format!(
-        "snapshot {} saved: {} files ({} unchanged), {} dirs, {} MiB read, {} new blobs, {} MiB stored",
-        &snap[..16],
-        s.files,
-        s.files_unchanged,
-        s.dirs,
-        s.bytes_read >> 20,
-        s.blobs_new,
-        s.bytes_stored >> 20
-    )
-}
-
 /// `backup`.
-pub fn backup(cli: &Cli, c: &BackupCmd) -> anyhow::Result<Exit> {
+pub fn backup(cli: &Cli, c: &BackupCmd, sum: &mut BackupSummary) -> anyhow::Result<Exit> {
     let pol = Policy::load(&cli.state_dir)?;
+    let job = |state| {
+        Some(ImportJob {
+            name: pol.job.clone(),
+            state,
+        })
+    };
     if pol.mode == Mode::Online {
-        return crate::online::backup(cli, c, &pol);
+        sum.import_job = job(ImportJobState::Completed);
+        sum.target = Some("vault".into());
+        return crate::online::backup(cli, c, &pol, sum);
     }
     let job_dir = pol.job_dir();
     let mut desc = JobDescriptor::load(&job_dir)?;
+    sum.import_job = job(ImportJobState::recorded(&cli.state_dir, &pol, Some(&desc)));
     if pol.mode == Mode::Offline && desc.state == JobState::BackupComplete && !c.another_snapshot {
         // the initial backup is staged: complete the import job once it is finished, then back up online
         return match crate::complete::run(cli, c, &pol, &desc)? {
             crate::complete::Outcome::Waiting => Ok(Exit::Waiting),
-            crate::complete::Outcome::Refused => Ok(Exit::Failure),
-            crate::complete::Outcome::Completed => backup(cli, c),
+            crate::complete::Outcome::Refused => {
+                sum.import_job = job(ImportJobState::Refused);
+                Ok(Exit::Failure)
+            }
+            crate::complete::Outcome::Completed => backup(cli, c, sum),
         };
     }
+    let _lock = crate::lock::acquire(&pol, "backup")?;
+    sum.target = Some("staging".into());
     let repo = open_repo(cli, &pol, true)?;
     let out = run_pipeline(
         cli,
@@ -256,6 +159,7 @@ pub fn backup(cli: &Cli, c: &BackupCmd) -> anyhow::Result<Exit> {
         WriterOptions::staging(),
         None,
     )?;
+    sum.set_stats(&out.stats);
     let Some(snap) = out.snapshot else {
         println!(
             "interrupted: {} new blobs are stored and indexed; run `seedship-agent backup` again to continue",
@@ -263,49 +167,41 @@ pub fn backup(cli: &Cli, c: &BackupCmd) -> anyhow::Result<Exit> {
         );
         return Ok(Exit::Interrupted);
     };
+    // retention first, so the descriptor lists only what stays; the snapshots of a job already complete
+    // (its drives may be prepared) are protected by forget's guard
+    crate::forget::after_backup(&repo, &pol)?;
     desc.blobs = staged_blobs(&repo, &desc.blobs, &out.volumes)?;
     desc.state = JobState::BackupComplete;
     desc.save(&job_dir)?;
+    sum.snapshot = Some(snap.clone());
+    sum.import_job = job(ImportJobState::Waiting);
     let s = &out.stats;
     println!("{}", snapshot_line(&snap, s));
     Ok(backup_exit(s.errors))
 }
 
-/// The descriptor's blob list: every object, with digests from the pack writer or computed.
-fn staged_blobs(
-    repo: &Repository,
-    old: &[StagedBlob],
-    fresh: &[VolumeDigest],
-) -> anyhow::Result<Vec<StagedBlob>> {
-    let store = repo.store();
-    let mut out = vec![];
-    for o in store.list("")? {
-        let blob = if let Some(v) = fresh.iter().find(|v| v.name == o.name && v.len == o.len) {
-            StagedBlob {
-                name: o.name,
-                len: o.len,
-                blake3: v.blake3.clone(),
-            }
-        } else if let Some(b) = old.iter().find(|b| b.name == o.name && b.len == o.len) {
-            // objects are immutable and volumes append-only: same name and length, same bytes
-            b.clone()
-        } else {
-            let (len, h) = crate::check::blob_digest(&**store, &o.name)?;
-            StagedBlob {
-                name: o.name,
-                len,
-                blake3: h,
-            }
-        };
-        out.push(blob);
-    }
-    Ok(out)
-}
-
 /// `snapshots`.
-pub fn snapshots(cli: &Cli) -> anyhow::Result<Exit> {
+pub fn snapshots(cli: &Cli, json: Option<File>) -> anyhow::Result<Exit> {
     let pol = Policy::load(&cli.state_dir)?;
     let repo = open_repo(cli, &pol, true)?;
+    if let Some(mut out) = json {
+        let snapshots = repo
+            .snapshots()?
+            .into_iter()
+            .map(|(id, s)| SnapshotEntry {
+                id,
+                time: s.time,
+                host: s.host,
+                paths: s.paths,
+                files: s.stats.files,
+                bytes: s.stats.bytes,
+                partial: s.partial,
+                parent: s.parent,
+            })
+            .collect();
+        report::emit(&mut out, &SnapshotsReport { snapshots })?;
+        return Ok(Exit::Success);
+    }
     println!(
         "{:<16}  {:<23}  {:<12}  {:>8}  {:>10}  paths",
         "id", "time", "host", "files", "MiB"
@@ -314,7 +210,7 @@ pub fn snapshots(cli: &Cli) -> anyhow::Result<Exit> {
         println!(
             "{:<16}  {:<23}  {:<12}  {:>8}  {:>10}  {}{}",
             &id[..16],
-            crate::online::utc(s.time.max(0) as u64),
+            seedship_shared::time::UtcTime::from_unix(s.time.max(0)).readable(),
             s.host,
             s.stats.files,
             s.stats.bytes >> 20,
@@ -325,14 +221,79 @@ pub fn snapshots(cli: &Cli) -> anyhow::Result<Exit> {
     Ok(Exit::Success)
 }
 
+/// The `backup` command line to run next, with `--state-dir` when it is not the default.
+fn next_backup_command(state_dir: &Path) -> String {
+    if state_dir == Path::new(crate::DEFAULT_STATE_DIR) {
+        "seedship-agent backup".to_owned()
+    } else {
+        format!("seedship-agent --state-dir {} backup", state_dir.display())
+    }
+}
+
+/// The staging location of `offline start`, canonical: created (0700) when missing and its parent exists.
+fn staging_location(given: &Path) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    if let Err(e) = std::fs::metadata(given) {
+        let parent = given
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if e.kind() != std::io::ErrorKind::NotFound || !parent.is_dir() {
+            bail!(
+                "staging location: {}",
+                seedship_shared::staging::explain_io(given, &e)
+            );
+        }
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(given)
+            .with_context(|| format!("cannot create staging location {}", given.display()))?;
+        println!("created staging location {}", given.display());
+    }
+    std::fs::canonicalize(given).map_err(|e| {
+        anyhow::anyhow!(
+            "staging location: {}",
+            seedship_shared::staging::explain_io(given, &e)
+        )
+    })
+}
+
 /// `restore`.
 pub fn restore(cli: &Cli, c: &RestoreCmd) -> anyhow::Result<Exit> {
     let pol = Policy::load(&cli.state_dir)?;
     let repo = open_repo(cli, &pol, true)?;
     let (id, snap) = repo.find_snapshot(&c.snapshot)?;
-    let st = crate::restore::restore(&repo, &snap.tree, &c.target, &c.includes, c.numeric_owner)?;
+    let exclude = crate::exclude::Exclusions {
+        patterns: c.excludes.clone(),
+        ..Default::default()
+    }
+    .compile(&[])?;
+    let st = crate::restore::restore(
+        &repo,
+        &snap.tree,
+        &c.target,
+        &c.includes,
+        (!c.excludes.is_empty()).then_some(&exclude),
+        c.numeric_owner,
+    )?;
     for w in &st.warnings {
         eprintln!("warning: {w}");
+    }
+    for inc in &st.unmatched {
+        eprintln!(
+            "warning: --include {inc} matches nothing in snapshot {}: nothing was restored for it (give the \
+             path as the snapshot holds it, e.g. /srv/data/projects; `seedship-agent ls {} /` lists them)",
+            &id[..16],
+            &id[..16]
+        );
+    }
+    if !c.includes.is_empty() && st.unmatched.len() == c.includes.len() {
+        println!(
+            "restored nothing from snapshot {}: no --include path is in it; {} was not created or changed",
+            &id[..16],
+            c.target.display()
+        );
+        return Ok(Exit::Partial);
     }
     println!(
         "restored snapshot {} into {}: {} files, {} dirs, {} other, {} MiB",
@@ -343,7 +304,7 @@ pub fn restore(cli: &Cli, c: &RestoreCmd) -> anyhow::Result<Exit> {
         st.other,
         st.bytes >> 20
     );
-    Ok(if st.warnings.is_empty() {
+    Ok(if st.warnings.is_empty() && st.unmatched.is_empty() {
         Exit::Success
     } else {
         Exit::Partial
@@ -351,7 +312,7 @@ pub fn restore(cli: &Cli, c: &RestoreCmd) -> anyhow::Result<Exit> {
 }
 
 /// `check`.
-pub fn check(cli: &Cli, c: &CheckCmd) -> anyhow::Result<Exit> {
+pub fn check(cli: &Cli, c: &CheckCmd, json: Option<File>) -> anyhow::Result<Exit> {
     let pol = Policy::load(&cli.state_dir)?;
     let repo = open_repo(cli, &pol, false)?;
     // in the vault there is no job descriptor to compare with: the repository's own index and digests are
@@ -372,6 +333,17 @@ pub fn check(cli: &Cli, c: &CheckCmd) -> anyhow::Result<Exit> {
         },
         rep.problems.len()
     );
+    if let Some(mut out) = json {
+        let doc = CheckJson {
+            ok: rep.problems.is_empty(),
+            snapshots: rep.snapshots,
+            trees: rep.trees,
+            blobs_read: rep.blobs_read,
+            read_data: c.read_data,
+            problems: rep.problems.clone(),
+        };
+        report::emit(&mut out, &doc)?;
+    }
     Ok(if rep.problems.is_empty() {
         Exit::Success
     } else {
@@ -380,8 +352,12 @@ pub fn check(cli: &Cli, c: &CheckCmd) -> anyhow::Result<Exit> {
 }
 
 /// `status`.
-pub fn status(cli: &Cli) -> anyhow::Result<Exit> {
+pub fn status(cli: &Cli, json: Option<File>) -> anyhow::Result<Exit> {
     let pol = Policy::load(&cli.state_dir)?;
+    if let Some(mut out) = json {
+        report::emit(&mut out, &StatusReport::load(&cli.state_dir, &pol)?)?;
+        return Ok(Exit::Success);
+    }
     if pol.mode == Mode::Online {
         return crate::online::status(cli, &pol);
     }
@@ -407,18 +383,15 @@ pub fn status(cli: &Cli) -> anyhow::Result<Exit> {
     };
     println!("state: {state}");
     println!("blobs: {} ({} MiB)", desc.blobs.len(), total >> 20);
+    for line in crate::policy_cmd::summary(&pol) {
+        println!("{line}");
+    }
+    if let Some(c) = crate::policy_cmd::last_change(&pol) {
+        println!("{c}");
+    }
     println!(
         "target: storage account {}, container {}",
         desc.storage_account, desc.container
     );
     Ok(Exit::Success)
-}
-
-/// The exit code of a finished backup: partial (3) when some files could not be backed up, said on stdout.
-pub(crate) fn backup_exit(errors: u64) -> Exit {
-    if errors > 0 {
-        println!("{errors} file(s) could not be backed up completely (see the warnings)");
-        return Exit::Partial;
-    }
-    Exit::Success
 }

@@ -125,7 +125,7 @@ pub fn plan(c: &BackupCmd, desc: &JobDescriptor) -> anyhow::Result<CompletionPla
 /// Checks the import job and, once it is finished, verifies the import and moves it into the vault.
 pub fn run(cli: &Cli, c: &BackupCmd, pol: &Policy, desc: &JobDescriptor) -> anyhow::Result<Outcome> {
     let plan = plan(c, desc)?;
-    let job = match import_job(desc, c.management_ca.as_deref())? {
+    let job = match import_job(desc, c.publish_settings.as_deref(), c.management_ca.as_deref())? {
         JobLookup::Found(j) => j,
         JobLookup::Unknown => {
             println!(
@@ -164,7 +164,20 @@ pub fn run(cli: &Cli, c: &BackupCmd, pol: &Policy, desc: &JobDescriptor) -> anyh
         }
     }
     let pass = policy::passphrase(cli.passphrase_file.as_deref(), false)?;
+    let mut plan = plan;
+    if c.blob_endpoint.is_none() {
+        if let Some(endpoint) = endpoint_from_logs(&job) {
+            if endpoint != plan.endpoint {
+                println!(
+                    "blob endpoint: {endpoint} (where every drive's copy log is; give --blob-endpoint URL to use \
+                     another)"
+                );
+                plan.endpoint = endpoint;
+            }
+        }
+    }
     let stores = Stores::open(&plan)?;
+    reachable(&plan, &stores)?;
     println!(
         "verifying the import in container {} of storage account {}{}",
         plan.import_container,
@@ -175,7 +188,8 @@ pub fn run(cli: &Cli, c: &BackupCmd, pol: &Policy, desc: &JobDescriptor) -> anyh
             ""
         }
     );
-    let v = verify::verify(&plan, &job, desc, &stores, &pass, cli.quiet);
+    let staging = crate::store::open_staging_store(&pol.blobs_dir());
+    let v = verify::verify(&plan, &job, desc, &stores, &*staging, &pass, cli.quiet);
     for n in &v.notes {
         println!("note: {n}");
     }
@@ -188,6 +202,51 @@ pub fn run(cli: &Cli, c: &BackupCmd, pol: &Policy, desc: &JobDescriptor) -> anyh
     let copied = copy_into_vault(&plan, desc, &stores, &record, cli.quiet)?;
     go_online(cli, &plan, pol, desc, &record, copied)?;
     Ok(Outcome::Completed)
+}
+
+/// The blob endpoint the drives' copy logs point at (`<endpoint>/waimportexport/<log>`), when every drive
+/// that has a copy log agrees on it.
+fn endpoint_from_logs(job: &Job) -> Option<String> {
+    let mut found: Option<String> = None;
+    for d in job.drives() {
+        let Some(uri) = &d.error_log_uri else { continue };
+        let uri = uri.split('?').next().unwrap_or(uri);
+        let (endpoint, _) = uri.split_once(&format!("/{LOG_CONTAINER}/"))?;
+        if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
+            return None;
+        }
+        match &found {
+            Some(f) if f != endpoint => return None,
+            _ => found = Some(endpoint.trim_end_matches('/').to_owned()),
+        }
+    }
+    found
+}
+
+/// The container the data centre writes the copy logs into (the service's default diagnostics path).
+const LOG_CONTAINER: &str = "waimportexport";
+
+/// Fails fast, before any retries, when the blob endpoint's host name does not resolve or its TLS
+/// certificate is not trusted: a setting to fix, not a problem of the import.
+fn reachable(plan: &CompletionPlan, stores: &Stores) -> anyhow::Result<()> {
+    use seedship_shared::net::{classify_text, TransportCause};
+    let Err(BlobError::Transport { message, .. }) = stores.import_raw.list("") else {
+        return Ok(());
+    };
+    let what = match classify_text(&message, None) {
+        TransportCause::Dns => "its host name does not resolve",
+        TransportCause::Tls => "its TLS certificate is not trusted",
+        _ => return Ok(()),
+    };
+    bail!(
+        "cannot reach blob endpoint {} of storage account {}: {what} ({message}); give the storage account's \
+         endpoint with --blob-endpoint URL (or SEEDSHIP_BLOB_ENDPOINT), e.g. https://{}.blob.core.windows.net, \
+         or http://127.0.0.1:10000/devstoreaccount1 for Azurite. Nothing was checked or copied; the import \
+         itself is not in question and no drive needs shipping again",
+        plan.endpoint,
+        plan.account,
+        plan.account
+    )
 }
 
 /// Prints the job's and every drive's state; returns the job's.
@@ -235,7 +294,7 @@ fn go_online(
         endpoint: plan.endpoint.clone(),
         account: plan.account.clone(),
         container: plan.vault_container.clone(),
-        since: now(),
+        since: seedship_shared::time::now_unix() as u64,
     });
     online.save(&cli.state_dir)?;
     let _ = std::fs::remove_file(record);
@@ -252,27 +311,25 @@ fn go_online(
     Ok(())
 }
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// What Get Job said about the staging job.
 enum JobLookup {
     Found(Box<Job>),
     /// The service does not know the job.
     Unknown,
-    /// The service could not be reached or failed (timeout, 5xx): ask again on the next run.
+    /// The service could not be reached or failed (timeout, refused connection, 5xx): ask again on the next
+    /// run. A certificate, name-resolution or 4xx failure is an error instead.
     Unreachable(ApiError),
 }
 
 /// Get Job for the staging job, with the publish settings and subscription it records. A configuration
 /// problem (publish settings, certificate, a 4xx answer) is an error.
-fn import_job(desc: &JobDescriptor, management_ca: Option<&Path>) -> anyhow::Result<JobLookup> {
+fn import_job(
+    desc: &JobDescriptor,
+    publish_settings: Option<&Path>,
+    management_ca: Option<&Path>,
+) -> anyhow::Result<JobLookup> {
     let access = ApiAccess {
-        publish_settings: None,
+        publish_settings: publish_settings.map(Path::to_path_buf),
         management_ca: management_ca.map(Path::to_path_buf),
     };
     let conn = api::connect(desc, &access).with_context(|| {
@@ -284,10 +341,12 @@ fn import_job(desc: &JobDescriptor, management_ca: Option<&Path>) -> anyhow::Res
     match conn.client.get_job(&desc.storage_account, &desc.job_name) {
         Ok(j) => Ok(JobLookup::Found(Box::new(j))),
         Err(e) if e.status() == Some(404) => Ok(JobLookup::Unknown),
-        Err(e) if e.is_retryable() || matches!(e, ApiError::Transport { .. }) => {
-            Ok(JobLookup::Unreachable(e))
-        }
-        Err(e) => Err(e).context("cannot ask the Import/Export service where the import job stands"),
+        Err(e) if e.may_pass() => Ok(JobLookup::Unreachable(e)),
+        Err(e) => Err(e).context(format!(
+            "cannot ask the Import/Export service where import job {} stands (a setting needs fixing; \
+             waiting would not help)",
+            desc.job_name
+        )),
     }
 }
 

@@ -1,10 +1,12 @@
 //! File-system metadata: reading a node's metadata (lstat, owner names, extended attributes) at backup time
 //! and applying it (owner, mode, extended attributes, times) at restore time.
 
+use crate::beneath::Dir;
 use seedship_shared::repo::{Node, NodeKind};
 use std::collections::HashMap;
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::Metadata;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
@@ -260,38 +262,74 @@ fn split_bytes(b: &[u8]) -> (String, Option<String>) {
     }
 }
 
+/// How [`apply`] reaches the restored node: through its own open descriptor (regular files and directories),
+/// or by name in its parent directory without following a symlink there (symlinks and special files).
+pub enum Target<'a> {
+    Fd(BorrowedFd<'a>),
+    At(&'a Dir, &'a OsStr),
+}
+
 /// Applies owner (with `owners`, i.e. when running as root), mode, extended attributes and times to a
-/// restored node. Returns the things that could not be applied, as messages.
-pub fn apply(path: &Path, node: &Node, owners: Option<&Owners>) -> std::io::Result<Vec<String>> {
-    let c = cpath(path)?;
+/// restored node; `show` is its path for messages. Returns the things that could not be applied, as messages.
+pub fn apply(
+    target: Target<'_>,
+    show: &Path,
+    node: &Node,
+    owners: Option<&Owners>,
+) -> std::io::Result<Vec<String>> {
     let mut warnings = vec![];
+    let last = std::io::Error::last_os_error;
+    let at = match target {
+        Target::At(dir, name) => Some((dir.as_fd().as_raw_fd(), dir.entry(name)?)),
+        Target::Fd(_) => None,
+    };
     if let Some(owners) = owners {
         let (uid, gid) = owners.ids(node);
-        // SAFETY: valid C string.
-        if unsafe { libc::lchown(c.as_ptr(), uid, gid) } != 0 {
-            warnings.push(format!(
-                "{}: chown: {}",
-                path.display(),
-                std::io::Error::last_os_error()
-            ));
+        // SAFETY: valid descriptors and C strings.
+        let rc = match (&target, &at) {
+            (Target::Fd(fd), _) => unsafe { libc::fchown(fd.as_raw_fd(), uid, gid) },
+            (_, Some((dir, c))) => unsafe {
+                libc::fchownat(*dir, c.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW)
+            },
+            _ => 0,
+        };
+        if rc != 0 {
+            warnings.push(format!("{}: chown: {}", show.display(), last()));
         }
     }
     if node.kind != NodeKind::Symlink {
-        // SAFETY: valid C string.
-        if unsafe { libc::chmod(c.as_ptr(), node.mode as libc::mode_t) } != 0 {
-            return Err(std::io::Error::last_os_error());
+        let mode = node.mode as libc::mode_t;
+        // SAFETY: valid descriptors and C strings; the named entry was created by the restore and is not a
+        // symlink (symlinks are created last and never over an existing entry).
+        let rc = match (&target, &at) {
+            (Target::Fd(fd), _) => unsafe { libc::fchmod(fd.as_raw_fd(), mode) },
+            (_, Some((dir, c))) => unsafe { libc::fchmodat(*dir, c.as_ptr(), mode, 0) },
+            _ => 0,
+        };
+        if rc != 0 {
+            return Err(last());
         }
         for (k, v) in &node.xattrs {
             let Ok(val) = hex::decode(v) else { continue };
             let ck = CString::new(k.as_bytes()).map_err(|_| std::io::Error::other("xattr name has NUL"))?;
-            // SAFETY: valid buffers.
-            let rc = unsafe { libc::lsetxattr(c.as_ptr(), ck.as_ptr(), val.as_ptr().cast(), val.len(), 0) };
+            let rc = match (&target, &at) {
+                // SAFETY: valid descriptor and buffers.
+                (Target::Fd(fd), _) => unsafe {
+                    libc::fsetxattr(fd.as_raw_fd(), ck.as_ptr(), val.as_ptr().cast(), val.len(), 0)
+                },
+                (_, Some((dir, c))) => {
+                    // a special file has no descriptor to set attributes through: name it through the
+                    // parent's descriptor, so only the last component is looked up (and not followed)
+                    let mut p = format!("/proc/self/fd/{dir}/").into_bytes();
+                    p.extend_from_slice(c.as_bytes());
+                    let p = CString::new(p).map_err(|_| std::io::Error::other("path has NUL"))?;
+                    // SAFETY: valid C strings and buffers.
+                    unsafe { libc::lsetxattr(p.as_ptr(), ck.as_ptr(), val.as_ptr().cast(), val.len(), 0) }
+                }
+                _ => 0,
+            };
             if rc != 0 {
-                warnings.push(format!(
-                    "{}: xattr {k}: {}",
-                    path.display(),
-                    std::io::Error::last_os_error()
-                ));
+                warnings.push(format!("{}: xattr {k}: {}", show.display(), last()));
             }
         }
     }
@@ -300,24 +338,22 @@ pub fn apply(path: &Path, node: &Node, owners: Option<&Owners>) -> std::io::Resu
         tv_nsec: node.mtime_nsec as libc::c_long,
     };
     let times = [ts, ts];
-    // SAFETY: valid C string and a two-element timespec array.
-    if unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    } != 0
-    {
-        return Err(std::io::Error::last_os_error());
+    // SAFETY: valid descriptors, C strings and a two-element timespec array.
+    let rc = match (&target, &at) {
+        (Target::Fd(fd), _) => unsafe { libc::futimens(fd.as_raw_fd(), times.as_ptr()) },
+        (_, Some((dir, c))) => unsafe {
+            libc::utimensat(*dir, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW)
+        },
+        _ => 0,
+    };
+    if rc != 0 {
+        return Err(last());
     }
     Ok(warnings)
 }
 
-/// Creates a fifo, device or socket node.
-pub fn make_special(path: &Path, node: &Node) -> std::io::Result<()> {
-    let c = cpath(path)?;
+/// The `st_mode` (type and permission bits) of a fifo, device or socket node.
+pub fn special_mode(node: &Node) -> std::io::Result<u32> {
     let fmt = match node.kind {
         NodeKind::Fifo => libc::S_IFIFO,
         NodeKind::Char => libc::S_IFCHR,
@@ -325,18 +361,7 @@ pub fn make_special(path: &Path, node: &Node) -> std::io::Result<()> {
         NodeKind::Socket => libc::S_IFSOCK,
         _ => return Err(std::io::Error::other("not a special file")),
     };
-    // SAFETY: valid C string.
-    let rc = unsafe {
-        libc::mknod(
-            c.as_ptr(),
-            fmt | (node.mode & 0o7777) as libc::mode_t,
-            node.rdev as libc::dev_t,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
+    Ok(fmt | (node.mode & 0o7777))
 }
 
 /// Whether the process runs as root (may set owners and create devices).

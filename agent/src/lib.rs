@@ -2,49 +2,46 @@
 //!
 //! The binary is a thin `main` over [`run`]; everything lives here so tests can call it. Modules: `policy`
 //! (state directory, names, passphrase), `store` (the staging store or the vault), `backup` (the pipeline),
-//! `online` (incrementals into the vault, upload limit, last-backup record), `complete` (verifying the finished
-//! import job and moving it into the vault), `restore`, `check`, `fsmeta` (file metadata), `progress` (what
+//! `online` (incrementals into the vault, upload limit, last-backup record), `pipeline` (opening the
+//! repository and running the backup pipeline, for `commands` and `online`), `complete` (verifying the finished
+//! import job and moving it into the vault), `restore` (with `beneath`: paths resolved inside the target), `check`, `fsmeta` (file metadata), `progress` (what
 //! the operator sees), `commands` (one function per subcommand).
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 pub mod backup;
+pub mod beneath;
+pub mod browse;
 pub mod check;
 mod commands;
 pub mod complete;
+pub mod exclude;
+pub mod forget;
 pub mod fsmeta;
+pub mod lock;
 pub mod online;
+mod pipeline;
 pub mod policy;
+pub mod policy_cmd;
 pub mod progress;
+pub mod prune;
+pub mod report;
 pub mod restore;
+pub mod retention;
 pub mod store;
+pub mod throttle;
 
 /// The exit codes of `seedship-agent`, documented in its `--help` and docs/agent.md.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    /// Everything asked for was done.
-    Success = 0,
-    /// The command failed; nothing was left half-done that a rerun cannot finish.
-    Failure = 1,
-    /// The backup completed but some files were unreadable or changed while being read (listed in the log).
-    Partial = 3,
-    /// Nothing to do yet: the initial backup is staged and the import job is pending.
-    Waiting = 75,
-    /// Interrupted (Ctrl-C, SIGTERM); a rerun continues where this one stopped.
-    Interrupted = 130,
-}
-
-impl From<Exit> for ExitCode {
-    fn from(e: Exit) -> Self {
-        ExitCode::from(e as u8)
-    }
-}
+/// (One list for every seedship command: [`seedship_shared::exit::Exit`].)
+pub use seedship_shared::exit::Exit;
 
 const EXIT_HELP: &str =
     "Exit codes: 0 success, 1 failure, 3 partial (some files unreadable or changed while read), \
 75 waiting (initial backup staged, import job pending), 130 interrupted (rerun to continue).";
+
+/// The state directory when neither `--state-dir` nor `SEEDSHIP_STATE_DIR` gives one.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/seedship";
 
 /// Command line of `seedship-agent`.
 #[derive(Debug, Parser)]
@@ -65,7 +62,7 @@ pub struct Cli {
     #[arg(
         long,
         env = "SEEDSHIP_STATE_DIR",
-        default_value = "/var/lib/seedship",
+        default_value = DEFAULT_STATE_DIR,
         global = true
     )]
     pub state_dir: PathBuf,
@@ -86,13 +83,81 @@ pub enum Command {
     /// the vault an incremental over the network (needs SEEDSHIP_STORAGE_KEY).
     Backup(BackupCmd),
     /// List the snapshots.
-    Snapshots,
+    Snapshots(JsonArg),
     /// Restore a snapshot (an id, a unique id prefix, or "latest") into a folder.
     Restore(RestoreCmd),
     /// Verify the repository (and with --read-data every byte of it).
     Check(CheckCmd),
     /// Show the policy and the staging job's state, or in online mode the vault and the last backup.
-    Status,
+    Status(JsonArg),
+    /// Remove the snapshots no keep rule keeps (restic's rules; buckets in local time), or with --dry-run
+    /// show which rule keeps each.
+    Forget(forget::ForgetCmd),
+    /// Show or change the backup policy: sources, exclusions, retention, upload limit.
+    #[command(subcommand)]
+    Policy(policy_cmd::PolicyCmd),
+    /// List what a snapshot holds (below PATH).
+    Ls(browse::LsCmd),
+    /// Find paths matching glob patterns across snapshots.
+    Find(browse::FindCmd),
+    /// Show what was added, removed and changed between two snapshots, with sizes.
+    Diff(browse::DiffCmd),
+    /// Write a file of a snapshot to stdout, or a folder as a tar stream.
+    Dump(browse::DumpCmd),
+    /// Give back the space of blobs no snapshot references: wholly dead packs are cleared (Clear Pages in
+    /// the vault, holes in staging), partly used packs repacked only past --max-unused.
+    Prune(PruneCmd),
+    /// Remove the repository's writer lock left by a process that is gone.
+    Unlock,
+    /// Manage the repository's passphrases (key objects).
+    #[command(subcommand)]
+    Key(KeyCmd),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct PruneCmd {
+    #[command(flatten)]
+    pub limits: prune::PruneArgs,
+    /// Print what would be freed and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the plan and what was freed as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCmd {
+    /// List the key objects (the one of the passphrase in use is marked).
+    List,
+    /// Add a passphrase.
+    Add(NewPassphrase),
+    /// Remove a key object (by id as `key list` shows it); the last one cannot be removed.
+    Remove(KeyRemove),
+    /// Change the passphrase in use (rewrites its key object only).
+    Passwd(NewPassphrase),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct NewPassphrase {
+    /// Read the new passphrase from this file (else it is asked twice on the terminal).
+    #[arg(long)]
+    pub new_passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct KeyRemove {
+    /// The key's id (`keys/<id>` or `<id>`).
+    pub key: String,
+}
+
+/// `--json` of a command that reports.
+#[derive(Debug, clap::Args)]
+pub struct JsonArg {
+    /// Print one JSON document on standard output (fields in docs/agent.md); other output goes to standard
+    /// error.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,6 +192,8 @@ pub struct StartCmd {
     /// Volume size in MiB (default 4096).
     #[arg(long, default_value_t = 4096)]
     pub volume_size_mib: u64,
+    #[command(flatten)]
+    pub exclude: policy_cmd::ExcludeArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -141,7 +208,7 @@ pub struct BackupCmd {
         long,
         env = "SEEDSHIP_LIMIT_UPLOAD",
         value_name = "RATE",
-        value_parser = online::parse_rate
+        value_parser = seedship_shared::units::parse_rate
     )]
     pub limit_upload: Option<u64>,
     /// Completion: read every imported object and compare its BLAKE3 with the job descriptor's (default:
@@ -161,6 +228,18 @@ pub struct BackupCmd {
     /// Completion: a PEM file of extra CA certificates trusted for the Import/Export API (the emulator's).
     #[arg(long, env = seedship_shared::api::MANAGEMENT_CA_ENV)]
     pub management_ca: Option<PathBuf>,
+    /// The publish-settings file to reach the Import/Export service with, instead of the path recorded at
+    /// `offline start` (when the file moved, or on another machine).
+    #[arg(long, env = "SEEDSHIP_PUBLISH_SETTINGS", value_name = "FILE")]
+    pub publish_settings: Option<PathBuf>,
+    /// After the run (whatever its outcome), write node_exporter textfile-collector metrics to this file,
+    /// atomically and mode 0644 (e.g. /var/lib/prometheus/node-exporter/seedship.prom).
+    #[arg(long, env = "SEEDSHIP_METRICS_FILE", value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+    /// At the end, print the run's summary as one JSON document on standard output (also when it fails);
+    /// other output goes to standard error.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -173,6 +252,10 @@ pub struct RestoreCmd {
     /// Only restore these paths (as in the snapshot, e.g. /srv/data/projects); repeatable.
     #[arg(long = "include")]
     pub includes: Vec<String>,
+    /// Leave out paths matching PATTERN (gitignore-style glob against the path in the snapshot, as
+    /// --exclude at backup); repeatable.
+    #[arg(long = "exclude", value_name = "PATTERN")]
+    pub excludes: Vec<String>,
     /// As root, set owners by the recorded numeric ids only (by default a user or group name recorded at
     /// backup time that exists on this machine wins over the recorded id, as with tar).
     #[arg(long)]
@@ -184,16 +267,14 @@ pub struct CheckCmd {
     /// Read and verify every blob and every byte of the volumes (in staging or the vault).
     #[arg(long)]
     pub read_data: bool,
+    #[command(flatten)]
+    pub json: JsonArg,
 }
 
 impl Cli {
     /// The net verbosity for [`seedship_shared::logging::init`].
     pub fn verbosity(&self) -> i8 {
-        if self.quiet {
-            -1
-        } else {
-            self.verbose.min(3) as i8
-        }
+        seedship_shared::exit::verbosity(self.verbose, self.quiet)
     }
 }
 
@@ -201,10 +282,47 @@ impl Cli {
 pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     match &cli.command {
         Command::Offline(OfflineCmd::Start(c)) => commands::offline_start(&cli, c),
-        Command::Backup(c) => commands::backup(&cli, c),
-        Command::Snapshots => commands::snapshots(&cli),
+        Command::Backup(c) => reported_backup(&cli, c),
+        Command::Snapshots(j) => commands::snapshots(&cli, json_out(j.json)?),
         Command::Restore(c) => commands::restore(&cli, c),
-        Command::Check(c) => commands::check(&cli, c),
-        Command::Status => commands::status(&cli),
+        Command::Check(c) => commands::check(&cli, c, json_out(c.json.json)?),
+        Command::Status(j) => commands::status(&cli, json_out(j.json)?),
+        Command::Forget(c) => forget::forget(&cli, c),
+        Command::Policy(c) => policy_cmd::run(&cli, c),
+        Command::Ls(c) => browse::ls(&cli, c),
+        Command::Find(c) => browse::find(&cli, c),
+        Command::Diff(c) => browse::diff(&cli, c),
+        Command::Dump(c) => browse::dump(&cli, c),
+        Command::Prune(c) => prune::prune(&cli, c),
+        Command::Unlock => prune::unlock(&cli),
+        Command::Key(c) => prune::key(&cli, c),
     }
+}
+
+/// The original standard output for the JSON document, when `--json` was given.
+fn json_out(json: bool) -> anyhow::Result<Option<std::fs::File>> {
+    Ok(json.then(report::json_stdout).transpose()?)
+}
+
+/// `backup` with its summary: printed as JSON with `--json` and written as metrics with `--metrics-file`,
+/// whatever the outcome, before the outcome is returned.
+fn reported_backup(cli: &Cli, c: &BackupCmd) -> anyhow::Result<Exit> {
+    let mut out = json_out(c.json)?;
+    let started = std::time::Instant::now();
+    let mut summary = report::BackupSummary {
+        started: report::unix_now(),
+        ..Default::default()
+    };
+    let outcome = commands::backup(cli, c, &mut summary);
+    summary.finish(&outcome, started);
+    if let Some(path) = &c.metrics_file {
+        if let Err(e) = report::write_metrics(path, &summary) {
+            // the backup's own outcome matters more; the missing metrics show as stale in monitoring
+            tracing::error!("{e:#}");
+        }
+    }
+    if let Some(out) = out.as_mut() {
+        report::emit(out, &summary)?;
+    }
+    outcome
 }

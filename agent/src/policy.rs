@@ -4,10 +4,14 @@
 //! and the mode; after the import job completes, the agent records the vault it moved into and switches the
 //! mode to online. The passphrase and the storage account key are never stored.
 
+use crate::exclude::Exclusions;
+use crate::retention::KeepRules;
+use crate::throttle::UploadLimit;
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
 
 /// Where backups go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,9 +50,47 @@ pub struct Policy {
     /// The vault, once the import job completed and its blobs were copied there (mode `online`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vault: Option<VaultTarget>,
+    /// Retention rules applied after every successful backup (none: every snapshot is kept).
+    #[serde(default, skip_serializing_if = "KeepRules::is_empty")]
+    pub keep: KeepRules,
+    /// What the backup walk leaves out.
+    #[serde(default, skip_serializing_if = "Exclusions::is_empty")]
+    pub exclude: Exclusions,
+    /// The upload limit into the vault, and when it applies (`policy set --limit-upload...`); a
+    /// `backup --limit-upload` given on the command line wins.
+    #[serde(default, skip_serializing_if = "UploadLimit::is_none")]
+    pub upload: UploadLimit,
+    /// Changes made with `policy set` after `offline start`, oldest first (shown by `status`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<PolicyChange>,
+}
+
+/// One `policy set`: when, and what it changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyChange {
+    /// Seconds since the epoch.
+    pub time: i64,
+    /// What changed, one line per item (`source added: /srv/new`).
+    pub what: Vec<String>,
 }
 
 impl Policy {
+    /// A new offline policy (what `offline start` records).
+    pub fn offline(sources: Vec<PathBuf>, staging: PathBuf, job: String, source_bytes: u64) -> Policy {
+        Policy {
+            mode: Mode::Offline,
+            sources,
+            staging,
+            job,
+            source_bytes,
+            vault: None,
+            keep: KeepRules::default(),
+            exclude: Exclusions::default(),
+            upload: UploadLimit::default(),
+            changes: vec![],
+        }
+    }
+
     /// The sources, separated by spaces (for `status`).
     pub fn sources_line(&self) -> String {
         self.sources
@@ -131,26 +173,41 @@ pub fn check_account_name(s: &str) -> anyhow::Result<()> {
 }
 
 /// The passphrase from `--passphrase-file`, `SEEDSHIP_PASSPHRASE` or a prompt (asked twice when `confirm`).
-pub fn passphrase(file: Option<&Path>, confirm: bool) -> anyhow::Result<String> {
+pub fn passphrase(file: Option<&Path>, confirm: bool) -> anyhow::Result<Zeroizing<String>> {
     if let Some(f) = file {
-        let s = std::fs::read_to_string(f)
+        let mut s = Zeroizing::new(String::new());
+        std::fs::File::open(f)
+            .and_then(|mut h| std::io::Read::read_to_string(&mut h, &mut s))
             .with_context(|| format!("cannot read passphrase file {}", f.display()))?;
-        return Ok(s.trim_end_matches(['\n', '\r']).to_string());
+        return Ok(Zeroizing::new(s.trim_end_matches(['\n', '\r']).to_string()));
     }
     if let Ok(s) = std::env::var("SEEDSHIP_PASSPHRASE") {
-        return Ok(s);
+        return Ok(Zeroizing::new(s));
     }
     if !std::io::stdin().is_terminal() {
         bail!(
             "no passphrase: give --passphrase-file FILE or set SEEDSHIP_PASSPHRASE (no terminal to ask on)"
         );
     }
-    let p = rpassword::prompt_password("Repository passphrase: ")?;
+    let p = Zeroizing::new(rpassword::prompt_password("Repository passphrase: ")?);
     if confirm {
-        let again = rpassword::prompt_password("Repeat the passphrase: ")?;
+        let again = Zeroizing::new(rpassword::prompt_password("Repeat the passphrase: ")?);
         if again != p {
             bail!("the two passphrases differ; nothing was written");
         }
+    }
+    Ok(p)
+}
+
+/// A new passphrase asked twice on the terminal (`key add`, `key passwd` without a file).
+pub fn new_passphrase() -> anyhow::Result<Zeroizing<String>> {
+    if !std::io::stdin().is_terminal() {
+        bail!("no new passphrase: give --new-passphrase-file FILE (no terminal to ask on)");
+    }
+    let p = Zeroizing::new(rpassword::prompt_password("New passphrase: ")?);
+    let again = Zeroizing::new(rpassword::prompt_password("Repeat the new passphrase: ")?);
+    if again != p {
+        bail!("the two passphrases differ; nothing was written");
     }
     Ok(p)
 }

@@ -23,7 +23,7 @@ impl Counters {
         match &self.meter {
             Some(m) => format!(
                 "{files} files, {} sent",
-                crate::online::human(m.stats().bytes_sent)
+                seedship_shared::units::human(m.stats().bytes_sent)
             ),
             None => format!("{files} files"),
         }

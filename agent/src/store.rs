@@ -22,13 +22,22 @@ pub fn open_staging_store(dir: &Path) -> Arc<dyn BlobStore> {
     Arc::new(LocalStore::new(dir))
 }
 
-/// The storage account key from the environment, or an error that says how to give it.
+/// The environment variable naming a file that holds the storage account key (read instead of
+/// [`STORAGE_KEY_ENV`] when set).
+pub const STORAGE_KEY_FILE_ENV: &str = "SEEDSHIP_STORAGE_KEY_FILE";
+
+/// The storage account key from the environment (a file named by [`STORAGE_KEY_FILE_ENV`], else
+/// [`STORAGE_KEY_ENV`]), or an error that says how to give it.
 pub fn storage_credential(account: &str) -> anyhow::Result<Credential> {
+    if let Some(f) = std::env::var_os(STORAGE_KEY_FILE_ENV).filter(|f| !f.is_empty()) {
+        let key = seedship_shared::secret::from_file(Path::new(&f), "storage account key")?;
+        return Ok(Credential::SharedKey(key.as_str().to_owned()));
+    }
     match std::env::var(STORAGE_KEY_ENV) {
         Ok(k) if !k.trim().is_empty() => Ok(Credential::SharedKey(k.trim().to_owned())),
         _ => bail!(
-            "no key for storage account {account}: set {STORAGE_KEY_ENV} (in /etc/seedship/agent.env for \
-             scheduled backups)"
+            "no key for storage account {account}: set {STORAGE_KEY_FILE_ENV} to a file holding it, or \
+             {STORAGE_KEY_ENV} (in /etc/seedship/agent.env for scheduled backups)"
         ),
     }
 }
@@ -53,6 +62,14 @@ pub fn open_metered_container(
     Ok(Arc::new(RetryStore::new(metered, RetryPolicy::default())))
 }
 
+/// The vault container as a plain [`AzureStore`] (no retries, not metered): for the lock's lease.
+pub fn open_vault_azure(vault: &VaultTarget) -> anyhow::Result<AzureStore> {
+    let cred = storage_credential(&vault.account)?;
+    let opts = AzureOptions::new(&vault.endpoint, &vault.account, &vault.container, cred);
+    AzureStore::new(opts)
+        .with_context(|| format!("cannot open container {} at {}", vault.container, vault.endpoint))
+}
+
 /// The store the policy's repository lives in: staging while offline, the vault once online.
 pub fn open_repo_store(pol: &Policy) -> anyhow::Result<Arc<dyn BlobStore>> {
     open_metered_repo_store(pol, Arc::new(Meter::new()))
@@ -61,7 +78,16 @@ pub fn open_repo_store(pol: &Policy) -> anyhow::Result<Arc<dyn BlobStore>> {
 /// [`open_repo_store`] with the vault's traffic counted by `meter` (staging is not metered).
 pub fn open_metered_repo_store(pol: &Policy, meter: Arc<Meter>) -> anyhow::Result<Arc<dyn BlobStore>> {
     match (pol.mode, &pol.vault) {
-        (Mode::Offline, _) => Ok(open_staging_store(&pol.blobs_dir())),
+        (Mode::Offline, _) => {
+            let dir = pol.job_dir();
+            if let Err(e) = std::fs::metadata(&dir) {
+                bail!(
+                    "staging job folder (recorded by `offline start`): {}",
+                    seedship_shared::staging::explain_io(&dir, &e)
+                );
+            }
+            Ok(open_staging_store(&pol.blobs_dir()))
+        }
         (Mode::Online, Some(v)) => open_metered_container(v, &v.container, meter),
         (Mode::Online, None) => bail!(
             "the policy is online but names no vault; restore policy.json from a backup of the state directory"

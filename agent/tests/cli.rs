@@ -663,3 +663,216 @@ fn an_unreadable_file_is_reported_and_the_backup_exits_3() {
     let o = run(&["backup", "--another-snapshot"]);
     assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
 }
+
+/// The `--json` documents read back with the agent's own serde types, and the metrics file with the
+/// Prometheus text-format parser of the Python `prometheus_client` (pinned in tests/requirements.txt).
+#[test]
+fn json_documents_and_the_metrics_file_parse() {
+    use seedship_agent::report::{BackupSummary, CheckJson, ImportJobState, SnapshotsReport, StatusReport};
+    let e = Env::new();
+    std::fs::create_dir_all(e.p("src/d")).unwrap();
+    std::fs::write(e.p("src/a.txt"), b"hello").unwrap();
+    std::fs::write(e.p("src/d/b.bin"), random(100_000, 7)).unwrap();
+    e.start();
+    let metrics = e.p("seedship.prom");
+    let json = |args: &[&str]| -> (Option<i32>, String) {
+        let o = e.run(args);
+        (o.status.code(), text(&o.stdout))
+    };
+    let (code, out) = json(&["backup", "--json", "--metrics-file", s(&metrics)]);
+    assert_eq!(code, Some(0), "{out}");
+    let b: BackupSummary = serde_json::from_str(&out).expect("stdout is one BackupSummary document");
+    assert_eq!((b.result.as_str(), b.exit_code), ("success", 0));
+    assert_eq!(b.target.as_deref(), Some("staging"));
+    assert_eq!(b.files, 2);
+    assert!(b.bytes_read >= 100_005, "{b:?}");
+    assert_eq!(b.import_job.as_ref().unwrap().state, ImportJobState::Waiting);
+    let snap = b.snapshot.clone().expect("a snapshot id");
+
+    let (code, out) = json(&["snapshots", "--json"]);
+    assert_eq!(code, Some(0));
+    let l: SnapshotsReport = serde_json::from_str(&out).unwrap();
+    assert_eq!(l.snapshots.len(), 1);
+    assert_eq!(l.snapshots[0].id, snap);
+    assert_eq!(l.snapshots[0].files, 2);
+
+    let (code, out) = json(&["check", "--read-data", "--json"]);
+    assert_eq!(code, Some(0), "{out}");
+    let c: CheckJson = serde_json::from_str(&out).unwrap();
+    assert!(
+        c.ok && c.problems.is_empty() && c.read_data && c.blobs_read > 0,
+        "{c:?}"
+    );
+
+    let (code, out) = json(&["status", "--json"]);
+    assert_eq!(code, Some(0));
+    let st: StatusReport = serde_json::from_str(&out).unwrap();
+    assert_eq!(st.mode, "offline");
+    assert_eq!(st.import_job.name, "job1");
+    assert_eq!(st.import_job.state, ImportJobState::Waiting);
+    assert!(st.staged_bytes.unwrap() > 0);
+
+    let first = prometheus(&metrics);
+    assert_eq!(first["seedship_backup_exit_code"], 0.0);
+    assert_eq!(first["seedship_backup_files"], 2.0);
+    assert_eq!(first["seedship_import_job_state{job=job1,state=waiting}"], 1.0);
+    let success = first["seedship_backup_last_success_timestamp_seconds"];
+
+    // the next run fails (this publish-settings file's certificate is unusable): still one document, and
+    // the metrics keep the last success
+    let (code, out) = json(&["backup", "--json", "--metrics-file", s(&metrics)]);
+    assert_eq!(code, Some(1));
+    let f: BackupSummary = serde_json::from_str(&out).unwrap();
+    assert_eq!(f.result, "failure");
+    assert!(
+        f.error
+            .as_deref()
+            .unwrap()
+            .contains("cannot check import job job1"),
+        "{f:?}"
+    );
+    let second = prometheus(&metrics);
+    assert_eq!(second["seedship_backup_exit_code"], 1.0);
+    assert_eq!(second["seedship_backup_last_success_timestamp_seconds"], success);
+}
+
+/// Parses a metrics file with prometheus_client's parser: `name{label=value,...}` -> value.
+fn prometheus(path: &Path) -> HashMap<String, f64> {
+    let script = r#"
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+for fam in text_string_to_metric_families(open(sys.argv[1]).read()):
+    for s in fam.samples:
+        labels = ','.join(f'{k}={v}' for k, v in sorted(s.labels.items()))
+        print((s.name + ('{' + labels + '}' if labels else '')) + ' ' + repr(s.value))
+"#;
+    let o = Command::new("python3")
+        .args(["-c", script, s(path)])
+        .output()
+        .expect("python3 runs (tests/run installs tests/requirements.txt)");
+    assert!(
+        o.status.success(),
+        "prometheus_client could not parse {} (pip install -r tests/requirements.txt): {}",
+        path.display(),
+        text(&o.stderr)
+    );
+    text(&o.stdout)
+        .lines()
+        .map(|l| {
+            let (k, v) = l.rsplit_once(' ').unwrap();
+            (k.to_string(), v.parse().unwrap())
+        })
+        .collect()
+}
+
+/// The passphrase read from a file never shows in the agent's command line.
+#[test]
+fn the_passphrase_never_reaches_the_command_line() {
+    let e = Env::new();
+    e.start();
+    let pass = std::fs::read_to_string(e.p("pass")).unwrap();
+    let fifo = e.p("pass.fifo");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_seedship-agent"));
+    cmd.env("SEEDSHIP_STATE_DIR", e.p("state"))
+        .env_remove("SEEDSHIP_PASSPHRASE")
+        .args(["--passphrase-file", s(&fifo), "snapshots", "--json"]);
+    let (o, cmdline) = seedship_testkit::run_with_secret_fifo(&mut cmd, &fifo, pass.trim());
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(!text(&cmdline).contains(pass.trim()), "{}", text(&cmdline));
+}
+
+/// Issue 20 point 9: an `--include` the snapshot does not hold is warned about by name, creates nothing, and
+/// the restore exits 3; with one good and one mistyped include the good one is restored.
+#[test]
+fn an_include_that_matches_nothing_warns_creates_nothing_and_exits_3() {
+    let e = Env::new();
+    std::fs::create_dir_all(e.p("src/projects/a")).unwrap();
+    std::fs::write(e.p("src/projects/a/f.txt"), b"kept\n").unwrap();
+    e.start();
+    e.ok(&["backup"]);
+    let typo = format!("{}/projets", s(&e.p("src")));
+    let o = e.run(&[
+        "restore",
+        "latest",
+        "--target",
+        s(&e.p("out")),
+        "--include",
+        &typo,
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}{}", text(&o.stdout), text(&o.stderr));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains(&format!("--include {typo} matches nothing")),
+        "{err}"
+    );
+    assert!(
+        !e.p("out").exists(),
+        "nothing may be created for an include that matches nothing"
+    );
+    let good = format!("{}/projects/a", s(&e.p("src")));
+    let o = e.run(&[
+        "restore",
+        "latest",
+        "--target",
+        s(&e.p("out2")),
+        "--include",
+        &typo,
+        "--include",
+        &good,
+    ]);
+    assert_eq!(o.status.code(), Some(3), "{}{}", text(&o.stdout), text(&o.stderr));
+    assert!(e.restored_src("out2").join("projects/a/f.txt").exists());
+    assert!(!e.restored_src("out2").join("projets").exists());
+    assert_eq!(
+        text(&o.stderr).matches("matches nothing").count(),
+        1,
+        "{}",
+        text(&o.stderr)
+    );
+}
+
+/// Issue 20 point 10: a missing staging folder is said once, with the path and what to check (no doubled
+/// OS error); `offline start` creates a missing staging folder whose parent exists.
+#[test]
+fn a_missing_staging_folder_is_said_once_with_what_to_check() {
+    let e = Env::new();
+    std::fs::write(e.p("src/a.txt"), b"a\n").unwrap();
+    let mut a = e.start_args();
+    let at = a.iter().position(|x| x == "--staging").unwrap() + 1;
+    a[at] = s(&e.p("nowhere/stg")).to_string();
+    let o = e.run(&a.iter().map(|x| x.as_str()).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("nowhere/stg does not exist") && err.contains("mounted"),
+        "{err}"
+    );
+    assert!(!err.contains("os error"), "{err}");
+    a[at] = s(&e.p("staging/new")).to_string();
+    let out = e.ok(&a.iter().map(|x| x.as_str()).collect::<Vec<_>>());
+    // point 11: the next step keeps the state directory that was given
+    assert!(
+        out.contains(&format!(
+            "next: seedship-agent --state-dir {} backup",
+            s(&e.p("state"))
+        )),
+        "{out}"
+    );
+    assert!(e.p("staging/new/job1/job.json").exists());
+    e.ok(&["backup"]);
+    std::fs::rename(e.p("staging/new"), e.p("staging/moved")).unwrap();
+    for args in [
+        &["backup"][..],
+        &["snapshots"],
+        &["restore", "latest", "--target", "/nonexistent-x"],
+    ] {
+        let o = e.run(args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        let err = text(&o.stderr);
+        assert!(
+            err.contains("staging/new/job1") && err.contains("mounted"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("os error"), "{args:?}: {err}");
+    }
+}

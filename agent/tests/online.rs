@@ -442,3 +442,83 @@ fn sigkill_mid_incremental_then_the_rerun_sends_only_the_rest() {
     e.check_read_data();
     e.restore_and_compare("out");
 }
+
+/// In the vault: a work-hours upload schedule in force (a work rate at every hour of every day), retention
+/// stored in the policy and applied by each incremental, `forget` and browsing over the network.
+#[test]
+fn retention_schedule_and_browsing_in_the_vault() {
+    let e = Env::new();
+    std::fs::write(e.p("src/a.bin"), random(1 << 20, 11)).unwrap();
+    e.seed();
+    let out = e.ok(&[
+        "policy",
+        "set",
+        "--keep-last",
+        "2",
+        "--limit-upload-work",
+        "512K",
+        "--limit-upload-off",
+        "100M",
+        "--work-hours",
+        "00:00-24:00",
+        "--work-days",
+        "mon-sun",
+    ]);
+    assert!(out.contains("retention: none -> last 2"), "{out}");
+    let status = e.ok(&["status"]);
+    assert!(
+        status
+            .contains("upload limit: 512.0 KiB/s during work hours 00:00-24:00 mon,tue,wed,thu,fri,sat,sun"),
+        "{status}"
+    );
+    // 1 MiB of new data at 512 KiB/s (a quarter second's burst): about two seconds
+    std::fs::write(e.p("src/b.bin"), random(1 << 20, 12)).unwrap();
+    let t = Instant::now();
+    let out = e.ok(&["backup"]);
+    let took = t.elapsed();
+    assert!(sent(&out) >= 1 << 20, "{out}");
+    assert!(
+        took >= Duration::from_millis(1500),
+        "the work-hours limit was not applied: {took:?}\n{out}"
+    );
+    assert!(
+        out.contains("retention (last 2): removed 0 snapshot(s), kept 2"),
+        "{out}"
+    );
+    e.ok(&["policy", "set", "--no-limit-upload"]);
+    std::fs::write(e.p("src/c.txt"), b"third").unwrap();
+    let out = e.ok(&["backup"]);
+    assert!(
+        out.contains("retention (last 2): removed 1 snapshot(s), kept 2"),
+        "{out}"
+    );
+    assert_eq!(e.vault().list("snapshots/").unwrap().len(), 2);
+    // browsing reads the vault
+    let snaps = e.ok(&["snapshots"]);
+    let ids: Vec<&str> = snaps
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().next().unwrap())
+        .collect();
+    let diff = e.ok(&["diff", ids[0], ids[1]]);
+    let src = e.p("src");
+    assert!(
+        diff.contains(&format!("+  {}/c.txt  (5 bytes)", s(&src))),
+        "{diff}"
+    );
+    let o = e
+        .cmd(&["dump", "latest", &format!("{}/b.bin", s(&src))])
+        .output()
+        .unwrap();
+    assert_eq!(o.stdout, random(1 << 20, 12));
+    // forget in the vault
+    let plan: serde_json::Value =
+        serde_json::from_str(&e.ok(&["forget", "--keep-last", "1", "--dry-run", "--json"])).unwrap();
+    assert_eq!(plan["removed"].as_array().unwrap().len(), 1);
+    assert_eq!(e.vault().list("snapshots/").unwrap().len(), 2);
+    let out = e.ok(&["forget", "--keep-last", "1"]);
+    assert!(out.contains("removed 1 snapshot(s), kept 1"), "{out}");
+    assert_eq!(e.vault().list("snapshots/").unwrap().len(), 1);
+    e.check_read_data();
+    e.restore_and_compare("out");
+}

@@ -3,57 +3,35 @@
 //! AzureOfflineBackupDiskPrep does for Azure Backup.
 //!
 //! The binary is a thin `main` over [`run`]; everything lives in the library so tests can call it.
-//! Modules: [`staging`] (jobs and their check), [`drive`] (targets and refusals), [`plan`] (spanning),
-//! [`layout`], [`payload`], [`copy`] and [`verify`] (the drive's bytes), [`session`] (journal and state),
-//! [`prepare`] (the flow), [`console`] (the operator), [`keyfile`], [`args`]; the import job: [`job`] (created
-//! after preparation), [`record`] (`diskprep/job.json`), [`ship`] (`u:`), [`delete`] (`delete-job`) and
-//! [`jobconsole`]. docs/diskprep.md describes the commands.
+//! It has two halves and the command line:
+//! - [`prep`], preparing drives: [`prep::prepare`] (the flow), [`prep::staging`] (jobs and their check),
+//!   [`prep::drive`] (targets and refusals), [`prep::plan`] (spanning), [`prep::layout`], [`prep::source`]
+//!   (reading the staging files), [`prep::copy`], [`prep::readback`] and [`prep::verify`] (the drive's bytes), [`prep::session`] (journal and
+//!   state), [`prep::keyfile`] and [`prep::console`] (the operator);
+//! - [`job`], the import job after preparation: [`job::create`] (Put Job), [`job::record`]
+//!   (`diskprep/job.json`), [`job::ship`] (`u:`), [`job::delete`] (`delete-job`), [`job::console`] and the
+//!   command glue `job::cmd`;
+//! - [`args`] (the AzureOfflineBackupDiskPrep spellings) and [`Cli`] here.
+//!
+//! docs/diskprep.md describes the commands; docs/architecture.md shows where diskprep sits.
 
 pub mod args;
-pub mod console;
-pub mod copy;
-pub mod delete;
-pub mod direct;
-pub mod drive;
 pub mod job;
-mod jobcmd;
-pub mod jobconsole;
-pub mod keyfile;
-pub mod layout;
-pub mod payload;
-pub mod plan;
-pub mod prepare;
-pub mod record;
-pub mod session;
-pub mod ship;
-pub mod staging;
-pub mod verify;
+pub mod prep;
+pub mod report;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use prepare::{PrepError, PrepOptions};
+use job::cmd as jobcmd;
+use prep::prepare::{self, PrepError, PrepOptions};
+use prep::{console, copy, drive, verify};
 use seedship_shared::luks::Pbkdf;
 use std::path::PathBuf;
-use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
+use zeroize::Zeroizing;
 
 /// The exit codes of `seedship-diskprep`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    /// Everything asked for was done.
-    Success = 0,
-    /// The command failed; a rerun continues where it can.
-    Failure = 1,
-    /// A drive read back or checked does not match.
-    VerifyFailed = 2,
-    /// Interrupted (Ctrl-C, SIGTERM); a rerun resumes where this one stopped.
-    Interrupted = 130,
-}
-
-impl From<Exit> for ExitCode {
-    fn from(e: Exit) -> Self {
-        ExitCode::from(e as u8)
-    }
-}
+/// (One list for every seedship command: [`seedship_shared::exit::Exit`].)
+pub use seedship_shared::exit::Exit;
 
 const AFTER_HELP: &str = "\
 The AzureOfflineBackupDiskPrep spellings work too:
@@ -142,21 +120,42 @@ pub struct PrepArgs {
     /// The region of the storage account, where the service looks for a shipping location (asked if missing).
     #[arg(long, env = "SEEDSHIP_LOCATION", value_name = "NAME")]
     pub location: Option<String>,
-    /// The storage account's key for the import job (or set SEEDSHIP_STORAGE_KEY; asked if missing).
+    /// A file holding the storage account's key for the import job (or set SEEDSHIP_STORAGE_KEY_FILE, or
+    /// the key itself in SEEDSHIP_STORAGE_KEY; asked if missing).
+    #[arg(
+        long,
+        env = "SEEDSHIP_STORAGE_KEY_FILE",
+        value_name = "FILE",
+        conflicts_with_all = ["storage_account_key", "container_sas", "container_sas_file"]
+    )]
+    pub storage_account_key_file: Option<PathBuf>,
+    /// The key itself: kept for compatibility only, since a command line is readable by every user; use
+    /// --storage-account-key-file or SEEDSHIP_STORAGE_KEY.
     #[arg(
         long,
         env = "SEEDSHIP_STORAGE_KEY",
         hide_env_values = true,
         value_name = "KEY",
-        conflicts_with = "container_sas"
+        conflicts_with_all = ["container_sas", "container_sas_file"],
+        hide_short_help = true
     )]
     pub storage_account_key: Option<String>,
-    /// A SAS of the container instead of the account key (or set SEEDSHIP_CONTAINER_SAS).
+    /// A file holding a SAS of the container, instead of the account key (or set SEEDSHIP_CONTAINER_SAS_FILE,
+    /// or the SAS itself in SEEDSHIP_CONTAINER_SAS).
+    #[arg(
+        long,
+        env = "SEEDSHIP_CONTAINER_SAS_FILE",
+        value_name = "FILE",
+        conflicts_with = "container_sas"
+    )]
+    pub container_sas_file: Option<PathBuf>,
+    /// The SAS itself: kept for compatibility only; use --container-sas-file or SEEDSHIP_CONTAINER_SAS.
     #[arg(
         long,
         env = "SEEDSHIP_CONTAINER_SAS",
         hide_env_values = true,
-        value_name = "SAS"
+        value_name = "SAS",
+        hide_short_help = true
     )]
     pub container_sas: Option<String>,
     #[command(flatten)]
@@ -241,6 +240,10 @@ pub struct ShipArgs {
     /// Send the details without the review question.
     #[arg(short, long)]
     pub yes: bool,
+    /// Only show the job's state, as one JSON document on standard output (fields in docs/diskprep.md);
+    /// nothing is asked or sent.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Commands besides preparation.
@@ -251,14 +254,28 @@ pub enum Command {
         /// The drive (device or image file).
         #[arg(long, value_name = "PATH")]
         drive: PathBuf,
-        /// Its 48-digit recovery key (or set SEEDSHIP_RECOVERY_KEY to keep it off the command line).
+        /// A file holding its 48-digit recovery key (or set SEEDSHIP_RECOVERY_KEY_FILE, or the key itself in
+        /// SEEDSHIP_RECOVERY_KEY; asked for on a terminal if none is given).
+        #[arg(
+            long,
+            env = "SEEDSHIP_RECOVERY_KEY_FILE",
+            value_name = "FILE",
+            conflicts_with = "key"
+        )]
+        key_file: Option<PathBuf>,
+        /// The key itself: kept for compatibility only, since a command line is readable by every user; use
+        /// --key-file or SEEDSHIP_RECOVERY_KEY.
         #[arg(
             long,
             env = "SEEDSHIP_RECOVERY_KEY",
             hide_env_values = true,
-            value_name = "KEY"
+            value_name = "KEY",
+            hide_short_help = true
         )]
-        key: String,
+        key: Option<String>,
+        /// Print the result as one JSON document on standard output (fields in docs/diskprep.md).
+        #[arg(long)]
+        json: bool,
     },
     /// Give the shipping details (carrier, tracking number, return address) and move the import job to
     /// Shipping; run later, show the job's and the drives' state. Spelled `u:` too.
@@ -277,11 +294,7 @@ pub enum Command {
 impl Cli {
     /// The net verbosity for [`seedship_shared::logging::init`].
     pub fn verbosity(&self) -> i8 {
-        if self.quiet {
-            -1
-        } else {
-            self.verbose.min(3) as i8
-        }
+        seedship_shared::exit::verbosity(self.verbose, self.quiet)
     }
 }
 
@@ -312,7 +325,15 @@ fn prep_options(a: &PrepArgs) -> anyhow::Result<PrepOptions> {
 /// Runs one command line; `cancel` is set by Ctrl-C or SIGTERM.
 pub fn run(cli: Cli, cancel: &AtomicBool) -> anyhow::Result<Exit> {
     match cli.command {
-        Some(Command::Verify { drive, key }) => verify_cmd(&drive, &key),
+        Some(Command::Verify {
+            drive,
+            key_file,
+            key,
+            json,
+        }) => {
+            let out = json.then(seedship_shared::jsonout::json_stdout).transpose()?;
+            verify_cmd(&drive, &recovery_key(key_file.as_deref(), key)?, out)
+        }
         Some(Command::Ship(a)) => {
             let a = *a;
             let answers = jobcmd::ShipAnswers {
@@ -322,6 +343,10 @@ pub fn run(cli: Cli, cancel: &AtomicBool) -> anyhow::Result<Exit> {
                 ship_date: a.ship_date,
                 ret: a.ret,
             };
+            if a.json {
+                let mut out = seedship_shared::jsonout::json_stdout()?;
+                return jobcmd::job_status_json(&a.job, &mut out);
+            }
             jobcmd::ship_cmd(&a.job, answers, a.yes)
         }
         Some(Command::DeleteJob { job, yes }) => jobcmd::delete_cmd(&job, yes),
@@ -364,11 +389,54 @@ fn prepare_cmd(opts: PrepOptions, args: &PrepArgs, cancel: &AtomicBool) -> anyho
     }
 }
 
-fn verify_cmd(drive: &std::path::Path, key: &str) -> anyhow::Result<Exit> {
+/// The recovery key for `verify`: from its file, the value form, or a prompt on a terminal.
+fn recovery_key(file: Option<&std::path::Path>, value: Option<String>) -> anyhow::Result<Zeroizing<String>> {
+    if let Some(f) = file {
+        return Ok(seedship_shared::secret::from_file(f, "recovery key")?);
+    }
+    if let Some(v) = value {
+        return Ok(Zeroizing::new(v));
+    }
+    Ok(Zeroizing::new(job::console::ask_secret(
+        "Recovery key of the drive",
+        "--key-file FILE or SEEDSHIP_RECOVERY_KEY",
+    )?))
+}
+
+impl PrepArgs {
+    /// The storage credential for the import job, from whichever safe form was given.
+    pub fn credential(&self) -> anyhow::Result<Option<job::create::Credential>> {
+        use job::create::Credential;
+        use seedship_shared::secret::from_file;
+        Ok(if let Some(f) = &self.storage_account_key_file {
+            Some(Credential::AccountKey(
+                from_file(f, "storage account key")?.to_string(),
+            ))
+        } else if let Some(k) = &self.storage_account_key {
+            Some(Credential::AccountKey(k.clone()))
+        } else if let Some(f) = &self.container_sas_file {
+            Some(Credential::ContainerSas(
+                from_file(f, "container SAS")?.to_string(),
+            ))
+        } else {
+            self.container_sas.clone().map(Credential::ContainerSas)
+        })
+    }
+}
+
+fn verify_cmd(drive: &std::path::Path, key: &str, json: Option<std::fs::File>) -> anyhow::Result<Exit> {
     let key = seedship_shared::recovery::RecoveryKey::parse(key)?;
     let mut ui = console::ConsoleUi::default();
     let progress = prepare::PrepUi::progress(&mut ui, "verifying", 0);
-    match verify::verify_drive(drive, &key, progress.as_ref()) {
+    let mut doc = report::VerifyReport {
+        drive: drive.display().to_string(),
+        ok: false,
+        files: 0,
+        ranges: 0,
+        bytes: 0,
+        error: None,
+    };
+    let exit = match verify::verify_drive(drive, &key, progress.as_ref()) {
         Ok(stats) => {
             progress.finish();
             println!(
@@ -376,14 +444,29 @@ fn verify_cmd(drive: &std::path::Path, key: &str) -> anyhow::Result<Exit> {
                 drive.display(),
                 stats.members - 1,
                 stats.segments,
-                console::human(stats.bytes)
+                seedship_shared::units::human(stats.bytes)
             );
-            Ok(Exit::Success)
+            doc.ok = true;
+            doc.files = stats.members.saturating_sub(1) as u64;
+            doc.ranges = stats.segments as u64;
+            doc.bytes = stats.bytes;
+            Exit::Success
         }
-        Err(verify::VerifyError::Luks(e)) => Err(e.into()),
+        Err(verify::VerifyError::Luks(e)) => {
+            if let Some(mut out) = json {
+                doc.error = Some(e.to_string());
+                seedship_shared::jsonout::emit(&mut out, &doc)?;
+            }
+            return Err(e.into());
+        }
         Err(e) => {
             eprintln!("error: {e}");
-            Ok(Exit::VerifyFailed)
+            doc.error = Some(e.to_string());
+            Exit::VerifyFailed
         }
+    };
+    if let Some(mut out) = json {
+        seedship_shared::jsonout::emit(&mut out, &doc)?;
     }
+    Ok(exit)
 }

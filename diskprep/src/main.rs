@@ -28,6 +28,13 @@ fn main() -> ExitCode {
         Ok(code) => code.into(),
         Err(e) => {
             eprintln!("error: {e:#}");
+            if let Some(log) = std::env::var_os(seedship_shared::exit::ERROR_LOG_ENV) {
+                seedship_shared::exit::append_error_line(
+                    log.as_ref(),
+                    "seedship-diskprep",
+                    &format!("{e:#}"),
+                );
+            }
             seedship_diskprep::Exit::Failure.into()
         }
     }

@@ -163,6 +163,16 @@ fn job_created_shipped_followed_and_deleted() {
     );
     assert!(out.contains(&format!("Drive {}: Specified", ids[0])), "{out}");
     assert!(out.contains("Sent with FedEx tracking number 1Z999"), "{out}");
+    // the same as one JSON document, read back with its serde type; nothing else on stdout
+    let o = u(&["--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let st: seedship_diskprep::report::JobStatusReport =
+        serde_json::from_slice(&o.stdout).expect("stdout is one JobStatusReport document");
+    assert_eq!((st.job.as_str(), st.state.as_deref()), ("job1", Some("Shipping")));
+    assert_eq!(st.drives.len(), 1);
+    assert_eq!(st.drives[0].drive_id, ids[0]);
+    assert_eq!(st.delivery_package.unwrap().tracking_number, "1Z999");
+    assert!(!st.deleted);
 
     let del = || {
         diskprep(

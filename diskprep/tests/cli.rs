@@ -86,9 +86,29 @@ fn a_job_spans_three_drives_and_each_verifies_on_its_own() {
     assert_eq!(keys.len(), 3);
     for (i, (id, key)) in keys.iter().enumerate() {
         assert!(!out.contains(key.as_str()), "a recovery key was printed");
-        let v = diskprep(&["verify", "--drive", &d[i], "--key", key]);
+        // the key from a file (here a FIFO, so the command line can be read while it waits): never in argv
+        let fifo = t.path().join(format!("key{i}.fifo"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_seedship-diskprep"));
+        cmd.args(["verify", "--drive", &d[i], "--key-file", fifo.to_str().unwrap()]);
+        let (v, cmdline) = seedship_e2e::testkit::run_with_secret_fifo(&mut cmd, &fifo, key);
         assert!(v.status.success(), "{id}: {}", text(&v));
+        assert!(
+            !String::from_utf8_lossy(&cmdline).contains(key.as_str()),
+            "the key is in argv"
+        );
     }
+    // --json: one VerifyReport document on stdout (the key from the environment)
+    let o = Command::new(env!("CARGO_BIN_EXE_seedship-diskprep"))
+        .args(["verify", "--drive", &d[1], "--json"])
+        .env("SEEDSHIP_RECOVERY_KEY", &keys[1].1)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let r: seedship_diskprep::report::VerifyReport =
+        serde_json::from_slice(&o.stdout).expect("stdout is one VerifyReport document");
+    assert!(r.ok && r.error.is_none() && r.ranges > 0 && r.bytes > 0, "{r:?}");
+    assert_eq!(r.drive, d[1]);
     // A wrong key is refused by name.
     let v = diskprep(&["verify", "--drive", &d[0], "--key", &keys[1].1]);
     assert!(
@@ -163,10 +183,77 @@ fn refusals_name_the_problem_and_write_nothing() {
         "pbkdf2",
     ]);
     assert!(
-        !o.status.success() && text(&o).contains("more bytes of drive payload are needed"),
+        !o.status.success() && text(&o).contains("more drive payload is needed"),
         "{}",
         text(&o)
     );
+    // issue 20 point 7: sizes for people, the header included, and a ready --create-image value that works
+    let out = text(&o);
+    assert!(out.contains(" MiB") && out.contains("16.0 MiB header"), "{out}");
+    let value = out
+        .split("--create-image ")
+        .nth(1)
+        .and_then(|r| r.split([',', ' ']).next())
+        .unwrap_or_else(|| panic!("no --create-image value in: {out}"))
+        .to_string();
+    let second = t.path().join("second.img").display().to_string();
+    let o = diskprep(&[
+        &s,
+        "--drive",
+        &img,
+        "--drive",
+        &second,
+        "--create-image",
+        "40M",
+        "--dry-run",
+    ]);
+    assert!(
+        !o.status.success(),
+        "40M twice should still be short: {}",
+        text(&o)
+    );
+    let third = t.path().join("third.img");
+    std::fs::File::create(&third)
+        .unwrap()
+        .set_len(seedship_shared::units::parse_size(&value).unwrap())
+        .unwrap();
+    let o = diskprep(&[
+        &s,
+        "--drive",
+        &img,
+        "--drive",
+        &third.display().to_string(),
+        "--create-image",
+        "40M",
+        "--dry-run",
+    ]);
+    assert!(
+        o.status.success(),
+        "a second drive of {value} is enough: {}",
+        text(&o)
+    );
+    std::fs::remove_file(&third).unwrap();
+    let small = third.display().to_string();
+    std::fs::File::create(&third)
+        .unwrap()
+        .set_len(seedship_shared::units::parse_size(&value).unwrap() - (1 << 20))
+        .unwrap();
+    let o = diskprep(&[
+        &s,
+        "--drive",
+        &img,
+        "--drive",
+        &small,
+        "--create-image",
+        "40M",
+        "--dry-run",
+    ]);
+    assert!(
+        !o.status.success(),
+        "1 MiB less than {value} is not enough: {}",
+        text(&o)
+    );
+    std::fs::remove_file(&third).unwrap();
 
     // No confirmation: standard input is not a terminal and --yes is missing.
     let big = t.path().join("big.img").display().to_string();
@@ -177,18 +264,55 @@ fn refusals_name_the_problem_and_write_nothing() {
         "nothing written before confirmation"
     );
 
-    // Damaged staging: a flipped byte in the index.
+    assert!(!job.join("diskprep").exists(), "staging untouched");
+}
+
+#[test]
+fn a_damaged_staged_blob_fails_the_drive_before_its_manifest_and_the_copy_starts_over() {
+    let t = tempfile::tempdir().unwrap();
+    let staging = t.path().join("staging");
+    let job = standard_job(&staging);
+    let s = format!("s:{}", staging.display());
+    let img = t.path().join("d.img").display().to_string();
+    // A flipped byte in the index: found by its BLAKE3 while the drive is written.
     let index = job.join("blobs/index/0000");
     let mut bytes = std::fs::read(&index).unwrap();
     bytes[1000] ^= 1;
     std::fs::write(&index, &bytes).unwrap();
-    let o = diskprep(&[&s, "--drive", &big, "--yes"]);
+    let run = || {
+        diskprep(&[
+            &s,
+            "--drive",
+            &img,
+            "--create-image",
+            "128M",
+            "--yes",
+            "--pbkdf",
+            "pbkdf2",
+        ])
+    };
+    let o = run();
+    let out = text(&o);
     assert!(
-        !o.status.success() && text(&o).contains("index/0000") && text(&o).contains("damaged"),
-        "{}",
-        text(&o)
+        !o.status.success()
+            && out.contains("index/0000")
+            && out.contains(&index.display().to_string())
+            && out.contains("damaged")
+            && out.contains("no manifest written"),
+        "{out}"
     );
-    assert!(!job.join("diskprep").exists(), "staging untouched");
+    let session = std::fs::read_to_string(job.join("diskprep/session.json")).unwrap();
+    assert!(
+        session.contains("formatted") && !session.contains("written") && !session.contains("verified"),
+        "the drive is not reported good: {session}"
+    );
+    // Repaired: the same command copies the drive again from the start and verifies it.
+    bytes[1000] ^= 1;
+    std::fs::write(&index, &bytes).unwrap();
+    let o = run();
+    assert!(o.status.success(), "{}", text(&o));
+    let session = std::fs::read_to_string(job.join("diskprep/session.json")).unwrap();
+    assert!(session.contains("verified"), "{session}");
 }
 
 #[test]
@@ -213,5 +337,82 @@ fn another_machine_needs_the_publish_settings() {
         !o.status.success() && text(&o).contains("p:<file>") && text(&o).contains("some-other-host"),
         "{}",
         text(&o)
+    );
+}
+
+/// Issue 20 point 6: `--create-image` makes no file on a dry run, nor on a run that is then refused.
+#[test]
+fn dry_runs_and_refused_runs_create_no_image_files() {
+    let t = tempfile::tempdir().unwrap();
+    let staging = t.path().join("staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    let s = format!("s:{}", staging.display());
+    standard_job(&staging);
+    let img = t.path().join("d.img");
+    let o = diskprep(&[
+        &s,
+        "--drive",
+        &img.display().to_string(),
+        "--create-image",
+        "128M",
+        "--dry-run",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!img.exists(), "a dry run made {}", img.display());
+    // refused: too little room on the drives
+    let o = diskprep(&[
+        &s,
+        "--drive",
+        &img.display().to_string(),
+        "--create-image",
+        "40M",
+        "--yes",
+    ]);
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(!img.exists(), "a refused run left {}", img.display());
+    // refused: no confirmation
+    let o = diskprep(&[
+        &s,
+        "--drive",
+        &img.display().to_string(),
+        "--create-image",
+        "128M",
+    ]);
+    assert!(!o.status.success() && text(&o).contains("--yes"), "{}", text(&o));
+    assert!(!img.exists(), "an unconfirmed run left {}", img.display());
+}
+
+/// Issue 20 point 11: a rerun after every drive is prepared writes nothing and claims no speed.
+#[test]
+fn a_rerun_of_a_prepared_job_says_nothing_was_written() {
+    let t = tempfile::tempdir().unwrap();
+    let staging = t.path().join("staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    let s = format!("s:{}", staging.display());
+    standard_job(&staging);
+    let img = t.path().join("d.img").display().to_string();
+    let args = [
+        &s,
+        "--drive",
+        &img,
+        "--create-image",
+        "128M",
+        "--yes",
+        "--pbkdf",
+        "pbkdf2",
+    ];
+    let o = diskprep(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("Prepared 1 drive(s)"), "{}", text(&o));
+    let o = diskprep(&args);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("prepared and verified by an earlier run; nothing was written"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("Prepared 1 drive(s)"),
+        "no preparation (and speed) claimed for a run that wrote nothing: {out}"
     );
 }

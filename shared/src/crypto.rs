@@ -28,7 +28,10 @@ pub enum CryptoError {
     Random(String),
     #[error("key derivation failed: {0}")]
     Kdf(String),
-    #[error("the passphrase is {len} characters long; at least {MIN_PASSPHRASE_LEN} are required")]
+    #[error(
+        "the passphrase is {len} characters long; at least {MIN_PASSPHRASE_LEN} are required: choose a longer \
+         one (a passphrase file, SEEDSHIP_PASSPHRASE or the prompt)"
+    )]
     WeakPassphrase { len: usize },
 }
 
@@ -53,19 +56,60 @@ impl Default for KdfParams {
     }
 }
 
+/// Largest Argon2 memory cost accepted, in KiB: 2 GiB, the larger of RFC 9106's two recommended settings.
+pub const MAX_KDF_MEMORY_KIB: u32 = 2 * 1024 * 1024;
+/// Largest Argon2 pass count accepted (RFC 9106 recommends 1 pass at 2 GiB, 3 at 64 MiB).
+pub const MAX_KDF_PASSES: u32 = 16;
+/// Largest memory x passes accepted, in KiB: 4 GiB-passes, a few seconds on one core (the default costs
+/// 192 MiB-passes). A key object asking for more would hold a machine for minutes to hours per guess.
+pub const MAX_KDF_WORK_KIB: u64 = 4 * 1024 * 1024;
+/// Largest Argon2 lane count accepted.
+pub const MAX_KDF_LANES: u32 = 16;
+
+impl KdfParams {
+    /// Refuses costs beyond [`MAX_KDF_MEMORY_KIB`], [`MAX_KDF_PASSES`], [`MAX_KDF_WORK_KIB`] and
+    /// [`MAX_KDF_LANES`]: key objects are read from storage an attacker may have written.
+    pub fn check(&self) -> Result<(), CryptoError> {
+        let KdfParams {
+            m_cost,
+            t_cost,
+            p_cost,
+        } = *self;
+        if m_cost > MAX_KDF_MEMORY_KIB
+            || t_cost == 0
+            || t_cost > MAX_KDF_PASSES
+            || p_cost == 0
+            || p_cost > MAX_KDF_LANES
+            || u64::from(m_cost) * u64::from(t_cost) > MAX_KDF_WORK_KIB
+        {
+            return Err(CryptoError::Kdf(format!(
+                "Argon2id costs of {m_cost} KiB x {t_cost} passes x {p_cost} lanes are beyond the accepted \
+                 maximum ({MAX_KDF_MEMORY_KIB} KiB, {MAX_KDF_PASSES} passes, {MAX_KDF_WORK_KIB} KiB-passes, \
+                 {MAX_KDF_LANES} lanes)"
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Fills `buf` with random bytes from the operating system.
 pub fn random_bytes(buf: &mut [u8]) -> Result<(), CryptoError> {
     getrandom::fill(buf).map_err(|e| CryptoError::Random(e.to_string()))
 }
 
 /// Derives the 32-byte key-encryption key from a passphrase with Argon2id.
-pub fn derive_kek(passphrase: &str, salt: &[u8], params: KdfParams) -> Result<[u8; 32], CryptoError> {
+pub fn derive_kek(
+    passphrase: &str,
+    salt: &[u8],
+    params: KdfParams,
+) -> Result<zeroize::Zeroizing<[u8; 32]>, CryptoError> {
+    params.check()?;
     let p = argon2::Params::new(params.m_cost, params.t_cost, params.p_cost, Some(32))
         .map_err(|e| CryptoError::Kdf(e.to_string()))?;
     let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, p);
-    let mut out = [0u8; 32];
+    let mut out = zeroize::Zeroizing::new([0u8; 32]);
     argon
-        .hash_password_into(passphrase.as_bytes(), salt, &mut out)
+        .hash_password_into(passphrase.as_bytes(), salt, &mut *out)
         .map_err(|e| CryptoError::Kdf(e.to_string()))?;
     Ok(out)
 }
@@ -100,6 +144,15 @@ pub fn open(key: &[u8; 32], envelope: &[u8]) -> Result<Vec<u8>, CryptoError> {
 pub struct MasterKey {
     enc: [u8; 32],
     id: [u8; 32],
+}
+
+/// The key's bytes are wiped when it goes.
+impl Drop for MasterKey {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.enc.zeroize();
+        self.id.zeroize();
+    }
 }
 
 impl std::fmt::Debug for MasterKey {

@@ -47,6 +47,15 @@ pub struct RecoveryKey {
     text: String,
 }
 
+/// The key's digits are wiped when it goes.
+impl Drop for RecoveryKey {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.groups.zeroize();
+        self.text.zeroize();
+    }
+}
+
 impl RecoveryKey {
     /// A new key with 128 bits from the operating system's random source.
     pub fn generate() -> Result<Self, RecoveryKeyError> {

@@ -53,15 +53,38 @@ pub struct JobDescriptor {
     pub blobs: Vec<StagedBlob>,
 }
 
+/// An I/O failure on `path` said once, in words, with what to check: a missing path names the deepest
+/// folder that does exist and asks whether the disk is mounted; a permission error names the user to run as.
+pub fn explain_io(path: &Path, e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            let existing = path.ancestors().skip(1).find(|a| a.exists());
+            match existing {
+                Some(a) if a != Path::new("/") => format!(
+                    "{} does not exist ({} does): is the disk holding it mounted, or was it moved or renamed?",
+                    path.display(),
+                    a.display()
+                ),
+                _ => format!(
+                    "{} does not exist: is the disk holding it mounted, or was it moved or renamed?",
+                    path.display()
+                ),
+            }
+        }
+        std::io::ErrorKind::PermissionDenied => format!(
+            "{}: permission denied: run as the user that owns it (or root), or give this user access",
+            path.display()
+        ),
+        _ => format!("{}: {e}", path.display()),
+    }
+}
+
 /// Errors reading or writing a descriptor.
 #[derive(Debug, thiserror::Error)]
 pub enum StagingError {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The message says the path, the cause once, and what to check ([`explain_io`]).
+    #[error("{}", explain_io(path, error))]
+    Io { path: PathBuf, error: std::io::Error },
     #[error("{path}: not a valid job descriptor: {source}")]
     Parse {
         path: PathBuf,
@@ -79,9 +102,9 @@ impl JobDescriptor {
     /// Reads `job_dir/job.json`.
     pub fn load(job_dir: &Path) -> Result<Self, StagingError> {
         let path = Self::path_in(job_dir);
-        let bytes = std::fs::read(&path).map_err(|source| StagingError::Io {
+        let bytes = std::fs::read(&path).map_err(|error| StagingError::Io {
             path: path.clone(),
-            source,
+            error,
         })?;
         serde_json::from_slice(&bytes).map_err(|source| StagingError::Parse { path, source })
     }
@@ -92,7 +115,7 @@ impl JobDescriptor {
         let tmp = job_dir.join(".job.json.tmp");
         let io = |p: &Path| {
             let p = p.to_path_buf();
-            move |source| StagingError::Io { path: p, source }
+            move |error| StagingError::Io { path: p, error }
         };
         let mut json = serde_json::to_vec_pretty(self).expect("serializable");
         json.push(b'\n');

@@ -1,6 +1,14 @@
 //! Calendar arithmetic for the UTC times seedship prints and writes (journal records, the API's ISO 8601
 //! dates, the agent's status): one civil-date conversion instead of one per caller, no time-zone database.
 
+/// Seconds since 1970-01-01 00:00:00 UTC by the system clock (0 if the clock is set before it).
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
 /// A UTC time broken into its calendar fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UtcTime {

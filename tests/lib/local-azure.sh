@@ -23,8 +23,8 @@ start_local_azure() {
   # Azurite's well-known development account key.
   export SEEDSHIP_STORAGE_KEY="Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
   export SEEDSHIP_BLOB_ENDPOINT="http://127.0.0.1:$azport/devstoreaccount1"   # instead of *.blob.core.windows.net
-  seedship-emulator init --dir "$work/emulator" --storage-account devstoreaccount1 \
-      --storage-endpoint "$SEEDSHIP_BLOB_ENDPOINT" --storage-key "$SEEDSHIP_STORAGE_KEY" > /dev/null
+  SEEDSHIP_EMULATOR_STORAGE_KEY="$SEEDSHIP_STORAGE_KEY" seedship-emulator init --dir "$work/emulator" \
+      --storage-account devstoreaccount1 --storage-endpoint "$SEEDSHIP_BLOB_ENDPOINT" > /dev/null
   seedship-emulator serve --dir "$work/emulator" --listen 127.0.0.1:0 > "$work/emulator.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 200); do [ -s "$work/emulator/url" ] && break; sleep 0.1; done

@@ -72,17 +72,20 @@ impl World {
             .unwrap();
         let azurite = Azurite::start();
         let emu = dir.path().join("emulator");
-        let o = output(Command::new(cargo_bin("seedship-emulator")).args([
-            "init",
-            "--dir",
-            s(&emu),
-            "--storage-account",
-            AZURITE_ACCOUNT,
-            "--storage-endpoint",
-            &azurite.endpoint(),
-            "--storage-key",
-            AZURITE_KEY,
-        ]));
+        // the key through the environment, never on the command line
+        let o = output(
+            Command::new(cargo_bin("seedship-emulator"))
+                .args([
+                    "init",
+                    "--dir",
+                    s(&emu),
+                    "--storage-account",
+                    AZURITE_ACCOUNT,
+                    "--storage-endpoint",
+                    &azurite.endpoint(),
+                ])
+                .env("SEEDSHIP_EMULATOR_STORAGE_KEY", AZURITE_KEY),
+        );
         assert!(o.status.success(), "emulator init: {}", text(&o));
         let emulator = World::serve(&emu, &dir.path().join("emulator.log"));
         let ps = PublishSettings::load(&emu.join("emulator.publishsettings")).unwrap();
@@ -519,4 +522,105 @@ fn refuses_a_drive_damaged_before_the_import() {
         "{out}"
     );
     assert_eq!(seed.policy()["mode"], "online");
+}
+
+/// The emulator's `init --storage-key-file`: the key is read from the file, never from the command line.
+#[test]
+fn emulator_storage_key_file_stays_off_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("key.fifo");
+    let emu = dir.path().join("emulator");
+    let mut cmd = Command::new(cargo_bin("seedship-emulator"));
+    cmd.args([
+        "init",
+        "--dir",
+        s(&emu),
+        "--storage-account",
+        AZURITE_ACCOUNT,
+        "--storage-endpoint",
+        "http://127.0.0.1:9/devstoreaccount1",
+        "--storage-key-file",
+        s(&fifo),
+    ]);
+    let (o, cmdline) = seedship_e2e::testkit::run_with_secret_fifo(&mut cmd, &fifo, AZURITE_KEY);
+    assert!(o.status.success(), "emulator init: {}", text(&o));
+    assert!(!String::from_utf8_lossy(&cmdline).contains(AZURITE_KEY));
+    let config: String = std::fs::read_dir(&emu)
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.unwrap().path()).ok())
+        .collect();
+    assert!(
+        config.contains(AZURITE_KEY),
+        "the key read from the file reached the emulator's config"
+    );
+}
+
+/// Issue 20 point 3: with one drive of a two-drive job received, every object and range still missing is
+/// named: the objects only the second drive carried, and the volume the data centre created at its full
+/// length but filled only from the first drive, with its unwritten ranges (also with `--verify-all`).
+#[test]
+fn a_partial_import_names_every_missing_object_and_range() {
+    let w = World::start();
+    // two 8 MiB volumes of noise on 28 MiB drives (12 MiB of payload each): the second volume spans both
+    let seed = seed(&w, "halfjob", "half", 2, 8, 2, "28M");
+    let o = w.receive("halfjob", &seed.drives[..1]);
+    println!("--- receive of the first drive only:\n{}", text(&o));
+    for args in [&["backup"][..], &["backup", "--verify-all"]] {
+        let o = seed.agent(&w, args);
+        let out = text(&o);
+        println!("--- {args:?} after a partial import:\n{out}");
+        assert_eq!(code(&o), 1, "{out}");
+        assert!(
+            out.lines().any(|l| l.contains("object data/0000000")
+                && l.contains("is in import container half at its full length but only partly written")
+                && l.contains("range(s)")),
+            "{out}"
+        );
+        for prefix in ["index/", "keys/", "snapshots/"] {
+            assert!(
+                out.lines()
+                    .any(|l| l.contains(&format!("object {prefix}")) && l.contains("missing")),
+                "{prefix} not named: {out}"
+            );
+        }
+        assert!(out.contains("nothing was copied"), "{out}");
+    }
+    assert_eq!(seed.policy()["mode"], "offline");
+
+    // Issue 20 point 2: without a blob endpoint the agent takes the one every copy log points at ...
+    let with_endpoint = |endpoint: Option<&str>| {
+        let mut c = Command::new(cargo_bin("seedship-agent"));
+        w.env(&mut c)
+            .env_remove("SEEDSHIP_BLOB_ENDPOINT")
+            .env("SEEDSHIP_STATE_DIR", &seed.state)
+            .arg("--passphrase-file")
+            .arg(seed.dir.join("pass"))
+            .arg("backup");
+        if let Some(e) = endpoint {
+            c.env("SEEDSHIP_BLOB_ENDPOINT", e);
+        }
+        let started = Instant::now();
+        (output(&mut c), started.elapsed())
+    };
+    let (o, _) = with_endpoint(None);
+    let out = text(&o);
+    assert_eq!(code(&o), 1, "{out}");
+    assert!(
+        out.contains(&format!(
+            "blob endpoint: {} (where every drive's copy log is",
+            w.azurite.endpoint()
+        )),
+        "{out}"
+    );
+    assert!(out.contains("only partly written"), "{out}");
+    // ... and a host name that does not resolve fails at once, naming the setting, without re-ship advice
+    let (o, took) = with_endpoint(Some("https://seedship-no-such-host.invalid"));
+    let out = text(&o);
+    assert_eq!(code(&o), 1, "{out}");
+    assert!(
+        out.contains("--blob-endpoint") && out.contains("does not resolve"),
+        "{out}"
+    );
+    assert!(!out.contains("ship a re-prepared drive"), "{out}");
+    assert!(took < Duration::from_secs(10), "took {took:?}: {out}");
 }

@@ -63,6 +63,7 @@ pub fn verify(
     job: &Job,
     desc: &JobDescriptor,
     stores: &Stores,
+    staging: &dyn BlobStore,
     passphrase: &str,
     quiet: bool,
 ) -> Verification {
@@ -83,7 +84,12 @@ pub fn verify(
     let mut complete = true;
     for b in &desc.blobs {
         match listed.get(&b.name) {
-            Some(&len) if len == b.len => v.objects += 1,
+            Some(&len) if len == b.len => {
+                v.objects += 1;
+                if !damaged.contains(&b.name) && !unwritten_ranges(plan, stores, staging, b, &mut v) {
+                    complete = false;
+                }
+            }
             Some(&len) => {
                 complete = false;
                 v.problems.push(format!(
@@ -127,6 +133,83 @@ pub fn verify(
     }
     v.digested = digested.len();
     v
+}
+
+/// Checks that every range the staged object holds data in was written into the import container (an
+/// object the data centre created at its full length but filled only from the drives it received has
+/// unwritten ranges). Names each missing range; returns whether there was none. The staged copy's ranges
+/// come from `staging` (the local staging folder); when it cannot be read, nothing is concluded.
+fn unwritten_ranges(
+    plan: &CompletionPlan,
+    stores: &Stores,
+    staging: &dyn BlobStore,
+    b: &StagedBlob,
+    v: &mut Verification,
+) -> bool {
+    let staged = match staging.page_ranges(&b.name) {
+        Ok(r) => r,
+        Err(e) => {
+            v.notes.push(format!(
+                "object {}: the staged copy's ranges cannot be read ({e}); its written ranges in the import \
+                 container are not compared",
+                b.name
+            ));
+            return true;
+        }
+    };
+    let imported = match stores.import.page_ranges(&b.name) {
+        Ok(r) => r,
+        Err(e) => {
+            v.problems.push(format!(
+                "object {}: cannot list its written ranges in import container {}: {e}",
+                b.name, plan.import_container
+            ));
+            return false;
+        }
+    };
+    let missing = subtract(&staged, &imported);
+    if missing.is_empty() {
+        return true;
+    }
+    const SHOWN: usize = 8;
+    let total: u64 = missing.iter().map(|r| r.end - r.start).sum();
+    let mut list: Vec<String> = missing
+        .iter()
+        .take(SHOWN)
+        .map(|r| format!("{}..{}", r.start, r.end))
+        .collect();
+    if missing.len() > SHOWN {
+        list.push(format!("and {} more", missing.len() - SHOWN));
+    }
+    v.problems.push(format!(
+        "object {} is in import container {} at its full length but only partly written: {} in {} range(s) \
+         holding data in staging were never written (bytes {}); the drive that carried them was not imported",
+        b.name,
+        plan.import_container,
+        seedship_shared::units::human(total),
+        missing.len(),
+        list.join(", ")
+    ));
+    false
+}
+
+/// The parts of the sorted, disjoint ranges `a` that no range of `b` covers.
+fn subtract(a: &[std::ops::Range<u64>], b: &[std::ops::Range<u64>]) -> Vec<std::ops::Range<u64>> {
+    let b = seedship_shared::blob::merge_ranges(b.to_vec());
+    let mut out = Vec::new();
+    for r in seedship_shared::blob::merge_ranges(a.to_vec()) {
+        let mut start = r.start;
+        for c in b.iter().filter(|c| c.end > r.start && c.start < r.end) {
+            if c.start > start {
+                out.push(start..c.start);
+            }
+            start = start.max(c.end);
+        }
+        if start < r.end {
+            out.push(start..r.end);
+        }
+    }
+    out
 }
 
 /// Reads every drive's copy log; blobs it does not report clean are compared whole with the staged digest.
@@ -235,7 +318,8 @@ fn findings(b: &LogBlob) -> Vec<String> {
             format!(
                 "range {}..{} ({} bytes) is {} (not written)",
                 r.offset,
-                r.offset + r.length,
+                // the copy log is the data centre's word: never trust it not to wrap
+                r.offset.saturating_add(r.length),
                 r.length,
                 r.status.as_str()
             )
@@ -417,25 +501,31 @@ fn compare_digest(store: &dyn BlobStore, b: &StagedBlob, v: &mut Verification, m
 
 /// Length and BLAKE3 of a whole object, read in 32 MiB pieces (several requests in flight each).
 fn digest(store: &dyn BlobStore, name: &str, meter: Option<&Meter>) -> Result<(u64, String), BlobError> {
-    let len = store.properties(name)?.len;
-    let mut h = blake3::Hasher::new();
-    let mut buf = vec![0u8; (32usize << 20).min(len as usize)];
-    let mut pos = 0;
-    while pos < len {
-        let n = (len - pos).min(buf.len() as u64) as usize;
-        store.read_at(name, pos, &mut buf[..n])?;
-        h.update(&buf[..n]);
-        pos += n as u64;
+    seedship_shared::blob::blake3_of(store, name, 32 << 20, |n| {
         if let Some(m) = meter {
-            m.add(n as u64);
+            m.add(n);
         }
-    }
-    Ok((len, h.finalize().to_hex().to_string()))
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[allow(clippy::single_range_in_vec_init)] // lists of ranges, one range long
+    fn subtract_names_what_is_not_covered() {
+        assert_eq!(
+            subtract(&[0..100], &[10..20, 50..60]),
+            vec![0..10, 20..50, 60..100]
+        );
+        assert_eq!(
+            subtract(&[0..100, 200..300], &[0..300]),
+            Vec::<std::ops::Range<u64>>::new()
+        );
+        assert_eq!(subtract(&[0..100], &[]), vec![0..100]);
+        assert_eq!(subtract(&[0..100], &[90..200]), vec![0..90]);
+    }
     use seedship_shared::manifest::copylog::{
         DispositionStatus, LogDisposition, LogRange, LogRanges, RangeStatus,
     };
@@ -527,6 +617,18 @@ mod tests {
         let renamed = log_blob(BlobStatus::Completed, &[], Some(DispositionStatus::Renamed));
         let f = findings(&renamed);
         assert!(f.len() == 1 && f[0].contains("rename Renamed"), "{f:?}");
+    }
+
+    #[test]
+    fn findings_survive_a_range_that_ends_beyond_2_pow_64() {
+        let top = u64::MAX - 1024;
+        let f = findings(&log_blob(
+            BlobStatus::CompletedWithErrors,
+            &[(top, RangeStatus::Corrupted)],
+            None,
+        ));
+        assert_eq!(f.len(), 1);
+        assert!(f[0].starts_with(&format!("range {top}..{} ", u64::MAX)), "{f:?}");
     }
 
     #[test]

@@ -28,12 +28,15 @@ pub struct Connection {
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     /// The publish-settings file recorded in the job descriptor cannot be read (moved, another machine).
-    #[error("cannot read the publish-settings file recorded for job {job} ({path}): {source}")]
+    #[error(
+        "cannot read the publish-settings file recorded for job {job} at `offline start`: {}; give its \
+         current path with --publish-settings FILE (or SEEDSHIP_PUBLISH_SETTINGS; diskprep: p:FILE)",
+        crate::staging::explain_io(path, error)
+    )]
     RecordedSettings {
         job: String,
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error(transparent)]
     PublishSettings(#[from] PublishSettingsError),
@@ -53,7 +56,7 @@ pub fn connect(d: &JobDescriptor, access: &ApiAccess) -> Result<Connection, Conn
             return Err(ConnectError::RecordedSettings {
                 job: d.job_name.clone(),
                 path,
-                source,
+                error: source,
             })
         }
         (_, Err(e)) => return Err(e.into()),
@@ -93,7 +96,10 @@ mod tests {
         assert!(matches!(e, ConnectError::RecordedSettings { .. }), "{e:?}");
         let m = e.to_string();
         assert!(
-            m.contains("job1") && m.contains("/nonexistent/x.publishsettings"),
+            m.contains("job1")
+                && m.contains("/nonexistent/x.publishsettings does not exist")
+                && m.contains("--publish-settings FILE")
+                && !m.contains("os error"),
             "{m}"
         );
         // a file given explicitly that is missing is an ordinary publish-settings error

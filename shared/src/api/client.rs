@@ -253,7 +253,7 @@ impl ApiClient {
             operation: op,
             job: JobRef(job.map(str::to_string)),
             url: url.to_string(),
-            timeout: e.is_timeout(),
+            cause: crate::net::classify(&e, e.is_timeout()),
             reason: chain(&e),
         };
         let mut req = self
@@ -268,13 +268,33 @@ impl ApiClient {
         }
         let resp = req.send().await.map_err(transport)?;
         let status = resp.status().as_u16();
-        let bytes = resp.bytes().await.map_err(transport)?.to_vec();
+        let mut resp = resp;
+        let too_long = || ApiError::Decode {
+            operation: op,
+            job: JobRef(job.map(str::to_string)),
+            status,
+            reason: format!("the answer is longer than {MAX_RESPONSE_LEN} bytes; refusing to read more"),
+        };
+        if resp.content_length().is_some_and(|n| n > MAX_RESPONSE_LEN as u64) {
+            return Err(too_long());
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+            if bytes.len() + chunk.len() > MAX_RESPONSE_LEN {
+                return Err(too_long());
+            }
+            bytes.extend_from_slice(&chunk);
+        }
         if (200..300).contains(&status) {
             return Ok((status, bytes));
         }
         Err(service_error(op, job, status, &bytes))
     }
 }
+
+/// The longest response body read: 4 MiB. A List Jobs answer of a few hundred jobs is well under 1 MiB;
+/// a service (or anything posing as one) that sends more is refused rather than buffered.
+pub const MAX_RESPONSE_LEN: usize = 4 << 20;
 
 /// Runs `attempt` until it succeeds, fails for good, or the policy's attempts are used up; waits between
 /// attempts with exponential backoff. Only [`ApiError::is_retryable`] failures are tried again.
@@ -345,7 +365,7 @@ fn excerpt(body: &[u8]) -> String {
 }
 
 /// An error with its sources, `a: b: c`.
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();
     while let Some(s) = cur {
@@ -357,7 +377,7 @@ fn chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Percent-encodes a query value: unreserved characters stay, everything else (space included) becomes `%XX`.
-pub(crate) fn percent_encode(s: &str) -> String {
+pub fn percent_encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
@@ -469,7 +489,7 @@ mod tests {
                         job: JobRef(None),
                         url: "https://x".into(),
                         reason: "timed out".into(),
-                        timeout: true,
+                        cause: crate::net::TransportCause::Timeout,
                     }),
                     s => Err(service_error(Operation::GetJob, Some("j"), s, b"")),
                 }

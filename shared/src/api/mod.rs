@@ -7,16 +7,22 @@
 //! backoff); 4xx answers are final. docs/api.md describes the wire format this project settled on.
 
 mod access;
+pub mod arm;
 mod client;
 pub mod identity;
 pub mod location;
 pub mod types;
 
 pub use access::{connect, ApiAccess, ConnectError, Connection};
-pub use client::{ApiClient, ApiClientOptions, BlockingApiClient, RetryPolicy, DEFAULT_API_VERSION};
+pub use client::{
+    percent_encode, ApiClient, ApiClientOptions, BlockingApiClient, RetryPolicy, DEFAULT_API_VERSION,
+    MAX_RESPONSE_LEN,
+};
 pub use identity::{IdentityError, ManagementIdentity};
 pub use location::{choose_location, LocationChoice, LocationError};
 pub use types::*;
+
+use crate::net::TransportCause;
 
 /// The environment variable binaries read for `--management-ca FILE` (a PEM file of extra trusted CA
 /// certificates, e.g. the emulator's `ca.pem`). The library itself never reads the environment.
@@ -81,14 +87,14 @@ pub enum ApiError {
         status: u16,
         excerpt: String,
     },
-    /// No answer (connection refused, TLS failure, timeout).
-    #[error("{operation}{job} failed: no answer from {url}: {reason}")]
+    /// No answer (connection refused, TLS failure, name resolution, timeout).
+    #[error("{operation}{job} failed: no answer from {url}: {reason}{}", transport_hint(*cause))]
     Transport {
         operation: Operation,
         job: JobRef,
         url: String,
         reason: String,
-        timeout: bool,
+        cause: TransportCause,
     },
     /// The answer's body did not decode.
     #[error("{operation}{job}: the service's answer (HTTP {status}) is not the expected JSON: {reason}")]
@@ -127,13 +133,28 @@ fn hint(status: u16) -> &'static str {
     }
 }
 
+/// What to check when the service gave no answer, by cause.
+fn transport_hint(cause: TransportCause) -> &'static str {
+    match cause {
+        TransportCause::Tls => {
+            " (the service's TLS certificate is not trusted: for the emulator, or behind a TLS-intercepting \
+             proxy, give its CA certificate with --management-ca FILE or SEEDSHIP_MANAGEMENT_CA)"
+        }
+        TransportCause::Dns => {
+            " (the service's host name does not resolve: check the ServiceManagementUrl in the \
+             publish-settings file (--publish-settings) and this machine's DNS)"
+        }
+        _ => "",
+    }
+}
+
 impl ApiError {
     /// Whether the same call may succeed when tried again: timeouts and 5xx answers.
     pub fn is_retryable(&self) -> bool {
         match self {
             ApiError::Service(e) => e.status >= 500,
             ApiError::Http { status, .. } => *status >= 500,
-            ApiError::Transport { timeout, .. } => *timeout,
+            ApiError::Transport { cause, .. } => *cause == TransportCause::Timeout,
             _ => false,
         }
     }
@@ -144,6 +165,16 @@ impl ApiError {
             ApiError::Service(e) => Some(e.status),
             ApiError::Http { status, .. } | ApiError::Decode { status, .. } => Some(*status),
             _ => None,
+        }
+    }
+
+    /// Whether the failure may pass by itself (the service is down or overloaded: a timeout, a refused
+    /// connection, a 5xx answer), so that a scheduled run may wait and ask again; certificate, name
+    /// resolution and 4xx failures need a change of settings and never pass by waiting.
+    pub fn may_pass(&self) -> bool {
+        match self {
+            ApiError::Transport { cause, .. } => cause.may_pass(),
+            _ => self.status().is_some_and(|s| s >= 500),
         }
     }
 

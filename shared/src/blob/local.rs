@@ -485,12 +485,36 @@ impl BlobStore for LocalStore {
     }
 
     fn clear_pages(&self, name: &str, offset: u64, len: u64) -> Result<(), BlobError> {
-        check_aligned("clear offset", offset)?;
-        check_aligned("clear length", len)?;
+        let range = offset..offset + len;
+        self.update_pages(name, std::slice::from_ref(&range), &[])
+    }
+
+    fn update_pages(
+        &self,
+        name: &str,
+        clears: &[Range<u64>],
+        writes: &[(u64, Vec<u8>)],
+    ) -> Result<(), BlobError> {
         let (file, path) = self.open(name, true)?;
         let file_len = Self::file_len(&file, &path)?;
-        self.check_range(name, file_len, offset, len)?;
-        punch_or_zero(&file, &path, offset, len)?;
+        // every range is checked before anything changes
+        for r in clears {
+            check_aligned("clear offset", r.start)?;
+            check_aligned("clear length", r.end.saturating_sub(r.start))?;
+            self.check_range(name, file_len, r.start, r.end.saturating_sub(r.start))?;
+        }
+        for (offset, data) in writes {
+            check_aligned("write offset", *offset)?;
+            check_aligned("write length", data.len() as u64)?;
+            self.check_range(name, file_len, *offset, data.len() as u64)?;
+        }
+        for r in clears.iter().filter(|r| r.start < r.end) {
+            punch_or_zero(&file, &path, r.start, r.end - r.start)?;
+        }
+        for (offset, data) in writes {
+            self.write_run(&file, &path, *offset, data)?;
+        }
+        // one sync for the whole batch
         file.sync_data().map_err(io_err(&path))
     }
 
@@ -586,6 +610,37 @@ impl BlobStore for LocalStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_of_clears_and_writes_lands_whole_or_not_at_all() {
+        let d = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(d.path());
+        store.create_container().unwrap();
+        store.create("v", 64 * 1024, &Metadata::new()).unwrap();
+        store.write_pages("v", 0, &vec![7u8; 64 * 1024]).unwrap();
+        let page = vec![9u8; 512];
+        // a write past the end: refused before anything changes
+        let e = store
+            .update_pages(
+                "v",
+                &[0..8192, 8192..8192],
+                &[(1024, page.clone()), (64 * 1024, page.clone())],
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("v"), "{e}");
+        let mut all = vec![0u8; 64 * 1024];
+        store.read_at("v", 0, &mut all).unwrap();
+        assert!(all.iter().all(|&b| b == 7), "nothing changed");
+        store
+            .update_pages("v", &[0..8192, 16384..32768], &[(8192, page.clone())])
+            .unwrap();
+        store.read_at("v", 0, &mut all).unwrap();
+        assert!(all[..8192].iter().all(|&b| b == 0));
+        assert!(all[8192..8704].iter().all(|&b| b == 9));
+        assert!(all[8704..16384].iter().all(|&b| b == 7));
+        assert!(all[16384..32768].iter().all(|&b| b == 0));
+        assert!(all[32768..].iter().all(|&b| b == 7));
+    }
 
     #[test]
     fn runs_fold_short_zero_runs() {

@@ -27,21 +27,55 @@ pub struct MeterStats {
     pub requests: u64,
 }
 
-/// A token bucket: `rate` bytes per second, holding at most `burst` bytes.
-#[derive(Debug)]
+/// The limit in force now (bytes per second; `None`: unlimited for now), asked before every piece.
+pub type RateSchedule = Box<dyn Fn() -> Option<u64> + Send + Sync>;
+
+/// A token bucket: `rate` bytes per second, holding at most half a second's worth. With a schedule, the rate
+/// is asked again for every piece, so the limit in force follows the schedule during a long upload.
 struct Bucket {
-    rate: u64,
-    burst: f64,
-    state: Mutex<(f64, Instant)>,
+    schedule: Option<RateSchedule>,
+    /// Tokens, the time they were counted, and the rate (0: unlimited for now).
+    state: Mutex<(f64, Instant, u64)>,
+}
+
+impl std::fmt::Debug for Bucket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bucket")
+            .field("rate", &self.rate())
+            .field("scheduled", &self.schedule.is_some())
+            .finish()
+    }
+}
+
+fn burst(rate: u64) -> f64 {
+    (rate as f64 / 2.0).max(PAGE_SIZE as f64)
 }
 
 impl Bucket {
     fn new(rate: u64) -> Bucket {
-        let burst = (rate as f64 / 2.0).max(PAGE_SIZE as f64);
         Bucket {
-            rate,
-            burst,
-            state: Mutex::new((burst, Instant::now())),
+            schedule: None,
+            state: Mutex::new((burst(rate), Instant::now(), rate)),
+        }
+    }
+
+    fn scheduled(schedule: RateSchedule) -> Bucket {
+        let rate = schedule().unwrap_or(0);
+        Bucket {
+            schedule: Some(schedule),
+            state: Mutex::new((burst(rate), Instant::now(), rate)),
+        }
+    }
+
+    /// The rate in force (0: unlimited for now), asking the schedule if there is one.
+    fn rate(&self) -> u64 {
+        match &self.schedule {
+            Some(f) => {
+                let r = f().unwrap_or(0);
+                self.state.lock().expect("bucket lock").2 = r;
+                r
+            }
+            None => self.state.lock().expect("bucket lock").2,
         }
     }
 
@@ -51,11 +85,16 @@ impl Bucket {
         let wait = {
             let mut s = self.state.lock().expect("bucket lock");
             let now = Instant::now();
-            let refill = now.duration_since(s.1).as_secs_f64() * self.rate as f64;
-            s.0 = (s.0 + refill).min(self.burst) - n as f64;
+            let rate = s.2;
+            if rate == 0 {
+                s.1 = now;
+                return;
+            }
+            let refill = now.duration_since(s.1).as_secs_f64() * rate as f64;
+            s.0 = (s.0 + refill).min(burst(rate)) - n as f64;
             s.1 = now;
             if s.0 < 0.0 {
-                Duration::from_secs_f64(-s.0 / self.rate as f64)
+                Duration::from_secs_f64(-s.0 / rate as f64)
             } else {
                 Duration::ZERO
             }
@@ -68,7 +107,11 @@ impl Bucket {
     /// The largest piece sent at once: a quarter second's worth in whole pages, at most 8 Put Pages (which
     /// the store below may send in parallel, so a high limit is not slowed by one request at a time).
     fn piece(&self) -> usize {
-        let q = (self.rate / 4 / PAGE_SIZE * PAGE_SIZE).max(PAGE_SIZE);
+        let rate = self.rate();
+        if rate == 0 {
+            return (8 * MAX_PUT_PAGE) as usize;
+        }
+        let q = (rate / 4 / PAGE_SIZE * PAGE_SIZE).max(PAGE_SIZE);
         q.min(8 * MAX_PUT_PAGE) as usize
     }
 }
@@ -96,9 +139,17 @@ impl Meter {
         }
     }
 
-    /// The upload limit in bytes per second, if any.
+    /// A meter whose upload limit follows `schedule`, asked again before every piece sent.
+    pub fn with_schedule(schedule: RateSchedule) -> Meter {
+        Meter {
+            limit: Some(Bucket::scheduled(schedule)),
+            ..Meter::default()
+        }
+    }
+
+    /// The upload limit in force now in bytes per second, if any.
     pub fn limit(&self) -> Option<u64> {
-        self.limit.as_ref().map(|b| b.rate)
+        self.limit.as_ref().map(Bucket::rate).filter(|&r| r > 0)
     }
 
     /// What was counted so far.
@@ -178,6 +229,33 @@ impl<S: BlobStore> BlobStore for MeteredStore<S> {
         self.meter.request();
         self.inner.clear_pages(name, offset, len)
     }
+    fn update_pages(
+        &self,
+        name: &str,
+        clears: &[Range<u64>],
+        writes: &[(u64, Vec<u8>)],
+    ) -> Result<(), BlobError> {
+        if self.meter.limit.is_some() {
+            // under an upload limit every write goes through the bucket, one call at a time
+            for r in clears {
+                self.clear_pages(name, r.start, r.end - r.start)?;
+            }
+            for (offset, data) in writes {
+                self.write_pages(name, *offset, data)?;
+            }
+            return Ok(());
+        }
+        let sent: u64 = writes.iter().map(|(_, d)| d.len() as u64).sum();
+        let requests = clears.len() as u64
+            + writes
+                .iter()
+                .map(|(_, d)| (d.len() as u64).div_ceil(MAX_PUT_PAGE).max(1))
+                .sum::<u64>();
+        self.meter.requests.fetch_add(requests, Ordering::Relaxed);
+        self.inner.update_pages(name, clears, writes)?;
+        self.meter.sent.fetch_add(sent, Ordering::Relaxed);
+        Ok(())
+    }
     fn read_at(&self, name: &str, offset: u64, buf: &mut [u8]) -> Result<(), BlobError> {
         self.meter.request();
         self.inner.read_at(name, offset, buf)?;
@@ -240,6 +318,30 @@ mod tests {
             st.bytes_sent,
             "a failed write sends nothing"
         );
+    }
+
+    #[test]
+    fn a_scheduled_limit_follows_the_schedule_between_pieces() {
+        let rate = Arc::new(AtomicU64::new(1 << 20));
+        let r = rate.clone();
+        let meter = Arc::new(Meter::with_schedule(Box::new(move || {
+            Some(r.load(Ordering::Relaxed)).filter(|&x| x > 0)
+        })));
+        let s = MeteredStore::new(MemoryStore::default(), meter.clone());
+        s.create_container().unwrap();
+        s.create("a", 16 << 20, &Metadata::new()).unwrap();
+        assert_eq!(meter.limit(), Some(1 << 20));
+        // 1 MiB at 1 MiB/s with half a second's burst: at least about half a second
+        let t = Instant::now();
+        s.write_pages("a", 0, &vec![1u8; 1 << 20]).unwrap();
+        assert!(t.elapsed() >= Duration::from_millis(400), "{:?}", t.elapsed());
+        // the schedule lifts the limit: 8 MiB go at once
+        rate.store(0, Ordering::Relaxed);
+        assert_eq!(meter.limit(), None);
+        let t = Instant::now();
+        s.write_pages("a", 1 << 20, &vec![2u8; 8 << 20]).unwrap();
+        assert!(t.elapsed() < Duration::from_millis(400), "{:?}", t.elapsed());
+        assert_eq!(meter.stats().bytes_sent, 9 << 20);
     }
 
     #[test]

@@ -13,15 +13,17 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 
 pub mod azure;
+mod digest;
 pub mod local;
 pub mod memory;
 pub mod meter;
 pub mod retry;
 
 pub use azure::{AzureOptions, AzureStore, Credential};
+pub use digest::blake3_of;
 pub use local::LocalStore;
 pub use memory::MemoryStore;
-pub use meter::{Meter, MeterStats, MeteredStore};
+pub use meter::{Meter, MeterStats, MeteredStore, RateSchedule};
 pub use retry::{RetryPolicy, RetryStore};
 
 /// Page size: every offset and length written to a page blob is a multiple of this.
@@ -63,6 +65,24 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
     fn write_pages(&self, name: &str, offset: u64, data: &[u8]) -> Result<(), BlobError>;
     /// Sets `len` bytes at `offset` back to zeros (and frees them where the store can). Aligned like writes.
     fn clear_pages(&self, name: &str, offset: u64, len: u64) -> Result<(), BlobError>;
+    /// Clears every range of `clears` ([`BlobStore::clear_pages`]), then writes every `(offset, page data)` of
+    /// `writes` ([`BlobStore::write_pages`]); all of it is durable when this returns. The default does one call
+    /// each; a local store makes the whole batch durable with one sync instead of one per call (prune clears
+    /// thousands of small ranges). Aligned like writes.
+    fn update_pages(
+        &self,
+        name: &str,
+        clears: &[Range<u64>],
+        writes: &[(u64, Vec<u8>)],
+    ) -> Result<(), BlobError> {
+        for r in clears {
+            self.clear_pages(name, r.start, r.end - r.start)?;
+        }
+        for (offset, data) in writes {
+            self.write_pages(name, *offset, data)?;
+        }
+        Ok(())
+    }
     /// Reads exactly `buf.len()` bytes at `offset` (no alignment needed). Unwritten pages read as zeros;
     /// a range past the object's end is an error.
     fn read_at(&self, name: &str, offset: u64, buf: &mut [u8]) -> Result<(), BlobError>;
@@ -141,6 +161,15 @@ pub enum BlobError {
         name: String,
         message: String,
     },
+    /// No bearer token for the request: the Entra ID sign-in failed (the message says why and what to do).
+    #[error("{store}: {operation} {name:?}: signing in for a storage token failed: {source}")]
+    SignIn {
+        store: String,
+        operation: &'static str,
+        name: String,
+        #[source]
+        source: Box<crate::entra::EntraError>,
+    },
     #[error("invalid store configuration: {what}: {message}")]
     InvalidConfig { what: &'static str, message: String },
     #[error("{path}: {source}")]
@@ -157,6 +186,7 @@ impl BlobError {
     pub fn is_retryable(&self) -> bool {
         match self {
             BlobError::Transport { .. } => true,
+            BlobError::SignIn { source, .. } => source.is_retryable(),
             BlobError::Http { status, .. } => *status >= 500 || *status == 408 || *status == 429,
             _ => false,
         }

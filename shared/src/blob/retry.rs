@@ -145,6 +145,18 @@ impl<S: BlobStore> BlobStore for RetryStore<S> {
         self.retry("clear_pages", name, || self.inner.clear_pages(name, offset, len))
     }
 
+    fn update_pages(
+        &self,
+        name: &str,
+        clears: &[Range<u64>],
+        writes: &[(u64, Vec<u8>)],
+    ) -> Result<(), BlobError> {
+        // clearing and writing the same bytes again is harmless: the batch is retried whole
+        self.retry("update_pages", name, || {
+            self.inner.update_pages(name, clears, writes)
+        })
+    }
+
     fn read_at(&self, name: &str, offset: u64, buf: &mut [u8]) -> Result<(), BlobError> {
         self.retry("read_at", name, || self.inner.read_at(name, offset, buf))
     }

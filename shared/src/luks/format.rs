@@ -1,12 +1,12 @@
 //! Formatting a shipping drive: seedship's fixed LUKS2 layout (two 16 KiB header copies, one keyslot
 //! area of 258048 bytes at 32 KiB, data from 16 MiB by default, 4096-byte sectors) and the volume key.
 
-use std::fmt;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
 use super::header::{self, BinHeader, HeaderCopy, BIN_LEN, HDR_SIZE, MAX_LABEL_LEN};
 use super::kdf::{self, KeyslotKdf, Pbkdf, PbkdfHash};
+use super::key::{random, VolumeKey};
 use super::metadata::{self, Layout, Metadata, KEY_SIZE, SALT_LEN};
 use super::volume::{LuksHeader, LuksVolume};
 use super::{af, device_size, keyslot, LuksError};
@@ -19,46 +19,6 @@ pub const SECTOR_SIZE: u32 = 4096;
 pub const KEYSLOT_AREA_OFFSET: u64 = 2 * HDR_SIZE;
 /// Size of the keyslot area: the key material rounded up to 4 KiB (258048 bytes), as cryptsetup.
 pub const KEYSLOT_AREA_SIZE: u64 = (af::split_len(KEY_SIZE, af::STRIPES) as u64).div_ceil(4096) * 4096;
-
-/// A 512-bit volume key. A secret: `Debug` is redacted and the bytes are zeroed on drop.
-#[derive(Clone, PartialEq, Eq)]
-pub struct VolumeKey([u8; KEY_SIZE]);
-
-impl VolumeKey {
-    /// A new key from the operating system's random source.
-    pub fn generate() -> Result<Self, LuksError> {
-        let mut k = [0u8; KEY_SIZE];
-        random(&mut k)?;
-        Ok(Self(k))
-    }
-
-    pub fn from_bytes(bytes: [u8; KEY_SIZE]) -> Self {
-        Self(bytes)
-    }
-
-    /// The raw key: for handing to an independent implementation in tests or a recovery tool only.
-    pub fn as_bytes(&self) -> &[u8; KEY_SIZE] {
-        &self.0
-    }
-}
-
-impl fmt::Debug for VolumeKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("VolumeKey(<redacted>)")
-    }
-}
-
-impl Drop for VolumeKey {
-    fn drop(&mut self) {
-        self.0.fill(0);
-    }
-}
-
-fn random(buf: &mut [u8]) -> Result<(), LuksError> {
-    getrandom::fill(buf).map_err(|e| LuksError::Random {
-        reason: e.to_string(),
-    })
-}
 
 /// Options for [`format()`]: what a new drive's header says.
 #[derive(Debug, Clone, PartialEq, Eq)]

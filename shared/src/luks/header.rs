@@ -29,10 +29,9 @@ use std::fmt;
 use sha2::{Digest, Sha256, Sha512};
 
 use super::metadata::Metadata;
+pub use super::metadata::BIN_LEN;
 use super::{LuksError, Source};
 
-/// Size of the binary part of a header copy.
-pub const BIN_LEN: usize = 4096;
 /// Header copy size seedship writes (cryptsetup's default): 4 KiB binary + 12 KiB JSON.
 pub const HDR_SIZE: u64 = 16 * 1024;
 /// The header copy sizes LUKS2 allows, which are also where a secondary copy may start.

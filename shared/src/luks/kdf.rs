@@ -4,7 +4,9 @@
 //! keyslot's AF material. Argon2 is version 0x13 with no secret and no associated data, as cryptsetup
 //! calls it (`lib/crypto_backend/argon2_generic.c`). Bounds enforced on what a header may ask for:
 //! Argon2 memory at most [`MAX_ARGON2_MEMORY_KIB`] (cryptsetup's own maximum, 4 GiB), lanes at most
-//! [`MAX_ARGON2_LANES`], PBKDF2 iterations at most `u32::MAX`.
+//! [`MAX_ARGON2_LANES`], memory x passes at most [`MAX_ARGON2_WORK_KIB`], PBKDF2 iterations (keyslot and
+//! digest) at most [`MAX_PBKDF2_ITERATIONS`]. A drive comes from a customer: without these bounds one header
+//! could hold a data-centre host for hours (2^32 PBKDF2 iterations, or 2^20 passes over 4 GiB).
 
 use sha2::{Sha256, Sha512};
 
@@ -16,6 +18,22 @@ pub const MAX_ARGON2_MEMORY_KIB: u32 = 4 * 1024 * 1024;
 pub const MAX_ARGON2_LANES: u32 = 64;
 /// Largest Argon2 time cost accepted.
 pub const MAX_ARGON2_TIME: u32 = 1 << 20;
+/// Largest Argon2 memory x passes accepted, in KiB: 32 GiB-passes, about a minute on one core. cryptsetup's
+/// 2-second benchmark picks 1 GiB and a handful of passes; seedship's default is 256 MiB x 4.
+pub const MAX_ARGON2_WORK_KIB: u64 = 32 * 1024 * 1024;
+/// Largest PBKDF2 iteration count accepted (keyslot and digest): 16 million, several times what cryptsetup's
+/// 2-second benchmark picks for PBKDF2-SHA256 on a current CPU (1 to 4 million); about 10 s here.
+pub const MAX_PBKDF2_ITERATIONS: u32 = 16_000_000;
+
+/// Rejects a PBKDF2 iteration count outside 1..=[`MAX_PBKDF2_ITERATIONS`].
+pub fn check_pbkdf2(iterations: u32) -> Result<(), LuksError> {
+    if iterations == 0 || iterations > MAX_PBKDF2_ITERATIONS {
+        return Err(LuksError::Kdf {
+            reason: format!("{iterations} PBKDF2 iterations is outside 1..={MAX_PBKDF2_ITERATIONS}"),
+        });
+    }
+    Ok(())
+}
 
 /// The password-based key derivation for a new keyslot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +132,7 @@ impl KeyslotKdf {
                 iterations,
                 salt,
             } => {
+                check_pbkdf2(*iterations)?;
                 pbkdf2(*hash, passphrase, salt, *iterations, out);
                 Ok(())
             }
@@ -165,6 +184,11 @@ pub fn check_argon2(time: u32, memory_kib: u32, lanes: u32) -> Result<(), LuksEr
             8 * lanes
         ));
     }
+    if u64::from(memory_kib) * u64::from(time) > MAX_ARGON2_WORK_KIB {
+        return bad(format!(
+            "Argon2 cost of {memory_kib} KiB x {time} passes is beyond {MAX_ARGON2_WORK_KIB} KiB-passes"
+        ));
+    }
     Ok(())
 }
 
@@ -198,6 +222,17 @@ mod tests {
         assert!(check_argon2(0, 1024, 1).is_err());
         assert!(check_argon2(4, 1024, 0).is_err());
         assert!(check_argon2(4, 1024, 2).is_ok());
+        // 2^20 passes over 4 GiB is within each single bound but would run for days
+        assert!(check_argon2(MAX_ARGON2_TIME, MAX_ARGON2_MEMORY_KIB, 4).is_err());
+        assert!(check_argon2(8, 4 * 1024 * 1024, 4).is_ok());
+        assert!(check_pbkdf2(MAX_PBKDF2_ITERATIONS).is_ok());
+        assert!(check_pbkdf2(MAX_PBKDF2_ITERATIONS + 1).is_err());
+        let slow = KeyslotKdf::Pbkdf2 {
+            hash: PbkdfHash::Sha256,
+            iterations: u32::MAX,
+            salt: vec![0; 32],
+        };
+        assert!(matches!(slow.derive(b"x", &mut out), Err(LuksError::Kdf { .. })));
     }
 
     #[test]

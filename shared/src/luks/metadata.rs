@@ -14,6 +14,10 @@ use serde_json::{json, Map, Value};
 use super::af::{self, AfHash};
 use super::kdf::{KeyslotKdf, PbkdfHash};
 
+/// Size of the binary part of a header copy, which the JSON area follows (defined here, below `header`,
+/// because the JSON's `config` sizes are checked against it).
+pub const BIN_LEN: usize = 4096;
+
 /// Most objects per section, as cryptsetup's `LUKS2_OBJECTS_MAX`.
 pub const MAX_OBJECTS: usize = 32;
 /// Largest keyslots area cryptsetup accepts (`LUKS2_MAX_KEYSLOTS_SIZE`).
@@ -177,7 +181,7 @@ impl Metadata {
             Some(Value::Array(a)) => a.iter().take(MAX_OBJECTS).map(|v| v.to_string()).collect(),
             _ => Vec::new(),
         };
-        let hdr_size = json_area + super::header::BIN_LEN as u64;
+        let hdr_size = json_area + BIN_LEN as u64;
         let area = (2 * hdr_size, 2 * hdr_size + keyslots_size);
         let mut keyslots = Vec::new();
         for (key, v) in section(root, "keyslots")? {
@@ -302,9 +306,7 @@ fn parse_kdf(kdf: &Map<String, Value>, ctx: &str) -> R<KeyslotKdf> {
             let h = string(kdf, "hash", ctx)?;
             let hash = PbkdfHash::from_name(h).ok_or(format!("{ctx} uses PBKDF2 hash {h:?}"))?;
             let iterations = u32_number(kdf, "iterations", ctx)?;
-            if iterations == 0 {
-                return Err(format!("{ctx}: zero PBKDF2 iterations"));
-            }
+            super::kdf::check_pbkdf2(iterations).map_err(|e| format!("{ctx}: {e}"))?;
             Ok(KeyslotKdf::Pbkdf2 {
                 hash,
                 iterations,
@@ -340,11 +342,13 @@ fn parse_digest(n: u32, d: &Map<String, Value>) -> R<KeyDigest> {
             digest.len()
         ));
     }
+    let iterations = u32_number(d, "iterations", ctx)?;
+    super::kdf::check_pbkdf2(iterations).map_err(|e| format!("{ctx}: {e}"))?;
     Ok(KeyDigest {
         keyslots: id_list(d, "keyslots", ctx)?,
         segments: id_list(d, "segments", ctx)?,
         hash,
-        iterations: u32_number(d, "iterations", ctx)?,
+        iterations,
         salt,
         digest,
     })
@@ -533,6 +537,23 @@ mod tests {
         let many: Map<String, Value> = (0..40).map(|i| (i.to_string(), json!({}))).collect();
         v["tokens"] = Value::Object(many);
         assert!(parse(&v).unwrap_err().contains("at most 32"));
+
+        // a customer's drive may not ask for hours of PBKDF2 (keyslot or digest)
+        let mut v = ours();
+        v["keyslots"]["0"]["kdf"]["iterations"] = json!(u32::MAX);
+        let m = parse(&v).unwrap();
+        let e = m.keyslots[0].as_ref().unwrap_err();
+        assert!(
+            e.contains("keyslot 0") && e.contains("4294967295 PBKDF2 iterations"),
+            "{e}"
+        );
+        let mut v = ours();
+        v["digests"]["0"]["iterations"] = json!(super::super::kdf::MAX_PBKDF2_ITERATIONS + 1);
+        let e = match parse(&v) {
+            Ok(m) => m.digests[0].as_ref().unwrap_err().clone(),
+            Err(e) => e,
+        };
+        assert!(e.contains("digest 0") && e.contains("PBKDF2 iterations"), "{e}");
 
         assert!(Metadata::parse(b"[1,2", 12288).is_err());
         assert!(Metadata::parse(&[b'['; 10_000], 12288).is_err());

@@ -10,8 +10,11 @@
 //! API: [`format()`] / [`format_with_key`] write a new volume and return the unlocked [`LuksVolume`];
 //! [`LuksVolume::open`] unlocks an existing one (primary header, else the secondary, as cryptsetup);
 //! [`LuksVolume::encrypt_sectors`] / [`LuksVolume::decrypt_sectors`] work in place on whole sectors
-//! addressed relative to the payload (the decrypted data area); [`LuksVolume::reader`] and
-//! [`LuksVolume::writer`] are streaming `Read + Seek` / `Write` adapters over the payload for the tar layer.
+//! addressed relative to the payload (the decrypted data area). [`payload`] holds the one streaming reader
+//! (`Read + Seek`) and writer (`Write`, resumable at any synced offset) of a drive's payload, over any
+//! [`Device`] (an image or block device through [`DriveFile`], with `O_DIRECT` and its fallback, [`direct`];
+//! an in-memory device that fails on demand for tests, [`payload::testing`]); [`LuksVolume::reader`] and
+//! [`LuksVolume::writer`] are shortcuts over an open file.
 //!
 //! **The IV rule.** dm-crypt's `plain64` IV is the little-endian 64-bit sector number, and that number
 //! counts 512-byte sectors unless the table sets `iv_large_sectors`. In the kernel
@@ -31,24 +34,29 @@
 
 pub mod af;
 pub mod crypt;
+mod device;
+pub mod direct;
 mod format;
 pub mod header;
-mod io;
 pub mod kdf;
+mod key;
 pub mod keyslot;
 pub mod metadata;
+pub mod payload;
 mod volume;
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
+pub use direct::DriveFile;
 pub use format::{
-    format, format_with_key, LuksFormat, VolumeKey, DEFAULT_DATA_OFFSET, KEYSLOT_AREA_OFFSET,
-    KEYSLOT_AREA_SIZE, SECTOR_SIZE,
+    format, format_with_key, LuksFormat, DEFAULT_DATA_OFFSET, KEYSLOT_AREA_OFFSET, KEYSLOT_AREA_SIZE,
+    SECTOR_SIZE,
 };
 pub use header::HeaderCopy;
-pub use io::{PayloadReader, PayloadWriter};
 pub use kdf::Pbkdf;
+pub use key::VolumeKey;
+pub use payload::{Device, DriveTarget, PayloadReader, PayloadWriter, SectorCipher};
 pub use volume::{LuksHeader, LuksVolume};
 
 /// Everything that can go wrong reading or writing a LUKS2 drive.
@@ -78,7 +86,10 @@ pub enum LuksError {
     HeaderDamaged { primary: String, secondary: String },
     #[error("drive {drive} uses {what}, which seedship does not support (it uses aes-xts-plain64 with a 512-bit key and pbkdf2/argon2 keyslots)")]
     Unsupported { drive: String, what: String },
-    #[error("the key does not unlock drive {drive}")]
+    #[error(
+        "the key does not unlock drive {drive}: give that drive's 48-digit recovery key (its line in the job's \
+         keys.tsv, e.g. with --key-file)"
+    )]
     WrongKey { drive: String },
     #[error("drive id {label:?} cannot be a LUKS2 label: {reason}")]
     Label { label: String, reason: &'static str },

@@ -6,10 +6,10 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 
 use super::crypt::XtsCipher;
-use super::format::VolumeKey;
 use super::header::{self, BinHeader, HeaderCopy};
-use super::io::{PayloadReader, PayloadWriter};
+use super::key::VolumeKey;
 use super::metadata::Metadata;
+use super::payload::{Device, DriveTarget, PayloadReader, PayloadWriter};
 use super::{keyslot, LuksError, Source};
 
 /// A drive's LUKS2 header, read without the key: label (drive id), UUID, data segment.
@@ -296,13 +296,33 @@ impl LuksVolume {
         self.decrypt_sectors(payload_offset, buf)
     }
 
-    /// A streaming, seekable reader of the decrypted payload.
-    pub fn reader<'a>(&'a self, file: &'a File) -> PayloadReader<'a> {
-        PayloadReader::new(self, file)
+    /// The drive as a payload target: `device` holding this volume, decrypted by it.
+    pub fn target<'a>(&'a self, device: &'a dyn Device) -> DriveTarget<'a> {
+        DriveTarget {
+            device,
+            cipher: self,
+            data_offset: self.data_offset(),
+            capacity: self.payload_len(),
+        }
     }
 
-    /// A streaming writer of the payload from `payload_offset` (a sector multiple).
+    /// A streaming, seekable reader of the decrypted payload in `file` (through the page cache; for reads
+    /// of the medium itself, use [`DriveTarget`] over a [`super::DriveFile`]).
+    pub fn reader<'a>(&'a self, file: &'a File) -> PayloadReader<'a> {
+        PayloadReader::new(self.target(file))
+    }
+
+    /// A streaming writer of the payload in `file` from `payload_offset` (any offset written and synced
+    /// before: a partial sector there is read back).
     pub fn writer<'a>(&'a self, file: &'a File, payload_offset: u64) -> Result<PayloadWriter<'a>, LuksError> {
-        PayloadWriter::new(self, file, payload_offset)
+        self.target(file).writer_at(payload_offset).map_err(|e| {
+            LuksError::io(
+                format!(
+                    "starting to write drive {} at payload offset {payload_offset}",
+                    self.header.drive()
+                ),
+                e,
+            )
+        })
     }
 }

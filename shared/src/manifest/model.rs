@@ -235,6 +235,9 @@ impl ManifestBlob {
         if self.part.is_some() && self.client_data.is_some() {
             return fail("a part file entry cannot also carry free ClientData".into());
         }
+        if self.length > i64::MAX as u64 {
+            return fail(format!("Length {} is larger than any blob can be", self.length));
+        }
         let (lo, hi) = match self.part {
             Some(p)
                 if p.start % PAGE_SIZE != 0
@@ -278,7 +281,12 @@ impl ManifestBlob {
                             r.offset
                         ));
                     }
-                    next = r.offset + r.length;
+                    next = match r.offset.checked_add(r.length) {
+                        Some(end) => end,
+                        None => {
+                            return fail(format!("PageRange at offset {} ends beyond 2^64", r.offset));
+                        }
+                    };
                     if next > hi {
                         return fail(format!(
                             "PageRange at offset {} ends at {next}, beyond {hi} (blob length or part end)",
@@ -299,7 +307,7 @@ impl ManifestBlob {
                     if b.length > MAX_RANGE_LEN {
                         return fail(format!("Block at offset {} is longer than 4 MiB", b.offset));
                     }
-                    next = b.offset + b.length;
+                    next = b.offset.saturating_add(b.length);
                 }
                 if next != self.length || blocks.len() > 50_000 {
                     return fail(format!(
@@ -424,6 +432,24 @@ mod tests {
         for bad_blob in ["c//b", "c/../b", "c\\b", "/c/b", "c/b/"] {
             assert!(DriveFilePath::new("sess", bad_blob).is_err(), "{bad_blob:?}");
         }
+    }
+
+    #[test]
+    fn page_ranges_near_2_pow_64_cannot_wrap_the_order_check() {
+        let r = |offset: u64| PageRange {
+            offset,
+            length: 512,
+            hash: Md5Hash::of(&[0u8; 512]),
+        };
+        let top = u64::MAX - 511; // 2^64 - 512, a multiple of 512
+                                  // the second range ended at 2^64, which wrapped to 0 and let a third range start over at 0
+        let b = ManifestBlob::page_blob("c/b", "\\s\\c\\b", top, vec![r(top - 512), r(top), r(0)]);
+        let err = b.validate().unwrap_err().to_string();
+        assert!(err.contains("Length"), "{err}");
+        let ok = ManifestBlob::page_blob("c/b", "\\s\\c\\b", 1 << 40, vec![r(0), r((1 << 40) - 512)]);
+        ok.validate().unwrap();
+        let over = ManifestBlob::page_blob("c/b", "\\s\\c\\b", 1 << 40, vec![r(0), r(1 << 40)]);
+        assert!(over.validate().is_err());
     }
 
     #[test]

@@ -179,11 +179,14 @@ pub(crate) fn parse_hash<R: BufRead>(p: &XmlPull<R>, field: &str, v: &str) -> Re
     v.parse().map_err(|reason: &str| p.value(field, v, reason))
 }
 
+/// A decimal byte count or offset; at most `i64::MAX` (no blob or file is larger), so that an offset plus a
+/// length never wraps.
 pub(crate) fn parse_u64<R: BufRead>(p: &XmlPull<R>, field: &str, v: &str) -> Result<u64, ManifestError> {
     let ok = !v.is_empty() && v.len() <= 20 && v.bytes().all(|b| b.is_ascii_digit());
-    ok.then(|| v.parse().ok())
+    ok.then(|| v.parse::<u64>().ok())
         .flatten()
-        .ok_or_else(|| p.value(field, v, "expected a decimal byte count"))
+        .filter(|&n| n <= i64::MAX as u64)
+        .ok_or_else(|| p.value(field, v, "expected a decimal byte count of at most 2^63-1"))
 }
 
 fn read_blob<R: BufRead>(p: &mut XmlPull<R>) -> Result<ManifestBlob, ManifestError> {

@@ -42,8 +42,10 @@ fn is_xml_char(c: char) -> bool {
     matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..='\u{10FFFF}')
 }
 
-/// A `BufRead` that fails once more than [`MAX_TOKEN_LEN`] bytes pass without a `<` or `>`, so quick-xml never
-/// buffers an unbounded token.
+/// A `BufRead` that fails once more than [`MAX_TOKEN_LEN`] bytes pass within one event, so quick-xml never
+/// buffers an unbounded token. [`XmlPull`] restarts the count at each event: counting from the last `<` or
+/// `>` instead would let a comment, CDATA section or quoted attribute full of `>` grow without end, because
+/// quick-xml returns each of those as one token.
 pub(crate) struct Bounded<R> {
     inner: R,
     run: usize,
@@ -64,20 +66,14 @@ impl<R: BufRead> BufRead for Bounded<R> {
         if self.run > MAX_TOKEN_LEN {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("a text or tag is longer than {MAX_TOKEN_LEN} bytes"),
+                format!("a text, tag, comment or CDATA section is longer than {MAX_TOKEN_LEN} bytes"),
             ));
         }
         self.inner.fill_buf()
     }
 
     fn consume(&mut self, amt: usize) {
-        if let Ok(buf) = self.inner.fill_buf() {
-            let seen = &buf[..amt.min(buf.len())];
-            match seen.iter().rposition(|&b| b == b'<' || b == b'>') {
-                Some(p) => self.run = seen.len() - p - 1,
-                None => self.run += seen.len(),
-            }
-        }
+        self.run = self.run.saturating_add(amt);
         self.inner.consume(amt);
     }
 }
@@ -161,6 +157,7 @@ impl<R: BufRead> XmlPull<R> {
     pub(crate) fn next(&mut self) -> Result<Ev, ManifestError> {
         loop {
             self.buf.clear();
+            self.reader.get_mut().run = 0;
             self.at = self.reader.buffer_position();
             let (doc, at) = (self.doc, self.at);
             let xml_err = move |detail: String| ManifestError::Xml { doc, at, detail };
@@ -308,5 +305,28 @@ mod tests {
         p.root("a").unwrap();
         let err = p.text_of("a").unwrap_err();
         assert!(matches!(err, ManifestError::Structure { .. }), "{err}");
+    }
+
+    #[test]
+    fn long_comments_cdata_and_attributes_are_refused_whatever_they_hold() {
+        // quick-xml returns each of these as one token; a `>` inside must not restart the count
+        let filler = "x>".repeat(MAX_TOKEN_LEN);
+        for (doc, what) in [
+            (format!("<a><!--{filler}--></a>"), "comment"),
+            (format!("<a><![CDATA[{filler}]]></a>"), "CDATA"),
+            (format!("<a><b c=\"{filler}\"></b></a>"), "attribute"),
+        ] {
+            let mut p = XmlPull::new(std::io::BufReader::with_capacity(4096, doc.as_bytes()), "test");
+            p.root("a").unwrap();
+            let err = loop {
+                match p.next() {
+                    Ok(Ev::Eof) => panic!("{what}: a {} byte token was accepted", filler.len()),
+                    Ok(_) => {}
+                    Err(e) => break e,
+                }
+            };
+            assert!(matches!(err, ManifestError::Xml { .. }), "{what}: {err}");
+            assert!(err.to_string().contains("longer than"), "{what}: {err}");
+        }
     }
 }

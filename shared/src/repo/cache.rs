@@ -121,6 +121,15 @@ impl BlobStore for CachedStore {
         self.forget(name);
         self.inner.clear_pages(name, offset, len)
     }
+    fn update_pages(
+        &self,
+        name: &str,
+        clears: &[Range<u64>],
+        writes: &[(u64, Vec<u8>)],
+    ) -> Result<(), BlobError> {
+        self.forget(name);
+        self.inner.update_pages(name, clears, writes)
+    }
     fn read_at(&self, name: &str, offset: u64, buf: &mut [u8]) -> Result<(), BlobError> {
         if !cacheable(name) {
             return self.inner.read_at(name, offset, buf);

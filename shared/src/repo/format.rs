@@ -17,7 +17,9 @@ pub const VOLUME_HEADER_LEN: u64 = 512;
 const INDEX_MAGIC: &[u8; 8] = b"SEEDIDX1";
 const ENTRY_LEN: usize = 32 + 1 + 4 + 8 + 4 + 4;
 
-/// The `config` object (plain JSON inside a frame; holds no secret).
+/// The `config` object (plain JSON inside a frame; holds no secret). Version 2 carries `mac`, a keyed BLAKE3
+/// of the rest under a key derived from the master key, so that nobody without the passphrase can change the
+/// chunker, volume size or cipher a writer uses; version 1 (no `mac`) is still read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Config {
     pub version: u32,
@@ -32,6 +34,53 @@ pub struct Config {
     pub cipher: String,
     /// "blake3-keyed".
     pub chunk_id: String,
+    /// Version 2: hex keyed BLAKE3 of this object serialised without `mac`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+}
+
+/// The config version [`Config::seal`] writes.
+pub const CONFIG_VERSION: u32 = 2;
+
+impl Config {
+    /// The bytes the MAC covers: the config as JSON without its `mac`.
+    fn mac_input(&self) -> Vec<u8> {
+        let bare = Config {
+            mac: None,
+            ..self.clone()
+        };
+        serde_json::to_vec(&bare).expect("serializable")
+    }
+
+    fn mac_of(&self, key: &crate::crypto::MasterKey) -> String {
+        hex::encode(
+            blake3::keyed_hash(
+                &key.derive("seedship 2026 repository config mac"),
+                &self.mac_input(),
+            )
+            .as_bytes(),
+        )
+    }
+
+    /// Makes this a version-2 config authenticated under `key`.
+    pub fn seal(&mut self, key: &crate::crypto::MasterKey) {
+        self.version = CONFIG_VERSION;
+        self.mac = Some(self.mac_of(key));
+    }
+
+    /// Whether a version-2 config's MAC matches under `key` (a version-1 config has none to check).
+    pub fn authentic(&self, key: &crate::crypto::MasterKey) -> bool {
+        match (self.version, &self.mac) {
+            (1, None) => true,
+            (2, Some(mac)) => {
+                let want = self.mac_of(key);
+                // no early exit: the time says nothing about how much of the MAC matched
+                mac.len() == want.len()
+                    && mac.bytes().zip(want.bytes()).fold(0u8, |a, (x, y)| a | (x ^ y)) == 0
+            }
+            _ => false,
+        }
+    }
 }
 
 /// A `keys/<id>` object: the master key wrapped by Argon2id(passphrase) and AES-256-GCM.
@@ -172,6 +221,9 @@ pub struct Snapshot {
     pub stats: SnapshotStats,
     /// True when some files were unreadable or changed while read.
     pub partial: bool,
+    /// The exclusions the backup applied, as options (`--exclude *.tmp`); empty when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excludes: Vec<String>,
 }
 
 #[cfg(test)]

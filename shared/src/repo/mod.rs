@@ -1,7 +1,7 @@
 //! The repository format: the objects a backup consists of, in staging, in the import container and in the
 //! vault (docs/repository-format.md is the specification).
 //!
-//! Objects: `config` (plain, framed), `keys/<id>` (the master key wrapped by Argon2id(passphrase)),
+//! Objects: `config` (plain, framed, authenticated with a key derived from the master key since version 2), `keys/<id>` (the master key wrapped by Argon2id(passphrase)),
 //! `data/<volume>` (append-only page blobs holding packs of encrypted blobs), `index/<id>` (encrypted: chunk id
 //! -> volume, offset, length) and `snapshots/<id>` (encrypted: root tree, time, host, paths, stats). Every
 //! object but a volume starts with a frame header carrying its logical length and BLAKE3 digest, because page
@@ -11,6 +11,7 @@ mod cache;
 mod format;
 mod frame;
 mod pack;
+pub mod prune;
 mod repository;
 mod tree;
 mod tree_cache;
@@ -18,7 +19,7 @@ mod tree_cache;
 pub use cache::CachedStore;
 pub use format::{
     decode_index, encode_index, Config, IndexEntry, KeyFile, Snapshot, SnapshotStats, BLOB_DATA, BLOB_TREE,
-    VOLUME_HEADER_LEN, VOLUME_MAGIC,
+    CONFIG_VERSION, VOLUME_HEADER_LEN, VOLUME_MAGIC,
 };
 pub use frame::{frame, unframe, FRAME_HEADER_LEN, FRAME_MAGIC};
 pub use pack::{IndexPolicy, PackWriter, VolumeDigest};
@@ -75,6 +76,10 @@ pub enum RepoError {
     AlreadyExists { store: String },
     #[error("chunk {id} is not in the index (the repository is incomplete; run `seedship-agent check`)")]
     MissingChunk { id: String },
+    #[error("key {0:?} not found (list them with `seedship-agent key list`)")]
+    NoSuchKey(String),
+    #[error("{0} is the repository's only key: add another with `seedship-agent key add` first (without a key nobody can open the repository)")]
+    LastKey(String),
     #[error("snapshot {0:?} not found (list them with `seedship-agent snapshots`)")]
     NoSuchSnapshot(String),
     #[error(transparent)]

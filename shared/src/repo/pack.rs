@@ -231,6 +231,21 @@ impl PackWriter {
         if self.repo.contains(&blob.id) || !self.written.insert(blob.id) {
             return Ok(false);
         }
+        self.push(blob)?;
+        Ok(true)
+    }
+
+    /// Adds a blob that the index already holds elsewhere (prune moves it); once indexed, the new entry
+    /// wins (it lies at a larger volume and offset). Returns whether it was new in this run.
+    pub fn add_moved(&mut self, blob: &EncodedBlob) -> Result<bool, RepoError> {
+        if !self.written.insert(blob.id) {
+            return Ok(false);
+        }
+        self.push(blob)?;
+        Ok(true)
+    }
+
+    fn push(&mut self, blob: &EncodedBlob) -> Result<(), RepoError> {
         let len = blob.envelope.len() as u64;
         // a pack never grows past pack_size (unless one blob alone is larger): its buffer is never reallocated
         if !self.buf.is_empty() && self.buf.len() + blob.envelope.len() > self.pack_size {
@@ -264,7 +279,7 @@ impl PackWriter {
         }
         self.bytes_stored += len;
         self.blobs_stored += 1;
-        Ok(true)
+        Ok(())
     }
 
     /// Starts writing the buffered pack (padded to 512) to the volume. One pack is written in the background

@@ -1,13 +1,15 @@
 //! Opening and creating a repository, reading and writing its objects and blobs.
 
-use super::format::{decode_index, Config, IndexEntry, KeyFile, Snapshot, BLOB_TREE};
+use super::format::{decode_index, Config, IndexEntry, KeyFile, Snapshot, BLOB_TREE, CONFIG_VERSION};
 use super::frame::{frame, unframe};
 use super::tree::Tree;
-use super::tree_cache::TreeCache;
+use super::tree_cache::{TreeCache, TreeCacheStats};
 use super::{id_hex, volume_name, ChunkId, IdMap, RepoError};
 use crate::blob::{BlobError, BlobStore, Metadata};
 use crate::chunker::{Chunker, ChunkerParams};
 use crate::crypto::{self, KdfParams, MasterKey};
+#[cfg(test)]
+use crate::crypto::{MAX_KDF_MEMORY_KIB, MAX_KDF_PASSES};
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
@@ -155,17 +157,52 @@ pub struct Repository {
     store: Arc<dyn BlobStore>,
     key: MasterKey,
     config: Config,
-    index: RwLock<IdMap<IndexEntry>>,
+    index: RwLock<IdMap<Loc>>,
     volume_ends: RwLock<BTreeMap<u32, u64>>,
     pub(super) trees: Option<TreeCache>,
+    /// The key object the passphrase opened.
+    key_name: String,
 }
 
-fn now() -> (i64, u32) {
-    let d = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    (d.as_secs() as i64, d.subsec_nanos())
+/// Where a blob lies, held in the in-memory index without its id (the map's key): 24 bytes instead of the 56
+/// of an [`IndexEntry`], so a slot of the map is 56 bytes instead of 88 (the index is the part of a backup's
+/// memory that grows with the number of blobs).
+#[derive(Debug, Clone, Copy)]
+struct Loc {
+    offset: u64,
+    volume: u32,
+    len: u32,
+    raw_len: u32,
+    kind: u8,
 }
+
+impl Loc {
+    fn of(e: &IndexEntry) -> Loc {
+        Loc {
+            offset: e.offset,
+            volume: e.volume,
+            len: e.len,
+            raw_len: e.raw_len,
+            kind: e.kind,
+        }
+    }
+
+    fn entry(&self, id: &ChunkId) -> IndexEntry {
+        IndexEntry {
+            id: *id,
+            kind: self.kind,
+            volume: self.volume,
+            offset: self.offset,
+            len: self.len,
+            raw_len: self.raw_len,
+        }
+    }
+}
+
+/// The most key objects [`Repository::open`] tries: each one costs an Argon2 derivation.
+pub const MAX_KEY_OBJECTS: usize = 64;
+/// The largest key object read (a key object is about 400 bytes).
+pub const MAX_KEY_OBJECT_LEN: u64 = 64 * 1024;
 
 impl Repository {
     /// Creates a new repository in an empty store.
@@ -179,34 +216,19 @@ impl Repository {
         }
         let mut rid = [0u8; 16];
         crypto::random_bytes(&mut rid)?;
-        let config = Config {
-            version: 1,
+        let mut config = Config {
+            version: CONFIG_VERSION,
             id: hex::encode(rid),
             chunker: opts.chunker,
             volume_size: opts.volume_size,
             compression_level: opts.compression_level,
             cipher: "aes-256-gcm".into(),
             chunk_id: "blake3-keyed".into(),
+            mac: None,
         };
         let key = MasterKey::generate()?;
-        let mut salt = [0u8; 16];
-        crypto::random_bytes(&mut salt)?;
-        let kek = crypto::derive_kek(passphrase, &salt, opts.kdf)?;
-        let kf = KeyFile {
-            version: 1,
-            kdf: "argon2id".into(),
-            params: opts.kdf,
-            salt: hex::encode(salt),
-            wrapped: hex::encode(crypto::seal(&kek, &key.to_bytes())?),
-            created: now().0,
-            host: opts.host.clone(),
-        };
-        let kf_json = serde_json::to_vec(&kf).expect("serializable");
-        write_framed(
-            &*store,
-            &format!("keys/{}", hex::encode(&blake3::hash(&kf_json).as_bytes()[..16])),
-            &kf_json,
-        )?;
+        config.seal(&key);
+        let key_name = write_key_file(&*store, &key, passphrase, opts.kdf, &opts.host)?;
         // config last: its presence marks a complete repository
         write_framed(
             &*store,
@@ -220,6 +242,7 @@ impl Repository {
             index: RwLock::new(IdMap::default()),
             volume_ends: RwLock::new(BTreeMap::new()),
             trees: None,
+            key_name,
         })
     }
 
@@ -239,7 +262,7 @@ impl Repository {
             });
         }
         let config: Config = parse_json("config", &read_framed(&*store, "config")?)?;
-        if config.version != 1 {
+        if !(1..=CONFIG_VERSION).contains(&config.version) {
             return Err(RepoError::Version {
                 object: "config".into(),
                 version: config.version,
@@ -250,22 +273,53 @@ impl Repository {
             .validate()
             .map_err(|e| RepoError::damaged("config", e.to_string()))?;
         let keys = store.list("keys/")?;
+        if keys.len() > MAX_KEY_OBJECTS {
+            // each costs an Argon2 derivation: a store stuffed with key objects must not hold the machine
+            return Err(RepoError::damaged(
+                "keys/",
+                format!(
+                    "{} key objects; at most {MAX_KEY_OBJECTS} are tried (remove the ones no passphrase opens)",
+                    keys.len()
+                ),
+            ));
+        }
         let mut key = None;
         for k in &keys {
+            if k.len > MAX_KEY_OBJECT_LEN {
+                return Err(RepoError::damaged(
+                    &k.name,
+                    format!("{} bytes; a key object is well under {MAX_KEY_OBJECT_LEN}", k.len),
+                ));
+            }
             let kf: KeyFile = parse_json(&k.name, &read_framed(&*store, &k.name)?)?;
             let salt = hex::decode(&kf.salt).map_err(|_| RepoError::damaged(&k.name, "salt is not hex"))?;
             let wrapped =
                 hex::decode(&kf.wrapped).map_err(|_| RepoError::damaged(&k.name, "key is not hex"))?;
+            kf.params
+                .check()
+                .map_err(|e| RepoError::damaged(&k.name, e.to_string()))?;
             let kek = crypto::derive_kek(passphrase, &salt, kf.params)?;
             if let Ok(raw) = crypto::open(&kek, &wrapped) {
                 let raw: [u8; 64] = raw
                     .try_into()
                     .map_err(|_| RepoError::damaged(&k.name, "master key is not 64 bytes"))?;
-                key = Some(MasterKey::from_bytes(&raw));
+                key = Some((MasterKey::from_bytes(&raw), k.name.clone()));
                 break;
             }
         }
-        let key = key.ok_or(RepoError::WrongPassphrase { keys: keys.len() })?;
+        let (key, key_name) = key.ok_or(RepoError::WrongPassphrase { keys: keys.len() })?;
+        if !config.authentic(&key) {
+            return Err(RepoError::damaged(
+                "config",
+                "it was changed by someone without the repository key (its MAC does not match); restore it \
+                 from another copy of the repository",
+            ));
+        }
+        if config.version == 1 {
+            tracing::warn!(
+                "repository config is version 1 (not authenticated); new repositories write version 2"
+            );
+        }
         let repo = Repository {
             store,
             key,
@@ -273,6 +327,7 @@ impl Repository {
             index: RwLock::new(IdMap::default()),
             volume_ends: RwLock::new(BTreeMap::new()),
             trees: None,
+            key_name,
         };
         repo.load_index()?;
         Ok(repo)
@@ -300,13 +355,65 @@ impl Repository {
     pub fn add_index(&self, ends: &[(u32, u64)], entries: &[IndexEntry]) {
         let mut idx = self.index.write().expect("index lock");
         for e in entries {
-            idx.insert(e.id, *e);
+            // two entries for one id exist only while a prune is replacing index objects: the copy it
+            // wrote later (repacked blobs are appended, so at a larger volume and offset) wins
+            match idx.entry(e.id) {
+                std::collections::hash_map::Entry::Occupied(mut o) => {
+                    if (e.volume, e.offset) > (o.get().volume, o.get().offset) {
+                        o.insert(Loc::of(e));
+                    }
+                }
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(Loc::of(e));
+                }
+            }
         }
         let mut ve = self.volume_ends.write().expect("lock");
         for (v, end) in ends {
             let cur = ve.entry(*v).or_insert(0);
             *cur = (*cur).max(*end);
         }
+    }
+
+    /// The key object (`keys/…`) the passphrase opened.
+    pub fn key_name(&self) -> &str {
+        &self.key_name
+    }
+
+    /// Every key object, by name.
+    pub fn keys(&self) -> Result<Vec<(String, KeyFile)>, RepoError> {
+        let mut out = vec![];
+        for k in self.store.list("keys/")? {
+            let kf: KeyFile = parse_json(&k.name, &read_framed(&*self.store, &k.name)?)?;
+            out.push((k.name, kf));
+        }
+        Ok(out)
+    }
+
+    /// Adds a key object wrapping the master key with `passphrase`; returns its name.
+    pub fn add_key(&self, passphrase: &str, kdf: KdfParams, host: &str) -> Result<String, RepoError> {
+        crypto::check_passphrase(passphrase)?;
+        write_key_file(&*self.store, &self.key, passphrase, kdf, host)
+    }
+
+    /// Removes a key object; the last one never goes (the repository could not be opened any more).
+    pub fn remove_key(&self, name: &str) -> Result<(), RepoError> {
+        let keys = self.store.list("keys/")?;
+        if !keys.iter().any(|k| k.name == name) {
+            return Err(RepoError::NoSuchKey(name.to_owned()));
+        }
+        if keys.len() < 2 {
+            return Err(RepoError::LastKey(name.to_owned()));
+        }
+        self.store.delete(name)?;
+        Ok(())
+    }
+
+    /// Replaces the in-memory index (after prune rewrote the index objects).
+    pub fn replace_index(&self, ends: &[(u32, u64)], entries: &[IndexEntry]) {
+        self.index.write().expect("index lock").clear();
+        self.volume_ends.write().expect("lock").clear();
+        self.add_index(ends, entries);
     }
 
     pub fn store(&self) -> &Arc<dyn BlobStore> {
@@ -329,11 +436,16 @@ impl Repository {
         self.index.read().expect("lock").contains_key(id)
     }
     pub fn lookup(&self, id: &ChunkId) -> Option<IndexEntry> {
-        self.index.read().expect("lock").get(id).copied()
+        self.index.read().expect("lock").get(id).map(|l| l.entry(id))
     }
     /// All index entries (for check).
     pub fn index_entries(&self) -> Vec<IndexEntry> {
-        self.index.read().expect("lock").values().copied().collect()
+        self.index
+            .read()
+            .expect("lock")
+            .iter()
+            .map(|(id, l)| l.entry(id))
+            .collect()
     }
     /// Logical end of each volume, as recorded in the index.
     pub fn volume_ends(&self) -> BTreeMap<u32, u64> {
@@ -485,6 +597,98 @@ impl Repository {
     }
 }
 
+/// The tree cache's side of the repository: reading trees through it.
+impl Repository {
+    /// Keeps trees in a local cache under `dir` (see the `tree_cache` module): [`Repository::load_tree`]
+    /// serves them from there once verified, and trees written or read are added.
+    pub fn with_tree_cache(mut self, dir: &std::path::Path) -> Self {
+        self.trees = Some(TreeCache::new(dir));
+        self
+    }
+
+    /// Hits and misses of the tree cache (zero without one).
+    pub fn tree_cache_stats(&self) -> TreeCacheStats {
+        self.trees.as_ref().map(|t| t.stats()).unwrap_or_default()
+    }
+
+    /// Adds a tree's envelope to the tree cache, if there is one (the pack writer calls this).
+    pub fn remember_tree(&self, id: &ChunkId, envelope: &[u8]) {
+        if let Some(t) = &self.trees {
+            t.put(id, envelope);
+        }
+    }
+
+    /// Writes the tree cache's pending index entries (the pack writer calls this with every index object).
+    pub fn flush_tree_cache(&self) {
+        if let Some(t) = &self.trees {
+            t.flush();
+        }
+    }
+
+    /// Reads a tree: from the tree cache when it holds a verified copy, else from the store.
+    pub fn load_tree(&self, id: &ChunkId) -> Result<Tree, RepoError> {
+        let what = format!("tree {}", id_hex(id));
+        let raw = match &self.trees {
+            None => self.read_blob(id)?,
+            Some(cache) => {
+                let e = self
+                    .lookup(id)
+                    .ok_or_else(|| RepoError::MissingChunk { id: id_hex(id) })?;
+                let cached = cache
+                    .get(id)
+                    .and_then(|env| match self.open_envelope(&what, &env, &e) {
+                        Ok(raw) => Some(raw),
+                        Err(err) => {
+                            cache.reject(id, &err.to_string());
+                            None
+                        }
+                    });
+                cache.count(cached.is_some());
+                match cached {
+                    Some(raw) => raw,
+                    None => {
+                        let vol = volume_name(e.volume);
+                        let mut env = vec![0u8; e.len as usize];
+                        self.store().read_at(&vol, e.offset, &mut env)?;
+                        let at = format!("{vol} at offset {} (chunk {})", e.offset, id_hex(&e.id));
+                        let raw = self.open_envelope(&at, &env, &e)?;
+                        cache.put(id, &env);
+                        raw
+                    }
+                }
+            }
+        };
+        parse_json(&what, &raw)
+    }
+}
+
+/// Writes a key object wrapping `key` with `passphrase`; returns its name (`keys/` + 32 hex digits of the
+/// BLAKE3 of its JSON).
+fn write_key_file(
+    store: &dyn BlobStore,
+    key: &MasterKey,
+    passphrase: &str,
+    kdf: KdfParams,
+    host: &str,
+) -> Result<String, RepoError> {
+    let mut salt = [0u8; 16];
+    crypto::random_bytes(&mut salt)?;
+    let kek = crypto::derive_kek(passphrase, &salt, kdf)?;
+    let kf = KeyFile {
+        version: 1,
+        kdf: "argon2id".into(),
+        params: kdf,
+        salt: hex::encode(salt),
+        wrapped: hex::encode(crypto::seal(&kek, &key.to_bytes())?),
+        created: crate::time::now_unix(),
+        host: host.to_owned(),
+    };
+    let kf_json = serde_json::to_vec(&kf).expect("serializable");
+    let name = format!("keys/{}", hex::encode(&blake3::hash(&kf_json).as_bytes()[..16]));
+    write_framed(store, &name, &kf_json)?;
+    Ok(name)
+}
+
 pub(super) fn parse_json<T: serde::de::DeserializeOwned>(object: &str, b: &[u8]) -> Result<T, RepoError> {
     serde_json::from_slice(b).map_err(|e| RepoError::damaged(object, format!("bad JSON: {e}")))
 }
@@ -563,6 +767,20 @@ mod tests {
     }
 
     #[test]
+    fn index_slots_hold_the_id_once() {
+        assert_eq!(std::mem::size_of::<(ChunkId, Loc)>(), 56);
+        let e = IndexEntry {
+            id: [7; 32],
+            kind: BLOB_TREE,
+            volume: 3,
+            offset: (5 << 32) + 9,
+            len: 4097,
+            raw_len: 123_456,
+        };
+        assert_eq!(Loc::of(&e).entry(&e.id), e);
+    }
+
+    #[test]
     fn init_open_and_wrong_passphrase() {
         let store: Arc<dyn BlobStore> = Arc::new(MemoryStore::default());
         let r = Repository::init(store.clone(), PASS, &opts()).unwrap();
@@ -622,6 +840,70 @@ mod tests {
         store.write_pages("data/00000000", page_off, &page).unwrap();
         let err = repo3.read_blob(&e.id).unwrap_err().to_string();
         assert!(err.contains("data/00000000") && err.contains("damaged"), "{err}");
+    }
+
+    #[test]
+    fn config_is_authenticated_by_the_master_key_and_version_1_still_opens() {
+        let store: Arc<dyn BlobStore> = Arc::new(MemoryStore::default());
+        Repository::init(store.clone(), PASS, &opts()).unwrap();
+        let original: Config = parse_json("config", &read_framed(&*store, "config").unwrap()).unwrap();
+        assert_eq!((original.version, original.mac.is_some()), (2, true));
+        // a changed volume size (or chunker, or cipher) without the key is refused
+        let mut tampered = original.clone();
+        tampered.volume_size = 1 << 20;
+        write_framed(&*store, "config", &serde_json::to_vec(&tampered).unwrap()).unwrap();
+        let err = Repository::open(store.clone(), PASS)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("config") && err.contains("MAC"), "{err}");
+        // a version-2 config stripped of its MAC is refused too
+        let mut stripped = original.clone();
+        stripped.mac = None;
+        write_framed(&*store, "config", &serde_json::to_vec(&stripped).unwrap()).unwrap();
+        assert!(Repository::open(store.clone(), PASS).is_err());
+        // repositories written before version 2 still open
+        let mut old = original.clone();
+        old.version = 1;
+        old.mac = None;
+        write_framed(&*store, "config", &serde_json::to_vec(&old).unwrap()).unwrap();
+        assert_eq!(Repository::open(store.clone(), PASS).unwrap().config().version, 1);
+    }
+
+    #[test]
+    fn key_objects_with_costly_kdf_parameters_or_in_bulk_are_refused() {
+        let store: Arc<dyn BlobStore> = Arc::new(MemoryStore::default());
+        Repository::init(store.clone(), PASS, &opts()).unwrap();
+        let name = store.list("keys/").unwrap()[0].name.clone();
+        let mut kf: KeyFile = parse_json(&name, &read_framed(&*store, &name).unwrap()).unwrap();
+        let good = kf.clone();
+        // more passes than any sane key (a tampered object could ask for 2^32 passes over 4 TiB)
+        kf.params.t_cost = MAX_KDF_PASSES + 1;
+        write_framed(&*store, &name, &serde_json::to_vec(&kf).unwrap()).unwrap();
+        let err = Repository::open(store.clone(), PASS)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&name) && err.contains("passes"), "{err}");
+        kf.params = KdfParams {
+            m_cost: MAX_KDF_MEMORY_KIB,
+            t_cost: 3,
+            p_cost: 1,
+        };
+        write_framed(&*store, &name, &serde_json::to_vec(&kf).unwrap()).unwrap();
+        assert!(Repository::open(store.clone(), PASS).is_err());
+        write_framed(&*store, &name, &serde_json::to_vec(&good).unwrap()).unwrap();
+        Repository::open(store.clone(), PASS).unwrap();
+        // every key object costs a derivation: past the cap, none is tried
+        let body = serde_json::to_vec(&good).unwrap();
+        for i in 0..MAX_KEY_OBJECTS {
+            write_framed(&*store, &format!("keys/extra{i:03}"), &body).unwrap();
+        }
+        let err = Repository::open(store.clone(), PASS)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("key objects") && err.contains("at most 64"), "{err}");
     }
 
     fn tree_blob(repo: &Repository, name: &str) -> (ChunkId, EncodedBlob) {

@@ -13,9 +13,7 @@
 //! repository and cached again. The cache is consulted only for trees the index holds, so it never makes an
 //! unindexed tree visible. Deleting it is always safe.
 
-use super::repository::{parse_json, Repository};
-use super::tree::Tree;
-use super::{id_hex, volume_name, ChunkId, IdMap, RepoError};
+use super::{id_hex, ChunkId, IdMap};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
@@ -23,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock, RwLock};
 
-/// Hits and misses of the tree cache ([`Repository::tree_cache_stats`]).
+/// Hits and misses of the tree cache ([`Repository::tree_cache_stats`](crate::repo::Repository::tree_cache_stats)).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TreeCacheStats {
     /// Trees served from the cache.
@@ -258,70 +256,5 @@ impl Drop for TreeCache {
     /// Writes the last index entries (a run killed before this only loses them: later cache misses).
     fn drop(&mut self) {
         self.flush();
-    }
-}
-
-/// The tree cache's side of the repository: reading trees through it.
-impl Repository {
-    /// Keeps trees in a local cache under `dir` (see the `tree_cache` module): [`Repository::load_tree`]
-    /// serves them from there once verified, and trees written or read are added.
-    pub fn with_tree_cache(mut self, dir: &std::path::Path) -> Self {
-        self.trees = Some(TreeCache::new(dir));
-        self
-    }
-
-    /// Hits and misses of the tree cache (zero without one).
-    pub fn tree_cache_stats(&self) -> TreeCacheStats {
-        self.trees.as_ref().map(|t| t.stats()).unwrap_or_default()
-    }
-
-    /// Adds a tree's envelope to the tree cache, if there is one (the pack writer calls this).
-    pub fn remember_tree(&self, id: &ChunkId, envelope: &[u8]) {
-        if let Some(t) = &self.trees {
-            t.put(id, envelope);
-        }
-    }
-
-    /// Writes the tree cache's pending index entries (the pack writer calls this with every index object).
-    pub fn flush_tree_cache(&self) {
-        if let Some(t) = &self.trees {
-            t.flush();
-        }
-    }
-
-    /// Reads a tree: from the tree cache when it holds a verified copy, else from the store.
-    pub fn load_tree(&self, id: &ChunkId) -> Result<Tree, RepoError> {
-        let what = format!("tree {}", id_hex(id));
-        let raw = match &self.trees {
-            None => self.read_blob(id)?,
-            Some(cache) => {
-                let e = self
-                    .lookup(id)
-                    .ok_or_else(|| RepoError::MissingChunk { id: id_hex(id) })?;
-                let cached = cache
-                    .get(id)
-                    .and_then(|env| match self.open_envelope(&what, &env, &e) {
-                        Ok(raw) => Some(raw),
-                        Err(err) => {
-                            cache.reject(id, &err.to_string());
-                            None
-                        }
-                    });
-                cache.count(cached.is_some());
-                match cached {
-                    Some(raw) => raw,
-                    None => {
-                        let vol = volume_name(e.volume);
-                        let mut env = vec![0u8; e.len as usize];
-                        self.store().read_at(&vol, e.offset, &mut env)?;
-                        let at = format!("{vol} at offset {} (chunk {})", e.offset, id_hex(&e.id));
-                        let raw = self.open_envelope(&at, &env, &e)?;
-                        cache.put(id, &env);
-                        raw
-                    }
-                }
-            }
-        };
-        parse_json(&what, &raw)
     }
 }

@@ -5,6 +5,9 @@ use std::io::{self, Read};
 use super::header::{checksum, checksum_signed, padded, BLOCK, MAX_META_LEN};
 use super::TarError;
 
+/// The largest entry size accepted: `i64::MAX`, the largest file size (`off_t`) there is.
+pub const MAX_ENTRY_SIZE: u64 = i64::MAX as u64;
+
 /// What kind of member an entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntryKind {
@@ -199,6 +202,10 @@ impl<R: Read> TarReader<R> {
             EntryKind::Symlink | EntryKind::HardLink => 0,
             _ => size,
         };
+        // no file is larger than i64::MAX (off_t); refusing more also keeps the padding arithmetic in range
+        if content > MAX_ENTRY_SIZE {
+            return Err(bad(&path, at, "size"));
+        }
         self.current = path.clone();
         self.remaining = content;
         self.padding = padded(content) - content;
@@ -425,6 +432,41 @@ mod tests {
         );
         assert_eq!(parse_number(b"0009\0"), None);
         assert_eq!(parse_number(b"12 3"), None);
+    }
+
+    /// A ustar file header named `big` whose size field is `size` (12 bytes), with a valid checksum.
+    fn header_with_size(size: [u8; 12]) -> Vec<u8> {
+        let mut b = [0u8; BLOCK as usize];
+        b[..3].copy_from_slice(b"big");
+        b[100..108].copy_from_slice(b"0000644\0");
+        b[124..136].copy_from_slice(&size);
+        b[136..148].copy_from_slice(b"00000000000\0");
+        b[156] = b'0';
+        b[257..263].copy_from_slice(b"ustar\0");
+        b[263..265].copy_from_slice(b"00");
+        let sum = format!("{:06o}\0 ", checksum(&b));
+        b[148..156].copy_from_slice(sum.as_bytes());
+        let mut out = b.to_vec();
+        out.extend_from_slice(&[0u8; 1024]);
+        out
+    }
+
+    #[test]
+    fn sizes_above_i64_max_are_refused_not_wrapped() {
+        // base-256 u64::MAX: padded() used to overflow (a panic with overflow checks, a wrap to 0 without)
+        let mut size = [0xffu8; 12];
+        size[..4].copy_from_slice(&[0x80, 0, 0, 0]);
+        let data = header_with_size(size);
+        let mut r = TarReader::new(&data[..]);
+        let err = r.next_entry().map(|_| ()).unwrap_err().to_string();
+        assert!(err.contains("big") && err.contains("size"), "{err}");
+        // i64::MAX itself is a size a file can have
+        let mut size = [0u8; 12];
+        size[0] = 0x80;
+        size[4..].copy_from_slice(&(i64::MAX as u64).to_be_bytes());
+        let data = header_with_size(size);
+        let mut r = TarReader::new(&data[..]);
+        assert_eq!(r.next_entry().unwrap().unwrap().info.size, i64::MAX as u64);
     }
 
     #[test]

@@ -211,7 +211,7 @@ fn azure_wrong_key_is_403_naming_the_account() {
         "{text}"
     );
     assert!(
-        text.contains("AuthorizationFailure") && text.contains("account key or SAS"),
+        text.contains("AuthorizationFailure") && text.contains("check the account key, SAS"),
         "{text}"
     );
     assert!(!text.contains(&wrong));

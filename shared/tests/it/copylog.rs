@@ -187,6 +187,13 @@ fn malformed_and_cut_logs_are_refused_without_panicking() {
     ] {
         assert!(DriveLog::parse(bad.as_bytes()).is_err(), "{bad}");
     }
+    // offsets and lengths above i64::MAX are refused, so an offset plus a length never wraps
+    let text = String::from_utf8(good.clone()).unwrap();
+    let at = text.find("Offset=\"").expect("the sample has a range") + "Offset=\"".len();
+    let end = at + text[at..].find('"').unwrap();
+    let huge = format!("{}{}{}", &text[..at], u64::MAX - 511, &text[end..]);
+    let err = DriveLog::parse(huge.as_bytes()).unwrap_err().to_string();
+    assert!(err.contains("Offset") && err.contains("2^63-1"), "{err}");
     for cut in (0..good.len()).step_by(37) {
         assert!(DriveLog::parse(&good[..cut]).is_err(), "cut at {cut}");
     }

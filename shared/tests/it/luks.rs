@@ -209,7 +209,12 @@ fn cryptsetup_images_open_in_our_reader() {
         let wrong = RecoveryKey::generate().unwrap();
         let err = LuksVolume::open(&file, wrong.passphrase()).unwrap_err();
         assert!(matches!(err, LuksError::WrongKey { .. }), "{err}");
-        assert_eq!(err.to_string(), format!("the key does not unlock drive {label}"));
+        assert!(
+            err.to_string().starts_with(&format!(
+                "the key does not unlock drive {label}: give that drive's"
+            )),
+            "{err}"
+        );
     }
 }
 
@@ -223,8 +228,10 @@ fn our_encryption_matches_an_independent_aes_xts() {
     let plain = pattern(5 * MIB as usize + 1000, 1);
     let mut w = vol.writer(&img.file, 8192).unwrap();
     w.write_all(&plain).unwrap();
-    let end = w.finish().unwrap();
-    assert_eq!(end, 8192 + (plain.len() as u64).div_ceil(4096) * 4096);
+    w.sync().unwrap();
+    assert_eq!(w.position(), 8192 + plain.len() as u64);
+    // The last sector is written padded with zeros.
+    let end = 8192 + (plain.len() as u64).div_ceil(4096) * 4096;
 
     let dir = img.path.parent().unwrap();
     let key = dump_volume_key(&img.path, rk.as_str());

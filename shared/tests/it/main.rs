@@ -1,6 +1,7 @@
 //! The integration tests of seedship-shared: one binary, one module per area.
 
 mod api;
+mod arm;
 mod blob;
 mod copylog;
 mod fuzz;

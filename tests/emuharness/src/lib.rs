@@ -5,8 +5,11 @@
 //! cannot depend on the emulator (the emulator's tests depend on testkit).
 
 use seedship_emulator::datacentre::ReceiveStatus;
+use seedship_emulator::entra::EntraAppFile;
 use seedship_emulator::{EmulatorDir, InitOptions, ServeConfig};
+use seedship_shared::api::arm::{ArmClientOptions, BlockingArmClient};
 use seedship_shared::api::{ApiClientOptions, BlockingApiClient, ManagementIdentity};
+use seedship_shared::entra::{CredentialChoice, EntraOptions};
 use seedship_shared::publish_settings::PublishSettings;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -102,6 +105,68 @@ impl Emulator {
 
     pub fn client(&self) -> BlockingApiClient {
         BlockingApiClient::new(self.client_options()).expect("client")
+    }
+
+    /// `entra-app.json`: the application registration `init` wrote (serve points its URLs at itself).
+    pub fn entra_app(&self) -> EntraAppFile {
+        let path = self.dir.join("entra-app.json");
+        serde_json::from_slice(&std::fs::read(&path).expect("entra-app.json")).expect("entra-app.json")
+    }
+
+    /// Sign-in options for the registered application with `credential`, against the emulator's authority.
+    pub fn entra_options(&self, credential: CredentialChoice) -> EntraOptions {
+        let app = self.entra_app();
+        EntraOptions {
+            tenant: Some(app.tenant),
+            client_id: Some(app.client_id),
+            authority: app.authority,
+            management_endpoint: app.management_endpoint,
+            management_audience: Some(app.management_audience),
+            credential,
+            ca_pem: Some(std::fs::read(app.ca_certificate).expect("CA")),
+        }
+    }
+
+    /// The registered application's certificate credential (certificate and key from `entra-app.json`).
+    pub fn certificate_credential(&self) -> CredentialChoice {
+        let app = self.entra_app();
+        CredentialChoice::Certificate {
+            cert: app.certificate,
+            key: Some(app.private_key),
+        }
+    }
+
+    /// A fresh Entra ID access token for the management audience from the emulator's token endpoint, signed
+    /// in with the registered application's certificate.
+    pub fn management_token(&self) -> String {
+        let opts = self.entra_options(self.certificate_credential());
+        let tokens = opts.token_source().expect("certificate credential");
+        tokens
+            .token(&opts.management_scope())
+            .expect("management token")
+            .token
+            .to_string()
+    }
+
+    /// Resource Manager client options for resource group `rg`, signed in with `credential`.
+    pub fn arm_options_with(&self, rg: &str, credential: CredentialChoice) -> ArmClientOptions {
+        let entra = self.entra_options(credential);
+        let tokens = entra.token_source().expect("credential");
+        let mut opts = ArmClientOptions::new(&entra.management_endpoint, &self.sub, rg, tokens);
+        opts.scope = entra.management_scope();
+        opts.ca_pem = Some(std::fs::read(self.ca()).expect("CA"));
+        opts.retry.first_delay = Duration::from_millis(10);
+        opts
+    }
+
+    /// Resource Manager client options for resource group `rg`, signed in with the application's certificate.
+    pub fn arm_options(&self, rg: &str) -> ArmClientOptions {
+        self.arm_options_with(rg, self.certificate_credential())
+    }
+
+    /// A Resource Manager client for resource group `rg`.
+    pub fn arm_client(&self, rg: &str) -> BlockingArmClient {
+        BlockingArmClient::new(self.arm_options(rg)).expect("ARM client")
     }
 
     /// The management identity (PEM key + chain).
@@ -238,6 +303,15 @@ pub fn raw_url(
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
+        // the operator endpoints want the emulator's operator credential besides the certificate
+        let given = headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("x-seedship-operator-token"));
+        if url.contains("/_operator/") && !given {
+            if let Ok(token) = std::fs::read_to_string(emu.dir.join("operator.token")) {
+                req = req.header("x-seedship-operator-token", token.trim());
+            }
+        }
         if let Some(b) = body {
             req = req.body(b.to_vec());
         }
@@ -269,8 +343,24 @@ pub fn set_state(emu: &Emulator, account: &str, job: &str, state: &str) {
 }
 
 /// Operator: the drives at `drives` arrive for job `job` (`POST .../receive`); the answer as it came.
+/// Each existing drive image is put into the emulator's inbox folder first (hard-linked, else copied), since
+/// the endpoint takes file names there; a missing one is named all the same.
 pub fn receive(emu: &Emulator, account: &str, job: &str, drives: &[&Path]) -> Raw {
-    let body = serde_json::json!({ "Drives": drives });
+    let inbox = emu.dir.join("inbox");
+    std::fs::create_dir_all(&inbox).unwrap();
+    let names: Vec<std::ffi::OsString> = drives
+        .iter()
+        .map(|d| {
+            let name = d.file_name().expect("a drive image file").to_owned();
+            let into = inbox.join(&name);
+            if d.exists() && !into.exists() && std::fs::hard_link(d, &into).is_err() {
+                std::fs::copy(d, &into).unwrap();
+            }
+            name
+        })
+        .collect();
+    let names: Vec<&str> = names.iter().map(|n| n.to_str().unwrap()).collect();
+    let body = serde_json::json!({ "Drives": names });
     let path = format!("/_operator/storageaccounts/{account}/jobs/{job}/receive");
     raw(emu, true, "POST", &path, &[], Some(body.to_string().as_bytes()))
 }

@@ -4,38 +4,16 @@
 //! to a [`Reply`], so they are tested without a socket.
 
 use crate::conditions::{self, Current};
-use crate::config::{EmulatorConfig, EmulatorDir};
 use crate::odata::{self, Reply};
-use crate::store::{PutRefusal, Store, StoreError, StoredJob};
+use crate::request::authenticate;
+pub use crate::request::Request;
+use crate::state::{AppState, Failure};
+use crate::store::{PutRefusal, Store, StoredJob};
 use crate::validation::{self, Metadata, Negotiated, Rejection, MAX_ACTIVE_JOBS};
 use hyper::{HeaderMap, Method};
 use seedship_shared::api::{
     DriveState, Job, JobState, JobSummary, JobUpdate, Location, ODataList, JOB_TYPE, LOCATION_TYPE,
 };
-use std::sync::Mutex;
-
-/// Everything a request may need.
-#[derive(Debug)]
-pub struct AppState {
-    pub dir: EmulatorDir,
-    pub config: EmulatorConfig,
-    pub locations: Vec<Location>,
-    pub store: Mutex<Store>,
-    /// The receives the operator endpoint started.
-    pub receiving: crate::datacentre::Receiving,
-}
-
-/// One HTTP request, as far as the handlers care.
-#[derive(Debug, Clone)]
-pub struct Request {
-    pub method: Method,
-    pub path: String,
-    pub query: Option<String>,
-    pub headers: HeaderMap,
-    pub body: Vec<u8>,
-    /// SHA-1 thumbprint (uppercase hex) of the client certificate, if the client sent one.
-    pub thumbprint: Option<String>,
-}
 
 /// What a handler needs besides the request.
 struct Ctx<'a> {
@@ -56,35 +34,28 @@ impl Ctx<'_> {
 
 /// Answers one request.
 pub fn handle(state: &AppState, req: &Request) -> Reply {
+    // an operator receive reads its drives' headers first: no file I/O while the job store is locked
+    let drives = crate::operator::read_received_drives(state, req);
     let mut store = match state.store.lock() {
         Ok(s) => s,
         Err(poisoned) => poisoned.into_inner(),
     };
     let now = store.now().unwrap_or(0);
-    match route(state, &mut store, req, now) {
+    if let Some(reply) = crate::entra::route(state.entra.as_ref(), &state.public_url, req, now) {
+        return reply;
+    }
+    if crate::arm::is_arm_path(&req.path) {
+        return crate::arm::handle(state, &mut store, req, now);
+    }
+    match route(state, &mut store, req, now, drives) {
         Ok(r) => r,
         Err(Failure::Rejected(rej, version)) => odata::error(&rej, version.as_deref(), now),
         Err(Failure::Store(e)) => {
+            // the details (paths, database errors) go to the log, not to the client
             tracing::error!(error = %e, "job store failure");
-            odata::error(&Rejection::new(500, "InternalError", e.to_string()), None, now)
+            let rej = Rejection::new(500, "InternalError", "The server encountered an internal error.");
+            odata::error(&rej, None, now)
         }
-    }
-}
-
-pub(crate) enum Failure {
-    Rejected(Rejection, Option<String>),
-    Store(StoreError),
-}
-
-impl From<StoreError> for Failure {
-    fn from(e: StoreError) -> Self {
-        Failure::Store(e)
-    }
-}
-
-impl From<Rejection> for Failure {
-    fn from(r: Rejection) -> Self {
-        Failure::Rejected(r, None)
     }
 }
 
@@ -101,7 +72,13 @@ fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     })
 }
 
-fn route(state: &AppState, store: &mut Store, req: &Request, now: i64) -> Result<Reply, Failure> {
+fn route(
+    state: &AppState,
+    store: &mut Store,
+    req: &Request,
+    now: i64,
+    drives: Option<crate::operator::ReadDrives>,
+) -> Result<Reply, Failure> {
     let mut segs: Vec<String> = req
         .path
         .trim_start_matches('/')
@@ -134,7 +111,8 @@ fn route(state: &AppState, store: &mut Store, req: &Request, now: i64) -> Result
         .unwrap_or("localhost");
     let base = format!("https://{host}/{sub_id}/services/importexport");
     if rest.first().is_some_and(|s| *s == "_operator") {
-        return crate::operator::handle(state, store, &sub_id, &method, &rest[1..], &req.body, now);
+        crate::operator::authorize(&state.dir, &req.headers)?;
+        return crate::operator::handle(state, store, &sub_id, &method, &rest[1..], &req.body, now, drives);
     }
     let format = query_param(req.query.as_deref(), "$format");
     let neg = validation::check_headers(&method, &req.headers, format.as_deref())?;
@@ -184,32 +162,6 @@ fn route(state: &AppState, store: &mut Store, req: &Request, now: i64) -> Result
         Failure::Rejected(r, None) => Failure::Rejected(r, version),
         other => other,
     })
-}
-
-/// 403 unless the client certificate is a registered management certificate of the subscription.
-fn authenticate(config: &EmulatorConfig, sub: &str, thumbprint: Option<&str>) -> Result<(), Rejection> {
-    let forbidden = |why: &str| {
-        Rejection::new(
-            403,
-            "ForbiddenError",
-            format!("The server failed to authenticate the request: {why}. Verify that the certificate is valid and is associated with this subscription."),
-        )
-    };
-    let Some(thumb) = thumbprint else {
-        return Err(forbidden("no client certificate was presented"));
-    };
-    match config.subscription(sub) {
-        Some(s)
-            if s.management_certificates
-                .iter()
-                .any(|t| t.eq_ignore_ascii_case(thumb)) =>
-        {
-            Ok(())
-        }
-        _ => Err(forbidden(&format!(
-            "certificate {thumb} is not a management certificate of subscription {sub}"
-        ))),
-    }
 }
 
 /// The entry for one location, with the annotations the metadata level asks for.

@@ -35,33 +35,20 @@ pub struct InitReport {
     pub thumbprint: String,
     pub publish_settings: PathBuf,
     pub ca_cert: PathBuf,
+    /// `entra-app.json`: the Entra ID application registration for Resource Manager sign-in.
+    pub entra_app: PathBuf,
+    pub entra_client_id: String,
+    pub entra_tenant: String,
 }
 
 fn cert_err(e: impl std::fmt::Display) -> EmulatorError {
     EmulatorError::Certificate(e.to_string())
 }
 
-/// A random GUID-shaped id.
-pub fn random_guid() -> Result<String, EmulatorError> {
-    let mut b = [0u8; 16];
-    getrandom::fill(&mut b).map_err(cert_err)?;
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    Ok(format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    ))
-}
-
 /// Runs `init`.
 pub fn init(opts: &InitOptions) -> Result<InitReport, EmulatorError> {
     let dir = EmulatorDir::new(&opts.dir);
-    std::fs::create_dir_all(&dir.dir).map_err(crate::config::io(&dir.dir))?;
+    crate::config::make_private_dir(&dir.dir)?;
     if dir.config().exists() {
         return Err(EmulatorError::AlreadyInitialised { dir: dir.dir.clone() });
     }
@@ -89,9 +76,14 @@ pub fn init(opts: &InitOptions) -> Result<InitReport, EmulatorError> {
 
     let subscription_id = match &opts.subscription_id {
         Some(id) => id.clone(),
-        None => random_guid()?,
+        None => crate::config::random_guid()?,
     };
     let thumb = thumbprint(client_cert.der());
+    let url = opts
+        .url
+        .clone()
+        .unwrap_or_else(|| format!("https://127.0.0.1:{}", opts.listen_port.unwrap_or(8443)));
+    let (entra, entra_app) = crate::entra::register::create_registration(&dir, &subscription_id, &url)?;
     let config = EmulatorConfig {
         subscriptions: vec![SubscriptionConfig {
             id: subscription_id.clone(),
@@ -101,6 +93,7 @@ pub fn init(opts: &InitOptions) -> Result<InitReport, EmulatorError> {
         storage_account: opts.storage_account.clone(),
         public_url: opts.url.clone(),
         listen_port: opts.listen_port,
+        entra: Some(entra),
     };
     write_file(&dir.ca_cert(), ca_cert.pem().as_bytes(), false)?;
     write_file(&dir.ca_key(), ca_key.serialize_pem().as_bytes(), true)?;
@@ -109,11 +102,10 @@ pub fn init(opts: &InitOptions) -> Result<InitReport, EmulatorError> {
     write_file(&dir.management_pfx(), &pfx, true)?;
     let locations = serde_json::to_vec_pretty(&default_locations()).map_err(cert_err)?;
     write_file(&dir.locations(), &locations, false)?;
-    let url = opts
-        .url
-        .clone()
-        .unwrap_or_else(|| format!("https://127.0.0.1:{}", opts.listen_port.unwrap_or(8443)));
     write_publish_settings(&dir, &config, &url)?;
+    let mut token = [0u8; 32];
+    seedship_shared::crypto::random_bytes(&mut token).map_err(cert_err)?;
+    write_file(&dir.operator_token(), hex::encode(token).as_bytes(), true)?;
     let json = serde_json::to_vec_pretty(&config).map_err(cert_err)?;
     write_file(&dir.config(), &json, true)?;
     Ok(InitReport {
@@ -121,6 +113,9 @@ pub fn init(opts: &InitOptions) -> Result<InitReport, EmulatorError> {
         thumbprint: thumb,
         publish_settings: dir.publish_settings(),
         ca_cert: dir.ca_cert(),
+        entra_app: dir.entra_app(),
+        entra_client_id: entra_app.client_id,
+        entra_tenant: entra_app.tenant,
     })
 }
 

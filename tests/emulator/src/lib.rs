@@ -3,20 +3,24 @@
 //! The binary is a thin `main` over [`run`]; everything lives here so tests can call it. `init` ([`init()`])
 //! prepares a directory (CA, server certificate, subscription, management certificate, publish settings,
 //! locations table); `serve` ([`server::serve`]) answers the classic API over HTTPS with client-certificate
-//! authentication, [`handlers`] holds the operations, [`validation`] the documented request rules,
+//! authentication, [`handlers`] holds the operations (sharing [`state`] with the operator endpoints), [`validation`] the documented request rules,
 //! [`conditions`] the If-* headers, [`store`]
 //! the SQLite job store with the emulator clock, [`operator`] the operator endpoints, and [`datacentre`] the
 //! import of a job's drives (`receive`, docs/datacentre.md). docs/emulator.md
 //! describes the files and endpoints.
 
+pub mod arm;
 pub mod conditions;
 pub mod config;
 pub mod datacentre;
+pub mod entra;
 pub mod handlers;
 pub mod init;
 pub mod odata;
 pub mod operator;
+pub mod request;
 pub mod server;
+pub mod state;
 pub mod store;
 pub mod tls;
 pub mod validation;
@@ -24,28 +28,14 @@ pub mod validation;
 use clap::{Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 pub use config::{EmulatorConfig, EmulatorDir, EmulatorError};
 pub use init::{init, InitOptions, InitReport};
 pub use server::{bind, serve, BoundServer, ServeConfig};
 
 /// The exit codes of `seedship-emulator`, documented in its `--help` and man page.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    /// Everything asked for was done.
-    Success = 0,
-    /// The command failed; nothing was left half-done that a rerun cannot finish.
-    Failure = 1,
-    /// Interrupted (Ctrl-C, SIGTERM); a rerun continues where this one stopped.
-    Interrupted = 130,
-}
-
-impl From<Exit> for ExitCode {
-    fn from(e: Exit) -> Self {
-        ExitCode::from(e as u8)
-    }
-}
+/// (One list for every seedship command: [`seedship_shared::exit::Exit`].)
+pub use seedship_shared::exit::Exit;
 
 /// Command line of `seedship-emulator`.
 #[derive(Debug, Parser)]
@@ -106,13 +96,28 @@ pub struct InitCmd {
     #[arg(long, default_value = "seedship emulator")]
     pub subscription_name: String,
     /// Storage account the data centre imports into (for the import step).
-    #[arg(long, requires_all = ["storage_endpoint", "storage_key"])]
+    #[arg(long, requires = "storage_endpoint")]
     pub storage_account: Option<String>,
     /// Blob endpoint of that account, e.g. http://127.0.0.1:10000/devstoreaccount1.
     #[arg(long)]
     pub storage_endpoint: Option<String>,
-    /// Account key of that account (Base64).
-    #[arg(long, env = "SEEDSHIP_EMULATOR_STORAGE_KEY", hide_env_values = true)]
+    /// A file holding the account key of that account (Base64), or set SEEDSHIP_EMULATOR_STORAGE_KEY_FILE
+    /// (or the key itself in SEEDSHIP_EMULATOR_STORAGE_KEY).
+    #[arg(
+        long,
+        env = "SEEDSHIP_EMULATOR_STORAGE_KEY_FILE",
+        value_name = "FILE",
+        conflicts_with = "storage_key"
+    )]
+    pub storage_key_file: Option<PathBuf>,
+    /// The key itself: kept for compatibility only, since a command line is readable by every user; use
+    /// --storage-key-file or SEEDSHIP_EMULATOR_STORAGE_KEY.
+    #[arg(
+        long,
+        env = "SEEDSHIP_EMULATOR_STORAGE_KEY",
+        hide_env_values = true,
+        hide_short_help = true
+    )]
     pub storage_key: Option<String>,
     /// Fixed ServiceManagementUrl for the publish settings; without it `serve` writes the address it listens on.
     #[arg(long)]
@@ -136,11 +141,7 @@ pub struct ServeCmd {
 impl Cli {
     /// The net verbosity for [`seedship_shared::logging::init`].
     pub fn verbosity(&self) -> i8 {
-        if self.quiet {
-            -1
-        } else {
-            self.verbose.min(3) as i8
-        }
+        seedship_shared::exit::verbosity(self.verbose, self.quiet)
     }
 }
 
@@ -149,7 +150,18 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     use anyhow::Context;
     match cli.command {
         Command::Init(cmd) => {
-            let storage_account = match (cmd.storage_account, cmd.storage_endpoint, cmd.storage_key) {
+            let storage_key = match (&cmd.storage_key_file, cmd.storage_key) {
+                (Some(f), _) => {
+                    Some(seedship_shared::secret::from_file(f, "storage account key")?.to_string())
+                }
+                (None, k) => k,
+            };
+            if cmd.storage_account.is_some() && storage_key.is_none() {
+                anyhow::bail!(
+                    "--storage-account needs its key: --storage-key-file FILE or SEEDSHIP_EMULATOR_STORAGE_KEY"
+                );
+            }
+            let storage_account = match (cmd.storage_account, cmd.storage_endpoint, storage_key) {
                 (Some(name), Some(endpoint), Some(key)) => {
                     Some(config::StorageAccountConfig { name, endpoint, key })
                 }
@@ -172,6 +184,12 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
             println!(
                 "CA certificate (for --management-ca): {}",
                 report.ca_cert.display()
+            );
+            println!(
+                "Entra ID application {} in tenant {}: {}",
+                report.entra_client_id,
+                report.entra_tenant,
+                report.entra_app.display()
             );
             Ok(Exit::Success)
         }

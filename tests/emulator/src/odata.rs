@@ -88,18 +88,8 @@ pub fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {
     to_service_json(value).unwrap_or_default()
 }
 
-/// Percent-encodes a path segment or query value (unreserved characters stay).
-pub fn encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+/// Percent-encodes a path segment or query value (unreserved characters stay): the client's encoding.
+pub use seedship_shared::api::percent_encode as encode;
 
 /// Percent-decodes; `plus` also turns `+` into a space (query strings). Invalid escapes stay as they are.
 pub fn decode(s: &str, plus: bool) -> String {

@@ -5,8 +5,8 @@
 
 use crate::datacentre::receive::account_stores;
 use crate::datacentre::{Receipt, ReceiveError};
-use crate::handlers::{AppState, Failure};
 use crate::odata::{self, Reply};
+use crate::state::{AppState, Failure};
 use crate::store::{Store, StoredJob};
 use crate::validation::{Metadata, Rejection};
 use hyper::Method;
@@ -39,12 +39,47 @@ pub struct StateChange {
     pub state: JobState,
 }
 
-/// `POST _operator/storageaccounts/<account>/jobs/<job>/receive` body: the drives that arrived, as paths of
-/// drive images (or devices) on the emulator's machine.
+/// `POST _operator/storageaccounts/<account>/jobs/<job>/receive` body: the drives that arrived, as file names
+/// of drive images in the emulator's `inbox` folder (regular files only).
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 pub struct ReceiveRequest {
     pub drives: Vec<std::path::PathBuf>,
+}
+
+/// The header carrying the operator credential (`operator.token` in the emulator's folder).
+pub const OPERATOR_TOKEN_HEADER: &str = "x-seedship-operator-token";
+
+/// Admits an operator request only with the emulator's own operator credential: a subscription's management
+/// certificate proves a customer, not the data centre, so it is not enough for the `_operator` endpoints.
+pub(crate) fn authorize(dir: &crate::config::EmulatorDir, headers: &hyper::HeaderMap) -> Result<(), Failure> {
+    let forbidden = |why: &str| -> Failure {
+        Rejection::new(
+            403,
+            "ForbiddenError",
+            format!("The operator endpoints need the emulator's operator credential: {why}."),
+        )
+        .into()
+    };
+    let Ok(expected) = std::fs::read_to_string(dir.operator_token()) else {
+        return Err(forbidden(
+            "this emulator folder has no operator.token (made by `seedship-emulator init`)",
+        ));
+    };
+    let given = headers
+        .get(OPERATOR_TOKEN_HEADER)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    let expected = expected.trim().as_bytes();
+    // compared without an early exit, so the time taken says nothing about how much matched
+    let same = given.len() == expected.len()
+        && given.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+    if expected.is_empty() || !same {
+        return Err(forbidden(&format!(
+            "header {OPERATOR_TOKEN_HEADER} is missing or does not match operator.token"
+        )));
+    }
+    Ok(())
 }
 
 fn bad_body(e: serde_json::Error) -> Failure {
@@ -60,7 +95,33 @@ fn ok(now: i64, status: u16, body: Option<Vec<u8>>) -> Reply {
     odata::reply(status, None, Metadata::Minimal, now, body)
 }
 
+/// The drives of an operator receive, read before the job store is locked: (path in the inbox, LUKS2 label).
+pub(crate) type ReadDrives = Result<Vec<(std::path::PathBuf, String)>, ReceiveError>;
+
+/// For an authorised `POST .../receive`, reads the named drives' labels from the inbox (see
+/// [`crate::datacentre::receive::inbox_labels`]); `None` for any other request.
+pub(crate) fn read_received_drives(state: &AppState, req: &crate::request::Request) -> Option<ReadDrives> {
+    let segs: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
+    let is_receive = req.method == Method::POST
+        && segs.len() == 9
+        && segs[3] == "_operator"
+        && segs[4] == "storageaccounts"
+        && segs[6] == "jobs"
+        && segs[8] == "receive";
+    if !is_receive {
+        return None;
+    }
+    crate::request::authenticate(&state.config, segs[0], req.thumbprint.as_deref()).ok()?;
+    authorize(&state.dir, &req.headers).ok()?;
+    let request: ReceiveRequest = serde_json::from_slice(&req.body).ok()?;
+    Some(crate::datacentre::receive::inbox_labels(
+        &state.dir.inbox(),
+        &request.drives,
+    ))
+}
+
 /// Answers an operator request; `rest` is the path after `_operator`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn handle(
     state: &AppState,
     store: &mut Store,
@@ -69,6 +130,7 @@ pub(crate) fn handle(
     rest: &[&str],
     body: &[u8],
     now: i64,
+    drives: Option<ReadDrives>,
 ) -> Result<Reply, Failure> {
     match (rest, method) {
         (["clock"], &Method::GET) => clock(store),
@@ -92,8 +154,10 @@ pub(crate) fn handle(
             clock(store)
         }
         (["storageaccounts", account, "jobs", name, "receive"], &Method::POST) => {
-            let request: ReceiveRequest = serde_json::from_slice(body).map_err(bad_body)?;
-            receive(state, store, sub, account, name, &request, now)
+            let _: ReceiveRequest = serde_json::from_slice(body).map_err(bad_body)?;
+            let drives = drives
+                .ok_or_else(|| Rejection::new(400, "InvalidRequestBody", "Unexpected receive request."))?;
+            receive(state, store, sub, account, name, drives, now)
         }
         (["storageaccounts", account, "jobs", name, "receive"], &Method::GET) => {
             find_job(store, sub, account, name)?;
@@ -164,15 +228,16 @@ fn receive(
     sub: &str,
     account: &str,
     name: &str,
-    request: &ReceiveRequest,
+    drives: ReadDrives,
     now: i64,
 ) -> Result<Reply, Failure> {
     let job = find_job(store, sub, account, name)?;
+    crate::datacentre::receive::check_job_key(&job, &state.config).map_err(refusal)?;
     if state.receiving.is_running(sub, name) {
         return Err(refusal(ReceiveError::Busy { job: name.into() }));
     }
     let (emulator_account, stores) = account_stores(&state.dir.dir, &state.config).map_err(refusal)?;
-    let mut receipt = Receipt::check(job, &emulator_account, &request.drives).map_err(refusal)?;
+    let mut receipt = Receipt::check_labels(job, &emulator_account, drives).map_err(refusal)?;
     receipt.mark_received(store)?;
     let status = state
         .receiving
@@ -186,9 +251,11 @@ fn refusal(e: ReceiveError) -> Failure {
     let (status, code) = match &e {
         ReceiveError::WrongState { .. } => (409, "InvalidJobState"),
         ReceiveError::Busy { .. } => (409, "ReceiveInProgress"),
-        ReceiveError::NotImport { .. } | ReceiveError::WrongAccount { .. } => (409, "InvalidJob"),
+        ReceiveError::NotImport { .. }
+        | ReceiveError::WrongAccount { .. }
+        | ReceiveError::WrongKey { .. } => (409, "InvalidJob"),
         ReceiveError::NoStorageAccount { .. } => (409, "NoStorageAccount"),
-        ReceiveError::DriveNotFound { .. } => (400, "DriveNotFound"),
+        ReceiveError::DriveNotFound { .. } | ReceiveError::NotInInbox { .. } => (400, "DriveNotFound"),
         ReceiveError::Unreadable { .. } => (400, "DriveNotReadable"),
         ReceiveError::UnknownDrive { .. } | ReceiveError::RepeatedDrive { .. } => (400, "DriveNotInJob"),
         ReceiveError::NoDrive => (400, "InvalidRequestBody"),
@@ -198,5 +265,10 @@ fn refusal(e: ReceiveError) -> Failure {
         | ReceiveError::Import(_)
         | ReceiveError::Spawn { .. } => (500, "InternalError"),
     };
+    if status == 500 {
+        // configuration, store and thread failures name server paths: logged, not sent
+        tracing::error!(error = %e, "operator receive failed");
+        return Rejection::new(status, code, "The server encountered an internal error.").into();
+    }
     Rejection::new(status, code, e.to_string()).into()
 }

@@ -3,7 +3,8 @@
 //! argument: when the future completes the listener stops accepting and open connections are closed.
 
 use crate::config::{load_locations, EmulatorConfig, EmulatorDir, EmulatorError};
-use crate::handlers::{self, AppState, Request};
+use crate::handlers::{self, Request};
+use crate::state::AppState;
 use crate::store::Store;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
@@ -70,13 +71,21 @@ pub async fn bind(config: &ServeConfig) -> Result<BoundServer, EmulatorError> {
     crate::config::write_file(&dir.url_file(), format!("{url}\n").as_bytes(), false)?;
     if emulator.public_url.is_none() {
         crate::init::write_publish_settings(&dir, &emulator, &url)?;
+        crate::entra::register::update_app_url(&dir, &url)?;
     }
+    let entra = match &emulator.entra {
+        Some(c) => Some(crate::entra::Authority::load(&dir, c.clone())?),
+        None => None,
+    };
+    let public_url = emulator.public_url.clone().unwrap_or_else(|| url.clone());
     let state = Arc::new(AppState {
         dir,
         config: emulator,
         locations,
         store: Mutex::new(store),
         receiving: Default::default(),
+        entra,
+        public_url,
     });
     Ok(BoundServer {
         listener,

@@ -28,6 +28,10 @@ pub enum StoreError {
     },
 }
 
+/// The furthest the operator may move the emulator's clock, either way: 200 years, in seconds. Beyond it the
+/// offset is clamped, so "now" plus any expiry period stays far from `i64` overflow.
+pub const MAX_CLOCK_OFFSET: i64 = 200 * 366 * 86_400;
+
 /// One stored job.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredJob {
@@ -64,6 +68,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     job TEXT NOT NULL, created INTEGER NOT NULL, updated INTEGER NOT NULL, finished INTEGER,
     PRIMARY KEY (subscription, name));
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS arm_jobs (
+    subscription TEXT NOT NULL, name TEXT NOT NULL, record TEXT NOT NULL,
+    PRIMARY KEY (subscription, name));
 ";
 
 impl Store {
@@ -107,11 +114,14 @@ impl Store {
             })
             .optional()
             .map_err(self.db())?;
-        Ok(v.and_then(|s| s.parse().ok()).unwrap_or(0))
+        Ok(v.and_then(|s| s.parse::<i64>().ok())
+            .unwrap_or(0)
+            .clamp(-MAX_CLOCK_OFFSET, MAX_CLOCK_OFFSET))
     }
 
     /// Sets the clock offset.
     pub fn set_clock_offset(&self, offset: i64) -> Result<(), StoreError> {
+        let offset = offset.clamp(-MAX_CLOCK_OFFSET, MAX_CLOCK_OFFSET);
         self.conn
             .execute(
                 "INSERT INTO meta (key, value) VALUES ('clock_offset', ?1) ON CONFLICT(key) DO UPDATE SET value = ?1",
@@ -127,7 +137,7 @@ impl Store {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        Ok(sys + self.clock_offset()?)
+        Ok(sys.saturating_add(self.clock_offset()?))
     }
 
     /// Deletes jobs left in Creating for two weeks and jobs finished 90 days ago; returns how many.
@@ -138,6 +148,13 @@ impl Store {
                 "DELETE FROM jobs WHERE (state = 'Creating' AND updated + ?1 <= ?3)
                  OR (state IN ('Completed', 'Closed') AND finished IS NOT NULL AND finished + ?2 <= ?3)",
                 params![CREATING_EXPIRY_SECS, FINISHED_EXPIRY_SECS, now],
+            )
+            .map_err(self.db())?;
+        self.conn
+            .execute(
+                "DELETE FROM arm_jobs WHERE NOT EXISTS (SELECT 1 FROM jobs
+                 WHERE jobs.subscription = arm_jobs.subscription AND jobs.name = arm_jobs.name)",
+                [],
             )
             .map_err(self.db())?;
         Ok(n)
@@ -210,6 +227,18 @@ impl Store {
         job: &StoredJob,
         max_active: usize,
     ) -> Result<Result<bool, PutRefusal>, StoreError> {
+        self.put_with_record(job, max_active, None)
+    }
+
+    /// [`Store::put`] for a job made through Resource Manager: its record (JSON the ARM layer owns: resource
+    /// group, the properties as sent) is written in the same transaction. A classic Put (`record` `None`)
+    /// drops any record left under the name.
+    pub fn put_with_record(
+        &mut self,
+        job: &StoredJob,
+        max_active: usize,
+        record: Option<&str>,
+    ) -> Result<Result<bool, PutRefusal>, StoreError> {
         let path = self.path.clone();
         let db = |source| StoreError::Db {
             path: path.clone(),
@@ -253,6 +282,17 @@ impl Store {
             params![job.subscription, job.name, job.account, job.state.as_str(), json, job.created, job.updated, job.finished],
         )
         .map_err(db)?;
+        match record {
+            Some(r) => tx.execute(
+                "INSERT OR REPLACE INTO arm_jobs (subscription, name, record) VALUES (?1, ?2, ?3)",
+                params![job.subscription, job.name, r],
+            ),
+            None => tx.execute(
+                "DELETE FROM arm_jobs WHERE subscription = ?1 AND name = ?2",
+                params![job.subscription, job.name],
+            ),
+        }
+        .map_err(db)?;
         tx.commit().map_err(db)?;
         Ok(Ok(existing.is_some()))
     }
@@ -269,8 +309,37 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes a job; returns whether it existed.
+    /// The Resource Manager record of a job, if it was made through Resource Manager.
+    pub fn record(&self, subscription: &str, name: &str) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT record FROM arm_jobs WHERE subscription = ?1 AND name = ?2",
+                params![subscription, name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.db())
+    }
+
+    /// Replaces the Resource Manager record of an existing job.
+    pub fn save_record(&self, subscription: &str, name: &str, record: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE arm_jobs SET record = ?3 WHERE subscription = ?1 AND name = ?2",
+                params![subscription, name, record],
+            )
+            .map_err(self.db())?;
+        Ok(())
+    }
+
+    /// Deletes a job (and its Resource Manager record); returns whether it existed.
     pub fn delete(&self, subscription: &str, name: &str) -> Result<bool, StoreError> {
+        self.conn
+            .execute(
+                "DELETE FROM arm_jobs WHERE subscription = ?1 AND name = ?2",
+                params![subscription, name],
+            )
+            .map_err(self.db())?;
         let n = self
             .conn
             .execute(

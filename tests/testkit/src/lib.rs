@@ -7,7 +7,7 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// The well-known development account of Azurite.
@@ -74,6 +74,8 @@ pub struct Azurite {
     port: u16,
     location: tempfile::TempDir,
     log: PathBuf,
+    /// HTTPS with bearer tokens (`--oauth basic --cert --key`): the certificate and key PEM files.
+    oauth_tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Azurite {
@@ -88,6 +90,26 @@ impl Azurite {
             port: free_port(),
             log: location.path().join("azurite.log"),
             location,
+            oauth_tls: None,
+        };
+        a.spawn();
+        a
+    }
+
+    /// Starts Azurite over HTTPS with `cert`/`key` (PEM; the certificate must name 127.0.0.1) and bearer
+    /// tokens accepted (`--oauth basic`: Azurite checks a token's issuer, audience and lifetime, not its
+    /// signature). Shared Key still works too.
+    pub fn start_oauth(cert: &Path, key: &Path) -> Azurite {
+        let location = tempfile::Builder::new()
+            .prefix("seedship-azurite-")
+            .tempdir()
+            .expect("temporary folder for Azurite");
+        let mut a = Azurite {
+            child: None,
+            port: free_port(),
+            log: location.path().join("azurite.log"),
+            location,
+            oauth_tls: Some((cert.to_path_buf(), key.to_path_buf())),
         };
         a.spawn();
         a
@@ -106,6 +128,16 @@ impl Azurite {
             .arg(self.port.to_string())
             .args(["--silent", "--disableTelemetry", "--location"])
             .arg(&data)
+            .args(self.oauth_tls.iter().flat_map(|(cert, key)| {
+                [
+                    "--oauth".into(),
+                    "basic".into(),
+                    "--cert".into(),
+                    cert.as_os_str().to_owned(),
+                    "--key".into(),
+                    key.as_os_str().to_owned(),
+                ]
+            }))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)
@@ -124,6 +156,12 @@ impl Azurite {
                     "Azurite exited with {status} before answering; log:\n{}",
                     self.log_text()
                 );
+            }
+            if self.oauth_tls.is_some()
+                && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+            {
+                // HTTPS: listening is enough (a TLS handshake here would need a client of its own)
+                return;
             }
             if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
                 let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
@@ -154,9 +192,11 @@ impl Azurite {
         self.port
     }
 
-    /// The blob endpoint with the account, path style: `http://127.0.0.1:PORT/devstoreaccount1`.
+    /// The blob endpoint with the account, path style: `http://127.0.0.1:PORT/devstoreaccount1` (https
+    /// for [`Azurite::start_oauth`]).
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}/{AZURITE_ACCOUNT}", self.port)
+        let scheme = if self.oauth_tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}/{AZURITE_ACCOUNT}", self.port)
     }
 
     /// A connection string for the Azure SDKs.
@@ -249,4 +289,55 @@ pub fn run_python(script: &str, args: &[&str], env: &[(&str, &str)]) -> String {
         out.status
     );
     String::from_utf8(out.stdout).expect("python output is UTF-8")
+}
+
+/// Runs `cmd`, which reads a secret from the FIFO `fifo` (made here): while the command waits on the FIFO,
+/// reads its `/proc/<pid>/cmdline`, then writes `secret` into the FIFO and waits for the command. Returns the
+/// output and the command line as the kernel showed it to every user. Panics if the command ends without
+/// opening the FIFO.
+pub fn run_with_secret_fifo(cmd: &mut Command, fifo: &Path, secret: &str) -> (Output, Vec<u8>) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let made = Command::new("mkfifo")
+        .arg("-m")
+        .arg("600")
+        .arg(fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success(), "mkfifo {}", fifo.display());
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the command");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut writer = loop {
+        // without a reader yet, a non-blocking open for writing fails with ENXIO
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(fifo)
+        {
+            Ok(f) => break f,
+            Err(_) if Instant::now() < deadline => {
+                if let Some(status) = child.try_wait().expect("poll the command") {
+                    let out = child.wait_with_output().expect("collect the output");
+                    panic!(
+                        "the command ended ({status}) without reading the secret from {}: {}",
+                        fifo.display(),
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("the command never opened {}: {e}", fifo.display()),
+        }
+    };
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", child.id())).expect("read the command line");
+    writer
+        .write_all(secret.as_bytes())
+        .and_then(|_| writer.write_all(b"\n"))
+        .expect("write the secret");
+    drop(writer);
+    (child.wait_with_output().expect("wait for the command"), cmdline)
 }

@@ -1,15 +1,20 @@
-//! Request authorisation for the Blob service: Shared Key signatures and SAS tokens.
+//! Request authorisation for the Blob service: Shared Key signatures, SAS tokens and Entra ID bearer tokens.
 //!
 //! Shared Key (versions 2015-02-21 and later): the string to sign is the verb, eleven standard headers
 //! (Content-Length empty when 0), the canonicalised `x-ms-*` headers and the canonicalised resource
 //! (`/<account><encoded path>` then one `\nname:value` line per query parameter, names lower-cased and sorted,
 //! values decoded and comma-joined), signed with HMAC-SHA256 under the Base64-decoded account key. A SAS is
-//! a query string appended to every URL. Neither the key nor the SAS signature ever appears in a message.
+//! a query string appended to every URL. A bearer token (scope `https://storage.azure.com/.default`, role
+//! Storage Blob Data Contributor) comes from a [`TokenSource`], which caches it until shortly before it
+//! expires; the service takes bearer tokens over HTTPS only. Neither the key, the SAS signature nor a token
+//! ever appears in a message.
 
+use crate::entra::TokenSource;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use url::Url;
 
 /// How requests are authorised.
@@ -19,6 +24,9 @@ pub enum Credential {
     SharedKey(String),
     /// A shared access signature: the query string, with or without the leading `?`.
     Sas(String),
+    /// Microsoft Entra ID bearer tokens for the storage scope from this source (certificate, secret, managed
+    /// identity or a handed-over token): no account key on disk.
+    Bearer(Arc<dyn TokenSource>),
 }
 
 impl std::fmt::Debug for Credential {
@@ -26,6 +34,7 @@ impl std::fmt::Debug for Credential {
         match self {
             Credential::SharedKey(_) => f.write_str("SharedKey(<redacted>)"),
             Credential::Sas(_) => f.write_str("Sas(<redacted>)"),
+            Credential::Bearer(source) => f.debug_tuple("Bearer").field(source).finish(),
         }
     }
 }
@@ -35,6 +44,7 @@ impl std::fmt::Debug for Credential {
 pub(crate) enum Signer {
     SharedKey { account: String, key: Vec<u8> },
     Sas(Vec<(String, String)>),
+    Bearer(Arc<dyn TokenSource>),
 }
 
 impl std::fmt::Debug for Signer {
@@ -42,6 +52,7 @@ impl std::fmt::Debug for Signer {
         match self {
             Signer::SharedKey { account, .. } => write!(f, "SharedKey({account}, <redacted>)"),
             Signer::Sas(_) => f.write_str("Sas(<redacted>)"),
+            Signer::Bearer(source) => f.debug_tuple("Bearer").field(source).finish(),
         }
     }
 }
@@ -89,6 +100,7 @@ impl Signer {
                 }
                 Ok(Signer::Sas(pairs))
             }
+            Credential::Bearer(source) => Ok(Signer::Bearer(source.clone())),
         }
     }
 
@@ -102,7 +114,16 @@ impl Signer {
         }
     }
 
-    /// The `Authorization` header value for a request, or `None` for SAS. `headers` hold lower-case names.
+    /// The token source of a bearer credential.
+    pub(crate) fn bearer(&self) -> Option<&Arc<dyn TokenSource>> {
+        match self {
+            Signer::Bearer(source) => Some(source),
+            _ => None,
+        }
+    }
+
+    /// The Shared Key `Authorization` header value for a request (`None` for SAS and bearer tokens, see
+    /// [`Signer::bearer`]). `headers` hold lower-case names.
     pub(crate) fn authorization(
         &self,
         method: &str,

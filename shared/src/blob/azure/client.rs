@@ -150,17 +150,31 @@ impl Inner {
         if let Some(auth) = self.signer.authorization(req.method.as_str(), &url, &headers) {
             headers.push(("authorization".into(), auth));
         }
+        if let Some(source) = self.signer.bearer() {
+            // Cached tokens come back at once; a renewal blocks this worker for one token request.
+            let token =
+                tokio::task::block_in_place(|| source.token(crate::entra::STORAGE_SCOPE)).map_err(|e| {
+                    BlobError::SignIn {
+                        store: self.describe.clone(),
+                        operation: req.operation,
+                        name: self.err_name(&req),
+                        source: Box::new(e),
+                    }
+                })?;
+            headers.push(("authorization".into(), format!("Bearer {}", token.token.as_str())));
+        }
         let mut map = HeaderMap::new();
         for (k, v) in &headers {
             // Our header names are constants; only metadata keys and values come from callers, and those
             // were checked by check_metadata. Report the key if one still cannot be encoded.
-            let (Ok(name), Ok(value)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v))
+            let (Ok(name), Ok(mut value)) = (HeaderName::from_bytes(k.as_bytes()), HeaderValue::from_str(v))
             else {
                 return Err(BlobError::InvalidMetadata {
                     key: k.trim_start_matches("x-ms-meta-").to_owned(),
                     reason: "it cannot be sent as an HTTP header",
                 });
             };
+            value.set_sensitive(k == "authorization");
             map.append(name, value);
         }
         let mut builder = self.client.request(req.method.clone(), url).headers(map);
@@ -222,7 +236,8 @@ impl Inner {
         });
         let message = if status == 403 {
             format!(
-                "{status} {} for account {}: check the account key or SAS and that it allows this operation ({server})",
+                "{status} {} for account {}: check the account key, SAS or the signed-in application's role \
+                 (Storage Blob Data Contributor) and that it allows this operation ({server})",
                 code.as_deref().unwrap_or("Forbidden"),
                 self.account
             )

@@ -16,6 +16,7 @@
 
 mod auth;
 mod client;
+mod lease;
 mod xml;
 
 pub use auth::Credential;
@@ -53,6 +54,9 @@ pub struct AzureOptions {
     /// How often [`AzureStore::copy_blob`] asks for the copy status, and how long it waits in all.
     pub copy_poll_interval: Duration,
     pub copy_timeout: Duration,
+    /// Extra trusted CA certificates (PEM) for an endpoint with a private certificate (Azurite over HTTPS,
+    /// which bearer tokens need).
+    pub extra_ca_pem: Option<Vec<u8>>,
 }
 
 impl AzureOptions {
@@ -70,6 +74,7 @@ impl AzureOptions {
             request_timeout: Duration::from_secs(120),
             copy_poll_interval: Duration::from_millis(500),
             copy_timeout: Duration::from_secs(3600),
+            extra_ca_pem: None,
         }
     }
 }
@@ -205,7 +210,27 @@ impl AzureStore {
             .push(&options.container);
         let signer = auth::Signer::new(&options.account, &options.credential)
             .map_err(|m| config_err("credential", m))?;
-        let client = reqwest::Client::builder()
+        if matches!(options.credential, Credential::Bearer(_)) && url.scheme() != "https" {
+            return Err(config_err(
+                "endpoint",
+                format!(
+                    "{:?}: bearer tokens are sent over HTTPS only; use the https:// blob endpoint",
+                    options.endpoint
+                ),
+            ));
+        }
+        let mut builder = reqwest::Client::builder();
+        if let Some(pem) = &options.extra_ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| config_err("CA certificate", format!("not usable PEM: {e}")))?;
+            if certs.is_empty() {
+                return Err(config_err("CA certificate", "the PEM holds no certificate"));
+            }
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let client = builder
             .connect_timeout(options.connect_timeout)
             .timeout(options.request_timeout)
             .pool_idle_timeout(Duration::from_secs(30))

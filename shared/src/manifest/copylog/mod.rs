@@ -14,7 +14,7 @@ mod write;
 
 use std::str::FromStr;
 
-pub use verify::verify_blob_file;
+pub use verify::{verify_blob_file, verify_member, MemberCheck};
 pub use write::DriveLogWriter;
 
 use super::{FileRef, ImportDisposition, Md5Hash};

@@ -1,5 +1,7 @@
-//! The data centre's check of a drive file against its manifest entry: every listed page range is read,
-//! MD5-hashed (in parallel batches) and compared, giving the per-range statuses of the copy log.
+//! The one check of a drive file against its manifest entry: every listed page range is read, MD5-hashed
+//! (in parallel batches) and compared, giving the per-range statuses of the copy log. The data centre's
+//! import uses it ([`verify_blob_file`]); `diskprep verify` uses it too, also requiring the bytes between
+//! ranges to be zero ([`verify_member`]).
 
 use std::io::{self, Read};
 
@@ -13,11 +15,32 @@ use crate::manifest::{ManifestBlob, PageRange, RangeList};
 /// offset `part.start`. `accept(range, bytes)` is called in order with each range whose hash matched, so the
 /// caller can write the verified bytes into the blob as it goes. Memory: `2 * threads` ranges.
 pub fn verify_blob_file(
+    input: impl Read,
+    blob: &ManifestBlob,
+    threads: usize,
+    accept: impl FnMut(&PageRange, &[u8]) -> io::Result<()>,
+) -> io::Result<Vec<LogRange>> {
+    verify_member(input, blob, threads, false, accept).map(|c| c.ranges)
+}
+
+/// What [`verify_member`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberCheck {
+    /// Each page range's status, as [`verify_blob_file`] gives them.
+    pub ranges: Vec<LogRange>,
+    /// With `zero_gaps`: the blob offset of the first non-zero byte outside the ranges, if any.
+    pub nonzero_gap: Option<u64>,
+}
+
+/// [`verify_blob_file`], and with `zero_gaps` the bytes between the ranges and after the last one (up to
+/// the part's or blob's end) are read and must be zero (a drive that diskprep wrote holds zeros there).
+pub fn verify_member(
     mut input: impl Read,
     blob: &ManifestBlob,
     threads: usize,
+    zero_gaps: bool,
     mut accept: impl FnMut(&PageRange, &[u8]) -> io::Result<()>,
-) -> io::Result<Vec<LogRange>> {
+) -> io::Result<MemberCheck> {
     // Validation bounds every range to 4 MiB, so a damaged entry cannot make us allocate more.
     blob.validate()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
@@ -34,6 +57,7 @@ pub fn verify_blob_file(
     let mut bufs: Vec<Vec<u8>> = (0..batch).map(|_| Vec::new()).collect();
     let mut truncated = false;
     let mut end_reported = false;
+    let mut nonzero_gap = None;
     for chunk in ranges.chunks(batch) {
         let mut filled = 0;
         for (r, buf) in chunk.iter().zip(bufs.iter_mut()) {
@@ -46,7 +70,13 @@ pub fn verify_blob_file(
                     format!("blob {}: ranges out of order at {}", blob.blob_path, r.offset),
                 )
             })?;
-            let skipped = io::copy(&mut (&mut input).take(skip), &mut io::sink())?;
+            let skipped = if zero_gaps {
+                let (n, bad) = read_zeros(&mut input, at, skip)?;
+                nonzero_gap = nonzero_gap.or(bad);
+                n
+            } else {
+                io::copy(&mut (&mut input).take(skip), &mut io::sink())?
+            };
             buf.resize(r.length as usize, 0);
             if skipped < skip || !read_full(&mut input, buf)? {
                 truncated = true;
@@ -96,7 +126,41 @@ pub fn verify_blob_file(
             });
         }
     }
-    Ok(out)
+    if zero_gaps && !truncated {
+        let end = blob.part.map_or(blob.length, |p| p.end);
+        let (_, bad) = read_zeros(&mut input, at, end.saturating_sub(at))?;
+        nonzero_gap = nonzero_gap.or(bad);
+    }
+    Ok(MemberCheck {
+        ranges: out,
+        nonzero_gap,
+    })
+}
+
+/// Reads `len` bytes that must be zeros, starting at blob offset `at`; returns how many were read (fewer
+/// when the input ends) and the offset of the first non-zero byte.
+fn read_zeros(input: &mut impl Read, at: u64, len: u64) -> io::Result<(u64, Option<u64>)> {
+    let mut buf = vec![0u8; (len.min(1 << 20)) as usize];
+    let mut done = 0;
+    let mut bad = None;
+    while done < len {
+        let n = buf.len().min((len - done) as usize);
+        let got = input.read(&mut buf[..n]);
+        let got = match got {
+            Ok(0) => break,
+            Ok(g) => g,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if bad.is_none() {
+            bad = buf[..got]
+                .iter()
+                .position(|&b| b != 0)
+                .map(|i| at + done + i as u64);
+        }
+        done += got as u64;
+    }
+    Ok((done, bad))
 }
 
 /// Fills `buf` completely; `false` when the input ends first.
@@ -170,5 +234,33 @@ mod tests {
             log.iter().map(|r| r.status).collect::<Vec<_>>(),
             vec![RangeStatus::FileUnexpectedEnd, RangeStatus::Cancelled]
         );
+    }
+
+    #[test]
+    fn with_zero_gaps_a_byte_between_or_after_the_ranges_is_found() {
+        let mut file = vec![0u8; 64 << 10];
+        file[4096..8192].fill(3);
+        file[20_480..24_000].fill(5);
+        let ranges: Vec<PageRange> = [(4096u64, 4096u64), (20_480, 4096)]
+            .iter()
+            .map(|&(offset, length)| PageRange {
+                offset,
+                length,
+                hash: Md5Hash::of(&file[offset as usize..(offset + length) as usize]),
+            })
+            .collect();
+        let blob = ManifestBlob::page_blob("c/b", "\\s\\c\\b", file.len() as u64, ranges);
+        let check = verify_member(&file[..], &blob, 2, true, |_, _| Ok(())).unwrap();
+        assert!(check.ranges.iter().all(|r| r.status == RangeStatus::Completed));
+        assert_eq!(check.nonzero_gap, None);
+        for at in [100usize, 10_000, 60_000] {
+            let mut bad = file.clone();
+            bad[at] = 1;
+            let check = verify_member(&bad[..], &blob, 2, true, |_, _| Ok(())).unwrap();
+            assert_eq!(check.nonzero_gap, Some(at as u64), "at {at}");
+            // The data centre's check reads past gaps without looking.
+            let log = verify_blob_file(&bad[..], &blob, 2, |_, _| Ok(())).unwrap();
+            assert!(log.iter().all(|r| r.status == RangeStatus::Completed));
+        }
     }
 }

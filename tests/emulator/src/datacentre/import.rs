@@ -227,8 +227,7 @@ fn copy_drive(
         }
         text
     };
-    let expected: Result<Md5Hash, _> = spec.manifest_hash.parse();
-    if expected != Ok(Md5Hash::of(&text)) {
+    if !manifest_digest_matches(&spec.manifest_hash, &text) {
         return DriveStatus::ManifestCorrupted;
     }
     let Ok(manifest) = DriveManifest::parse(&text) else {
@@ -423,4 +422,34 @@ fn blob_ranges(blob: &ManifestBlob, status: RangeStatus) -> Vec<LogRange> {
 /// Threads hashing the ranges of a blob (the ranges of two batches are held in memory, 4 MiB each).
 fn verify_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
+}
+
+/// Whether `hash` (from the job) is the manifest's digest: 32 hex digits are its MD5 (the classic API, and the
+/// Resource Manager specification's definition), 64 its SHA-256 (the form of one Resource Manager example).
+fn manifest_digest_matches(hash: &str, manifest: &[u8]) -> bool {
+    use sha2::Digest;
+    if hash.len() == 64 {
+        return hex::encode_upper(sha2::Sha256::digest(manifest)).eq_ignore_ascii_case(hash);
+    }
+    let expected: Result<Md5Hash, _> = hash.parse();
+    expected == Ok(Md5Hash::of(manifest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::manifest_digest_matches;
+
+    #[test]
+    fn manifest_hash_is_md5_or_sha256_by_length() {
+        let m = b"<DriveManifest/>";
+        // `printf '<DriveManifest/>' | md5sum` and `| sha256sum`
+        let md5 = "C71FAA7933B9CAD765F7267D385D6432";
+        let sha = "2A60B3F71357949C7457E7B2B7D17904F4082FC617425E5F5EE49F5F01B10D7A";
+        assert!(manifest_digest_matches(md5, m));
+        assert!(manifest_digest_matches(sha, m));
+        assert!(manifest_digest_matches(&sha.to_ascii_lowercase(), m));
+        assert!(!manifest_digest_matches(md5, b"<DriveManifest />"));
+        assert!(!manifest_digest_matches(sha, b"<DriveManifest />"));
+        assert!(!manifest_digest_matches(&sha[..40], m));
+    }
 }

@@ -27,7 +27,11 @@ pub enum ReceiveError {
     NoStorageAccount { dir: PathBuf },
     #[error("no job named {job} in the emulator at {dir}")]
     NoSuchJob { job: String, dir: PathBuf },
-    #[error("job {job} is {state}: drives are received for an import job in Shipping or Received (set Shipping with Update Job and a DeliveryPackage)")]
+    #[error(
+        "job {job} is {state}: the data centre receives drives only once they are shipped; run \
+         `seedship-diskprep u: s:<staging>` (the carrier and tracking number) on the machine that prepared \
+         them, then receive again (through the API: Update Job with State Shipping and a DeliveryPackage)"
+    )]
     WrongState { job: String, state: JobState },
     #[error("job {job} is not an import job")]
     NotImport { job: String },
@@ -43,6 +47,10 @@ pub enum ReceiveError {
         #[source]
         source: std::io::Error,
     },
+    #[error("job {job} gives a StorageAccountKey that is not the key of storage account {account}; the data centre cannot write with it (update the job's key, or create it again)")]
+    WrongKey { job: String, account: String },
+    #[error("drive {name} is not a regular file in the emulator's inbox folder; put the drive image there and give its file name")]
+    NotInInbox { name: PathBuf },
     #[error("drive {path} (id {drive_id}) is given twice (first as {first})")]
     RepeatedDrive {
         path: PathBuf,
@@ -142,6 +150,26 @@ pub fn account_stores(
     Ok((account.name.clone(), stores))
 }
 
+/// Checks the job's `StorageAccountKey` against the account's key, as the service does before it writes with
+/// it (compared without an early exit). A job with a `ContainerSas`, or with neither (stored directly by a
+/// test), passes: the SAS is not verified here (docs/security.md).
+pub fn check_job_key(job: &StoredJob, config: &EmulatorConfig) -> Result<(), ReceiveError> {
+    let (Some(given), Some(account)) = (&job.job.properties.storage_account_key, &config.storage_account)
+    else {
+        return Ok(());
+    };
+    let (a, b) = (given.as_bytes(), account.key.as_bytes());
+    let same = a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
+    if same {
+        Ok(())
+    } else {
+        Err(ReceiveError::WrongKey {
+            job: job.name.clone(),
+            account: account.name.clone(),
+        })
+    }
+}
+
 /// Receives `drives` for job `job_name` of the emulator in `dir` and imports them into the storage account
 /// of its configuration (blocking; from async code call it in `spawn_blocking`). `seedship-emulator receive`.
 pub fn receive_and_import(
@@ -164,6 +192,7 @@ pub fn receive_and_import(
         job: job_name.to_owned(),
         dir: dir.to_path_buf(),
     })?;
+    check_job_key(&job, &config)?;
     receive_into(&store, job, &account, &stores, drives)
 }
 
@@ -195,6 +224,21 @@ impl Receipt {
     /// Checks that `job` takes drives now (an import job of `account` in Shipping or Received) and reads the
     /// LUKS2 label of every drive: each must be in the job's drive list.
     pub fn check(job: StoredJob, account: &str, drives: &[PathBuf]) -> Result<Receipt, ReceiveError> {
+        let labels = drives
+            .iter()
+            .map(|p| Ok((p.clone(), drive_id(p)?)))
+            .collect::<Result<Vec<_>, ReceiveError>>();
+        Self::check_labels(job, account, labels)
+    }
+
+    /// [`Receipt::check`] with the drives' labels already read (image path, LUKS2 label), so that a server
+    /// reads the drives before it takes the job store's lock; a failure to read them is reported after the
+    /// job's own checks, as [`Receipt::check`] does.
+    pub fn check_labels(
+        job: StoredJob,
+        account: &str,
+        labels: Result<Vec<(PathBuf, String)>, ReceiveError>,
+    ) -> Result<Receipt, ReceiveError> {
         let name = job.name.clone();
         if !matches!(job.state, JobState::Shipping | JobState::Received) {
             return Err(ReceiveError::WrongState {
@@ -212,13 +256,13 @@ impl Receipt {
                 account: account.to_owned(),
             });
         }
-        if drives.is_empty() {
+        let labels = labels?;
+        if labels.is_empty() {
             return Err(ReceiveError::NoDrive);
         }
         let info = JobInfo::from_job(&job.job);
         let mut ids: Vec<(PathBuf, String)> = Vec::new();
-        for path in drives {
-            let id = drive_id(path)?;
+        for (path, id) in labels {
             if info.drive(&id).is_none() {
                 return Err(ReceiveError::UnknownDrive {
                     path: path.clone(),
@@ -239,7 +283,7 @@ impl Receipt {
                     drive_id: id,
                 });
             }
-            ids.push((path.clone(), id));
+            ids.push((path, id));
         }
         Ok(Receipt {
             job,
@@ -323,6 +367,41 @@ impl Receipt {
     }
 }
 
+/// The drive ids (LUKS2 labels) of drives named in the emulator's inbox folder: each name is a single path
+/// component naming a regular file there, opened without following a symlink and without blocking (a FIFO or
+/// device is refused, never waited on). Errors name the drive as given and say nothing more about the server's
+/// files.
+pub fn inbox_labels(inbox: &Path, names: &[PathBuf]) -> Result<Vec<(PathBuf, String)>, ReceiveError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut out = Vec::new();
+    for name in names {
+        let not_found = || ReceiveError::NotInInbox { name: name.clone() };
+        let mut parts = name.components();
+        let single = matches!(
+            (parts.next(), parts.next()),
+            (Some(std::path::Component::Normal(_)), None)
+        );
+        if !single {
+            return Err(not_found());
+        }
+        let path = inbox.join(name);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+            .map_err(|_| not_found())?;
+        if !file.metadata().map(|m| m.is_file()).unwrap_or(false) {
+            return Err(not_found());
+        }
+        let header = LuksHeader::read(&file).map_err(|source| ReceiveError::Unreadable {
+            path: name.clone(),
+            source,
+        })?;
+        out.push((path, header.label().to_owned()));
+    }
+    Ok(out)
+}
+
 /// The drive id of a drive image: its LUKS2 label.
 fn drive_id(path: &Path) -> Result<String, ReceiveError> {
     let file = std::fs::File::open(path).map_err(|source| ReceiveError::DriveNotFound {
@@ -334,4 +413,98 @@ fn drive_id(path: &Path) -> Result<String, ReceiveError> {
         source,
     })?;
     Ok(header.label().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receiving_before_shipping_names_the_diskprep_command() {
+        let m = ReceiveError::WrongState {
+            job: "j1".into(),
+            state: JobState::Creating,
+        }
+        .to_string();
+        assert!(
+            m.contains("job j1 is Creating") && m.contains("run `seedship-diskprep u: s:"),
+            "{m}"
+        );
+    }
+
+    fn refused(inbox: &Path, name: &str) -> String {
+        match inbox_labels(inbox, &[PathBuf::from(name)]) {
+            Err(e @ ReceiveError::NotInInbox { .. }) => e.to_string(),
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_job_key_that_is_not_the_accounts_is_refused() {
+        let config = EmulatorConfig {
+            subscriptions: vec![],
+            storage_account: Some(crate::config::StorageAccountConfig {
+                name: "acct".into(),
+                endpoint: "http://127.0.0.1:1/acct".into(),
+                key: "a2V5LW9mLXRoZS1hY2NvdW50".into(),
+            }),
+            public_url: None,
+            listen_port: None,
+            entra: None,
+        };
+        let mut job = StoredJob {
+            subscription: "s".into(),
+            name: "j".into(),
+            account: "acct".into(),
+            state: JobState::Shipping,
+            job: Default::default(),
+            created: 0,
+            updated: 0,
+            finished: None,
+        };
+        job.job.properties.storage_account_key = Some("c29tZS1vdGhlci1rZXk=".into());
+        let err = check_job_key(&job, &config).unwrap_err().to_string();
+        assert!(
+            err.contains("job j") && err.contains("acct") && !err.contains("c29tZS"),
+            "{err}"
+        );
+        job.job.properties.storage_account_key = Some("a2V5LW9mLXRoZS1hY2NvdW50".into());
+        check_job_key(&job, &config).unwrap();
+        job.job.properties.storage_account_key = None;
+        check_job_key(&job, &config).unwrap();
+    }
+
+    #[test]
+    fn received_drives_are_regular_files_named_in_the_inbox_only() {
+        let d = tempfile::tempdir().unwrap();
+        let inbox = d.path().join("inbox");
+        std::fs::create_dir(&inbox).unwrap();
+        let outside = d.path().join("outside.img");
+        std::fs::write(&outside, vec![0u8; 4096]).unwrap();
+        std::os::unix::fs::symlink(&outside, inbox.join("link.img")).unwrap();
+        std::fs::create_dir(inbox.join("dir.img")).unwrap();
+        let fifo = std::ffi::CString::new(inbox.join("fifo.img").to_str().unwrap()).unwrap();
+        // SAFETY: valid C string.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        // a FIFO is refused at once (opening it used to wait for a writer, holding the job store's lock)
+        for name in ["fifo.img", "link.img", "dir.img", "missing.img", "../outside.img"] {
+            let msg = refused(&inbox, name);
+            assert!(
+                !msg.contains(d.path().to_str().unwrap()),
+                "the message shows no server path: {msg}"
+            );
+        }
+        let abs = outside.to_str().unwrap();
+        refused(&inbox, abs);
+        // the same text whether or not a file exists
+        assert_eq!(
+            refused(&inbox, "missing.img").replace("missing", "x"),
+            refused(&inbox, "dir.img").replace("dir", "x")
+        );
+        std::fs::write(inbox.join("plain.img"), vec![0u8; 64 << 10]).unwrap();
+        assert!(matches!(
+            inbox_labels(&inbox, &[PathBuf::from("plain.img")]),
+            Err(ReceiveError::Unreadable { .. })
+        ));
+    }
 }

@@ -370,3 +370,42 @@ fn conditional_requests() {
         Some(JobState::Shipping)
     );
 }
+
+#[test]
+fn operator_endpoints_want_the_operator_credential_and_the_clock_offset_is_clamped() {
+    let dir = init_dir();
+    let emu = Emulator::start(dir.path());
+    let clock = |token: Option<&str>, body: &str| {
+        let headers: Vec<(&str, &str)> = token
+            .map(|t| ("x-seedship-operator-token", t))
+            .into_iter()
+            .collect();
+        raw(
+            &emu,
+            true,
+            "POST",
+            "/_operator/clock",
+            &headers,
+            Some(body.as_bytes()),
+        )
+    };
+    // a subscription's certificate alone proves a customer, not the data centre
+    let wrong = "0".repeat(64);
+    for token in ["", wrong.as_str()] {
+        clock(Some(token), r#"{"AdvanceSeconds":60}"#).assert_error(403, "ForbiddenError");
+    }
+    // an offset of i64::MAX used to overflow "now"
+    let r = clock(None, &format!(r#"{{"OffsetSeconds":{}}}"#, i64::MAX));
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    assert_eq!(
+        v["OffsetSeconds"].as_i64(),
+        Some(seedship_emulator::store::MAX_CLOCK_OFFSET)
+    );
+    let r = clock(None, r#"{"AdvanceSeconds":9223372036854775807}"#);
+    assert_eq!(
+        r.json()["OffsetSeconds"].as_i64(),
+        Some(seedship_emulator::store::MAX_CLOCK_OFFSET)
+    );
+    advance_clock(&emu, -seedship_emulator::store::MAX_CLOCK_OFFSET);
+}

@@ -1,9 +1,9 @@
 //! Fixtures of the data-centre tests: drives written by the real seedship-diskprep library, an emulator
 //! directory importing into Azurite, jobs stored directly in the job store, blobs and logs read back.
 
-use seedship_diskprep::drive::DriveInfo;
-use seedship_diskprep::prepare::{self, PrepError, PrepEvent, PrepOptions, PrepUi};
-use seedship_diskprep::staging::StagedJob;
+use seedship_diskprep::prep::drive::DriveInfo;
+use seedship_diskprep::prep::prepare::{self, PrepError, PrepEvent, PrepOptions, PrepUi};
+use seedship_diskprep::prep::staging::StagedJob;
 use seedship_e2e::{descriptor, noise, stage_job};
 use seedship_emulator::config::{EmulatorDir, StorageAccountConfig};
 use seedship_emulator::datacentre::{self, DriveLog, JobOutcome};
@@ -68,7 +68,7 @@ pub(crate) fn prepare_drives(t: &Path, job: &str, blobs: &[(&str, Vec<u8>)], dri
     };
     let plan = prepare::plan(&opts, &mut Ui).unwrap();
     let report = prepare::execute(&plan, &opts, &mut Ui, &Default::default()).unwrap();
-    let keys = seedship_diskprep::keyfile::read(&report.key_file).unwrap();
+    let keys = seedship_diskprep::prep::keyfile::read(&report.key_file).unwrap();
     report
         .drives
         .iter()

@@ -2,11 +2,13 @@
 //! test starts its own emulator on 127.0.0.1:0 in a temporary directory (`harness`: the seedship-emuharness
 //! crate, shared with diskprep's tests).
 
+mod arm;
 mod cli;
 mod client;
 mod curl;
 mod datacentre;
 mod dcfixture;
+mod entra;
 mod persistence;
 mod receive;
 mod seed001;

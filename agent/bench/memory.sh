@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Peak memory of a backup of many small files: builds a reproducible synthetic tree (FILES small files spread
+# over folders of PER_DIR files, two levels of folders), then runs seedship-agent (`offline start` + `backup`,
+# then `backup --another-snapshot` unchanged) and restic (initial and unchanged) on it under GNU time, and
+# prints wall seconds, CPU seconds (user+sys) and peak RSS ("Maximum resident set size") of each run.
+#
+#   agent/bench/memory.sh [FILES] [WORK_DIR]        (defaults: 200000 files, a fresh temporary folder)
+#   PER_DIR=500 ONLY=seedship agent/bench/memory.sh 400000
+#
+# The tree is the same for the same FILES and PER_DIR (file i holds "file <i>\n" and its number's digits
+# repeated, 16-80 bytes: every file is a distinct chunk). The work folder (tree and repositories) is removed
+# at the end unless KEEP=1. Builds seedship-agent in release mode first when it is missing (SEEDSHIP_AGENT
+# names another binary). Needs GNU time; restic is optional (apt-get install restic).
+set -euo pipefail
+FILES=${1:-200000}
+PER_DIR=${PER_DIR:-500}
+WORK=${2:-$(mktemp -d /tmp/seedship-membench.XXXXXX)}
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+AGENT=${SEEDSHIP_AGENT:-$ROOT/target/release/seedship-agent}
+PASS="benchmark passphrase, not secret"
+TIME=/usr/bin/time
+[ -x "$AGENT" ] || (cd "$ROOT" && cargo build --release -p seedship-agent)
+[ -x "$TIME" ] || { echo "GNU time (/usr/bin/time) is required: apt-get install time" >&2; exit 1; }
+mkdir -p "$WORK"
+cleanup() { if [ "${KEEP:-}" != 1 ]; then rm -rf "$WORK"; else echo "work folder kept: $WORK"; fi; }
+trap cleanup EXIT
+
+DATA="$WORK/tree"
+start=$(date +%s)
+# two levels of folders: d<top>/s<sub>/f<i>, PER_DIR files per leaf folder, about sqrt(leaves) per level
+python3 - "$DATA" "$FILES" "$PER_DIR" <<'PY'
+import math, os, sys
+root, files, per = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+leaves = max(1, -(-files // per))
+top = max(1, math.isqrt(leaves))
+for i in range(files):
+    leaf = i // per
+    d = os.path.join(root, "d%04d" % (leaf % top), "s%05d" % leaf)
+    if i % per == 0:
+        os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "f%07d" % i), "w") as f:
+        f.write("file %d\n%s\n" % (i, str(i) * (1 + i % 9)))
+PY
+dirs=$(find "$DATA" -type d | wc -l)
+echo "tree: $FILES files in $dirs folders ($PER_DIR per leaf folder), made in $(( $(date +%s) - start )) s; cores: $(nproc); load: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+RESULTS=()
+# measure NAME PHASE CMD...: runs CMD under GNU time, records wall seconds, CPU seconds and peak RSS
+measure() {
+  local name=$1 phase=$2; shift 2
+  local log="$WORK/$name.$phase.time"
+  "$TIME" -v "$@" > "$WORK/$name.$phase.out" 2> "$log" || { echo "$name $phase failed, see $log" >&2; tail -5 "$log" >&2; }
+  local wall rss cpu
+  wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$log" | awk -F: '{ if (NF==3) print $1*3600+$2*60+$3; else print $1*60+$2 }')
+  rss=$(awk -F': ' '/Maximum resident set size/ {print int($2/1024)}' "$log")
+  cpu=$(awk -F': ' '/User time|System time/ {s += $2} END {print s}' "$log")
+  RESULTS+=("$name $phase $wall $cpu $rss")
+  printf '%-8s %-10s %8.2f s  %8.2f CPU s  %6s MiB peak RSS\n' "$name" "$phase" "$wall" "$cpu" "$rss"
+}
+
+export SEEDSHIP_PASSPHRASE="$PASS" SEEDSHIP_STATE_DIR="$WORK/seedship-state"
+mkdir -p "$WORK/seedship-staging"
+. "$ROOT/agent/scripts/offline-settings.sh"
+offline_publish_settings "$WORK/bench.publishsettings" bench
+"$AGENT" -q offline start --staging "$WORK/seedship-staging" --job-name bench --publish-settings "$WORK/bench.publishsettings" \
+  --subscription bench --storage-account benchacct --container bench --source "$DATA" > /dev/null
+measure seedship initial "$AGENT" -q backup
+measure seedship unchanged "$AGENT" -q backup --another-snapshot
+
+if [ "${ONLY:-}" != seedship ] && command -v restic > /dev/null; then
+  export RESTIC_PASSWORD="$PASS" RESTIC_REPOSITORY="$WORK/restic"
+  restic init --repository-version 2 -q > /dev/null
+  measure restic initial restic backup -q --compression auto "$DATA"
+  measure restic unchanged restic backup -q --compression auto "$DATA"
+elif [ "${ONLY:-}" != seedship ]; then
+  echo "restic: not installed (apt-get install restic); left out"
+fi
+
+echo
+echo "| tool | files | initial (s) | initial CPU (s) | initial peak RSS (MiB) | unchanged (s) | unchanged CPU (s) | unchanged peak RSS (MiB) |"
+echo "|---|---|---|---|---|---|---|---|"
+for tool in seedship restic; do
+  line=""
+  for phase in initial unchanged; do
+    for r in "${RESULTS[@]}"; do
+      set -- $r
+      [ "$1" = "$tool" ] && [ "$2" = "$phase" ] && line="$line | $3 | $4 | $5"
+    done
+  done
+  [ -n "$line" ] && echo "| $tool | $FILES$line |"
+done

@@ -1,0 +1,227 @@
+//! The backup pipeline as both backup commands run it: the staging one (`commands`, before the import job)
+//! and the vault one (`online`). Opening the repository (with the vault's errors explained), running
+//! [`crate::backup`] with progress and Ctrl-C, and the lines and exit code a finished backup reports.
+
+use crate::backup::{BackupOutcome, WriterOptions};
+use crate::policy::{self, Mode, Policy};
+use crate::progress::{Counters, Display};
+use crate::store::{open_metered_repo_store, STORAGE_KEY_ENV};
+use crate::{Cli, Exit};
+use seedship_shared::blob::Meter;
+use seedship_shared::repo::{CachedStore, RepoError, Repository, Snapshot, SnapshotStats, VolumeDigest};
+use seedship_shared::staging::StagedBlob;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+static CANCEL: AtomicBool = AtomicBool::new(false);
+
+/// Opens the policy's repository. With `cached`, metadata objects and trees are read through the local
+/// cache in `<state-dir>/cache/<job>/` (`check` reads the store itself).
+pub(crate) fn open_repo(cli: &Cli, pol: &Policy, cached: bool) -> anyhow::Result<Arc<Repository>> {
+    open_metered_repo(cli, pol, cached, Arc::new(Meter::new()))
+}
+
+/// Opens the policy's repository ([`open_repo`]) with the vault's traffic counted (and uploads limited) by `meter`.
+pub(crate) fn open_metered_repo(
+    cli: &Cli,
+    pol: &Policy,
+    cached: bool,
+    meter: Arc<Meter>,
+) -> anyhow::Result<Arc<Repository>> {
+    let pass = policy::passphrase(cli.passphrase_file.as_deref(), false)?;
+    let mut store = open_metered_repo_store(pol, meter)?;
+    let dir = cli.state_dir.join("cache").join(&pol.job);
+    if cached {
+        store = Arc::new(CachedStore::new(store, &dir));
+    }
+    let mut repo = Repository::open(store, &pass).map_err(|e| explain(e, pol))?;
+    if cached {
+        repo = repo.with_tree_cache(&dir);
+    }
+    Ok(Arc::new(repo))
+}
+
+/// An incremental's parent: the newest snapshot of the policy's sources, else (after `policy set` changed
+/// them) the newest that shares a source with them, whose trees still spare reading the unchanged files.
+fn parent_snapshot(repo: &Repository, pol: &Policy) -> anyhow::Result<Option<(String, Snapshot)>> {
+    let paths: Vec<String> = pol
+        .sources
+        .iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    let all = repo.snapshots()?;
+    if let Some(i) = all.iter().rposition(|(_, s)| s.paths == paths) {
+        return Ok(all.into_iter().nth(i));
+    }
+    Ok(all
+        .into_iter()
+        .rev()
+        .find(|(_, s)| s.paths.iter().any(|p| paths.contains(p))))
+}
+
+/// Runs the backup pipeline into an open repository: removes what an interrupted run left unwritten,
+/// finds the parent snapshot, shows progress, and prints the warnings.
+pub(crate) fn run_pipeline(
+    cli: &Cli,
+    pol: &Policy,
+    repo: &Arc<Repository>,
+    host: &str,
+    wopts: WriterOptions,
+    meter: Option<Arc<Meter>>,
+) -> anyhow::Result<BackupOutcome> {
+    for object in repo.remove_incomplete()? {
+        eprintln!("removed {object}: an earlier, interrupted backup created it but never wrote it");
+    }
+    let parent = parent_snapshot(repo, pol)?;
+    let excluder = if pol.exclude.is_empty() {
+        None
+    } else {
+        Some(pol.exclude.compile(&pol.sources)?)
+    };
+    let described = pol.exclude.describe();
+    let sel = crate::backup::Selection {
+        sources: &pol.sources,
+        exclude: excluder.as_ref().map(|e| (e, described.as_slice())),
+    };
+    let _ = ctrlc::set_handler(|| CANCEL.store(true, Ordering::SeqCst));
+    // Blob buffers (up to 8 MiB) are allocated in reader threads and freed in the writer: a fixed mmap
+    // threshold returns them to the system at once instead of letting glibc's per-thread heaps grow.
+    // SAFETY: mallopt only tunes the allocator; called before the pipeline threads start.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+    let counters = Counters {
+        meter,
+        ..Counters::default()
+    };
+    let out = {
+        // the first run reads about what `offline start` measured; later runs only changed files (unknown)
+        let estimate = if parent.is_none() { pol.source_bytes } else { 0 };
+        let _display = Display::start(&counters, estimate, cli.quiet);
+        crate::backup::run(repo.clone(), sel, parent, host, &CANCEL, &counters, wopts)?
+    };
+    for p in &out.problems {
+        eprintln!("warning: {p}");
+    }
+    Ok(out)
+}
+
+/// The line a finished backup prints about its snapshot.
+pub(crate) fn snapshot_line(snap: &str, s: &SnapshotStats) -> String {
+    format!(
+        "snapshot {} saved: {} files ({} unchanged), {} dirs, {} MiB read, {} new blobs, {} MiB stored",
+        &snap[..16],
+        s.files,
+        s.files_unchanged,
+        s.dirs,
+        s.bytes_read >> 20,
+        s.blobs_new,
+        s.bytes_stored >> 20
+    )
+}
+
+/// The descriptor's blob list: every object, with digests from the pack writer or computed.
+pub(crate) fn staged_blobs(
+    repo: &Repository,
+    old: &[StagedBlob],
+    fresh: &[VolumeDigest],
+) -> anyhow::Result<Vec<StagedBlob>> {
+    let store = repo.store();
+    let mut out = vec![];
+    for o in store.list("")? {
+        let blob = if let Some(v) = fresh.iter().find(|v| v.name == o.name && v.len == o.len) {
+            StagedBlob {
+                name: o.name,
+                len: o.len,
+                blake3: v.blake3.clone(),
+            }
+        } else if let Some(b) = old.iter().find(|b| b.name == o.name && b.len == o.len) {
+            // objects are immutable and volumes append-only: same name and length, same bytes
+            b.clone()
+        } else {
+            let (len, h) = crate::check::blob_digest(&**store, &o.name)?;
+            StagedBlob {
+                name: o.name,
+                len,
+                blake3: h,
+            }
+        };
+        out.push(blob);
+    }
+    Ok(out)
+}
+
+/// Turns an error opening the repository into one that says what to do, in online mode.
+pub fn explain(e: RepoError, pol: &Policy) -> anyhow::Error {
+    let Some(v) = pol.vault.as_ref().filter(|_| pol.mode == Mode::Online) else {
+        return e.into();
+    };
+    let msg = match &e {
+        RepoError::Blob(b) if matches!(b.http_status(), Some(401 | 403)) => format!(
+            "the vault (container {} of storage account {} at {}) refused the storage account key: check {} \
+             (the key of account {}, as the portal shows it)",
+            v.container, v.account, v.endpoint, STORAGE_KEY_ENV, v.account
+        ),
+        RepoError::NoRepository { .. } => format!(
+            "the vault container {} of storage account {} holds no repository: check the vault in {} (the \
+             import is moved there after the import job completes)",
+            v.container,
+            v.account,
+            Policy::FILE
+        ),
+        _ => return e.into(),
+    };
+    anyhow::Error::new(e).context(msg)
+}
+
+/// The exit code of a finished backup: partial (3) when some files could not be backed up, said on stdout.
+pub(crate) fn backup_exit(errors: u64) -> Exit {
+    if errors > 0 {
+        println!("{errors} file(s) could not be backed up completely (see the warnings)");
+        return Exit::Partial;
+    }
+    Exit::Success
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_keys_and_missing_repositories_are_explained() {
+        let pol = Policy {
+            mode: Mode::Online,
+            vault: Some(policy::VaultTarget {
+                endpoint: "http://127.0.0.1:1/devstoreaccount1".into(),
+                account: "devstoreaccount1".into(),
+                container: "vault".into(),
+                since: 0,
+            }),
+            ..Policy::offline(vec![], "/nonexistent".into(), "job1".into(), 0)
+        };
+        let refused = RepoError::Blob(seedship_shared::blob::BlobError::Http {
+            store: "vault".into(),
+            operation: "List Blobs",
+            name: "config".into(),
+            status: 403,
+            code: Some("AuthenticationFailed".into()),
+            message: "no".into(),
+        });
+        let msg = format!("{:#}", explain(refused, &pol));
+        assert!(
+            msg.contains("refused the storage account key") && msg.contains("HTTP 403"),
+            "{msg}"
+        );
+        let none = RepoError::NoRepository {
+            store: "vault".into(),
+        };
+        let msg = format!("{:#}", explain(none, &pol));
+        assert!(msg.contains("holds no repository"), "{msg}");
+        let offline = Policy {
+            mode: Mode::Offline,
+            ..pol
+        };
+        let msg = format!("{:#}", explain(RepoError::WrongPassphrase { keys: 1 }, &offline));
+        assert!(msg.starts_with("wrong passphrase"), "{msg}");
+    }
+}

@@ -1,0 +1,726 @@
+//! Preparing shipping drives: plan, then execute with a journal.
+//!
+//! [`plan`] does every check before anything is written: it picks the job (asking when the staging
+//! location holds several), checks the `p:` rule, checks the staging data (lengths and BLAKE3), probes the
+//! drives (refusing the system disk, mounted and in-use devices, drives too small), and spreads the blobs
+//! over the drives, saying how much more space is needed when they are not enough. [`execute`] formats
+//! each drive (asking the operator to type the drive id unless `--yes`), copies, writes the manifest,
+//! reads the drive back and checks it. Drives given together are written in parallel. A rerun after a
+//! crash, kill or Ctrl-C finds the session beside the job and resumes the interrupted drive at its last
+//! checkpoint without reformatting it; finished drives are not touched.
+//!
+//! Everything the operator sees or answers goes through [`PrepUi`]; this module prints nothing.
+
+use crate::prep::copy::{copy_parts, finish_payload, CopyError};
+use crate::prep::drive::{DriveError, DriveInfo, DriveKind, SystemView};
+use crate::prep::keyfile::{self, KeyEntry, KeyFileError};
+use crate::prep::layout::{DriveLayout, MANIFEST_PATH};
+use crate::prep::plan::{BlobExtents, Cursor, DrivePlan, PlanError};
+use crate::prep::readback::check_head_and_tail;
+use crate::prep::session::{
+    build_manifest, DriveJournal, DriveState, SessionDrive, SessionError, SessionState,
+};
+use crate::prep::source::StagingFiles;
+use crate::prep::staging::{check_job, find_jobs, StagedJob, StagingCheckError};
+use crate::prep::verify::{verify_written, VerifyError};
+use seedship_shared::journal::records::DiskprepRecord;
+use seedship_shared::luks::direct::DriveFile;
+use seedship_shared::luks::payload::DriveTarget;
+use seedship_shared::luks::{self, LuksError, LuksFormat, LuksVolume, Pbkdf};
+use seedship_shared::progress::Progress;
+use seedship_shared::publish_settings::{PublishSettings, PublishSettingsError};
+use seedship_shared::recovery::{RecoveryKey, RecoveryKeyError};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, Instant};
+
+/// Where the LUKS2 data segment starts on every drive (cryptsetup's default for a 16 MiB header area).
+pub const DATA_OFFSET: u64 = crate::prep::plan::DRIVE_HEADER;
+/// The smallest drive accepted: the headers plus room for one 4 MiB segment and a manifest.
+pub const MIN_DRIVE: u64 = DATA_OFFSET + (8 << 20);
+
+/// What the operator asked for.
+#[derive(Debug, Clone)]
+pub struct PrepOptions {
+    pub staging: PathBuf,
+    pub publish_settings: Option<PathBuf>,
+    /// The job to prepare, when the staging location holds several.
+    pub job: Option<String>,
+    /// Target drives (block devices or image files); empty means ask, one at a time.
+    pub drives: Vec<PathBuf>,
+    /// Create each missing `--drive` as a sparse image file of this size.
+    pub create_image: Option<u64>,
+    /// Format without asking (silent mode).
+    pub yes: bool,
+    /// Read each drive back after writing.
+    pub verify: bool,
+    /// Where the recovery keys go (default `<staging>/<job>/diskprep/keys.tsv`).
+    pub key_file: Option<PathBuf>,
+    /// Plan and stop.
+    pub dry_run: bool,
+    /// The keyslot KDF of new drives.
+    pub pbkdf: Pbkdf,
+    /// The name of this machine, to apply the `p:` rule.
+    pub host: String,
+}
+
+/// Why preparation stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepError {
+    #[error(transparent)]
+    Staging(#[from] StagingCheckError),
+    #[error(transparent)]
+    Drive(#[from] DriveError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    #[error(transparent)]
+    KeyFile(#[from] KeyFileError),
+    #[error(transparent)]
+    Copy(#[from] CopyError),
+    #[error(transparent)]
+    Verify(#[from] VerifyError),
+    #[error(transparent)]
+    PublishSettings(#[from] PublishSettingsError),
+    #[error("drive {drive}: {source}")]
+    Luks {
+        drive: String,
+        #[source]
+        source: LuksError,
+    },
+    #[error("the recovery key of drive {drive} in the key file is not valid: {source}")]
+    Key {
+        drive: String,
+        #[source]
+        source: RecoveryKeyError,
+    },
+    #[error("no job named {name} in {staging} (it holds: {available})")]
+    NoSuchJob {
+        name: String,
+        staging: PathBuf,
+        available: String,
+    },
+    #[error(
+        "this machine ({host}) is not the source machine of job {job} ({source_host}): \
+         give the publish-settings file with p:<file> (or --publish-settings)"
+    )]
+    PublishSettingsRequired {
+        host: String,
+        job: String,
+        source_host: String,
+    },
+    #[error("drive {drive} was prepared by an earlier run but its recovery key is not in {key_file}; restore the key file or start over by removing {state_dir}")]
+    MissingKey {
+        drive: String,
+        key_file: PathBuf,
+        state_dir: PathBuf,
+    },
+    #[error("formatting {target} was not confirmed; nothing was written")]
+    NotConfirmed { target: PathBuf },
+    #[error("no drive was given; nothing was written")]
+    NoDrive,
+    #[error("{0}")]
+    Ui(String),
+}
+
+/// What happened worth telling the operator.
+#[derive(Debug)]
+pub enum PrepEvent<'a> {
+    JobSelected(&'a StagedJob),
+    Checked {
+        job: &'a str,
+        blobs: usize,
+        bytes: u64,
+    },
+    PlanReady(&'a PrepPlan),
+    /// A drive of an earlier run that was already complete and checked: left alone.
+    DriveSkipped {
+        drive: &'a str,
+    },
+    DriveWritten {
+        drive: &'a str,
+        bytes: u64,
+        manifest_hash: &'a str,
+        verified: bool,
+    },
+}
+
+/// The operator, as the library sees them.
+pub trait PrepUi {
+    /// Several jobs are staged: the index of the one to prepare.
+    fn choose_job(&mut self, jobs: &[StagedJob]) -> Result<usize, PrepError>;
+    /// The path of drive number `number` (from 1), with `needed` payload bytes still to place;
+    /// `None` stops.
+    fn ask_drive(&mut self, number: usize, needed: u64) -> Result<Option<PathBuf>, PrepError>;
+    /// Shows the drive and asks the operator to confirm formatting by typing its id.
+    fn confirm_format(&mut self, info: &DriveInfo, drive_id: &str) -> Result<bool, PrepError>;
+    /// Something to tell.
+    fn event(&mut self, event: PrepEvent<'_>);
+    /// Progress of one long step (checking staging, writing or verifying one drive).
+    fn progress(&mut self, label: &str, total: u64) -> Box<dyn Progress>;
+}
+
+/// A drive of the plan.
+#[derive(Debug, Clone)]
+pub struct PlannedDrive {
+    pub info: DriveInfo,
+    pub drive_id: String,
+    /// Payload bytes it holds.
+    pub capacity: u64,
+    pub plan: DrivePlan,
+    /// Its state in an earlier run, if it belongs to one.
+    pub resumed: Option<DriveState>,
+    /// The size of the image file `--create-image` makes for it once the run is confirmed (the file does
+    /// not exist yet: a dry run or a refused run leaves nothing behind).
+    pub create_image: Option<u64>,
+}
+
+/// Everything decided before anything is written.
+#[derive(Debug, Clone)]
+pub struct PrepPlan {
+    pub job: StagedJob,
+    pub layout: DriveLayout,
+    pub drives: Vec<PlannedDrive>,
+    /// For each drive, each part's part number when its blob spans drives.
+    pub part_numbers: Vec<Vec<Option<u32>>>,
+    pub key_file: PathBuf,
+    pub total_bytes: u64,
+}
+
+/// What was done.
+#[derive(Debug, Clone)]
+pub struct PrepReport {
+    pub job: String,
+    pub drives: Vec<DriveReport>,
+    pub key_file: PathBuf,
+    pub elapsed: Duration,
+}
+
+/// One prepared drive.
+#[derive(Debug, Clone)]
+pub struct DriveReport {
+    pub drive_id: String,
+    pub target: PathBuf,
+    pub bytes: u64,
+    pub manifest_hash: String,
+    pub manifest_file: String,
+    pub verified: bool,
+    /// Whether this run wrote it (false: prepared and verified by an earlier run, skipped).
+    pub written: bool,
+}
+
+/// Chooses the job and checks it, the `p:` rule included.
+pub fn select_job(
+    opts: &PrepOptions,
+    ui: &mut dyn PrepUi,
+) -> Result<(StagedJob, Vec<BlobExtents>), PrepError> {
+    let jobs = find_jobs(&opts.staging)?;
+    let job = match &opts.job {
+        Some(name) => jobs
+            .iter()
+            .find(|j| &j.descriptor.job_name == name)
+            .cloned()
+            .ok_or_else(|| PrepError::NoSuchJob {
+                name: name.clone(),
+                staging: opts.staging.clone(),
+                available: jobs
+                    .iter()
+                    .map(|j| j.descriptor.job_name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?,
+        None if jobs.len() == 1 => jobs[0].clone(),
+        None => {
+            let i = ui.choose_job(&jobs)?;
+            jobs.get(i)
+                .cloned()
+                .ok_or_else(|| PrepError::Ui(format!("no job number {}", i + 1)))?
+        }
+    };
+    ui.event(PrepEvent::JobSelected(&job));
+    let d = &job.descriptor;
+    match &opts.publish_settings {
+        Some(p) => {
+            PublishSettings::load(p)?.subscription(&d.subscription)?;
+        }
+        None if !d.source_host.eq_ignore_ascii_case(&opts.host) => {
+            return Err(PrepError::PublishSettingsRequired {
+                host: opts.host.clone(),
+                job: d.job_name.clone(),
+                source_host: d.source_host.clone(),
+            })
+        }
+        None => {}
+    }
+    let progress = ui.progress("checking staging", job.total_len());
+    let extents = check_job(&job, progress.as_ref())?;
+    progress.finish();
+    ui.event(PrepEvent::Checked {
+        job: &d.job_name,
+        blobs: extents.len(),
+        bytes: job.total_len(),
+    });
+    Ok((job, extents))
+}
+
+/// The session of a job: the earlier one, or a new one.
+fn session_of(job: &StagedJob) -> Result<SessionState, PrepError> {
+    if let Some(s) = SessionState::load(&job.dir)? {
+        return Ok(s);
+    }
+    let d = &job.descriptor;
+    // WAImportExport session ids: 3 to 30 characters of [A-Za-z0-9_#-]; job names fit once cut to 30.
+    let mut session_id: String = d.job_name.chars().take(30).collect();
+    while session_id.len() < 3 {
+        session_id.push('_');
+    }
+    Ok(SessionState {
+        session_id,
+        job_name: d.job_name.clone(),
+        mtime: d.created,
+        drives: Vec::new(),
+    })
+}
+
+/// What [`probe_drive`] found: the drive, its id, its state in an earlier run, the image size to create.
+type Probed = (DriveInfo, String, Option<DriveState>, Option<u64>);
+
+/// Probes one target: describes it (an image `--create-image` would make, without making it yet), applies
+/// the refusals, finds its id.
+fn probe_drive(
+    opts: &PrepOptions,
+    view: &SystemView,
+    session: &SessionState,
+    target: &Path,
+) -> Result<Probed, PrepError> {
+    let (info, create) = match opts.create_image {
+        Some(size) if std::fs::symlink_metadata(target).is_err() => {
+            let parent = target
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            if let Err(e) = std::fs::metadata(parent) {
+                return Err(DriveError::Io {
+                    path: parent.to_owned(),
+                    source: e,
+                }
+                .into());
+            }
+            let info = DriveInfo {
+                path: target.to_owned(),
+                kind: DriveKind::ImageFile,
+                size: size / 4096 * 4096,
+                model: Some("image file (to be created)".to_owned()),
+                serial: None,
+                refusals: Vec::new(),
+            };
+            (info, Some(size))
+        }
+        _ => (view.probe(target)?, None),
+    };
+    info.check_usable(MIN_DRIVE)?;
+    let earlier = session.drive_at(target);
+    let drive_id = match (earlier, &info.serial, info.kind) {
+        (Some(d), _, _) => d.drive_id.clone(),
+        (None, Some(serial), DriveKind::BlockDevice) => serial.clone(),
+        (None, _, _) => generated_drive_id()?,
+    };
+    Ok((info, drive_id, earlier.map(|d| d.state), create))
+}
+
+/// A drive id for an image file, which has no hardware serial: `SEED` and 12 random hex digits.
+fn generated_drive_id() -> Result<String, PrepError> {
+    let key = RecoveryKey::generate().map_err(|source| PrepError::Key {
+        drive: "(new)".into(),
+        source,
+    })?;
+    let g = key.groups();
+    Ok(format!("SEED{:04X}{:04X}{:04X}", g[0], g[1], g[2]))
+}
+
+/// Plans the whole preparation; writes nothing (image files `--create-image` asks for are made by
+/// [`execute`], once the run is confirmed).
+pub fn plan(opts: &PrepOptions, ui: &mut dyn PrepUi) -> Result<PrepPlan, PrepError> {
+    let (job, extents) = select_job(opts, ui)?;
+    let session = session_of(&job)?;
+    let layout = DriveLayout {
+        session: session.session_id.clone(),
+        container: job.descriptor.container.clone(),
+        mtime: session.mtime,
+    };
+    let view = SystemView::live()?;
+    let mut cursor = Cursor::new(&extents);
+    let mut drives = Vec::new();
+    // Drives of an earlier run come first, in their order, so the plan is the same as then.
+    let targets: Vec<PathBuf> = if opts.drives.is_empty() {
+        session.drives.iter().map(|d| d.target.clone()).collect()
+    } else {
+        let mut t: Vec<PathBuf> = session.drives.iter().map(|d| d.target.clone()).collect();
+        t.extend(
+            opts.drives
+                .iter()
+                .filter(|p| session.drive_at(p).is_none())
+                .cloned(),
+        );
+        t
+    };
+    let interactive = opts.drives.is_empty();
+    let mut next = targets.into_iter();
+    while !cursor.is_done() {
+        let target = match next.next() {
+            Some(t) => t,
+            None if interactive => match ui.ask_drive(drives.len() + 1, cursor.remaining_len(&layout))? {
+                Some(t) => t,
+                None => return Err(PrepError::NoDrive),
+            },
+            None => {
+                return Err(PlanError::NotEnoughSpace {
+                    missing: cursor.remaining_len(&layout),
+                    filled: drives.len(),
+                }
+                .into())
+            }
+        };
+        let (info, drive_id, resumed, create_image) = probe_drive(opts, &view, &session, &target)?;
+        let capacity = session
+            .drive_at(&target)
+            .map_or((info.size - DATA_OFFSET) / 4096 * 4096, |d| d.capacity);
+        let plan = cursor.fill_drive(capacity, &layout);
+        if plan.parts.is_empty() {
+            return Err(PlanError::DriveTooSmall {
+                drive: drives.len() + 1,
+                capacity,
+                needed: MIN_DRIVE - DATA_OFFSET,
+            }
+            .into());
+        }
+        drives.push(PlannedDrive {
+            info,
+            drive_id,
+            capacity,
+            plan,
+            resumed,
+            create_image,
+        });
+    }
+    let part_numbers = part_numbers(&drives);
+    let key_file = opts
+        .key_file
+        .clone()
+        .unwrap_or_else(|| SessionState::dir_of(&job.dir).join("keys.tsv"));
+    let total_bytes = drives.iter().map(|d| d.plan.payload_len).sum();
+    let plan = PrepPlan {
+        job,
+        layout,
+        drives,
+        part_numbers,
+        key_file,
+        total_bytes,
+    };
+    ui.event(PrepEvent::PlanReady(&plan));
+    Ok(plan)
+}
+
+/// Part numbers (from 1) of blobs that span drives; `None` for a blob wholly on one drive.
+fn part_numbers(drives: &[PlannedDrive]) -> Vec<Vec<Option<u32>>> {
+    let mut count = std::collections::HashMap::<&str, u32>::new();
+    for d in drives {
+        for p in &d.plan.parts {
+            *count.entry(&p.blob).or_default() += 1;
+        }
+    }
+    let mut seen = std::collections::HashMap::<&str, u32>::new();
+    drives
+        .iter()
+        .map(|d| {
+            d.plan
+                .parts
+                .iter()
+                .map(|p| {
+                    let n = seen.entry(&p.blob).or_default();
+                    *n += 1;
+                    (count[p.blob.as_str()] > 1).then_some(*n)
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Formats, copies, finishes and verifies every drive of the plan.
+pub fn execute(
+    plan: &PrepPlan,
+    opts: &PrepOptions,
+    ui: &mut dyn PrepUi,
+    cancel: &AtomicBool,
+) -> Result<PrepReport, PrepError> {
+    let started = Instant::now();
+    let mut session = session_of(&plan.job)?;
+    // Confirm every new drive before formatting any.
+    for d in plan.drives.iter().filter(|d| d.resumed.is_none()) {
+        if !opts.yes && !ui.confirm_format(&d.info, &d.drive_id)? {
+            return Err(PrepError::NotConfirmed {
+                target: d.info.path.clone(),
+            });
+        }
+    }
+    for d in &plan.drives {
+        if let Some(size) = d.create_image {
+            crate::prep::drive::create_image(&d.info.path, size)?;
+        }
+    }
+    let keys = keyfile::read(&plan.key_file).unwrap_or_default();
+    let mut opened = Vec::new();
+    let mut reports = Vec::new();
+    for (i, d) in plan.drives.iter().enumerate() {
+        if let (Some(DriveState::Verified), Some(earlier)) = (d.resumed, session.drive_at(&d.info.path)) {
+            ui.event(PrepEvent::DriveSkipped { drive: &d.drive_id });
+            reports.push(DriveReport {
+                drive_id: d.drive_id.clone(),
+                target: d.info.path.clone(),
+                bytes: d.plan.payload_len,
+                manifest_hash: earlier.manifest_hash.clone().unwrap_or_default(),
+                manifest_file: MANIFEST_PATH.to_owned(),
+                verified: true,
+                written: false,
+            });
+            continue;
+        }
+        // Writing counts payload bytes; the read-back check counts the data bytes once more.
+        let check: u64 = d
+            .plan
+            .parts
+            .iter()
+            .flat_map(|p| &p.segments)
+            .map(|r| r.end - r.start)
+            .sum();
+        let total = d.plan.payload_len + if opts.verify { check } else { 0 };
+        let progress = ui.progress(&format!("drive {} ({})", i + 1, d.drive_id), total);
+        let key = match d.resumed {
+            Some(_) => keys
+                .iter()
+                .find(|k| k.drive_id == d.drive_id)
+                .map(|k| RecoveryKey::parse(&k.recovery_key))
+                .transpose()
+                .map_err(|source| PrepError::Key {
+                    drive: d.drive_id.clone(),
+                    source,
+                })?
+                .ok_or_else(|| PrepError::MissingKey {
+                    drive: d.drive_id.clone(),
+                    key_file: plan.key_file.clone(),
+                    state_dir: SessionState::dir_of(&plan.job.dir),
+                })?,
+            None => new_drive(plan, opts, &mut session, d)?,
+        };
+        opened.push((i, d, key, progress));
+    }
+    let results: Vec<Result<DriveReport, PrepError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = opened
+            .iter()
+            .map(|(i, d, key, progress)| {
+                let numbers = &plan.part_numbers[*i];
+                s.spawn(move || write_drive(plan, opts, d, key, numbers, progress.as_ref(), cancel))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("drive threads do not panic"))
+            .collect()
+    });
+    let mut first_error = None;
+    for (r, (_, d, _, progress)) in results.into_iter().zip(&opened) {
+        progress.finish();
+        match r {
+            Ok(rep) => {
+                let state = if rep.verified {
+                    DriveState::Verified
+                } else {
+                    DriveState::Written
+                };
+                session.set_state(&d.drive_id, state, Some(rep.manifest_hash.clone()));
+                ui.event(PrepEvent::DriveWritten {
+                    drive: &rep.drive_id,
+                    bytes: rep.bytes,
+                    manifest_hash: &rep.manifest_hash,
+                    verified: rep.verified,
+                });
+                reports.push(rep);
+            }
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    session.save(&plan.job.dir)?;
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    Ok(PrepReport {
+        job: plan.job.descriptor.job_name.clone(),
+        drives: reports,
+        key_file: plan.key_file.clone(),
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Formats a new drive: its key goes to the key file first, then the session records it, then the header
+/// is written.
+fn new_drive(
+    plan: &PrepPlan,
+    opts: &PrepOptions,
+    session: &mut SessionState,
+    d: &PlannedDrive,
+) -> Result<RecoveryKey, PrepError> {
+    let luks_err = |source| PrepError::Luks {
+        drive: d.drive_id.clone(),
+        source,
+    };
+    let key = RecoveryKey::generate().map_err(|source| PrepError::Key {
+        drive: d.drive_id.clone(),
+        source,
+    })?;
+    if let Some(parent) = plan.key_file.parent() {
+        std::fs::create_dir_all(parent).map_err(|source| SessionError::Io {
+            path: parent.to_owned(),
+            source,
+        })?;
+    }
+    keyfile::append(
+        &plan.key_file,
+        &KeyEntry {
+            job: plan.job.descriptor.job_name.clone(),
+            drive_id: d.drive_id.clone(),
+            recovery_key: key.as_str().to_owned(),
+            target: d.info.path.display().to_string(),
+        },
+    )?;
+    session.drives.push(SessionDrive {
+        drive_id: d.drive_id.clone(),
+        target: d.info.path.clone(),
+        capacity: d.capacity,
+        state: DriveState::Formatted,
+        manifest_hash: None,
+    });
+    let file = open_target(&d.info.path)?;
+    let mut format = LuksFormat::new(d.drive_id.clone());
+    format.pbkdf = opts.pbkdf;
+    format.data_offset = DATA_OFFSET;
+    luks::format(&file, d.info.size, key.passphrase(), &format).map_err(luks_err)?;
+    session.save(&plan.job.dir)?;
+    Ok(key)
+}
+
+fn open_target(path: &Path) -> Result<std::fs::File, PrepError> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|source| {
+            DriveError::Io {
+                path: path.to_owned(),
+                source,
+            }
+            .into()
+        })
+}
+
+/// Copies one drive from its last checkpoint, writes its manifest and checks it.
+fn write_drive(
+    plan: &PrepPlan,
+    opts: &PrepOptions,
+    d: &PlannedDrive,
+    key: &RecoveryKey,
+    part_numbers: &[Option<u32>],
+    progress: &dyn Progress,
+    cancel: &AtomicBool,
+) -> Result<DriveReport, PrepError> {
+    let file = open_target(&d.info.path)?;
+    let volume = LuksVolume::open(&file, key.passphrase()).map_err(|source| PrepError::Luks {
+        drive: d.drive_id.clone(),
+        source,
+    })?;
+    // Whole chunks go past the page cache, so the read-back below reads the drive, not memory.
+    let device = DriveFile::new(&file, &d.info.path);
+    let target = DriveTarget {
+        device: &device,
+        cipher: &volume,
+        data_offset: volume.data_offset(),
+        capacity: d.capacity.min(volume.payload_len()),
+    };
+    let mut journal = DriveJournal::open(&plan.job.dir, &d.drive_id)?;
+    let report = |manifest_hash: String, verified| DriveReport {
+        drive_id: d.drive_id.clone(),
+        target: d.info.path.clone(),
+        bytes: d.plan.payload_len,
+        manifest_hash,
+        manifest_file: MANIFEST_PATH.to_owned(),
+        verified,
+        written: true,
+    };
+    let layout = &plan.layout;
+    let session_id = layout.session.clone();
+    if let (Some(DriveState::Written), Some(hash)) = (d.resumed, journal.manifest_hash.clone()) {
+        // Complete in an earlier run: only the check is left.
+        if !opts.verify {
+            return Ok(report(hash, false));
+        }
+        let segments = journal.checkpoint.segments.clone();
+        verify_written(&d.drive_id, &d.plan, layout, target, &segments, &hash, progress)?;
+        journal.record_verified(segments.len())?;
+        return Ok(report(hash, true));
+    }
+    if journal.checkpoint.payload_offset > 0 {
+        tracing::info!(drive = %d.drive_id, offset = journal.checkpoint.payload_offset, "resuming the copy");
+    }
+    let resume = journal.checkpoint.clone();
+    journal.record(&DiskprepRecord::SessionStart {
+        session_id: session_id.clone(),
+        job_name: plan.job.descriptor.job_name.clone(),
+        drive_id: d.drive_id.clone(),
+        tar_offset: resume.payload_offset,
+    })?;
+    let digests = plan.job.descriptor.blobs.iter();
+    let source = StagingFiles::new(
+        plan.job.blobs_dir(),
+        digests.map(|b| (b.name.clone(), b.blake3.clone())),
+    );
+    let copied = copy_parts(
+        &d.drive_id,
+        &d.plan,
+        layout,
+        &source,
+        &target,
+        resume,
+        &mut journal,
+        progress,
+        cancel,
+        opts.verify,
+    );
+    let done = match copied {
+        Err(e @ CopyError::StagedDigest { .. }) => {
+            journal.restart(&e.to_string())?;
+            return Err(e.into());
+        }
+        other => other?,
+    };
+    let text = build_manifest(&d.drive_id, &d.plan, layout, part_numbers, &done.segments)?;
+    let manifest = finish_payload(&d.drive_id, &d.plan, layout, &target, &text)?;
+    let manifest_hash = seedship_shared::manifest::manifest_hash(&manifest);
+    journal.record(&DiskprepRecord::DriveInfo {
+        drive_id: d.drive_id.clone(),
+        manifest_file: MANIFEST_PATH.to_owned(),
+        manifest_hash: manifest_hash.clone(),
+    })?;
+    journal.record(&DiskprepRecord::SessionDone {
+        session_id,
+        tar_offset: d.plan.payload_len,
+    })?;
+    if !opts.verify {
+        return Ok(report(manifest_hash, false));
+    }
+    // The data members were read back and checked during the copy; the manifest and end marker now.
+    check_head_and_tail(&d.drive_id, &d.plan, layout, &target, &manifest)?;
+    journal.record_verified(done.segments.len())?;
+    Ok(report(manifest_hash, true))
+}
