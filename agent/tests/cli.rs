@@ -9,75 +9,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 mod common;
-use common::{random, s, text, PASS, SUB};
+use common::{copy_dir, random, s, text, Env, PASS};
 
-struct Env {
-    dir: tempfile::TempDir,
+trait Restored {
+    fn restored_src(&self, target: &str) -> PathBuf;
 }
 
-impl Env {
-    fn new() -> Env {
-        let e = Env {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        common::lay_out(e.dir.path());
-        e
-    }
-    fn p(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_seedship-agent"));
-        c.env("SEEDSHIP_STATE_DIR", self.p("state"))
-            .env_remove("SEEDSHIP_PASSPHRASE")
-            .arg("--passphrase-file")
-            .arg(self.p("pass"))
-            .args(args);
-        c
-    }
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
-    }
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "{args:?}: {}\n{}",
-            text(&o.stdout),
-            text(&o.stderr)
-        );
-        text(&o.stdout)
-    }
-    fn start_args(&self) -> Vec<String> {
-        [
-            "offline",
-            "start",
-            "--staging",
-            s(&self.p("staging")),
-            "--job-name",
-            "job1",
-            "--publish-settings",
-            s(&self.p("ps.publishsettings")),
-            "--subscription",
-            SUB,
-            "--storage-account",
-            "acct1",
-            "--container",
-            "seed1",
-            "--source",
-            s(&self.p("src")),
-        ]
-        .iter()
-        .map(|x| x.to_string())
-        .collect()
-    }
-    fn start(&self) {
-        let a = self.start_args();
-        self.ok(&a.iter().map(|x| x.as_str()).collect::<Vec<_>>());
-    }
-    fn blobs(&self) -> PathBuf {
-        self.p("staging/job1/blobs")
-    }
+impl Restored for Env {
+    /// Where `restore --target target` puts `src/`.
     fn restored_src(&self, target: &str) -> PathBuf {
         let src = self.p("src");
         self.p(target).join(src.strip_prefix("/").unwrap())
@@ -234,7 +173,7 @@ fn assert_same_tree(a: &Path, b: &Path) {
 fn round_trip_every_kind_of_entry() {
     let e = Env::new();
     let xattrs = build_tree(&e.p("src"));
-    e.start();
+    e.start(&[]);
     let d: serde_json::Value =
         serde_json::from_slice(&std::fs::read(e.p("staging/job1/job.json")).unwrap()).unwrap();
     assert_eq!(d["state"], "created");
@@ -298,7 +237,7 @@ fn unchanged_tree_and_copied_file_add_almost_nothing() {
     let e = Env::new();
     std::fs::write(e.p("src/a.bin"), random(4 << 20, 7)).unwrap();
     std::fs::write(e.p("src/b.txt"), "some text\n".repeat(50_000)).unwrap();
-    e.start();
+    e.start(&[]);
     e.ok(&["backup"]);
     let v1 = volume_len(&e);
     let out = e.ok(&["backup", "--another-snapshot"]);
@@ -324,7 +263,7 @@ fn unchanged_tree_and_copied_file_add_almost_nothing() {
 fn metadata_changes_deep_in_the_tree_reach_the_incremental() {
     let e = Env::new();
     let xattrs = build_tree(&e.p("src"));
-    e.start();
+    e.start(&[]);
     e.ok(&["backup"]);
     let src = e.p("src");
     let mtime = |p: &Path| {
@@ -355,7 +294,7 @@ fn metadata_changes_deep_in_the_tree_reach_the_incremental() {
 #[test]
 fn wrong_passphrase_and_invalid_start_are_refused() {
     let e = Env::new();
-    let mut bad = e.start_args();
+    let mut bad = e.start_args(&[]);
     bad[5] = "Bad_Job".into();
     let o = e.run(&bad.iter().map(|x| x.as_str()).collect::<Vec<_>>());
     assert_eq!(o.status.code(), Some(1));
@@ -364,11 +303,11 @@ fn wrong_passphrase_and_invalid_start_are_refused() {
         "{}",
         text(&o.stderr)
     );
-    let mut bad = e.start_args();
+    let mut bad = e.start_args(&[]);
     bad[11] = "Acct".into();
     let o = e.run(&bad.iter().map(|x| x.as_str()).collect::<Vec<_>>());
     assert!(text(&o.stderr).contains("storage account"), "{}", text(&o.stderr));
-    let mut bad = e.start_args();
+    let mut bad = e.start_args(&[]);
     bad[9] = "no-such-subscription".into();
     let o = e.run(&bad.iter().map(|x| x.as_str()).collect::<Vec<_>>());
     assert_eq!(o.status.code(), Some(1));
@@ -378,12 +317,12 @@ fn wrong_passphrase_and_invalid_start_are_refused() {
     );
     assert!(!e.p("state/policy.json").exists());
     std::fs::write(e.p("pass"), "short").unwrap();
-    let good = e.start_args();
+    let good = e.start_args(&[]);
     let o = e.run(&good.iter().map(|x| x.as_str()).collect::<Vec<_>>());
     assert!(text(&o.stderr).contains("at least 16"), "{}", text(&o.stderr));
     std::fs::write(e.p("pass"), PASS).unwrap();
     std::fs::write(e.p("src/f"), b"data").unwrap();
-    e.start();
+    e.start(&[]);
     e.ok(&["backup"]);
     std::fs::write(e.p("pass"), "not the right passphrase at all").unwrap();
     let o = e.run(&["snapshots"]);
@@ -426,7 +365,7 @@ fn a_flipped_byte_anywhere_is_found_and_named() {
     let e = Env::new();
     std::fs::write(e.p("src/a.bin"), random(2 << 20, 9)).unwrap();
     std::fs::write(e.p("src/t.txt"), "text ".repeat(100_000)).unwrap();
-    e.start();
+    e.start(&[]);
     e.ok(&["backup"]);
     let pristine = e.p("pristine");
     copy_dir(&e.blobs(), &pristine);
@@ -466,18 +405,6 @@ fn a_flipped_byte_anywhere_is_found_and_named() {
     }
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
 /// Bytes actually written under `p` (allocated blocks: volumes grow sparse, ahead of their data).
 fn dir_size(p: &Path) -> u64 {
     std::fs::read_dir(p)
@@ -496,7 +423,7 @@ fn sigkill_at_several_points_then_the_next_run_completes_exactly() {
         std::fs::write(e.p(&format!("src/f{i}.bin")), random(3 << 20, 100 + i)).unwrap();
     }
     std::fs::write(e.p("src/t.txt"), "words ".repeat(200_000)).unwrap();
-    e.start();
+    e.start(&[]);
     let mut killed = 0;
     for threshold in [1u64 << 20, 4 << 20, 8 << 20, 12 << 20] {
         let mut child = e
@@ -543,7 +470,7 @@ fn sigint_stops_at_a_safe_point_and_the_rerun_reuses_the_work() {
     for i in 0..8 {
         std::fs::write(e.p(&format!("src/f{i}.bin")), random(3 << 20, 200 + i)).unwrap();
     }
-    e.start();
+    e.start(&[]);
     let child = e
         .cmd(&["backup"])
         .env("SEEDSHIP_PACK_SIZE_KIB", "1024")
@@ -630,7 +557,7 @@ fn an_unreadable_file_is_reported_and_the_backup_exits_3() {
         };
         c.output().unwrap()
     };
-    let a = e.start_args();
+    let a = e.start_args(&[]);
     let o = run(&a.iter().map(|x| x.as_str()).collect::<Vec<_>>());
     assert!(o.status.success(), "{}", text(&o.stderr));
     let o = run(&["backup"]);
@@ -673,7 +600,7 @@ fn json_documents_and_the_metrics_file_parse() {
     std::fs::create_dir_all(e.p("src/d")).unwrap();
     std::fs::write(e.p("src/a.txt"), b"hello").unwrap();
     std::fs::write(e.p("src/d/b.bin"), random(100_000, 7)).unwrap();
-    e.start();
+    e.start(&[]);
     let metrics = e.p("seedship.prom");
     let json = |args: &[&str]| -> (Option<i32>, String) {
         let o = e.run(args);
@@ -769,7 +696,7 @@ for fam in text_string_to_metric_families(open(sys.argv[1]).read()):
 #[test]
 fn the_passphrase_never_reaches_the_command_line() {
     let e = Env::new();
-    e.start();
+    e.start(&[]);
     let pass = std::fs::read_to_string(e.p("pass")).unwrap();
     let fifo = e.p("pass.fifo");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_seedship-agent"));
@@ -788,7 +715,7 @@ fn an_include_that_matches_nothing_warns_creates_nothing_and_exits_3() {
     let e = Env::new();
     std::fs::create_dir_all(e.p("src/projects/a")).unwrap();
     std::fs::write(e.p("src/projects/a/f.txt"), b"kept\n").unwrap();
-    e.start();
+    e.start(&[]);
     e.ok(&["backup"]);
     let typo = format!("{}/projets", s(&e.p("src")));
     let o = e.run(&[
@@ -837,7 +764,7 @@ fn an_include_that_matches_nothing_warns_creates_nothing_and_exits_3() {
 fn a_missing_staging_folder_is_said_once_with_what_to_check() {
     let e = Env::new();
     std::fs::write(e.p("src/a.txt"), b"a\n").unwrap();
-    let mut a = e.start_args();
+    let mut a = e.start_args(&[]);
     let at = a.iter().position(|x| x == "--staging").unwrap() + 1;
     a[at] = s(&e.p("nowhere/stg")).to_string();
     let o = e.run(&a.iter().map(|x| x.as_str()).collect::<Vec<_>>());

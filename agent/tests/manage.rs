@@ -2,84 +2,11 @@
 //! start` and changed with `policy set`, `policy show`, `status`, `forget` (dry run, JSON, stored rules
 //! applied by `backup`), and browsing (`ls`, `find`, `diff`, `dump`, `restore --exclude`).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 
 mod common;
-use common::{s, text, SUB};
-
-struct Env {
-    dir: tempfile::TempDir,
-}
-
-impl Env {
-    fn new() -> Env {
-        let e = Env {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        common::lay_out(e.dir.path());
-        e
-    }
-    fn p(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-    fn run(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_seedship-agent"))
-            .env("SEEDSHIP_STATE_DIR", self.p("state"))
-            .env("TZ", "CET-1CEST,M3.5.0,M10.5.0/3")
-            .env_remove("SEEDSHIP_PASSPHRASE")
-            .arg("--passphrase-file")
-            .arg(self.p("pass"))
-            .args(args)
-            .output()
-            .unwrap()
-    }
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "{args:?}: {}\n{}",
-            text(&o.stdout),
-            text(&o.stderr)
-        );
-        text(&o.stdout)
-    }
-    fn fails(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(!o.status.success(), "{args:?} succeeded: {}", text(&o.stdout));
-        text(&o.stderr)
-    }
-    fn start(&self, extra: &[&str]) {
-        let (staging, ps, src) = (self.p("staging"), self.p("ps.publishsettings"), self.p("src"));
-        let mut a = vec![
-            "offline",
-            "start",
-            "--staging",
-            s(&staging),
-            "--job-name",
-            "job1",
-            "--publish-settings",
-            s(&ps),
-            "--subscription",
-            SUB,
-            "--storage-account",
-            "acct1",
-            "--container",
-            "seed1",
-            "--source",
-            s(&src),
-        ];
-        a.extend_from_slice(extra);
-        self.ok(&a);
-    }
-    fn snapshot_ids(&self) -> Vec<String> {
-        self.ok(&["snapshots"])
-            .lines()
-            .skip(1)
-            .map(|l| l.split_whitespace().next().unwrap().to_string())
-            .collect()
-    }
-}
+use common::{s, text, Env};
 
 fn write(p: &Path, body: &[u8]) {
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -92,7 +19,7 @@ fn json_lines(out: &str) -> Vec<serde_json::Value> {
 
 #[test]
 fn exclusions_are_applied_recorded_and_changeable() {
-    let e = Env::new();
+    let e = Env::new().with_var("TZ", "CET-1CEST,M3.5.0,M10.5.0/3");
     let src = e.p("src");
     write(&src.join("keep.txt"), b"kept");
     write(&src.join("scratch.tmp"), b"left out");
@@ -108,26 +35,8 @@ fn exclusions_are_applied_recorded_and_changeable() {
     write(&src.join("sub/deep/a.log"), b"log");
     std::fs::write(e.p("ex.txt"), "# patterns\n\n*.log\n").unwrap();
     // a bad pattern is refused before anything is written
-    let err = e.fails(&[
-        "offline",
-        "start",
-        "--staging",
-        s(&e.p("staging")),
-        "--job-name",
-        "job1",
-        "--publish-settings",
-        s(&e.p("ps.publishsettings")),
-        "--subscription",
-        SUB,
-        "--storage-account",
-        "acct1",
-        "--container",
-        "seed1",
-        "--source",
-        s(&src),
-        "--exclude",
-        "/srv/[",
-    ]);
+    let a = e.start_args(&["--exclude", "/srv/["]);
+    let err = e.fails(&a.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(err.contains("invalid exclude pattern \"/srv/[\""), "{err}");
     assert!(!e.p("state/policy.json").exists());
     e.start(&[
@@ -227,7 +136,7 @@ fn exclusions_are_applied_recorded_and_changeable() {
 
 #[test]
 fn forget_browse_and_stored_retention() {
-    let e = Env::new();
+    let e = Env::new().with_var("TZ", "CET-1CEST,M3.5.0,M10.5.0/3");
     let src = e.p("src");
     write(&src.join("a.txt"), b"version one\n");
     write(&src.join("docs/b.txt"), &vec![b'b'; 10_000]);

@@ -5,52 +5,39 @@
 //!
 //! Figures (bytes changed, bytes sent, times) are printed; run with `--nocapture` to see them.
 
-use seedship_agent::policy::{Mode, Policy, VaultTarget};
-use seedship_shared::blob::{AzureOptions, AzureStore, BlobStore, Credential, LocalStore};
+use seedship_shared::blob::{AzureOptions, AzureStore, BlobStore, Credential};
 use seedship_testkit::{Azurite, AZURITE_ACCOUNT, AZURITE_KEY};
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{random, s, text, SUB};
+use common::{random, s, text, Env};
 const VAULT: &str = "vault";
 
-struct Env {
-    dir: tempfile::TempDir,
+/// A test folder ([`Env`]) with its own Azurite, whose container `vault` is the vault.
+struct Online {
+    e: Env,
     az: Azurite,
 }
 
-impl Env {
-    fn new() -> Env {
-        let e = Env {
-            dir: tempfile::tempdir().unwrap(),
+impl std::ops::Deref for Online {
+    type Target = Env;
+    fn deref(&self) -> &Env {
+        &self.e
+    }
+}
+
+impl Online {
+    fn new() -> Online {
+        Online {
+            e: Env::new()
+                .with_account(AZURITE_ACCOUNT)
+                .with_var("SEEDSHIP_STORAGE_KEY", AZURITE_KEY),
             az: Azurite::start(),
-        };
-        common::lay_out(e.dir.path());
-        e
-    }
-
-    fn p(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_seedship-agent"));
-        c.env("SEEDSHIP_STATE_DIR", self.p("state"))
-            .env("SEEDSHIP_STORAGE_KEY", AZURITE_KEY)
-            .env_remove("SEEDSHIP_PASSPHRASE")
-            .env_remove("SEEDSHIP_LIMIT_UPLOAD")
-            .arg("--passphrase-file")
-            .arg(self.p("pass"))
-            .args(args);
-        c
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        check_ok(args, self.cmd(args).output().unwrap())
+        }
     }
 
     fn vault(&self) -> AzureStore {
@@ -69,57 +56,11 @@ impl Env {
         self.seed_with(&[]);
     }
 
-    /// [`Env::seed`] with more `offline start` options.
+    /// [`Online::seed`] with more `offline start` options.
     fn seed_with(&self, options: &[&str]) {
-        let src = self.p("src");
-        let (staging, ps) = (self.p("staging"), self.p("ps.publishsettings"));
-        let mut args = vec![
-            "offline",
-            "start",
-            "--staging",
-            s(&staging),
-            "--job-name",
-            "job1",
-            "--publish-settings",
-            s(&ps),
-            "--subscription",
-            SUB,
-            "--storage-account",
-            AZURITE_ACCOUNT,
-            "--container",
-            "seed1",
-            "--source",
-            s(&src),
-        ];
-        args.extend_from_slice(options);
-        self.ok(&args);
+        self.start(options);
         self.ok(&["backup"]);
-        let local = LocalStore::new(self.p("staging/job1/blobs"));
-        let vault = self.vault();
-        vault.create_container().unwrap();
-        for o in local.list("").unwrap() {
-            vault.create(&o.name, o.len, &o.metadata).unwrap();
-            for r in local.page_ranges(&o.name).unwrap() {
-                let mut pos = r.start;
-                while pos < r.end {
-                    let n = (r.end - pos).min(4 << 20);
-                    let mut buf = vec![0u8; n as usize];
-                    local.read_at(&o.name, pos, &mut buf).unwrap();
-                    vault.write_pages(&o.name, pos, &buf).unwrap();
-                    pos += n;
-                }
-            }
-        }
-        let mut pol = Policy::load(&self.p("state")).unwrap();
-        pol.mode = Mode::Online;
-        pol.vault = Some(VaultTarget {
-            endpoint: self.az.endpoint(),
-            account: AZURITE_ACCOUNT.into(),
-            container: VAULT.into(),
-            since: 1_795_331_109,
-        });
-        pol.save(&self.p("state")).unwrap();
-        std::fs::rename(self.p("staging"), self.p("staging-shipped")).unwrap();
+        self.move_into_vault(&self.vault(), &self.az.endpoint(), VAULT);
     }
 
     fn restore_and_compare(&self, target: &str) {
@@ -198,7 +139,7 @@ fn assert_same(a: &Path, b: &Path) {
 
 #[test]
 fn incrementals_into_the_vault_send_about_what_changed() {
-    let e = Env::new();
+    let e = Online::new();
     std::fs::create_dir(e.p("src/small")).unwrap();
     for i in 0..40 {
         std::fs::write(e.p(&format!("src/small/f{i:02}.bin")), random(256 << 10, i)).unwrap();
@@ -324,7 +265,7 @@ fn incrementals_into_the_vault_send_about_what_changed() {
 
 #[test]
 fn the_upload_limit_holds_and_an_azurite_restart_mid_incremental_loses_nothing() {
-    let mut e = Env::new();
+    let mut e = Online::new();
     std::fs::write(e.p("src/first.bin"), random(2 << 20, 1)).unwrap();
     e.seed();
 
@@ -384,7 +325,7 @@ fn the_upload_limit_holds_and_an_azurite_restart_mid_incremental_loses_nothing()
 
 #[test]
 fn sigkill_mid_incremental_then_the_rerun_sends_only_the_rest() {
-    let e = Env::new();
+    let e = Online::new();
     std::fs::write(e.p("src/first.bin"), random(2 << 20, 1)).unwrap();
     // 8 MiB volumes: the incremental appends to the imported volume, then opens new ones in the vault
     e.seed_with(&["--volume-size-mib", "8"]);
@@ -447,7 +388,7 @@ fn sigkill_mid_incremental_then_the_rerun_sends_only_the_rest() {
 /// stored in the policy and applied by each incremental, `forget` and browsing over the network.
 #[test]
 fn retention_schedule_and_browsing_in_the_vault() {
-    let e = Env::new();
+    let e = Online::new();
     std::fs::write(e.p("src/a.bin"), random(1 << 20, 11)).unwrap();
     e.seed();
     let out = e.ok(&[

@@ -7,78 +7,26 @@ use seedship_shared::blob::{BlobStore, LocalStore};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 mod common;
-use common::{random, s, text, SUB};
+use common::{copy_dir, files, random, s, text, Env};
 
-struct Env {
-    dir: tempfile::TempDir,
+/// What the prune tests ask of a test folder beyond [`Env`].
+trait Staged {
+    fn store(&self) -> LocalStore;
+    fn snapshot_objects(&self) -> Vec<String>;
+    fn allocated(&self) -> u64;
+    fn restores_as(&self, snap: &str, expect: &Path);
+    fn check_read_data(&self);
 }
 
-impl Env {
-    fn new() -> Env {
-        let e = Env {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        common::lay_out(e.dir.path());
-        e
-    }
-    fn p(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_seedship-agent"));
-        c.env("SEEDSHIP_STATE_DIR", self.p("state"))
-            .env_remove("SEEDSHIP_PASSPHRASE")
-            .env_remove("SEEDSHIP_TEST_KILL_AT")
-            .arg("--passphrase-file")
-            .arg(self.p("pass"))
-            .args(args);
-        c
-    }
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
-    }
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "{args:?}: {}\n{}",
-            text(&o.stdout),
-            text(&o.stderr)
-        );
-        text(&o.stdout)
-    }
-    fn start(&self, volume_mib: &str) {
-        self.ok(&[
-            "offline",
-            "start",
-            "--staging",
-            s(&self.p("staging")),
-            "--job-name",
-            "job1",
-            "--publish-settings",
-            s(&self.p("ps.publishsettings")),
-            "--subscription",
-            SUB,
-            "--storage-account",
-            "acct1",
-            "--container",
-            "seed1",
-            "--source",
-            s(&self.p("src")),
-            "--volume-size-mib",
-            volume_mib,
-        ]);
-    }
-    fn blobs(&self) -> PathBuf {
-        self.p("staging/job1/blobs")
-    }
+impl Staged for Env {
     fn store(&self) -> LocalStore {
         LocalStore::new(self.blobs())
     }
-    fn snapshot_ids(&self) -> Vec<String> {
+    /// The snapshot objects' names, oldest first (by modification time).
+    fn snapshot_objects(&self) -> Vec<String> {
         let mut ids: Vec<(String, i64)> = self
             .store()
             .list("snapshots/")
@@ -113,35 +61,6 @@ impl Env {
     }
 }
 
-/// Relative path -> content of every file under `root`.
-fn files(root: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = std::collections::BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        for e in std::fs::read_dir(&p).unwrap() {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                stack.push(e.path());
-            } else {
-                out.insert(
-                    e.path().strip_prefix(root).unwrap().to_path_buf(),
-                    std::fs::read(e.path()).unwrap(),
-                );
-            }
-        }
-    }
-    out
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for (rel, data) in files(from) {
-        let p = to.join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, data).unwrap();
-    }
-}
-
 /// Three snapshots: big files replaced, small files deleted and added between them. The first two snapshot
 /// objects are then deleted (as `forget` would), leaving their unique blobs unreferenced. Returns the
 /// kept snapshot's id and a copy of what it holds.
@@ -157,7 +76,7 @@ fn history(e: &Env, volume_mib: &str) -> (String, PathBuf) {
         )
         .unwrap();
     }
-    e.start(volume_mib);
+    e.start(&["--volume-size-mib", volume_mib]);
     e.ok(&["backup"]);
     std::fs::write(src.join("a.bin"), random(3 << 20, 11)).unwrap();
     for i in (0..60u64).step_by(2) {
@@ -167,7 +86,7 @@ fn history(e: &Env, volume_mib: &str) -> (String, PathBuf) {
     std::fs::write(src.join("b.bin"), random(2 << 20, 12)).unwrap();
     std::fs::write(src.join("c.bin"), random(1 << 20, 13)).unwrap();
     e.ok(&["backup", "--another-snapshot"]);
-    let ids = e.snapshot_ids();
+    let ids = e.snapshot_objects();
     assert_eq!(ids.len(), 3);
     let store = e.store();
     for old in &ids[..2] {
@@ -298,7 +217,7 @@ fn forget_prune_removes_snapshots_then_gives_their_space_back() {
     e.ok(&["backup", "--another-snapshot"]);
     std::fs::remove_file(e.p("src/d.bin")).unwrap();
     e.ok(&["backup", "--another-snapshot"]);
-    assert_eq!(e.snapshot_ids().len(), 3);
+    assert_eq!(e.snapshot_objects().len(), 3);
     let before = e.allocated();
     // the dry run plans the prune as if the forgotten snapshots were gone, and changes nothing
     let dry: serde_json::Value =
@@ -311,7 +230,7 @@ fn forget_prune_removes_snapshots_then_gives_their_space_back() {
         dry_prune["dead_bytes"].as_u64().unwrap() > 6 << 20,
         "d.bin and what the older snapshots alone held: {dry}"
     );
-    assert_eq!(e.snapshot_ids().len(), 3, "a dry run removes nothing");
+    assert_eq!(e.snapshot_objects().len(), 3, "a dry run removes nothing");
     assert_eq!(e.allocated(), before, "a dry run frees nothing");
     let out = e.ok(&["forget", "--keep-last", "1", "--prune", "--json"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -320,12 +239,12 @@ fn forget_prune_removes_snapshots_then_gives_their_space_back() {
         v["prune"]["freed"]["bytes_cleared"].as_u64().unwrap() > 6 << 20,
         "{out}"
     );
-    assert_eq!(e.snapshot_ids().len(), 1);
+    assert_eq!(e.snapshot_objects().len(), 1);
     assert!(before - e.allocated() > 6 << 20, "space given back");
     let text_out = e.ok(&["forget", "--keep-last", "1", "--prune"]);
     assert!(text_out.contains("nothing to prune"), "{text_out}");
     // the newest snapshot is the one kept: it restores d.bin removed, as the source is now
-    let newest = e.snapshot_ids()[0]["snapshots/".len()..].to_string();
+    let newest = e.snapshot_objects()[0]["snapshots/".len()..].to_string();
     assert_ne!(newest, snap);
     std::fs::remove_dir_all(&expect).unwrap();
     copy_dir(&e.p("src"), &expect);
@@ -337,7 +256,7 @@ fn forget_prune_removes_snapshots_then_gives_their_space_back() {
 fn backup_and_prune_are_refused_while_the_lock_is_held() {
     let e = Env::new();
     std::fs::write(e.p("src/f"), b"data").unwrap();
-    e.start("4");
+    e.start(&["--volume-size-mib", "4"]);
     e.ok(&["backup"]);
     // another process holds the lock: flock on the lock file, its holder line naming a prune
     let path = e.p("staging/job1/lock");
@@ -391,7 +310,7 @@ fn backup_and_prune_are_refused_while_the_lock_is_held() {
 fn keys_are_added_changed_and_the_last_one_stays() {
     let e = Env::new();
     std::fs::write(e.p("src/f"), b"data").unwrap();
-    e.start("4");
+    e.start(&["--volume-size-mib", "4"]);
     e.ok(&["backup"]);
     let list = e.ok(&["key", "list"]);
     assert_eq!(list.matches("keys/").count(), 1, "{list}");

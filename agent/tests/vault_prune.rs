@@ -4,61 +4,38 @@
 //! keeps the snapshot restorable and `check --read-data` clean; SIGKILL at six steps then a rerun; a
 //! backup is refused while the lease on the lock blob is held. Data stays at a few MiB.
 
-use seedship_agent::policy::{Mode, Policy, VaultTarget};
-use seedship_shared::blob::{AzureOptions, AzureStore, BlobStore, Credential, LocalStore, Metadata};
+use seedship_shared::blob::{AzureOptions, AzureStore, BlobStore, Credential, Metadata};
 use seedship_testkit::{Azurite, AZURITE_ACCOUNT, AZURITE_KEY};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 mod common;
-use common::{random, s, text, SUB};
+use common::{copy_dir, files, random, s, text, Env};
 
-struct Env<'a> {
-    dir: tempfile::TempDir,
+/// A test folder ([`Env`]) whose vault is `container` of the Azurite `az` (one Azurite serves several
+/// folders: starting one costs seconds on a busy machine).
+struct Vault<'a> {
+    e: Env,
     az: &'a Azurite,
     container: String,
 }
 
-impl<'a> Env<'a> {
-    /// A test folder whose vault is `container` of the Azurite `az` (one Azurite serves several folders:
-    /// starting one costs seconds on a busy machine).
-    fn new(az: &'a Azurite, container: &str) -> Env<'a> {
-        let e = Env {
-            dir: tempfile::tempdir().unwrap(),
+impl std::ops::Deref for Vault<'_> {
+    type Target = Env;
+    fn deref(&self) -> &Env {
+        &self.e
+    }
+}
+
+impl<'a> Vault<'a> {
+    fn new(az: &'a Azurite, container: &str) -> Vault<'a> {
+        Vault {
+            e: Env::new()
+                .with_account(AZURITE_ACCOUNT)
+                .with_var("SEEDSHIP_STORAGE_KEY", AZURITE_KEY),
             az,
             container: container.to_owned(),
-        };
-        common::lay_out(e.dir.path());
-        e
-    }
-    fn p(&self, rel: &str) -> PathBuf {
-        self.dir.path().join(rel)
-    }
-    fn cmd(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_seedship-agent"));
-        c.env("SEEDSHIP_STATE_DIR", self.p("state"))
-            .env("SEEDSHIP_STORAGE_KEY", AZURITE_KEY)
-            .env_remove("SEEDSHIP_PASSPHRASE")
-            .env_remove("SEEDSHIP_LIMIT_UPLOAD")
-            .env_remove("SEEDSHIP_TEST_KILL_AT")
-            .arg("--passphrase-file")
-            .arg(self.p("pass"))
-            .args(args);
-        c
-    }
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd(args).output().unwrap()
-    }
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.run(args);
-        assert!(
-            o.status.success(),
-            "{args:?}: {}\n{}",
-            text(&o.stdout),
-            text(&o.stderr)
-        );
-        text(&o.stdout)
+        }
     }
     fn vault(&self) -> AzureStore {
         let opts = AzureOptions::new(
@@ -85,48 +62,10 @@ impl<'a> Env<'a> {
             )
             .unwrap();
         }
-        self.ok(&[
-            "offline",
-            "start",
-            "--staging",
-            s(&self.p("staging")),
-            "--job-name",
-            "job1",
-            "--publish-settings",
-            s(&self.p("ps.publishsettings")),
-            "--subscription",
-            SUB,
-            "--storage-account",
-            AZURITE_ACCOUNT,
-            "--container",
-            "seed1",
-            "--source",
-            s(&src),
-            "--volume-size-mib",
-            volume_mib,
-        ]);
+        self.start(&["--volume-size-mib", volume_mib]);
         self.ok(&["backup"]);
-        let local = LocalStore::new(self.p("staging/job1/blobs"));
         let vault = self.vault();
-        vault.create_container().unwrap();
-        for o in local.list("").unwrap() {
-            vault.create(&o.name, o.len, &o.metadata).unwrap();
-            for r in local.page_ranges(&o.name).unwrap() {
-                let mut buf = vec![0u8; (r.end - r.start) as usize];
-                local.read_at(&o.name, r.start, &mut buf).unwrap();
-                vault.write_pages(&o.name, r.start, &buf).unwrap();
-            }
-        }
-        let mut pol = Policy::load(&self.p("state")).unwrap();
-        pol.mode = Mode::Online;
-        pol.vault = Some(VaultTarget {
-            endpoint: self.az.endpoint(),
-            account: AZURITE_ACCOUNT.into(),
-            container: self.container.clone(),
-            since: 1_795_331_109,
-        });
-        pol.save(&self.p("state")).unwrap();
-        std::fs::rename(self.p("staging"), self.p("staging-shipped")).unwrap();
+        self.move_into_vault(&vault, &self.az.endpoint(), &self.container);
         std::fs::write(src.join("a.bin"), random(3 << 20, 11)).unwrap();
         for i in (0..40u64).step_by(2) {
             std::fs::remove_file(src.join(format!("small/{i}"))).unwrap();
@@ -134,13 +73,8 @@ impl<'a> Env<'a> {
         self.ok(&["backup"]);
         std::fs::write(src.join("b.bin"), random(2 << 20, 12)).unwrap();
         self.ok(&["backup"]);
-        let snaps = self.ok(&["snapshots"]);
-        let ids: Vec<String> = snaps
-            .lines()
-            .skip(1)
-            .map(|l| l.split_whitespace().next().unwrap().to_string())
-            .collect();
-        assert_eq!(ids.len(), 3, "{snaps}");
+        let ids = self.snapshot_ids();
+        assert_eq!(ids.len(), 3, "{ids:?}");
         let full = |prefix: &str| {
             vault
                 .list("snapshots/")
@@ -181,37 +115,10 @@ impl<'a> Env<'a> {
     }
 }
 
-fn files(root: &Path) -> std::collections::BTreeMap<PathBuf, Vec<u8>> {
-    let mut out = std::collections::BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        for e in std::fs::read_dir(&p).unwrap() {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                stack.push(e.path());
-            } else {
-                out.insert(
-                    e.path().strip_prefix(root).unwrap().to_path_buf(),
-                    std::fs::read(e.path()).unwrap(),
-                );
-            }
-        }
-    }
-    out
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    for (rel, data) in files(from) {
-        let p = to.join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, data).unwrap();
-    }
-}
-
 #[test]
 fn prune_in_the_vault_clears_pages_and_uploads_little() {
     let az = Azurite::start();
-    let e = Env::new(&az, "vault");
+    let e = Vault::new(&az, "vault");
     let (snap, expect) = e.history("64");
     // while another process holds the lease on the lock blob, backup and prune are refused
     let vault = e.vault();
@@ -283,7 +190,7 @@ fn a_vault_prune_killed_at_any_step_leaves_a_sound_repository_and_a_rerun_finish
         "cleared",
         "volume-deleted",
     ] {
-        let e = Env::new(&az, &format!("vault-{step}"));
+        let e = Vault::new(&az, &format!("vault-{step}"));
         let (snap, expect) = e.history("2");
         let before = e.written_pages();
         let o = e
