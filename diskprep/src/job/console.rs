@@ -5,7 +5,7 @@
 use crate::job::create::{JobOutcome, JobRecord};
 use crate::job::delete::{refusal_advice, DeleteOutcome};
 use crate::job::ship::ShipDetails;
-use seedship_shared::api::{Job, JobState, Location};
+use seedship_shared::api::{Job, JobState, Location, LocationChoice};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 
@@ -79,6 +79,35 @@ fn print_address(l: &Location) {
         println!("    {line}");
     }
     println!("Supported carriers: {}", l.supported_carriers.join(", "));
+}
+
+/// A dry run with a new job: the location it would be created at (after the closed-location rule), and
+/// where the drives would go.
+pub fn print_dry_run_create(choice: &LocationChoice, location: &Location) {
+    println!("{}", dry_run_location(choice));
+    print_address(location);
+}
+
+fn dry_run_location(choice: &LocationChoice) -> String {
+    match choice {
+        LocationChoice::Origin(name) => {
+            format!("The import job would be created at location {name}.")
+        }
+        LocationChoice::Alternate { closed, alternate } => format!(
+            "The import job would be created at location {alternate} (location {closed} is closed for now; \
+             the service names {alternate} instead)."
+        ),
+    }
+}
+
+/// A dry run whose job exists already: its location and state.
+pub fn print_dry_run_exists(job: &Job) {
+    let p = &job.properties;
+    println!(
+        "The import job exists already at location {} (state {}); it would not be created again.",
+        p.location.as_deref().unwrap_or("unknown"),
+        p.state.map_or("unknown".into(), |s| s.to_string())
+    );
 }
 
 /// After preparation: what happened to the job, where to ship, the link.
@@ -155,6 +184,19 @@ mod tests {
         let t = next_step(Some(JobState::Transferring), Path::new("/srv/staging"));
         assert!(t.contains("shipped already (the job is Transferring)"), "{t}");
         assert!(t.contains("`seedship-diskprep u: s:/srv/staging`"), "{t}");
+    }
+
+    #[test]
+    fn a_dry_run_names_the_location_and_its_alternate() {
+        let t = dry_run_location(&LocationChoice::Alternate {
+            closed: "West Europe".into(),
+            alternate: "North Europe".into(),
+        });
+        assert!(
+            t.starts_with("The import job would be created at location North Europe"),
+            "{t}"
+        );
+        assert!(t.contains("West Europe is closed"), "{t}");
     }
 
     #[test]
