@@ -167,48 +167,6 @@ fn next_step(state: Option<JobState>, staging: &Path) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_completed_job_is_not_shipped_again() {
-        let t = next_step(Some(JobState::Completed), Path::new("/srv/staging"));
-        assert!(t.contains("import is complete"), "{t}");
-        assert!(t.contains("seedship-agent backup"), "{t}");
-        assert!(!t.contains("After sending it"), "{t}");
-    }
-
-    #[test]
-    fn a_shipped_job_is_followed_not_shipped_again() {
-        let t = next_step(Some(JobState::Transferring), Path::new("/srv/staging"));
-        assert!(t.contains("shipped already (the job is Transferring)"), "{t}");
-        assert!(t.contains("`seedship-diskprep u: s:/srv/staging`"), "{t}");
-    }
-
-    #[test]
-    fn a_dry_run_names_the_location_and_its_alternate() {
-        let t = dry_run_location(&LocationChoice::Alternate {
-            closed: "West Europe".into(),
-            alternate: "North Europe".into(),
-        });
-        assert!(
-            t.starts_with("The import job would be created at location North Europe"),
-            "{t}"
-        );
-        assert!(t.contains("West Europe is closed"), "{t}");
-    }
-
-    #[test]
-    fn a_new_job_is_shipped() {
-        let t = next_step(Some(JobState::Creating), Path::new("/srv/staging"));
-        assert!(
-            t.contains("After sending it, run `seedship-diskprep u: s:/srv/staging`"),
-            "{t}"
-        );
-    }
-}
-
 /// The review shown before `u:` commits.
 pub fn print_review(d: &ShipDetails, ship_to: &Location) {
     println!("Shipping details for import job {}:", d.job_name);
@@ -287,5 +245,47 @@ pub fn print_delete(outcome: &DeleteOutcome, record: &JobRecord) {
             record.job_name,
             refusal_advice(*state)
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_completed_job_is_not_shipped_again() {
+        let t = next_step(Some(JobState::Completed), Path::new("/srv/staging"));
+        assert!(t.contains("import is complete"), "{t}");
+        assert!(t.contains("seedship-agent backup"), "{t}");
+        assert!(!t.contains("After sending it"), "{t}");
+    }
+
+    #[test]
+    fn a_shipped_job_is_followed_not_shipped_again() {
+        let t = next_step(Some(JobState::Transferring), Path::new("/srv/staging"));
+        assert!(t.contains("shipped already (the job is Transferring)"), "{t}");
+        assert!(t.contains("`seedship-diskprep u: s:/srv/staging`"), "{t}");
+    }
+
+    #[test]
+    fn a_dry_run_names_the_location_and_its_alternate() {
+        let t = dry_run_location(&LocationChoice::Alternate {
+            closed: "West Europe".into(),
+            alternate: "North Europe".into(),
+        });
+        assert!(
+            t.starts_with("The import job would be created at location North Europe"),
+            "{t}"
+        );
+        assert!(t.contains("West Europe is closed"), "{t}");
+    }
+
+    #[test]
+    fn a_new_job_is_shipped() {
+        let t = next_step(Some(JobState::Creating), Path::new("/srv/staging"));
+        assert!(
+            t.contains("After sending it, run `seedship-diskprep u: s:/srv/staging`"),
+            "{t}"
+        );
     }
 }
