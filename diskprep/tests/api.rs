@@ -193,6 +193,18 @@ fn job_created_shipped_followed_and_deleted() {
         "{}",
         text(&o)
     );
+    // issue 20 point 11: a rerun of the preparation on the Completed job says what is next, not to ship
+    let o = diskprep(&prep, &env);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("The import is complete") && out.contains("seedship-agent backup"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("After sending it") && !out.contains("Ship the drives to"),
+        "{out}"
+    );
     let o = del();
     let out = text(&o);
     assert!(o.status.success(), "{out}");
