@@ -730,3 +730,41 @@ fn write_drive(
     journal.record_verified(done.segments.len())?;
     Ok(report(manifest_hash, true))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(job: &str, mtime: i64) -> SessionState {
+        SessionState {
+            session_id: job.into(),
+            job_name: job.into(),
+            mtime,
+            drives: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_derived_drive_id_is_stable_and_differs_by_drive_and_job() {
+        let s = session("job1", 1_700_000_000);
+        let a = derived_drive_id(&s, Path::new("/srv/d1.img"));
+        assert_eq!(a, derived_drive_id(&s, Path::new("/srv/d1.img")));
+        assert!(
+            a.len() == 16
+                && a.starts_with("SEED")
+                && a[4..]
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || ('A'..='F').contains(&c)),
+            "{a}"
+        );
+        assert_ne!(a, derived_drive_id(&s, Path::new("/srv/d2.img")));
+        assert_ne!(
+            a,
+            derived_drive_id(&session("job2", 1_700_000_000), Path::new("/srv/d1.img"))
+        );
+        assert_ne!(
+            a,
+            derived_drive_id(&session("job1", 1_700_000_001), Path::new("/srv/d1.img"))
+        );
+    }
+}
