@@ -123,7 +123,7 @@ fn quickstart_runs_as_written() {
     std::fs::write(&script_path, script(&runnable, &bin, &azurite, &done)).unwrap();
 
     let child = Command::new("timeout")
-        .arg("900")
+        .arg("300")
         .arg("bash")
         .arg(&script_path)
         .current_dir(home.path())
