@@ -366,6 +366,7 @@ fn prepare_cmd(opts: PrepOptions, args: &PrepArgs, cancel: &AtomicBool) -> anyho
         jobcmd::preflight(&plan, args)?
     };
     if opts.dry_run {
+        jobcmd::print_dry_run(creation.as_ref());
         println!("Dry run: nothing was formatted or written.");
         return Ok(Exit::Success);
     }

@@ -193,6 +193,18 @@ fn job_created_shipped_followed_and_deleted() {
         "{}",
         text(&o)
     );
+    // issue 20 point 11: a rerun of the preparation on the Completed job says what is next, not to ship
+    let o = diskprep(&prep, &env);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("The import is complete") && out.contains("seedship-agent backup"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("After sending it") && !out.contains("Ship the drives to"),
+        "{out}"
+    );
     let o = del();
     let out = text(&o);
     assert!(o.status.success(), "{out}");
@@ -439,4 +451,60 @@ fn an_operator_answers_on_the_terminal_and_only_yes_commits() {
         job.properties.return_shipping.unwrap().carrier_account_number,
         "4711"
     );
+}
+
+/// Issue 20 point 11: a dry run shows the drive id the real run will use (the same on every dry run) and the
+/// location the job would be created at.
+#[test]
+fn a_dry_run_shows_the_real_drive_id_and_the_location() {
+    let t = tempfile::tempdir().unwrap();
+    let emu = Emulator::start(&t.path().join("emulator"));
+    let staging = t.path().join("staging");
+    let job_dir = make_job(&staging, "job1", &emu.publish_settings());
+    let s = format!("s:{}", staging.display());
+    let ca = emu.ca().display().to_string();
+    let img = t.path().join("d1.img").display().to_string();
+    let mut args = vec![
+        s.as_str(),
+        "--drive",
+        &img,
+        "--create-image",
+        "40M",
+        "--yes",
+        "--pbkdf",
+        "pbkdf2",
+        "--location",
+        "West Europe",
+        "--management-ca",
+        &ca,
+    ];
+    let env = [("SEEDSHIP_STORAGE_KEY", STORAGE_KEY)];
+    let drive_id = |out: &str| -> String {
+        out.lines()
+            .find_map(|l| l.trim().strip_prefix("drive 1 "))
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no drive line in: {out}"))
+            .to_owned()
+    };
+    args.push("--dry-run");
+    let first = text(&diskprep(&args, &env));
+    let second = text(&diskprep(&args, &env));
+    assert_eq!(drive_id(&first), drive_id(&second), "{first}\n---\n{second}");
+    assert!(
+        first.contains("The import job would be created at location North Europe")
+            && first.contains("West Europe is closed"),
+        "{first}"
+    );
+    assert!(
+        first.contains("Ship the drives to the North Europe data centre"),
+        "{first}"
+    );
+    assert!(
+        emu.client().list_jobs().unwrap().is_empty(),
+        "a dry run created a job"
+    );
+    args.pop();
+    let o = diskprep(&args, &env);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(key_file_ids(&job_dir), vec![drive_id(&first)]);
 }

@@ -122,6 +122,15 @@ pub(crate) fn preflight(plan: &PrepPlan, args: &PrepArgs) -> anyhow::Result<Opti
     }
 }
 
+/// A dry run: what would happen to the import job, and at which location (nothing is created).
+pub(crate) fn print_dry_run(creation: Option<&Creation>) {
+    match creation.map(|c| &c.pre) {
+        None => {}
+        Some(Preflight::Exists(job)) => ui::print_dry_run_exists(job),
+        Some(Preflight::Create { choice, location }) => ui::print_dry_run_create(choice, location),
+    }
+}
+
 /// After the drives are ready: creates (or reports) the job and prints where to ship.
 pub(crate) fn create(plan: &PrepPlan, report: &PrepReport, c: Creation) -> anyhow::Result<()> {
     let dir = &plan.job.dir;

@@ -5,7 +5,7 @@
 use crate::job::create::{JobOutcome, JobRecord};
 use crate::job::delete::{refusal_advice, DeleteOutcome};
 use crate::job::ship::ShipDetails;
-use seedship_shared::api::{Job, Location};
+use seedship_shared::api::{Job, JobState, Location, LocationChoice};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 
@@ -81,6 +81,35 @@ fn print_address(l: &Location) {
     println!("Supported carriers: {}", l.supported_carriers.join(", "));
 }
 
+/// A dry run with a new job: the location it would be created at (after the closed-location rule), and
+/// where the drives would go.
+pub fn print_dry_run_create(choice: &LocationChoice, location: &Location) {
+    println!("{}", dry_run_location(choice));
+    print_address(location);
+}
+
+fn dry_run_location(choice: &LocationChoice) -> String {
+    match choice {
+        LocationChoice::Origin(name) => {
+            format!("The import job would be created at location {name}.")
+        }
+        LocationChoice::Alternate { closed, alternate } => format!(
+            "The import job would be created at location {alternate} (location {closed} is closed for now; \
+             the service names {alternate} instead)."
+        ),
+    }
+}
+
+/// A dry run whose job exists already: its location and state.
+pub fn print_dry_run_exists(job: &Job) {
+    let p = &job.properties;
+    println!(
+        "The import job exists already at location {} (state {}); it would not be created again.",
+        p.location.as_deref().unwrap_or("unknown"),
+        p.state.map_or("unknown".into(), |s| s.to_string())
+    );
+}
+
 /// After preparation: what happened to the job, where to ship, the link.
 pub fn print_job(outcome: &JobOutcome, record_path: &Path, staging: &Path) {
     let r = &outcome.record;
@@ -104,14 +133,38 @@ pub fn print_job(outcome: &JobOutcome, record_path: &Path, staging: &Path) {
             outcome.ship_to.name
         );
     }
-    print_address(&outcome.ship_to);
+    let to_ship = matches!(outcome.state, None | Some(JobState::Creating));
+    if to_ship {
+        print_address(&outcome.ship_to);
+    }
     println!("Job link: {}", r.link);
     println!("The job is recorded in {}.", record_path.display());
-    println!(
-        "Put all drives in one package. After sending it, run `seedship-diskprep u: s:{}` to give the carrier \
-         and tracking number; the drives must arrive within two weeks of that.",
-        staging.display()
-    );
+    println!("{}", next_step(outcome.state, staging));
+}
+
+/// What the operator does next, after preparation, given the job's state: ship the drives while the job is
+/// `Creating`; follow it once shipped; move on to the agent once the import is complete.
+fn next_step(state: Option<JobState>, staging: &Path) -> String {
+    let follow = format!("seedship-diskprep u: s:{}", staging.display());
+    match state {
+        None | Some(JobState::Creating) => format!(
+            "Put all drives in one package. After sending it, run `{follow}` to give the carrier and tracking \
+             number; the drives must arrive within two weeks of that."
+        ),
+        Some(JobState::Completed) => format!(
+            "The import is complete: the data centre copied the drives into the storage account, so there is \
+             nothing to ship. Next: `seedship-agent backup` (or its scheduled run) verifies the imported blobs \
+             and moves them into the vault; `{follow}` shows the return of the drives."
+        ),
+        Some(JobState::Closed) => format!(
+            "The job is closed: the import is over and the drives were sent back; nothing to ship. `{follow}` \
+             shows the return package."
+        ),
+        Some(s) => format!(
+            "The drives were shipped already (the job is {s}); nothing to ship again. Follow the job with \
+             `{follow}`."
+        ),
+    }
 }
 
 /// The review shown before `u:` commits.
@@ -192,5 +245,47 @@ pub fn print_delete(outcome: &DeleteOutcome, record: &JobRecord) {
             record.job_name,
             refusal_advice(*state)
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_completed_job_is_not_shipped_again() {
+        let t = next_step(Some(JobState::Completed), Path::new("/srv/staging"));
+        assert!(t.contains("import is complete"), "{t}");
+        assert!(t.contains("seedship-agent backup"), "{t}");
+        assert!(!t.contains("After sending it"), "{t}");
+    }
+
+    #[test]
+    fn a_shipped_job_is_followed_not_shipped_again() {
+        let t = next_step(Some(JobState::Transferring), Path::new("/srv/staging"));
+        assert!(t.contains("shipped already (the job is Transferring)"), "{t}");
+        assert!(t.contains("`seedship-diskprep u: s:/srv/staging`"), "{t}");
+    }
+
+    #[test]
+    fn a_dry_run_names_the_location_and_its_alternate() {
+        let t = dry_run_location(&LocationChoice::Alternate {
+            closed: "West Europe".into(),
+            alternate: "North Europe".into(),
+        });
+        assert!(
+            t.starts_with("The import job would be created at location North Europe"),
+            "{t}"
+        );
+        assert!(t.contains("West Europe is closed"), "{t}");
+    }
+
+    #[test]
+    fn a_new_job_is_shipped() {
+        let t = next_step(Some(JobState::Creating), Path::new("/srv/staging"));
+        assert!(
+            t.contains("After sending it, run `seedship-diskprep u: s:/srv/staging`"),
+            "{t}"
+        );
     }
 }

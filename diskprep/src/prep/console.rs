@@ -203,29 +203,8 @@ fn print_plan(plan: &PrepPlan) {
 
 /// Prints the summary of a finished preparation.
 pub fn print_report(report: &PrepReport) {
-    let written: Vec<_> = report.drives.iter().filter(|d| d.written).collect();
-    let bytes: u64 = written.iter().map(|d| d.bytes).sum();
-    let secs = report.elapsed.as_secs_f64().max(0.001);
     println!();
-    if written.is_empty() {
-        println!(
-            "All {} drive(s) of import job {} were prepared and verified by an earlier run; nothing was written:",
-            report.drives.len(),
-            report.job
-        );
-    } else {
-        println!(
-            "Prepared {} drive(s) for import job {} in {:.1} s ({}/s){}:",
-            written.len(),
-            report.job,
-            secs,
-            human((bytes as f64 / secs) as u64),
-            match report.drives.len() - written.len() {
-                0 => String::new(),
-                n => format!("; {n} more were prepared by an earlier run"),
-            }
-        );
-    }
+    println!("{}", summary_line(report));
     for d in &report.drives {
         println!(
             "  {}  {}  {}  manifest {} MD5 {}",
@@ -240,6 +219,38 @@ pub fn print_report(report: &PrepReport) {
         "Recovery keys and the drive list are in {} (readable by you only). Keep it safe.",
         report.key_file.display()
     );
+}
+
+/// Below this, a rate says more about timer noise and the page cache than about the drives.
+const MIN_RATE_SECS: f64 = 1.0;
+
+/// The first line of the summary: how many drives this run wrote, and how fast when that means something
+/// (at least [`MIN_RATE_SECS`] of writing and some bytes copied).
+fn summary_line(report: &PrepReport) -> String {
+    let written: Vec<_> = report.drives.iter().filter(|d| d.written).collect();
+    if written.is_empty() {
+        return format!(
+            "All {} drive(s) of import job {} were prepared and verified by an earlier run; nothing was written:",
+            report.drives.len(),
+            report.job
+        );
+    }
+    let bytes: u64 = written.iter().map(|d| d.bytes).sum();
+    let secs = report.elapsed.as_secs_f64();
+    let rate = if secs >= MIN_RATE_SECS && bytes > 0 {
+        format!(" in {secs:.1} s ({}/s)", human((bytes as f64 / secs) as u64))
+    } else {
+        format!(" in {secs:.1} s")
+    };
+    format!(
+        "Prepared {} drive(s) for import job {}{rate}{}:",
+        written.len(),
+        report.job,
+        match report.drives.len() - written.len() {
+            0 => String::new(),
+            n => format!("; {n} more were prepared by an earlier run"),
+        }
+    )
 }
 
 /// A bar on the terminal.
@@ -309,5 +320,46 @@ impl Progress for LogProgress {
     fn set_message(&self, _message: &str) {}
     fn finish(&self) {
         self.line();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prep::prepare::DriveReport;
+
+    fn report(bytes: u64, elapsed: Duration) -> PrepReport {
+        PrepReport {
+            job: "job1".into(),
+            drives: vec![DriveReport {
+                drive_id: "SEED0001".into(),
+                target: "/tmp/d1.img".into(),
+                bytes,
+                manifest_hash: "00".into(),
+                manifest_file: "\\DriveManifest.xml".into(),
+                verified: true,
+                written: true,
+            }],
+            key_file: "/tmp/keys.tsv".into(),
+            elapsed,
+        }
+    }
+
+    #[test]
+    fn no_rate_for_a_run_under_a_second() {
+        let line = summary_line(&report(10 << 30, Duration::from_millis(20)));
+        assert_eq!(line, "Prepared 1 drive(s) for import job job1 in 0.0 s:");
+    }
+
+    #[test]
+    fn no_rate_when_nothing_was_copied() {
+        let line = summary_line(&report(0, Duration::from_secs(5)));
+        assert!(!line.contains("/s"), "{line}");
+    }
+
+    #[test]
+    fn a_rate_for_a_real_copy() {
+        let line = summary_line(&report(100 << 20, Duration::from_secs(2)));
+        assert!(line.ends_with("in 2.0 s (50.0 MiB/s):"), "{line}");
     }
 }

@@ -4,7 +4,8 @@
 //! A block device is described from sysfs (`/sys/dev/block/MAJ:MIN`): size, model, serial; it is refused when
 //! it is a partition, the disk holding the root filesystem (directly, through a partition, or under
 //! device-mapper or md), mounted, used as swap, or held by another kernel device. An image file stands for a
-//! drive in tests and in the demo; it gets a generated drive id, since it has no hardware serial.
+//! drive in tests and in the demo; it gets a drive id derived from the job and its path,
+//! since it has no hardware serial.
 //! Everything the checks read is behind [`SystemView`] so the refusals can be tested on fake trees.
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};

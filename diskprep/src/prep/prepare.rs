@@ -324,19 +324,25 @@ fn probe_drive(
     let drive_id = match (earlier, &info.serial, info.kind) {
         (Some(d), _, _) => d.drive_id.clone(),
         (None, Some(serial), DriveKind::BlockDevice) => serial.clone(),
-        (None, _, _) => generated_drive_id()?,
+        (None, _, _) => derived_drive_id(session, target),
     };
     Ok((info, drive_id, earlier.map(|d| d.state), create))
 }
 
-/// A drive id for an image file, which has no hardware serial: `SEED` and 12 random hex digits.
-fn generated_drive_id() -> Result<String, PrepError> {
-    let key = RecoveryKey::generate().map_err(|source| PrepError::Key {
-        drive: "(new)".into(),
-        source,
-    })?;
-    let g = key.groups();
-    Ok(format!("SEED{:04X}{:04X}{:04X}", g[0], g[1], g[2]))
+/// A drive id for a drive without a hardware serial (an image file): `SEED` and 12 hex digits of a BLAKE3
+/// hash of the job (its session id and creation time) and the drive's absolute path. Derived rather than
+/// random so that a dry run shows the id the real run will use, and every rerun agrees; two drives of one
+/// job differ by path, and the same path in another job (another name or creation time) gets another id.
+fn derived_drive_id(session: &SessionState, target: &Path) -> String {
+    let path = std::path::absolute(target).unwrap_or_else(|_| target.to_owned());
+    let mut h = blake3::Hasher::new();
+    h.update(b"seedship drive id v1\0");
+    h.update(session.job_name.as_bytes());
+    h.update(b"\0");
+    h.update(&session.mtime.to_le_bytes());
+    h.update(path.as_os_str().as_encoded_bytes());
+    let hex = h.finalize().to_hex();
+    format!("SEED{}", hex[..12].to_ascii_uppercase())
 }
 
 /// Plans the whole preparation; writes nothing (image files `--create-image` asks for are made by
@@ -723,4 +729,42 @@ fn write_drive(
     check_head_and_tail(&d.drive_id, &d.plan, layout, &target, &manifest)?;
     journal.record_verified(done.segments.len())?;
     Ok(report(manifest_hash, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(job: &str, mtime: i64) -> SessionState {
+        SessionState {
+            session_id: job.into(),
+            job_name: job.into(),
+            mtime,
+            drives: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_derived_drive_id_is_stable_and_differs_by_drive_and_job() {
+        let s = session("job1", 1_700_000_000);
+        let a = derived_drive_id(&s, Path::new("/srv/d1.img"));
+        assert_eq!(a, derived_drive_id(&s, Path::new("/srv/d1.img")));
+        assert!(
+            a.len() == 16
+                && a.starts_with("SEED")
+                && a[4..]
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || ('A'..='F').contains(&c)),
+            "{a}"
+        );
+        assert_ne!(a, derived_drive_id(&s, Path::new("/srv/d2.img")));
+        assert_ne!(
+            a,
+            derived_drive_id(&session("job2", 1_700_000_000), Path::new("/srv/d1.img"))
+        );
+        assert_ne!(
+            a,
+            derived_drive_id(&session("job1", 1_700_000_001), Path::new("/srv/d1.img"))
+        );
+    }
 }
