@@ -1,5 +1,6 @@
-//! Creating the import job once the drives are ready, the way AzureOfflineBackupDiskPrep does: connect with the
-//! publish settings (`p:` or the path the agent recorded in the job descriptor), find the shipping location by
+//! Creating the import job once the drives are ready, the way AzureOfflineBackupDiskPrep does: connect through
+//! the API the agent chose (classic: the publish settings, `p:` or the path recorded in the job descriptor;
+//! Resource Manager: the recorded Entra ID application, no account key), find the shipping location by
 //! seed 000's rule, and Put Job with every drive's id, recovery key, manifest path and manifest MD5.
 //!
 //! A rerun never creates a second job: [`preflight`] asks Get Job first; a job of that name with the same drives
@@ -26,15 +27,15 @@ pub const MANIFEST_FILE: &str = "\\DriveManifest.xml";
 
 pub use seedship_shared::api::{ApiAccess, Connection};
 
-/// Connects for the job's subscription ([`seedship_shared::api::connect`]); a recorded publish-settings file
-/// that cannot be read asks for `p:`.
+/// Connects for the job's subscription through the API the agent chose ([`seedship_shared::api::connect`]);
+/// a recorded publish-settings file that cannot be read asks for `p:`.
 pub fn connect(d: &JobDescriptor, access: &ApiAccess) -> Result<Connection, JobError> {
     seedship_shared::api::connect(d, access).map_err(|e| match e {
         ConnectError::RecordedSettings { job, path, error } => {
             JobError::RecordedSettings { job, path, error }
         }
         ConnectError::PublishSettings(e) => e.into(),
-        ConnectError::Api(e) => e.into(),
+        e => JobError::Connect(Box::new(e)),
     })
 }
 
@@ -111,7 +112,7 @@ pub fn preflight(
         same_drives(&job, d, drive_ids)?;
         return Ok(Preflight::Exists(Box::new(job)));
     }
-    if req.credential.is_none() {
+    if req.credential.is_none() && conn.client.needs_storage_credential() {
         return Err(JobError::NoCredential {
             job: d.job_name.clone(),
             account: d.storage_account.clone(),
@@ -158,12 +159,14 @@ fn same_drives(job: &Job, d: &JobDescriptor, ours: &[String]) -> Result<(), JobE
 }
 
 /// The Put Job body for the prepared drives: each drive's id, its recovery key from the key file, the manifest
-/// path and the manifest's MD5 (uppercase hex).
+/// path and the manifest's MD5 (uppercase hex). `needs_credential`: the API needs the account key or a SAS
+/// (classic); Resource Manager does not.
 pub fn build_job(
     d: &JobDescriptor,
     report: &PrepReport,
     location: &str,
     req: &JobRequest,
+    needs_credential: bool,
 ) -> Result<Job, JobError> {
     let keys = keyfile::read(&report.key_file)?;
     let mut drives = Vec::with_capacity(report.drives.len());
@@ -187,6 +190,8 @@ pub fn build_job(
     let (key, sas) = match &req.credential {
         Some(Credential::AccountKey(k)) => (Some(k.clone()), None),
         Some(Credential::ContainerSas(s)) => (None, Some(s.clone())),
+        // Resource Manager: the account's resource id and the application's role, no key
+        None if !needs_credential => (None, None),
         None => {
             return Err(JobError::NoCredential {
                 job: d.job_name.clone(),
@@ -224,7 +229,13 @@ pub fn create_or_report(
     let (created, closed_origin, found, planned) = match pre {
         Preflight::Exists(job) => (false, None, Some(*job), None),
         Preflight::Create { choice, location } => {
-            let body = build_job(d, report, &location.name, req)?;
+            let body = build_job(
+                d,
+                report,
+                &location.name,
+                req,
+                conn.client.needs_storage_credential(),
+            )?;
             conn.client.put_job(&d.storage_account, &body)?;
             let closed = match &choice {
                 LocationChoice::Alternate { closed, .. } => Some(closed.clone()),
@@ -304,6 +315,7 @@ mod tests {
             storage_account: "acct".into(),
             container: "c".into(),
             publish_settings: "/p".into(),
+            api: Default::default(),
             source_host: "h".into(),
             repository_id: "r".into(),
             state: seedship_shared::staging::JobState::BackupComplete,
