@@ -82,7 +82,7 @@ fn start_service(c: &StartCmd) -> anyhow::Result<StartService> {
                 management_audience: opts.management_audience.clone(),
             };
             Ok(StartService {
-                api: ServiceApi::ResourceManager(settings),
+                api: ServiceApi::ResourceManager(Box::new(settings)),
                 subscription: id.subscription.clone(),
                 storage_account: id.name.clone(),
                 publish_settings: PathBuf::new(),

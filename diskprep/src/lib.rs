@@ -171,7 +171,7 @@ pub struct ApiArgs {
     /// Entra ID sign-in for jobs the agent started with Resource Manager: a credential given here replaces
     /// the one recorded at `offline start` (a moved certificate or secret file).
     #[command(flatten)]
-    pub entra: seedship_shared::entra::EntraArgs,
+    pub entra: Box<seedship_shared::entra::EntraArgs>,
 }
 
 impl ApiArgs {
@@ -183,7 +183,7 @@ impl ApiArgs {
         Ok(seedship_shared::api::ApiAccess {
             publish_settings,
             management_ca: self.management_ca.clone(),
-            entra: self.entra.clone().into_options()?,
+            entra: (*self.entra).clone().into_options()?,
         })
     }
 }

@@ -46,7 +46,7 @@ pub enum ServiceApi {
     #[default]
     Classic,
     /// `Microsoft.ImportExport` through Resource Manager, signed in as an Entra ID application.
-    ResourceManager(ArmSettings),
+    ResourceManager(Box<ArmSettings>),
 }
 
 /// The Resource Manager settings recorded at `offline start`.
@@ -233,7 +233,7 @@ mod tests {
         );
         let arm = JobDescriptor {
             publish_settings: PathBuf::new(),
-            api: ServiceApi::ResourceManager(ArmSettings {
+            api: ServiceApi::ResourceManager(Box::new(ArmSettings {
                 tenant: Some("t".into()),
                 client_id: Some("c".into()),
                 credential: RecordedCredential::Certificate {
@@ -247,7 +247,7 @@ mod tests {
                 authority: "https://login.microsoftonline.com".into(),
                 management_endpoint: "https://management.azure.com".into(),
                 management_audience: None,
-            }),
+            })),
             ..d.clone()
         };
         arm.save(dir.path()).unwrap();

@@ -118,6 +118,7 @@ pub fn preflight(
             account: d.storage_account.clone(),
         });
     }
+    conn.client.check_return_address(req.return_address.as_ref())?;
     let Some(origin) = &req.location else {
         return Err(JobError::NoLocation {
             job: d.job_name.clone(),

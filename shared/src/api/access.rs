@@ -53,9 +53,9 @@ pub enum ConnectError {
         "cannot use the Entra ID credential recorded for job {job} at `offline start`: {source}; give it \
          again with --client-certificate FILE or --client-secret-file FILE"
     )]
-    RecordedCredential { job: String, source: EntraError },
+    RecordedCredential { job: String, source: Box<EntraError> },
     #[error("Entra ID sign-in: {0}")]
-    Entra(#[from] EntraError),
+    Entra(Box<EntraError>),
     /// Sign-in options given for a job that uses the classic API.
     #[error(
         "job {job} was started with the classic Import/Export API (publish settings); Entra ID options \
@@ -204,10 +204,10 @@ fn connect_arm(d: &JobDescriptor, s: &ArmSettings, access: &ApiAccess) -> Result
         opts.ca_pem = ca_pem.clone();
     }
     let tokens = opts.token_source().map_err(|source| match given {
-        true => ConnectError::Entra(source),
+        true => ConnectError::Entra(Box::new(source)),
         false => ConnectError::RecordedCredential {
             job: d.job_name.clone(),
-            source,
+            source: Box::new(source),
         },
     })?;
     let mut arm = ArmClientOptions::new(

@@ -88,6 +88,21 @@ impl ImportService {
         matches!(self, ImportService::Classic(_))
     }
 
+    /// Checks before any drive is written that a new job's return address is what the API needs: Resource
+    /// Manager requires one at creation, in parts (classic takes it later, with `u:`).
+    pub fn check_return_address(&self, a: Option<&ReturnAddress>) -> Result<(), ImportError> {
+        match (self, a) {
+            (ImportService::Classic(_), _) => Ok(()),
+            (ImportService::ResourceManager { .. }, Some(a)) => arm_return_address(a).map(|_| ()),
+            (ImportService::ResourceManager { .. }, None) => Err(ImportError::Unsupported(
+                "Resource Manager needs the return address when the job is created: give --return-name, \
+                 --return-address 'street, city, [state,] postal code, country', --return-phone and \
+                 --return-email"
+                    .into(),
+            )),
+        }
+    }
+
     /// The locations, all of them or (classic) those seen from `origin`.
     pub fn list_locations(&self, origin: Option<&str>) -> Result<Vec<Location>, ImportError> {
         match self {
@@ -137,7 +152,19 @@ impl ImportService {
     pub fn get_job(&self, account: &str, name: &str) -> Result<Job, ImportError> {
         match self {
             ImportService::Classic(c) => Ok(c.get_job(account, name)?),
-            ImportService::ResourceManager { client, .. } => Ok(classic_job(&client.get_job(name)?)),
+            ImportService::ResourceManager { client, .. } => {
+                let mut job = classic_job(&client.get_job(name)?);
+                // Resource Manager's shippingInformation has no carriers: take the location's
+                if let Some(ship) = job.properties.shipping_information.as_mut() {
+                    let short = arm::location_short_name(&ship.name);
+                    let all = self.list_locations(None)?;
+                    if let Some(l) = all.iter().find(|l| arm::location_short_name(&l.name) == short) {
+                        ship.name = l.name.clone();
+                        ship.supported_carriers = l.supported_carriers.clone();
+                    }
+                }
+                Ok(job)
+            }
         }
     }
 
