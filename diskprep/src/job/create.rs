@@ -10,14 +10,14 @@
 //! This module prints nothing; [`console`](crate::job::console) shows what it returns.
 
 pub use crate::job::error::JobError;
-pub use crate::job::record::{job_link, JobRecord, RECORD_FILE};
+pub use crate::job::record::{arm_job_link, job_link, JobRecord, RECORD_FILE};
 use crate::prep::keyfile;
 use crate::prep::prepare::PrepReport;
 use seedship_shared::api::{
     ConnectError, Drive, Job, JobProperties, JobState, JobType, Location, LocationChoice, ReturnAddress,
     ReturnShipping,
 };
-use seedship_shared::staging::JobDescriptor;
+use seedship_shared::staging::{JobDescriptor, ServiceApi};
 use seedship_shared::time::now_unix;
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -273,12 +273,20 @@ pub fn create_or_report(
             .clone()
             .unwrap_or_else(|| ship_to.name.clone()),
         drive_ids: job.drives().iter().map(|x| x.drive_id.clone()).collect(),
-        link: job_link(
-            &conn.service_url,
-            &conn.subscription,
-            &d.storage_account,
-            &d.job_name,
-        ),
+        link: match &d.api {
+            ServiceApi::Classic => job_link(
+                &conn.service_url,
+                &conn.subscription,
+                &d.storage_account,
+                &d.job_name,
+            ),
+            ServiceApi::ResourceManager(s) => arm_job_link(
+                &conn.service_url,
+                &conn.subscription,
+                &s.resource_group,
+                &d.job_name,
+            ),
+        },
         recorded: now_unix(),
         deleted: None,
     };

@@ -268,4 +268,78 @@ mod tests {
             ConnectError::PublishSettings(_)
         ));
     }
+
+    fn arm_descriptor(cert: &str) -> JobDescriptor {
+        JobDescriptor {
+            format: 1,
+            job_name: "armjob".into(),
+            subscription: "sub".into(),
+            storage_account: "acct".into(),
+            container: "seed".into(),
+            publish_settings: PathBuf::new(),
+            api: ServiceApi::ResourceManager(Box::new(ArmSettings {
+                tenant: Some("t".into()),
+                client_id: Some("c".into()),
+                credential: RecordedCredential::Certificate {
+                    certificate: cert.into(),
+                    key: None,
+                },
+                resource_group: "rg".into(),
+                storage_account_id: StorageAccountId::new("sub", "rg", "acct").to_string(),
+                authority: "https://login.example".into(),
+                management_endpoint: "https://management.example".into(),
+                management_audience: None,
+            })),
+            source_host: "h".into(),
+            repository_id: "r".into(),
+            state: crate::staging::JobState::BackupComplete,
+            created: 0,
+            blobs: vec![],
+        }
+    }
+
+    #[test]
+    fn a_recorded_credential_that_is_gone_names_the_job_file_and_options() {
+        let d = arm_descriptor("/nonexistent/app.pem");
+        let e = connect(&d, &ApiAccess::default()).unwrap_err();
+        let m = e.to_string();
+        assert!(matches!(e, ConnectError::RecordedCredential { .. }), "{e:?}");
+        assert!(
+            m.contains("armjob")
+                && m.contains("/nonexistent/app.pem")
+                && m.contains("--client-certificate FILE"),
+            "{m}"
+        );
+        // a credential given now replaces the recorded one (here a file that is gone too: named as given)
+        let mut given = EntraOptions::new(CredentialChoice::SecretFile("/nonexistent/secret".into()));
+        given.tenant = None;
+        let access = ApiAccess {
+            entra: Some(given),
+            ..Default::default()
+        };
+        let m = connect(&d, &access).unwrap_err().to_string();
+        assert!(m.contains("/nonexistent/secret") && !m.contains("app.pem"), "{m}");
+        // Entra ID options for a classic job are refused
+        let classic = JobDescriptor {
+            api: ServiceApi::Classic,
+            ..d
+        };
+        let e = connect(&classic, &access).unwrap_err();
+        assert!(matches!(e, ConnectError::NotResourceManager { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn overrides_keep_recorded_endpoints_unless_given() {
+        let d = arm_descriptor("/a.pem");
+        let ServiceApi::ResourceManager(s) = &d.api else {
+            unreachable!()
+        };
+        let given = EntraOptions::new(CredentialChoice::SecretFile("/s".into()));
+        let (o, was_given) = merged(recorded_options(s), Some(&given));
+        assert!(was_given);
+        assert_eq!(o.authority, "https://login.example");
+        assert_eq!(o.management_endpoint, "https://management.example");
+        assert_eq!(o.tenant.as_deref(), Some("t"));
+        assert!(matches!(o.credential, CredentialChoice::SecretFile(_)));
+    }
 }
