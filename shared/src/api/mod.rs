@@ -22,7 +22,8 @@ pub use client::{
 pub use identity::{IdentityError, ManagementIdentity};
 pub use location::{choose_location, LocationChoice, LocationError};
 pub use service::{
-    arm_put, arm_return_address, arm_update, classic_job, classic_location, ImportError, ImportService,
+    arm_package, arm_put, arm_return_address, arm_update, classic_job, classic_location, classic_package,
+    ImportError, ImportService,
 };
 pub use types::*;
 

@@ -220,7 +220,8 @@ pub fn classic_location(l: &ArmLocation, all: &[ArmLocation]) -> Location {
     }
 }
 
-fn classic_package(p: &arm::PackageInformation) -> Package {
+/// A Resource Manager package in the classic shape.
+pub fn classic_package(p: &arm::PackageInformation) -> Package {
     Package {
         carrier_name: p.carrier_name.clone(),
         tracking_number: p.tracking_number.clone(),
@@ -229,7 +230,8 @@ fn classic_package(p: &arm::PackageInformation) -> Package {
     }
 }
 
-fn arm_package(p: &Package) -> arm::PackageInformation {
+/// A classic package in the Resource Manager shape.
+pub fn arm_package(p: &Package) -> arm::PackageInformation {
     arm::PackageInformation {
         carrier_name: p.carrier_name.clone(),
         tracking_number: p.tracking_number.clone(),
