@@ -62,6 +62,13 @@ pub enum ConnectError {
          (--tenant, --client-id, --client-certificate, --client-secret-file) apply to Resource Manager jobs only"
     )]
     NotResourceManager { job: String },
+    /// A publish-settings file given for a job that uses Resource Manager.
+    #[error(
+        "job {job} was started with the Resource Manager API (an Entra ID application); a publish-settings \
+         file (--publish-settings, p:) applies to classic jobs only; to replace the recorded credential give \
+         --client-certificate FILE or --client-secret-file FILE"
+    )]
+    NotClassic { job: String },
     #[error("job {job}: {message}")]
     BadSettings { job: String, message: String },
     #[error(transparent)]
@@ -80,6 +87,11 @@ pub fn connect(d: &JobDescriptor, access: &ApiAccess) -> Result<Connection, Conn
             job: d.job_name.clone(),
         }),
         ServiceApi::Classic => connect_classic(d, access),
+        ServiceApi::ResourceManager(_) if access.publish_settings.is_some() => {
+            Err(ConnectError::NotClassic {
+                job: d.job_name.clone(),
+            })
+        }
         ServiceApi::ResourceManager(s) => connect_arm(d, s, access),
     }
 }
@@ -319,6 +331,16 @@ mod tests {
         };
         let m = connect(&d, &access).unwrap_err().to_string();
         assert!(m.contains("/nonexistent/secret") && !m.contains("app.pem"), "{m}");
+        // a publish-settings file for a Resource Manager job is refused by name
+        let ps = ApiAccess {
+            publish_settings: Some("/x.publishsettings".into()),
+            ..Default::default()
+        };
+        let m = connect(&d, &ps).unwrap_err().to_string();
+        assert!(
+            m.contains("Resource Manager") && m.contains("--client-certificate FILE"),
+            "{m}"
+        );
         // Entra ID options for a classic job are refused
         let classic = JobDescriptor {
             api: ServiceApi::Classic,
