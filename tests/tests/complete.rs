@@ -203,6 +203,15 @@ impl World {
                 let app: serde_json::Value =
                     serde_json::from_slice(&std::fs::read(self.emu.join("entra-app.json")).unwrap()).unwrap();
                 let f = |k: &str| app[k].as_str().unwrap().to_owned();
+                // the admin's own copy of the certificate and key (so a test can move them)
+                let own = self.dir.path().join("app");
+                std::fs::create_dir_all(&own).unwrap();
+                let copy = |k: &str, name: &str| {
+                    let to = own.join(name);
+                    std::fs::copy(f(k), &to).unwrap();
+                    s(&to).to_owned()
+                };
+                let (cert, key) = (copy("certificate", "app.pem"), copy("private_key", "app-key.pem"));
                 let id = format!(
                     "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Storage/storageAccounts/{AZURITE_ACCOUNT}",
                     f("subscription"),
@@ -214,9 +223,9 @@ impl World {
                     "--client-id".into(),
                     f("client_id"),
                     "--client-certificate".into(),
-                    f("certificate"),
+                    cert,
                     "--client-certificate-key".into(),
-                    f("private_key"),
+                    key,
                     "--authority".into(),
                     f("authority"),
                     "--management-endpoint".into(),
@@ -703,8 +712,9 @@ fn a_partial_import_names_every_missing_object_and_range() {
 
 /// The same story through Resource Manager: `offline start` with the emulator's Entra ID application and its
 /// certificate, diskprep creating the job with Jobs_Create (no storage account key), `u:` through Jobs_Update,
-/// the agent's completion through Jobs_Get, and `delete-job` through Jobs_Delete once the job is Completed.
-/// The descriptor records the Resource Manager settings and no secret.
+/// the agent's completion through Jobs_Get, and `delete-job` through Jobs_Delete once the job is Completed,
+/// after the certificate moved: refused naming the recorded file and `--client-certificate`, then done with
+/// the certificate given again. The descriptor records the Resource Manager settings and no secret.
 #[test]
 fn completes_through_resource_manager_with_a_certificate() {
     let w = World::start();
@@ -727,12 +737,31 @@ fn completes_through_resource_manager_with_a_certificate() {
     assert!(o.status.success(), "completion: {}", text(&o));
     assert!(text(&o).contains("import job armjob completed"), "{}", text(&o));
     assert_eq!(seed.policy()["mode"], "online");
-    let o = output(w.env(&mut Command::new(cargo_bin("seedship-diskprep"))).args([
-        "delete-job",
-        &format!("s:{}", seed.staging.display()),
-        "--yes",
-    ]));
+    // The certificate moved: delete-job names the recorded file and the option that replaces it.
+    let (own, moved) = (w.dir.path().join("app"), w.dir.path().join("app-moved"));
+    std::fs::rename(&own, &moved).unwrap();
+    let delete = |extra: &[&str]| {
+        output(
+            w.env(&mut Command::new(cargo_bin("seedship-diskprep")))
+                .args(["delete-job", &format!("s:{}", seed.staging.display()), "--yes"])
+                .args(extra),
+        )
+    };
+    let o = delete(&[]);
+    assert_eq!(code(&o), 1, "{}", text(&o));
+    assert!(
+        text(&o).contains(s(&own.join("app.pem"))) && text(&o).contains("--client-certificate FILE"),
+        "{}",
+        text(&o)
+    );
+    let o = delete(&[
+        "--client-certificate",
+        s(&moved.join("app.pem")),
+        "--client-certificate-key",
+        s(&moved.join("app-key.pem")),
+    ]);
     assert!(o.status.success(), "delete-job: {}", text(&o));
+    assert!(text(&o).to_lowercase().contains("deleted"), "{}", text(&o));
 }
 
 /// `offline start` with a Resource Manager credential that cannot be used names the file or the flag, and
