@@ -191,6 +191,18 @@ pub fn offline_start(cli: &Cli, c: &StartCmd) -> anyhow::Result<Exit> {
         job_dir.display(),
         repo.config().id
     );
+    match &desc.api {
+        ServiceApi::Classic => println!(
+            "import job: classic Import/Export API, publish settings {}",
+            desc.publish_settings.display()
+        ),
+        ServiceApi::ResourceManager(s) => println!(
+            "import job: Resource Manager, resource group {}, storage account {}, signed in as application {}",
+            s.resource_group,
+            s.storage_account_id,
+            s.client_id.as_deref().unwrap_or("(managed identity)")
+        ),
+    }
     println!("next: {}", next_backup_command(&cli.state_dir));
     Ok(Exit::Success)
 }
