@@ -9,19 +9,109 @@ use crate::report::{
 use crate::store::open_staging_store;
 use crate::{BackupCmd, CheckCmd, Cli, Exit, RestoreCmd, StartCmd};
 use anyhow::{bail, Context};
+use seedship_shared::api::arm::StorageAccountId;
+use seedship_shared::entra::CredentialChoice;
 use seedship_shared::publish_settings::PublishSettings;
 use seedship_shared::repo::{RepoOptions, Repository};
+use seedship_shared::staging::{ArmSettings, ServiceApi};
 use seedship_shared::staging::{JobDescriptor, JobState};
 use std::fs::File;
 use std::path::{Path, PathBuf};
+
+/// The Import/Export service an `offline start` records: which API, the subscription and storage account,
+/// and how to sign in (paths only).
+struct StartService {
+    api: ServiceApi,
+    subscription: String,
+    storage_account: String,
+    publish_settings: PathBuf,
+}
+
+/// Checks the service options of `offline start`: the publish-settings file and its subscription (classic),
+/// or the Entra ID application, its credential files and the storage account (Resource Manager). Nothing is
+/// sent to the service.
+fn start_service(c: &StartCmd) -> anyhow::Result<StartService> {
+    let entra = c.entra.clone().into_options()?;
+    match (&c.publish_settings, entra) {
+        (Some(_), Some(_)) => bail!(
+            "give either --publish-settings FILE (classic API) or an Entra ID application (--tenant, \
+             --client-id, --client-certificate FILE or --client-secret-file FILE: Resource Manager), not both"
+        ),
+        (None, None) => bail!(
+            "say how to reach the Import/Export service: --publish-settings FILE (classic API), or an Entra ID \
+             application with --tenant, --client-id and --client-certificate FILE or --client-secret-file FILE \
+             (Resource Manager, with --resource-group and --storage-account, or --storage-account-id)"
+        ),
+        (Some(ps_path), None) => {
+            let sub = c.subscription.clone().context("--subscription is required with --publish-settings")?;
+            let account = c.storage_account.clone().context("--storage-account is required with --publish-settings")?;
+            PublishSettings::load(ps_path)?.subscription(&sub)?;
+            Ok(StartService {
+                api: ServiceApi::Classic,
+                subscription: sub,
+                storage_account: account,
+                publish_settings: std::fs::canonicalize(ps_path)?,
+            })
+        }
+        (None, Some(mut opts)) => {
+            let id = match (&c.storage_account_id, &c.storage_account) {
+                (Some(id), _) => StorageAccountId::parse(id).map_err(|e| anyhow::anyhow!("--storage-account-id: {e}"))?,
+                (None, Some(name)) => {
+                    let sub = c.subscription.clone().context("--subscription is required with --storage-account")?;
+                    let group = c.resource_group.clone().context(
+                        "--resource-group is required with --storage-account for Resource Manager (or give \
+                         --storage-account-id)",
+                    )?;
+                    StorageAccountId::new(&sub, &group, name)
+                }
+                (None, None) => bail!("give the storage account with --storage-account NAME or --storage-account-id ID"),
+            };
+            if let Some(sub) = c.subscription.as_deref().filter(|s| *s != id.subscription) {
+                bail!("--subscription {sub} is not the subscription of --storage-account-id ({})", id.subscription);
+            }
+            opts.credential = absolute(opts.credential)?;
+            opts.token_source().context("the Entra ID credential of --client-certificate / --client-secret-file is not usable")?;
+            let settings = ArmSettings {
+                tenant: opts.tenant.clone(),
+                client_id: opts.client_id.clone(),
+                credential: seedship_shared::api::recorded_credential(&opts.credential),
+                resource_group: c.resource_group.clone().unwrap_or_else(|| id.resource_group.clone()),
+                storage_account_id: id.to_string(),
+                authority: opts.authority.clone(),
+                management_endpoint: opts.management_endpoint.clone(),
+                management_audience: opts.management_audience.clone(),
+            };
+            Ok(StartService {
+                api: ServiceApi::ResourceManager(Box::new(settings)),
+                subscription: id.subscription.clone(),
+                storage_account: id.name.clone(),
+                publish_settings: PathBuf::new(),
+            })
+        }
+    }
+}
+
+/// The credential with its files made absolute, so later runs from another folder find them.
+fn absolute(c: CredentialChoice) -> anyhow::Result<CredentialChoice> {
+    let abs = |p: PathBuf| -> anyhow::Result<PathBuf> {
+        std::path::absolute(&p).with_context(|| format!("{}", p.display()))
+    };
+    Ok(match c {
+        CredentialChoice::Certificate { cert, key } => CredentialChoice::Certificate {
+            cert: abs(cert)?,
+            key: key.map(abs).transpose()?,
+        },
+        CredentialChoice::SecretFile(p) => CredentialChoice::SecretFile(abs(p)?),
+        other => other,
+    })
+}
 
 /// `offline start`: validates everything, then creates the repository, descriptor and policy.
 pub fn offline_start(cli: &Cli, c: &StartCmd) -> anyhow::Result<Exit> {
     policy::check_job_name(&c.job_name)?;
     policy::check_container_name(&c.container)?;
-    policy::check_account_name(&c.storage_account)?;
-    let ps = PublishSettings::load(&c.publish_settings)?;
-    ps.subscription(&c.subscription)?;
+    let service = start_service(c)?;
+    policy::check_account_name(&service.storage_account)?;
     if cli.state_dir.join(Policy::FILE).exists() {
         bail!(
             "{} already holds a policy (one staging job per agent); use another --state-dir or remove it",
@@ -82,10 +172,11 @@ pub fn offline_start(cli: &Cli, c: &StartCmd) -> anyhow::Result<Exit> {
     let desc = JobDescriptor {
         format: 1,
         job_name: c.job_name.clone(),
-        subscription: c.subscription.clone(),
-        storage_account: c.storage_account.clone(),
+        subscription: service.subscription,
+        storage_account: service.storage_account,
         container: c.container.clone(),
-        publish_settings: std::fs::canonicalize(&c.publish_settings)?,
+        publish_settings: service.publish_settings,
+        api: service.api,
         source_host: host,
         repository_id: repo.config().id.clone(),
         state: JobState::Created,
@@ -100,6 +191,18 @@ pub fn offline_start(cli: &Cli, c: &StartCmd) -> anyhow::Result<Exit> {
         job_dir.display(),
         repo.config().id
     );
+    match &desc.api {
+        ServiceApi::Classic => println!(
+            "import job: classic Import/Export API, publish settings {}",
+            desc.publish_settings.display()
+        ),
+        ServiceApi::ResourceManager(s) => println!(
+            "import job: Resource Manager, resource group {}, storage account {}, signed in as application {}",
+            s.resource_group,
+            s.storage_account_id,
+            s.client_id.as_deref().unwrap_or("(managed identity)")
+        ),
+    }
     println!("next: {}", next_backup_command(&cli.state_dir));
     Ok(Exit::Success)
 }

@@ -16,7 +16,7 @@ use crate::policy::{self, Mode, Policy, VaultTarget};
 use crate::store::storage_credential;
 use crate::{BackupCmd, Cli};
 use anyhow::{bail, Context};
-use seedship_shared::api::{self, ApiAccess, ApiError, DriveState, Job, JobState as ApiJobState};
+use seedship_shared::api::{self, ApiAccess, DriveState, ImportError, Job, JobState as ApiJobState};
 use seedship_shared::blob::{AzureOptions, AzureStore, BlobError, BlobStore, RetryPolicy, RetryStore};
 use seedship_shared::staging::JobDescriptor;
 use std::collections::{HashMap, HashSet};
@@ -125,7 +125,7 @@ pub fn plan(c: &BackupCmd, desc: &JobDescriptor) -> anyhow::Result<CompletionPla
 /// Checks the import job and, once it is finished, verifies the import and moves it into the vault.
 pub fn run(cli: &Cli, c: &BackupCmd, pol: &Policy, desc: &JobDescriptor) -> anyhow::Result<Outcome> {
     let plan = plan(c, desc)?;
-    let job = match import_job(desc, c.publish_settings.as_deref(), c.management_ca.as_deref())? {
+    let job = match import_job(desc, c)? {
         JobLookup::Found(j) => j,
         JobLookup::Unknown => {
             println!(
@@ -318,19 +318,17 @@ enum JobLookup {
     Unknown,
     /// The service could not be reached or failed (timeout, refused connection, 5xx): ask again on the next
     /// run. A certificate, name-resolution or 4xx failure is an error instead.
-    Unreachable(ApiError),
+    Unreachable(ImportError),
 }
 
-/// Get Job for the staging job, with the publish settings and subscription it records. A configuration
-/// problem (publish settings, certificate, a 4xx answer) is an error.
-fn import_job(
-    desc: &JobDescriptor,
-    publish_settings: Option<&Path>,
-    management_ca: Option<&Path>,
-) -> anyhow::Result<JobLookup> {
+/// Get Job for the staging job, through the API and with the sign-in its descriptor records (publish
+/// settings, or an Entra ID application; options given now override the recorded files). A configuration
+/// problem (publish settings, certificate, credential, a 4xx answer) is an error.
+fn import_job(desc: &JobDescriptor, c: &BackupCmd) -> anyhow::Result<JobLookup> {
     let access = ApiAccess {
-        publish_settings: publish_settings.map(Path::to_path_buf),
-        management_ca: management_ca.map(Path::to_path_buf),
+        publish_settings: c.publish_settings.clone(),
+        management_ca: c.management_ca.clone(),
+        entra: c.entra.clone().into_options()?,
     };
     let conn = api::connect(desc, &access).with_context(|| {
         format!(
@@ -597,6 +595,7 @@ mod tests {
             storage_account: "acct1".into(),
             container: container.into(),
             publish_settings: "/p".into(),
+            api: Default::default(),
             source_host: "h".into(),
             repository_id: "r".into(),
             state: seedship_shared::staging::JobState::BackupComplete,

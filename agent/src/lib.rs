@@ -174,15 +174,35 @@ pub struct StartCmd {
     /// Import job name: lowercase letters, digits, '-' and '_', starting with a letter.
     #[arg(long)]
     pub job_name: String,
-    /// The Azure publish-settings file.
-    #[arg(long)]
-    pub publish_settings: PathBuf,
-    /// Subscription id (must be in the publish-settings file).
-    #[arg(long)]
-    pub subscription: String,
-    /// Storage account that receives the import.
-    #[arg(long)]
-    pub storage_account: String,
+    /// The Azure publish-settings file: the classic Import/Export API. Without it, the Resource Manager API
+    /// with the Entra ID application given by --tenant, --client-id and --client-certificate or
+    /// --client-secret-file.
+    #[arg(long, value_name = "FILE")]
+    pub publish_settings: Option<PathBuf>,
+    /// Subscription id (classic: must be in the publish-settings file; Resource Manager: taken from
+    /// --storage-account-id when that is given).
+    #[arg(long, required_unless_present = "storage_account_id")]
+    pub subscription: Option<String>,
+    /// Storage account that receives the import, by name (with --subscription; Resource Manager also
+    /// --resource-group).
+    #[arg(
+        long,
+        required_unless_present = "storage_account_id",
+        conflicts_with = "storage_account_id"
+    )]
+    pub storage_account: Option<String>,
+    /// Resource Manager: the storage account by resource id
+    /// (/subscriptions/SUB/resourceGroups/GROUP/providers/Microsoft.Storage/storageAccounts/NAME).
+    #[arg(long, value_name = "ID", conflicts_with = "publish_settings")]
+    pub storage_account_id: Option<String>,
+    /// Resource Manager: the resource group the import job is created in (default: the storage account's,
+    /// from --storage-account-id).
+    #[arg(long, value_name = "GROUP", conflicts_with = "publish_settings")]
+    pub resource_group: Option<String>,
+    /// Resource Manager: the Entra ID application that signs in (and the authority and management endpoint
+    /// overrides for sovereign clouds and the emulator).
+    #[command(flatten)]
+    pub entra: seedship_shared::entra::EntraArgs,
     /// Container the blobs are imported into.
     #[arg(long)]
     pub container: String,
@@ -232,6 +252,10 @@ pub struct BackupCmd {
     /// `offline start` (when the file moved, or on another machine).
     #[arg(long, env = "SEEDSHIP_PUBLISH_SETTINGS", value_name = "FILE")]
     pub publish_settings: Option<PathBuf>,
+    /// Completion of a Resource Manager job: Entra ID sign-in options; a credential given here replaces the
+    /// one recorded at `offline start` (when the file moved, or on another machine).
+    #[command(flatten)]
+    pub entra: seedship_shared::entra::EntraArgs,
     /// After the run (whatever its outcome), write node_exporter textfile-collector metrics to this file,
     /// atomically and mode 0644 (e.g. /var/lib/prometheus/node-exporter/seedship.prom).
     #[arg(long, env = "SEEDSHIP_METRICS_FILE", value_name = "PATH")]

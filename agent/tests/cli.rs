@@ -316,6 +316,55 @@ fn wrong_passphrase_and_invalid_start_are_refused() {
         "nothing may be written"
     );
     assert!(!e.p("state/policy.json").exists());
+    // neither the classic publish settings nor an Entra ID application: both ways are named
+    let mut neither = e.start_args();
+    neither.drain(6..8);
+    let o = e.run(&neither.iter().map(|x| x.as_str()).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("--publish-settings FILE (classic API)") && err.contains("--client-certificate FILE"),
+        "{err}"
+    );
+    // both: refused
+    let mut both = e.start_args();
+    both.extend(
+        [
+            "--tenant",
+            "t",
+            "--client-id",
+            "c",
+            "--client-secret-file",
+            "/nonexistent/secret",
+        ]
+        .map(String::from),
+    );
+    let o = e.run(&both.iter().map(|x| x.as_str()).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("not both"), "{}", text(&o.stderr));
+    // Resource Manager with a secret file that is not there: the file is named
+    let mut arm = neither.clone();
+    arm.extend(
+        [
+            "--tenant",
+            "t",
+            "--client-id",
+            "c",
+            "--client-secret-file",
+            "/nonexistent/secret",
+            "--resource-group",
+            "rg",
+        ]
+        .map(String::from),
+    );
+    let o = e.run(&arm.iter().map(|x| x.as_str()).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("/nonexistent/secret") && text(&o.stderr).contains("--client-secret-file"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(std::fs::read_dir(e.p("staging")).unwrap().next().is_none());
     std::fs::write(e.p("pass"), "short").unwrap();
     let good = e.start_args(&[]);
     let o = e.run(&good.iter().map(|x| x.as_str()).collect::<Vec<_>>());

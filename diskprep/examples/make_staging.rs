@@ -63,6 +63,7 @@ fn main() -> anyhow::Result<()> {
         storage_account: "benchacct".into(),
         container: "bench".into(),
         publish_settings: "/nowhere.publishsettings".into(),
+        api: Default::default(),
         source_host: hostname(),
         repository_id: "bench".into(),
         state: JobState::BackupComplete,

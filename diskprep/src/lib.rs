@@ -168,6 +168,24 @@ pub struct ApiArgs {
     /// Extra trusted CA certificate(s) for the service (PEM), e.g. the emulator's ca.pem.
     #[arg(long, env = "SEEDSHIP_MANAGEMENT_CA", value_name = "FILE")]
     pub management_ca: Option<PathBuf>,
+    /// Entra ID sign-in for jobs the agent started with Resource Manager: a credential given here replaces
+    /// the one recorded at `offline start` (a moved certificate or secret file).
+    #[command(flatten)]
+    pub entra: Box<seedship_shared::entra::EntraArgs>,
+}
+
+impl ApiArgs {
+    /// How to reach the service: these options and the publish-settings file given (p:), if any.
+    pub fn access(
+        &self,
+        publish_settings: Option<PathBuf>,
+    ) -> anyhow::Result<seedship_shared::api::ApiAccess> {
+        Ok(seedship_shared::api::ApiAccess {
+            publish_settings,
+            management_ca: self.management_ca.clone(),
+            entra: (*self.entra).clone().into_options()?,
+        })
+    }
 }
 
 /// Where the drives go back to, and whose carrier account pays (all optional at preparation; `u:` needs them).

@@ -1,7 +1,9 @@
 //! The staging location's job descriptor: `<staging>/<job>/job.json` beside `<staging>/<job>/blobs/`.
 //!
 //! It says which import job the folder belongs to (job name, subscription, storage account, container,
-//! publish-settings path, source host, repository id), where the job stands, and, once the initial backup is
+//! which Import/Export API and how to sign in to it ([`ServiceApi`]: the publish-settings path for the classic
+//! API, the Entra ID application's settings for Resource Manager; paths only, never a secret), source host,
+//! repository id), where the job stands, and, once the initial backup is
 //! complete, every blob under `blobs/` with its length and BLAKE3 digest, so diskprep copies exactly those
 //! bytes and anyone can verify them. Written atomically (temporary file, fsync, rename, fsync of the folder).
 
@@ -35,6 +37,59 @@ pub struct StagedBlob {
     pub blake3: String,
 }
 
+/// Which Import/Export API a job is created and followed through, with what it needs to sign in. Descriptors
+/// written before Resource Manager support have no `api` and are classic.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum ServiceApi {
+    /// The classic API with the management certificate of the descriptor's `publish_settings`.
+    #[default]
+    Classic,
+    /// `Microsoft.ImportExport` through Resource Manager, signed in as an Entra ID application.
+    ResourceManager(Box<ArmSettings>),
+}
+
+/// The Resource Manager settings recorded at `offline start`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArmSettings {
+    /// Directory (tenant) id of the application.
+    pub tenant: Option<String>,
+    /// Application (client) id.
+    pub client_id: Option<String>,
+    pub credential: RecordedCredential,
+    /// The resource group the import job is created in.
+    pub resource_group: String,
+    /// The storage account's resource id (`/subscriptions/../storageAccounts/NAME`).
+    pub storage_account_id: String,
+    /// Sign-in host.
+    pub authority: String,
+    /// Resource Manager endpoint.
+    pub management_endpoint: String,
+    /// Token audience when it differs from the endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub management_audience: Option<String>,
+}
+
+/// Where the credential comes from: a file path or a source, never the secret itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum RecordedCredential {
+    /// A PEM certificate with its key, or the key in `key`.
+    Certificate {
+        certificate: PathBuf,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        key: Option<PathBuf>,
+    },
+    /// A file holding the client secret (mode 0600).
+    SecretFile { path: PathBuf },
+    /// The client secret from the environment (`SEEDSHIP_CLIENT_SECRET`) of every run.
+    SecretFromEnvironment,
+    /// The VM's managed identity at this instance-metadata endpoint.
+    ManagedIdentity { endpoint: String },
+    /// A handed-over access token file (short-lived: give a fresh one with each command).
+    TokenFile { path: PathBuf },
+}
+
 /// The job descriptor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobDescriptor {
@@ -43,7 +98,12 @@ pub struct JobDescriptor {
     pub subscription: String,
     pub storage_account: String,
     pub container: String,
+    /// The publish-settings file (classic API only; empty for Resource Manager).
+    #[serde(default)]
     pub publish_settings: PathBuf,
+    /// Which API and how to sign in; absent in old descriptors (classic).
+    #[serde(default, skip_serializing_if = "ServiceApi::is_classic")]
+    pub api: ServiceApi,
     pub source_host: String,
     pub repository_id: String,
     pub state: JobState,
@@ -51,6 +111,13 @@ pub struct JobDescriptor {
     pub created: i64,
     #[serde(default)]
     pub blobs: Vec<StagedBlob>,
+}
+
+impl ServiceApi {
+    /// Whether this is the classic API.
+    pub fn is_classic(&self) -> bool {
+        matches!(self, ServiceApi::Classic)
+    }
 }
 
 /// An I/O failure on `path` said once, in words, with what to check: a missing path names the deepest
@@ -144,6 +211,7 @@ mod tests {
             storage_account: "acct".into(),
             container: "seed".into(),
             publish_settings: "/x.publishsettings".into(),
+            api: ServiceApi::Classic,
             source_host: "fs1".into(),
             repository_id: "00".into(),
             state: JobState::BackupComplete,
@@ -158,6 +226,42 @@ mod tests {
         assert_eq!(JobDescriptor::load(dir.path()).unwrap(), d);
         let text = std::fs::read_to_string(dir.path().join("job.json")).unwrap();
         assert!(text.contains("\"backup-complete\""), "{text}");
+        std::fs::write(dir.path().join("job.json"), "{").unwrap();
+        assert!(
+            !text.contains("\"api\""),
+            "classic descriptors stay as they were: {text}"
+        );
+        let arm = JobDescriptor {
+            publish_settings: PathBuf::new(),
+            api: ServiceApi::ResourceManager(Box::new(ArmSettings {
+                tenant: Some("t".into()),
+                client_id: Some("c".into()),
+                credential: RecordedCredential::Certificate {
+                    certificate: "/etc/seedship/app.pem".into(),
+                    key: None,
+                },
+                resource_group: "rg".into(),
+                storage_account_id:
+                    "/subscriptions/sub/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/acct"
+                        .into(),
+                authority: "https://login.microsoftonline.com".into(),
+                management_endpoint: "https://management.azure.com".into(),
+                management_audience: None,
+            })),
+            ..d.clone()
+        };
+        arm.save(dir.path()).unwrap();
+        assert_eq!(JobDescriptor::load(dir.path()).unwrap(), arm);
+        let text = std::fs::read_to_string(dir.path().join("job.json")).unwrap();
+        assert!(
+            text.contains("\"resource-manager\"") && text.contains("app.pem"),
+            "{text}"
+        );
+        // a descriptor written before the api field is classic
+        let mut old: serde_json::Value = serde_json::to_value(&d).unwrap();
+        old.as_object_mut().unwrap().remove("api");
+        std::fs::write(dir.path().join("job.json"), old.to_string()).unwrap();
+        assert_eq!(JobDescriptor::load(dir.path()).unwrap().api, ServiceApi::Classic);
         std::fs::write(dir.path().join("job.json"), "{").unwrap();
         let e = JobDescriptor::load(dir.path()).unwrap_err().to_string();
         assert!(e.contains("job.json"), "{e}");

@@ -35,10 +35,26 @@ start_local_azure() {
   subscription=$(sed -n 's/.* Id="\([^"]*\)".*/\1/p' "$publish_settings" | head -1)
 }
 
+# arm_start_args: sets the array `arm_args`, the `offline start` options for Resource Manager: the Entra ID
+# application `seedship-emulator init` registered (tenant, client id, certificate and key files), the emulator's
+# sign-in host and Resource Manager endpoint, and the storage account by resource id. Paths only, no secret.
+arm_start_args() {
+  local app="$1/emulator/entra-app.json"
+  local f
+  f() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$app" "$1"; }
+  arm_args=(--tenant "$(f tenant)" --client-id "$(f client_id)"
+    --client-certificate "$(f certificate)" --client-certificate-key "$(f private_key)"
+    --authority "$(f authority)" --management-endpoint "$(f management_endpoint)"
+    --management-audience "$(f management_audience)"
+    --storage-account-id "/subscriptions/$(f subscription)/resourceGroups/$(f resource_group)/providers/Microsoft.Storage/storageAccounts/devstoreaccount1")
+}
+
+# return_args: the return address options (Resource Manager needs them when the job is created, classic at `u:`).
+return_args=(--return-name "Backup Admin" --return-address "1 Main St, Springfield, 12345, USA"
+  --return-phone "+1 555 0100" --return-email admin@example.com)
+
 # ship_job STAGING: enters the shipping details of the staging location's import job (`u:`), as a customer would.
 ship_job() {
-  seedship-diskprep u: "s:$1" --carrier FedEx --tracking-number 1Z999AA10123456784 \
-      --return-name "Backup Admin" --return-address "1 Main St, Springfield 12345, USA" \
-      --return-phone "+1 555 0100" --return-email admin@example.com \
+  seedship-diskprep u: "s:$1" --carrier FedEx --tracking-number 1Z999AA10123456784 "${return_args[@]}" \
       --return-carrier FedEx --return-carrier-account 123456789 --yes
 }

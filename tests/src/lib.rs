@@ -79,6 +79,7 @@ pub fn descriptor(job: &str, host: &str) -> seedship_shared::staging::JobDescrip
         storage_account: "seedacct".into(),
         container: "seed".into(),
         publish_settings: "/nowhere.publishsettings".into(),
+        api: Default::default(),
         source_host: host.into(),
         repository_id: "r1".into(),
         state: seedship_shared::staging::JobState::BackupComplete,

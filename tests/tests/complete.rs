@@ -177,9 +177,87 @@ fn code(o: &Output) -> i32 {
     o.status.code().unwrap_or(-1)
 }
 
+/// Which Import/Export API the agent's `offline start` chooses.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Api {
+    /// The publish-settings file.
+    Classic,
+    /// Resource Manager, signed in with the certificate of the application `seedship-emulator init` registered.
+    ResourceManager,
+}
+
+impl World {
+    /// The `offline start` options that reach the service through `api`.
+    fn service_args(&self, api: Api) -> Vec<String> {
+        let strings = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        match api {
+            Api::Classic => strings(&[
+                "--publish-settings",
+                s(&self.emu.join("emulator.publishsettings")),
+                "--subscription",
+                &self.subscription,
+                "--storage-account",
+                AZURITE_ACCOUNT,
+            ]),
+            Api::ResourceManager => {
+                let app: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(self.emu.join("entra-app.json")).unwrap()).unwrap();
+                let f = |k: &str| app[k].as_str().unwrap().to_owned();
+                // the admin's own copy of the certificate and key (so a test can move them)
+                let own = self.dir.path().join("app");
+                std::fs::create_dir_all(&own).unwrap();
+                let copy = |k: &str, name: &str| {
+                    let to = own.join(name);
+                    std::fs::copy(f(k), &to).unwrap();
+                    s(&to).to_owned()
+                };
+                let (cert, key) = (copy("certificate", "app.pem"), copy("private_key", "app-key.pem"));
+                let id = format!(
+                    "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Storage/storageAccounts/{AZURITE_ACCOUNT}",
+                    f("subscription"),
+                    f("resource_group")
+                );
+                vec![
+                    "--tenant".into(),
+                    f("tenant"),
+                    "--client-id".into(),
+                    f("client_id"),
+                    "--client-certificate".into(),
+                    cert,
+                    "--client-certificate-key".into(),
+                    key,
+                    "--authority".into(),
+                    f("authority"),
+                    "--management-endpoint".into(),
+                    f("management_endpoint"),
+                    "--management-audience".into(),
+                    f("management_audience"),
+                    "--storage-account-id".into(),
+                    id,
+                ]
+            }
+        }
+    }
+}
+
 /// Stages `files` noise files of `mib` MiB with the real agent, prepares `drives` image files of `image`
 /// with diskprep (creating the import job at the emulator) and ships them with `u:`.
 fn seed(w: &World, job: &str, container: &str, files: u64, mib: usize, drives: usize, image: &str) -> Seed {
+    seed_through(w, Api::Classic, job, container, files, mib, drives, image)
+}
+
+/// [`seed`] through the API `api`.
+#[allow(clippy::too_many_arguments)]
+fn seed_through(
+    w: &World,
+    api: Api,
+    job: &str,
+    container: &str,
+    files: u64,
+    mib: usize,
+    drives: usize,
+    image: &str,
+) -> Seed {
     let dir = w.dir.path().join(job);
     let seed = Seed {
         src: dir.join("src"),
@@ -197,30 +275,23 @@ fn seed(w: &World, job: &str, container: &str, files: u64, mib: usize, drives: u
     }
     std::fs::write(seed.src.join("notes.txt"), "the first backup\n".repeat(1000)).unwrap();
     std::fs::write(seed.dir.join("pass"), "a long enough test passphrase\n").unwrap();
-    let ps = w.emu.join("emulator.publishsettings");
-    let o = seed.agent(
-        w,
-        &[
-            "offline",
-            "start",
-            "--staging",
-            s(&seed.staging),
-            "--job-name",
-            job,
-            "--publish-settings",
-            s(&ps),
-            "--subscription",
-            &w.subscription,
-            "--storage-account",
-            AZURITE_ACCOUNT,
-            "--container",
-            container,
-            "--source",
-            s(&seed.src),
-            "--volume-size-mib",
-            "8",
-        ],
-    );
+    let service = w.service_args(api);
+    let mut start = vec![
+        "offline",
+        "start",
+        "--staging",
+        s(&seed.staging),
+        "--job-name",
+        job,
+        "--container",
+        container,
+        "--source",
+        s(&seed.src),
+        "--volume-size-mib",
+        "8",
+    ];
+    start.extend(service.iter().map(String::as_str));
+    let o = seed.agent(w, &start);
     assert!(o.status.success(), "offline start: {}", text(&o));
     let o = seed.agent(w, &["backup"]);
     assert!(o.status.success(), "backup: {}", text(&o));
@@ -246,32 +317,46 @@ fn seed(w: &World, job: &str, container: &str, files: u64, mib: usize, drives: u
         "--location",
         "West Europe",
     ]);
+    if api == Api::ResourceManager {
+        // Jobs_Create needs the return address
+        c.args(RETURN_ADDRESS);
+    }
     let o = output(&mut c);
     assert!(o.status.success(), "diskprep: {}", text(&o));
-    let o = output(w.env(&mut Command::new(cargo_bin("seedship-diskprep"))).args([
-        "u:",
-        &format!("s:{}", seed.staging.display()),
-        "--carrier",
-        "FedEx",
-        "--tracking-number",
-        "1Z999AA10123456784",
-        "--return-name",
-        "Backup Admin",
-        "--return-address",
-        "1 Main St, Springfield 12345, USA",
-        "--return-phone",
-        "+1 555 0100",
-        "--return-email",
-        "admin@example.com",
-        "--return-carrier",
-        "FedEx",
-        "--return-carrier-account",
-        "123456789",
-        "--yes",
-    ]));
+    let o = output(
+        w.env(&mut Command::new(cargo_bin("seedship-diskprep")))
+            .args([
+                "u:",
+                &format!("s:{}", seed.staging.display()),
+                "--carrier",
+                "FedEx",
+                "--tracking-number",
+                "1Z999AA10123456784",
+            ])
+            .args(RETURN_ADDRESS)
+            .args([
+                "--return-carrier",
+                "FedEx",
+                "--return-carrier-account",
+                "123456789",
+                "--yes",
+            ]),
+    );
     assert!(o.status.success(), "u: {}", text(&o));
     seed
 }
+
+/// The return address options of diskprep.
+const RETURN_ADDRESS: [&str; 8] = [
+    "--return-name",
+    "Backup Admin",
+    "--return-address",
+    "1 Main St, Springfield, 12345, USA",
+    "--return-phone",
+    "+1 555 0100",
+    "--return-email",
+    "admin@example.com",
+];
 
 fn container_missing(store: &AzureStore) -> bool {
     matches!(store.list(""), Err(BlobError::ContainerNotFound { .. }))
@@ -623,4 +708,130 @@ fn a_partial_import_names_every_missing_object_and_range() {
     );
     assert!(!out.contains("ship a re-prepared drive"), "{out}");
     assert!(took < Duration::from_secs(10), "took {took:?}: {out}");
+}
+
+/// The same story through Resource Manager: `offline start` with the emulator's Entra ID application and its
+/// certificate, diskprep creating the job with Jobs_Create (no storage account key), `u:` through Jobs_Update,
+/// the agent's completion through Jobs_Get, and `delete-job` through Jobs_Delete once the job is Completed,
+/// after the certificate moved: refused naming the recorded file and `--client-certificate`, then done with
+/// the certificate given again. The descriptor records the Resource Manager settings and no secret.
+#[test]
+fn completes_through_resource_manager_with_a_certificate() {
+    let w = World::start();
+    let seed = seed_through(&w, Api::ResourceManager, "armjob", "armseed", 1, 4, 1, "24M");
+    let desc = std::fs::read_to_string(seed.staging.join("armjob").join("job.json")).unwrap();
+    assert!(
+        desc.contains("\"resource-manager\"") && desc.contains("storageAccounts/"),
+        "{desc}"
+    );
+    assert!(
+        !desc.contains("PRIVATE KEY") && !desc.contains(AZURITE_KEY),
+        "{desc}"
+    );
+    let o = seed.agent(&w, &["backup"]);
+    assert_eq!(code(&o), 75, "{}", text(&o));
+    assert!(text(&o).contains("import job armjob: Shipping"), "{}", text(&o));
+    let o = w.receive("armjob", &seed.drives);
+    assert!(o.status.success(), "receive: {}", text(&o));
+    let o = seed.agent(&w, &["backup"]);
+    assert!(o.status.success(), "completion: {}", text(&o));
+    assert!(text(&o).contains("import job armjob completed"), "{}", text(&o));
+    assert_eq!(seed.policy()["mode"], "online");
+    // The certificate moved: delete-job names the recorded file and the option that replaces it.
+    let (own, moved) = (w.dir.path().join("app"), w.dir.path().join("app-moved"));
+    std::fs::rename(&own, &moved).unwrap();
+    let delete = |extra: &[&str]| {
+        output(
+            w.env(&mut Command::new(cargo_bin("seedship-diskprep")))
+                .args(["delete-job", &format!("s:{}", seed.staging.display()), "--yes"])
+                .args(extra),
+        )
+    };
+    let o = delete(&[]);
+    assert_eq!(code(&o), 1, "{}", text(&o));
+    assert!(
+        text(&o).contains(s(&own.join("app.pem"))) && text(&o).contains("--client-certificate FILE"),
+        "{}",
+        text(&o)
+    );
+    let o = delete(&[
+        "--client-certificate",
+        s(&moved.join("app.pem")),
+        "--client-certificate-key",
+        s(&moved.join("app-key.pem")),
+    ]);
+    assert!(o.status.success(), "delete-job: {}", text(&o));
+    assert!(text(&o).to_lowercase().contains("deleted"), "{}", text(&o));
+}
+
+/// `offline start` with a Resource Manager credential that cannot be used names the file or the flag, and
+/// writes nothing.
+#[test]
+fn offline_start_refuses_a_missing_or_unusable_credential_by_name() {
+    let w = World::start();
+    let dir = w.dir.path().join("refusals");
+    let (src, staging, state) = (dir.join("src"), dir.join("staging"), dir.join("state"));
+    for d in [&src, &staging] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::write(dir.join("pass"), "a long enough test passphrase\n").unwrap();
+    let start = |service: &[String]| {
+        let mut args = vec![
+            "--passphrase-file".to_string(),
+            s(&dir.join("pass")).into(),
+            "offline".into(),
+            "start".into(),
+            "--staging".into(),
+            s(&staging).into(),
+            "--job-name".into(),
+            "refused".into(),
+            "--container".into(),
+            "seed".into(),
+            "--source".into(),
+            s(&src).into(),
+        ];
+        args.extend(service.iter().cloned());
+        output(
+            w.env(&mut Command::new(cargo_bin("seedship-agent")))
+                .env("SEEDSHIP_STATE_DIR", &state)
+                .args(&args),
+        )
+    };
+    let arm = w.service_args(Api::ResourceManager);
+    let replaced = |flag: &str, value: &str| {
+        let mut v = arm.clone();
+        let i = v.iter().position(|a| a == flag).unwrap();
+        v[i + 1] = value.into();
+        v
+    };
+    // a certificate file that is not there
+    let gone = dir.join("gone.pem");
+    let o = start(&replaced("--client-certificate", s(&gone)));
+    assert_eq!(code(&o), 1, "{}", text(&o));
+    assert!(
+        text(&o).contains(s(&gone)) && text(&o).contains("--client-certificate"),
+        "{}",
+        text(&o)
+    );
+    // a private key readable by others
+    let app: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(w.emu.join("entra-app.json")).unwrap()).unwrap();
+    let open_key = dir.join("open-key.pem");
+    std::fs::copy(app["private_key"].as_str().unwrap(), &open_key).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&open_key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let o = start(&replaced("--client-certificate-key", s(&open_key)));
+    assert_eq!(code(&o), 1, "{}", text(&o));
+    assert!(text(&o).contains(s(&open_key)), "{}", text(&o));
+    // no credential at all
+    let no_cred: Vec<String> = {
+        let i = arm.iter().position(|a| a == "--client-certificate").unwrap();
+        let mut v = arm.clone();
+        v.drain(i..i + 4); // --client-certificate FILE --client-certificate-key FILE
+        v
+    };
+    let o = start(&no_cred);
+    assert_ne!(code(&o), 0, "{}", text(&o));
+    assert!(text(&o).contains("--client-certificate FILE"), "{}", text(&o));
+    assert!(!staging.join("refused").exists() && !state.join("policy.json").exists());
 }

@@ -3,9 +3,7 @@
 //! [`console`](crate::job::console).
 
 use crate::job::console::{self as ui, interactive};
-use crate::job::create::{
-    self as job, ApiAccess, Connection, Credential, JobError, JobRecord, JobRequest, Preflight,
-};
+use crate::job::create::{self as job, Connection, Credential, JobError, JobRecord, JobRequest, Preflight};
 use crate::job::ship::{self, ShipDetails, ShipError};
 use crate::prep::prepare::{PrepPlan, PrepReport};
 use crate::{JobArgs, PrepArgs, ReturnArgs};
@@ -83,10 +81,7 @@ pub(crate) fn preflight(plan: &PrepPlan, args: &PrepArgs) -> anyhow::Result<Opti
         Ok(_) | Err(JobError::NoRecord { .. }) => {}
         Err(e) => return Err(e.into()),
     }
-    let access = ApiAccess {
-        publish_settings: args.publish_settings.clone(),
-        management_ca: args.api.management_ca.clone(),
-    };
+    let access = args.api.access(args.publish_settings.clone())?;
     let conn = job::connect(d, &access)?;
     let mut req = JobRequest {
         location: args.location.clone(),
@@ -156,10 +151,7 @@ fn locate(args: &JobArgs) -> anyhow::Result<(crate::prep::staging::StagedJob, Jo
         anyhow::anyhow!("give the staging location with s:<path> (or --staging DIR); see docs/diskprep.md")
     })?;
     let (staged, record) = ship::locate(&staging, args.job.as_deref())?;
-    let access = ApiAccess {
-        publish_settings: args.publish_settings.clone(),
-        management_ca: args.api.management_ca.clone(),
-    };
+    let access = args.api.access(args.publish_settings.clone())?;
     let conn = job::connect(&staged.descriptor, &access)?;
     Ok((staged, record, conn))
 }

@@ -1,5 +1,6 @@
-//! Creating the import job once the drives are ready, the way AzureOfflineBackupDiskPrep does: connect with the
-//! publish settings (`p:` or the path the agent recorded in the job descriptor), find the shipping location by
+//! Creating the import job once the drives are ready, the way AzureOfflineBackupDiskPrep does: connect through
+//! the API the agent chose (classic: the publish settings, `p:` or the path recorded in the job descriptor;
+//! Resource Manager: the recorded Entra ID application, no account key), find the shipping location by
 //! seed 000's rule, and Put Job with every drive's id, recovery key, manifest path and manifest MD5.
 //!
 //! A rerun never creates a second job: [`preflight`] asks Get Job first; a job of that name with the same drives
@@ -9,14 +10,14 @@
 //! This module prints nothing; [`console`](crate::job::console) shows what it returns.
 
 pub use crate::job::error::JobError;
-pub use crate::job::record::{job_link, JobRecord, RECORD_FILE};
+pub use crate::job::record::{arm_job_link, job_link, JobRecord, RECORD_FILE};
 use crate::prep::keyfile;
 use crate::prep::prepare::PrepReport;
 use seedship_shared::api::{
     ConnectError, Drive, Job, JobProperties, JobState, JobType, Location, LocationChoice, ReturnAddress,
     ReturnShipping,
 };
-use seedship_shared::staging::JobDescriptor;
+use seedship_shared::staging::{JobDescriptor, ServiceApi};
 use seedship_shared::time::now_unix;
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -26,15 +27,15 @@ pub const MANIFEST_FILE: &str = "\\DriveManifest.xml";
 
 pub use seedship_shared::api::{ApiAccess, Connection};
 
-/// Connects for the job's subscription ([`seedship_shared::api::connect`]); a recorded publish-settings file
-/// that cannot be read asks for `p:`.
+/// Connects for the job's subscription through the API the agent chose ([`seedship_shared::api::connect`]);
+/// a recorded publish-settings file that cannot be read asks for `p:`.
 pub fn connect(d: &JobDescriptor, access: &ApiAccess) -> Result<Connection, JobError> {
     seedship_shared::api::connect(d, access).map_err(|e| match e {
         ConnectError::RecordedSettings { job, path, error } => {
             JobError::RecordedSettings { job, path, error }
         }
         ConnectError::PublishSettings(e) => e.into(),
-        ConnectError::Api(e) => e.into(),
+        e => JobError::Connect(Box::new(e)),
     })
 }
 
@@ -111,12 +112,13 @@ pub fn preflight(
         same_drives(&job, d, drive_ids)?;
         return Ok(Preflight::Exists(Box::new(job)));
     }
-    if req.credential.is_none() {
+    if req.credential.is_none() && conn.client.needs_storage_credential() {
         return Err(JobError::NoCredential {
             job: d.job_name.clone(),
             account: d.storage_account.clone(),
         });
     }
+    conn.client.check_return_address(req.return_address.as_ref())?;
     let Some(origin) = &req.location else {
         return Err(JobError::NoLocation {
             job: d.job_name.clone(),
@@ -158,12 +160,14 @@ fn same_drives(job: &Job, d: &JobDescriptor, ours: &[String]) -> Result<(), JobE
 }
 
 /// The Put Job body for the prepared drives: each drive's id, its recovery key from the key file, the manifest
-/// path and the manifest's MD5 (uppercase hex).
+/// path and the manifest's MD5 (uppercase hex). `needs_credential`: the API needs the account key or a SAS
+/// (classic); Resource Manager does not.
 pub fn build_job(
     d: &JobDescriptor,
     report: &PrepReport,
     location: &str,
     req: &JobRequest,
+    needs_credential: bool,
 ) -> Result<Job, JobError> {
     let keys = keyfile::read(&report.key_file)?;
     let mut drives = Vec::with_capacity(report.drives.len());
@@ -187,6 +191,8 @@ pub fn build_job(
     let (key, sas) = match &req.credential {
         Some(Credential::AccountKey(k)) => (Some(k.clone()), None),
         Some(Credential::ContainerSas(s)) => (None, Some(s.clone())),
+        // Resource Manager: the account's resource id and the application's role, no key
+        None if !needs_credential => (None, None),
         None => {
             return Err(JobError::NoCredential {
                 job: d.job_name.clone(),
@@ -224,7 +230,13 @@ pub fn create_or_report(
     let (created, closed_origin, found, planned) = match pre {
         Preflight::Exists(job) => (false, None, Some(*job), None),
         Preflight::Create { choice, location } => {
-            let body = build_job(d, report, &location.name, req)?;
+            let body = build_job(
+                d,
+                report,
+                &location.name,
+                req,
+                conn.client.needs_storage_credential(),
+            )?;
             conn.client.put_job(&d.storage_account, &body)?;
             let closed = match &choice {
                 LocationChoice::Alternate { closed, .. } => Some(closed.clone()),
@@ -261,12 +273,20 @@ pub fn create_or_report(
             .clone()
             .unwrap_or_else(|| ship_to.name.clone()),
         drive_ids: job.drives().iter().map(|x| x.drive_id.clone()).collect(),
-        link: job_link(
-            &conn.service_url,
-            &conn.subscription,
-            &d.storage_account,
-            &d.job_name,
-        ),
+        link: match &d.api {
+            ServiceApi::Classic => job_link(
+                &conn.service_url,
+                &conn.subscription,
+                &d.storage_account,
+                &d.job_name,
+            ),
+            ServiceApi::ResourceManager(s) => arm_job_link(
+                &conn.service_url,
+                &conn.subscription,
+                &s.resource_group,
+                &d.job_name,
+            ),
+        },
         recorded: now_unix(),
         deleted: None,
     };
@@ -304,6 +324,7 @@ mod tests {
             storage_account: "acct".into(),
             container: "c".into(),
             publish_settings: "/p".into(),
+            api: Default::default(),
             source_host: "h".into(),
             repository_id: "r".into(),
             state: seedship_shared::staging::JobState::BackupComplete,

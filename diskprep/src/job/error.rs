@@ -2,7 +2,7 @@
 //! `delete-job`.
 
 use crate::prep::keyfile::KeyFileError;
-use seedship_shared::api::ApiError;
+use seedship_shared::api::ImportError;
 use seedship_shared::publish_settings::PublishSettingsError;
 use std::path::PathBuf;
 
@@ -22,7 +22,10 @@ pub enum JobError {
         error: std::io::Error,
     },
     #[error(transparent)]
-    Api(#[from] ApiError),
+    Api(#[from] ImportError),
+    /// No client for the service (sign-in settings, credential files, CA).
+    #[error(transparent)]
+    Connect(Box<seedship_shared::api::ConnectError>),
     #[error(transparent)]
     KeyFile(#[from] KeyFileError),
     #[error("the recovery key of drive {drive} is not in {key_file}; restore the key file, then run again")]

@@ -98,6 +98,25 @@ pub fn job_link(service_url: &str, subscription: &str, account: &str, job: &str)
     }
 }
 
+/// The link of a job made through Resource Manager: the Azure portal's page of the job for the public cloud;
+/// for any other endpoint (a sovereign cloud, the emulator), the job's resource address on it.
+pub fn arm_job_link(
+    management_endpoint: &str,
+    subscription: &str,
+    resource_group: &str,
+    job: &str,
+) -> String {
+    let base = management_endpoint.trim_end_matches('/');
+    let id = format!(
+        "/subscriptions/{subscription}/resourceGroups/{resource_group}/providers/Microsoft.ImportExport/jobs/{job}"
+    );
+    if url_host(base).is_some_and(|h| h.eq_ignore_ascii_case("management.azure.com")) {
+        format!("https://portal.azure.com/#resource{id}/overview")
+    } else {
+        format!("{base}{id}")
+    }
+}
+
 fn url_host(url: &str) -> Option<&str> {
     let rest = url.split_once("://")?.1;
     let host = rest.split(['/', '?', '#']).next()?;
@@ -107,6 +126,18 @@ fn url_host(url: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resource_manager_links_name_the_job_resource() {
+        assert_eq!(
+            arm_job_link("https://management.azure.com/", "s", "rg", "j"),
+            "https://portal.azure.com/#resource/subscriptions/s/resourceGroups/rg/providers/Microsoft.ImportExport/jobs/j/overview"
+        );
+        assert_eq!(
+            arm_job_link("https://127.0.0.1:8443", "s", "rg", "j"),
+            "https://127.0.0.1:8443/subscriptions/s/resourceGroups/rg/providers/Microsoft.ImportExport/jobs/j"
+        );
+    }
 
     #[test]
     fn links_name_subscription_account_and_job() {

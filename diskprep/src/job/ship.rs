@@ -13,7 +13,8 @@ use crate::job::record::write_private_json;
 use crate::prep::session::SessionState;
 use crate::prep::staging::{find_jobs, StagedJob, StagingCheckError};
 use seedship_shared::api::{
-    ApiError, JobState, JobUpdate, JobUpdateProperties, Location, Package, ReturnAddress, ReturnShipping,
+    ImportError, ImportService, JobState, JobUpdate, JobUpdateProperties, Location, Package, ReturnAddress,
+    ReturnShipping,
 };
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -27,7 +28,7 @@ pub enum ShipError {
     #[error(transparent)]
     Job(#[from] JobError),
     #[error(transparent)]
-    Api(#[from] ApiError),
+    Api(#[from] ImportError),
     #[error(transparent)]
     Staging(#[from] StagingCheckError),
     #[error("no job in {staging} has an import job recorded yet; prepare its drives first (`seedship-diskprep s:{}`)", staging.display())]
@@ -160,10 +161,7 @@ pub fn check(details: &mut ShipDetails, location: &Location, drives: usize) -> R
 
 /// Sends the details (Update Job Properties), then `State=Shipping` (a second update), and marks them
 /// committed.
-pub fn commit(
-    client: &seedship_shared::api::BlockingApiClient,
-    details: &mut ShipDetails,
-) -> Result<(), ShipError> {
+pub fn commit(client: &ImportService, details: &mut ShipDetails) -> Result<(), ShipError> {
     let account = &details.storage_account;
     let name = &details.job_name;
     let first = JobUpdate {

@@ -240,11 +240,14 @@ pub fn select_job(
     };
     ui.event(PrepEvent::JobSelected(&job));
     let d = &job.descriptor;
+    // Resource Manager jobs sign in with the recorded Entra ID application (or options given now): no p: rule
+    let classic = d.api.is_classic();
     match &opts.publish_settings {
-        Some(p) => {
+        Some(p) if classic => {
             PublishSettings::load(p)?.subscription(&d.subscription)?;
         }
-        None if !d.source_host.eq_ignore_ascii_case(&opts.host) => {
+        Some(_) => {}
+        None if classic && !d.source_host.eq_ignore_ascii_case(&opts.host) => {
             return Err(PrepError::PublishSettingsRequired {
                 host: opts.host.clone(),
                 job: d.job_name.clone(),

@@ -172,6 +172,7 @@ pub(crate) mod tests {
             storage_account: "acct".into(),
             container: "seed".into(),
             publish_settings: "/nowhere.publishsettings".into(),
+            api: Default::default(),
             source_host: "fs1".into(),
             repository_id: "r".into(),
             state: JobState::BackupComplete,

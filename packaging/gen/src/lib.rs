@@ -44,6 +44,11 @@ SEEDSHIP_STORAGE_KEY_FILE names a file holding it instead.",
         "SEEDSHIP_METRICS_FILE",
         "After every backup, write node_exporter textfile-collector metrics to this file (as --metrics-file).",
     ),
+    (
+        "SEEDSHIP_CLIENT_SECRET",
+        "The Entra ID application's client secret for Resource Manager import jobs, instead of \
+--client-secret-file (never on the command line).",
+    ),
     ("SEEDSHIP_READERS", "Reader and compressor threads (default: one per core)."),
     ("SEEDSHIP_PACK_SIZE_KIB", "Pack size in KiB (default 16384)."),
     (
@@ -57,6 +62,11 @@ const DISKPREP_ENV: &[(&str, &str)] = &[
     (
         "SEEDSHIP_STORAGE_KEY, SEEDSHIP_STORAGE_KEY_FILE",
         "The storage account key for the import job, or a file holding it (otherwise asked for).",
+    ),
+    (
+        "SEEDSHIP_CLIENT_SECRET",
+        "The Entra ID application's client secret for Resource Manager import jobs, instead of \
+--client-secret-file (never on the command line).",
     ),
     (
         "SEEDSHIP_CONTAINER_SAS, SEEDSHIP_CONTAINER_SAS_FILE",

@@ -11,15 +11,20 @@ pub mod arm;
 mod client;
 pub mod identity;
 pub mod location;
+mod service;
 pub mod types;
 
-pub use access::{connect, ApiAccess, ConnectError, Connection};
+pub use access::{connect, recorded_credential, recorded_options, ApiAccess, ConnectError, Connection};
 pub use client::{
     percent_encode, ApiClient, ApiClientOptions, BlockingApiClient, RetryPolicy, DEFAULT_API_VERSION,
     MAX_RESPONSE_LEN,
 };
 pub use identity::{IdentityError, ManagementIdentity};
 pub use location::{choose_location, LocationChoice, LocationError};
+pub use service::{
+    arm_package, arm_put, arm_return_address, arm_update, classic_job, classic_location, classic_package,
+    ImportError, ImportService,
+};
 pub use types::*;
 
 use crate::net::TransportCause;

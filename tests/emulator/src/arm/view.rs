@@ -4,8 +4,8 @@
 use super::types::*;
 use crate::store::{Store, StoreError, StoredJob};
 use seedship_shared::api::arm::{
-    DriveStatus, EncryptionKeyDetails, IdentityDetails, JobDetails, JobResponse, PackageInformation,
-    ShippingInformation, StorageAccountId, SystemData, JOB_RESOURCE_TYPE,
+    DriveStatus, EncryptionKeyDetails, IdentityDetails, JobDetails, JobResponse, ShippingInformation,
+    StorageAccountId, SystemData, JOB_RESOURCE_TYPE,
 };
 use seedship_shared::api::{self as classic, DriveState, JobType};
 use seedship_shared::time::UtcTime;
@@ -25,23 +25,7 @@ pub(super) fn classic_return_address(a: &seedship_shared::api::arm::ReturnAddres
     }
 }
 
-pub(super) fn classic_package(p: &PackageInformation) -> classic::Package {
-    classic::Package {
-        carrier_name: p.carrier_name.clone(),
-        tracking_number: p.tracking_number.clone(),
-        drive_count: p.drive_count.and_then(|n| u32::try_from(n).ok()),
-        ship_date: p.ship_date.clone(),
-    }
-}
-
-fn arm_package(p: &classic::Package) -> PackageInformation {
-    PackageInformation {
-        carrier_name: p.carrier_name.clone(),
-        tracking_number: p.tracking_number.clone(),
-        drive_count: p.drive_count.map(i64::from),
-        ship_date: p.ship_date.clone(),
-    }
-}
+pub(super) use seedship_shared::api::{arm_package, classic_package};
 
 /// The Resource Manager properties of a job made through the classic API.
 fn details_of_classic(sub: &str, sj: &StoredJob) -> JobDetails {
