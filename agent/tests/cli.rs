@@ -317,7 +317,7 @@ fn wrong_passphrase_and_invalid_start_are_refused() {
     );
     assert!(!e.p("state/policy.json").exists());
     // neither the classic publish settings nor an Entra ID application: both ways are named
-    let mut neither = e.start_args();
+    let mut neither = e.start_args(&[]);
     neither.drain(6..8);
     let o = e.run(&neither.iter().map(|x| x.as_str()).collect::<Vec<_>>());
     assert_eq!(o.status.code(), Some(1));
@@ -327,7 +327,7 @@ fn wrong_passphrase_and_invalid_start_are_refused() {
         "{err}"
     );
     // both: refused
-    let mut both = e.start_args();
+    let mut both = e.start_args(&[]);
     both.extend(
         [
             "--tenant",
