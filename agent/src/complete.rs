@@ -295,6 +295,7 @@ fn go_online(
         account: plan.account.clone(),
         container: plan.vault_container.clone(),
         since: seedship_shared::time::now_unix() as u64,
+        import_container: Some(plan.import_container.clone()),
     });
     online.save(&cli.state_dir)?;
     let _ = std::fs::remove_file(record);
@@ -307,6 +308,11 @@ fn go_online(
         plan.vault_container,
         copied.copied,
         copied.skipped
+    );
+    println!(
+        "the import container {} still holds the imported objects (billed for their written pages); the vault \
+         holds them now: `seedship-agent delete-import` deletes them (--dry-run lists them first)",
+        plan.import_container
     );
     Ok(())
 }

@@ -16,6 +16,7 @@ pub mod browse;
 pub mod check;
 mod commands;
 pub mod complete;
+pub mod delete_import;
 pub mod exclude;
 pub mod forget;
 pub mod fsmeta;
@@ -109,6 +110,9 @@ pub enum Command {
     Prune(PruneCmd),
     /// Remove the repository's writer lock left by a process that is gone.
     Unlock,
+    /// After the import is in the vault: delete the imported objects from the import container (each one
+    /// only if the vault holds an object of the same name, at least as long).
+    DeleteImport(delete_import::DeleteImportCmd),
     /// Manage the repository's passphrases (key objects).
     #[command(subcommand)]
     Key(KeyCmd),
@@ -319,6 +323,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Dump(c) => browse::dump(&cli, c),
         Command::Prune(c) => prune::prune(&cli, c),
         Command::Unlock => prune::unlock(&cli),
+        Command::DeleteImport(c) => delete_import::run(&cli, c),
         Command::Key(c) => prune::key(&cli, c),
     }
 }

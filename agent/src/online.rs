@@ -106,6 +106,12 @@ pub fn status(cli: &Cli, pol: &Policy) -> anyhow::Result<Exit> {
         v.endpoint,
         utc(v.since)
     );
+    if let Some(c) = &v.import_container {
+        println!(
+            "import container: {c} still holds the imported objects (billed for their written pages): \
+             `seedship-agent delete-import` deletes those the vault holds"
+        );
+    }
     match LastBackup::load(&cli.state_dir)? {
         Some(b) => println!(
             "last backup: {}, snapshot {}, {} files, {} of changed files read, sent {} bytes ({}) in {:.1} s{}",

@@ -196,6 +196,7 @@ mod tests {
                 account: "devstoreaccount1".into(),
                 container: "vault".into(),
                 since: 0,
+                import_container: None,
             }),
             ..Policy::offline(vec![], "/nonexistent".into(), "job1".into(), 0)
         };

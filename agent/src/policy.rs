@@ -35,6 +35,10 @@ pub struct VaultTarget {
     pub container: String,
     /// When the import was moved into the vault (seconds since the epoch).
     pub since: u64,
+    /// The import container, while it still holds the imported objects (billed for their written pages):
+    /// recorded by the completion, cleared by `seedship-agent delete-import`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import_container: Option<String>,
 }
 
 /// The policy file.

@@ -107,6 +107,9 @@ pub struct VaultReport {
     pub container: String,
     /// When the import was moved into the vault, seconds since the epoch.
     pub since: u64,
+    /// The import container while it still holds the imported objects (`delete-import` deletes them).
+    #[serde(default)]
+    pub import_container: Option<String>,
 }
 
 /// `status --json`: what the policy and the state directory say (no passphrase, no network).
@@ -146,6 +149,7 @@ impl StatusReport {
                 account: v.account.clone(),
                 container: v.container.clone(),
                 since: v.since,
+                import_container: v.import_container.clone(),
             });
         Ok(StatusReport {
             mode: match pol.mode {

@@ -507,6 +507,47 @@ fn completes_into_the_vault_after_refusing_damage_and_a_missing_object() {
         std::fs::read(restored.join("f0.bin")).unwrap(),
         std::fs::read(seed.src.join("f0.bin")).unwrap()
     );
+
+    // The import container still holds the imported objects (billed): status says so, delete-import
+    // --dry-run lists them and deletes nothing, delete-import deletes the ones the vault holds alike.
+    assert!(
+        out.contains("`seedship-agent delete-import` deletes them"),
+        "{out}"
+    );
+    let st = text(&seed.agent(&w, &["status"]));
+    assert!(st.contains("import container: seed still holds"), "{st}");
+    let import = w.store("seed");
+    let before = import.list("").unwrap().len();
+    assert!(before >= n, "{before} objects in the import container");
+    let o = seed.agent(&w, &["delete-import", "--dry-run"]);
+    assert!(o.status.success(), "delete-import --dry-run: {}", text(&o));
+    assert!(
+        text(&o).contains(&format!("would delete {n} object(s)")),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        import.list("").unwrap().len(),
+        before,
+        "a dry run deletes nothing"
+    );
+    let o = seed.agent(&w, &["delete-import", "--json"]);
+    assert!(o.status.success(), "delete-import: {}", text(&o));
+    let doc: serde_json::Value = serde_json::from_str(&String::from_utf8_lossy(&o.stdout)).unwrap();
+    assert_eq!(doc["deleted"].as_array().unwrap().len(), n, "{doc}");
+    let left: Vec<String> = import.list("").unwrap().into_iter().map(|b| b.name).collect();
+    assert_eq!(left.len(), before - n, "{left:?}");
+    assert!(
+        left.iter().all(|name| !seed.staged_names().contains(name)),
+        "{left:?}"
+    );
+    let st = text(&seed.agent(&w, &["status"]));
+    assert!(!st.contains("import container:"), "{st}");
+    let o = seed.agent(
+        &w,
+        &["restore", "latest", "--target", s(&seed.dir.join("restored-2"))],
+    );
+    assert!(o.status.success(), "restore after delete-import: {}", text(&o));
 }
 
 fn walk_count(dir: &Path) -> usize {

@@ -218,6 +218,7 @@ impl Env {
             account: seedship_testkit::AZURITE_ACCOUNT.into(),
             container: container.to_owned(),
             since: 1_795_331_109,
+            import_container: None,
         });
         pol.save(&self.p("state")).unwrap();
         std::fs::rename(self.p("staging"), self.p("staging-shipped")).unwrap();
