@@ -85,6 +85,31 @@ pub fn classify_text(text: &str, io_kind: Option<std::io::ErrorKind>) -> Transpo
     }
 }
 
+/// An error with its sources, `a: b: c`.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+/// `builder` trusting, beside the system roots, every CA certificate of the PEM bundle `pem` (the
+/// emulator's, a TLS-intercepting proxy's); the reason when `pem` is not PEM or holds no certificate.
+pub fn trust_pem(mut builder: reqwest::ClientBuilder, pem: &[u8]) -> Result<reqwest::ClientBuilder, String> {
+    let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| chain(&e))?;
+    if certs.is_empty() {
+        return Err("no certificate in it".into());
+    }
+    for c in certs {
+        builder = builder.add_root_certificate(c);
+    }
+    Ok(builder)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -115,19 +115,10 @@ impl ApiClient {
             .timeout(opts.timeout)
             .https_only(true);
         if let Some(pem) = &opts.management_ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| ApiError::ManagementCa {
+            builder = crate::net::trust_pem(builder, pem).map_err(|reason| ApiError::ManagementCa {
                 what: "given PEM".into(),
-                reason: chain(&e),
+                reason,
             })?;
-            if certs.is_empty() {
-                return Err(ApiError::ManagementCa {
-                    what: "given PEM".into(),
-                    reason: "no certificate in it".into(),
-                });
-            }
-            for c in certs {
-                builder = builder.add_root_certificate(c);
-            }
         }
         let http = builder.build().map_err(|e| ApiError::Setup(chain(&e)))?;
         Ok(ApiClient {
@@ -364,17 +355,7 @@ fn excerpt(body: &[u8]) -> String {
     }
 }
 
-/// An error with its sources, `a: b: c`.
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
-}
+pub(crate) use crate::net::chain;
 
 /// Percent-encodes a query value: unreserved characters stay, everything else (space included) becomes `%XX`.
 pub fn percent_encode(s: &str) -> String {

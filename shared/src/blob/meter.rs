@@ -237,13 +237,7 @@ impl<S: BlobStore> BlobStore for MeteredStore<S> {
     ) -> Result<(), BlobError> {
         if self.meter.limit.is_some() {
             // under an upload limit every write goes through the bucket, one call at a time
-            for r in clears {
-                self.clear_pages(name, r.start, r.end - r.start)?;
-            }
-            for (offset, data) in writes {
-                self.write_pages(name, *offset, data)?;
-            }
-            return Ok(());
+            return super::update_pages_one_by_one(self, name, clears, writes);
         }
         let sent: u64 = writes.iter().map(|(_, d)| d.len() as u64).sum();
         let requests = clears.len() as u64

@@ -48,6 +48,22 @@ pub struct BlobInfo {
     pub metadata: Metadata,
 }
 
+/// [`BlobStore::update_pages`] as single calls: every clear, then every write, in order.
+pub fn update_pages_one_by_one<S: BlobStore + ?Sized>(
+    store: &S,
+    name: &str,
+    clears: &[Range<u64>],
+    writes: &[(u64, Vec<u8>)],
+) -> Result<(), BlobError> {
+    for r in clears {
+        store.clear_pages(name, r.start, r.end - r.start)?;
+    }
+    for (offset, data) in writes {
+        store.write_pages(name, *offset, data)?;
+    }
+    Ok(())
+}
+
 /// A container of page-blob-shaped objects. All methods are blocking and may be called from several
 /// threads at once; an implementation that talks to a server keeps several requests in flight inside one
 /// call where the call is large enough.
@@ -75,13 +91,7 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
         clears: &[Range<u64>],
         writes: &[(u64, Vec<u8>)],
     ) -> Result<(), BlobError> {
-        for r in clears {
-            self.clear_pages(name, r.start, r.end - r.start)?;
-        }
-        for (offset, data) in writes {
-            self.write_pages(name, *offset, data)?;
-        }
-        Ok(())
+        update_pages_one_by_one(self, name, clears, writes)
     }
     /// Reads exactly `buf.len()` bytes at `offset` (no alignment needed). Unwritten pages read as zeros;
     /// a range past the object's end is an error.

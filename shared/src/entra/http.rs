@@ -3,6 +3,7 @@
 //! (`{"error": "...", "error_description": "AADSTS..."}`) become [`EntraError::Refused`].
 
 use super::{AccessToken, EntraError};
+use crate::net::chain;
 use std::future::Future;
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime};
@@ -46,19 +47,10 @@ impl TokenHttp {
             .timeout(timeout)
             .redirect(reqwest::redirect::Policy::none());
         if let Some(pem) = extra_ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| EntraError::Config {
+            builder = crate::net::trust_pem(builder, pem).map_err(|reason| EntraError::Config {
                 what: "CA certificate",
-                message: format!("not usable PEM: {e}"),
+                message: format!("not usable PEM: {reason}"),
             })?;
-            if certs.is_empty() {
-                return Err(EntraError::Config {
-                    what: "CA certificate",
-                    message: "the PEM file holds no certificate".into(),
-                });
-            }
-            for c in certs {
-                builder = builder.add_root_certificate(c);
-            }
         }
         let client = builder.build().map_err(|e| EntraError::Config {
             what: "HTTP client",
@@ -135,17 +127,6 @@ impl TokenHttp {
             Ok(Answer { status, body })
         })
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        s.push_str(": ");
-        s.push_str(&x.to_string());
-        src = x.source();
-    }
-    s
 }
 
 /// The URL without its query, for messages.

@@ -114,19 +114,10 @@ impl ArmClient {
             .https_only(true)
             .user_agent(concat!("seedship/", env!("CARGO_PKG_VERSION")));
         if let Some(pem) = &opts.ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| ArmError::ManagementCa {
+            builder = crate::net::trust_pem(builder, pem).map_err(|reason| ArmError::ManagementCa {
                 what: "given PEM".into(),
-                reason: chain(&e),
+                reason,
             })?;
-            if certs.is_empty() {
-                return Err(ArmError::ManagementCa {
-                    what: "given PEM".into(),
-                    reason: "no certificate in it".into(),
-                });
-            }
-            for c in certs {
-                builder = builder.add_root_certificate(c);
-            }
         }
         let http = builder.build().map_err(|e| ArmError::Setup(chain(&e)))?;
         Ok(ArmClient {

@@ -221,14 +221,8 @@ impl AzureStore {
         }
         let mut builder = reqwest::Client::builder();
         if let Some(pem) = &options.extra_ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| config_err("CA certificate", format!("not usable PEM: {e}")))?;
-            if certs.is_empty() {
-                return Err(config_err("CA certificate", "the PEM holds no certificate"));
-            }
-            for c in certs {
-                builder = builder.add_root_certificate(c);
-            }
+            builder = crate::net::trust_pem(builder, pem)
+                .map_err(|reason| config_err("CA certificate", format!("not usable PEM: {reason}")))?;
         }
         let client = builder
             .connect_timeout(options.connect_timeout)
