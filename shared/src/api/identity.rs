@@ -21,10 +21,10 @@ pub enum IdentityError {
     NoKey { subscription: String },
 }
 
-/// A client identity for mutual TLS. `Debug` never shows the key.
+/// A client identity for mutual TLS. `Debug` never shows the key; the key is wiped from memory on drop.
 #[derive(Clone)]
 pub struct ManagementIdentity {
-    pem: Vec<u8>,
+    pem: zeroize::Zeroizing<Vec<u8>>,
     thumbprint: String,
 }
 
@@ -49,13 +49,13 @@ impl ManagementIdentity {
             .ok_or_else(|| IdentityError::NoKey {
                 subscription: subscription.to_string(),
             })?;
-        let mut pem = pem_block("PRIVATE KEY", chain.key());
+        let mut pem = zeroize::Zeroizing::new(pem_block("PRIVATE KEY", chain.key()));
         for cert in chain.chain() {
             pem.push_str(&pem_block("CERTIFICATE", cert.as_der()));
         }
         let thumbprint = thumbprint(chain.chain()[0].as_der());
         Ok(ManagementIdentity {
-            pem: pem.into_bytes(),
+            pem: zeroize::Zeroizing::new(pem.as_bytes().to_vec()),
             thumbprint,
         })
     }

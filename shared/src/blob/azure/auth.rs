@@ -29,6 +29,17 @@ pub enum Credential {
     Bearer(Arc<dyn TokenSource>),
 }
 
+/// The key or SAS text is wiped from memory when the credential is dropped.
+impl Drop for Credential {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        match self {
+            Credential::SharedKey(s) | Credential::Sas(s) => s.zeroize(),
+            Credential::Bearer(_) => {}
+        }
+    }
+}
+
 impl std::fmt::Debug for Credential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -42,7 +53,10 @@ impl std::fmt::Debug for Credential {
 /// A credential ready for use: the decoded key or the parsed SAS parameters.
 #[derive(Clone)]
 pub(crate) enum Signer {
-    SharedKey { account: String, key: Vec<u8> },
+    SharedKey {
+        account: String,
+        key: zeroize::Zeroizing<Vec<u8>>,
+    },
     Sas(Vec<(String, String)>),
     Bearer(Arc<dyn TokenSource>),
 }
@@ -79,6 +93,7 @@ impl Signer {
             Credential::SharedKey(key) => {
                 let key = base64::engine::general_purpose::STANDARD
                     .decode(key.trim())
+                    .map(zeroize::Zeroizing::new)
                     .map_err(|_| {
                         "the account key is not valid Base64 (copy it again from the portal)".to_owned()
                     })?;
