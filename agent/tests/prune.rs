@@ -5,20 +5,17 @@
 
 use seedship_shared::blob::{BlobStore, LocalStore};
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 mod common;
-use common::{copy_dir, files, random, s, text, Env};
+use common::{copy_dir, random, s, text, Env};
 
 /// What the prune tests ask of a test folder beyond [`Env`].
 trait Staged {
     fn store(&self) -> LocalStore;
     fn snapshot_objects(&self) -> Vec<String>;
     fn allocated(&self) -> u64;
-    fn restores_as(&self, snap: &str, expect: &Path);
-    fn check_read_data(&self);
 }
 
 impl Staged for Env {
@@ -46,18 +43,6 @@ impl Staged for Env {
             .unwrap()
             .map(|e| e.unwrap().metadata().unwrap().blocks() * 512)
             .sum()
-    }
-    /// Restores `snap` and compares it with the copy of the sources in `expect`.
-    fn restores_as(&self, snap: &str, expect: &Path) {
-        let target = self.p(&format!("restore-{}", &snap[..12]));
-        self.ok(&["restore", snap, "--target", s(&target)]);
-        let got = target.join(self.p("src").strip_prefix("/").unwrap());
-        assert_eq!(files(&got), files(expect), "snapshot {snap}");
-        std::fs::remove_dir_all(&target).unwrap();
-    }
-    fn check_read_data(&self) {
-        let out = self.ok(&["check", "--read-data"]);
-        assert!(out.contains(": 0 problem(s)"), "{out}");
     }
 }
 
@@ -177,18 +162,7 @@ fn a_prune_killed_at_any_step_leaves_a_sound_repository_and_a_rerun_finishes() {
         let e = Env::new();
         let (snap, expect) = history(&e, "2");
         let before = e.allocated();
-        let o = e
-            .cmd(&["prune", "--max-unused", "0%"])
-            .env("SEEDSHIP_TEST_KILL_AT", step)
-            .output()
-            .unwrap();
-        assert_eq!(
-            o.status.signal(),
-            Some(libc::SIGKILL),
-            "prune never reached step {step}: {}\n{}",
-            text(&o.stdout),
-            text(&o.stderr)
-        );
+        e.prune_killed_at(step);
         e.restores_as(&snap, &expect);
         e.check_read_data();
         let out = e.ok(&["prune", "--max-unused", "0%"]);

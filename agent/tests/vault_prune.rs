@@ -6,11 +6,10 @@
 
 use seedship_shared::blob::{AzureOptions, AzureStore, BlobStore, Credential, Metadata};
 use seedship_testkit::{Azurite, AZURITE_ACCOUNT, AZURITE_KEY};
-use std::os::unix::process::ExitStatusExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 mod common;
-use common::{copy_dir, files, random, s, text, Env};
+use common::{copy_dir, random, text, Env};
 
 /// A test folder ([`Env`]) whose vault is `container` of the Azurite `az` (one Azurite serves several
 /// folders: starting one costs seconds on a busy machine).
@@ -102,17 +101,6 @@ impl<'a> Vault<'a> {
             .map(|r| r.end - r.start)
             .sum()
     }
-    fn restores_as(&self, snap: &str, expect: &Path) {
-        let target = self.p(&format!("restore-{}", &snap[..12]));
-        self.ok(&["restore", snap, "--target", s(&target)]);
-        let got = target.join(self.p("src").strip_prefix("/").unwrap());
-        assert_eq!(files(&got), files(expect), "snapshot {snap}");
-        std::fs::remove_dir_all(&target).unwrap();
-    }
-    fn check_read_data(&self) {
-        let out = self.ok(&["check", "--read-data"]);
-        assert!(out.contains(": 0 problem(s)"), "{out}");
-    }
 }
 
 #[test]
@@ -193,18 +181,7 @@ fn a_vault_prune_killed_at_any_step_leaves_a_sound_repository_and_a_rerun_finish
         let e = Vault::new(&az, &format!("vault-{step}"));
         let (snap, expect) = e.history("2");
         let before = e.written_pages();
-        let o = e
-            .cmd(&["prune", "--max-unused", "0%"])
-            .env("SEEDSHIP_TEST_KILL_AT", step)
-            .output()
-            .unwrap();
-        assert_eq!(
-            o.status.signal(),
-            Some(libc::SIGKILL),
-            "prune never reached step {step}: {}\n{}",
-            text(&o.stdout),
-            text(&o.stderr)
-        );
+        e.prune_killed_at(step);
         e.restores_as(&snap, &expect);
         e.check_read_data();
         // the killed process's lease expires within 60 s; unlock breaks it at once

@@ -6,6 +6,7 @@
 use seedship_agent::policy::{Mode, Policy, VaultTarget};
 use seedship_shared::blob::{AzureStore, BlobStore, LocalStore};
 use std::collections::BTreeMap;
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -190,6 +191,38 @@ impl Env {
             .skip(1)
             .map(|l| l.split_whitespace().next().unwrap().to_string())
             .collect()
+    }
+
+    /// Restores `snap` and compares it with the copy of the sources in `expect`.
+    pub fn restores_as(&self, snap: &str, expect: &Path) {
+        let target = self.p(&format!("restore-{}", &snap[..12]));
+        self.ok(&["restore", snap, "--target", s(&target)]);
+        let got = target.join(self.p("src").strip_prefix("/").unwrap());
+        assert_eq!(files(&got), files(expect), "snapshot {snap}");
+        std::fs::remove_dir_all(&target).unwrap();
+    }
+
+    /// `check --read-data` finds no problem.
+    pub fn check_read_data(&self) {
+        let out = self.ok(&["check", "--read-data"]);
+        assert!(out.contains(": 0 problem(s)"), "{out}");
+    }
+
+    /// `prune --max-unused 0%` killed by the agent itself at `step` (`SEEDSHIP_TEST_KILL_AT`); asserts it
+    /// got there.
+    pub fn prune_killed_at(&self, step: &str) {
+        let o = self
+            .cmd(&["prune", "--max-unused", "0%"])
+            .env("SEEDSHIP_TEST_KILL_AT", step)
+            .output()
+            .unwrap();
+        assert_eq!(
+            o.status.signal(),
+            Some(libc::SIGKILL),
+            "prune never reached step {step}: {}\n{}",
+            text(&o.stdout),
+            text(&o.stderr)
+        );
     }
 
     /// The import and the move into the vault, by hand: every staging object uploaded into `vault` under
