@@ -19,9 +19,8 @@ use crate::progress::Counters;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use rayon::prelude::*;
 use seedship_shared::repo::{
-    encode_blob, encode_blob_into, id_hex, parse_id, ChunkId, ChunkRef, EncodedBlob, IdSet, IndexPolicy,
-    Node, NodeKind, PackWriter, Repository, Snapshot, SnapshotStats, Tree, VolumeDigest, BLOB_DATA,
-    BLOB_TREE,
+    encode_blob, encode_blob_into, id_hex, parse_id, ChunkId, ChunkRef, EncodedBlob, IndexPolicy, Node,
+    NodeKind, PackWriter, Repository, Snapshot, SnapshotStats, Tree, VolumeDigest, BLOB_DATA, BLOB_TREE,
 };
 use std::collections::{HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
@@ -468,7 +467,6 @@ pub fn run(
     );
     let (job_tx, job_rx) = bounded::<FileJob>(256);
     let (blob_tx, blob_rx) = bounded::<Vec<EncodedBlob>>(threads * 2);
-    let seen = Mutex::new(IdSet::default());
     // envelope buffers circulate readers -> writer -> readers instead of being allocated per blob
     let (pool_tx, pool_rx) = bounded::<Vec<u8>>(threads * 4);
     let writer = {
@@ -510,8 +508,8 @@ pub fn run(
             .map(|_| {
                 let (rx, tx) = (job_rx.clone(), BlobOut::new(blob_tx.clone(), pool_rx.clone()));
                 let c = counters.clone();
-                let (repo, trees, seen) = (&repo, &trees, &seen);
-                s.spawn(move || worker(repo, rx, tx, trees, seen, &c, cancel))
+                let (repo, trees) = (&repo, &trees);
+                s.spawn(move || worker(repo, rx, tx, trees, &c, cancel))
             })
             .collect();
         drop(job_rx);
@@ -841,7 +839,6 @@ fn worker(
     jobs: Receiver<FileJob>,
     mut blobs: BlobOut,
     trees: &Trees<'_>,
-    seen: &Mutex<IdSet>,
     counters: &Counters,
     cancel: &AtomicBool,
 ) {
@@ -853,7 +850,7 @@ fn worker(
         let r = if cancel.load(Ordering::Relaxed) {
             Err(format!("{}: not read (interrupted)", job.path.display()))
         } else {
-            read_file(repo, &chunker, &job, &mut buf, &mut blobs, seen, counters, cancel)
+            read_file(repo, &chunker, &job, &mut buf, &mut blobs, counters, cancel)
         };
         trees.file_done(job, r);
     }
@@ -923,7 +920,6 @@ fn read_file(
     job: &FileJob,
     buf: &mut Vec<u8>,
     blobs: &mut BlobOut,
-    seen: &Mutex<IdSet>,
     counters: &Counters,
     cancel: &AtomicBool,
 ) -> FileResult {
@@ -973,7 +969,7 @@ fn read_file(
                 return Err(format!("{show}: interrupted"));
             }
             let id = repo.key().chunk_id(chunk);
-            if !repo.contains(&id) && seen.lock().expect("lock").insert(id) {
+            if repo.claim(&id) {
                 let reuse = blobs.pool.try_recv().unwrap_or_default();
                 let blob = encode_blob_into(repo.key(), level, BLOB_DATA, id, chunk, reuse)
                     .map_err(|e| format!("{show}: {e}"))?;
