@@ -12,7 +12,8 @@
 #
 # The tree is the same for the same FILES and PER_DIR (file i holds "file <i>\n" and its number's digits
 # repeated, 16-80 bytes: every file is a distinct chunk). The work folder (tree and repositories) is removed
-# at the end unless KEEP=1. Builds seedship-agent in release mode first when it is missing (SEEDSHIP_AGENT
+# at the end unless KEEP=1; with KEEP=1 a later run on the same WORK_DIR, FILES and PER_DIR reuses the tree
+# (the repositories are made anew). Builds seedship-agent in release mode first when it is missing (SEEDSHIP_AGENT
 # names another binary). Needs GNU time; restic (apt-get install restic) and rustic (cargo install --locked
 # rustic-rs) are optional and measured when found on PATH. A small file takes a 4 KiB block: 4,000,000 of
 # them need about 17 GB of disk in WORK_DIR.
@@ -38,7 +39,11 @@ cleanup() { if [ "${KEEP:-}" != 1 ]; then rm -rf "$WORK"; else echo "work folder
 trap cleanup EXIT
 
 DATA="$WORK/tree"
+MADE="$WORK/tree-made-$FILES-$PER_DIR"
+rm -rf "$WORK/seedship-staging" "$WORK/seedship-state" "$WORK/restic" "$WORK/rustic"
 start=$(date +%s)
+if [ ! -e "$MADE" ]; then
+rm -rf "$DATA"
 # two levels of folders: d<top>/s<sub>/f<i>, PER_DIR files per leaf folder, about sqrt(leaves) per level
 python3 - "$DATA" "$FILES" "$PER_DIR" <<'PY'
 import math, os, sys
@@ -53,6 +58,8 @@ for i in range(files):
     with open(os.path.join(d, "f%07d" % i), "w") as f:
         f.write("file %d\n%s\n" % (i, str(i) * (1 + i % 9)))
 PY
+touch "$MADE"
+fi
 dirs=$(find "$DATA" -type d | wc -l)
 echo "tree: $FILES files in $dirs folders ($PER_DIR per leaf folder), made in $(( $(date +%s) - start )) s; cores: $(nproc); load: $(cut -d' ' -f1-3 /proc/loadavg)"
 
