@@ -56,6 +56,17 @@ impl Slot {
     }
 }
 
+/// Entries gathered as slots (53 bytes each) before they are added at once: what loading every index object of
+/// a repository collects, without a second, larger copy of the entries.
+#[derive(Default)]
+pub(crate) struct Batch(Vec<Slot>);
+
+impl Batch {
+    pub(crate) fn extend(&mut self, entries: &[IndexEntry]) {
+        self.0.extend(entries.iter().map(Slot::of));
+    }
+}
+
 /// Sorted slots and their bucket directory.
 #[derive(Default)]
 pub(crate) struct BlobIndex {
@@ -125,10 +136,17 @@ impl BlobIndex {
     /// the copy it wrote later (repacked blobs are appended, so at a larger volume and offset) wins, within
     /// the batch and against the entries already held.
     pub(crate) fn add(&mut self, entries: &[IndexEntry]) {
-        if entries.is_empty() {
+        let mut batch = Batch::default();
+        batch.extend(entries);
+        self.add_batch(batch);
+    }
+
+    /// Adds a [`Batch`] (as [`BlobIndex::add`] does its entries).
+    pub(crate) fn add_batch(&mut self, batch: Batch) {
+        let mut batch = batch.0;
+        if batch.is_empty() {
             return;
         }
-        let mut batch: Vec<Slot> = entries.iter().map(Slot::of).collect();
         batch.sort_unstable_by(|a, b| a.id.cmp(&b.id).then(a.place().cmp(&b.place())));
         // of equal ids keep the last (largest place): dedup_by keeps the earlier element, so move it there
         batch.dedup_by(|later, kept| {

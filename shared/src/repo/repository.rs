@@ -1,6 +1,6 @@
 //! Opening and creating a repository, reading and writing its objects and blobs.
 
-use super::blob_index::BlobIndex;
+use super::blob_index::{Batch, BlobIndex};
 use super::format::{decode_index, Config, IndexEntry, KeyFile, Snapshot, BLOB_TREE, CONFIG_VERSION};
 use super::frame::{frame, unframe};
 use super::tree::Tree;
@@ -305,9 +305,9 @@ impl Repository {
 
     /// Reads every index object into memory (and volume ends).
     pub fn load_index(&self) -> Result<usize, RepoError> {
-        // index entries gathered before they are merged into the index: up to LOAD_BATCH of 56 bytes
-        const LOAD_BATCH: usize = 1 << 20;
-        let (mut n, mut all, mut all_ends) = (0, Vec::new(), Vec::new());
+        // one merge at the end instead of one per object (each costs a pass over the whole index), from
+        // entries gathered as 53-byte slots
+        let (mut n, mut all, mut all_ends) = (0, Batch::default(), Vec::new());
         for o in self.store.list("index/")? {
             let body = match self.read_object(&o.name) {
                 Err(RepoError::Incomplete { object }) => {
@@ -318,14 +318,11 @@ impl Repository {
             };
             let (ends, entries) = decode_index(&o.name, &body)?;
             all_ends.extend(ends);
-            // one merge at the end instead of one per object (each costs a pass over the whole index)
-            all.extend(entries);
-            if all.len() >= LOAD_BATCH {
-                self.add_index(&[], &std::mem::take(&mut all));
-            }
+            all.extend(&entries);
             n += 1;
         }
-        self.add_index(&all_ends, &all);
+        self.index.write().expect("index lock").add_batch(all);
+        self.add_index(&all_ends, &[]);
         Ok(n)
     }
 
