@@ -5,8 +5,9 @@
 use crate::backup::{BackupOutcome, WriterOptions};
 use crate::policy::{self, Mode, Policy};
 use crate::progress::{Counters, Display};
-use crate::store::{open_metered_repo_store, STORAGE_KEY_ENV};
-use crate::{Cli, Exit};
+use crate::config::STORAGE_KEY_ENV;
+use crate::store::open_metered_repo_store;
+use crate::{Config, Exit};
 use seedship_shared::blob::Meter;
 use seedship_shared::repo::{CachedStore, RepoError, Repository, Snapshot, SnapshotStats, VolumeDigest};
 use seedship_shared::staging::StagedBlob;
@@ -17,20 +18,20 @@ static CANCEL: AtomicBool = AtomicBool::new(false);
 
 /// Opens the policy's repository. With `cached`, metadata objects and trees are read through the local
 /// cache in `<state-dir>/cache/<job>/` (`check` reads the store itself).
-pub(crate) fn open_repo(cli: &Cli, pol: &Policy, cached: bool) -> anyhow::Result<Arc<Repository>> {
-    open_metered_repo(cli, pol, cached, Arc::new(Meter::new()))
+pub(crate) fn open_repo(cfg: &Config, pol: &Policy, cached: bool) -> anyhow::Result<Arc<Repository>> {
+    open_metered_repo(cfg, pol, cached, Arc::new(Meter::new()))
 }
 
 /// Opens the policy's repository ([`open_repo`]) with the vault's traffic counted (and uploads limited) by `meter`.
 pub(crate) fn open_metered_repo(
-    cli: &Cli,
+    cfg: &Config,
     pol: &Policy,
     cached: bool,
     meter: Arc<Meter>,
 ) -> anyhow::Result<Arc<Repository>> {
-    let pass = policy::passphrase(cli.passphrase_file.as_deref(), false)?;
-    let mut store = open_metered_repo_store(pol, meter)?;
-    let dir = cli.state_dir.join("cache").join(&pol.job);
+    let pass = cfg.passphrase.read(false)?;
+    let mut store = open_metered_repo_store(&cfg.storage_key, pol, meter)?;
+    let dir = cfg.state_dir.join("cache").join(&pol.job);
     if cached {
         store = Arc::new(CachedStore::new(store, &dir));
     }
@@ -62,7 +63,7 @@ fn parent_snapshot(repo: &Repository, pol: &Policy) -> anyhow::Result<Option<(St
 /// Runs the backup pipeline into an open repository: removes what an interrupted run left unwritten,
 /// finds the parent snapshot, shows progress, and prints the warnings.
 pub(crate) fn run_pipeline(
-    cli: &Cli,
+    cfg: &Config,
     pol: &Policy,
     repo: &Arc<Repository>,
     host: &str,
@@ -97,7 +98,7 @@ pub(crate) fn run_pipeline(
     let out = {
         // the first run reads about what `offline start` measured; later runs only changed files (unknown)
         let estimate = if parent.is_none() { pol.source_bytes } else { 0 };
-        let _display = Display::start(&counters, estimate, cli.quiet);
+        let _display = Display::start(&counters, estimate, cfg.quiet);
         crate::backup::run(repo.clone(), sel, parent, host, &CANCEL, &counters, wopts)?
     };
     for p in &out.problems {
