@@ -1,6 +1,5 @@
 //! One function per subcommand: turn the parsed command line into work and report the outcome.
 
-use crate::backup::WriterOptions;
 use crate::pipeline::{backup_exit, open_repo, run_pipeline, snapshot_line, staged_blobs};
 use crate::policy::{self, Mode, Policy};
 use crate::report::{

@@ -12,8 +12,8 @@
 
 mod verify;
 
-use crate::policy::{self, Mode, Policy, VaultTarget};
 use crate::config::StorageKey;
+use crate::policy::{self, Mode, Policy, VaultTarget};
 use crate::{BackupCmd, Config};
 use anyhow::{bail, Context};
 use seedship_shared::api::{self, ApiAccess, DriveState, ImportError, Job, JobState as ApiJobState};

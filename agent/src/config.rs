@@ -95,7 +95,9 @@ impl PassphraseSource {
             return Ok(s.clone());
         }
         if !std::io::stdin().is_terminal() {
-            bail!("no passphrase: give --passphrase-file FILE or set {PASSPHRASE_ENV} (no terminal to ask on)");
+            bail!(
+                "no passphrase: give --passphrase-file FILE or set {PASSPHRASE_ENV} (no terminal to ask on)"
+            );
         }
         let p = Zeroizing::new(rpassword::prompt_password("Repository passphrase: ")?);
         if confirm {
@@ -245,7 +247,10 @@ mod tests {
             readers: 1,
         };
         let s = t.staging_writer();
-        assert_eq!((s.pack_size, s.index.packs, s.digests, s.dirs_in_flight), (4096, 3, true, 5));
+        assert_eq!(
+            (s.pack_size, s.index.packs, s.digests, s.dirs_in_flight),
+            (4096, 3, true, 5)
+        );
         assert_eq!((s.index.bytes, s.index.interval), (None, None));
         let o = t.online_writer();
         assert_eq!(o.index.bytes, Some(2 << 20));
@@ -259,11 +264,11 @@ mod tests {
             file: None,
             env: Some(Zeroizing::new(" a2V5 \n".into())),
         };
-        match k.credential("acct").unwrap() {
-            Credential::SharedKey(s) => assert_eq!(s, "a2V5"),
-            _ => panic!("a shared key"),
-        }
-        let none = StorageKey { file: None, env: None };
+        assert!(matches!(k.credential("acct").unwrap(), Credential::SharedKey(ref s) if s == "a2V5"));
+        let none = StorageKey {
+            file: None,
+            env: None,
+        };
         let msg = format!("{:#}", none.credential("acct").unwrap_err());
         assert!(msg.contains("acct") && msg.contains(STORAGE_KEY_ENV), "{msg}");
         assert!(!format!("{k:?}").contains("a2V5"));

@@ -11,8 +11,8 @@
 //! The lock is taken before the repository is opened: an index read before another writer (a prune) changed
 //! it could name bytes that are gone.
 
-use crate::policy::{Mode, Policy};
 use crate::config::StorageKey;
+use crate::policy::{Mode, Policy};
 use crate::store::open_vault_azure;
 use anyhow::{bail, Context};
 use seedship_shared::blob::{AzureStore, BlobError, BlobStore, Metadata};

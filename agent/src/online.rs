@@ -4,11 +4,10 @@
 //! retries, a [`Meter`] counting (and with `--limit-upload` throttling) what crosses the network, and the
 //! local metadata and tree cache in `<state-dir>/cache/<job>/`, so an incremental reads nothing from the vault
 //! but listings and what it has never seen. Index objects are written often (see
-//! [`WriterOptions::online`]) so a killed run's successor re-uploads little. Nothing here needs the staging
-//! folder: the staging job descriptor is neither read nor written. Each finished backup is recorded in
+//! [`crate::config::Tuning::online_writer`]) so a killed run's successor re-uploads little. Nothing here needs
+//! the staging folder: the staging job descriptor is neither read nor written. Each finished backup is recorded in
 //! `<state-dir>/last-backup.json` for `status`, which needs no passphrase and no network.
 
-use crate::backup::WriterOptions;
 use crate::pipeline::{backup_exit, open_metered_repo, run_pipeline, snapshot_line};
 use crate::policy::Policy;
 pub use crate::report::LastBackup;

@@ -3,9 +3,9 @@
 //! [`crate::backup`] with progress and Ctrl-C, and the lines and exit code a finished backup reports.
 
 use crate::backup::{BackupOutcome, WriterOptions};
-use crate::policy::{self, Mode, Policy};
-use crate::progress::{Counters, Display};
 use crate::config::STORAGE_KEY_ENV;
+use crate::policy::{Mode, Policy};
+use crate::progress::{Counters, Display};
 use crate::store::open_metered_repo_store;
 use crate::{Config, Exit};
 use seedship_shared::blob::Meter;
@@ -192,7 +192,7 @@ mod tests {
     fn refused_keys_and_missing_repositories_are_explained() {
         let pol = Policy {
             mode: Mode::Online,
-            vault: Some(policy::VaultTarget {
+            vault: Some(crate::policy::VaultTarget {
                 endpoint: "http://127.0.0.1:1/devstoreaccount1".into(),
                 account: "devstoreaccount1".into(),
                 container: "vault".into(),

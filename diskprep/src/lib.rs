@@ -298,7 +298,9 @@ impl JobArgs {
     /// The job `u:` or `delete-job` works on, and how the service is reached.
     fn target(&self) -> anyhow::Result<jobcmd::JobTarget> {
         let staging = self.staging.clone().ok_or_else(|| {
-            anyhow::anyhow!("give the staging location with s:<path> (or --staging DIR); see docs/diskprep.md")
+            anyhow::anyhow!(
+                "give the staging location with s:<path> (or --staging DIR); see docs/diskprep.md"
+            )
         })?;
         Ok(jobcmd::JobTarget {
             staging,
