@@ -434,7 +434,7 @@ pub fn run(
     sel: Selection<'_>,
     parent: Option<(String, Snapshot)>,
     host: &str,
-    cancel: &'static AtomicBool,
+    cancel: &AtomicBool,
     counters: &Counters,
     wopts: WriterOptions,
 ) -> anyhow::Result<BackupOutcome> {

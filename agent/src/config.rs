@@ -10,6 +10,7 @@
 use crate::backup::WriterOptions;
 use anyhow::{bail, Context};
 use seedship_shared::blob::Credential;
+use seedship_shared::cancel::Cancel;
 use seedship_shared::repo::IndexPolicy;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -44,11 +45,13 @@ pub struct Config {
     pub tuning: Tuning,
     /// `prune`'s crash-test hook ([`KILL_AT_ENV`]).
     pub kill_at: Option<String>,
+    /// The cancellation token `main` wired to SIGINT, SIGTERM and SIGHUP.
+    pub cancel: Cancel,
 }
 
 impl Config {
     /// The configuration of one command line, with the environment of this process.
-    pub fn new(cli: &crate::Cli) -> Config {
+    pub fn new(cli: &crate::Cli, cancel: Cancel) -> Config {
         Config {
             state_dir: cli.state_dir.clone(),
             quiet: cli.quiet,
@@ -59,6 +62,7 @@ impl Config {
             storage_key: StorageKey::from_env(),
             tuning: Tuning::from_env(),
             kill_at: std::env::var(KILL_AT_ENV).ok(),
+            cancel,
         }
     }
 }

@@ -310,9 +310,10 @@ impl Cli {
     }
 }
 
-/// Runs one command line: builds its [`Config`] (arguments and environment, once) and runs the command.
-pub fn run(cli: Cli) -> anyhow::Result<Exit> {
-    let cfg = Config::new(&cli);
+/// Runs one command line: builds its [`Config`] (arguments and environment, once; `cancel` is the token
+/// `main` wired to the signals) and runs the command.
+pub fn run(cli: Cli, cancel: seedship_shared::cancel::Cancel) -> anyhow::Result<Exit> {
+    let cfg = Config::new(&cli, cancel);
     run_command(&cfg, &cli.command)
 }
 

@@ -11,10 +11,7 @@ use crate::{Config, Exit};
 use seedship_shared::blob::Meter;
 use seedship_shared::repo::{CachedStore, RepoError, Repository, Snapshot, SnapshotStats, VolumeDigest};
 use seedship_shared::staging::StagedBlob;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-
-static CANCEL: AtomicBool = AtomicBool::new(false);
 
 /// Opens the policy's repository. With `cached`, metadata objects and trees are read through the local
 /// cache in `<state-dir>/cache/<job>/` (`check` reads the store itself).
@@ -84,13 +81,8 @@ pub(crate) fn run_pipeline(
         sources: &pol.sources,
         exclude: excluder.as_ref().map(|e| (e, described.as_slice())),
     };
-    let _ = ctrlc::set_handler(|| CANCEL.store(true, Ordering::SeqCst));
-    // Blob buffers (up to 8 MiB) are allocated in reader threads and freed in the writer: a fixed mmap
-    // threshold returns them to the system at once instead of letting glibc's per-thread heaps grow.
-    // SAFETY: mallopt only tunes the allocator; called before the pipeline threads start.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-    }
+    // from here a signal stops the pipeline at a safe point instead of ending the process
+    cfg.cancel.listen();
     let counters = Counters {
         meter,
         ..Counters::default()
@@ -99,7 +91,15 @@ pub(crate) fn run_pipeline(
         // the first run reads about what `offline start` measured; later runs only changed files (unknown)
         let estimate = if parent.is_none() { pol.source_bytes } else { 0 };
         let _display = Display::start(&counters, estimate, cfg.quiet);
-        crate::backup::run(repo.clone(), sel, parent, host, &CANCEL, &counters, wopts)?
+        crate::backup::run(
+            repo.clone(),
+            sel,
+            parent,
+            host,
+            cfg.cancel.flag(),
+            &counters,
+            wopts,
+        )?
     };
     for p in &out.problems {
         eprintln!("warning: {p}");
