@@ -14,17 +14,17 @@ mod verify;
 
 use crate::config::StorageKey;
 use crate::policy::{self, Mode, Policy, VaultTarget};
+use crate::progress::StepMeter;
 use crate::{BackupCmd, Config};
 use anyhow::{bail, Context};
 use seedship_shared::api::{self, ApiAccess, DriveState, ImportError, Job, JobState as ApiJobState};
 use seedship_shared::blob::{AzureOptions, AzureStore, BlobError, BlobStore, RetryPolicy, RetryStore};
 use seedship_shared::staging::JobDescriptor;
 use std::collections::{HashMap, HashSet};
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub use verify::Verification;
 
@@ -445,7 +445,7 @@ fn copy_into_vault(
         .open(record)
         .with_context(|| format!("cannot write {}", record.display()))?;
     let total: u64 = desc.blobs.iter().map(|b| b.len).sum();
-    let meter = Meter::start("copied", total, quiet);
+    let meter = StepMeter::start("copied", total, quiet);
     let mut stats = CopyStats::default();
     for b in &desc.blobs {
         if present.get(&b.name) == Some(&b.len) && done.contains(&b.name) {
@@ -497,73 +497,6 @@ fn copy_with_retry(vault: &AzureStore, source: &str, name: &str) -> Result<(), B
                 std::thread::sleep(Duration::from_secs(1 << attempt));
             }
             r => return r,
-        }
-    }
-}
-
-/// Progress of a long step over a known number of bytes: a bar on a terminal, a log line every 10 seconds
-/// otherwise; stops when dropped.
-pub(crate) struct Meter {
-    done: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Meter {
-    pub(crate) fn start(what: &'static str, total: u64, quiet: bool) -> Meter {
-        let done = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (d, s) = (done.clone(), stop.clone());
-        let thread = (!quiet).then(|| {
-            std::thread::spawn(move || {
-                let start = Instant::now();
-                if std::io::stderr().is_terminal() {
-                    let bar = indicatif::ProgressBar::new(total);
-                    bar.set_style(
-                        indicatif::ProgressStyle::with_template(
-                            "{elapsed_precise} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}",
-                        )
-                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-                    );
-                    bar.set_message(what);
-                    while !s.load(Ordering::Relaxed) {
-                        bar.set_position(d.load(Ordering::Relaxed));
-                        std::thread::sleep(Duration::from_millis(200));
-                    }
-                    bar.finish_and_clear();
-                } else {
-                    let mut last = Instant::now();
-                    while !s.load(Ordering::Relaxed) {
-                        std::thread::sleep(Duration::from_millis(200));
-                        if last.elapsed() >= Duration::from_secs(10) {
-                            last = Instant::now();
-                            let b = d.load(Ordering::Relaxed);
-                            tracing::info!(
-                                bytes = b,
-                                total,
-                                "{what}: {} of {} MiB after {} s",
-                                b >> 20,
-                                total >> 20,
-                                start.elapsed().as_secs()
-                            );
-                        }
-                    }
-                }
-            })
-        });
-        Meter { done, stop, thread }
-    }
-
-    pub(crate) fn add(&self, bytes: u64) {
-        self.done.fetch_add(bytes, Ordering::Relaxed);
-    }
-}
-
-impl Drop for Meter {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
         }
     }
 }
