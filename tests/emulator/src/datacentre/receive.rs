@@ -174,8 +174,12 @@ pub fn job_stores(
                 });
             }
             Box::new(
-                AzureContainers::new(&account.endpoint, &account.name, Credential::SharedKey(given.clone()))
-                    .trusting(ca),
+                AzureContainers::new(
+                    &account.endpoint,
+                    &account.name,
+                    Credential::SharedKey(given.clone()),
+                )
+                .trusting(ca),
             )
         }
         (None, Some(given)) => {
@@ -189,8 +193,12 @@ pub fn job_stores(
             Box::new(SasContainers::new(&account.endpoint, &account.name, checked, ca))
         }
         (None, None) => Box::new(
-            AzureContainers::new(&account.endpoint, &account.name, Credential::SharedKey(account.key.clone()))
-                .trusting(ca),
+            AzureContainers::new(
+                &account.endpoint,
+                &account.name,
+                Credential::SharedKey(account.key.clone()),
+            )
+            .trusting(ca),
         ),
     };
     Ok((account.name.clone(), stores))
@@ -504,8 +512,14 @@ mod tests {
         let key = "a2V5LW9mLXRoZS1hY2NvdW50";
         let sas = |k: &str, sp: &str, se: &str| sas::make_sas("acct", "vault", k, sp, se);
         for (given, why) in [
-            (sas("b3RoZXIta2V5", "rwd", "2026-12-04T00:00:00Z"), "is not signed with the key of storage account acct"),
-            (sas(key, "rwd", "2026-12-02T00:00:00Z"), "expired at 2026-12-02T00:00:00Z"),
+            (
+                sas("b3RoZXIta2V5", "rwd", "2026-12-04T00:00:00Z"),
+                "is not signed with the key of storage account acct",
+            ),
+            (
+                sas(key, "rwd", "2026-12-02T00:00:00Z"),
+                "expired at 2026-12-02T00:00:00Z",
+            ),
             (sas(key, "rl", "2026-12-04T00:00:00Z"), "does not grant write"),
         ] {
             job.job.properties.container_sas = Some(given.clone());
@@ -518,7 +532,10 @@ mod tests {
         }
         job.job.properties.container_sas = Some(sas(key, "rwd", "2026-12-04T00:00:00Z"));
         let (_, shown) = stores(&job).unwrap();
-        assert!(shown.contains("SasContainers") && shown.contains("vault"), "{shown}");
+        assert!(
+            shown.contains("SasContainers") && shown.contains("vault"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -67,10 +67,8 @@ pub fn check(sas: &str, account: &str, key: &str, now: i64) -> Result<ContainerS
     if container.is_empty() || container.contains('/') || token.is_empty() {
         return Err(SasRefusal::Shape);
     }
-    let params: HashMap<String, Zeroizing<String>> = url::form_urlencoded::parse(token.as_bytes())
-        .map(|(k, v)| (k.into_owned(), Zeroizing::new(v.into_owned())))
-        .collect();
-    let get = |k: &str| params.get(k).map(|v| v.as_str()).unwrap_or("");
+    let params = Params::parse(token);
+    let get = |k: &str| params.get(k);
     for (name, label) in [("sig", "sig"), ("sv", "sv"), ("se", "se")] {
         if get(name).is_empty() {
             return Err(SasRefusal::Missing(label));
@@ -94,8 +92,12 @@ pub fn check(sas: &str, account: &str, key: &str, now: i64) -> Result<ContainerS
         .map_err(|_| bad_sig())?;
     let mac_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key);
     // `verify` compares in constant time
-    ring::hmac::verify(&mac_key, string_to_sign(&get, account, container).as_bytes(), &given)
-        .map_err(|_| bad_sig())?;
+    ring::hmac::verify(
+        &mac_key,
+        string_to_sign(&params, account, container).as_bytes(),
+        &given,
+    )
+    .map_err(|_| bad_sig())?;
     let expiry = parse_time(get("se")).ok_or_else(|| SasRefusal::BadTime(get("se").to_owned()))?;
     if expiry <= now {
         return Err(SasRefusal::Expired(get("se").to_owned()));
@@ -112,26 +114,56 @@ pub fn check(sas: &str, account: &str, key: &str, now: i64) -> Result<ContainerS
     })
 }
 
+/// A SAS token's parameters, URL-decoded (values wiped when dropped).
+struct Params(HashMap<String, Zeroizing<String>>);
+
+impl Params {
+    fn parse(token: &str) -> Params {
+        Params(
+            url::form_urlencoded::parse(token.as_bytes())
+                .map(|(k, v)| (k.into_owned(), Zeroizing::new(v.into_owned())))
+                .collect(),
+        )
+    }
+
+    /// The value of `name`, empty when absent.
+    fn get(&self, name: &str) -> &str {
+        self.0.get(name).map(|v| v.as_str()).unwrap_or("")
+    }
+}
+
 /// The service SAS string-to-sign of the token's version, for a container (values URL-decoded).
-fn string_to_sign(get: &dyn Fn(&str) -> &str, account: &str, container: &str) -> String {
-    let sv = get("sv");
+fn string_to_sign(p: &Params, account: &str, container: &str) -> String {
+    let sv = p.get("sv");
     let resource = if sv >= "2015-02-21" {
         format!("/blob/{account}/{container}")
     } else {
         format!("/{account}/{container}")
     };
-    let mut fields = vec![get("sp"), get("st"), get("se"), &resource, get("si")];
+    let mut fields = vec![
+        p.get("sp"),
+        p.get("st"),
+        p.get("se"),
+        resource.as_str(),
+        p.get("si"),
+    ];
     if sv >= "2015-04-05" {
-        fields.extend([get("sip"), get("spr")]);
+        fields.extend([p.get("sip"), p.get("spr")]);
     }
     fields.push(sv);
     if sv >= "2018-11-09" {
-        fields.extend([get("sr"), get("snapshot")]);
+        fields.extend([p.get("sr"), p.get("snapshot")]);
     }
     if sv >= "2020-12-06" {
-        fields.push(get("ses"));
+        fields.push(p.get("ses"));
     }
-    fields.extend([get("rscc"), get("rscd"), get("rsce"), get("rscl"), get("rsct")]);
+    fields.extend([
+        p.get("rscc"),
+        p.get("rscd"),
+        p.get("rsce"),
+        p.get("rscl"),
+        p.get("rsct"),
+    ]);
     fields.join("\n")
 }
 
@@ -247,18 +279,20 @@ impl ContainerStores for SasContainers {
 #[cfg(test)]
 /// A SAS of `account` for `container` signed with `key` the way the Azure SDKs sign version 2020-12-06 and later.
 pub(crate) fn make_sas(account: &str, container: &str, key: &str, sp: &str, se: &str) -> String {
-    let params: Vec<(&str, &str)> = vec![("sv", "2021-08-06"), ("sr", "c"), ("sp", sp), ("se", se)];
-    let get = |k: &str| params.iter().find(|(n, _)| *n == k).map(|(_, v)| *v).unwrap_or("");
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    q.append_pair("sv", "2021-08-06")
+        .append_pair("sr", "c")
+        .append_pair("sp", sp)
+        .append_pair("se", se);
+    let unsigned = q.finish();
     let key = ring::hmac::Key::new(
         ring::hmac::HMAC_SHA256,
         &base64::engine::general_purpose::STANDARD.decode(key).unwrap(),
     );
-    let tag = ring::hmac::sign(&key, string_to_sign(&get, account, container).as_bytes());
+    let to_sign = string_to_sign(&Params::parse(&unsigned), account, container);
+    let tag = ring::hmac::sign(&key, to_sign.as_bytes());
     let sig = base64::engine::general_purpose::STANDARD.encode(tag.as_ref());
-    let mut q = url::form_urlencoded::Serializer::new(String::new());
-    for (k, v) in &params {
-        q.append_pair(k, v);
-    }
+    let mut q = url::form_urlencoded::Serializer::new(unsigned);
     q.append_pair("sig", &sig);
     format!("{container}?{}", q.finish())
 }
@@ -275,7 +309,12 @@ mod tests {
         assert_eq!(parse_time("2026-12-03T07:00:00Z"), Some(1_796_281_200));
         assert_eq!(parse_time("2026-12-03T07:00Z"), Some(1_796_281_200));
         assert_eq!(parse_time("2026-12-03T07:00:00.1234567Z"), Some(1_796_281_200));
-        for bad in ["2026-13-01", "2026-12-03T07:00:00", "tomorrow", "2026-12-03T25:00:00Z"] {
+        for bad in [
+            "2026-13-01",
+            "2026-12-03T07:00:00",
+            "tomorrow",
+            "2026-12-03T25:00:00Z",
+        ] {
             assert_eq!(parse_time(bad), None, "{bad}");
         }
     }
@@ -289,7 +328,13 @@ mod tests {
         assert!(!format!("{ok:?}").contains("sig"), "the token is redacted");
         let refused = |sas: &str| check(sas, "acct", KEY, now).unwrap_err();
         assert_eq!(
-            refused(&make_sas("acct", "vault", "b3RoZXIta2V5", "racwdl", "2026-12-04T00:00:00Z")),
+            refused(&make_sas(
+                "acct",
+                "vault",
+                "b3RoZXIta2V5",
+                "racwdl",
+                "2026-12-04T00:00:00Z"
+            )),
             SasRefusal::BadSignature("acct".into(), "vault".into())
         );
         assert!(matches!(
@@ -310,13 +355,16 @@ mod tests {
             refused(&good.replace("sp=racwdl", "sp=racwdlx")),
             SasRefusal::BadSignature(..)
         ));
-        assert!(matches!(refused(&good.replace("sr=c", "sr=b")), SasRefusal::NotContainer(_)));
+        assert!(matches!(
+            refused(&good.replace("sr=c", "sr=b")),
+            SasRefusal::NotContainer(_)
+        ));
         assert_eq!(refused("no-question-mark"), SasRefusal::Shape);
-        assert_eq!(refused("vault?sv=2021-08-06&sr=c&sp=w&se=2027-01-01"), SasRefusal::Missing("sig"));
         assert_eq!(
-            refused(&format!("{good}&si=policy")),
-            SasRefusal::StoredPolicy
+            refused("vault?sv=2021-08-06&sr=c&sp=w&se=2027-01-01"),
+            SasRefusal::Missing("sig")
         );
+        assert_eq!(refused(&format!("{good}&si=policy")), SasRefusal::StoredPolicy);
         let msg = SasRefusal::BadSignature("acct".into(), "vault".into()).to_string();
         assert!(!msg.contains("sig="), "{msg}");
     }

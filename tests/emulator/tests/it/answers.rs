@@ -133,7 +133,7 @@ fn api_answers_longer_than_the_cap_are_refused_unread() {
         classic.retry.max_attempts = 1;
         let err = BlockingApiClient::new(classic)
             .unwrap()
-            .list_locations()
+            .list_locations(None)
             .unwrap_err();
         assert!(
             matches!(err, seedship_shared::api::ApiError::TooLong { .. }),
