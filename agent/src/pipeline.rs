@@ -5,7 +5,7 @@
 use crate::backup::{BackupOutcome, WriterOptions};
 use crate::policy::{self, Mode, Policy};
 use crate::progress::{Counters, Display};
-use crate::store::{open_metered_repo_store, STORAGE_KEY_ENV};
+use crate::store::open_metered_repo_store;
 use crate::{Cli, Exit};
 use seedship_shared::blob::Meter;
 use seedship_shared::repo::{CachedStore, RepoError, Repository, Snapshot, SnapshotStats, VolumeDigest};
@@ -157,11 +157,10 @@ pub fn explain(e: RepoError, pol: &Policy) -> anyhow::Error {
         return e.into();
     };
     let msg = match &e {
-        RepoError::Blob(b) if matches!(b.http_status(), Some(401 | 403)) => format!(
-            "the vault (container {} of storage account {} at {}) refused the storage account key: check {} \
-             (the key of account {}, as the portal shows it)",
-            v.container, v.account, v.endpoint, STORAGE_KEY_ENV, v.account
-        ),
+        RepoError::Blob(b) => match crate::store::refusal_advice(b, v) {
+            Some(m) => m,
+            None => return e.into(),
+        },
         RepoError::NoRepository { .. } => format!(
             "the vault container {} of storage account {} holds no repository: check the vault in {} (the \
              import is moved there after the import job completes)",
@@ -197,6 +196,7 @@ mod tests {
                 container: "vault".into(),
                 since: 0,
                 import_container: None,
+                entra: None,
             }),
             ..Policy::offline(vec![], "/nonexistent".into(), "job1".into(), 0)
         };

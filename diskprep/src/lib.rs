@@ -175,15 +175,17 @@ pub struct ApiArgs {
 }
 
 impl ApiArgs {
-    /// How to reach the service: these options and the publish-settings file given (p:), if any.
+    /// How to reach the service for job `job`: these options and the publish-settings file given (p:), if
+    /// any. For a classic job the Entra ID environment is ignored (only a credential flag counts).
     pub fn access(
         &self,
         publish_settings: Option<PathBuf>,
+        job: &seedship_shared::staging::JobDescriptor,
     ) -> anyhow::Result<seedship_shared::api::ApiAccess> {
         Ok(seedship_shared::api::ApiAccess {
             publish_settings,
             management_ca: self.management_ca.clone(),
-            entra: (*self.entra).clone().into_options()?,
+            entra: (*self.entra).clone().into_options_for(job.api.is_classic())?,
         })
     }
 }

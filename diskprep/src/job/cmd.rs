@@ -81,7 +81,7 @@ pub(crate) fn preflight(plan: &PrepPlan, args: &PrepArgs) -> anyhow::Result<Opti
         Ok(_) | Err(JobError::NoRecord { .. }) => {}
         Err(e) => return Err(e.into()),
     }
-    let access = args.api.access(args.publish_settings.clone())?;
+    let access = args.api.access(args.publish_settings.clone(), d)?;
     let conn = job::connect(d, &access)?;
     let mut req = JobRequest {
         location: args.location.clone(),
@@ -151,7 +151,9 @@ fn locate(args: &JobArgs) -> anyhow::Result<(crate::prep::staging::StagedJob, Jo
         anyhow::anyhow!("give the staging location with s:<path> (or --staging DIR); see docs/diskprep.md")
     })?;
     let (staged, record) = ship::locate(&staging, args.job.as_deref())?;
-    let access = args.api.access(args.publish_settings.clone())?;
+    let access = args
+        .api
+        .access(args.publish_settings.clone(), &staged.descriptor)?;
     let conn = job::connect(&staged.descriptor, &access)?;
     Ok((staged, record, conn))
 }
