@@ -145,6 +145,15 @@ pub fn run(cli: &Cli, c: &BackupCmd, pol: &Policy, desc: &JobDescriptor) -> anyh
         }
         JobLookup::Unreachable(e) => {
             eprintln!("warning: {e}");
+            if let ServiceApi::ResourceManager(s) = &desc.api {
+                eprintln!(
+                    "note: the job's Resource Manager endpoint is {} and its sign-in host {} (recorded at \
+                     `offline start`); if the service moved (an emulator restarted on another port), give \
+                     --management-endpoint URL and --authority URL together with the credential \
+                     (--client-certificate FILE or --client-secret-file FILE)",
+                    s.management_endpoint, s.authority
+                );
+            }
             println!(
                 "waiting for import job {}: the Import/Export service did not answer; the next run asks again",
                 desc.job_name

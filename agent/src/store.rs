@@ -237,3 +237,61 @@ pub fn open_metered_repo_store(pol: &Policy, meter: Arc<Meter>) -> anyhow::Resul
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use seedship_shared::staging::ArmSettings;
+
+    #[test]
+    fn a_refused_token_names_the_application_the_scope_and_the_role() {
+        if key_in_environment() {
+            return; // the key would win: nothing to show here
+        }
+        let app = ArmSettings {
+            tenant: Some("tenant-1".into()),
+            client_id: Some("app-1".into()),
+            credential: RecordedCredential::Certificate {
+                certificate: "/etc/seedship/app.pem".into(),
+                key: None,
+            },
+            resource_group: "rg".into(),
+            storage_account_id:
+                "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/acct1".into(),
+            authority: "https://login.microsoftonline.com".into(),
+            management_endpoint: "https://management.azure.com".into(),
+            management_audience: None,
+        };
+        let vault = VaultTarget {
+            endpoint: "https://acct1.blob.core.windows.net".into(),
+            account: "acct1".into(),
+            container: "seed-vault".into(),
+            since: 0,
+            import_container: None,
+            entra: Some(app),
+        };
+        let refused = BlobError::Http {
+            store: "vault".into(),
+            operation: "Get Blob Properties",
+            name: "lock".into(),
+            status: 403,
+            code: Some("AuthorizationPermissionMismatch".into()),
+            message: "no".into(),
+        };
+        let m = refusal_advice(&refused, &vault).unwrap();
+        assert!(
+            m.contains("application app-1 (tenant tenant-1)")
+                && m.contains(STORAGE_SCOPE)
+                && m.contains("Storage Blob Data Contributor on storage account acct1"),
+            "{m}"
+        );
+        let other = BlobError::NotFound {
+            store: "vault".into(),
+            name: "x".into(),
+        };
+        assert!(refusal_advice(&other, &vault).is_none());
+        let classic = VaultTarget { entra: None, ..vault };
+        let m = refusal_advice(&refused, &classic).unwrap();
+        assert!(m.contains("refused the storage account key"), "{m}");
+    }
+}

@@ -986,6 +986,7 @@ fn completes_and_backs_up_with_entra_tokens_and_no_storage_key() {
     let o = seed.agent(&w, &["backup"]);
     assert_ne!(code(&o), 0, "{}", text(&o));
     let err = text(&o);
+    println!("the refusal: {err}");
     assert!(
         err.contains(app["client_id"].as_str().unwrap())
             && err.contains("https://storage.azure.com/.default")
