@@ -30,7 +30,8 @@ struct StartService {
 /// or the Entra ID application, its credential files and the storage account (Resource Manager). Nothing is
 /// sent to the service.
 fn start_service(c: &StartCmd) -> anyhow::Result<StartService> {
-    let entra = c.entra.clone().into_options()?;
+    // with --publish-settings, an Entra ID environment (SEEDSHIP_TENANT, SEEDSHIP_CLIENT_SECRET) is ignored
+    let entra = c.entra.clone().into_options_for(c.publish_settings.is_some())?;
     match (&c.publish_settings, entra) {
         (Some(_), Some(_)) => bail!(
             "give either --publish-settings FILE (classic API) or an Entra ID application (--tenant, \

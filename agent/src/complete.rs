@@ -15,11 +15,12 @@ mod verify;
 use crate::config::StorageKey;
 use crate::policy::{self, Mode, Policy, VaultTarget};
 use crate::progress::StepMeter;
+use crate::store::{azure_options, vault_credential};
 use crate::{BackupCmd, Config};
 use anyhow::{bail, Context};
 use seedship_shared::api::{self, ApiAccess, DriveState, ImportError, Job, JobState as ApiJobState};
-use seedship_shared::blob::{AzureOptions, AzureStore, BlobError, BlobStore, RetryPolicy, RetryStore};
-use seedship_shared::staging::JobDescriptor;
+use seedship_shared::blob::{AzureStore, BlobError, BlobStore, Credential, RetryPolicy, RetryStore};
+use seedship_shared::staging::{ArmSettings, JobDescriptor, ServiceApi};
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -84,6 +85,9 @@ pub struct CompletionPlan {
     pub vault_container: String,
     pub verify_all: bool,
     pub sample_blobs: usize,
+    /// The Entra ID application of a Resource Manager job: signs in to the storage account when no
+    /// storage account key is in the environment.
+    pub entra: Option<ArmSettings>,
 }
 
 /// Turns the options and the job descriptor into a plan (no I/O).
@@ -119,6 +123,10 @@ pub fn plan(c: &BackupCmd, desc: &JobDescriptor) -> anyhow::Result<CompletionPla
         vault_container,
         verify_all: c.verify_all,
         sample_blobs: c.sample_blobs,
+        entra: match &desc.api {
+            ServiceApi::ResourceManager(s) => Some((**s).clone()),
+            ServiceApi::Classic => None,
+        },
     })
 }
 
@@ -138,6 +146,15 @@ pub fn run(cfg: &Config, c: &BackupCmd, pol: &Policy, desc: &JobDescriptor) -> a
         }
         JobLookup::Unreachable(e) => {
             eprintln!("warning: {e}");
+            if let ServiceApi::ResourceManager(s) = &desc.api {
+                eprintln!(
+                    "note: the job's Resource Manager endpoint is {} and its sign-in host {} (recorded at \
+                     `offline start`); if the service moved (an emulator restarted on another port), give \
+                     --management-endpoint URL and --authority URL together with the credential \
+                     (--client-certificate FILE or --client-secret-file FILE)",
+                    s.management_endpoint, s.authority
+                );
+            }
             println!(
                 "waiting for import job {}: the Import/Export service did not answer; the next run asks again",
                 desc.job_name
@@ -177,7 +194,7 @@ pub fn run(cfg: &Config, c: &BackupCmd, pol: &Policy, desc: &JobDescriptor) -> a
         }
     }
     let stores = Stores::open(&cfg.storage_key, &plan)?;
-    reachable(&plan, &stores)?;
+    reachable(&cfg.storage_key, &plan, &stores)?;
     println!(
         "verifying the import in container {} of storage account {}{}",
         plan.import_container,
@@ -228,10 +245,27 @@ const LOG_CONTAINER: &str = "waimportexport";
 
 /// Fails fast, before any retries, when the blob endpoint's host name does not resolve or its TLS
 /// certificate is not trusted: a setting to fix, not a problem of the import.
-fn reachable(plan: &CompletionPlan, stores: &Stores) -> anyhow::Result<()> {
+fn reachable(key: &StorageKey, plan: &CompletionPlan, stores: &Stores) -> anyhow::Result<()> {
     use seedship_shared::net::{classify_text, TransportCause};
-    let Err(BlobError::Transport { message, .. }) = stores.import_raw.list("") else {
-        return Ok(());
+    let message = match stores.import_raw.list("") {
+        Err(BlobError::Transport { message, .. }) => message,
+        Err(e) => {
+            let target = VaultTarget {
+                endpoint: plan.endpoint.clone(),
+                account: plan.account.clone(),
+                container: plan.import_container.clone(),
+                since: 0,
+                import_container: None,
+                entra: plan.entra.clone(),
+            };
+            return match crate::store::refusal_advice(key, &e, &target) {
+                Some(advice) => Err(anyhow::Error::new(e).context(format!(
+                    "{advice}. Nothing was checked or copied; the import itself is not in question"
+                ))),
+                None => Ok(()),
+            };
+        }
+        Ok(_) => return Ok(()),
     };
     let what = match classify_text(&message, None) {
         TransportCause::Dns => "its host name does not resolve",
@@ -296,6 +330,7 @@ fn go_online(
         container: plan.vault_container.clone(),
         since: seedship_shared::time::now_unix() as u64,
         import_container: Some(plan.import_container.clone()),
+        entra: plan.entra.clone(),
     });
     online.save(&cfg.state_dir)?;
     let _ = std::fs::remove_file(record);
@@ -334,7 +369,7 @@ fn import_job(desc: &JobDescriptor, c: &BackupCmd) -> anyhow::Result<JobLookup> 
     let access = ApiAccess {
         publish_settings: c.publish_settings.clone(),
         management_ca: c.management_ca.clone(),
-        entra: c.entra.clone().into_options()?,
+        entra: c.entra.clone().into_options_for(desc.api.is_classic())?,
     };
     let conn = api::connect(desc, &access).with_context(|| {
         format!(
@@ -358,8 +393,6 @@ fn import_job(desc: &JobDescriptor, c: &BackupCmd) -> anyhow::Result<JobLookup> 
 pub struct Stores {
     endpoint: String,
     account: String,
-    /// The storage account key, for the containers opened later ([`Stores::container`]).
-    credential: seedship_shared::blob::Credential,
     /// The import container, with retries (reads).
     pub import: Arc<dyn BlobStore>,
     /// The import container without retries (copy source URLs).
@@ -368,13 +401,15 @@ pub struct Stores {
     vault: Arc<dyn BlobStore>,
     /// The vault container without retries (Copy Blob).
     vault_raw: AzureStore,
+    /// How every request is authorised (one token source for all containers).
+    credential: Credential,
 }
 
 impl Stores {
     fn open(key: &StorageKey, plan: &CompletionPlan) -> anyhow::Result<Stores> {
+        let cred = vault_credential(key, &plan.account, plan.entra.as_ref())?;
         let raw = |container: &str| -> anyhow::Result<AzureStore> {
-            let cred = key.credential(&plan.account)?;
-            let opts = AzureOptions::new(&plan.endpoint, &plan.account, container, cred);
+            let opts = azure_options(&plan.endpoint, &plan.account, container, cred.clone())?;
             AzureStore::new(opts)
                 .with_context(|| format!("cannot open container {container} at {}", plan.endpoint))
         };
@@ -384,17 +419,17 @@ impl Stores {
         Ok(Stores {
             endpoint: plan.endpoint.clone(),
             account: plan.account.clone(),
-            credential: key.credential(&plan.account)?,
             import: retried(&plan.import_container)?,
             import_raw: raw(&plan.import_container)?,
             vault: retried(&plan.vault_container)?,
             vault_raw: raw(&plan.vault_container)?,
+            credential: cred,
         })
     }
 
     /// Another container of the account (where the copy logs are), with retries.
     fn container(&self, name: &str) -> anyhow::Result<Arc<dyn BlobStore>> {
-        let opts = AzureOptions::new(&self.endpoint, &self.account, name, self.credential.clone());
+        let opts = azure_options(&self.endpoint, &self.account, name, self.credential.clone())?;
         let store = AzureStore::new(opts)
             .with_context(|| format!("cannot open container {name} at {}", self.endpoint))?;
         Ok(Arc::new(RetryStore::new(store, RetryPolicy::default())))

@@ -129,6 +129,7 @@ pub fn read_passphrase_file(f: &Path) -> anyhow::Result<Zeroizing<String>> {
 }
 
 /// The vault's storage account key: a file named by [`STORAGE_KEY_FILE_ENV`], else [`STORAGE_KEY_ENV`].
+#[derive(Default)]
 pub struct StorageKey {
     file: Option<PathBuf>,
     env: Option<Zeroizing<String>>,
@@ -152,6 +153,19 @@ impl StorageKey {
                 .map(PathBuf::from),
             env: env_secret(STORAGE_KEY_ENV),
         }
+    }
+
+    /// Whether a key is given (a file, or the variable set and not blank).
+    pub fn is_given(&self) -> bool {
+        self.file.is_some() || self.env.as_ref().is_some_and(|k| !k.trim().is_empty())
+    }
+
+    /// The key as a credential when one is given, `None` otherwise.
+    pub fn given(&self) -> anyhow::Result<Option<Credential>> {
+        if !self.is_given() {
+            return Ok(None);
+        }
+        self.credential("").map(Some)
     }
 
     /// The credential for `account`, or an error that says how to give the key.

@@ -143,7 +143,17 @@ pub fn acquire(key: &StorageKey, pol: &Policy, command: &str) -> anyhow::Result<
     match (pol.mode, &pol.vault) {
         (Mode::Online, Some(v)) => {
             let store = Arc::new(open_vault_azure(key, v)?);
-            acquire_lease(store, command)
+            // the first request to the vault: a refused key or token is explained here
+            acquire_lease(store, command).map_err(|e| {
+                let advice = e
+                    .chain()
+                    .find_map(|c| c.downcast_ref::<BlobError>())
+                    .and_then(|b| crate::store::refusal_advice(key, b, v));
+                match advice {
+                    Some(advice) => e.context(advice),
+                    None => e,
+                }
+            })
         }
         _ => acquire_file(pol, command),
     }

@@ -3,7 +3,7 @@
 //! [`crate::backup`] with progress and Ctrl-C, and the lines and exit code a finished backup reports.
 
 use crate::backup::{BackupOutcome, WriterOptions};
-use crate::config::STORAGE_KEY_ENV;
+use crate::config::StorageKey;
 use crate::policy::{Mode, Policy};
 use crate::progress::{Counters, Display};
 use crate::store::open_metered_repo_store;
@@ -32,7 +32,7 @@ pub(crate) fn open_metered_repo(
     if cached {
         store = Arc::new(CachedStore::new(store, &dir));
     }
-    let mut repo = Repository::open(store, &pass).map_err(|e| explain(e, pol))?;
+    let mut repo = Repository::open(store, &pass).map_err(|e| explain(e, &cfg.storage_key, pol))?;
     if cached {
         repo = repo.with_tree_cache(&dir);
     }
@@ -153,16 +153,15 @@ pub(crate) fn staged_blobs(
 }
 
 /// Turns an error opening the repository into one that says what to do, in online mode.
-pub fn explain(e: RepoError, pol: &Policy) -> anyhow::Error {
+pub fn explain(e: RepoError, key: &StorageKey, pol: &Policy) -> anyhow::Error {
     let Some(v) = pol.vault.as_ref().filter(|_| pol.mode == Mode::Online) else {
         return e.into();
     };
     let msg = match &e {
-        RepoError::Blob(b) if matches!(b.http_status(), Some(401 | 403)) => format!(
-            "the vault (container {} of storage account {} at {}) refused the storage account key: check {} \
-             (the key of account {}, as the portal shows it)",
-            v.container, v.account, v.endpoint, STORAGE_KEY_ENV, v.account
-        ),
+        RepoError::Blob(b) => match crate::store::refusal_advice(key, b, v) {
+            Some(m) => m,
+            None => return e.into(),
+        },
         RepoError::NoRepository { .. } => format!(
             "the vault container {} of storage account {} holds no repository: check the vault in {} (the \
              import is moved there after the import job completes)",
@@ -198,6 +197,7 @@ mod tests {
                 container: "vault".into(),
                 since: 0,
                 import_container: None,
+                entra: None,
             }),
             ..Policy::offline(vec![], "/nonexistent".into(), "job1".into(), 0)
         };
@@ -209,7 +209,7 @@ mod tests {
             code: Some("AuthenticationFailed".into()),
             message: "no".into(),
         });
-        let msg = format!("{:#}", explain(refused, &pol));
+        let msg = format!("{:#}", explain(refused, &StorageKey::default(), &pol));
         assert!(
             msg.contains("refused the storage account key") && msg.contains("HTTP 403"),
             "{msg}"
@@ -217,13 +217,20 @@ mod tests {
         let none = RepoError::NoRepository {
             store: "vault".into(),
         };
-        let msg = format!("{:#}", explain(none, &pol));
+        let msg = format!("{:#}", explain(none, &StorageKey::default(), &pol));
         assert!(msg.contains("holds no repository"), "{msg}");
         let offline = Policy {
             mode: Mode::Offline,
             ..pol
         };
-        let msg = format!("{:#}", explain(RepoError::WrongPassphrase { keys: 1 }, &offline));
+        let msg = format!(
+            "{:#}",
+            explain(
+                RepoError::WrongPassphrase { keys: 1 },
+                &StorageKey::default(),
+                &offline
+            )
+        );
         assert!(msg.starts_with("wrong passphrase"), "{msg}");
     }
 }

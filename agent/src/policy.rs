@@ -39,6 +39,11 @@ pub struct VaultTarget {
     /// recorded by the completion, cleared by `seedship-agent delete-import`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub import_container: Option<String>,
+    /// The Entra ID application of a Resource Manager job (recorded at completion from the job descriptor:
+    /// paths and sources, never a secret): without a storage account key in the environment, vault
+    /// requests carry its bearer tokens for `https://storage.azure.com/.default` (`store::vault_credential`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entra: Option<seedship_shared::staging::ArmSettings>,
 }
 
 /// The policy file.

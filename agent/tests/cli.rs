@@ -852,3 +852,35 @@ fn a_missing_staging_folder_is_said_once_with_what_to_check() {
         assert!(!err.contains("os error"), "{args:?}: {err}");
     }
 }
+
+/// Issue 13: an Entra ID environment (SEEDSHIP_TENANT, SEEDSHIP_CLIENT_ID, SEEDSHIP_CLIENT_SECRET, e.g. set in
+/// agent.env for another job) does not make a classic `offline start` refuse; a credential flag beside
+/// --publish-settings still does, by name.
+#[test]
+fn an_entra_environment_is_ignored_by_a_classic_job() {
+    let e = Env::new()
+        .with_var("SEEDSHIP_TENANT", "some-tenant")
+        .with_var("SEEDSHIP_CLIENT_ID", "some-app")
+        .with_var("SEEDSHIP_CLIENT_SECRET", "not-for-this-job");
+    e.start(&[]);
+    assert!(e.p("state/policy.json").exists());
+    let desc = std::fs::read_to_string(e.p("staging/job1/job.json")).unwrap();
+    assert!(
+        !desc.contains("resource-manager") && !desc.contains("not-for-this-job"),
+        "{desc}"
+    );
+    e.ok(&["backup"]);
+    // the next run asks the classic service (this test's publish settings hold no usable certificate): the
+    // Entra ID environment is not what stops it
+    let o = e.run(&["backup"]);
+    let err = text(&o.stderr);
+    assert!(
+        !err.contains("apply to Resource Manager jobs only") && !err.contains("need a credential"),
+        "{err}"
+    );
+
+    let e = Env::new().with_var("SEEDSHIP_TENANT", "some-tenant");
+    let both = e.start_args(&["--client-secret-file", "/nonexistent/secret"]);
+    let err = e.fails(&both.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(err.contains("not both"), "{err}");
+}

@@ -176,16 +176,14 @@ pub struct ApiArgs {
 }
 
 impl ApiArgs {
-    /// How to reach the service: these options and the publish-settings file given (p:), if any.
-    pub fn access(
-        &self,
-        publish_settings: Option<PathBuf>,
-    ) -> anyhow::Result<seedship_shared::api::ApiAccess> {
-        Ok(seedship_shared::api::ApiAccess {
+    /// These options with the publish-settings file given (p:), if any; resolved per job
+    /// ([`jobcmd::Access::for_job`]).
+    pub(crate) fn access(&self, publish_settings: Option<PathBuf>) -> jobcmd::Access {
+        jobcmd::Access {
             publish_settings,
             management_ca: self.management_ca.clone(),
-            entra: (*self.entra).clone().into_options()?,
-        })
+            entra: (*self.entra).clone(),
+        }
     }
 }
 
@@ -305,7 +303,7 @@ impl JobArgs {
         Ok(jobcmd::JobTarget {
             staging,
             job: self.job.clone(),
-            access: self.api.access(self.publish_settings.clone())?,
+            access: self.api.access(self.publish_settings.clone()),
         })
     }
 }
@@ -421,7 +419,7 @@ impl PrepArgs {
     /// What creating the import job needs: how the service is reached and the request's options.
     fn job_setup(&self) -> anyhow::Result<jobcmd::JobSetup> {
         Ok(jobcmd::JobSetup {
-            access: self.api.access(self.publish_settings.clone())?,
+            access: self.api.access(self.publish_settings.clone()),
             request: job::create::JobRequest {
                 location: self.location.clone(),
                 credential: self.credential()?,

@@ -120,6 +120,38 @@ pub fn blocking_runtime() -> Result<tokio::runtime::Runtime, String> {
         .map_err(|e| format!("cannot start the I/O runtime: {e}"))
 }
 
+/// The longest answer body the Import/Export API clients (classic and Resource Manager) read: 4 MiB. A List
+/// Jobs answer of a few hundred jobs is well under 1 MiB; a service (or anything posing as one) that sends more
+/// is refused rather than buffered.
+pub const MAX_API_ANSWER: usize = 4 << 20;
+
+/// Why [`read_capped`] read no body.
+#[derive(Debug)]
+pub enum BodyError {
+    /// The answer is longer than the limit (by its `Content-Length`, or counted while reading): nothing
+    /// more was read and the connection is dropped.
+    TooLong { limit: usize },
+    /// The connection failed while reading.
+    Transport(reqwest::Error),
+}
+
+/// Reads `resp`'s body, at most `limit` bytes: an answer whose `Content-Length` is larger is refused before
+/// a byte of it is read, one without (chunked) is counted chunk by chunk and dropped as soon as it passes
+/// the limit, so at most `limit` bytes plus one chunk are ever held.
+pub async fn read_capped(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, BodyError> {
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLong { limit });
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(BodyError::Transport)? {
+        if body.len() + chunk.len() > limit {
+            return Err(BodyError::TooLong { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

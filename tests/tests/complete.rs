@@ -32,6 +32,9 @@ struct World {
     emulator: Child,
     emu: PathBuf,
     subscription: String,
+    /// Azurite serves HTTPS with Entra ID bearer tokens (`--oauth basic`, the emulator's server certificate)
+    /// and the agent gets no storage account key.
+    oauth: bool,
 }
 
 impl Drop for World {
@@ -66,12 +69,22 @@ impl World {
     }
 
     fn start() -> World {
+        World::start_with(false)
+    }
+
+    /// [`World::start`], with Azurite in OAuth mode over HTTPS when `oauth` (its certificate is the
+    /// emulator's server certificate, so the emulator is initialised first and then pointed at Azurite).
+    fn start_with(oauth: bool) -> World {
         let dir = tempfile::Builder::new()
             .prefix("seedship-complete-")
             .tempdir()
             .unwrap();
-        let azurite = Azurite::start();
         let emu = dir.path().join("emulator");
+        let plain = (!oauth).then(Azurite::start);
+        let endpoint = plain
+            .as_ref()
+            .map(Azurite::endpoint)
+            .unwrap_or_else(|| format!("https://127.0.0.1:1/{AZURITE_ACCOUNT}"));
         // the key through the environment, never on the command line
         let o = output(
             Command::new(cargo_bin("seedship-emulator"))
@@ -82,11 +95,24 @@ impl World {
                     "--storage-account",
                     AZURITE_ACCOUNT,
                     "--storage-endpoint",
-                    &azurite.endpoint(),
+                    &endpoint,
                 ])
                 .env("SEEDSHIP_EMULATOR_STORAGE_KEY", AZURITE_KEY),
         );
         assert!(o.status.success(), "emulator init: {}", text(&o));
+        let azurite = match plain {
+            Some(a) => a,
+            None => {
+                let a = Azurite::start_oauth(&emu.join("server.pem"), &emu.join("server-key.pem"));
+                let path = emu.join("emulator.json");
+                let mut config: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+                assert!(config["StorageAccount"]["Endpoint"].is_string(), "{config}");
+                config["StorageAccount"]["Endpoint"] = a.endpoint().into();
+                std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+                a
+            }
+        };
         let emulator = World::serve(&emu, &dir.path().join("emulator.log"));
         let ps = PublishSettings::load(&emu.join("emulator.publishsettings")).unwrap();
         let subscription = ps.subscriptions[0].id.clone();
@@ -96,24 +122,30 @@ impl World {
             emulator,
             emu,
             subscription,
+            oauth,
         }
     }
 
     fn store(&self, container: &str) -> AzureStore {
         let cred = Credential::SharedKey(AZURITE_KEY.into());
-        AzureStore::new(AzureOptions::new(
-            &self.azurite.endpoint(),
-            AZURITE_ACCOUNT,
-            container,
-            cred,
-        ))
-        .unwrap()
+        let mut o = AzureOptions::new(&self.azurite.endpoint(), AZURITE_ACCOUNT, container, cred);
+        if self.oauth {
+            o.extra_ca_pem = Some(std::fs::read(self.emu.join("ca.pem")).unwrap());
+        }
+        AzureStore::new(o).unwrap()
     }
 
     /// The environment every tool gets: the storage key and endpoint, the emulator's CA.
     fn env<'c>(&self, c: &'c mut Command) -> &'c mut Command {
-        c.env("SEEDSHIP_STORAGE_KEY", AZURITE_KEY)
-            .env("SEEDSHIP_BLOB_ENDPOINT", self.azurite.endpoint())
+        if self.oauth {
+            // no storage account key anywhere: the vault is signed in to with the application's tokens
+            c.env_remove("SEEDSHIP_STORAGE_KEY")
+                .env_remove("SEEDSHIP_STORAGE_KEY_FILE")
+                .env("SEEDSHIP_BLOB_CA", self.emu.join("ca.pem"));
+        } else {
+            c.env("SEEDSHIP_STORAGE_KEY", AZURITE_KEY);
+        }
+        c.env("SEEDSHIP_BLOB_ENDPOINT", self.azurite.endpoint())
             .env("SEEDSHIP_MANAGEMENT_CA", self.emu.join("ca.pem"))
             .env_remove("SEEDSHIP_VAULT_CONTAINER")
             .env_remove("SEEDSHIP_PASSPHRASE")
@@ -875,4 +907,158 @@ fn offline_start_refuses_a_missing_or_unusable_credential_by_name() {
     assert_ne!(code(&o), 0, "{}", text(&o));
     assert!(text(&o).contains("--client-certificate FILE"), "{}", text(&o));
     assert!(!staging.join("refused").exists() && !state.join("policy.json").exists());
+}
+
+/// Issue 13, "the vault without an account key": a Resource Manager job signed in with the application's
+/// certificate completes into the vault, runs an incremental and restores with no storage account key in the
+/// agent's environment or files: every vault request carries a bearer token for
+/// `https://storage.azure.com/.default` from the emulator's token endpoint, which Azurite (`--oauth basic`,
+/// HTTPS) checks. The policy records the application (paths, no secret). An application the storage account
+/// does not accept (a token for another audience, here a handed-over management token) is refused naming
+/// the application, the scope and the role to grant.
+#[test]
+fn completes_and_backs_up_with_entra_tokens_and_no_storage_key() {
+    let w = World::start_with(true);
+    let seed = seed_through(&w, Api::ResourceManager, "tokjob", "tokseed", 1, 2, 1, "24M");
+    let o = w.receive("tokjob", &seed.drives);
+    assert!(o.status.success(), "receive: {}", text(&o));
+    let o = seed.agent(&w, &["backup"]);
+    assert!(o.status.success(), "completion: {}", text(&o));
+    assert!(text(&o).contains("import job tokjob completed"), "{}", text(&o));
+    let pol = seed.policy();
+    assert_eq!(pol["mode"], "online");
+    assert_eq!(pol["vault"]["endpoint"], w.azurite.endpoint());
+    assert!(pol["vault"]["entra"]["client_id"].is_string(), "{pol}");
+    // an incremental into the vault, then a restore from it
+    std::fs::write(seed.src.join("after-import.bin"), noise(MIB, 99)).unwrap();
+    let o = seed.agent(&w, &["backup"]);
+    assert!(o.status.success(), "online backup: {}", text(&o));
+    let target = seed.dir.join("restored");
+    let o = seed.agent(&w, &["restore", "latest", "--target", s(&target)]);
+    assert!(o.status.success(), "restore: {}", text(&o));
+    let restored = target.join(seed.src.strip_prefix("/").unwrap());
+    for f in ["after-import.bin", "f0.bin"] {
+        assert_eq!(
+            std::fs::read(restored.join(f)).unwrap(),
+            std::fs::read(seed.src.join(f)).unwrap(),
+            "{f}"
+        );
+    }
+    let in_vault: Vec<String> = w
+        .store("tokseed-vault")
+        .list("")
+        .unwrap()
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    assert!(
+        in_vault.len() > seed.staged_names().len(),
+        "the incremental is in the vault: {in_vault:?}"
+    );
+    // no key in the agent's files
+    for dir in [&seed.state, &seed.staging] {
+        for f in walkdir(dir) {
+            let bytes = std::fs::read(&f).unwrap();
+            assert!(
+                !bytes
+                    .windows(AZURITE_KEY.len())
+                    .any(|w| w == AZURITE_KEY.as_bytes()),
+                "{} holds the storage account key",
+                f.display()
+            );
+        }
+    }
+
+    // A credential whose token Azurite refuses (a management token handed over instead of a storage one):
+    // the refusal names the application, the scope and the role.
+    let app: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(w.emu.join("entra-app.json")).unwrap()).unwrap();
+    let mut pol = seed.policy();
+    let mgmt_token = seed.dir.join("mgmt-token.json");
+    let token = management_token(&w);
+    write_private(&mgmt_token, token.as_bytes());
+    pol["vault"]["entra"]["credential"] = serde_json::json!({"kind": "token-file", "path": s(&mgmt_token)});
+    std::fs::write(
+        seed.state.join("policy.json"),
+        serde_json::to_vec_pretty(&pol).unwrap(),
+    )
+    .unwrap();
+    let o = seed.agent(&w, &["backup"]);
+    assert_ne!(code(&o), 0, "{}", text(&o));
+    let err = text(&o);
+    println!("the refusal: {err}");
+    assert!(
+        err.contains(app["client_id"].as_str().unwrap())
+            && err.contains("https://storage.azure.com/.default")
+            && (err.contains("Storage Blob Data Contributor") || err.contains("issued for")),
+        "{err}"
+    );
+}
+
+/// Every file under `dir`.
+fn walkdir(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let t = e.file_type().unwrap();
+            if t.is_dir() {
+                todo.push(e.path());
+            } else if t.is_file() {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+/// Writes `data` into a new file of mode 0600.
+fn write_private(path: &Path, data: &[u8]) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    f.write_all(data).unwrap();
+}
+
+/// `az account get-access-token` JSON holding a Resource Manager token of the registered application, from
+/// the emulator's token endpoint.
+fn management_token(w: &World) -> String {
+    let app: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(w.emu.join("entra-app.json")).unwrap()).unwrap();
+    let f = |k: &str| app[k].as_str().unwrap().to_owned();
+    let mut opts =
+        seedship_shared::entra::EntraOptions::new(seedship_shared::entra::CredentialChoice::Certificate {
+            cert: f("certificate").into(),
+            key: Some(f("private_key").into()),
+        });
+    opts.tenant = Some(f("tenant"));
+    opts.client_id = Some(f("client_id"));
+    opts.authority = f("authority");
+    opts.ca_pem = Some(std::fs::read(w.emu.join("ca.pem")).unwrap());
+    let t = opts
+        .token_source()
+        .unwrap()
+        .token(&format!(
+            "{}/.default",
+            f("management_audience").trim_end_matches('/')
+        ))
+        .unwrap();
+    let expires = t
+        .expires_at
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    serde_json::json!({
+        "accessToken": t.token.as_str(),
+        "expiresOn": "2099-01-01 00:00:00.000000",
+        "expires_on": expires,
+        "tokenType": "Bearer",
+    })
+    .to_string()
 }

@@ -252,6 +252,7 @@ impl Env {
             container: container.to_owned(),
             since: 1_795_331_109,
             import_container: None,
+            entra: None,
         });
         pol.save(&self.p("state")).unwrap();
         std::fs::rename(self.p("staging"), self.p("staging-shipped")).unwrap();

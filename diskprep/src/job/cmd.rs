@@ -13,10 +13,34 @@ use seedship_shared::api::{ApiAccess, JobState, ReturnAddress, ReturnShipping};
 use seedship_shared::exit::Exit;
 use std::path::PathBuf;
 
+/// How the Import/Export service is reached, as given; resolved per job ([`Access::for_job`]) because a
+/// classic job ignores the Entra ID environment.
+#[derive(Debug, Clone)]
+pub struct Access {
+    /// The publish-settings file given (p:), if any.
+    pub publish_settings: Option<PathBuf>,
+    /// `--management-ca`.
+    pub management_ca: Option<PathBuf>,
+    /// The Entra ID options and environment.
+    pub entra: seedship_shared::entra::EntraArgs,
+}
+
+impl Access {
+    /// How to reach the service for job `job`: for a classic job only an Entra ID credential flag counts,
+    /// not the environment.
+    pub fn for_job(&self, job: &seedship_shared::staging::JobDescriptor) -> anyhow::Result<ApiAccess> {
+        Ok(ApiAccess {
+            publish_settings: self.publish_settings.clone(),
+            management_ca: self.management_ca.clone(),
+            entra: self.entra.clone().into_options_for(job.api.is_classic())?,
+        })
+    }
+}
+
 /// What creating the import job needs, from the preparation's options (built by `lib.rs`).
 pub(crate) struct JobSetup {
     /// How the Import/Export service is reached.
-    pub access: ApiAccess,
+    pub access: Access,
     /// The job's location, credential and return details as given (what is missing is asked).
     pub request: JobRequest,
 }
@@ -28,7 +52,7 @@ pub(crate) struct JobTarget {
     /// The job, when several in the staging location have an import job.
     pub job: Option<String>,
     /// How the Import/Export service is reached.
-    pub access: ApiAccess,
+    pub access: Access,
 }
 
 /// Everything needed to create the job once the drives are ready.
@@ -123,7 +147,7 @@ pub(crate) fn preflight(plan: &PrepPlan, setup: JobSetup) -> anyhow::Result<Opti
         Ok(_) | Err(JobError::NoRecord { .. }) => {}
         Err(e) => return Err(e.into()),
     }
-    let conn = job::connect(d, &setup.access)?;
+    let conn = job::connect(d, &setup.access.for_job(d)?)?;
     let mut req = setup.request;
     let ids: Vec<String> = plan.drives.iter().map(|p| p.drive_id.clone()).collect();
     loop {
@@ -184,7 +208,7 @@ pub(crate) struct ShipAnswers {
 
 fn locate(target: &JobTarget) -> anyhow::Result<(crate::prep::staging::StagedJob, JobRecord, Connection)> {
     let (staged, record) = ship::locate(&target.staging, target.job.as_deref())?;
-    let conn = job::connect(&staged.descriptor, &target.access)?;
+    let conn = job::connect(&staged.descriptor, &target.access.for_job(&staged.descriptor)?)?;
     Ok((staged, record, conn))
 }
 

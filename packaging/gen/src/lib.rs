@@ -38,7 +38,13 @@ const AGENT_ENV: &[(&str, &str)] = &[
     (
         "SEEDSHIP_STORAGE_KEY",
         "The storage account key (Base64), needed from the import job's completion on. \
-SEEDSHIP_STORAGE_KEY_FILE names a file holding it instead.",
+SEEDSHIP_STORAGE_KEY_FILE names a file holding it instead. A job started with an Entra ID application \
+(Resource Manager) needs no key: without one, vault requests carry that application's bearer tokens \
+(role Storage Blob Data Contributor on the account).",
+    ),
+    (
+        "SEEDSHIP_BLOB_CA",
+        "Extra trusted CA certificates (PEM) for the blob endpoint.",
     ),
     (
         "SEEDSHIP_METRICS_FILE",

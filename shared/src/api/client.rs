@@ -259,23 +259,19 @@ impl ApiClient {
         }
         let resp = req.send().await.map_err(transport)?;
         let status = resp.status().as_u16();
-        let mut resp = resp;
-        let too_long = || ApiError::Decode {
-            operation: op,
-            job: JobRef(job.map(str::to_string)),
-            status,
-            reason: format!("the answer is longer than {MAX_RESPONSE_LEN} bytes; refusing to read more"),
-        };
-        if resp.content_length().is_some_and(|n| n > MAX_RESPONSE_LEN as u64) {
-            return Err(too_long());
-        }
-        let mut bytes = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(transport)? {
-            if bytes.len() + chunk.len() > MAX_RESPONSE_LEN {
-                return Err(too_long());
+        let bytes = match crate::net::read_capped(resp, MAX_RESPONSE_LEN).await {
+            Ok(b) => b,
+            Err(crate::net::BodyError::Transport(e)) => return Err(transport(e)),
+            Err(crate::net::BodyError::TooLong { limit }) => {
+                return Err(ApiError::TooLong {
+                    operation: op,
+                    job: JobRef(job.map(str::to_string)),
+                    url: url.to_string(),
+                    status,
+                    limit,
+                })
             }
-            bytes.extend_from_slice(&chunk);
-        }
+        };
         if (200..300).contains(&status) {
             return Ok((status, bytes));
         }
@@ -283,9 +279,8 @@ impl ApiClient {
     }
 }
 
-/// The longest response body read: 4 MiB. A List Jobs answer of a few hundred jobs is well under 1 MiB;
-/// a service (or anything posing as one) that sends more is refused rather than buffered.
-pub const MAX_RESPONSE_LEN: usize = 4 << 20;
+/// The longest response body read: 4 MiB ([`crate::net::MAX_API_ANSWER`]).
+pub const MAX_RESPONSE_LEN: usize = crate::net::MAX_API_ANSWER;
 
 /// Runs `attempt` until it succeeds, fails for good, or the policy's attempts are used up; waits between
 /// attempts with exponential backoff. Only [`ApiError::is_retryable`] failures are tried again.

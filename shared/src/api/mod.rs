@@ -109,6 +109,15 @@ pub enum ApiError {
         status: u16,
         reason: String,
     },
+    /// The answer is longer than the client reads ([`MAX_RESPONSE_LEN`]); it was not read.
+    #[error("{operation}{job}: the answer of {url} (HTTP {status}) is longer than {limit} bytes; refused without reading it")]
+    TooLong {
+        operation: Operation,
+        job: JobRef,
+        url: String,
+        status: u16,
+        limit: usize,
+    },
     #[error(transparent)]
     Location(#[from] LocationError),
 }
@@ -168,7 +177,9 @@ impl ApiError {
     pub fn status(&self) -> Option<u16> {
         match self {
             ApiError::Service(e) => Some(e.status),
-            ApiError::Http { status, .. } | ApiError::Decode { status, .. } => Some(*status),
+            ApiError::Http { status, .. }
+            | ApiError::Decode { status, .. }
+            | ApiError::TooLong { status, .. } => Some(*status),
             _ => None,
         }
     }

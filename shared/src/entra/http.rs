@@ -113,14 +113,18 @@ impl TokenHttp {
             };
             let mut resp = req.send().await.map_err(transport)?;
             let status = resp.status().as_u16();
+            let too_long = || EntraError::BadResponse {
+                endpoint: ep.clone(),
+                status,
+                message: format!("answer longer than {MAX_ANSWER} bytes; refused without reading it"),
+            };
+            if resp.content_length().is_some_and(|n| n > MAX_ANSWER as u64) {
+                return Err(too_long());
+            }
             let mut body = Zeroizing::new(Vec::new());
             while let Some(chunk) = resp.chunk().await.map_err(transport)? {
                 if body.len() + chunk.len() > MAX_ANSWER {
-                    return Err(EntraError::BadResponse {
-                        endpoint: ep.clone(),
-                        status,
-                        message: format!("answer longer than {MAX_ANSWER} bytes"),
-                    });
+                    return Err(too_long());
                 }
                 body.extend_from_slice(&chunk);
             }

@@ -189,6 +189,26 @@ pub struct EntraArgs {
 
 #[cfg(feature = "clap")]
 impl EntraArgs {
+    /// Whether a credential was chosen with a flag (--client-certificate, --client-secret-file,
+    /// --managed-identity, --access-token-file); the environment (SEEDSHIP_TENANT, SEEDSHIP_CLIENT_ID,
+    /// SEEDSHIP_CLIENT_SECRET) never counts.
+    pub fn credential_flag_given(&self) -> bool {
+        self.client_certificate.is_some()
+            || self.client_secret_file.is_some()
+            || self.managed_identity
+            || self.access_token_file.is_some()
+    }
+
+    /// [`EntraArgs::into_options`] for a command on a job of the classic API (`classic`): there the Entra ID
+    /// environment (SEEDSHIP_TENANT, SEEDSHIP_CLIENT_ID, SEEDSHIP_CLIENT_SECRET, set for other jobs or
+    /// machines) is ignored and only a credential flag counts, so that the caller can refuse it by name.
+    pub fn into_options_for(self, classic: bool) -> Result<Option<EntraOptions>, EntraError> {
+        if classic && !self.credential_flag_given() {
+            return Ok(None);
+        }
+        self.into_options()
+    }
+
     /// The options, or `None` when no credential was chosen (neither a flag nor SEEDSHIP_CLIENT_SECRET).
     /// Reads SEEDSHIP_CLIENT_SECRET and the CA file here, at the top, so the work never reads either.
     pub fn into_options(self) -> Result<Option<EntraOptions>, EntraError> {
@@ -256,6 +276,16 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Cmd, clap::Error> {
         Cmd::try_parse_from(std::iter::once("cmd").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn a_classic_job_ignores_tenant_and_client_id_and_refuses_only_a_credential_flag() {
+        let c = parse(&["--tenant", "t", "--client-id", "c"]).unwrap();
+        assert!(!c.entra.credential_flag_given());
+        assert!(c.entra.into_options_for(true).unwrap().is_none());
+        let c = parse(&["--client-secret-file", "s"]).unwrap();
+        assert!(c.entra.credential_flag_given());
+        assert!(c.entra.into_options_for(true).unwrap().is_some());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! receiving a job's drives (`.../receive`: the same [`Receipt`] as `seedship-emulator receive`, imported in
 //! the background, docs/datacentre.md). Not part of the classic API; no `x-ms-version` needed.
 
-use crate::datacentre::receive::account_stores;
+use crate::datacentre::receive::job_stores;
 use crate::datacentre::{Receipt, ReceiveError};
 use crate::odata::{self, Reply};
 use crate::state::{AppState, Failure};
@@ -232,16 +232,15 @@ fn receive(
     now: i64,
 ) -> Result<Reply, Failure> {
     let job = find_job(store, sub, account, name)?;
-    crate::datacentre::receive::check_job_key(&job, &state.config).map_err(refusal)?;
     if state.receiving.is_running(sub, name) {
         return Err(refusal(ReceiveError::Busy { job: name.into() }));
     }
-    let (emulator_account, stores) = account_stores(&state.dir.dir, &state.config).map_err(refusal)?;
+    let (emulator_account, stores) = job_stores(&state.dir.dir, &state.config, &job, now).map_err(refusal)?;
     let mut receipt = Receipt::check_labels(job, &emulator_account, drives).map_err(refusal)?;
     receipt.mark_received(store)?;
     let status = state
         .receiving
-        .start(sub, receipt, state.dir.database(), Box::new(stores))
+        .start(sub, receipt, state.dir.database(), stores)
         .map_err(refusal)?;
     Ok(ok(now, 202, Some(odata::json(&status))))
 }
@@ -253,7 +252,8 @@ fn refusal(e: ReceiveError) -> Failure {
         ReceiveError::Busy { .. } => (409, "ReceiveInProgress"),
         ReceiveError::NotImport { .. }
         | ReceiveError::WrongAccount { .. }
-        | ReceiveError::WrongKey { .. } => (409, "InvalidJob"),
+        | ReceiveError::WrongKey { .. }
+        | ReceiveError::BadSas { .. } => (409, "InvalidJob"),
         ReceiveError::NoStorageAccount { .. } => (409, "NoStorageAccount"),
         ReceiveError::DriveNotFound { .. } | ReceiveError::NotInInbox { .. } => (400, "DriveNotFound"),
         ReceiveError::Unreadable { .. } => (400, "DriveNotReadable"),

@@ -398,7 +398,19 @@ impl ArmClient {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
-        let bytes = resp.bytes().await.map_err(transport)?.to_vec();
+        let bytes = match crate::net::read_capped(resp, crate::net::MAX_API_ANSWER).await {
+            Ok(b) => b,
+            Err(crate::net::BodyError::Transport(e)) => return Err(transport(e)),
+            Err(crate::net::BodyError::TooLong { limit }) => {
+                return Err(ArmError::TooLong {
+                    operation: op,
+                    job: JobRef(job.map(str::to_string)),
+                    url: url.to_string(),
+                    status,
+                    limit,
+                })
+            }
+        };
         if (200..300).contains(&status) {
             return Ok(Answer { status, body: bytes });
         }

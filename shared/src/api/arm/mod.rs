@@ -88,6 +88,15 @@ pub enum ArmError {
         reason: String,
         timeout: bool,
     },
+    /// The answer is longer than the client reads ([`crate::net::MAX_API_ANSWER`]); it was not read.
+    #[error("{operation}{job}: the answer of {url} (HTTP {status}) is longer than {limit} bytes; refused without reading it")]
+    TooLong {
+        operation: ArmOperation,
+        job: crate::api::JobRef,
+        url: String,
+        status: u16,
+        limit: usize,
+    },
     /// The answer's body did not decode.
     #[error("{operation}{job}: the answer (HTTP {status}) is not the expected JSON: {reason}")]
     Decode {
@@ -135,7 +144,9 @@ impl ArmError {
     pub fn status(&self) -> Option<u16> {
         match self {
             ArmError::Service(e) => Some(e.status),
-            ArmError::Http { status, .. } | ArmError::Decode { status, .. } => Some(*status),
+            ArmError::Http { status, .. }
+            | ArmError::Decode { status, .. }
+            | ArmError::TooLong { status, .. } => Some(*status),
             _ => None,
         }
     }

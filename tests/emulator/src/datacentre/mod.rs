@@ -14,6 +14,7 @@ pub mod background;
 pub mod disposition;
 pub mod import;
 pub mod receive;
+pub mod sas;
 
 use seedship_shared::api::Job;
 use seedship_shared::blob::{AzureOptions, AzureStore, BlobError, BlobStore, Credential, RetryStore};
@@ -56,6 +57,9 @@ pub struct JobInfo {
     pub states_path: String,
     pub verbose_log: bool,
     pub drives: Vec<DriveSpec>,
+    /// The container of the job's `ContainerSas`, when it gives one: the import writes into it only, and
+    /// the states path is a virtual directory in it.
+    pub sas_container: Option<String>,
 }
 
 impl JobInfo {
@@ -80,6 +84,11 @@ impl JobInfo {
                     manifest_hash: d.manifest_hash.clone().unwrap_or_default(),
                 })
                 .collect(),
+            sas_container: p
+                .container_sas
+                .as_deref()
+                .and_then(sas::sas_container)
+                .map(str::to_owned),
         }
     }
 
@@ -91,8 +100,12 @@ impl JobInfo {
     }
 
     /// The states container and the virtual directory the log blobs go under in it (`<dir>/`, or empty;
-    /// the log names add `waies/`).
+    /// the log names add `waies/`). With a container SAS, the SAS's container and the states path as a
+    /// virtual directory in it.
     pub fn states_location(&self) -> (String, String) {
+        if let Some(container) = &self.sas_container {
+            return sas::states_location(container, &self.states_path);
+        }
         let path = self.states_path.trim_matches('/');
         match path.split_once('/') {
             Some((container, dir)) => (container.to_owned(), format!("{}/", dir.trim_matches('/'))),
@@ -116,6 +129,9 @@ pub struct AzureContainers {
     endpoint: String,
     account: String,
     credential: Credential,
+    /// Extra CA certificates trusted for an HTTPS endpoint (the emulator's own CA, when Azurite serves HTTPS
+    /// with the emulator's server certificate).
+    ca_pem: Option<Vec<u8>>,
     open: Mutex<HashMap<String, Arc<dyn BlobStore>>>,
 }
 
@@ -125,8 +141,15 @@ impl AzureContainers {
             endpoint: endpoint.trim_end_matches('/').to_owned(),
             account: account.to_owned(),
             credential,
+            ca_pem: None,
             open: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Also trusts the CA certificates of `pem` for the endpoint.
+    pub fn trusting(mut self, pem: Option<Vec<u8>>) -> AzureContainers {
+        self.ca_pem = pem;
+        self
     }
 }
 
@@ -136,7 +159,8 @@ impl ContainerStores for AzureContainers {
         if let Some(s) = open.get(name) {
             return Ok(s.clone());
         }
-        let opts = AzureOptions::new(&self.endpoint, &self.account, name, self.credential.clone());
+        let mut opts = AzureOptions::new(&self.endpoint, &self.account, name, self.credential.clone());
+        opts.extra_ca_pem = self.ca_pem.clone();
         let store = RetryStore::new(AzureStore::new(opts)?, Default::default());
         store.create_container()?;
         let store: Arc<dyn BlobStore> = Arc::new(store);

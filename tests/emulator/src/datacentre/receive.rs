@@ -6,6 +6,7 @@
 //! (`crate::operator`) returns after marking and imports in the background.
 
 use super::import::{import_drive, DriveOutcome, ImportError, ImportSession};
+use super::sas::{self, SasContainers};
 use super::{AzureContainers, ContainerStores, JobInfo};
 use crate::config::{EmulatorConfig, EmulatorDir, EmulatorError};
 use crate::store::{Store, StoreError, StoredJob};
@@ -49,6 +50,12 @@ pub enum ReceiveError {
     },
     #[error("job {job} gives a StorageAccountKey that is not the key of storage account {account}; the data centre cannot write with it (update the job's key, or create it again)")]
     WrongKey { job: String, account: String },
+    #[error("job {job} gives a ContainerSas that storage account {account} does not accept: the SAS {reason}; the data centre cannot write with it (update the job's SAS, or create it again)")]
+    BadSas {
+        job: String,
+        account: String,
+        reason: super::sas::SasRefusal,
+    },
     #[error("drive {name} is not a regular file in the emulator's inbox folder; put the drive image there and give its file name")]
     NotInInbox { name: PathBuf },
     #[error("drive {path} (id {drive_id}) is given twice (first as {first})")]
@@ -131,43 +138,70 @@ fn change(
     store.save(job)
 }
 
-/// The emulator's storage account and the containers the import writes into.
-pub fn account_stores(
+/// Checks the job's storage credential against the account, as the service does before it writes with it,
+/// and gives the containers to import into, written with that credential: a `StorageAccountKey` must equal
+/// the account's key (compared without an early exit); a `ContainerSas` must verify with the account's key,
+/// be a container SAS that grants write and be valid at `now` ([`sas::check`]), and confines the import to
+/// its container. A job with neither (a Resource Manager job, which names the account by resource id and is
+/// written with the service's own access; or a job a test stored directly) is written with the account's key.
+pub fn job_stores(
     dir: &Path,
     config: &EmulatorConfig,
-) -> Result<(String, AzureContainers), ReceiveError> {
+    job: &StoredJob,
+    now: i64,
+) -> Result<(String, Box<dyn ContainerStores>), ReceiveError> {
     let account = config
         .storage_account
         .as_ref()
         .ok_or_else(|| ReceiveError::NoStorageAccount {
             dir: dir.to_path_buf(),
         })?;
-    let stores = AzureContainers::new(
-        &account.endpoint,
-        &account.name,
-        Credential::SharedKey(account.key.clone()),
-    );
-    Ok((account.name.clone(), stores))
-}
-
-/// Checks the job's `StorageAccountKey` against the account's key, as the service does before it writes with
-/// it (compared without an early exit). A job with a `ContainerSas`, or with neither (stored directly by a
-/// test), passes: the SAS is not verified here (docs/security.md).
-pub fn check_job_key(job: &StoredJob, config: &EmulatorConfig) -> Result<(), ReceiveError> {
-    let (Some(given), Some(account)) = (&job.job.properties.storage_account_key, &config.storage_account)
-    else {
-        return Ok(());
+    let p = &job.job.properties;
+    // Azurite may serve HTTPS with the emulator's own server certificate: trust the emulator's CA there.
+    let ca = account
+        .endpoint
+        .starts_with("https://")
+        .then(|| std::fs::read(EmulatorDir::new(dir).ca_cert()).ok())
+        .flatten();
+    let stores: Box<dyn ContainerStores> = match (&p.storage_account_key, &p.container_sas) {
+        (Some(given), _) => {
+            let (a, b) = (given.as_bytes(), account.key.as_bytes());
+            let same = a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
+            if !same {
+                return Err(ReceiveError::WrongKey {
+                    job: job.name.clone(),
+                    account: account.name.clone(),
+                });
+            }
+            Box::new(
+                AzureContainers::new(
+                    &account.endpoint,
+                    &account.name,
+                    Credential::SharedKey(given.clone()),
+                )
+                .trusting(ca),
+            )
+        }
+        (None, Some(given)) => {
+            let checked = sas::check(given, &account.name, &account.key, now).map_err(|reason| {
+                ReceiveError::BadSas {
+                    job: job.name.clone(),
+                    account: account.name.clone(),
+                    reason,
+                }
+            })?;
+            Box::new(SasContainers::new(&account.endpoint, &account.name, checked, ca))
+        }
+        (None, None) => Box::new(
+            AzureContainers::new(
+                &account.endpoint,
+                &account.name,
+                Credential::SharedKey(account.key.clone()),
+            )
+            .trusting(ca),
+        ),
     };
-    let (a, b) = (given.as_bytes(), account.key.as_bytes());
-    let same = a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0;
-    if same {
-        Ok(())
-    } else {
-        Err(ReceiveError::WrongKey {
-            job: job.name.clone(),
-            account: account.name.clone(),
-        })
-    }
+    Ok((account.name.clone(), stores))
 }
 
 /// Receives `drives` for job `job_name` of the emulator in `dir` and imports them into the storage account
@@ -179,7 +213,6 @@ pub fn receive_and_import(
 ) -> Result<JobOutcome, ReceiveError> {
     let edir = EmulatorDir::new(dir);
     let config = EmulatorConfig::load(&edir).map_err(Box::new)?;
-    let (account, stores) = account_stores(dir, &config)?;
     let store = Store::open(&edir.database())?;
     let mut found = None;
     for sub in &config.subscriptions {
@@ -192,8 +225,8 @@ pub fn receive_and_import(
         job: job_name.to_owned(),
         dir: dir.to_path_buf(),
     })?;
-    check_job_key(&job, &config)?;
-    receive_into(&store, job, &account, &stores, drives)
+    let (account, stores) = job_stores(dir, &config, &job, store.now()?)?;
+    receive_into(&store, job, &account, stores.as_ref(), drives)
 }
 
 /// [`receive_and_import`] with the store, the job and the account's containers given: [`Receipt::check`],
@@ -440,7 +473,7 @@ mod tests {
     }
 
     #[test]
-    fn a_job_key_that_is_not_the_accounts_is_refused() {
+    fn a_job_key_or_sas_that_the_account_does_not_accept_is_refused() {
         let config = EmulatorConfig {
             subscriptions: vec![],
             storage_account: Some(crate::config::StorageAccountConfig {
@@ -462,16 +495,47 @@ mod tests {
             updated: 0,
             finished: None,
         };
+        let dir = Path::new("/nonexistent");
+        let now = 1_796_281_200; // 2026-12-03T07:00:00Z
+        let stores = |job: &StoredJob| job_stores(dir, &config, job, now).map(|(a, s)| (a, format!("{s:?}")));
         job.job.properties.storage_account_key = Some("c29tZS1vdGhlci1rZXk=".into());
-        let err = check_job_key(&job, &config).unwrap_err().to_string();
+        let err = stores(&job).unwrap_err().to_string();
         assert!(
             err.contains("job j") && err.contains("acct") && !err.contains("c29tZS"),
             "{err}"
         );
         job.job.properties.storage_account_key = Some("a2V5LW9mLXRoZS1hY2NvdW50".into());
-        check_job_key(&job, &config).unwrap();
+        stores(&job).unwrap();
         job.job.properties.storage_account_key = None;
-        check_job_key(&job, &config).unwrap();
+        stores(&job).unwrap();
+
+        let key = "a2V5LW9mLXRoZS1hY2NvdW50";
+        let sas = |k: &str, sp: &str, se: &str| sas::make_sas("acct", "vault", k, sp, se);
+        for (given, why) in [
+            (
+                sas("b3RoZXIta2V5", "rwd", "2026-12-04T00:00:00Z"),
+                "is not signed with the key of storage account acct",
+            ),
+            (
+                sas(key, "rwd", "2026-12-02T00:00:00Z"),
+                "expired at 2026-12-02T00:00:00Z",
+            ),
+            (sas(key, "rl", "2026-12-04T00:00:00Z"), "does not grant write"),
+        ] {
+            job.job.properties.container_sas = Some(given.clone());
+            let err = stores(&job).unwrap_err();
+            assert!(matches!(err, ReceiveError::BadSas { .. }), "{err:?}");
+            let msg = err.to_string();
+            assert!(msg.contains("job j") && msg.contains(why), "{msg}");
+            let sig = given.split("sig=").nth(1).unwrap();
+            assert!(!msg.contains(sig), "the message shows no signature: {msg}");
+        }
+        job.job.properties.container_sas = Some(sas(key, "rwd", "2026-12-04T00:00:00Z"));
+        let (_, shown) = stores(&job).unwrap();
+        assert!(
+            shown.contains("SasContainers") && shown.contains("vault"),
+            "{shown}"
+        );
     }
 
     #[test]

@@ -353,3 +353,105 @@ fn no_overwrite_skips_and_overwrite_replaces_existing_blobs() {
         .iter()
         .all(|r| r.status == RangeStatus::Cancelled));
 }
+
+/// Sets the stored job's `ContainerSas` (and no account key).
+fn set_container_sas(dir: &std::path::Path, sub: &str, job: &str, sas: &str) {
+    let store =
+        seedship_emulator::store::Store::open(&seedship_emulator::EmulatorDir::new(dir).database()).unwrap();
+    let mut j = store.get(sub, job).unwrap().unwrap();
+    j.job.properties.storage_account_key = None;
+    j.job.properties.container_sas = Some(sas.to_owned());
+    store.save(&j).unwrap();
+}
+
+/// A container SAS made by the Azure SDK for Python for `container` with `perms`, valid one hour.
+fn python_sas(az: &Azurite, container: &str, perms: &str) -> String {
+    let token = seedship_testkit::run_python(
+        "blob_interop.py",
+        &["sas", container, perms],
+        &[("AZURE_STORAGE_CONNECTION_STRING", &az.connection_string())],
+    );
+    format!("{container}?{}", token.trim())
+}
+
+#[test]
+fn a_container_sas_confines_the_import_to_its_container() {
+    let o = one_drive_job("sasjob", 31);
+    // The drive's manifest names container `seed`; the SAS is for `elsewhere`: nothing may land in `seed`.
+    container(&o.az, "elsewhere");
+    set_container_sas(
+        &o.dir,
+        &o.sub,
+        "sasjob",
+        &python_sas(&o.az, "elsewhere", "racwdl"),
+    );
+    let out = receive(&o.dir, "sasjob", &[&o.drive]);
+    assert_eq!(out.state, JobState::Closed, "{out:?}");
+    let d = &out.drives[0];
+    assert_eq!(d.state, DriveState::CompletedMoreInfo);
+    assert_eq!(d.bytes_written, 0);
+    let log = read_log(&o.az, &d.error_log);
+    let blob = log
+        .blobs
+        .iter()
+        .find(|b| b.blob_path == "seed/vm/disk.img")
+        .unwrap();
+    assert_eq!(blob.status, BlobStatus::BlobRequestForbidden, "{log:?}");
+    assert_eq!(
+        d.error_log.0, "elsewhere",
+        "the copy log goes into the SAS's container"
+    );
+    assert!(
+        d.error_log.1.starts_with("waimportexport/waies/sasjob_"),
+        "{:?}",
+        d.error_log
+    );
+    let seed = blob_names(&o.az, "seed");
+    assert!(
+        seed.is_empty(),
+        "nothing was written outside the SAS's container: {seed:?}"
+    );
+
+    // A SAS for the manifest's container imports the drive, written with the SAS.
+    let o = one_drive_job("sasjob", 32);
+    container(&o.az, "seed");
+    set_container_sas(&o.dir, &o.sub, "sasjob", &python_sas(&o.az, "seed", "racwdl"));
+    let out = receive(&o.dir, "sasjob", &[&o.drive]);
+    assert_eq!(out.state, JobState::Completed, "{out:?}");
+    assert_eq!(read_blob(&container(&o.az, "seed"), "vm/disk.img"), o.data);
+
+    // A read-only SAS, or one signed with another key, is refused before anything changes.
+    set_container_sas(&o.dir, &o.sub, "sasjob", &python_sas(&o.az, "seed", "rl"));
+    let mut j = stored(&o.dir, &o.sub, "sasjob");
+    j.state = JobState::Shipping;
+    seedship_emulator::store::Store::open(&seedship_emulator::EmulatorDir::new(&o.dir).database())
+        .unwrap()
+        .save(&j)
+        .unwrap();
+    let err =
+        datacentre::receive_and_import(&o.dir, "sasjob", std::slice::from_ref(&o.drive.path)).unwrap_err();
+    assert!(
+        matches!(err, datacentre::ReceiveError::BadSas { .. })
+            && err.to_string().contains("does not grant write"),
+        "{err}"
+    );
+    let forged = python_sas(&o.az, "seed", "racwdl").replace("sig=", "sig=AAAA");
+    set_container_sas(&o.dir, &o.sub, "sasjob", &forged);
+    let err =
+        datacentre::receive_and_import(&o.dir, "sasjob", std::slice::from_ref(&o.drive.path)).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("is not signed with the key of storage account"),
+        "{err}"
+    );
+    assert_eq!(stored(&o.dir, &o.sub, "sasjob").state, JobState::Shipping);
+}
+
+fn blob_names(az: &Azurite, name: &str) -> Vec<String> {
+    container(az, name)
+        .list("")
+        .unwrap()
+        .into_iter()
+        .map(|b| b.name)
+        .collect()
+}

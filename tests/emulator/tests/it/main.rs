@@ -2,6 +2,7 @@
 //! test starts its own emulator on 127.0.0.1:0 in a temporary directory (`harness`: the seedship-emuharness
 //! crate, shared with diskprep's tests).
 
+mod answers;
 mod arm;
 mod cli;
 mod client;
