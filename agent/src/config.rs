@@ -55,10 +55,7 @@ impl Config {
         Config {
             state_dir: cli.state_dir.clone(),
             quiet: cli.quiet,
-            passphrase: PassphraseSource {
-                file: cli.passphrase_file.clone(),
-                env: env_secret(PASSPHRASE_ENV),
-            },
+            passphrase: PassphraseSource(SecretSource::new(cli.passphrase_file.clone(), PASSPHRASE_ENV)),
             storage_key: StorageKey::from_env(),
             tuning: Tuning::from_env(),
             kill_at: std::env::var(KILL_AT_ENV).ok(),
@@ -67,35 +64,43 @@ impl Config {
     }
 }
 
-/// A secret from the environment, held zeroized (`None` when unset or not Unicode).
-fn env_secret(name: &str) -> Option<Zeroizing<String>> {
-    std::env::var(name).ok().map(Zeroizing::new)
-}
-
-/// The repository passphrase's source: `--passphrase-file`, else [`PASSPHRASE_ENV`], else a prompt.
-pub struct PassphraseSource {
-    /// `--passphrase-file`.
-    pub file: Option<PathBuf>,
-    /// [`PASSPHRASE_ENV`]'s value.
+/// Where a secret comes from: a file (read when the work needs it), else the value an environment variable
+/// held when the configuration was built (zeroized; `None` when unset or not Unicode).
+#[derive(Default)]
+pub struct SecretSource {
+    file: Option<PathBuf>,
     env: Option<Zeroizing<String>>,
 }
 
-impl std::fmt::Debug for PassphraseSource {
+impl SecretSource {
+    fn new(file: Option<PathBuf>, env_var: &str) -> SecretSource {
+        SecretSource {
+            file,
+            env: std::env::var(env_var).ok().map(Zeroizing::new),
+        }
+    }
+}
+
+impl std::fmt::Debug for SecretSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PassphraseSource")
+        f.debug_struct("SecretSource")
             .field("file", &self.file)
             .field("env", &self.env.as_ref().map(|_| "(set)"))
             .finish()
     }
 }
 
+/// The repository passphrase's source: `--passphrase-file`, else [`PASSPHRASE_ENV`], else a prompt.
+#[derive(Debug)]
+pub struct PassphraseSource(SecretSource);
+
 impl PassphraseSource {
     /// The passphrase from the file, the environment or a prompt (asked twice when `confirm`).
     pub fn read(&self, confirm: bool) -> anyhow::Result<Zeroizing<String>> {
-        if let Some(f) = &self.file {
+        if let Some(f) = &self.0.file {
             return read_passphrase_file(f);
         }
-        if let Some(s) = &self.env {
+        if let Some(s) = &self.0.env {
             return Ok(s.clone());
         }
         if !std::io::stdin().is_terminal() {
@@ -115,7 +120,7 @@ impl PassphraseSource {
 
     /// Whether the environment holds the passphrase.
     pub fn in_env(&self) -> bool {
-        self.env.is_some()
+        self.0.env.is_some()
     }
 }
 
@@ -129,35 +134,19 @@ pub fn read_passphrase_file(f: &Path) -> anyhow::Result<Zeroizing<String>> {
 }
 
 /// The vault's storage account key: a file named by [`STORAGE_KEY_FILE_ENV`], else [`STORAGE_KEY_ENV`].
-#[derive(Default)]
-pub struct StorageKey {
-    file: Option<PathBuf>,
-    env: Option<Zeroizing<String>>,
-}
-
-impl std::fmt::Debug for StorageKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StorageKey")
-            .field("file", &self.file)
-            .field("env", &self.env.as_ref().map(|_| "(set)"))
-            .finish()
-    }
-}
+#[derive(Debug, Default)]
+pub struct StorageKey(SecretSource);
 
 impl StorageKey {
     /// The key's source in this process's environment.
     pub fn from_env() -> StorageKey {
-        StorageKey {
-            file: std::env::var_os(STORAGE_KEY_FILE_ENV)
-                .filter(|f| !f.is_empty())
-                .map(PathBuf::from),
-            env: env_secret(STORAGE_KEY_ENV),
-        }
+        let file = std::env::var_os(STORAGE_KEY_FILE_ENV).filter(|f| !f.is_empty());
+        StorageKey(SecretSource::new(file.map(PathBuf::from), STORAGE_KEY_ENV))
     }
 
     /// Whether a key is given (a file, or the variable set and not blank).
     pub fn is_given(&self) -> bool {
-        self.file.is_some() || self.env.as_ref().is_some_and(|k| !k.trim().is_empty())
+        self.0.file.is_some() || self.0.env.as_ref().is_some_and(|k| !k.trim().is_empty())
     }
 
     /// The key as a credential when one is given, `None` otherwise.
@@ -170,11 +159,11 @@ impl StorageKey {
 
     /// The credential for `account`, or an error that says how to give the key.
     pub fn credential(&self, account: &str) -> anyhow::Result<Credential> {
-        if let Some(f) = &self.file {
+        if let Some(f) = &self.0.file {
             let key = seedship_shared::secret::from_file(f, "storage account key")?;
             return Ok(Credential::SharedKey(key.as_str().to_owned()));
         }
-        match &self.env {
+        match &self.0.env {
             Some(k) if !k.trim().is_empty() => Ok(Credential::SharedKey(k.trim().to_owned())),
             _ => bail!(
                 "no key for storage account {account}: set {STORAGE_KEY_FILE_ENV} to a file holding it, or \
@@ -278,15 +267,15 @@ mod tests {
 
     #[test]
     fn storage_key_from_the_environment_is_trimmed_and_a_missing_one_is_explained() {
-        let k = StorageKey {
+        let k = StorageKey(SecretSource {
             file: None,
             env: Some(Zeroizing::new(" a2V5 \n".into())),
-        };
+        });
         assert!(matches!(k.credential("acct").unwrap(), Credential::SharedKey(ref s) if s == "a2V5"));
-        let none = StorageKey {
+        let none = StorageKey(SecretSource {
             file: None,
             env: None,
-        };
+        });
         let msg = format!("{:#}", none.credential("acct").unwrap_err());
         assert!(msg.contains("acct") && msg.contains(STORAGE_KEY_ENV), "{msg}");
         assert!(!format!("{k:?}").contains("a2V5"));

@@ -9,12 +9,12 @@
 //!
 //! Needs the binaries built: `cargo build -p seedship-agent -p seedship-diskprep -p seedship-emulator`.
 
-use seedship_e2e::testkit::{cargo_bin, run_python, Azurite, AZURITE_ACCOUNT, AZURITE_KEY};
+use seedship_e2e::testkit::{cargo_bin, run_python, Azurite, EmulatorServer, AZURITE_ACCOUNT, AZURITE_KEY};
 use seedship_e2e::{noise, output, recovery_keys, text};
 use seedship_shared::blob::{AzureOptions, AzureStore, BlobError, BlobStore, Credential};
 use seedship_shared::publish_settings::PublishSettings;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const MIB: usize = 1 << 20;
@@ -29,7 +29,7 @@ fn s(p: &Path) -> &str {
 struct World {
     dir: tempfile::TempDir,
     azurite: Azurite,
-    emulator: Child,
+    emulator: EmulatorServer,
     emu: PathBuf,
     subscription: String,
     /// Azurite serves HTTPS with Entra ID bearer tokens (`--oauth basic`, the emulator's server certificate)
@@ -37,37 +37,7 @@ struct World {
     oauth: bool,
 }
 
-impl Drop for World {
-    fn drop(&mut self) {
-        let _ = self.emulator.kill();
-        let _ = self.emulator.wait();
-    }
-}
-
 impl World {
-    /// Starts `seedship-emulator serve` on a free port (it writes the port into the publish settings).
-    fn serve(emu: &Path, log: &Path) -> Child {
-        let _ = std::fs::remove_file(emu.join("url"));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        let child = Command::new(cargo_bin("seedship-emulator"))
-            .args(["serve", "--dir", s(emu), "--listen", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::fs::metadata(emu.join("url")).map(|m| m.len()).unwrap_or(0) == 0 {
-            assert!(Instant::now() < deadline, "the emulator wrote no url within 30 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        child
-    }
-
     fn start() -> World {
         World::start_with(false)
     }
@@ -113,7 +83,7 @@ impl World {
                 a
             }
         };
-        let emulator = World::serve(&emu, &dir.path().join("emulator.log"));
+        let emulator = EmulatorServer::start(&emu, &dir.path().join("emulator.log"));
         let ps = PublishSettings::load(&emu.join("emulator.publishsettings")).unwrap();
         let subscription = ps.subscriptions[0].id.clone();
         World {
@@ -402,12 +372,11 @@ fn completes_into_the_vault_after_refusing_damage_and_a_missing_object() {
     assert_eq!(code(&o), 75, "{}", text(&o));
     assert!(text(&o).contains("import job seedjob: Shipping"), "{}", text(&o));
     // The service does not answer: still waiting, the next run asks again.
-    let _ = w.emulator.kill();
-    let _ = w.emulator.wait();
+    w.emulator.stop();
     let o = seed.agent(&w, &["backup"]);
     assert_eq!(code(&o), 75, "{}", text(&o));
     assert!(text(&o).contains("did not answer"), "{}", text(&o));
-    w.emulator = World::serve(&w.emu, &w.dir.path().join("emulator.log"));
+    w.emulator = EmulatorServer::start(&w.emu, &w.dir.path().join("emulator.log"));
     let o = w.receive("seedjob", &seed.drives);
     assert!(o.status.success(), "receive: {}", text(&o));
 

@@ -4,12 +4,11 @@
 //!
 //! Needs the binaries built: `cargo build -p seedship-agent -p seedship-diskprep -p seedship-emulator`.
 
-use seedship_e2e::testkit::cargo_bin;
+use seedship_e2e::testkit::{cargo_bin, EmulatorServer};
 use seedship_e2e::{output, text};
 use seedship_shared::publish_settings::PublishSettings;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("UTF-8 temp path")
@@ -19,51 +18,31 @@ fn code(o: &Output) -> i32 {
     o.status.code().unwrap_or(-1)
 }
 
-/// `seedship-emulator serve` on a free port of 127.0.0.1, killed when dropped.
+/// An emulator folder made by `seedship-emulator init`, served on a free port of 127.0.0.1 (killed when
+/// dropped).
 struct Service {
-    dir: PathBuf,
-    child: Child,
+    server: EmulatorServer,
     subscription: String,
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Service {
     fn start(dir: &Path) -> Service {
         let o = output(Command::new(cargo_bin("seedship-emulator")).args(["init", "--dir", s(dir)]));
         assert!(o.status.success(), "emulator init: {}", text(&o));
-        let log = std::fs::File::create(dir.join("serve.log")).unwrap();
-        let child = Command::new(cargo_bin("seedship-emulator"))
-            .args(["serve", "--dir", s(dir), "--listen", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::fs::metadata(dir.join("url")).map(|m| m.len()).unwrap_or(0) == 0 {
-            assert!(Instant::now() < deadline, "the emulator wrote no url within 30 s");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let ps = PublishSettings::load(&dir.join("emulator.publishsettings")).unwrap();
+        let server = EmulatorServer::start(dir, &dir.join("serve.log"));
+        let ps = PublishSettings::load(&server.publish_settings()).unwrap();
         Service {
-            dir: dir.to_path_buf(),
-            child,
+            server,
             subscription: ps.subscriptions[0].id.clone(),
         }
     }
 
     fn publish_settings(&self) -> PathBuf {
-        self.dir.join("emulator.publishsettings")
+        self.server.publish_settings()
     }
 
     fn ca(&self) -> PathBuf {
-        self.dir.join("ca.pem")
+        self.server.ca()
     }
 }
 

@@ -1,5 +1,6 @@
-//! The harness seedship's test suites share: Azurite started on a free loopback port, and helpers to find
-//! the project's pinned test dependencies.
+//! The harness seedship's test suites share: Azurite and the emulator's Import/Export service
+//! ([`EmulatorServer`]) started on free loopback ports, and helpers to find the project's pinned test
+//! dependencies.
 //!
 //! Azurite comes from `tests/package.json` (installed with `npm ci` in `tests/`). A test that needs it and
 //! does not find it fails with the command that installs it; it never skips.
@@ -264,6 +265,69 @@ pub fn cargo_bin(name: &str) -> PathBuf {
         p.display()
     );
     p
+}
+
+/// `seedship-emulator serve --dir DIR` on a free port of 127.0.0.1 (it writes its URL into `DIR/url` and
+/// the port into the publish settings; `seedship-emulator init` made the folder), its output appended to a
+/// log file; killed when dropped. Panics when it has not written its URL within 30 s.
+pub struct EmulatorServer {
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl EmulatorServer {
+    /// Starts the service of the emulator folder `dir`, appending its output to `log`.
+    pub fn start(dir: &Path, log: &Path) -> EmulatorServer {
+        let _ = std::fs::remove_file(dir.join("url"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap_or_else(|e| panic!("cannot open {}: {e}", log.display()));
+        let child = Command::new(cargo_bin("seedship-emulator"))
+            .arg("serve")
+            .arg("--dir")
+            .arg(dir)
+            .args(["--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file handle"))
+            .stderr(log)
+            .spawn()
+            .expect("start seedship-emulator serve");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::fs::metadata(dir.join("url")).map(|m| m.len()).unwrap_or(0) == 0 {
+            assert!(Instant::now() < deadline, "the emulator wrote no url within 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        EmulatorServer {
+            dir: dir.to_path_buf(),
+            child: Some(child),
+        }
+    }
+
+    /// Stops the service (SIGKILL); the folder stays.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The publish-settings file `init` wrote (with the port `serve` listens on).
+    pub fn publish_settings(&self) -> PathBuf {
+        self.dir.join("emulator.publishsettings")
+    }
+
+    /// The CA certificate of the service's TLS certificate.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+}
+
+impl Drop for EmulatorServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 /// Runs `python3` with a script file from `tests/python/`, returning stdout; panics with stderr on failure
