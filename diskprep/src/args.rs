@@ -8,8 +8,19 @@ use std::ffi::OsString;
 /// Rewrites `s:X` to `--staging=X`, `p:X` to `--publish-settings=X` and a lone `u:` to the `ship` command
 /// (moved to the front, where clap expects a command). Everything else is passed through unchanged.
 pub fn normalize<I: IntoIterator<Item = OsString>>(args: I) -> Vec<OsString> {
-    let mut args = args.into_iter();
+    let mut args = args.into_iter().peekable();
     let program = args.next();
+    // WAImportExport's PrepImport: its own translator (crate::wai::prep_args).
+    if args
+        .peek()
+        .and_then(|a| a.to_str())
+        .is_some_and(crate::wai::prep_args::is_command)
+    {
+        args.next();
+        let mut out: Vec<OsString> = program.into_iter().collect();
+        out.extend(crate::wai::prep_args::translate(args));
+        return out;
+    }
     let mut ship = false;
     let mut rest = Vec::new();
     for a in args {
@@ -65,5 +76,13 @@ mod tests {
             ["dp", "verify", "--drive", "x:y"]
         );
         assert_eq!(n(&["dp"]), ["dp"]);
+    }
+
+    #[test]
+    fn prepimport_goes_to_its_translator() {
+        assert_eq!(
+            n(&["dp", "PrepImport", "/j:d.jrn", "/silentmode"]),
+            ["dp", "prepimport", "--journal=d.jrn", "--yes"]
+        );
     }
 }

@@ -11,6 +11,8 @@
 //! - [`job`], the import job after preparation: [`job::create`] (Put Job), [`job::record`]
 //!   (`diskprep/job.json`), [`job::ship`] (`u:`), [`job::delete`] (`delete-job`), [`job::console`] and the
 //!   command glue `job::cmd`;
+//! - [`wai`], WAImportExport's way: `PrepImport` (its `/Name:value` spellings, sessions, the `/j:` journal)
+//!   and [`job::from_journals`] (`create-job --journal`);
 //! - [`args`] (the AzureOfflineBackupDiskPrep spellings) and [`Cli`] here.
 //!
 //! docs/diskprep.md describes the commands; docs/architecture.md shows where diskprep sits.
@@ -19,6 +21,7 @@ pub mod args;
 pub mod job;
 pub mod prep;
 pub mod report;
+pub mod wai;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use job::cmd as jobcmd;
@@ -307,6 +310,13 @@ pub enum Command {
         #[arg(short, long)]
         yes: bool,
     },
+    /// WAImportExport's PrepImport: copy a folder or file to a drive as one session, with the drive's journal
+    /// (/j:). Spelled `PrepImport /j:FILE /id:SESSION /t:DRIVE /format /encrypt /srcdir:DIR /dstdir:C/` too;
+    /// see docs/waimportexport.md.
+    Prepimport(Box<wai::prepimport::PrepImportArgs>),
+    /// Create the import job from drive journals written by prepimport (as the portal does from uploaded
+    /// journal files) and print where to ship the drives.
+    CreateJob(Box<job::from_journals::CreateJobArgs>),
 }
 
 impl Cli {
@@ -368,6 +378,8 @@ pub fn run(cli: Cli, cancel: &AtomicBool) -> anyhow::Result<Exit> {
             jobcmd::ship_cmd(&a.job, answers, a.yes)
         }
         Some(Command::DeleteJob { job, yes }) => jobcmd::delete_cmd(&job, yes),
+        Some(Command::Prepimport(a)) => wai::prepimport::run(*a, cancel),
+        Some(Command::CreateJob(a)) => job::from_journals::run(*a),
         None => {
             let opts = prep_options(&cli.prep)?;
             prepare_cmd(opts, &cli.prep, cancel)

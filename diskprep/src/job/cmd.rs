@@ -21,7 +21,7 @@ pub(crate) struct Creation {
 
 impl ReturnArgs {
     /// All four address parts, none, or an error naming the missing ones.
-    fn address(&self) -> anyhow::Result<Option<ReturnAddress>> {
+    pub(crate) fn address(&self) -> anyhow::Result<Option<ReturnAddress>> {
         let parts = [
             ("--return-name", &self.return_name),
             ("--return-address", &self.return_address),
@@ -37,7 +37,7 @@ impl ReturnArgs {
         }))
     }
 
-    fn shipping(&self) -> anyhow::Result<Option<ReturnShipping>> {
+    pub(crate) fn shipping(&self) -> anyhow::Result<Option<ReturnShipping>> {
         all_or_none(&[
             ("--return-carrier", &self.return_carrier),
             ("--return-carrier-account", &self.return_carrier_account),

@@ -540,6 +540,8 @@ mod tests {
             session: "s1x".into(),
             container: "seed".into(),
             mtime: 1_700_000_000,
+            manifest_slot: None,
+            data_from: None,
         }
     }
 
