@@ -351,13 +351,19 @@ fn prepare(a: &PrepImportArgs, req: &Request, cancel: &AtomicBool) -> anyhow::Re
             sessions: Vec::new(),
         });
     }
+    // A new drive is probed, and an encrypted one unlocked, before anything is written (the journal too).
+    let probed = if fresh_drive {
+        Some(check_new(req, &a.journal)?)
+    } else {
+        None
+    };
     if !exists {
         journal::create(&a.journal)?;
     }
     let (mut j, mut state) = journal::open(&a.journal)?;
-    if fresh_drive {
+    if let Some((info, drive_id)) = probed {
         j.record_context(a.logdir.as_deref())?;
-        let drive = set_up_drive(req, &a.journal, &mut j)?;
+        let drive = set_up_drive(req, info, drive_id, &mut j)?;
         state.drive = Some(drive);
         state.formatted = true;
     } else if !state.formatted {
@@ -477,6 +483,17 @@ fn probe_new(req: &Request, journal: &Path) -> anyhow::Result<(DriveInfo, String
     Ok((info, drive_id))
 }
 
+/// [`probe_new`], and for an already encrypted drive the check that the key unlocks it.
+fn check_new(req: &Request, journal: &Path) -> anyhow::Result<(DriveInfo, String)> {
+    let (info, drive_id) = probe_new(req, journal)?;
+    if let Some(text) = &req.key {
+        let key = RecoveryKey::parse(text).context("the recovery key given with /bk:")?;
+        let file = std::fs::File::open(&info.path).with_context(|| format!("opening {}", info.path.display()))?;
+        unlock(&file, &drive_id, &info.path, &key)?;
+    }
+    Ok((info, drive_id))
+}
+
 /// `SEED` and 12 hex digits of a BLAKE3 hash of the journal's and the image's absolute paths.
 fn derived_drive_id(journal: &Path, target: &Path) -> String {
     let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_owned());
@@ -515,8 +532,12 @@ fn unlock(file: &std::fs::File, drive: &str, target: &Path, key: &RecoveryKey) -
 
 /// The first session's drive: formatted and encrypted with a new key, or an encrypted one unlocked with its
 /// key. The journal records the drive (and key) before the header is written.
-fn set_up_drive(req: &Request, journal: &Path, j: &mut DriveJournal) -> anyhow::Result<DriveRecord> {
-    let (info, drive_id) = probe_new(req, journal)?;
+fn set_up_drive(
+    req: &Request,
+    info: DriveInfo,
+    drive_id: String,
+    j: &mut DriveJournal,
+) -> anyhow::Result<DriveRecord> {
     let target = info.path.clone();
     if let Some(text) = &req.key {
         let key = RecoveryKey::parse(text).context("the recovery key given with /bk:")?;
