@@ -10,7 +10,7 @@ use crate::wai::journal::{self, StoredCredential};
 use crate::{ApiArgs, ReturnArgs};
 use anyhow::{bail, Context};
 use clap::Args;
-use seedship_shared::api::{connect, recorded_credential, Drive};
+use seedship_shared::api::{recorded_credential, Drive};
 use seedship_shared::exit::Exit;
 use seedship_shared::staging::{ArmSettings, JobDescriptor, JobState, ServiceApi};
 use serde::Serialize;
@@ -49,8 +49,17 @@ pub struct CreateJobArgs {
     pub location: Option<String>,
     /// A file holding the storage account's key (or SEEDSHIP_STORAGE_KEY_FILE, or the key in
     /// SEEDSHIP_STORAGE_KEY); without it, the one recorded in the journals (/sk:).
-    #[arg(long, env = "SEEDSHIP_STORAGE_KEY_FILE", value_name = "FILE", conflicts_with = "container_sas_file")]
+    #[arg(
+        long,
+        env = "SEEDSHIP_STORAGE_KEY_FILE",
+        value_name = "FILE",
+        conflicts_with_all = ["container_sas_file", "storage_account_key"]
+    )]
     pub storage_account_key_file: Option<PathBuf>,
+    /// The key itself: for compatibility only (a command line is readable by every user); use
+    /// --storage-account-key-file or SEEDSHIP_STORAGE_KEY.
+    #[arg(long, env = "SEEDSHIP_STORAGE_KEY", hide_env_values = true, value_name = "KEY", hide_short_help = true)]
+    pub storage_account_key: Option<String>,
     /// A file holding a container SAS (or SEEDSHIP_CONTAINER_SAS_FILE); without it, the one recorded (/csas:).
     #[arg(long, env = "SEEDSHIP_CONTAINER_SAS_FILE", value_name = "FILE")]
     pub container_sas_file: Option<PathBuf>,
@@ -211,10 +220,11 @@ pub fn run(a: CreateJobArgs) -> anyhow::Result<Exit> {
     let (drives, recorded) = read_journals(&a.journal)?;
     let d = descriptor(&a)?;
     let access = a.api.access(a.publish_settings.clone())?;
-    // Only the classic API and a Resource Manager descriptor built above reach here.
-    let conn = connect(&d, &access).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let conn = job::connect(&d, &access)?;
     let credential = if let Some(f) = &a.storage_account_key_file {
         Some(Credential::AccountKey(seedship_shared::secret::from_file(f, "storage account key")?.to_string()))
+    } else if let Some(k) = &a.storage_account_key {
+        Some(Credential::AccountKey(k.clone()))
     } else if let Some(f) = &a.container_sas_file {
         Some(Credential::ContainerSas(seedship_shared::secret::from_file(f, "container SAS")?.to_string()))
     } else {

@@ -51,7 +51,7 @@ impl StagingFiles {
 
     /// Blobs read from files named one by one: `(blob name, file, BLAKE3 hex if known)`.
     pub fn from_files(files: impl IntoIterator<Item = (String, PathBuf, Option<String>)>) -> Self {
-        let mut s = Self::new(PathBuf::new(), []);
+        let mut s = Self::new(PathBuf::new(), std::iter::empty());
         for (name, path, digest) in files {
             if let Some(d) = digest {
                 s.digests.insert(name.clone(), d);

@@ -478,3 +478,110 @@ impl CheckpointSink for DriveJournal {
         self.journal.append(&r).map_err(std::io::Error::other)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drive() -> DriveRecord {
+        DriveRecord {
+            drive_id: "SEED0123456789AB".into(),
+            target: "/srv/d1.img".into(),
+            capacity: 48 << 20,
+            manifest_slot: 1 << 20,
+            encryption: Encryption::Encrypt,
+            recovery_key: Zeroizing::new(
+                "000011-000022-000033-000044-000055-000066-000077-000088".into(),
+            ),
+        }
+    }
+
+    fn session(id: &str, data_from: Option<u64>) -> SessionRecord {
+        SessionRecord {
+            session_id: id.into(),
+            container: "seed".into(),
+            mtime: 1_700_000_000,
+            data_from,
+            sources: vec![SourceRecord {
+                blob: "data/0000".into(),
+                path: "/srv/st/data/0000".into(),
+                len: 8 << 20,
+                mtime_ns: 1_700_000_000_123_456_789,
+                segments: 2,
+                disposition: ImportDisposition::Overwrite,
+            }],
+            checkpoint: Checkpoint::default(),
+            data_end: None,
+            aborted: false,
+        }
+    }
+
+    fn seg(start: u64) -> SegmentRecord {
+        SegmentRecord {
+            blob: "data/0000".into(),
+            range: start..start + (4 << 20),
+            md5: "0123456789ABCDEF0123456789ABCDEF".into(),
+            xxh3: 7,
+            zero: false,
+        }
+    }
+
+    #[test]
+    fn sessions_checkpoints_ends_and_aborts_replay() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("d1.jrn");
+        create(&path).unwrap();
+        assert!(create(&path).is_err(), "never over an existing journal");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        let (mut j, s) = open(&path).unwrap();
+        assert!(s.drive.is_none() && s.sessions.is_empty());
+        j.record_drive(&drive()).unwrap();
+        j.record_formatted("SEED0123456789AB").unwrap();
+        j.record_credential(&StoredCredential::AccountKey(Zeroizing::new("a2V5".into())))
+            .unwrap();
+        j.record_session(&session("s1", None)).unwrap();
+        j.checkpoint(5 << 20, &[seg(0)]).unwrap();
+        j.checkpoint(9 << 20, &[seg(4 << 20)]).unwrap();
+        j.record_done("SEED0123456789AB", "s1", "AAAA", 9 << 20).unwrap();
+        j.record_session(&session("s2", Some(9 << 20))).unwrap();
+        j.checkpoint(12 << 20, &[seg(0)]).unwrap();
+        drop(j);
+
+        let s = read(&path).unwrap();
+        let d = s.drive.as_ref().unwrap();
+        assert_eq!(d.drive_id, "SEED0123456789AB");
+        assert_eq!(d.recovery_key.as_str(), drive().recovery_key.as_str());
+        assert!(s.formatted);
+        assert!(matches!(&s.credential, Some(StoredCredential::AccountKey(k)) if k.as_str() == "a2V5"));
+        assert_eq!(s.sessions.len(), 2);
+        let s1 = &s.sessions[0];
+        assert_eq!(s1.checkpoint.segments, vec![seg(0), seg(4 << 20)]);
+        assert_eq!(s1.data_end, Some(9 << 20));
+        assert_eq!(s1.sources, session("s1", None).sources);
+        let latest = s.latest().unwrap();
+        assert_eq!((latest.session_id.as_str(), latest.is_done()), ("s2", false));
+        assert_eq!(latest.checkpoint.payload_offset, 12 << 20);
+        assert_eq!(latest.data_from, Some(9 << 20));
+        assert_eq!(s.manifest_hash.as_deref(), Some("AAAA"));
+
+        let (mut j, _) = open(&path).unwrap();
+        j.record_aborted("s2").unwrap();
+        j.record_aborted("s1").unwrap();
+        drop(j);
+        let s = read(&path).unwrap();
+        assert!(s.latest().is_none() && s.done().next().is_none());
+        assert_eq!(s.manifest_hash, None, "no complete session: no manifest hash");
+    }
+
+    #[test]
+    fn a_journal_others_can_read_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("d1.jrn");
+        std::fs::write(&path, "").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = read(&path).unwrap_err().to_string();
+        assert!(e.contains("chmod 600"), "{e}");
+    }
+}

@@ -330,6 +330,15 @@ fn prepare(a: &PrepImportArgs, req: &Request, cancel: &AtomicBool) -> anyhow::Re
     } else {
         Replayed::default()
     };
+    if let (Some(l), false) = (state.latest().filter(|l| !l.is_done()), a.resume_session) {
+        bail!(
+            "session {} of drive {} did not finish: resume it with /j:{} /id:{0} /ResumeSession, or roll it \
+             back with /AbortSession (same /j: and /id:)",
+            l.session_id,
+            state.drive.as_ref().map_or("", |d| d.drive_id.as_str()),
+            a.journal.display()
+        );
+    }
     let fresh_drive = state.drive.is_none();
     if fresh_drive && a.dry_run {
         let (info, drive_id) = probe_new(req, &a.journal)?;
@@ -369,7 +378,7 @@ fn prepare(a: &PrepImportArgs, req: &Request, cancel: &AtomicBool) -> anyhow::Re
     } else if !state.formatted {
         finish_setup(req, &state, &mut j)?;
         state.formatted = true;
-    } else if req.format {
+    } else if req.format && state.done().next().is_some() {
         bail!(
             "journal {} already has drive {}: /format would erase its sessions; for another drive use another \
              journal",
@@ -506,9 +515,10 @@ fn derived_drive_id(journal: &Path, target: &Path) -> String {
 }
 
 /// The manifest slot of a new drive: 1/2048 of its payload (WAImportExport reserves about 3 GB per 7 TB),
-/// at least 1 MiB, in whole sectors.
+/// from 1 MiB to 128 MiB (the data centre reads manifests of up to 256 MiB; 128 MiB lists over a million
+/// 4 MiB ranges), in whole sectors.
 fn manifest_slot(capacity: u64) -> u64 {
-    (capacity / 2048).max(1 << 20).div_ceil(4096) * 4096
+    (capacity / 2048).clamp(1 << 20, 128 << 20).div_ceil(4096) * 4096
 }
 
 fn open_rw(path: &Path) -> anyhow::Result<std::fs::File> {
@@ -992,9 +1002,8 @@ mod tests {
     #[test]
     fn manifest_slot_is_a_small_share_in_whole_sectors() {
         assert_eq!(manifest_slot(64 << 20), 1 << 20);
-        let big = manifest_slot(4 << 40);
-        assert_eq!(big % 4096, 0);
-        assert_eq!(big, 2 << 30);
+        assert_eq!(manifest_slot(100 << 30), 50 << 20);
+        assert_eq!(manifest_slot(4 << 40), 128 << 20);
     }
 
     #[test]
