@@ -62,7 +62,12 @@ fn journal_key(journal: &Path) -> String {
 
 /// drive_check.py over one drive per `(image, journal)`; every blob of `job` must be found exactly.
 fn independent_check(job: &Path, drives: &[(&Path, &Path)], work: &Path) -> serde_json::Value {
-    let mut args = vec!["--job".to_owned(), s(job).to_owned(), "--work".to_owned(), s(work).to_owned()];
+    let mut args = vec![
+        "--job".to_owned(),
+        s(job).to_owned(),
+        "--work".to_owned(),
+        s(work).to_owned(),
+    ];
     std::fs::create_dir_all(work).unwrap();
     for (i, (img, journal)) in drives.iter().enumerate() {
         let kf = work.join(format!("key{i}"));
@@ -158,27 +163,56 @@ fn seed_002_as_written_then_two_more_sessions_pass_the_interop_check() {
     )
     .unwrap();
     let o = diskprep(
-        &["PrepImport", &format!("/j:{}", s(&jrn)), "/id:session3", &format!("/DataSet:{}", s(&csv)), "--json"],
+        &[
+            "PrepImport",
+            &format!("/j:{}", s(&jrn)),
+            "/id:session3",
+            &format!("/DataSet:{}", s(&csv)),
+            "--json",
+        ],
         &[],
     );
     let out = ok(&o);
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{out}"));
-    assert_eq!(doc["sessions"], serde_json::json!(["session1", "session2", "session3"]));
+    assert_eq!(
+        doc["sessions"],
+        serde_json::json!(["session1", "session2", "session3"])
+    );
     assert_eq!(doc["drive_id"], id.as_str());
 
     // A fourth session with an id used before, and /format on a drive with sessions, are refused.
     let o = diskprep(
-        &["PrepImport", &format!("/j:{}", s(&jrn)), "/id:session3", &format!("/srcfile:{}/config", s(&blobs)), "/dstblob:seed/x"],
+        &[
+            "PrepImport",
+            &format!("/j:{}", s(&jrn)),
+            "/id:session3",
+            &format!("/srcfile:{}/config", s(&blobs)),
+            "/dstblob:seed/x",
+        ],
         &[],
     );
-    assert!(!o.status.success() && text(&o).contains("already has a session session3"), "{}", text(&o));
+    assert!(
+        !o.status.success() && text(&o).contains("already has a session session3"),
+        "{}",
+        text(&o)
+    );
 
     let check = independent_check(&job, &[(&img, &jrn)], &t.path().join("check"));
     let manifest = check["drives"][0]["manifest"].as_str().unwrap();
-    for folder in ["\\session1\\seed\\data\\0000", "\\session2\\seed\\config", "\\session3\\seed\\index\\0000"] {
-        assert!(manifest.contains(folder), "each session in its own folder: {folder} in {manifest}");
+    for folder in [
+        "\\session1\\seed\\data\\0000",
+        "\\session2\\seed\\config",
+        "\\session3\\seed\\index\\0000",
+    ] {
+        assert!(
+            manifest.contains(folder),
+            "each session in its own folder: {folder} in {manifest}"
+        );
     }
-    assert!(manifest.contains("<ImportDisposition>overwrite</ImportDisposition>"), "{manifest}");
+    assert!(
+        manifest.contains("<ImportDisposition>overwrite</ImportDisposition>"),
+        "{manifest}"
+    );
     assert_eq!(check["blobs"].as_object().unwrap().len(), 3, "{check}");
 }
 
@@ -223,14 +257,28 @@ fn the_first_session_resumes_after_sigkill_and_the_latest_one_aborts() {
     let jrn = t.path().join("d.jrn");
     let j = format!("/j:{}", s(&jrn));
     let first = [
-        "PrepImport", &j, "/id:first", &format!("/t:{}", s(&img)), "/format", "/encrypt", "/silentmode",
-        "/BlobType:PageBlob", &format!("/srcdir:{}/data/", s(&blobs)), "/dstdir:seed/data/", "--pbkdf", "pbkdf2",
+        "PrepImport",
+        &j,
+        "/id:first",
+        &format!("/t:{}", s(&img)),
+        "/format",
+        "/encrypt",
+        "/silentmode",
+        "/BlobType:PageBlob",
+        &format!("/srcdir:{}/data/", s(&blobs)),
+        "/dstdir:seed/data/",
+        "--pbkdf",
+        "pbkdf2",
     ];
     // SIGKILL inside the first session's data (unlike WAImportExport, a first session resumes).
     kill_when(&first, || allocated(&img) >= (16 + 12) << 20);
     let o = diskprep(&first, &[]);
     assert!(!o.status.success(), "the same command again does not start over");
-    assert!(text(&o).contains("/ResumeSession") && text(&o).contains("/AbortSession"), "{}", text(&o));
+    assert!(
+        text(&o).contains("/ResumeSession") && text(&o).contains("/AbortSession"),
+        "{}",
+        text(&o)
+    );
     let out = ok(&diskprep(&["PrepImport", &j, "/id:first", "/ResumeSession"], &[]));
     assert!(out.contains("Session first is on drive"), "{out}");
 
@@ -240,30 +288,71 @@ fn the_first_session_resumes_after_sigkill_and_the_latest_one_aborts() {
         text[from..].split('<').next().unwrap().to_owned()
     };
     let before = last_hash(&std::fs::read_to_string(&jrn).unwrap());
-    let second = ["PrepImport", &j, "/id:second", &format!("/srcdir:{}/index/", s(&blobs)), "/dstdir:seed/index/"];
+    let second = [
+        "PrepImport",
+        &j,
+        "/id:second",
+        &format!("/srcdir:{}/index/", s(&blobs)),
+        "/dstdir:seed/index/",
+    ];
     // index/0000 is 4 MiB: one checkpoint; kill once it is recorded, before the session ends.
     let third_src = format!("/srcdir:{}/data/", s(&blobs));
     let third = ["PrepImport", &j, "/id:third", &third_src, "/dstdir:seed/again/"];
     ok(&diskprep(&second, &[]));
     kill_when(&third, || checkpoints(&jrn, "third") >= 2);
     let o = diskprep(&["PrepImport", &j, "/id:second", "/AbortSession"], &[]);
-    assert!(!o.status.success() && text(&o).contains("latest session"), "{}", text(&o));
+    assert!(
+        !o.status.success() && text(&o).contains("latest session"),
+        "{}",
+        text(&o)
+    );
     let out = ok(&diskprep(&["PrepImport", &j, "/id:third", "/AbortSession"], &[]));
-    assert!(out.contains("rolled back") && out.contains("sessions first, second"), "{out}");
+    assert!(
+        out.contains("rolled back") && out.contains("sessions first, second"),
+        "{out}"
+    );
     // Then abort the complete second session too: the manifest is the first session's again.
     ok(&diskprep(&["PrepImport", &j, "/id:second", "/AbortSession"], &[]));
     let after = last_hash(&std::fs::read_to_string(&jrn).unwrap());
     assert_eq!(after, before, "rolled back to the first session's manifest");
     // A new session after the aborts: resumable, complete, and the whole drive reads back.
-    kill_when(&["PrepImport", &j, "/id:fourth", &format!("/srcdir:{}/index/", s(&blobs)), "/dstdir:seed/index/"], || {
-        std::fs::read_to_string(&jrn).unwrap_or_default().matches("SessionId: fourth").count() >= 1
-    });
-    ok(&diskprep(&["PrepImport", &j, "/id:fourth", "/ResumeSession"], &[]));
+    kill_when(
+        &[
+            "PrepImport",
+            &j,
+            "/id:fourth",
+            &format!("/srcdir:{}/index/", s(&blobs)),
+            "/dstdir:seed/index/",
+        ],
+        || {
+            std::fs::read_to_string(&jrn)
+                .unwrap_or_default()
+                .matches("SessionId: fourth")
+                .count()
+                >= 1
+        },
+    );
+    ok(&diskprep(
+        &["PrepImport", &j, "/id:fourth", "/ResumeSession"],
+        &[],
+    ));
     // config was never copied: put it on with a last session, then every blob is found exactly once.
-    ok(&diskprep(&["PrepImport", &j, "/id:fifth", &format!("/srcfile:{}/config", s(&blobs)), "/dstblob:seed/config"], &[]));
+    ok(&diskprep(
+        &[
+            "PrepImport",
+            &j,
+            "/id:fifth",
+            &format!("/srcfile:{}/config", s(&blobs)),
+            "/dstblob:seed/config",
+        ],
+        &[],
+    ));
     let check = independent_check(&job, &[(&img, &jrn)], &t.path().join("check"));
     let manifest = check["drives"][0]["manifest"].as_str().unwrap();
-    assert!(!manifest.contains("\\third\\") && !manifest.contains("\\second\\"), "{manifest}");
+    assert!(
+        !manifest.contains("\\third\\") && !manifest.contains("\\second\\"),
+        "{manifest}"
+    );
 }
 
 #[test]
@@ -274,8 +363,19 @@ fn an_encrypted_drive_is_written_with_its_key_and_a_wrong_key_writes_nothing() {
     let img = image(t.path(), "e.img", 64);
     let first = t.path().join("first.jrn");
     ok(&diskprep(
-        &["PrepImport", &format!("/j:{}", s(&first)), "/id:old", &format!("/t:{}", s(&img)), "/format", "/encrypt",
-          "/silentmode", &format!("/srcfile:{}/config", s(&blobs)), "/dstblob:seed/old", "--pbkdf", "pbkdf2"],
+        &[
+            "PrepImport",
+            &format!("/j:{}", s(&first)),
+            "/id:old",
+            &format!("/t:{}", s(&img)),
+            "/format",
+            "/encrypt",
+            "/silentmode",
+            &format!("/srcfile:{}/config", s(&blobs)),
+            "/dstblob:seed/old",
+            "--pbkdf",
+            "pbkdf2",
+        ],
         &[],
     ));
     let header = |p: &Path| std::fs::read(p).unwrap()[..16 * MIB].to_vec();
@@ -288,16 +388,28 @@ fn an_encrypted_drive_is_written_with_its_key_and_a_wrong_key_writes_nothing() {
     let jrn = t.path().join("again.jrn");
     let cmd = |key: &Path| {
         vec![
-            "PrepImport".to_owned(), format!("/j:{}", s(&jrn)), "/id:again".into(), format!("/t:{}", s(&img)),
-            format!("/bk:@{}", s(key)), format!("/srcdir:{}/", s(&blobs)), "/dstdir:seed/".into(),
+            "PrepImport".to_owned(),
+            format!("/j:{}", s(&jrn)),
+            "/id:again".into(),
+            format!("/t:{}", s(&img)),
+            format!("/bk:@{}", s(key)),
+            format!("/srcdir:{}/", s(&blobs)),
+            "/dstdir:seed/".into(),
         ]
     };
     let args = cmd(&wrong);
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     let o = diskprep(&a, &[]);
-    assert!(!o.status.success() && text(&o).contains("does not unlock"), "{}", text(&o));
+    assert!(
+        !o.status.success() && text(&o).contains("does not unlock"),
+        "{}",
+        text(&o)
+    );
     assert!(text(&o).contains("nothing was written"), "{}", text(&o));
-    assert!(std::fs::read(&img).unwrap() == whole, "a refused key writes nothing");
+    assert!(
+        std::fs::read(&img).unwrap() == whole,
+        "a refused key writes nothing"
+    );
 
     // The right key (v2's drive set, AlreadyEncrypted): written without reformatting.
     let key = journal_key(&first);
@@ -308,15 +420,29 @@ fn an_encrypted_drive_is_written_with_its_key_and_a_wrong_key_writes_nothing() {
     )
     .unwrap();
     let out = ok(&diskprep(
-        &["PrepImport", &format!("/j:{}", s(&jrn)), "/id:again", &format!("/InitialDriveSet:{}", s(&set)),
-          &format!("/srcdir:{}/", s(&blobs)), "/dstdir:seed/"],
+        &[
+            "PrepImport",
+            &format!("/j:{}", s(&jrn)),
+            "/id:again",
+            &format!("/InitialDriveSet:{}", s(&set)),
+            &format!("/srcdir:{}/", s(&blobs)),
+            "/dstdir:seed/",
+        ],
         &[],
     ));
     assert!(!out.contains("About to FORMAT"), "{out}");
-    assert!(header(&img) == before_header, "the LUKS2 header is the same: not reformatted");
+    assert!(
+        header(&img) == before_header,
+        "the LUKS2 header is the same: not reformatted"
+    );
     assert_eq!(journal_key(&jrn), key);
     let id = |j: &Path| {
-        std::fs::read_to_string(j).unwrap().lines().find_map(|l| l.strip_prefix("DriveId: ")).unwrap().to_owned()
+        std::fs::read_to_string(j)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("DriveId: "))
+            .unwrap()
+            .to_owned()
     };
     assert_eq!(id(&jrn), id(&first), "the drive id is the drive's label");
     independent_check(&job, &[(&img, &jrn)], &t.path().join("check"));
@@ -348,15 +474,31 @@ fn a_job_from_three_journals_is_created_and_imported() {
     let key_file = t.path().join("storage.key");
     std::fs::write(&key_file, AZURITE_KEY).unwrap();
     // Three drives, one source each, the account key recorded with /sk:@FILE.
-    let sources = [("config", "seed/config"), ("data/0000", "seed/data/0000"), ("index/0000", "seed/index/0000")];
+    let sources = [
+        ("config", "seed/config"),
+        ("data/0000", "seed/data/0000"),
+        ("index/0000", "seed/index/0000"),
+    ];
     let mut drives = Vec::new();
     for (i, (file, blob)) in sources.iter().enumerate() {
         let img = image(t.path(), &format!("d{i}.img"), 40);
         let jrn = t.path().join(format!("d{i}.jrn"));
         ok(&diskprep(
-            &["PrepImport", &format!("/j:{}", s(&jrn)), "/id:seed1", &format!("/sk:@{}", s(&key_file)),
-              &format!("/t:{}", s(&img)), "/format", "/encrypt", "/silentmode", "/BlobType:PageBlob",
-              &format!("/srcfile:{}/{file}", s(&blobs)), &format!("/dstblob:{blob}"), "--pbkdf", "pbkdf2"],
+            &[
+                "PrepImport",
+                &format!("/j:{}", s(&jrn)),
+                "/id:seed1",
+                &format!("/sk:@{}", s(&key_file)),
+                &format!("/t:{}", s(&img)),
+                "/format",
+                "/encrypt",
+                "/silentmode",
+                "/BlobType:PageBlob",
+                &format!("/srcfile:{}/{file}", s(&blobs)),
+                &format!("/dstblob:{blob}"),
+                "--pbkdf",
+                "pbkdf2",
+            ],
             &[],
         ));
         drives.push((img, jrn));
@@ -368,9 +510,22 @@ fn a_job_from_three_journals_is_created_and_imported() {
         args.extend(["--journal".to_owned(), s(j).to_owned()]);
     }
     args.extend(
-        ["--publish-settings", s(&ps), "--storage-account", AZURITE_ACCOUNT, "--location", "West US",
-         "--management-ca", s(&ca), "--return-carrier", "FedEx", "--return-carrier-account", "123456789", "--json"]
-            .map(String::from),
+        [
+            "--publish-settings",
+            s(&ps),
+            "--storage-account",
+            AZURITE_ACCOUNT,
+            "--location",
+            "West US",
+            "--management-ca",
+            s(&ca),
+            "--return-carrier",
+            "FedEx",
+            "--return-carrier-account",
+            "123456789",
+            "--json",
+        ]
+        .map(String::from),
     );
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     let o = diskprep(&a, &[]);
@@ -378,7 +533,12 @@ fn a_job_from_three_journals_is_created_and_imported() {
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{out}"));
     assert_eq!(doc["action"], "created", "{doc}");
     assert_eq!(doc["drive_ids"].as_array().unwrap().len(), 3);
-    assert!(doc["ship_to"]["street_address1"].as_str().is_some_and(|a| !a.is_empty()), "{doc}");
+    assert!(
+        doc["ship_to"]["street_address1"]
+            .as_str()
+            .is_some_and(|a| !a.is_empty()),
+        "{doc}"
+    );
     assert!(!out.contains(AZURITE_KEY), "the key is never printed");
     // Run again: the job exists with these drives, nothing new.
     let o = diskprep(&a, &[]);
@@ -389,7 +549,12 @@ fn a_job_from_three_journals_is_created_and_imported() {
     set_state(&emu, AZURITE_ACCOUNT, "jrnjob", "Shipping");
     let paths: Vec<&Path> = drives.iter().map(|(i, _)| i.as_path()).collect();
     let r = receive(&emu, AZURITE_ACCOUNT, "jrnjob", &paths);
-    assert!(r.status < 300, "receive: {} {}", r.status, String::from_utf8_lossy(&r.body));
+    assert!(
+        r.status < 300,
+        "receive: {} {}",
+        r.status,
+        String::from_utf8_lossy(&r.body)
+    );
     let status = wait_received(&emu, AZURITE_ACCOUNT, "jrnjob", Duration::from_secs(120));
     assert!(status.error.is_none(), "{status:?}");
     let store = AzureStore::new(AzureOptions::new(

@@ -58,7 +58,13 @@ pub struct CreateJobArgs {
     pub storage_account_key_file: Option<PathBuf>,
     /// The key itself: for compatibility only (a command line is readable by every user); use
     /// --storage-account-key-file or SEEDSHIP_STORAGE_KEY.
-    #[arg(long, env = "SEEDSHIP_STORAGE_KEY", hide_env_values = true, value_name = "KEY", hide_short_help = true)]
+    #[arg(
+        long,
+        env = "SEEDSHIP_STORAGE_KEY",
+        hide_env_values = true,
+        value_name = "KEY",
+        hide_short_help = true
+    )]
     pub storage_account_key: Option<String>,
     /// A file holding a container SAS (or SEEDSHIP_CONTAINER_SAS_FILE); without it, the one recorded (/csas:).
     #[arg(long, env = "SEEDSHIP_CONTAINER_SAS_FILE", value_name = "FILE")]
@@ -113,10 +119,12 @@ fn read_journals(paths: &[PathBuf]) -> anyhow::Result<(Vec<JournalDrive>, Option
     let mut credential = None;
     for p in paths {
         let s = journal::read(p).with_context(|| format!("reading journal {}", p.display()))?;
-        let d = s
-            .drive
-            .as_ref()
-            .with_context(|| format!("journal {} records no drive: run prepimport with it first", p.display()))?;
+        let d = s.drive.as_ref().with_context(|| {
+            format!(
+                "journal {} records no drive: run prepimport with it first",
+                p.display()
+            )
+        })?;
         if let Some(l) = s.latest().filter(|l| !l.is_done()) {
             bail!(
                 "journal {}: session {} of drive {} did not finish; resume it (/ResumeSession) or roll it back \
@@ -127,10 +135,18 @@ fn read_journals(paths: &[PathBuf]) -> anyhow::Result<(Vec<JournalDrive>, Option
             );
         }
         let hash = s.manifest_hash.clone().with_context(|| {
-            format!("journal {}: drive {} holds no complete session", p.display(), d.drive_id)
+            format!(
+                "journal {}: drive {} holds no complete session",
+                p.display(),
+                d.drive_id
+            )
         })?;
         if drives.iter().any(|x| x.drive_id == d.drive_id) {
-            bail!("drive {} is in two journals (the second is {})", d.drive_id, p.display());
+            bail!(
+                "drive {} is in two journals (the second is {})",
+                d.drive_id,
+                p.display()
+            );
         }
         credential = credential.or(s.credential.clone());
         drives.push(JournalDrive {
@@ -174,7 +190,12 @@ fn descriptor(a: &CreateJobArgs) -> anyhow::Result<JobDescriptor> {
                 management_endpoint: entra.management_endpoint.clone(),
                 management_audience: entra.management_audience.clone(),
             };
-            (sub.to_string(), name.to_string(), ServiceApi::ResourceManager(Box::new(arm)), PathBuf::new())
+            (
+                sub.to_string(),
+                name.to_string(),
+                ServiceApi::ResourceManager(Box::new(arm)),
+                PathBuf::new(),
+            )
         }
         (None, Some(p)) => {
             let account = a
@@ -222,11 +243,15 @@ pub fn run(a: CreateJobArgs) -> anyhow::Result<Exit> {
     let access = a.api.access(a.publish_settings.clone())?;
     let conn = job::connect(&d, &access)?;
     let credential = if let Some(f) = &a.storage_account_key_file {
-        Some(Credential::AccountKey(seedship_shared::secret::from_file(f, "storage account key")?.to_string()))
+        Some(Credential::AccountKey(
+            seedship_shared::secret::from_file(f, "storage account key")?.to_string(),
+        ))
     } else if let Some(k) = &a.storage_account_key {
         Some(Credential::AccountKey(k.clone()))
     } else if let Some(f) = &a.container_sas_file {
-        Some(Credential::ContainerSas(seedship_shared::secret::from_file(f, "container SAS")?.to_string()))
+        Some(Credential::ContainerSas(
+            seedship_shared::secret::from_file(f, "container SAS")?.to_string(),
+        ))
     } else {
         recorded.map(|c| match c {
             StoredCredential::AccountKey(k) => Credential::AccountKey(k.to_string()),
@@ -289,7 +314,11 @@ pub fn run(a: CreateJobArgs) -> anyhow::Result<Exit> {
         None => {
             println!(
                 "{} import job {} in storage account {} (location {}) with drives {}.",
-                if outcome.created { "Created" } else { "Found the existing" },
+                if outcome.created {
+                    "Created"
+                } else {
+                    "Found the existing"
+                },
                 d.job_name,
                 d.storage_account,
                 outcome.record.location,

@@ -275,7 +275,6 @@ fn interpret(path: &Path, records: &[JournalRecord]) -> Result<Replayed, DriveJo
                     sources.push(parse_source(line).ok_or_else(|| bad(format!("source line {line:?}")))?);
                 }
                 let id = get("SessionId")?.to_owned();
-                s.sessions.retain(|x| !(x.session_id == id && !x.is_done()));
                 s.sessions.push(SessionRecord {
                     session_id: id,
                     container: get("Container")?.to_owned(),
@@ -296,7 +295,8 @@ fn interpret(path: &Path, records: &[JournalRecord]) -> Result<Replayed, DriveJo
                 for line in get("Segments")?.lines().filter(|l| !l.is_empty()) {
                     segs.push(parse_segment("", line).map_err(|e| bad(e.to_string()))?);
                 }
-                let sess = session_mut(&mut s, get("SessionId")?).ok_or_else(|| bad("no such session".into()))?;
+                let sess =
+                    session_mut(&mut s, get("SessionId")?).ok_or_else(|| bad("no such session".into()))?;
                 sess.checkpoint.payload_offset = at;
                 sess.checkpoint.segments.extend(segs);
             }
@@ -377,8 +377,7 @@ impl DriveJournal {
 
     /// Records the command's context (the `/logdir:`), as WAImportExport's first activity record.
     pub fn record_context(&mut self, log_dir: Option<&Path>) -> Result<(), DriveJournalError> {
-        let mut r =
-            JournalRecord::new("ActivityRecord").with("ActivityId", "PrepImportDriveCommandContext");
+        let mut r = JournalRecord::new("ActivityRecord").with("ActivityId", "PrepImportDriveCommandContext");
         if let Some(d) = log_dir {
             r = r.with("LogDirectory", d.display().to_string());
         }
@@ -453,7 +452,11 @@ impl DriveJournal {
     }
 
     /// Records the drive manifest's hash.
-    pub fn record_drive_info(&mut self, drive_id: &str, manifest_hash: &str) -> Result<(), DriveJournalError> {
+    pub fn record_drive_info(
+        &mut self,
+        drive_id: &str,
+        manifest_hash: &str,
+    ) -> Result<(), DriveJournalError> {
         self.append(
             DiskprepRecord::DriveInfo {
                 drive_id: drive_id.to_owned(),
@@ -490,9 +493,7 @@ mod tests {
             capacity: 48 << 20,
             manifest_slot: 1 << 20,
             encryption: Encryption::Encrypt,
-            recovery_key: Zeroizing::new(
-                "000011-000022-000033-000044-000055-000066-000077-000088".into(),
-            ),
+            recovery_key: Zeroizing::new("000011-000022-000033-000044-000055-000066-000077-000088".into()),
         }
     }
 
@@ -533,7 +534,10 @@ mod tests {
         create(&path).unwrap();
         assert!(create(&path).is_err(), "never over an existing journal");
         use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let (mut j, s) = open(&path).unwrap();
         assert!(s.drive.is_none() && s.sessions.is_empty());
         j.record_drive(&drive()).unwrap();

@@ -135,7 +135,13 @@ mod tests {
 
     #[test]
     fn names_are_case_insensitive_and_secrets_are_flagged() {
-        let got = tr(&["/J:x.jrn", "/ID:s2", "/SK:c2VjcmV0", "/RESUMESESSION", "/blobtype:PageBlob"]);
+        let got = tr(&[
+            "/J:x.jrn",
+            "/ID:s2",
+            "/SK:c2VjcmV0",
+            "/RESUMESESSION",
+            "/blobtype:PageBlob",
+        ]);
         assert_eq!(
             got,
             [

@@ -10,7 +10,9 @@
 //! (`/AbortSession`). The drive-writing machinery is diskprep's own ([`crate::prep`]): the planner, the copy
 //! with its checkpoints and read-back, the manifest slot and the end-of-archive marker.
 
-use super::journal::{self, DriveJournal, DriveRecord, Encryption, Replayed, SessionRecord, SourceRecord, StoredCredential};
+use super::journal::{
+    self, DriveJournal, DriveRecord, Encryption, Replayed, SessionRecord, SourceRecord, StoredCredential,
+};
 use super::source::{self, SourceFile, SourceSpec};
 use crate::prep::console::ConsoleUi;
 use crate::prep::copy::{copy_parts, finish_payload, Checkpoint, CopyError};
@@ -61,10 +63,21 @@ pub struct PrepImportArgs {
     pub yes: bool,
     /// A file holding the recovery key of a drive already encrypted by seedship (/bk:@FILE), or set
     /// SEEDSHIP_RECOVERY_KEY_FILE / SEEDSHIP_RECOVERY_KEY; the drive is written without reformatting.
-    #[arg(long, env = "SEEDSHIP_RECOVERY_KEY_FILE", value_name = "FILE", conflicts_with = "recovery_key")]
+    #[arg(
+        long,
+        env = "SEEDSHIP_RECOVERY_KEY_FILE",
+        value_name = "FILE",
+        conflicts_with = "recovery_key"
+    )]
     pub recovery_key_file: Option<PathBuf>,
     /// The recovery key itself (/bk:KEY): for compatibility only, a command line is readable by every user.
-    #[arg(long, env = "SEEDSHIP_RECOVERY_KEY", hide_env_values = true, value_name = "KEY", hide_short_help = true)]
+    #[arg(
+        long,
+        env = "SEEDSHIP_RECOVERY_KEY",
+        hide_env_values = true,
+        value_name = "KEY",
+        hide_short_help = true
+    )]
     pub recovery_key: Option<String>,
     /// A folder to copy, recursively (/srcdir:); give it with a full path.
     #[arg(long, value_name = "DIR", requires = "dstdir")]
@@ -112,10 +125,21 @@ pub struct PrepImportArgs {
     #[arg(long, env = "SEEDSHIP_STORAGE_KEY", hide_env_values = true, value_name = "KEY", hide_short_help = true, conflicts_with_all = ["container_sas", "container_sas_file"])]
     pub storage_account_key: Option<String>,
     /// A file holding a container SAS (/csas:@FILE), or set SEEDSHIP_CONTAINER_SAS_FILE.
-    #[arg(long, env = "SEEDSHIP_CONTAINER_SAS_FILE", value_name = "FILE", conflicts_with = "container_sas")]
+    #[arg(
+        long,
+        env = "SEEDSHIP_CONTAINER_SAS_FILE",
+        value_name = "FILE",
+        conflicts_with = "container_sas"
+    )]
     pub container_sas_file: Option<PathBuf>,
     /// The SAS itself (/csas:SAS): for compatibility only.
-    #[arg(long, env = "SEEDSHIP_CONTAINER_SAS", hide_env_values = true, value_name = "SAS", hide_short_help = true)]
+    #[arg(
+        long,
+        env = "SEEDSHIP_CONTAINER_SAS",
+        hide_env_values = true,
+        value_name = "SAS",
+        hide_short_help = true
+    )]
     pub container_sas: Option<String>,
     /// Key derivation of a new drive's keyslot.
     #[arg(long, value_enum, default_value_t = KdfChoice::Argon2id)]
@@ -274,11 +298,16 @@ fn request(a: &PrepImportArgs) -> anyhow::Result<Request> {
         }
     }
     let credential = if let Some(f) = &a.storage_account_key_file {
-        Some(StoredCredential::AccountKey(seedship_shared::secret::from_file(f, "storage account key")?))
+        Some(StoredCredential::AccountKey(seedship_shared::secret::from_file(
+            f,
+            "storage account key",
+        )?))
     } else if let Some(k) = &a.storage_account_key {
         Some(StoredCredential::AccountKey(Zeroizing::new(k.clone())))
     } else if let Some(f) = &a.container_sas_file {
-        Some(StoredCredential::ContainerSas(seedship_shared::secret::from_file(f, "container SAS")?))
+        Some(StoredCredential::ContainerSas(
+            seedship_shared::secret::from_file(f, "container SAS")?,
+        ))
     } else {
         a.container_sas
             .as_ref()
@@ -345,7 +374,11 @@ fn prepare(a: &PrepImportArgs, req: &Request, cancel: &AtomicBool) -> anyhow::Re
         println!(
             "Dry run: would prepare {} as drive {drive_id} ({}), session {}; nothing was written.",
             info.path.display(),
-            if req.key.is_some() { "already encrypted, not reformatted" } else { "formatted and encrypted" },
+            if req.key.is_some() {
+                "already encrypted, not reformatted"
+            } else {
+                "formatted and encrypted"
+            },
             req.session_id
         );
         return Ok(PrepImportReport {
@@ -413,7 +446,14 @@ fn prepare(a: &PrepImportArgs, req: &Request, cancel: &AtomicBool) -> anyhow::Re
                     seedship_shared::units::human(s.plan.payload_len),
                     drive.drive_id
                 );
-                return Ok(report(a, &drive, &state, &s, "planned", state.manifest_hash.clone()));
+                return Ok(report(
+                    a,
+                    &drive,
+                    &state,
+                    &s,
+                    "planned",
+                    state.manifest_hash.clone(),
+                ));
             }
             j.record_session(&s.record)?;
             s
@@ -497,7 +537,8 @@ fn check_new(req: &Request, journal: &Path) -> anyhow::Result<(DriveInfo, String
     let (info, drive_id) = probe_new(req, journal)?;
     if let Some(text) = &req.key {
         let key = RecoveryKey::parse(text).context("the recovery key given with /bk:")?;
-        let file = std::fs::File::open(&info.path).with_context(|| format!("opening {}", info.path.display()))?;
+        let file =
+            std::fs::File::open(&info.path).with_context(|| format!("opening {}", info.path.display()))?;
         unlock(&file, &drive_id, &info.path, &key)?;
     }
     Ok((info, drive_id))
@@ -568,7 +609,10 @@ fn set_up_drive(
     }
     let mut ui = ConsoleUi::default();
     if !req.yes && !ui.confirm_format(&info, &drive_id)? {
-        bail!("formatting {} was not confirmed; nothing was written", target.display());
+        bail!(
+            "formatting {} was not confirmed; nothing was written",
+            target.display()
+        );
     }
     let key = RecoveryKey::generate()?;
     let capacity = (info.size - DATA_OFFSET) / 4096 * 4096;
@@ -681,7 +725,10 @@ fn new_plan(
         );
     }
     if state.done().any(|s| s.session_id == id) {
-        bail!("drive {} already has a session {id}: give the new session another id", drive.drive_id);
+        bail!(
+            "drive {} already has a session {id}: give the new session another id",
+            drive.drive_id
+        );
     }
     let mut record = SessionRecord {
         session_id: id.to_owned(),
@@ -727,7 +774,10 @@ fn resume_plan(state: &Replayed, drive: &DriveRecord, id: &str) -> anyhow::Resul
         );
     }
     if latest.is_done() {
-        bail!("session {id} of drive {} is complete; nothing to resume", drive.drive_id);
+        bail!(
+            "session {id} of drive {} is complete; nothing to resume",
+            drive.drive_id
+        );
     }
     let mut files = Vec::new();
     for s in &latest.sources {
@@ -866,10 +916,12 @@ fn write_session(
 fn abort(journal_path: &Path, req: &Request, dry_run: bool) -> anyhow::Result<PrepImportReport> {
     let state = journal::read(journal_path)
         .with_context(|| format!("journal {}: nothing to abort", journal_path.display()))?;
-    let drive = state
-        .drive
-        .clone()
-        .with_context(|| format!("journal {} records no drive: nothing to abort", journal_path.display()))?;
+    let drive = state.drive.clone().with_context(|| {
+        format!(
+            "journal {} records no drive: nothing to abort",
+            journal_path.display()
+        )
+    })?;
     let Some(latest) = state.latest() else {
         bail!("drive {} has no session to abort", drive.drive_id);
     };
@@ -1010,6 +1062,9 @@ mod tests {
     fn derived_ids_differ_by_image() {
         let a = derived_drive_id(Path::new("/j/d1.jrn"), Path::new("/srv/d1.img"));
         assert!(a.starts_with("SEED") && a.len() == 16);
-        assert_ne!(a, derived_drive_id(Path::new("/j/d1.jrn"), Path::new("/srv/d2.img")));
+        assert_ne!(
+            a,
+            derived_drive_id(Path::new("/j/d1.jrn"), Path::new("/srv/d2.img"))
+        );
     }
 }

@@ -87,7 +87,8 @@ pub fn resolve(specs: &[SourceSpec]) -> anyhow::Result<(String, Vec<SourceFile>)
             files.push(file(&rest, &spec.path, spec.disposition)?);
         }
     }
-    let container = container.context("nothing to copy: give /srcdir: and /dstdir:, /srcfile: and /dstblob:, or /DataSet:")?;
+    let container = container
+        .context("nothing to copy: give /srcdir: and /dstdir:, /srcfile: and /dstblob:, or /DataSet:")?;
     files.sort_by(|a, b| a.extents.name.cmp(&b.extents.name));
     if let Some(w) = files.windows(2).find(|w| w[0].extents.name == w[1].extents.name) {
         bail!(
@@ -193,8 +194,8 @@ fn csv_rows(path: &Path, header: &[&str]) -> anyhow::Result<Vec<Vec<String>>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
     let first = csv_fields(lines.next().unwrap_or(""));
-    let same = first.len() == header.len()
-        && first.iter().zip(header).all(|(a, b)| a.eq_ignore_ascii_case(b));
+    let same =
+        first.len() == header.len() && first.iter().zip(header).all(|(a, b)| a.eq_ignore_ascii_case(b));
     if !same {
         bail!(
             "{}: the first line must be the header {}",
@@ -237,7 +238,10 @@ pub fn dataset(path: &Path) -> anyhow::Result<Vec<SourceSpec>> {
         check_blob_type(&f[2]).with_context(row)?;
         for (n, v) in [("MetadataFile", &f[4]), ("PropertiesFile", &f[5])] {
             if !v.eq_ignore_ascii_case("none") && !v.is_empty() {
-                bail!("{}: {n} {v:?}: metadata and properties files are not supported (give None)", row());
+                bail!(
+                    "{}: {n} {v:?}: metadata and properties files are not supported (give None)",
+                    row()
+                );
             }
         }
         let disposition = parse_disposition(&f[3]).with_context(row)?;
@@ -310,27 +314,45 @@ pub fn drive_set(path: &Path) -> anyhow::Result<DriveSetRow> {
     let format = match f[1].as_str() {
         "Format" => true,
         "AlreadyFormatted" => false,
-        v => bail!("{}: FormatOption {v:?}: Format or AlreadyFormatted", path.display()),
+        v => bail!(
+            "{}: FormatOption {v:?}: Format or AlreadyFormatted",
+            path.display()
+        ),
     };
     let silent = match f[2].as_str() {
         "SilentMode" => true,
         "PromptOnFormat" => false,
-        v => bail!("{}: SilentOrPromptOnFormat {v:?}: SilentMode or PromptOnFormat", path.display()),
+        v => bail!(
+            "{}: SilentOrPromptOnFormat {v:?}: SilentMode or PromptOnFormat",
+            path.display()
+        ),
     };
     let encrypt = match f[3].as_str() {
         "Encrypt" => true,
         "AlreadyEncrypted" => false,
-        v => bail!("{}: Encryption {v:?}: Encrypt or AlreadyEncrypted", path.display()),
+        v => bail!(
+            "{}: Encryption {v:?}: Encrypt or AlreadyEncrypted",
+            path.display()
+        ),
     };
     if format && !encrypt {
-        bail!("{}: When Format is specified, Encrypt must also be specified", path.display());
+        bail!(
+            "{}: When Format is specified, Encrypt must also be specified",
+            path.display()
+        );
     }
     let key = (!f[4].is_empty() && !f[4].eq_ignore_ascii_case("none")).then(|| f[4].clone());
     if encrypt && key.is_some() {
-        bail!("{}: BitLocker Key should not be specified with Encrypt", path.display());
+        bail!(
+            "{}: BitLocker Key should not be specified with Encrypt",
+            path.display()
+        );
     }
     if !encrypt && key.is_none() {
-        bail!("{}: AlreadyEncrypted needs the drive's recovery key in ExistingBitLockerKey", path.display());
+        bail!(
+            "{}: AlreadyEncrypted needs the drive's recovery key in ExistingBitLockerKey",
+            path.display()
+        );
     }
     Ok(DriveSetRow {
         target: PathBuf::from(&f[0]),
@@ -349,7 +371,14 @@ mod tests {
     fn csv_fields_with_quotes() {
         assert_eq!(
             csv_fields(r#""F:\50M_original\","containername/",BlockBlob,rename,"None",None"#),
-            ["F:\\50M_original\\", "containername/", "BlockBlob", "rename", "None", "None"]
+            [
+                "F:\\50M_original\\",
+                "containername/",
+                "BlockBlob",
+                "rename",
+                "None",
+                "None"
+            ]
         );
         assert_eq!(csv_fields(r#"a,"b ""c""",d"#), ["a", "b \"c\"", "d"]);
     }
@@ -373,10 +402,20 @@ mod tests {
         let r = drive_set(&p).unwrap();
         assert!(r.format && r.silent && r.encrypt && r.key.is_none());
         std::fs::write(&p, format!("{h}/dev/sdb,Format,SilentMode,AlreadyEncrypted,1\n")).unwrap();
-        assert!(drive_set(&p).unwrap_err().to_string().contains("Encrypt must also"));
+        assert!(drive_set(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("Encrypt must also"));
         std::fs::write(&p, format!("{h}/d.img,AlreadyFormatted,SilentMode,AlreadyEncrypted,060456-014509-132033-080300-252615-584177-672089-411631\n")).unwrap();
         assert_eq!(drive_set(&p).unwrap().key.unwrap().len(), 55);
-        std::fs::write(&p, format!("{h}a,Format,SilentMode,Encrypt,\nb,Format,SilentMode,Encrypt,\n")).unwrap();
-        assert!(drive_set(&p).unwrap_err().to_string().contains("one journal per drive"));
+        std::fs::write(
+            &p,
+            format!("{h}a,Format,SilentMode,Encrypt,\nb,Format,SilentMode,Encrypt,\n"),
+        )
+        .unwrap();
+        assert!(drive_set(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("one journal per drive"));
     }
 }
