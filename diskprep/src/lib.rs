@@ -51,6 +51,9 @@ After sending the drives:
   seedship-diskprep u: s:/srv/staging              carrier, tracking number, return address; review
   seedship-diskprep u: s:/srv/staging              later: the job's and the drives' state
   seedship-diskprep delete-job s:/srv/staging      in Creating or Completed only
+WAImportExport's way (docs/waimportexport.md): one journal per drive, sessions, then a job from the journals:
+  seedship-diskprep PrepImport /j:d1.jrn /id:session1 /t:/dev/sdb /format /encrypt /srcdir:/srv/st/job/blobs/ /dstdir:backup/
+  seedship-diskprep create-job --journal d1.jrn d2.jrn --job-name NAME --location \"West US\"
 
 Exit codes: 0 done, 1 failed (delete-job: the job's state forbids it), 2 a drive did not verify,
 130 interrupted (run again to resume). See docs/diskprep.md.";

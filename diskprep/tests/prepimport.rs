@@ -545,6 +545,58 @@ fn a_job_from_three_journals_is_created_and_imported() {
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", text(&o)));
     assert_eq!(doc["action"], "exists", "{doc}");
 
+    // The same journals through Resource Manager (signed in as the emulator's Entra ID application).
+    let app: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(emu_dir.join("entra-app.json")).unwrap()).unwrap();
+    let f = |k: &str| app[k].as_str().unwrap().to_owned();
+    let id = format!(
+        "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Storage/storageAccounts/{AZURITE_ACCOUNT}",
+        f("subscription"),
+        f("resource_group")
+    );
+    let mut arm = vec!["create-job".to_owned(), "--job-name".into(), "armjob".into()];
+    for (_, j) in &drives {
+        arm.extend(["--journal".to_owned(), s(j).to_owned()]);
+    }
+    arm.extend([
+        "--storage-account-id".into(),
+        id,
+        "--resource-group".into(),
+        f("resource_group"),
+        "--tenant".into(),
+        f("tenant"),
+        "--client-id".into(),
+        f("client_id"),
+        "--client-certificate".into(),
+        f("certificate"),
+        "--client-certificate-key".into(),
+        f("private_key"),
+        "--authority".into(),
+        f("authority"),
+        "--management-endpoint".into(),
+        f("management_endpoint"),
+        "--management-audience".into(),
+        f("management_audience"),
+        "--management-ca".into(),
+        s(&ca).to_owned(),
+        "--location".into(),
+        "West US".into(),
+        "--json".into(),
+        "--return-name".into(),
+        "Backup Admin".into(),
+        "--return-address".into(),
+        "1 Main St, Springfield, 12345, USA".into(),
+        "--return-phone".into(),
+        "+1 555 0100".into(),
+        "--return-email".into(),
+        "admin@example.com".into(),
+    ]);
+    let a: Vec<&str> = arm.iter().map(String::as_str).collect();
+    let o = diskprep(&a, &[]);
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", text(&o)));
+    assert_eq!(doc["action"], "created", "{doc}");
+    assert_eq!(doc["drive_ids"].as_array().unwrap().len(), 3, "{doc}");
+
     // The data centre: the drives arrive and are imported into Azurite.
     set_state(&emu, AZURITE_ACCOUNT, "jrnjob", "Shipping");
     let paths: Vec<&Path> = drives.iter().map(|(i, _)| i.as_path()).collect();

@@ -218,7 +218,7 @@ pub fn run(a: PrepImportArgs, cancel: &AtomicBool) -> anyhow::Result<Exit> {
     let req = request(&a)?;
     let json = a.json.then(seedship_shared::jsonout::json_stdout).transpose()?;
     let report = if a.abort_session {
-        abort(&a.journal, &req, a.dry_run)?
+        abort(&a.journal, &req, a.dry_run, a.json)?
     } else {
         match prepare(&a, &req, cancel) {
             Ok(r) => r,
@@ -371,15 +371,18 @@ fn prepare(a: &PrepImportArgs, req: &Request, cancel: &AtomicBool) -> anyhow::Re
     let fresh_drive = state.drive.is_none();
     if fresh_drive && a.dry_run {
         let (info, drive_id) = probe_new(req, &a.journal)?;
-        println!(
-            "Dry run: would prepare {} as drive {drive_id} ({}), session {}; nothing was written.",
-            info.path.display(),
-            if req.key.is_some() {
-                "already encrypted, not reformatted"
-            } else {
-                "formatted and encrypted"
-            },
-            req.session_id
+        say(
+            a.json,
+            format!(
+                "Dry run: would prepare {} as drive {drive_id} ({}), session {}; nothing was written.",
+                info.path.display(),
+                if req.key.is_some() {
+                    "already encrypted, not reformatted"
+                } else {
+                    "formatted and encrypted"
+                },
+                req.session_id
+            ),
         );
         return Ok(PrepImportReport {
             journal: a.journal.display().to_string(),
@@ -439,12 +442,15 @@ fn prepare(a: &PrepImportArgs, req: &Request, cancel: &AtomicBool) -> anyhow::Re
         Some((container, files)) => {
             let s = new_plan(&state, &drive, &req.session_id, container, files)?;
             if a.dry_run {
-                println!(
-                    "Dry run: session {} would copy {} files ({}) to drive {}; nothing was written.",
-                    req.session_id,
-                    s.files.len(),
-                    seedship_shared::units::human(s.plan.payload_len),
-                    drive.drive_id
+                say(
+                    a.json,
+                    format!(
+                        "Dry run: session {} would copy {} files ({}) to drive {}; nothing was written.",
+                        req.session_id,
+                        s.files.len(),
+                        seedship_shared::units::human(s.plan.payload_len),
+                        drive.drive_id
+                    ),
                 );
                 return Ok(report(
                     a,
@@ -913,7 +919,7 @@ fn write_session(
 
 /// `/AbortSession`: rolls the latest session back. The drive gets back the end marker and manifest of the
 /// sessions before it (none: the drive holds no session).
-fn abort(journal_path: &Path, req: &Request, dry_run: bool) -> anyhow::Result<PrepImportReport> {
+fn abort(journal_path: &Path, req: &Request, dry_run: bool, json: bool) -> anyhow::Result<PrepImportReport> {
     let state = journal::read(journal_path)
         .with_context(|| format!("journal {}: nothing to abort", journal_path.display()))?;
     let drive = state.drive.clone().with_context(|| {
@@ -949,9 +955,12 @@ fn abort(journal_path: &Path, req: &Request, dry_run: bool) -> anyhow::Result<Pr
         sessions: kept.iter().map(|s| s.session_id.clone()).collect(),
     };
     if dry_run {
-        println!(
-            "Dry run: session {} of drive {} would be rolled back; nothing was written.",
-            latest.session_id, drive.drive_id
+        say(
+            json,
+            format!(
+                "Dry run: session {} of drive {} would be rolled back; nothing was written.",
+                latest.session_id, drive.drive_id
+            ),
         );
         return Ok(out);
     }
@@ -984,6 +993,15 @@ fn abort(journal_path: &Path, req: &Request, dry_run: bool) -> anyhow::Result<Pr
     }
     out.manifest_hash = restored;
     Ok(out)
+}
+
+/// A human line: on standard output, or on standard error when standard output carries the JSON document.
+fn say(json: bool, line: String) {
+    if json {
+        eprintln!("{line}");
+    } else {
+        println!("{line}");
+    }
 }
 
 fn print_report(r: &PrepImportReport) {
