@@ -5,11 +5,15 @@
 //! [`split_token`] recognises one `/Name[:value]` token (names case-insensitive, as WAImportExport takes
 //! them); [`prep_args`] turns a PrepImport command line into ordinary options before clap sees it, as
 //! [`crate::args`] does for `s:`/`p:`/`u:`; [`journal`] is the drive's record (the `/j:` file); [`prepimport`]
-//! is the flow. docs/waimportexport.md lists every flag and what it maps to.
+//! is the command and its flow, over `drive` (probing, formatting or unlocking the target) and `session`
+//! (planning, copying, the manifest, aborting). docs/waimportexport.md lists every flag and what it maps to.
 
+mod drive;
 pub mod journal;
 pub mod prep_args;
 pub mod prepimport;
+mod request;
+mod session;
 pub mod source;
 
 /// One `/Name` or `/Name:value` token. `name` is as typed (compare with `eq_ignore_ascii_case`); `value` is
