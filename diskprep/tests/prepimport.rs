@@ -150,9 +150,15 @@ fn seed_002_as_written_then_two_more_sessions_pass_the_interop_check() {
             &format!("/srcfile:{}/config", s(&blobs)),
             "/dstblob:seed/config",
             "/Disposition:overwrite",
+            &format!("/logdir:{}", s(&t.path().join("logs"))),
         ],
         &[],
     ));
+    let log = std::fs::read_to_string(t.path().join("logs/session2.log")).unwrap();
+    assert!(
+        log.contains("session session2") && log.contains("completed"),
+        "{log}"
+    );
     let csv = t.path().join("dataset.csv");
     std::fs::write(
         &csv,
