@@ -6,12 +6,25 @@
 #
 #   agent/bench/memory.sh [FILES] [WORK_DIR]        (defaults: 200000 files, a fresh temporary folder)
 #   PER_DIR=500 ONLY=seedship agent/bench/memory.sh 400000
+#   PER_DIR=1000000 agent/bench/memory.sh 1000000     (one folder of a million entries)
+#   agent/bench/memory.sh all [WORK_DIR]             (100,000, 1,000,000 and 4,000,000 files, then one folder
+#                                                    of 1,000,000; SIZES="100000 1000000" to choose)
 #
 # The tree is the same for the same FILES and PER_DIR (file i holds "file <i>\n" and its number's digits
 # repeated, 16-80 bytes: every file is a distinct chunk). The work folder (tree and repositories) is removed
-# at the end unless KEEP=1. Builds seedship-agent in release mode first when it is missing (SEEDSHIP_AGENT
-# names another binary). Needs GNU time; restic is optional (apt-get install restic).
+# at the end unless KEEP=1; with KEEP=1 a later run on the same WORK_DIR, FILES and PER_DIR reuses the tree
+# (the repositories are made anew). Builds seedship-agent in release mode first when it is missing (SEEDSHIP_AGENT
+# names another binary). Needs GNU time; restic (apt-get install restic) and rustic (cargo install --locked
+# rustic-rs) are optional and measured when found on PATH. A small file takes a 4 KiB block: 4,000,000 of
+# them need about 17 GB of disk in WORK_DIR.
 set -euo pipefail
+if [ "${1:-}" = all ]; then
+  for n in ${SIZES:-100000 1000000 4000000}; do
+    "$0" "$n" ${2:+"$2/$n"}
+  done
+  PER_DIR=1000000 "$0" 1000000 ${2:+"$2/one-folder"}
+  exit
+fi
 FILES=${1:-200000}
 PER_DIR=${PER_DIR:-500}
 WORK=${2:-$(mktemp -d /tmp/seedship-membench.XXXXXX)}
@@ -26,7 +39,11 @@ cleanup() { if [ "${KEEP:-}" != 1 ]; then rm -rf "$WORK"; else echo "work folder
 trap cleanup EXIT
 
 DATA="$WORK/tree"
+MADE="$WORK/tree-made-$FILES-$PER_DIR"
+rm -rf "$WORK/seedship-staging" "$WORK/seedship-state" "$WORK/restic" "$WORK/rustic"
 start=$(date +%s)
+if [ ! -e "$MADE" ]; then
+rm -rf "$DATA"
 # two levels of folders: d<top>/s<sub>/f<i>, PER_DIR files per leaf folder, about sqrt(leaves) per level
 python3 - "$DATA" "$FILES" "$PER_DIR" <<'PY'
 import math, os, sys
@@ -41,6 +58,8 @@ for i in range(files):
     with open(os.path.join(d, "f%07d" % i), "w") as f:
         f.write("file %d\n%s\n" % (i, str(i) * (1 + i % 9)))
 PY
+touch "$MADE"
+fi
 dirs=$(find "$DATA" -type d | wc -l)
 echo "tree: $FILES files in $dirs folders ($PER_DIR per leaf folder), made in $(( $(date +%s) - start )) s; cores: $(nproc); load: $(cut -d' ' -f1-3 /proc/loadavg)"
 
@@ -75,11 +94,20 @@ if [ "${ONLY:-}" != seedship ] && command -v restic > /dev/null; then
 elif [ "${ONLY:-}" != seedship ]; then
   echo "restic: not installed (apt-get install restic); left out"
 fi
+if [ "${ONLY:-}" != seedship ] && command -v rustic > /dev/null; then
+  export RUSTIC_PASSWORD="$PASS" RUSTIC_REPOSITORY="$WORK/rustic"
+  rustic init > /dev/null 2>&1
+  measure rustic initial rustic backup "$DATA"
+  measure rustic unchanged rustic backup "$DATA"
+elif [ "${ONLY:-}" != seedship ]; then
+  echo "rustic: not installed (cargo install --locked rustic-rs); left out"
+fi
 
 echo
+echo "folders: $dirs ($PER_DIR files per leaf folder)"
 echo "| tool | files | initial (s) | initial CPU (s) | initial peak RSS (MiB) | unchanged (s) | unchanged CPU (s) | unchanged peak RSS (MiB) |"
 echo "|---|---|---|---|---|---|---|---|"
-for tool in seedship restic; do
+for tool in seedship restic rustic; do
   line=""
   for phase in initial unchanged; do
     for r in "${RESULTS[@]}"; do

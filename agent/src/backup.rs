@@ -19,9 +19,8 @@ use crate::progress::Counters;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use rayon::prelude::*;
 use seedship_shared::repo::{
-    encode_blob, encode_blob_into, id_hex, parse_id, ChunkId, ChunkRef, EncodedBlob, IdSet, IndexPolicy,
-    Node, NodeKind, PackWriter, Repository, Snapshot, SnapshotStats, Tree, VolumeDigest, BLOB_DATA,
-    BLOB_TREE,
+    encode_blob, encode_blob_into, id_hex, parse_id, ChunkId, ChunkRef, EncodedBlob, IndexPolicy, Node,
+    NodeKind, PackWriter, Repository, Snapshot, SnapshotStats, Tree, VolumeDigest, BLOB_DATA, BLOB_TREE,
 };
 use std::collections::{HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
@@ -403,8 +402,8 @@ struct Walker<'a> {
     /// What the walk leaves out (none: nothing).
     exclude: Option<&'a Excluder>,
 }
-/// How the pack writer of a backup works: staging (the defaults) or the vault ([`WriterOptions::online`]);
-/// and how many walked directories may wait for their files' results.
+/// How the pack writer of a backup works, staging or vault ([`crate::config::Tuning`] builds both); how many
+/// walked directories may wait for their files' results, and how many reader threads there are.
 #[derive(Debug, Clone, Copy)]
 pub struct WriterOptions {
     /// Pack size in bytes (`SEEDSHIP_PACK_SIZE_KIB`, default 16 MiB).
@@ -417,31 +416,8 @@ pub struct WriterOptions {
     /// (`SEEDSHIP_DIRS_IN_FLIGHT`, default 64): with the walk's own path (depth times the walk's threads),
     /// what bounds the directories held in memory.
     pub dirs_in_flight: usize,
-}
-
-impl WriterOptions {
-    /// Into staging: an index object every `SEEDSHIP_INDEX_EVERY` (16) packs, volume digests on.
-    pub fn staging() -> WriterOptions {
-        WriterOptions {
-            pack_size: env_usize("SEEDSHIP_PACK_SIZE_KIB", 16 << 10) << 10,
-            index: IndexPolicy::every_packs(env_usize("SEEDSHIP_INDEX_EVERY", 16)),
-            digests: true,
-            dirs_in_flight: env_usize("SEEDSHIP_DIRS_IN_FLIGHT", 64),
-        }
-    }
-
-    /// Into the vault: an index object also after `SEEDSHIP_INDEX_MIB` (64) MiB or `SEEDSHIP_INDEX_SECONDS`
-    /// (20) seconds, whichever comes first, so that a killed run's successor uploads little again (at most
-    /// that much plus the pack in flight); no volume digests (they would read the volume back).
-    pub fn online() -> WriterOptions {
-        let mut w = WriterOptions::staging();
-        w.index.bytes = Some((env_usize("SEEDSHIP_INDEX_MIB", 64) as u64) << 20);
-        w.index.interval = Some(std::time::Duration::from_secs(
-            env_usize("SEEDSHIP_INDEX_SECONDS", 20) as u64,
-        ));
-        w.digests = false;
-        w
-    }
+    /// Reader/chunker/encrypt threads (`SEEDSHIP_READERS`, default the available parallelism).
+    pub readers: usize,
 }
 
 /// What to back up: the sources and what to leave out of them.
@@ -457,18 +433,14 @@ pub fn run(
     sel: Selection<'_>,
     parent: Option<(String, Snapshot)>,
     host: &str,
-    cancel: &'static AtomicBool,
+    cancel: &AtomicBool,
     counters: &Counters,
     wopts: WriterOptions,
 ) -> anyhow::Result<BackupOutcome> {
     let sources = sel.sources;
-    let threads = env_usize(
-        "SEEDSHIP_READERS",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
-    );
+    let threads = wopts.readers;
     let (job_tx, job_rx) = bounded::<FileJob>(256);
     let (blob_tx, blob_rx) = bounded::<Vec<EncodedBlob>>(threads * 2);
-    let seen = Mutex::new(IdSet::default());
     // envelope buffers circulate readers -> writer -> readers instead of being allocated per blob
     let (pool_tx, pool_rx) = bounded::<Vec<u8>>(threads * 4);
     let writer = {
@@ -510,8 +482,8 @@ pub fn run(
             .map(|_| {
                 let (rx, tx) = (job_rx.clone(), BlobOut::new(blob_tx.clone(), pool_rx.clone()));
                 let c = counters.clone();
-                let (repo, trees, seen) = (&repo, &trees, &seen);
-                s.spawn(move || worker(repo, rx, tx, trees, seen, &c, cancel))
+                let (repo, trees) = (&repo, &trees);
+                s.spawn(move || worker(repo, rx, tx, trees, &c, cancel))
             })
             .collect();
         drop(job_rx);
@@ -582,15 +554,6 @@ pub fn run(
         problems,
         in_flight,
     })
-}
-
-/// A tuning knob from the environment (documented in docs/agent.md), or its default.
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&v| v > 0)
-        .unwrap_or(default)
 }
 
 fn into_inner<T>(m: Mutex<T>) -> T {
@@ -841,7 +804,6 @@ fn worker(
     jobs: Receiver<FileJob>,
     mut blobs: BlobOut,
     trees: &Trees<'_>,
-    seen: &Mutex<IdSet>,
     counters: &Counters,
     cancel: &AtomicBool,
 ) {
@@ -853,7 +815,7 @@ fn worker(
         let r = if cancel.load(Ordering::Relaxed) {
             Err(format!("{}: not read (interrupted)", job.path.display()))
         } else {
-            read_file(repo, &chunker, &job, &mut buf, &mut blobs, seen, counters, cancel)
+            read_file(repo, &chunker, &job, &mut buf, &mut blobs, counters, cancel)
         };
         trees.file_done(job, r);
     }
@@ -923,7 +885,6 @@ fn read_file(
     job: &FileJob,
     buf: &mut Vec<u8>,
     blobs: &mut BlobOut,
-    seen: &Mutex<IdSet>,
     counters: &Counters,
     cancel: &AtomicBool,
 ) -> FileResult {
@@ -973,7 +934,7 @@ fn read_file(
                 return Err(format!("{show}: interrupted"));
             }
             let id = repo.key().chunk_id(chunk);
-            if !repo.contains(&id) && seen.lock().expect("lock").insert(id) {
+            if repo.claim(&id) {
                 let reuse = blobs.pool.try_recv().unwrap_or_default();
                 let blob = encode_blob_into(repo.key(), level, BLOB_DATA, id, chunk, reuse)
                     .map_err(|e| format!("{show}: {e}"))?;
@@ -1042,6 +1003,7 @@ mod tests {
             index: IndexPolicy::every_packs(16),
             digests: false,
             dirs_in_flight: 4,
+            readers: crate::config::Tuning::from_env().readers,
         };
         // two walk threads whatever the machine, so that the bound below does not depend on it
         let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();

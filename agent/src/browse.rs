@@ -6,7 +6,7 @@
 //! nothing). `dump` writes a file's bytes to stdout, or a folder as a pax tar stream of its regular files.
 
 use crate::exclude::Exclusions;
-use crate::{Cli, Exit};
+use crate::{Config, Exit};
 use anyhow::{bail, Context};
 use seedship_shared::repo::{parse_id, Node, NodeKind, Repository, Tree};
 use seedship_shared::tar::{EntryHeader, TarWriter};
@@ -187,9 +187,9 @@ fn long_line(path: &str, n: &Node) -> String {
 }
 
 /// `ls`.
-pub fn ls(cli: &Cli, c: &LsCmd) -> anyhow::Result<Exit> {
-    let pol = crate::policy::Policy::load(&cli.state_dir)?;
-    let repo = crate::pipeline::open_repo(cli, &pol, true)?;
+pub fn ls(cfg: &Config, c: &LsCmd) -> anyhow::Result<Exit> {
+    let pol = crate::policy::Policy::load(&cfg.state_dir)?;
+    let repo = crate::pipeline::open_repo(cfg, &pol, true)?;
     let (_, snap) = repo.find_snapshot(&c.snapshot)?;
     let root = load(&repo, &snap.tree, "snapshot root")?;
     let out = std::io::stdout();
@@ -222,9 +222,9 @@ pub fn ls(cli: &Cli, c: &LsCmd) -> anyhow::Result<Exit> {
 }
 
 /// `find`.
-pub fn find(cli: &Cli, c: &FindCmd) -> anyhow::Result<Exit> {
-    let pol = crate::policy::Policy::load(&cli.state_dir)?;
-    let repo = crate::pipeline::open_repo(cli, &pol, true)?;
+pub fn find(cfg: &Config, c: &FindCmd) -> anyhow::Result<Exit> {
+    let pol = crate::policy::Policy::load(&cfg.state_dir)?;
+    let repo = crate::pipeline::open_repo(cfg, &pol, true)?;
     let matcher = Exclusions {
         patterns: c.patterns.clone(),
         ..Default::default()
@@ -409,9 +409,9 @@ impl DiffStats {
 }
 
 /// `diff`.
-pub fn diff(cli: &Cli, c: &DiffCmd) -> anyhow::Result<Exit> {
-    let pol = crate::policy::Policy::load(&cli.state_dir)?;
-    let repo = crate::pipeline::open_repo(cli, &pol, true)?;
+pub fn diff(cfg: &Config, c: &DiffCmd) -> anyhow::Result<Exit> {
+    let pol = crate::policy::Policy::load(&cfg.state_dir)?;
+    let repo = crate::pipeline::open_repo(cfg, &pol, true)?;
     let (ia, sa) = repo.find_snapshot(&c.from)?;
     let (ib, sb) = repo.find_snapshot(&c.to)?;
     let (ta, tb) = (
@@ -504,9 +504,9 @@ fn write_content(repo: &Repository, path: &str, n: &Node, w: &mut dyn Write) -> 
 }
 
 /// `dump`.
-pub fn dump(cli: &Cli, c: &DumpCmd) -> anyhow::Result<Exit> {
-    let pol = crate::policy::Policy::load(&cli.state_dir)?;
-    let repo = crate::pipeline::open_repo(cli, &pol, true)?;
+pub fn dump(cfg: &Config, c: &DumpCmd) -> anyhow::Result<Exit> {
+    let pol = crate::policy::Policy::load(&cfg.state_dir)?;
+    let repo = crate::pipeline::open_repo(cfg, &pol, true)?;
     let (_, snap) = repo.find_snapshot(&c.snapshot)?;
     let root = load(&repo, &snap.tree, "snapshot root")?;
     let out = std::io::stdout();

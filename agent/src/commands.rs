@@ -1,13 +1,12 @@
 //! One function per subcommand: turn the parsed command line into work and report the outcome.
 
-use crate::backup::WriterOptions;
 use crate::pipeline::{backup_exit, open_repo, run_pipeline, snapshot_line, staged_blobs};
 use crate::policy::{self, Mode, Policy};
 use crate::report::{
     self, BackupSummary, CheckJson, ImportJob, ImportJobState, SnapshotEntry, SnapshotsReport, StatusReport,
 };
 use crate::store::open_staging_store;
-use crate::{BackupCmd, CheckCmd, Cli, Exit, RestoreCmd, StartCmd};
+use crate::{BackupCmd, CheckCmd, Config, Exit, RestoreCmd, StartCmd};
 use anyhow::{bail, Context};
 use seedship_shared::api::arm::StorageAccountId;
 use seedship_shared::entra::CredentialChoice;
@@ -107,15 +106,15 @@ fn absolute(c: CredentialChoice) -> anyhow::Result<CredentialChoice> {
 }
 
 /// `offline start`: validates everything, then creates the repository, descriptor and policy.
-pub fn offline_start(cli: &Cli, c: &StartCmd) -> anyhow::Result<Exit> {
+pub fn offline_start(cfg: &Config, c: &StartCmd) -> anyhow::Result<Exit> {
     policy::check_job_name(&c.job_name)?;
     policy::check_container_name(&c.container)?;
     let service = start_service(c)?;
     policy::check_account_name(&service.storage_account)?;
-    if cli.state_dir.join(Policy::FILE).exists() {
+    if cfg.state_dir.join(Policy::FILE).exists() {
         bail!(
             "{} already holds a policy (one staging job per agent); use another --state-dir or remove it",
-            cli.state_dir.display()
+            cfg.state_dir.display()
         );
     }
     let mut sources = vec![];
@@ -155,7 +154,7 @@ pub fn offline_start(cli: &Cli, c: &StartCmd) -> anyhow::Result<Exit> {
     let mut exclude = crate::exclude::Exclusions::default();
     c.exclude.apply(&mut exclude)?;
     exclude.validate()?;
-    let pass = policy::passphrase(cli.passphrase_file.as_deref(), true)?;
+    let pass = cfg.passphrase.read(true)?;
     seedship_shared::crypto::check_passphrase(&pass)?;
     // everything is valid: write
     let host = seedship_shared::host::hostname();
@@ -184,7 +183,7 @@ pub fn offline_start(cli: &Cli, c: &StartCmd) -> anyhow::Result<Exit> {
         blobs: vec![],
     };
     desc.save(&job_dir)?;
-    pol.save(&cli.state_dir)?;
+    pol.save(&cfg.state_dir)?;
     println!(
         "created staging job {} in {} (repository {})",
         c.job_name,
@@ -203,7 +202,7 @@ pub fn offline_start(cli: &Cli, c: &StartCmd) -> anyhow::Result<Exit> {
             s.client_id.as_deref().unwrap_or("(managed identity)")
         ),
     }
-    println!("next: {}", next_backup_command(&cli.state_dir));
+    println!("next: {}", next_backup_command(&cfg.state_dir));
     Ok(Exit::Success)
 }
 
@@ -224,8 +223,8 @@ fn du(p: &Path) -> u64 {
 }
 
 /// `backup`.
-pub fn backup(cli: &Cli, c: &BackupCmd, sum: &mut BackupSummary) -> anyhow::Result<Exit> {
-    let pol = Policy::load(&cli.state_dir)?;
+pub fn backup(cfg: &Config, c: &BackupCmd, sum: &mut BackupSummary) -> anyhow::Result<Exit> {
+    let pol = Policy::load(&cfg.state_dir)?;
     let job = |state| {
         Some(ImportJob {
             name: pol.job.clone(),
@@ -235,31 +234,31 @@ pub fn backup(cli: &Cli, c: &BackupCmd, sum: &mut BackupSummary) -> anyhow::Resu
     if pol.mode == Mode::Online {
         sum.import_job = job(ImportJobState::Completed);
         sum.target = Some("vault".into());
-        return crate::online::backup(cli, c, &pol, sum);
+        return crate::online::backup(cfg, c, &pol, sum);
     }
     let job_dir = pol.job_dir();
     let mut desc = JobDescriptor::load(&job_dir)?;
-    sum.import_job = job(ImportJobState::recorded(&cli.state_dir, &pol, Some(&desc)));
+    sum.import_job = job(ImportJobState::recorded(&cfg.state_dir, &pol, Some(&desc)));
     if pol.mode == Mode::Offline && desc.state == JobState::BackupComplete && !c.another_snapshot {
         // the initial backup is staged: complete the import job once it is finished, then back up online
-        return match crate::complete::run(cli, c, &pol, &desc)? {
+        return match crate::complete::run(cfg, c, &pol, &desc)? {
             crate::complete::Outcome::Waiting => Ok(Exit::Waiting),
             crate::complete::Outcome::Refused => {
                 sum.import_job = job(ImportJobState::Refused);
                 Ok(Exit::Failure)
             }
-            crate::complete::Outcome::Completed => backup(cli, c, sum),
+            crate::complete::Outcome::Completed => backup(cfg, c, sum),
         };
     }
-    let _lock = crate::lock::acquire(&pol, "backup")?;
+    let _lock = crate::lock::acquire(&cfg.storage_key, &pol, "backup")?;
     sum.target = Some("staging".into());
-    let repo = open_repo(cli, &pol, true)?;
+    let repo = open_repo(cfg, &pol, true)?;
     let out = run_pipeline(
-        cli,
+        cfg,
         &pol,
         &repo,
         &desc.source_host,
-        WriterOptions::staging(),
+        cfg.tuning.staging_writer(),
         None,
     )?;
     sum.set_stats(&out.stats);
@@ -284,9 +283,9 @@ pub fn backup(cli: &Cli, c: &BackupCmd, sum: &mut BackupSummary) -> anyhow::Resu
 }
 
 /// `snapshots`.
-pub fn snapshots(cli: &Cli, json: Option<File>) -> anyhow::Result<Exit> {
-    let pol = Policy::load(&cli.state_dir)?;
-    let repo = open_repo(cli, &pol, true)?;
+pub fn snapshots(cfg: &Config, json: Option<File>) -> anyhow::Result<Exit> {
+    let pol = Policy::load(&cfg.state_dir)?;
+    let repo = open_repo(cfg, &pol, true)?;
     if let Some(mut out) = json {
         let snapshots = repo
             .snapshots()?
@@ -362,9 +361,9 @@ fn staging_location(given: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// `restore`.
-pub fn restore(cli: &Cli, c: &RestoreCmd) -> anyhow::Result<Exit> {
-    let pol = Policy::load(&cli.state_dir)?;
-    let repo = open_repo(cli, &pol, true)?;
+pub fn restore(cfg: &Config, c: &RestoreCmd) -> anyhow::Result<Exit> {
+    let pol = Policy::load(&cfg.state_dir)?;
+    let repo = open_repo(cfg, &pol, true)?;
     let (id, snap) = repo.find_snapshot(&c.snapshot)?;
     let exclude = crate::exclude::Exclusions {
         patterns: c.excludes.clone(),
@@ -415,9 +414,9 @@ pub fn restore(cli: &Cli, c: &RestoreCmd) -> anyhow::Result<Exit> {
 }
 
 /// `check`.
-pub fn check(cli: &Cli, c: &CheckCmd, json: Option<File>) -> anyhow::Result<Exit> {
-    let pol = Policy::load(&cli.state_dir)?;
-    let repo = open_repo(cli, &pol, false)?;
+pub fn check(cfg: &Config, c: &CheckCmd, json: Option<File>) -> anyhow::Result<Exit> {
+    let pol = Policy::load(&cfg.state_dir)?;
+    let repo = open_repo(cfg, &pol, false)?;
     // in the vault there is no job descriptor to compare with: the repository's own index and digests are
     // the reference (see docs/agent.md)
     let job_dir: Option<PathBuf> = (pol.mode == Mode::Offline).then(|| pol.job_dir());
@@ -455,14 +454,14 @@ pub fn check(cli: &Cli, c: &CheckCmd, json: Option<File>) -> anyhow::Result<Exit
 }
 
 /// `status`.
-pub fn status(cli: &Cli, json: Option<File>) -> anyhow::Result<Exit> {
-    let pol = Policy::load(&cli.state_dir)?;
+pub fn status(cfg: &Config, json: Option<File>) -> anyhow::Result<Exit> {
+    let pol = Policy::load(&cfg.state_dir)?;
     if let Some(mut out) = json {
-        report::emit(&mut out, &StatusReport::load(&cli.state_dir, &pol)?)?;
+        report::emit(&mut out, &StatusReport::load(&cfg.state_dir, &pol)?)?;
         return Ok(Exit::Success);
     }
     if pol.mode == Mode::Online {
-        return crate::online::status(cli, &pol);
+        return crate::online::status(cfg, &pol);
     }
     println!("mode: {:?}", pol.mode);
     println!("sources: {}", pol.sources_line());
@@ -475,7 +474,7 @@ pub fn status(cli: &Cli, json: Option<File>) -> anyhow::Result<Exit> {
             desc.job_name, v.container, v.endpoint, v.since
         ),
         (_, JobState::Created) => "created: initial backup not complete (run `seedship-agent backup`)".to_string(),
-        (_, JobState::BackupComplete) if crate::complete::record_path(&cli.state_dir, &pol.job).exists() => format!(
+        (_, JobState::BackupComplete) if crate::complete::record_path(&cfg.state_dir, &pol.job).exists() => format!(
             "initial backup complete, import job {} verified, copying into the vault was interrupted (run `seedship-agent backup` to continue)",
             desc.job_name
         ),

@@ -12,19 +12,19 @@
 
 mod verify;
 
+use crate::config::StorageKey;
 use crate::policy::{self, Mode, Policy, VaultTarget};
-use crate::store::storage_credential;
-use crate::{BackupCmd, Cli};
+use crate::progress::StepMeter;
+use crate::{BackupCmd, Config};
 use anyhow::{bail, Context};
 use seedship_shared::api::{self, ApiAccess, DriveState, ImportError, Job, JobState as ApiJobState};
 use seedship_shared::blob::{AzureOptions, AzureStore, BlobError, BlobStore, RetryPolicy, RetryStore};
 use seedship_shared::staging::JobDescriptor;
 use std::collections::{HashMap, HashSet};
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub use verify::Verification;
 
@@ -123,7 +123,7 @@ pub fn plan(c: &BackupCmd, desc: &JobDescriptor) -> anyhow::Result<CompletionPla
 }
 
 /// Checks the import job and, once it is finished, verifies the import and moves it into the vault.
-pub fn run(cli: &Cli, c: &BackupCmd, pol: &Policy, desc: &JobDescriptor) -> anyhow::Result<Outcome> {
+pub fn run(cfg: &Config, c: &BackupCmd, pol: &Policy, desc: &JobDescriptor) -> anyhow::Result<Outcome> {
     let plan = plan(c, desc)?;
     let job = match import_job(desc, c)? {
         JobLookup::Found(j) => j,
@@ -163,7 +163,7 @@ pub fn run(cli: &Cli, c: &BackupCmd, pol: &Policy, desc: &JobDescriptor) -> anyh
             return Ok(Outcome::Waiting);
         }
     }
-    let pass = policy::passphrase(cli.passphrase_file.as_deref(), false)?;
+    let pass = cfg.passphrase.read(false)?;
     let mut plan = plan;
     if c.blob_endpoint.is_none() {
         if let Some(endpoint) = endpoint_from_logs(&job) {
@@ -176,7 +176,7 @@ pub fn run(cli: &Cli, c: &BackupCmd, pol: &Policy, desc: &JobDescriptor) -> anyh
             }
         }
     }
-    let stores = Stores::open(&plan)?;
+    let stores = Stores::open(&cfg.storage_key, &plan)?;
     reachable(&plan, &stores)?;
     println!(
         "verifying the import in container {} of storage account {}{}",
@@ -189,7 +189,7 @@ pub fn run(cli: &Cli, c: &BackupCmd, pol: &Policy, desc: &JobDescriptor) -> anyh
         }
     );
     let staging = crate::store::open_staging_store(&pol.blobs_dir());
-    let v = verify::verify(&plan, &job, desc, &stores, &*staging, &pass, cli.quiet);
+    let v = verify::verify(&plan, &job, desc, &stores, &*staging, &pass, cfg.quiet);
     for n in &v.notes {
         println!("note: {n}");
     }
@@ -198,9 +198,9 @@ pub fn run(cli: &Cli, c: &BackupCmd, pol: &Policy, desc: &JobDescriptor) -> anyh
         return Ok(Outcome::Refused);
     }
     println!("{}", v.summary());
-    let record = record_path(&cli.state_dir, &plan.job);
-    let copied = copy_into_vault(&plan, desc, &stores, &record, cli.quiet)?;
-    go_online(cli, &plan, pol, desc, &record, copied)?;
+    let record = record_path(&cfg.state_dir, &plan.job);
+    let copied = copy_into_vault(&plan, desc, &stores, &record, cfg.quiet)?;
+    go_online(cfg, &plan, pol, desc, &record, copied)?;
     Ok(Outcome::Completed)
 }
 
@@ -281,7 +281,7 @@ fn refuse(plan: &CompletionPlan, pol: &Policy, v: &Verification) {
 
 /// Records the vault in the policy (mode online) and says what happened.
 fn go_online(
-    cli: &Cli,
+    cfg: &Config,
     plan: &CompletionPlan,
     pol: &Policy,
     desc: &JobDescriptor,
@@ -297,7 +297,7 @@ fn go_online(
         since: seedship_shared::time::now_unix() as u64,
         import_container: Some(plan.import_container.clone()),
     });
-    online.save(&cli.state_dir)?;
+    online.save(&cfg.state_dir)?;
     let _ = std::fs::remove_file(record);
     println!(
         "import job {} completed: {} objects ({} MiB) in vault container {} ({} copied with Copy Blob, {} \
@@ -358,6 +358,8 @@ fn import_job(desc: &JobDescriptor, c: &BackupCmd) -> anyhow::Result<JobLookup> 
 pub struct Stores {
     endpoint: String,
     account: String,
+    /// The storage account key, for the containers opened later ([`Stores::container`]).
+    credential: seedship_shared::blob::Credential,
     /// The import container, with retries (reads).
     pub import: Arc<dyn BlobStore>,
     /// The import container without retries (copy source URLs).
@@ -369,9 +371,9 @@ pub struct Stores {
 }
 
 impl Stores {
-    fn open(plan: &CompletionPlan) -> anyhow::Result<Stores> {
+    fn open(key: &StorageKey, plan: &CompletionPlan) -> anyhow::Result<Stores> {
         let raw = |container: &str| -> anyhow::Result<AzureStore> {
-            let cred = storage_credential(&plan.account)?;
+            let cred = key.credential(&plan.account)?;
             let opts = AzureOptions::new(&plan.endpoint, &plan.account, container, cred);
             AzureStore::new(opts)
                 .with_context(|| format!("cannot open container {container} at {}", plan.endpoint))
@@ -382,6 +384,7 @@ impl Stores {
         Ok(Stores {
             endpoint: plan.endpoint.clone(),
             account: plan.account.clone(),
+            credential: key.credential(&plan.account)?,
             import: retried(&plan.import_container)?,
             import_raw: raw(&plan.import_container)?,
             vault: retried(&plan.vault_container)?,
@@ -391,8 +394,7 @@ impl Stores {
 
     /// Another container of the account (where the copy logs are), with retries.
     fn container(&self, name: &str) -> anyhow::Result<Arc<dyn BlobStore>> {
-        let cred = storage_credential(&self.account)?;
-        let opts = AzureOptions::new(&self.endpoint, &self.account, name, cred);
+        let opts = AzureOptions::new(&self.endpoint, &self.account, name, self.credential.clone());
         let store = AzureStore::new(opts)
             .with_context(|| format!("cannot open container {name} at {}", self.endpoint))?;
         Ok(Arc::new(RetryStore::new(store, RetryPolicy::default())))
@@ -443,7 +445,7 @@ fn copy_into_vault(
         .open(record)
         .with_context(|| format!("cannot write {}", record.display()))?;
     let total: u64 = desc.blobs.iter().map(|b| b.len).sum();
-    let meter = Meter::start("copied", total, quiet);
+    let meter = StepMeter::start("copied", total, quiet);
     let mut stats = CopyStats::default();
     for b in &desc.blobs {
         if present.get(&b.name) == Some(&b.len) && done.contains(&b.name) {
@@ -495,73 +497,6 @@ fn copy_with_retry(vault: &AzureStore, source: &str, name: &str) -> Result<(), B
                 std::thread::sleep(Duration::from_secs(1 << attempt));
             }
             r => return r,
-        }
-    }
-}
-
-/// Progress of a long step over a known number of bytes: a bar on a terminal, a log line every 10 seconds
-/// otherwise; stops when dropped.
-pub(crate) struct Meter {
-    done: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Meter {
-    pub(crate) fn start(what: &'static str, total: u64, quiet: bool) -> Meter {
-        let done = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (d, s) = (done.clone(), stop.clone());
-        let thread = (!quiet).then(|| {
-            std::thread::spawn(move || {
-                let start = Instant::now();
-                if std::io::stderr().is_terminal() {
-                    let bar = indicatif::ProgressBar::new(total);
-                    bar.set_style(
-                        indicatif::ProgressStyle::with_template(
-                            "{elapsed_precise} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} {msg}",
-                        )
-                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-                    );
-                    bar.set_message(what);
-                    while !s.load(Ordering::Relaxed) {
-                        bar.set_position(d.load(Ordering::Relaxed));
-                        std::thread::sleep(Duration::from_millis(200));
-                    }
-                    bar.finish_and_clear();
-                } else {
-                    let mut last = Instant::now();
-                    while !s.load(Ordering::Relaxed) {
-                        std::thread::sleep(Duration::from_millis(200));
-                        if last.elapsed() >= Duration::from_secs(10) {
-                            last = Instant::now();
-                            let b = d.load(Ordering::Relaxed);
-                            tracing::info!(
-                                bytes = b,
-                                total,
-                                "{what}: {} of {} MiB after {} s",
-                                b >> 20,
-                                total >> 20,
-                                start.elapsed().as_secs()
-                            );
-                        }
-                    }
-                }
-            })
-        });
-        Meter { done, stop, thread }
-    }
-
-    pub(crate) fn add(&self, bytes: u64) {
-        self.done.fetch_add(bytes, Ordering::Relaxed);
-    }
-}
-
-impl Drop for Meter {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
         }
     }
 }

@@ -6,7 +6,7 @@
 //! import container in the policy so that `status` stops mentioning it.
 
 use crate::policy::{Mode, Policy};
-use crate::{store, Cli, Exit};
+use crate::{store, Config, Exit};
 use anyhow::{bail, Context};
 use seedship_shared::blob::{BlobError, BlobInfo};
 use std::collections::HashMap;
@@ -43,8 +43,8 @@ pub fn split(import: Vec<BlobInfo>, vault: Vec<BlobInfo>) -> Split {
     s
 }
 
-pub fn run(cli: &Cli, c: &DeleteImportCmd) -> anyhow::Result<Exit> {
-    let mut pol = Policy::load(&cli.state_dir)?;
+pub fn run(cfg: &Config, c: &DeleteImportCmd) -> anyhow::Result<Exit> {
+    let mut pol = Policy::load(&cfg.state_dir)?;
     let vault = match (pol.mode, &pol.vault) {
         (Mode::Online, Some(v)) => v.clone(),
         _ => bail!(
@@ -60,13 +60,13 @@ pub fn run(cli: &Cli, c: &DeleteImportCmd) -> anyhow::Result<Exit> {
         );
         return Ok(Exit::Success);
     };
-    let imported = store::open_container(&vault, &container)?;
+    let imported = store::open_container(&cfg.storage_key, &vault, &container)?;
     let objects = match imported.list("") {
         Ok(o) => o,
         Err(BlobError::ContainerNotFound { .. }) => Vec::new(),
         Err(e) => return Err(e).with_context(|| format!("cannot list import container {container}")),
     };
-    let in_vault = store::open_container(&vault, &vault.container)?
+    let in_vault = store::open_container(&cfg.storage_key, &vault, &vault.container)?
         .list("")
         .with_context(|| format!("cannot list vault container {}", vault.container))?;
     let s = split(objects, in_vault);
@@ -107,7 +107,7 @@ pub fn run(cli: &Cli, c: &DeleteImportCmd) -> anyhow::Result<Exit> {
         if let Some(v) = pol.vault.as_mut() {
             v.import_container = None;
         }
-        pol.save(&cli.state_dir)?;
+        pol.save(&cfg.state_dir)?;
     }
     if c.json {
         let names = |v: &[BlobInfo]| v.iter().map(|o| o.name.clone()).collect::<Vec<_>>();

@@ -8,7 +8,7 @@
 
 use crate::policy::{Mode, Policy};
 use crate::retention::{self, Candidate, KeepRules, RetentionPlan, Within};
-use crate::{Cli, Exit};
+use crate::{Config, Exit};
 use anyhow::{bail, Context};
 use jiff::tz::TimeZone;
 use seedship_shared::blob::Meter;
@@ -173,8 +173,8 @@ pub fn execute(repo: &Repository, pol: &Policy, plan: &RetentionPlan) -> anyhow:
 }
 
 /// `forget`.
-pub fn forget(cli: &Cli, c: &ForgetCmd) -> anyhow::Result<Exit> {
-    let pol = Policy::load(&cli.state_dir)?;
+pub fn forget(cfg: &Config, c: &ForgetCmd) -> anyhow::Result<Exit> {
+    let pol = Policy::load(&cfg.state_dir)?;
     let rules = pol.keep.overridden_by(&c.keep.rules());
     if rules.is_empty() {
         bail!(
@@ -187,12 +187,13 @@ pub fn forget(cli: &Cli, c: &ForgetCmd) -> anyhow::Result<Exit> {
         None
     } else {
         Some(crate::lock::acquire(
+            &cfg.storage_key,
             &pol,
             if c.prune { "forget --prune" } else { "forget" },
         )?)
     };
     let meter = Arc::new(Meter::new());
-    let repo = crate::pipeline::open_metered_repo(cli, &pol, true, meter.clone())?;
+    let repo = crate::pipeline::open_metered_repo(cfg, &pol, true, meter.clone())?;
     let tz = host_time_zone();
     let plan = plan(&repo, &pol, &rules, &tz)?;
     let removed = if c.dry_run {
@@ -224,7 +225,13 @@ pub fn forget(cli: &Cli, c: &ForgetCmd) -> anyhow::Result<Exit> {
         };
         let (dry, print) = (c.dry_run, !c.json);
         Some(crate::prune::run(
-            &pol, &repo, &meter, &c.limits, dry, without, print,
+            &pol,
+            &repo,
+            &meter,
+            c.limits.options(without),
+            dry,
+            print,
+            cfg.kill_at.as_deref(),
         )?)
     } else {
         None

@@ -1,6 +1,7 @@
 //! seedship backup agent: writes the initial full backup of a file server into a staging location for offline seeding, then incremental backups into the vault.
 //!
-//! The binary is a thin `main` over [`run`]; everything lives here so tests can call it. Modules: `policy`
+//! The binary is a thin `main` over [`run`]; everything lives here so tests can call it. [`run`] turns the
+//! command line and the environment into one [`Config`] (module `config`) and passes that down. Modules: `policy`
 //! (state directory, names, passphrase), `store` (the staging store or the vault), `backup` (the pipeline),
 //! `online` (incrementals into the vault, upload limit, last-backup record), `pipeline` (opening the
 //! repository and running the backup pipeline, for `commands` and `online`), `complete` (verifying the finished
@@ -16,6 +17,7 @@ pub mod browse;
 pub mod check;
 mod commands;
 pub mod complete;
+pub mod config;
 pub mod delete_import;
 pub mod exclude;
 pub mod forget;
@@ -36,6 +38,8 @@ pub mod throttle;
 /// The exit codes of `seedship-agent`, documented in its `--help` and docs/agent.md.
 /// (One list for every seedship command: [`seedship_shared::exit::Exit`].)
 pub use seedship_shared::exit::Exit;
+
+pub use config::Config;
 
 const EXIT_HELP: &str =
     "Exit codes: 0 success, 1 failure, 3 partial (some files unreadable or changed while read), \
@@ -306,25 +310,32 @@ impl Cli {
     }
 }
 
-/// Runs one command line.
-pub fn run(cli: Cli) -> anyhow::Result<Exit> {
-    match &cli.command {
-        Command::Offline(OfflineCmd::Start(c)) => commands::offline_start(&cli, c),
-        Command::Backup(c) => reported_backup(&cli, c),
-        Command::Snapshots(j) => commands::snapshots(&cli, json_out(j.json)?),
-        Command::Restore(c) => commands::restore(&cli, c),
-        Command::Check(c) => commands::check(&cli, c, json_out(c.json.json)?),
-        Command::Status(j) => commands::status(&cli, json_out(j.json)?),
-        Command::Forget(c) => forget::forget(&cli, c),
-        Command::Policy(c) => policy_cmd::run(&cli, c),
-        Command::Ls(c) => browse::ls(&cli, c),
-        Command::Find(c) => browse::find(&cli, c),
-        Command::Diff(c) => browse::diff(&cli, c),
-        Command::Dump(c) => browse::dump(&cli, c),
-        Command::Prune(c) => prune::prune(&cli, c),
-        Command::Unlock => prune::unlock(&cli),
-        Command::DeleteImport(c) => delete_import::run(&cli, c),
-        Command::Key(c) => prune::key(&cli, c),
+/// Runs one command line: builds its [`Config`] (arguments and environment, once; `cancel` is the token
+/// `main` wired to the signals) and runs the command.
+pub fn run(cli: Cli, cancel: seedship_shared::cancel::Cancel) -> anyhow::Result<Exit> {
+    let cfg = Config::new(&cli, cancel);
+    run_command(&cfg, &cli.command)
+}
+
+/// Runs one command with its configuration.
+fn run_command(cfg: &Config, command: &Command) -> anyhow::Result<Exit> {
+    match command {
+        Command::Offline(OfflineCmd::Start(c)) => commands::offline_start(cfg, c),
+        Command::Backup(c) => reported_backup(cfg, c),
+        Command::Snapshots(j) => commands::snapshots(cfg, json_out(j.json)?),
+        Command::Restore(c) => commands::restore(cfg, c),
+        Command::Check(c) => commands::check(cfg, c, json_out(c.json.json)?),
+        Command::Status(j) => commands::status(cfg, json_out(j.json)?),
+        Command::Forget(c) => forget::forget(cfg, c),
+        Command::Policy(c) => policy_cmd::run(cfg, c),
+        Command::Ls(c) => browse::ls(cfg, c),
+        Command::Find(c) => browse::find(cfg, c),
+        Command::Diff(c) => browse::diff(cfg, c),
+        Command::Dump(c) => browse::dump(cfg, c),
+        Command::Prune(c) => prune::prune(cfg, c),
+        Command::Unlock => prune::unlock(cfg),
+        Command::DeleteImport(c) => delete_import::run(cfg, c),
+        Command::Key(c) => prune::key(cfg, c),
     }
 }
 
@@ -335,14 +346,14 @@ fn json_out(json: bool) -> anyhow::Result<Option<std::fs::File>> {
 
 /// `backup` with its summary: printed as JSON with `--json` and written as metrics with `--metrics-file`,
 /// whatever the outcome, before the outcome is returned.
-fn reported_backup(cli: &Cli, c: &BackupCmd) -> anyhow::Result<Exit> {
+fn reported_backup(cfg: &Config, c: &BackupCmd) -> anyhow::Result<Exit> {
     let mut out = json_out(c.json)?;
     let started = std::time::Instant::now();
     let mut summary = report::BackupSummary {
         started: report::unix_now(),
         ..Default::default()
     };
-    let outcome = commands::backup(cli, c, &mut summary);
+    let outcome = commands::backup(cfg, c, &mut summary);
     summary.finish(&outcome, started);
     if let Some(path) = &c.metrics_file {
         if let Err(e) = report::write_metrics(path, &summary) {

@@ -11,6 +11,7 @@
 //! The lock is taken before the repository is opened: an index read before another writer (a prune) changed
 //! it could name bytes that are gone.
 
+use crate::config::StorageKey;
 use crate::policy::{Mode, Policy};
 use crate::store::open_vault_azure;
 use anyhow::{bail, Context};
@@ -138,10 +139,10 @@ fn read_all(f: &mut File) -> String {
 }
 
 /// Takes the repository's lock for `command`, or fails naming the holder.
-pub fn acquire(pol: &Policy, command: &str) -> anyhow::Result<RepoLock> {
+pub fn acquire(key: &StorageKey, pol: &Policy, command: &str) -> anyhow::Result<RepoLock> {
     match (pol.mode, &pol.vault) {
         (Mode::Online, Some(v)) => {
-            let store = Arc::new(open_vault_azure(v)?);
+            let store = Arc::new(open_vault_azure(key, v)?);
             acquire_lease(store, command)
         }
         _ => acquire_file(pol, command),
@@ -283,10 +284,10 @@ impl Drop for RepoLock {
 }
 
 /// `unlock`: removes a lock whose holder is gone. Returns what was done, for the operator.
-pub fn unlock(pol: &Policy) -> anyhow::Result<String> {
+pub fn unlock(key: &StorageKey, pol: &Policy) -> anyhow::Result<String> {
     match (pol.mode, &pol.vault) {
         (Mode::Online, Some(v)) => {
-            let store = open_vault_azure(v)?;
+            let store = open_vault_azure(key, v)?;
             let who = match store.properties(LOCK_BLOB) {
                 Ok(p) => p.metadata,
                 Err(BlobError::NotFound { .. }) => return Ok("the vault has no lock".into()),

@@ -4,15 +4,14 @@
 //! retries, a [`Meter`] counting (and with `--limit-upload` throttling) what crosses the network, and the
 //! local metadata and tree cache in `<state-dir>/cache/<job>/`, so an incremental reads nothing from the vault
 //! but listings and what it has never seen. Index objects are written often (see
-//! [`WriterOptions::online`]) so a killed run's successor re-uploads little. Nothing here needs the staging
-//! folder: the staging job descriptor is neither read nor written. Each finished backup is recorded in
+//! [`crate::config::Tuning::online_writer`]) so a killed run's successor re-uploads little. Nothing here needs
+//! the staging folder: the staging job descriptor is neither read nor written. Each finished backup is recorded in
 //! `<state-dir>/last-backup.json` for `status`, which needs no passphrase and no network.
 
-use crate::backup::WriterOptions;
 use crate::pipeline::{backup_exit, open_metered_repo, run_pipeline, snapshot_line};
 use crate::policy::Policy;
 pub use crate::report::LastBackup;
-use crate::{BackupCmd, Cli, Exit};
+use crate::{BackupCmd, Config, Exit};
 use anyhow::Context;
 use seedship_shared::blob::Meter;
 use seedship_shared::units::human;
@@ -21,22 +20,22 @@ use std::time::Instant;
 
 /// `backup` in online mode: one incremental into the vault.
 pub fn backup(
-    cli: &Cli,
+    cfg: &Config,
     c: &BackupCmd,
     pol: &Policy,
     sum: &mut crate::report::BackupSummary,
 ) -> anyhow::Result<Exit> {
     let started = Instant::now();
     let meter = Arc::new(upload_meter(c.limit_upload, &pol.upload));
-    let _lock = crate::lock::acquire(pol, "backup")?;
-    let repo = open_metered_repo(cli, pol, true, meter.clone())?;
+    let _lock = crate::lock::acquire(&cfg.storage_key, pol, "backup")?;
+    let repo = open_metered_repo(cfg, pol, true, meter.clone())?;
     let host = seedship_shared::host::hostname();
     let out = run_pipeline(
-        cli,
+        cfg,
         pol,
         &repo,
         &host,
-        WriterOptions::online(),
+        cfg.tuning.online_writer(),
         Some(meter.clone()),
     )?;
     let secs = started.elapsed().as_secs_f64();
@@ -75,7 +74,7 @@ pub fn backup(
         seconds: secs,
         errors: s.errors,
     }
-    .save(&cli.state_dir)?;
+    .save(&cfg.state_dir)?;
     crate::forget::after_backup(&repo, pol)?;
     Ok(backup_exit(s.errors))
 }
@@ -93,7 +92,7 @@ fn upload_meter(given: Option<u64>, stored: &crate::throttle::UploadLimit) -> Me
 }
 
 /// `status` in online mode: the vault and the last backup (no passphrase, no network).
-pub fn status(cli: &Cli, pol: &Policy) -> anyhow::Result<Exit> {
+pub fn status(cfg: &Config, pol: &Policy) -> anyhow::Result<Exit> {
     let v = pol.vault.as_ref().context(
         "the policy is online but names no vault; restore policy.json from a backup of the state directory",
     )?;
@@ -112,7 +111,7 @@ pub fn status(cli: &Cli, pol: &Policy) -> anyhow::Result<Exit> {
              `seedship-agent delete-import` deletes those the vault holds"
         );
     }
-    match LastBackup::load(&cli.state_dir)? {
+    match LastBackup::load(&cfg.state_dir)? {
         Some(b) => println!(
             "last backup: {}, snapshot {}, {} files, {} of changed files read, sent {} bytes ({}) in {:.1} s{}",
             utc(b.time),

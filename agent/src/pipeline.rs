@@ -3,34 +3,32 @@
 //! [`crate::backup`] with progress and Ctrl-C, and the lines and exit code a finished backup reports.
 
 use crate::backup::{BackupOutcome, WriterOptions};
-use crate::policy::{self, Mode, Policy};
+use crate::config::STORAGE_KEY_ENV;
+use crate::policy::{Mode, Policy};
 use crate::progress::{Counters, Display};
-use crate::store::{open_metered_repo_store, STORAGE_KEY_ENV};
-use crate::{Cli, Exit};
+use crate::store::open_metered_repo_store;
+use crate::{Config, Exit};
 use seedship_shared::blob::Meter;
 use seedship_shared::repo::{CachedStore, RepoError, Repository, Snapshot, SnapshotStats, VolumeDigest};
 use seedship_shared::staging::StagedBlob;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-
-static CANCEL: AtomicBool = AtomicBool::new(false);
 
 /// Opens the policy's repository. With `cached`, metadata objects and trees are read through the local
 /// cache in `<state-dir>/cache/<job>/` (`check` reads the store itself).
-pub(crate) fn open_repo(cli: &Cli, pol: &Policy, cached: bool) -> anyhow::Result<Arc<Repository>> {
-    open_metered_repo(cli, pol, cached, Arc::new(Meter::new()))
+pub(crate) fn open_repo(cfg: &Config, pol: &Policy, cached: bool) -> anyhow::Result<Arc<Repository>> {
+    open_metered_repo(cfg, pol, cached, Arc::new(Meter::new()))
 }
 
 /// Opens the policy's repository ([`open_repo`]) with the vault's traffic counted (and uploads limited) by `meter`.
 pub(crate) fn open_metered_repo(
-    cli: &Cli,
+    cfg: &Config,
     pol: &Policy,
     cached: bool,
     meter: Arc<Meter>,
 ) -> anyhow::Result<Arc<Repository>> {
-    let pass = policy::passphrase(cli.passphrase_file.as_deref(), false)?;
-    let mut store = open_metered_repo_store(pol, meter)?;
-    let dir = cli.state_dir.join("cache").join(&pol.job);
+    let pass = cfg.passphrase.read(false)?;
+    let mut store = open_metered_repo_store(&cfg.storage_key, pol, meter)?;
+    let dir = cfg.state_dir.join("cache").join(&pol.job);
     if cached {
         store = Arc::new(CachedStore::new(store, &dir));
     }
@@ -62,7 +60,7 @@ fn parent_snapshot(repo: &Repository, pol: &Policy) -> anyhow::Result<Option<(St
 /// Runs the backup pipeline into an open repository: removes what an interrupted run left unwritten,
 /// finds the parent snapshot, shows progress, and prints the warnings.
 pub(crate) fn run_pipeline(
-    cli: &Cli,
+    cfg: &Config,
     pol: &Policy,
     repo: &Arc<Repository>,
     host: &str,
@@ -83,13 +81,8 @@ pub(crate) fn run_pipeline(
         sources: &pol.sources,
         exclude: excluder.as_ref().map(|e| (e, described.as_slice())),
     };
-    let _ = ctrlc::set_handler(|| CANCEL.store(true, Ordering::SeqCst));
-    // Blob buffers (up to 8 MiB) are allocated in reader threads and freed in the writer: a fixed mmap
-    // threshold returns them to the system at once instead of letting glibc's per-thread heaps grow.
-    // SAFETY: mallopt only tunes the allocator; called before the pipeline threads start.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-    }
+    // from here a signal stops the pipeline at a safe point instead of ending the process
+    cfg.cancel.listen();
     let counters = Counters {
         meter,
         ..Counters::default()
@@ -97,8 +90,16 @@ pub(crate) fn run_pipeline(
     let out = {
         // the first run reads about what `offline start` measured; later runs only changed files (unknown)
         let estimate = if parent.is_none() { pol.source_bytes } else { 0 };
-        let _display = Display::start(&counters, estimate, cli.quiet);
-        crate::backup::run(repo.clone(), sel, parent, host, &CANCEL, &counters, wopts)?
+        let _display = Display::start(&counters, estimate, cfg.quiet);
+        crate::backup::run(
+            repo.clone(),
+            sel,
+            parent,
+            host,
+            cfg.cancel.flag(),
+            &counters,
+            wopts,
+        )?
     };
     for p in &out.problems {
         eprintln!("warning: {p}");
@@ -191,7 +192,7 @@ mod tests {
     fn refused_keys_and_missing_repositories_are_explained() {
         let pol = Policy {
             mode: Mode::Online,
-            vault: Some(policy::VaultTarget {
+            vault: Some(crate::policy::VaultTarget {
                 endpoint: "http://127.0.0.1:1/devstoreaccount1".into(),
                 account: "devstoreaccount1".into(),
                 container: "vault".into(),

@@ -176,33 +176,6 @@ pub fn check_account_name(s: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The passphrase from `--passphrase-file`, `SEEDSHIP_PASSPHRASE` or a prompt (asked twice when `confirm`).
-pub fn passphrase(file: Option<&Path>, confirm: bool) -> anyhow::Result<Zeroizing<String>> {
-    if let Some(f) = file {
-        let mut s = Zeroizing::new(String::new());
-        std::fs::File::open(f)
-            .and_then(|mut h| std::io::Read::read_to_string(&mut h, &mut s))
-            .with_context(|| format!("cannot read passphrase file {}", f.display()))?;
-        return Ok(Zeroizing::new(s.trim_end_matches(['\n', '\r']).to_string()));
-    }
-    if let Ok(s) = std::env::var("SEEDSHIP_PASSPHRASE") {
-        return Ok(Zeroizing::new(s));
-    }
-    if !std::io::stdin().is_terminal() {
-        bail!(
-            "no passphrase: give --passphrase-file FILE or set SEEDSHIP_PASSPHRASE (no terminal to ask on)"
-        );
-    }
-    let p = Zeroizing::new(rpassword::prompt_password("Repository passphrase: ")?);
-    if confirm {
-        let again = Zeroizing::new(rpassword::prompt_password("Repeat the passphrase: ")?);
-        if again != p {
-            bail!("the two passphrases differ; nothing was written");
-        }
-    }
-    Ok(p)
-}
-
 /// A new passphrase asked twice on the terminal (`key add`, `key passwd` without a file).
 pub fn new_passphrase() -> anyhow::Result<Zeroizing<String>> {
     if !std::io::stdin().is_terminal() {

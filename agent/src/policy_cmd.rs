@@ -10,7 +10,7 @@ use crate::exclude::Exclusions;
 use crate::forget::KeepArgs;
 use crate::policy::{Policy, PolicyChange};
 use crate::throttle::{UploadLimit, WorkDays, WorkHours};
-use crate::{Cli, Exit};
+use crate::{Config, Exit};
 use anyhow::{bail, Context};
 use clap::Subcommand;
 use seedship_shared::units::{parse_rate, parse_size};
@@ -159,15 +159,15 @@ pub struct PolicySetCmd {
 }
 
 /// `policy show` / `policy set`.
-pub fn run(cli: &Cli, c: &PolicyCmd) -> anyhow::Result<Exit> {
+pub fn run(cfg: &Config, c: &PolicyCmd) -> anyhow::Result<Exit> {
     match c {
-        PolicyCmd::Show { json } => show(cli, *json),
-        PolicyCmd::Set(s) => set(cli, s),
+        PolicyCmd::Show { json } => show(cfg, *json),
+        PolicyCmd::Set(s) => set(cfg, s),
     }
 }
 
-fn show(cli: &Cli, json: bool) -> anyhow::Result<Exit> {
-    let pol = Policy::load(&cli.state_dir)?;
+fn show(cfg: &Config, json: bool) -> anyhow::Result<Exit> {
+    let pol = Policy::load(&cfg.state_dir)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&pol)?);
         return Ok(Exit::Success);
@@ -215,8 +215,8 @@ pub fn last_change(pol: &Policy) -> Option<String> {
     })
 }
 
-fn set(cli: &Cli, c: &PolicySetCmd) -> anyhow::Result<Exit> {
-    let mut pol = Policy::load(&cli.state_dir)?;
+fn set(cfg: &Config, c: &PolicySetCmd) -> anyhow::Result<Exit> {
+    let mut pol = Policy::load(&cfg.state_dir)?;
     let mut what = vec![];
     sources(&mut pol, c, &mut what)?;
     exclusions(&mut pol.exclude, c, &mut what)?;
@@ -240,7 +240,7 @@ fn set(cli: &Cli, c: &PolicySetCmd) -> anyhow::Result<Exit> {
         time: jiff::Timestamp::now().as_second(),
         what: what.clone(),
     });
-    pol.save(&cli.state_dir)?;
+    pol.save(&cfg.state_dir)?;
     for w in &what {
         println!("{w}");
     }

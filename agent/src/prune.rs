@@ -8,11 +8,11 @@
 //!
 //! Test hook: `SEEDSHIP_TEST_KILL_AT=STEP` makes `prune` kill itself with SIGKILL when it reaches STEP
 //! (`repacked`, `recorded`, `indexed`, `index-deleted`, `old-index-deleted`, `cleared`, `volume-deleted`,
-//! `done`); the crash tests use it. It is read once, here.
+//! `done`); the crash tests use it. It is read once, into [`Config::kill_at`].
 
 use crate::pipeline::{open_metered_repo, staged_blobs};
 use crate::policy::{self, Mode, Policy};
-use crate::{Cli, Exit, KeyCmd, PruneCmd};
+use crate::{Config, Exit, KeyCmd, PruneCmd};
 use anyhow::bail;
 use seedship_shared::blob::Meter;
 use seedship_shared::repo::prune::{self, PruneOptions, PrunePlan, PruneStats};
@@ -21,9 +21,6 @@ use seedship_shared::staging::JobDescriptor;
 use seedship_shared::units::human;
 use std::collections::BTreeSet;
 use std::sync::Arc;
-
-/// The environment variable of the crash-test hook.
-pub const KILL_AT_ENV: &str = "SEEDSHIP_TEST_KILL_AT";
 
 /// Parses `--max-unused`: a percentage (`10%` or `10`), 0..=100.
 pub fn parse_percent(s: &str) -> Result<f64, String> {
@@ -88,13 +85,32 @@ pub struct PruneArgs {
     pub max_repack: Option<u64>,
 }
 
+impl PruneArgs {
+    /// The library's options: these limits, and the snapshots to count as gone (`forget --dry-run --prune`).
+    pub fn options(&self, without: Vec<String>) -> PruneOptions {
+        PruneOptions {
+            max_unused: self.max_unused,
+            max_repack: self.max_repack,
+            without,
+        }
+    }
+}
+
 /// `prune`.
-pub fn prune(cli: &Cli, c: &PruneCmd) -> anyhow::Result<Exit> {
-    let pol = Policy::load(&cli.state_dir)?;
-    let _lock = crate::lock::acquire(&pol, "prune")?;
+pub fn prune(cfg: &Config, c: &PruneCmd) -> anyhow::Result<Exit> {
+    let pol = Policy::load(&cfg.state_dir)?;
+    let _lock = crate::lock::acquire(&cfg.storage_key, &pol, "prune")?;
     let meter = Arc::new(Meter::new());
-    let repo = open_metered_repo(cli, &pol, true, meter.clone())?;
-    let report = run(&pol, &repo, &meter, &c.limits, c.dry_run, Vec::new(), !c.json)?;
+    let repo = open_metered_repo(cfg, &pol, true, meter.clone())?;
+    let report = run(
+        &pol,
+        &repo,
+        &meter,
+        c.limits.options(Vec::new()),
+        c.dry_run,
+        !c.json,
+        cfg.kill_at.as_deref(),
+    )?;
     if c.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     }
@@ -108,16 +124,11 @@ pub(crate) fn run(
     pol: &Policy,
     repo: &Arc<Repository>,
     meter: &Meter,
-    limits: &PruneArgs,
+    opts: PruneOptions,
     dry_run: bool,
-    without: Vec<String>,
     print: bool,
+    kill_at: Option<&str>,
 ) -> anyhow::Result<serde_json::Value> {
-    let opts = PruneOptions {
-        max_unused: limits.max_unused,
-        max_repack: limits.max_repack,
-        without,
-    };
     let started = std::time::Instant::now();
     let plan = prune::plan(repo, &opts)?;
     if print {
@@ -144,9 +155,8 @@ pub(crate) fn run(
             );
         }
     } else {
-        let kill_at = std::env::var(KILL_AT_ENV).ok();
         let mut step = |s: &str| {
-            if kill_at.as_deref() == Some(s) {
+            if kill_at == Some(s) {
                 // SAFETY: sends SIGKILL to this process (the crash tests' hook).
                 unsafe {
                     libc::kill(libc::getpid(), libc::SIGKILL);
@@ -250,23 +260,23 @@ fn staging_descriptor_after(
 }
 
 /// `unlock`.
-pub fn unlock(cli: &Cli) -> anyhow::Result<Exit> {
-    let pol = Policy::load(&cli.state_dir)?;
-    println!("{}", crate::lock::unlock(&pol)?);
+pub fn unlock(cfg: &Config) -> anyhow::Result<Exit> {
+    let pol = Policy::load(&cfg.state_dir)?;
+    println!("{}", crate::lock::unlock(&cfg.storage_key, &pol)?);
     Ok(Exit::Success)
 }
 
 /// `key list|add|remove|passwd`.
-pub fn key(cli: &Cli, c: &KeyCmd) -> anyhow::Result<Exit> {
-    let pol = Policy::load(&cli.state_dir)?;
-    let repo = open_metered_repo(cli, &pol, false, Arc::new(Meter::new()))?;
+pub fn key(cfg: &Config, c: &KeyCmd) -> anyhow::Result<Exit> {
+    let pol = Policy::load(&cfg.state_dir)?;
+    let repo = open_metered_repo(cfg, &pol, false, Arc::new(Meter::new()))?;
     let host = seedship_shared::host::hostname();
     let new_pass = |file: &Option<std::path::PathBuf>| -> anyhow::Result<zeroize::Zeroizing<String>> {
-        if file.is_none() && std::env::var("SEEDSHIP_PASSPHRASE").is_ok() {
+        if file.is_none() && cfg.passphrase.in_env() {
             bail!("give the new passphrase with --new-passphrase-file FILE or at the prompt (SEEDSHIP_PASSPHRASE holds the current one)");
         }
         let p = match file {
-            Some(f) => policy::passphrase(Some(f), true)?,
+            Some(f) => crate::config::read_passphrase_file(f)?,
             None => policy::new_passphrase()?,
         };
         seedship_shared::crypto::check_passphrase(&p)?;

@@ -25,6 +25,7 @@ pub mod wai;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use job::cmd as jobcmd;
+pub use job::cmd::ReturnArgs;
 use prep::prepare::{self, PrepError, PrepOptions};
 use prep::{console, copy, drive, verify};
 use seedship_shared::luks::Pbkdf;
@@ -194,29 +195,6 @@ impl ApiArgs {
     }
 }
 
-/// Where the drives go back to, and whose carrier account pays (all optional at preparation; `u:` needs them).
-#[derive(Debug, Args, Clone, Default)]
-pub struct ReturnArgs {
-    /// Return address: the recipient's name.
-    #[arg(long, value_name = "TEXT")]
-    pub return_name: Option<String>,
-    /// Return address: street, city, postal code, country (one line).
-    #[arg(long, value_name = "TEXT")]
-    pub return_address: Option<String>,
-    /// Return address: phone.
-    #[arg(long, value_name = "TEXT")]
-    pub return_phone: Option<String>,
-    /// Return address: email.
-    #[arg(long, value_name = "TEXT")]
-    pub return_email: Option<String>,
-    /// The carrier that ships the drives back.
-    #[arg(long, value_name = "NAME")]
-    pub return_carrier: Option<String>,
-    /// Your account number with that carrier.
-    #[arg(long, value_name = "NUMBER")]
-    pub return_carrier_account: Option<String>,
-}
-
 /// Which job `u:` and `delete-job` work on.
 #[derive(Debug, Args, Clone)]
 pub struct JobArgs {
@@ -329,6 +307,22 @@ impl Cli {
     }
 }
 
+impl JobArgs {
+    /// The job `u:` or `delete-job` works on, and how the service is reached.
+    fn target(&self) -> anyhow::Result<jobcmd::JobTarget> {
+        let staging = self.staging.clone().ok_or_else(|| {
+            anyhow::anyhow!(
+                "give the staging location with s:<path> (or --staging DIR); see docs/diskprep.md"
+            )
+        })?;
+        Ok(jobcmd::JobTarget {
+            staging,
+            job: self.job.clone(),
+            access: self.api.access(self.publish_settings.clone())?,
+        })
+    }
+}
+
 /// Turns the preparation arguments into options.
 fn prep_options(a: &PrepArgs) -> anyhow::Result<PrepOptions> {
     let staging = a.staging.clone().ok_or_else(|| {
@@ -374,13 +368,14 @@ pub fn run(cli: Cli, cancel: &AtomicBool) -> anyhow::Result<Exit> {
                 ship_date: a.ship_date,
                 ret: a.ret,
             };
+            let target = a.job.target()?;
             if a.json {
                 let mut out = seedship_shared::jsonout::json_stdout()?;
-                return jobcmd::job_status_json(&a.job, &mut out);
+                return jobcmd::job_status_json(&target, &mut out);
             }
-            jobcmd::ship_cmd(&a.job, answers, a.yes)
+            jobcmd::ship_cmd(&target, answers, a.yes)
         }
-        Some(Command::DeleteJob { job, yes }) => jobcmd::delete_cmd(&job, yes),
+        Some(Command::DeleteJob { job, yes }) => jobcmd::delete_cmd(&job.target()?, yes),
         Some(Command::Prepimport(a)) => wai::prepimport::run(*a, cancel),
         Some(Command::CreateJob(a)) => job::from_journals::run(*a),
         None => {
@@ -396,7 +391,7 @@ fn prepare_cmd(opts: PrepOptions, args: &PrepArgs, cancel: &AtomicBool) -> anyho
     let creation = if args.no_create_job {
         None
     } else {
-        jobcmd::preflight(&plan, args)?
+        jobcmd::preflight(&plan, args.job_setup()?)?
     };
     if opts.dry_run {
         jobcmd::print_dry_run(creation.as_ref());
@@ -438,6 +433,19 @@ fn recovery_key(file: Option<&std::path::Path>, value: Option<String>) -> anyhow
 }
 
 impl PrepArgs {
+    /// What creating the import job needs: how the service is reached and the request's options.
+    fn job_setup(&self) -> anyhow::Result<jobcmd::JobSetup> {
+        Ok(jobcmd::JobSetup {
+            access: self.api.access(self.publish_settings.clone())?,
+            request: job::create::JobRequest {
+                location: self.location.clone(),
+                credential: self.credential()?,
+                return_address: self.ret.address()?,
+                return_shipping: self.ret.shipping()?,
+            },
+        })
+    }
+
     /// The storage credential for the import job, from whichever safe form was given.
     pub fn credential(&self) -> anyhow::Result<Option<job::create::Credential>> {
         use job::create::Credential;

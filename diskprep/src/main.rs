@@ -1,7 +1,6 @@
 use clap::Parser;
+use seedship_shared::cancel::Cancel;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 fn main() -> ExitCode {
     let cli = seedship_diskprep::Cli::parse_from(seedship_diskprep::args::normalize(std::env::args_os()));
@@ -11,10 +10,10 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
-    let cancel = Arc::new(AtomicBool::new(false));
-    let flag = cancel.clone();
+    let cancel = Cancel::new();
+    let on_signal = cancel.clone();
     if let Err(e) = ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
+        if on_signal.cancel() {
             eprintln!("\nstopping now");
             std::process::exit(seedship_diskprep::Exit::Interrupted as i32);
         }
@@ -24,7 +23,7 @@ fn main() -> ExitCode {
     }) {
         eprintln!("warning: cannot handle Ctrl-C: {e}");
     }
-    match seedship_diskprep::run(cli, &cancel) {
+    match seedship_diskprep::run(cli, cancel.flag()) {
         Ok(code) => code.into(),
         Err(e) => {
             eprintln!("error: {e:#}");

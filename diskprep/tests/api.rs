@@ -11,27 +11,9 @@ use support::*;
 
 #[test]
 fn job_created_shipped_followed_and_deleted() {
-    let t = tempfile::tempdir().unwrap();
-    let emu = Emulator::start(&t.path().join("emulator"));
-    let staging = t.path().join("staging");
-    let job_dir = make_job(&staging, "job1", &emu.publish_settings());
-    let s = format!("s:{}", staging.display());
-    let ca = emu.ca().display().to_string();
-    let img = t.path().join("d1.img").display().to_string();
-    let prep = [
-        s.as_str(),
-        "--drive",
-        &img,
-        "--create-image",
-        "40M",
-        "--yes",
-        "--pbkdf",
-        "pbkdf2",
-        "--location",
-        "West Europe",
-        "--management-ca",
-        &ca,
-    ];
+    let setup = JobSetup::new();
+    let (emu, job_dir, s, ca) = (&setup.emu, &setup.job_dir, &setup.dir.s, &setup.ca);
+    let prep = setup.prep();
     let env = [("SEEDSHIP_STORAGE_KEY", STORAGE_KEY)];
 
     // drives ready, then the job: West Europe is closed, the service names North Europe
@@ -232,18 +214,8 @@ fn problems_are_refused_before_any_drive_is_written() {
         make_job(staging, job, &emu.publish_settings());
         let img = staging.join("d.img").display().to_string();
         let s = format!("s:{}", staging.display());
-        let mut a = vec![
-            s.as_str(),
-            "--drive",
-            &img,
-            "--create-image",
-            "40M",
-            "--yes",
-            "--pbkdf",
-            "pbkdf2",
-            "--management-ca",
-            &ca,
-        ];
+        let mut a = one_drive(&s, &img, "40M");
+        a.extend(["--management-ca", ca.as_str()]);
         a.extend_from_slice(extra);
         let o = diskprep(&a, env);
         let formatted = std::fs::read(&img)
@@ -331,18 +303,8 @@ fn p_gives_the_publish_settings_when_the_recorded_path_is_not_here() {
     let p = format!("p:{}", emu.publish_settings().display());
     let ca = emu.ca().display().to_string();
     let img = t.path().join("d1.img").display().to_string();
-    let mut prep = vec![
-        s.as_str(),
-        "--drive",
-        &img,
-        "--create-image",
-        "40M",
-        "--yes",
-        "--pbkdf",
-        "pbkdf2",
-        "--location",
-        "West US",
-    ];
+    let mut prep = one_drive(&s, &img, "40M");
+    prep.extend(["--location", "West US"]);
     let env = [
         ("SEEDSHIP_STORAGE_KEY", STORAGE_KEY),
         ("SEEDSHIP_MANAGEMENT_CA", ca.as_str()),
@@ -379,24 +341,10 @@ fn p_gives_the_publish_settings_when_the_recorded_path_is_not_here() {
 
 #[test]
 fn an_operator_answers_on_the_terminal_and_only_yes_commits() {
-    let t = tempfile::tempdir().unwrap();
-    let emu = Emulator::start(&t.path().join("emulator"));
-    let staging = t.path().join("staging");
-    make_job(&staging, "job1", &emu.publish_settings());
-    let s = format!("s:{}", staging.display());
-    let ca = emu.ca().display().to_string();
-    let img = t.path().join("d1.img").display().to_string();
-    let env = [("SEEDSHIP_MANAGEMENT_CA", ca.as_str())];
-    let prep = [
-        s.as_str(),
-        "--drive",
-        &img,
-        "--create-image",
-        "40M",
-        "--yes",
-        "--pbkdf",
-        "pbkdf2",
-    ];
+    let setup = JobSetup::new();
+    let (emu, s) = (&setup.emu, &setup.dir.s);
+    let env = [("SEEDSHIP_MANAGEMENT_CA", setup.ca.as_str())];
+    let prep = one_drive(s, &setup.img, "40M");
 
     // the storage key (not echoed) and the region are asked before anything is written
     let o = diskprep_tty(&prep, &env, &format!("{STORAGE_KEY}\nEast US\n"));
@@ -457,27 +405,9 @@ fn an_operator_answers_on_the_terminal_and_only_yes_commits() {
 /// location the job would be created at.
 #[test]
 fn a_dry_run_shows_the_real_drive_id_and_the_location() {
-    let t = tempfile::tempdir().unwrap();
-    let emu = Emulator::start(&t.path().join("emulator"));
-    let staging = t.path().join("staging");
-    let job_dir = make_job(&staging, "job1", &emu.publish_settings());
-    let s = format!("s:{}", staging.display());
-    let ca = emu.ca().display().to_string();
-    let img = t.path().join("d1.img").display().to_string();
-    let mut args = vec![
-        s.as_str(),
-        "--drive",
-        &img,
-        "--create-image",
-        "40M",
-        "--yes",
-        "--pbkdf",
-        "pbkdf2",
-        "--location",
-        "West Europe",
-        "--management-ca",
-        &ca,
-    ];
+    let setup = JobSetup::new();
+    let (emu, job_dir) = (&setup.emu, &setup.job_dir);
+    let mut args = setup.prep();
     let env = [("SEEDSHIP_STORAGE_KEY", STORAGE_KEY)];
     let drive_id = |out: &str| -> String {
         out.lines()

@@ -1,65 +1,21 @@
-//! Command-line tests of seedship-diskprep: one test binary, with the harness at the top.
+//! Command-line tests of seedship-diskprep: the drives (tests/api.rs covers the import job against the
+//! emulator). The harness is in support/mod.rs.
+
+mod support;
 
 use seedship_e2e::{descriptor, noise, stage_job};
-use seedship_shared::host::hostname;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-
-fn diskprep(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_seedship-diskprep"))
-        .args(args)
-        // these tests are about the drives; tests/api.rs covers the import job against the emulator
-        .env("SEEDSHIP_NO_CREATE_JOB", "1")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run seedship-diskprep")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// A job of about 52 MiB: a config page, a 40 MiB volume with a hole, an 8 MiB index, an empty blob.
-fn standard_job(staging: &Path) -> PathBuf {
-    let mut volume = noise(40 << 20, 7);
-    volume[10 << 20..14 << 20].fill(0);
-    stage_job(
-        staging,
-        descriptor("job1", &hostname()),
-        &[
-            ("config", noise(512, 1)),
-            ("data/0000", volume),
-            ("index/0000", noise(8 << 20, 3)),
-            ("keys/empty", vec![0; 4096]),
-        ],
-    )
-}
-
-fn keys(key_file: &Path) -> Vec<(String, String)> {
-    std::fs::read_to_string(key_file)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .map(|l| {
-            let f: Vec<&str> = l.split('\t').collect();
-            (f[1].to_owned(), f[2].to_owned())
-        })
-        .collect()
-}
+use std::process::{Command, Stdio};
+use support::*;
 
 #[test]
 fn a_job_spans_three_drives_and_each_verifies_on_its_own() {
-    let t = tempfile::tempdir().unwrap();
-    let staging = t.path().join("staging");
+    let dir = Folder::new();
+    let (t, staging) = (&dir.t, &dir.staging);
     let job = standard_job(&staging);
     let d: Vec<String> = (1..=3)
         .map(|i| t.path().join(format!("d{i}.img")).display().to_string())
         .collect();
-    let o = diskprep(&[
+    let o = drives_only(&[
         &format!("s:{}", staging.display()),
         "--drive",
         &d[0],
@@ -110,7 +66,7 @@ fn a_job_spans_three_drives_and_each_verifies_on_its_own() {
     assert!(r.ok && r.error.is_none() && r.ranges > 0 && r.bytes > 0, "{r:?}");
     assert_eq!(r.drive, d[1]);
     // A wrong key is refused by name.
-    let v = diskprep(&["verify", "--drive", &d[0], "--key", &keys[1].1]);
+    let v = drives_only(&["verify", "--drive", &d[0], "--key", &keys[1].1]);
     assert!(
         !v.status.success() && text(&v).contains("does not unlock drive"),
         "{}",
@@ -122,7 +78,7 @@ fn a_job_spans_three_drives_and_each_verifies_on_its_own() {
     let mut image = std::fs::read(&bad).unwrap();
     image[(16 << 20) + (5 << 20) + 123] ^= 0x10;
     std::fs::write(&bad, &image).unwrap();
-    let v = diskprep(&["verify", "--drive", bad.to_str().unwrap(), "--key", &keys[0].1]);
+    let v = drives_only(&["verify", "--drive", bad.to_str().unwrap(), "--key", &keys[0].1]);
     assert!(
         !v.status.success()
             && text(&v).contains("data/0000")
@@ -131,7 +87,7 @@ fn a_job_spans_three_drives_and_each_verifies_on_its_own() {
         text(&v)
     );
     // Run again: every drive is complete and left alone.
-    let again = diskprep(&[
+    let again = drives_only(&[
         &format!("s:{}", staging.display()),
         "--drive",
         &d[0],
@@ -150,13 +106,12 @@ fn a_job_spans_three_drives_and_each_verifies_on_its_own() {
 
 #[test]
 fn refusals_name_the_problem_and_write_nothing() {
-    let t = tempfile::tempdir().unwrap();
-    let staging = t.path().join("staging");
-    std::fs::create_dir_all(&staging).unwrap();
-    let s = format!("s:{}", staging.display());
-    let img = t.path().join("d.img").display().to_string();
+    let dir = Folder::new();
+    let (t, staging) = (&dir.t, &dir.staging);
+    let s = dir.s.as_str();
+    let img = dir.image("d.img");
 
-    let o = diskprep(&[&s, "--drive", &img, "--create-image", "64M", "--yes"]);
+    let o = drives_only(&[&s, "--drive", &img, "--create-image", "64M", "--yes"]);
     assert!(
         !o.status.success() && text(&o).contains("holds no import job"),
         "{}",
@@ -165,23 +120,14 @@ fn refusals_name_the_problem_and_write_nothing() {
 
     let job = standard_job(&staging);
     let small = t.path().join("small.img").display().to_string();
-    let o = diskprep(&[&s, "--drive", &small, "--create-image", "20M", "--yes"]);
+    let o = drives_only(&[&s, "--drive", &small, "--create-image", "20M", "--yes"]);
     assert!(
         !o.status.success() && text(&o).contains("too small"),
         "{}",
         text(&o)
     );
 
-    let o = diskprep(&[
-        &s,
-        "--drive",
-        &img,
-        "--create-image",
-        "40M",
-        "--yes",
-        "--pbkdf",
-        "pbkdf2",
-    ]);
+    let o = drives_only(&one_drive(s, &img, "40M"));
     assert!(
         !o.status.success() && text(&o).contains("more drive payload is needed"),
         "{}",
@@ -197,7 +143,7 @@ fn refusals_name_the_problem_and_write_nothing() {
         .unwrap_or_else(|| panic!("no --create-image value in: {out}"))
         .to_string();
     let second = t.path().join("second.img").display().to_string();
-    let o = diskprep(&[
+    let o = drives_only(&[
         &s,
         "--drive",
         &img,
@@ -217,7 +163,7 @@ fn refusals_name_the_problem_and_write_nothing() {
         .unwrap()
         .set_len(seedship_shared::units::parse_size(&value).unwrap())
         .unwrap();
-    let o = diskprep(&[
+    let o = drives_only(&[
         &s,
         "--drive",
         &img,
@@ -238,7 +184,7 @@ fn refusals_name_the_problem_and_write_nothing() {
         .unwrap()
         .set_len(seedship_shared::units::parse_size(&value).unwrap() - (1 << 20))
         .unwrap();
-    let o = diskprep(&[
+    let o = drives_only(&[
         &s,
         "--drive",
         &img,
@@ -257,7 +203,7 @@ fn refusals_name_the_problem_and_write_nothing() {
 
     // No confirmation: standard input is not a terminal and --yes is missing.
     let big = t.path().join("big.img").display().to_string();
-    let o = diskprep(&[&s, "--drive", &big, "--create-image", "128M"]);
+    let o = drives_only(&[&s, "--drive", &big, "--create-image", "128M"]);
     assert!(!o.status.success() && text(&o).contains("--yes"), "{}", text(&o));
     assert!(
         !job.join("diskprep/keys.tsv").exists(),
@@ -269,28 +215,17 @@ fn refusals_name_the_problem_and_write_nothing() {
 
 #[test]
 fn a_damaged_staged_blob_fails_the_drive_before_its_manifest_and_the_copy_starts_over() {
-    let t = tempfile::tempdir().unwrap();
-    let staging = t.path().join("staging");
+    let dir = Folder::new();
+    let staging = &dir.staging;
     let job = standard_job(&staging);
-    let s = format!("s:{}", staging.display());
-    let img = t.path().join("d.img").display().to_string();
+    let s = dir.s.as_str();
+    let img = dir.image("d.img");
     // A flipped byte in the index: found by its BLAKE3 while the drive is written.
     let index = job.join("blobs/index/0000");
     let mut bytes = std::fs::read(&index).unwrap();
     bytes[1000] ^= 1;
     std::fs::write(&index, &bytes).unwrap();
-    let run = || {
-        diskprep(&[
-            &s,
-            "--drive",
-            &img,
-            "--create-image",
-            "128M",
-            "--yes",
-            "--pbkdf",
-            "pbkdf2",
-        ])
-    };
+    let run = || drives_only(&one_drive(s, &img, "128M"));
     let o = run();
     let out = text(&o);
     assert!(
@@ -317,15 +252,15 @@ fn a_damaged_staged_blob_fails_the_drive_before_its_manifest_and_the_copy_starts
 
 #[test]
 fn another_machine_needs_the_publish_settings() {
-    let t = tempfile::tempdir().unwrap();
-    let staging = t.path().join("staging");
+    let dir = Folder::new();
+    let staging = &dir.staging;
     stage_job(
         &staging,
         descriptor("job2", "some-other-host"),
         &[("config", noise(512, 1))],
     );
-    let img = t.path().join("d.img").display().to_string();
-    let o = diskprep(&[
+    let img = dir.image("d.img");
+    let o = drives_only(&[
         &format!("s:{}", staging.display()),
         "--drive",
         &img,
@@ -343,13 +278,12 @@ fn another_machine_needs_the_publish_settings() {
 /// Issue 20 point 6: `--create-image` makes no file on a dry run, nor on a run that is then refused.
 #[test]
 fn dry_runs_and_refused_runs_create_no_image_files() {
-    let t = tempfile::tempdir().unwrap();
-    let staging = t.path().join("staging");
-    std::fs::create_dir_all(&staging).unwrap();
-    let s = format!("s:{}", staging.display());
+    let dir = Folder::new();
+    let (t, staging) = (&dir.t, &dir.staging);
+    let s = dir.s.as_str();
     standard_job(&staging);
     let img = t.path().join("d.img");
-    let o = diskprep(&[
+    let o = drives_only(&[
         &s,
         "--drive",
         &img.display().to_string(),
@@ -360,7 +294,7 @@ fn dry_runs_and_refused_runs_create_no_image_files() {
     assert!(o.status.success(), "{}", text(&o));
     assert!(!img.exists(), "a dry run made {}", img.display());
     // refused: too little room on the drives
-    let o = diskprep(&[
+    let o = drives_only(&[
         &s,
         "--drive",
         &img.display().to_string(),
@@ -371,7 +305,7 @@ fn dry_runs_and_refused_runs_create_no_image_files() {
     assert!(!o.status.success(), "{}", text(&o));
     assert!(!img.exists(), "a refused run left {}", img.display());
     // refused: no confirmation
-    let o = diskprep(&[
+    let o = drives_only(&[
         &s,
         "--drive",
         &img.display().to_string(),
@@ -385,26 +319,16 @@ fn dry_runs_and_refused_runs_create_no_image_files() {
 /// Issue 20 point 11: a rerun after every drive is prepared writes nothing and claims no speed.
 #[test]
 fn a_rerun_of_a_prepared_job_says_nothing_was_written() {
-    let t = tempfile::tempdir().unwrap();
-    let staging = t.path().join("staging");
-    std::fs::create_dir_all(&staging).unwrap();
-    let s = format!("s:{}", staging.display());
+    let dir = Folder::new();
+    let staging = &dir.staging;
+    let s = dir.s.as_str();
     standard_job(&staging);
-    let img = t.path().join("d.img").display().to_string();
-    let args = [
-        &s,
-        "--drive",
-        &img,
-        "--create-image",
-        "128M",
-        "--yes",
-        "--pbkdf",
-        "pbkdf2",
-    ];
-    let o = diskprep(&args);
+    let img = dir.image("d.img");
+    let args = one_drive(s, &img, "128M");
+    let o = drives_only(&args);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("Prepared 1 drive(s)"), "{}", text(&o));
-    let o = diskprep(&args);
+    let o = drives_only(&args);
     let out = text(&o);
     assert!(o.status.success(), "{out}");
     assert!(

@@ -19,6 +19,7 @@
 pub mod aligned;
 pub mod api;
 pub mod blob;
+pub mod cancel;
 pub mod chunker;
 pub mod crypto;
 pub mod entra;

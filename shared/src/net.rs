@@ -1,6 +1,7 @@
 //! Why an HTTP request got no answer, for the decision "wait and ask again" versus "fail and name the
 //! setting that fixes it": a timeout or a refused connection may pass by itself; a name that does not
-//! resolve or a certificate that is not trusted will not, however often the request is repeated.
+//! resolve or a certificate that is not trusted will not, however often the request is repeated. Also what
+//! the HTTPS clients share: the error chain, extra trusted CAs, the blocking facades' runtime.
 
 /// The cause of a request that got no HTTP answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,6 +109,15 @@ pub fn trust_pem(mut builder: reqwest::ClientBuilder, pem: &[u8]) -> Result<reqw
         builder = builder.add_root_certificate(c);
     }
     Ok(builder)
+}
+
+/// The single-threaded runtime a blocking facade drives its async client on (the CLIs' Import/Export and
+/// Resource Manager clients, and their tests); the reason when it cannot start.
+pub fn blocking_runtime() -> Result<tokio::runtime::Runtime, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the I/O runtime: {e}"))
 }
 
 #[cfg(test)]

@@ -10,7 +10,8 @@
 //! authenticated, or with `--verify-all` every object's BLAKE3 is compared. Problems are collected, each
 //! naming its object, range or drive.
 
-use super::{drive_finished, CompletionPlan, Meter, Stores};
+use super::{drive_finished, CompletionPlan, Stores};
+use crate::progress::StepMeter;
 use seedship_shared::api::Job;
 use seedship_shared::blob::{BlobError, BlobStore};
 use seedship_shared::manifest::copylog::{BlobStatus, DriveLog, DriveStatus, LogBlob};
@@ -125,7 +126,7 @@ pub fn verify(
             .iter()
             .filter(|b| !digested.contains(&b.name))
             .collect();
-        let meter = Meter::start("verified", left.iter().map(|b| b.len).sum(), quiet);
+        let meter = StepMeter::start("verified", left.iter().map(|b| b.len).sum(), quiet);
         for b in left {
             compare_digest(&*stores.import, b, &mut v, Some(&meter));
             digested.insert(b.name.clone());
@@ -487,7 +488,7 @@ fn sample(mut entries: Vec<IndexEntry>, n: usize) -> Vec<IndexEntry> {
 }
 
 /// Compares an object's whole BLAKE3 with the staged one.
-fn compare_digest(store: &dyn BlobStore, b: &StagedBlob, v: &mut Verification, meter: Option<&Meter>) {
+fn compare_digest(store: &dyn BlobStore, b: &StagedBlob, v: &mut Verification, meter: Option<&StepMeter>) {
     match digest(store, &b.name, meter) {
         Ok((len, h)) if len == b.len && h == b.blake3 => {}
         Ok((len, h)) => v.problems.push(format!(
@@ -500,7 +501,7 @@ fn compare_digest(store: &dyn BlobStore, b: &StagedBlob, v: &mut Verification, m
 }
 
 /// Length and BLAKE3 of a whole object, read in 32 MiB pieces (several requests in flight each).
-fn digest(store: &dyn BlobStore, name: &str, meter: Option<&Meter>) -> Result<(u64, String), BlobError> {
+fn digest(store: &dyn BlobStore, name: &str, meter: Option<&StepMeter>) -> Result<(u64, String), BlobError> {
     seedship_shared::blob::blake3_of(store, name, 32 << 20, |n| {
         if let Some(m) = meter {
             m.add(n);

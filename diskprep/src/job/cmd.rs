@@ -1,4 +1,5 @@
-//! The command-line glue of the import job: turns options into [`create`](crate::job::create), [`ship`](crate::job::ship) and
+//! The command-line glue of the import job: turns the typed options `lib.rs` builds ([`JobSetup`],
+//! [`JobTarget`]) and the return options into [`create`](crate::job::create), [`ship`](crate::job::ship) and
 //! [`delete`](crate::job::delete) calls, asks what is missing on the terminal, and prints through
 //! [`console`](crate::job::console).
 
@@ -6,17 +7,58 @@ use crate::job::console::{self as ui, interactive};
 use crate::job::create::{self as job, Connection, Credential, JobError, JobRecord, JobRequest, Preflight};
 use crate::job::ship::{self, ShipDetails, ShipError};
 use crate::prep::prepare::{PrepPlan, PrepReport};
-use crate::{JobArgs, PrepArgs, ReturnArgs};
 use anyhow::Context;
-use seedship_shared::api::{JobState, ReturnAddress, ReturnShipping};
+use clap::Args;
+use seedship_shared::api::{ApiAccess, JobState, ReturnAddress, ReturnShipping};
 use seedship_shared::exit::Exit;
 use std::path::PathBuf;
+
+/// What creating the import job needs, from the preparation's options (built by `lib.rs`).
+pub(crate) struct JobSetup {
+    /// How the Import/Export service is reached.
+    pub access: ApiAccess,
+    /// The job's location, credential and return details as given (what is missing is asked).
+    pub request: JobRequest,
+}
+
+/// The job `u:` and `delete-job` work on (built by `lib.rs` from the options).
+pub(crate) struct JobTarget {
+    /// The staging location.
+    pub staging: PathBuf,
+    /// The job, when several in the staging location have an import job.
+    pub job: Option<String>,
+    /// How the Import/Export service is reached.
+    pub access: ApiAccess,
+}
 
 /// Everything needed to create the job once the drives are ready.
 pub(crate) struct Creation {
     conn: Connection,
     req: JobRequest,
     pre: Preflight,
+}
+
+/// Where the drives go back to, and whose carrier account pays (all optional at preparation; `u:` needs them).
+#[derive(Debug, Args, Clone, Default)]
+pub struct ReturnArgs {
+    /// Return address: the recipient's name.
+    #[arg(long, value_name = "TEXT")]
+    pub return_name: Option<String>,
+    /// Return address: street, city, postal code, country (one line).
+    #[arg(long, value_name = "TEXT")]
+    pub return_address: Option<String>,
+    /// Return address: phone.
+    #[arg(long, value_name = "TEXT")]
+    pub return_phone: Option<String>,
+    /// Return address: email.
+    #[arg(long, value_name = "TEXT")]
+    pub return_email: Option<String>,
+    /// The carrier that ships the drives back.
+    #[arg(long, value_name = "NAME")]
+    pub return_carrier: Option<String>,
+    /// Your account number with that carrier.
+    #[arg(long, value_name = "NUMBER")]
+    pub return_carrier_account: Option<String>,
 }
 
 impl ReturnArgs {
@@ -67,7 +109,7 @@ fn all_or_none(parts: &[(&str, &Option<String>)]) -> anyhow::Result<()> {
 
 /// Before the drives are written: connects, and either finds the job with these drives or makes sure it can
 /// be created (location and credential known, location resolved). `None` when the job was deleted before.
-pub(crate) fn preflight(plan: &PrepPlan, args: &PrepArgs) -> anyhow::Result<Option<Creation>> {
+pub(crate) fn preflight(plan: &PrepPlan, setup: JobSetup) -> anyhow::Result<Option<Creation>> {
     let d = &plan.job.descriptor;
     match JobRecord::load(&plan.job.dir) {
         Ok(r) if r.deleted.is_some() => {
@@ -81,14 +123,8 @@ pub(crate) fn preflight(plan: &PrepPlan, args: &PrepArgs) -> anyhow::Result<Opti
         Ok(_) | Err(JobError::NoRecord { .. }) => {}
         Err(e) => return Err(e.into()),
     }
-    let access = args.api.access(args.publish_settings.clone())?;
-    let conn = job::connect(d, &access)?;
-    let mut req = JobRequest {
-        location: args.location.clone(),
-        credential: args.credential()?,
-        return_address: args.ret.address()?,
-        return_shipping: args.ret.shipping()?,
-    };
+    let conn = job::connect(d, &setup.access)?;
+    let mut req = setup.request;
     let ids: Vec<String> = plan.drives.iter().map(|p| p.drive_id.clone()).collect();
     loop {
         match job::preflight(&conn, d, &ids, &req) {
@@ -146,20 +182,16 @@ pub(crate) struct ShipAnswers {
     pub ret: ReturnArgs,
 }
 
-fn locate(args: &JobArgs) -> anyhow::Result<(crate::prep::staging::StagedJob, JobRecord, Connection)> {
-    let staging = args.staging.clone().ok_or_else(|| {
-        anyhow::anyhow!("give the staging location with s:<path> (or --staging DIR); see docs/diskprep.md")
-    })?;
-    let (staged, record) = ship::locate(&staging, args.job.as_deref())?;
-    let access = args.api.access(args.publish_settings.clone())?;
-    let conn = job::connect(&staged.descriptor, &access)?;
+fn locate(target: &JobTarget) -> anyhow::Result<(crate::prep::staging::StagedJob, JobRecord, Connection)> {
+    let (staged, record) = ship::locate(&target.staging, target.job.as_deref())?;
+    let conn = job::connect(&staged.descriptor, &target.access)?;
     Ok((staged, record, conn))
 }
 
 /// `u:`: the shipping details while the job is `Creating`, its status afterwards.
 /// `ship --json`: the job's state as the service reports it, one JSON document on `out`.
-pub(crate) fn job_status_json(args: &JobArgs, out: &mut std::fs::File) -> anyhow::Result<Exit> {
-    let (_, record, conn) = locate(args)?;
+pub(crate) fn job_status_json(target: &JobTarget, out: &mut std::fs::File) -> anyhow::Result<Exit> {
+    let (_, record, conn) = locate(target)?;
     let job = if record.deleted.is_some() {
         None
     } else {
@@ -177,8 +209,8 @@ pub(crate) fn job_status_json(args: &JobArgs, out: &mut std::fs::File) -> anyhow
     Ok(Exit::Success)
 }
 
-pub(crate) fn ship_cmd(args: &JobArgs, a: ShipAnswers, yes: bool) -> anyhow::Result<Exit> {
-    let (staged, record, conn) = locate(args)?;
+pub(crate) fn ship_cmd(target: &JobTarget, a: ShipAnswers, yes: bool) -> anyhow::Result<Exit> {
+    let (staged, record, conn) = locate(target)?;
     if record.deleted.is_some() {
         println!("Import job {} was deleted with delete-job.", record.job_name);
         return Ok(Exit::Success);
@@ -288,8 +320,8 @@ pub(crate) fn ship_cmd(args: &JobArgs, a: ShipAnswers, yes: bool) -> anyhow::Res
 }
 
 /// `delete-job`.
-pub(crate) fn delete_cmd(args: &JobArgs, yes: bool) -> anyhow::Result<Exit> {
-    let (staged, mut record, conn) = locate(args)?;
+pub(crate) fn delete_cmd(target: &JobTarget, yes: bool) -> anyhow::Result<Exit> {
+    let (staged, mut record, conn) = locate(target)?;
     if !yes
         && !ui::confirm(&format!(
             "Delete import job {} in storage account {}?",

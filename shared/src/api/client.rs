@@ -381,10 +381,7 @@ pub struct BlockingApiClient {
 impl BlockingApiClient {
     /// Builds the client and its runtime.
     pub fn new(opts: ApiClientOptions) -> Result<Self, ApiError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| ApiError::Setup(format!("cannot start the I/O runtime: {e}")))?;
+        let rt = crate::net::blocking_runtime().map_err(ApiError::Setup)?;
         Ok(BlockingApiClient {
             rt,
             inner: ApiClient::new(opts)?,
@@ -454,10 +451,7 @@ mod tests {
             first_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(2),
         };
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = crate::net::blocking_runtime().unwrap();
         let result = rt.block_on(with_retry(policy, Operation::GetJob, || {
             let i = count.get();
             count.set(i + 1);

@@ -6,63 +6,11 @@
 //! stripes `s_i`: `d = H(d ^ s_i)`; the last stripe is `d ^ key`. `H` (diffuse) hashes the block in
 //! digest-sized pieces, piece `j` as `hash(be32(j) || piece)` truncated to the piece's length.
 
-use sha2::{Digest, Sha256, Sha512};
-
+use super::hash::LuksHash;
 use super::LuksError;
 
 /// Stripes cryptsetup uses for every LUKS2 keyslot (its `LUKS_STRIPES`).
 pub const STRIPES: usize = 4000;
-
-/// The AF hash functions seedship can read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AfHash {
-    Sha256,
-    Sha512,
-}
-
-impl AfHash {
-    /// Parses the JSON `hash` name.
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "sha256" => Some(Self::Sha256),
-            "sha512" => Some(Self::Sha512),
-            _ => None,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Sha256 => "sha256",
-            Self::Sha512 => "sha512",
-        }
-    }
-
-    fn digest_len(self) -> usize {
-        match self {
-            Self::Sha256 => 32,
-            Self::Sha512 => 64,
-        }
-    }
-
-    fn hash_piece(self, index: u32, piece: &[u8], out: &mut [u8]) {
-        match self {
-            Self::Sha256 => {
-                let d = Sha256::new()
-                    .chain_update(index.to_be_bytes())
-                    .chain_update(piece)
-                    .finalize();
-                out.copy_from_slice(&d[..out.len()]);
-            }
-            Self::Sha512 => {
-                let d = Sha512::new()
-                    .chain_update(index.to_be_bytes())
-                    .chain_update(piece)
-                    .finalize();
-                out.copy_from_slice(&d[..out.len()]);
-            }
-        }
-    }
-}
 
 /// Bytes of split material for a key of `key_len` bytes, rounded up to 512-byte sectors as cryptsetup's
 /// `AF_split_sectors` does.
@@ -70,11 +18,11 @@ pub const fn split_len(key_len: usize, stripes: usize) -> usize {
     (key_len * stripes).div_ceil(512) * 512
 }
 
-fn diffuse(block: &mut [u8], hash: AfHash) {
-    let n = hash.digest_len();
+fn diffuse(block: &mut [u8], hash: LuksHash) {
+    let n = hash.output_len();
     let mut out = vec![0u8; block.len()];
     for (j, (src, dst)) in block.chunks(n).zip(out.chunks_mut(n)).enumerate() {
-        hash.hash_piece(j as u32, src, dst);
+        hash.digest_into(&[&(j as u32).to_be_bytes(), src], dst);
     }
     block.copy_from_slice(&out);
 }
@@ -86,7 +34,7 @@ fn xor_into(acc: &mut [u8], other: &[u8]) {
 }
 
 /// Splits `key` into [`split_len`] bytes of AF material (the padding after `key.len() * stripes` is zero).
-pub fn split(key: &[u8], stripes: usize, hash: AfHash) -> Result<Vec<u8>, LuksError> {
+pub fn split(key: &[u8], stripes: usize, hash: LuksHash) -> Result<Vec<u8>, LuksError> {
     let n = key.len();
     let mut out = vec![0u8; split_len(n, stripes)];
     getrandom::fill(&mut out[..n * (stripes - 1)]).map_err(|e| LuksError::Random {
@@ -103,7 +51,7 @@ pub fn split(key: &[u8], stripes: usize, hash: AfHash) -> Result<Vec<u8>, LuksEr
 }
 
 /// Recovers the key of `key_len` bytes from AF material (at least `key_len * stripes` bytes).
-pub fn merge(material: &[u8], key_len: usize, stripes: usize, hash: AfHash) -> Vec<u8> {
+pub fn merge(material: &[u8], key_len: usize, stripes: usize, hash: LuksHash) -> Vec<u8> {
     debug_assert!(stripes >= 1 && material.len() >= key_len * stripes);
     let mut d = vec![0u8; key_len];
     for stripe in material[..key_len * (stripes - 1)].chunks_exact(key_len) {
@@ -117,11 +65,12 @@ pub fn merge(material: &[u8], key_len: usize, stripes: usize, hash: AfHash) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::{Digest, Sha256};
 
     #[test]
     fn split_then_merge_round_trips() {
         let key: Vec<u8> = (0..64).collect();
-        for hash in [AfHash::Sha256, AfHash::Sha512] {
+        for hash in [LuksHash::Sha256, LuksHash::Sha512] {
             let m = split(&key, STRIPES, hash).unwrap();
             assert_eq!(m.len(), 256_000);
             assert_eq!(merge(&m, 64, STRIPES, hash), key);
@@ -134,9 +83,9 @@ mod tests {
     #[test]
     fn damaging_one_stripe_destroys_the_key() {
         let key = [0x42u8; 64];
-        let mut m = split(&key, STRIPES, AfHash::Sha256).unwrap();
+        let mut m = split(&key, STRIPES, LuksHash::Sha256).unwrap();
         m[1000] ^= 1;
-        assert_ne!(merge(&m, 64, STRIPES, AfHash::Sha256), key);
+        assert_ne!(merge(&m, 64, STRIPES, LuksHash::Sha256), key);
     }
 
     #[test]
@@ -144,7 +93,7 @@ mod tests {
         // Two stripes over a 40-byte key with zero first stripe: last stripe = H(0) ^ key, where H hashes
         // piece 0 (32 bytes) with index 0 and piece 1 (8 bytes) with index 1, truncated.
         let mut zero = [0u8; 40];
-        diffuse(&mut zero, AfHash::Sha256);
+        diffuse(&mut zero, LuksHash::Sha256);
         let mut first = Sha256::new();
         first.update([0, 0, 0, 0]);
         first.update([0u8; 32]);

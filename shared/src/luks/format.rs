@@ -4,8 +4,9 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
+use super::hash::LuksHash;
 use super::header::{self, BinHeader, HeaderCopy, BIN_LEN, HDR_SIZE, MAX_LABEL_LEN};
-use super::kdf::{self, KeyslotKdf, Pbkdf, PbkdfHash};
+use super::kdf::{self, KeyslotKdf, Pbkdf};
 use super::key::{random, VolumeKey};
 use super::metadata::{self, Layout, Metadata, KEY_SIZE, SALT_LEN};
 use super::volume::{LuksHeader, LuksVolume};
@@ -95,7 +96,7 @@ fn check_format(device_len: u64, opts: &LuksFormat) -> Result<KeyslotKdf, LuksEr
             reason: format!("{iterations} PBKDF2 iterations; cryptsetup needs at least 1000"),
         }),
         Pbkdf::Pbkdf2 { iterations } => Ok(KeyslotKdf::Pbkdf2 {
-            hash: PbkdfHash::Sha256,
+            hash: LuksHash::Sha256,
             iterations,
             salt,
         }),
@@ -129,7 +130,7 @@ pub fn format_with_key(
     random(&mut digest_salt)?;
     let mut digest = [0u8; 32];
     kdf::pbkdf2(
-        PbkdfHash::Sha256,
+        LuksHash::Sha256,
         key.as_bytes(),
         &digest_salt,
         opts.digest_iterations,

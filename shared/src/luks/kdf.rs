@@ -10,6 +10,7 @@
 
 use sha2::{Sha256, Sha512};
 
+use super::hash::LuksHash;
 use super::LuksError;
 
 /// Largest Argon2 memory cost accepted from a header or option, in KiB (cryptsetup's limit).
@@ -66,43 +67,11 @@ impl Default for Pbkdf {
     }
 }
 
-/// PBKDF2 hash functions seedship reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PbkdfHash {
-    Sha256,
-    Sha512,
-}
-
-impl PbkdfHash {
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "sha256" => Some(Self::Sha256),
-            "sha512" => Some(Self::Sha512),
-            _ => None,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Sha256 => "sha256",
-            Self::Sha512 => "sha512",
-        }
-    }
-
-    /// Output length of the hash, in bytes.
-    pub fn output_len(self) -> usize {
-        match self {
-            Self::Sha256 => 32,
-            Self::Sha512 => 64,
-        }
-    }
-}
-
 /// PBKDF2-HMAC with `hash`.
-pub fn pbkdf2(hash: PbkdfHash, password: &[u8], salt: &[u8], iterations: u32, out: &mut [u8]) {
+pub fn pbkdf2(hash: LuksHash, password: &[u8], salt: &[u8], iterations: u32, out: &mut [u8]) {
     match hash {
-        PbkdfHash::Sha256 => pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, iterations, out),
-        PbkdfHash::Sha512 => pbkdf2::pbkdf2_hmac::<Sha512>(password, salt, iterations, out),
+        LuksHash::Sha256 => pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, iterations, out),
+        LuksHash::Sha512 => pbkdf2::pbkdf2_hmac::<Sha512>(password, salt, iterations, out),
     }
 }
 
@@ -110,7 +79,7 @@ pub fn pbkdf2(hash: PbkdfHash, password: &[u8], salt: &[u8], iterations: u32, ou
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyslotKdf {
     Pbkdf2 {
-        hash: PbkdfHash,
+        hash: LuksHash,
         iterations: u32,
         salt: Vec<u8>,
     },
@@ -200,7 +169,7 @@ mod tests {
     fn pbkdf2_sha256_rfc7914_vector() {
         // RFC 7914 section 11: PBKDF2-HMAC-SHA256("passwd", "salt", c = 1, dkLen = 64).
         let mut out = [0u8; 64];
-        pbkdf2(PbkdfHash::Sha256, b"passwd", b"salt", 1, &mut out);
+        pbkdf2(LuksHash::Sha256, b"passwd", b"salt", 1, &mut out);
         assert_eq!(
             hex::encode(out),
             "55ac046e56e3089fec1691c22544b605f94185216dde0465e68b9d57c20dacbc\
@@ -228,7 +197,7 @@ mod tests {
         assert!(check_pbkdf2(MAX_PBKDF2_ITERATIONS).is_ok());
         assert!(check_pbkdf2(MAX_PBKDF2_ITERATIONS + 1).is_err());
         let slow = KeyslotKdf::Pbkdf2 {
-            hash: PbkdfHash::Sha256,
+            hash: LuksHash::Sha256,
             iterations: u32::MAX,
             salt: vec![0; 32],
         };

@@ -7,8 +7,9 @@
 //! Unsealing reverses this; the candidate key is accepted only if the PBKDF2 digest bound to the keyslot
 //! and the data segment matches ([`digest_matches`]).
 
-use super::af::{self, AfHash};
+use super::af;
 use super::crypt::XtsCipher;
+use super::hash::LuksHash;
 use super::kdf::{self, KeyslotKdf};
 use super::metadata::{KeyDigest, Keyslot, KEY_SIZE};
 use super::{LuksError, Source};
@@ -17,7 +18,7 @@ use super::{LuksError, Source};
 pub fn seal(volume_key: &[u8; KEY_SIZE], passphrase: &[u8], kdf: &KeyslotKdf) -> Result<Vec<u8>, LuksError> {
     let mut derived = [0u8; KEY_SIZE];
     kdf.derive(passphrase, &mut derived)?;
-    let mut material = af::split(volume_key, af::STRIPES, AfHash::Sha256)?;
+    let mut material = af::split(volume_key, af::STRIPES, LuksHash::Sha256)?;
     XtsCipher::new(&derived).encrypt(&mut material, 512, 0, 1);
     derived.fill(0);
     Ok(material)
@@ -64,13 +65,13 @@ pub fn digest_matches(d: &KeyDigest, key: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::luks::kdf::PbkdfHash;
+    use crate::luks::hash::LuksHash;
 
     #[test]
     fn seal_then_unseal() {
         let key: [u8; 64] = std::array::from_fn(|i| i as u8);
         let kdf = KeyslotKdf::Pbkdf2 {
-            hash: PbkdfHash::Sha256,
+            hash: LuksHash::Sha256,
             iterations: 1000,
             salt: vec![7; 32],
         };
@@ -81,7 +82,7 @@ mod tests {
             id: 0,
             area_offset: 4096,
             area_size: material.len() as u64,
-            af_hash: AfHash::Sha256,
+            af_hash: LuksHash::Sha256,
             stripes: af::STRIPES,
             kdf,
         };
@@ -96,7 +97,7 @@ mod tests {
         let digest = KeyDigest {
             keyslots: vec![0],
             segments: vec![0],
-            hash: PbkdfHash::Sha256,
+            hash: LuksHash::Sha256,
             iterations: 1000,
             salt: vec![1; 32],
             digest: vec![0; 32],

@@ -11,8 +11,9 @@
 use base64::Engine;
 use serde_json::{json, Map, Value};
 
-use super::af::{self, AfHash};
-use super::kdf::{KeyslotKdf, PbkdfHash};
+use super::af;
+use super::hash::LuksHash;
+use super::kdf::KeyslotKdf;
 
 /// Size of the binary part of a header copy, which the JSON area follows (defined here, below `header`,
 /// because the JSON's `config` sizes are checked against it).
@@ -35,7 +36,7 @@ pub struct Keyslot {
     pub id: u32,
     pub area_offset: u64,
     pub area_size: u64,
-    pub af_hash: AfHash,
+    pub af_hash: LuksHash,
     pub stripes: usize,
     pub kdf: KeyslotKdf,
 }
@@ -59,7 +60,7 @@ pub struct Segment {
 pub struct KeyDigest {
     pub keyslots: Vec<u32>,
     pub segments: Vec<u32>,
-    pub hash: PbkdfHash,
+    pub hash: LuksHash,
     pub iterations: u32,
     pub salt: Vec<u8>,
     pub digest: Vec<u8>,
@@ -255,7 +256,7 @@ fn parse_keyslot(n: u32, slot: &Map<String, Value>, area: (u64, u64)) -> R<Keysl
     let af_type = string(af, "type", ctx)?;
     let stripes = u32_number(af, "stripes", ctx)? as usize;
     let hash = string(af, "hash", ctx)?;
-    let af_hash = AfHash::from_name(hash).ok_or(format!("{ctx} uses AF hash {hash:?}"))?;
+    let af_hash = LuksHash::from_name(hash).ok_or(format!("{ctx} uses AF hash {hash:?}"))?;
     if af_type != "luks1" || stripes != af::STRIPES {
         return Err(format!("{ctx} uses AF {af_type:?} with {stripes} stripes"));
     }
@@ -304,7 +305,7 @@ fn parse_kdf(kdf: &Map<String, Value>, ctx: &str) -> R<KeyslotKdf> {
     match kind {
         "pbkdf2" => {
             let h = string(kdf, "hash", ctx)?;
-            let hash = PbkdfHash::from_name(h).ok_or(format!("{ctx} uses PBKDF2 hash {h:?}"))?;
+            let hash = LuksHash::from_name(h).ok_or(format!("{ctx} uses PBKDF2 hash {h:?}"))?;
             let iterations = u32_number(kdf, "iterations", ctx)?;
             super::kdf::check_pbkdf2(iterations).map_err(|e| format!("{ctx}: {e}"))?;
             Ok(KeyslotKdf::Pbkdf2 {
@@ -332,7 +333,7 @@ fn parse_digest(n: u32, d: &Map<String, Value>) -> R<KeyDigest> {
         return Err(format!("{ctx} has type {kind:?}"));
     }
     let h = string(d, "hash", ctx)?;
-    let hash = PbkdfHash::from_name(h).ok_or(format!("{ctx} uses hash {h:?}"))?;
+    let hash = LuksHash::from_name(h).ok_or(format!("{ctx} uses hash {h:?}"))?;
     let salt = base64_field(d, "salt", ctx)?;
     let digest = base64_field(d, "digest", ctx)?;
     if salt.len() != SALT_LEN || !(digest.len() == 20 || digest.len() == hash.output_len()) {
@@ -465,7 +466,7 @@ mod tests {
 
     fn ours() -> Value {
         let kdf = KeyslotKdf::Pbkdf2 {
-            hash: PbkdfHash::Sha256,
+            hash: LuksHash::Sha256,
             iterations: 1000,
             salt: vec![1; 32],
         };

@@ -37,6 +37,7 @@ pub mod crypt;
 mod device;
 pub mod direct;
 mod format;
+pub mod hash;
 pub mod header;
 pub mod kdf;
 mod key;

@@ -7,6 +7,7 @@
 //! object but a volume starts with a frame header carrying its logical length and BLAKE3 digest, because page
 //! blobs round lengths up to 512 bytes.
 
+mod blob_index;
 mod cache;
 mod format;
 mod frame;

@@ -31,6 +31,11 @@ fn pack_capacity(pack_size: usize) -> usize {
     pack_size.max((8 << 20) + 4096) + 512
 }
 
+/// Blobs packed before an index object is due whatever the [`IndexPolicy`]: the entries waiting for it, and
+/// the set of their ids, are the pack writer's only memory that grows with the number of blobs (16 MiB packs of
+/// 100-byte blobs would otherwise hold millions).
+pub const MAX_UNINDEXED: usize = 1 << 16;
+
 /// A pack being written: gives its buffer back with the result.
 type InFlight = std::thread::JoinHandle<(Vec<u8>, Result<(), crate::blob::BlobError>)>;
 
@@ -82,7 +87,10 @@ pub struct PackWriter {
     in_buf: Vec<IndexEntry>,
     unindexed: Vec<IndexEntry>,
     packs_since_index: usize,
-    written: IdSet,
+    /// Ids packed since the last index object (the index holds the earlier ones).
+    pending: IdSet,
+    /// Ids [`PackWriter::add_moved`] packed in this run.
+    moved: IdSet,
     hasher: blake3::Hasher,
     inflight: Option<InFlight>,
     /// A resumed volume whose earlier content is not yet in `hasher`.
@@ -112,7 +120,8 @@ impl PackWriter {
             in_buf: vec![],
             unindexed: vec![],
             packs_since_index: 0,
-            written: IdSet::default(),
+            pending: IdSet::default(),
+            moved: IdSet::default(),
             hasher: blake3::Hasher::new(),
             inflight: None,
             prefix_unhashed: false,
@@ -149,6 +158,7 @@ impl PackWriter {
     /// Whether an index object is due after a pack.
     fn index_due(&self) -> bool {
         self.packs_since_index >= self.index.packs
+            || self.unindexed.len() >= MAX_UNINDEXED
             || self.index.bytes.is_some_and(|b| self.bytes_since_index >= b)
             || self
                 .index
@@ -228,7 +238,7 @@ impl PackWriter {
 
     /// Adds a blob unless it was already stored; returns whether it was new.
     pub fn add(&mut self, blob: &EncodedBlob) -> Result<bool, RepoError> {
-        if self.repo.contains(&blob.id) || !self.written.insert(blob.id) {
+        if self.repo.contains(&blob.id) || !self.pending.insert(blob.id) {
             return Ok(false);
         }
         self.push(blob)?;
@@ -238,7 +248,7 @@ impl PackWriter {
     /// Adds a blob that the index already holds elsewhere (prune moves it); once indexed, the new entry
     /// wins (it lies at a larger volume and offset). Returns whether it was new in this run.
     pub fn add_moved(&mut self, blob: &EncodedBlob) -> Result<bool, RepoError> {
-        if !self.written.insert(blob.id) {
+        if !self.moved.insert(blob.id) {
             return Ok(false);
         }
         self.push(blob)?;
@@ -247,8 +257,11 @@ impl PackWriter {
 
     fn push(&mut self, blob: &EncodedBlob) -> Result<(), RepoError> {
         let len = blob.envelope.len() as u64;
-        // a pack never grows past pack_size (unless one blob alone is larger): its buffer is never reallocated
-        if !self.buf.is_empty() && self.buf.len() + blob.envelope.len() > self.pack_size {
+        // a pack never grows past pack_size (unless one blob alone is larger): its buffer is never reallocated;
+        // nor do more than MAX_UNINDEXED blobs wait for an index object
+        let full = self.buf.len() + blob.envelope.len() > self.pack_size
+            || self.in_buf.len() + self.unindexed.len() >= MAX_UNINDEXED;
+        if !self.buf.is_empty() && full {
             self.flush_pack()?;
             if self.index_due() {
                 self.flush_index()?;
@@ -357,6 +370,7 @@ impl PackWriter {
             .save_object("index", &encode_index(&ends, &self.unindexed))?;
         self.repo.add_index(&ends, &self.unindexed);
         self.unindexed.clear();
+        self.pending.clear();
         self.repo.flush_tree_cache();
         Ok(())
     }

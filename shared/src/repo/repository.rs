@@ -1,17 +1,18 @@
 //! Opening and creating a repository, reading and writing its objects and blobs.
 
+use super::blob_index::{Batch, BlobIndex};
 use super::format::{decode_index, Config, IndexEntry, KeyFile, Snapshot, BLOB_TREE, CONFIG_VERSION};
 use super::frame::{frame, unframe};
 use super::tree::Tree;
 use super::tree_cache::{TreeCache, TreeCacheStats};
-use super::{id_hex, volume_name, ChunkId, IdMap, RepoError};
+use super::{id_hex, volume_name, ChunkId, IdSet, RepoError};
 use crate::blob::{BlobError, BlobStore, Metadata};
 use crate::chunker::{Chunker, ChunkerParams};
 use crate::crypto::{self, KdfParams, MasterKey};
 #[cfg(test)]
 use crate::crypto::{MAX_KDF_MEMORY_KIB, MAX_KDF_PASSES};
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 const COMPRESS_NONE: u8 = 0;
 const COMPRESS_ZSTD: u8 = 1;
@@ -157,46 +158,13 @@ pub struct Repository {
     store: Arc<dyn BlobStore>,
     key: MasterKey,
     config: Config,
-    index: RwLock<IdMap<Loc>>,
+    index: RwLock<BlobIndex>,
+    /// Ids a backup's readers claimed for writing that the index does not hold yet ([`Repository::claim`]).
+    claimed: Mutex<IdSet>,
     volume_ends: RwLock<BTreeMap<u32, u64>>,
     pub(super) trees: Option<TreeCache>,
     /// The key object the passphrase opened.
     key_name: String,
-}
-
-/// Where a blob lies, held in the in-memory index without its id (the map's key): 24 bytes instead of the 56
-/// of an [`IndexEntry`], so a slot of the map is 56 bytes instead of 88 (the index is the part of a backup's
-/// memory that grows with the number of blobs).
-#[derive(Debug, Clone, Copy)]
-struct Loc {
-    offset: u64,
-    volume: u32,
-    len: u32,
-    raw_len: u32,
-    kind: u8,
-}
-
-impl Loc {
-    fn of(e: &IndexEntry) -> Loc {
-        Loc {
-            offset: e.offset,
-            volume: e.volume,
-            len: e.len,
-            raw_len: e.raw_len,
-            kind: e.kind,
-        }
-    }
-
-    fn entry(&self, id: &ChunkId) -> IndexEntry {
-        IndexEntry {
-            id: *id,
-            kind: self.kind,
-            volume: self.volume,
-            offset: self.offset,
-            len: self.len,
-            raw_len: self.raw_len,
-        }
-    }
 }
 
 /// The most key objects [`Repository::open`] tries: each one costs an Argon2 derivation.
@@ -239,7 +207,8 @@ impl Repository {
             store,
             key,
             config,
-            index: RwLock::new(IdMap::default()),
+            index: RwLock::new(BlobIndex::default()),
+            claimed: Mutex::new(IdSet::default()),
             volume_ends: RwLock::new(BTreeMap::new()),
             trees: None,
             key_name,
@@ -324,7 +293,8 @@ impl Repository {
             store,
             key,
             config,
-            index: RwLock::new(IdMap::default()),
+            index: RwLock::new(BlobIndex::default()),
+            claimed: Mutex::new(IdSet::default()),
             volume_ends: RwLock::new(BTreeMap::new()),
             trees: None,
             key_name,
@@ -335,7 +305,9 @@ impl Repository {
 
     /// Reads every index object into memory (and volume ends).
     pub fn load_index(&self) -> Result<usize, RepoError> {
-        let mut n = 0;
+        // one merge at the end instead of one per object (each costs a pass over the whole index), from
+        // entries gathered as 53-byte slots
+        let (mut n, mut all, mut all_ends) = (0, Batch::default(), Vec::new());
         for o in self.store.list("index/")? {
             let body = match self.read_object(&o.name) {
                 Err(RepoError::Incomplete { object }) => {
@@ -345,29 +317,26 @@ impl Repository {
                 r => r?,
             };
             let (ends, entries) = decode_index(&o.name, &body)?;
-            self.add_index(&ends, &entries);
+            all_ends.extend(ends);
+            all.extend(&entries);
             n += 1;
         }
+        self.index.write().expect("index lock").add_batch(all);
+        self.add_index(&all_ends, &[]);
         Ok(n)
     }
 
-    /// Adds entries (from an index object just written or read) to the in-memory index.
+    /// Adds entries (from an index object just written or read) to the in-memory index. Of two entries for
+    /// one id the one at the larger volume and offset wins (a prune's repacked copy).
     pub fn add_index(&self, ends: &[(u32, u64)], entries: &[IndexEntry]) {
-        let mut idx = self.index.write().expect("index lock");
-        for e in entries {
-            // two entries for one id exist only while a prune is replacing index objects: the copy it
-            // wrote later (repacked blobs are appended, so at a larger volume and offset) wins
-            match idx.entry(e.id) {
-                std::collections::hash_map::Entry::Occupied(mut o) => {
-                    if (e.volume, e.offset) > (o.get().volume, o.get().offset) {
-                        o.insert(Loc::of(e));
-                    }
-                }
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(Loc::of(e));
-                }
+        self.index.write().expect("index lock").add(entries);
+        let mut claimed = self.claimed.lock().expect("lock");
+        if !claimed.is_empty() {
+            for e in entries {
+                claimed.remove(&e.id);
             }
         }
+        drop(claimed);
         let mut ve = self.volume_ends.write().expect("lock");
         for (v, end) in ends {
             let cur = ve.entry(*v).or_insert(0);
@@ -412,6 +381,7 @@ impl Repository {
     /// Replaces the in-memory index (after prune rewrote the index objects).
     pub fn replace_index(&self, ends: &[(u32, u64)], entries: &[IndexEntry]) {
         self.index.write().expect("index lock").clear();
+        self.claimed.lock().expect("lock").clear();
         self.volume_ends.write().expect("lock").clear();
         self.add_index(ends, entries);
     }
@@ -433,19 +403,27 @@ impl Repository {
         )
     }
     pub fn contains(&self, id: &ChunkId) -> bool {
-        self.index.read().expect("lock").contains_key(id)
+        self.index.read().expect("lock").contains(id)
     }
     pub fn lookup(&self, id: &ChunkId) -> Option<IndexEntry> {
-        self.index.read().expect("lock").get(id).map(|l| l.entry(id))
+        self.index.read().expect("lock").get(id)
     }
-    /// All index entries (for check).
+    /// Claims `id` for writing in this run: true when the index does not hold it and no one claimed it
+    /// before (the caller then encodes and packs it), false otherwise. A claim ends when the blob's index
+    /// entry arrives ([`Repository::add_index`]), so the claims held are the blobs between the readers and
+    /// the next index object, not every blob of the run.
+    pub fn claim(&self, id: &ChunkId) -> bool {
+        let mut claimed = self.claimed.lock().expect("lock");
+        !self.contains(id) && claimed.insert(*id)
+    }
+    /// Blobs in the in-memory index and the bytes it holds for them.
+    pub fn index_size(&self) -> (usize, usize) {
+        let idx = self.index.read().expect("lock");
+        (idx.len(), idx.bytes())
+    }
+    /// All index entries, in id order (for check and prune).
     pub fn index_entries(&self) -> Vec<IndexEntry> {
-        self.index
-            .read()
-            .expect("lock")
-            .iter()
-            .map(|(id, l)| l.entry(id))
-            .collect()
+        self.index.read().expect("lock").entries().collect()
     }
     /// Logical end of each volume, as recorded in the index.
     pub fn volume_ends(&self) -> BTreeMap<u32, u64> {
@@ -764,20 +742,6 @@ mod tests {
             Repository::open(store, PASS),
             Err(RepoError::Damaged { .. })
         ));
-    }
-
-    #[test]
-    fn index_slots_hold_the_id_once() {
-        assert_eq!(std::mem::size_of::<(ChunkId, Loc)>(), 56);
-        let e = IndexEntry {
-            id: [7; 32],
-            kind: BLOB_TREE,
-            volume: 3,
-            offset: (5 << 32) + 9,
-            len: 4097,
-            raw_len: 123_456,
-        };
-        assert_eq!(Loc::of(&e).entry(&e.id), e);
     }
 
     #[test]
@@ -1104,5 +1068,41 @@ mod tests {
         drop(PackWriter::open(reopened, 4096, 100).unwrap());
         assert!(store.properties(&stray).is_err(), "{stray} was kept");
         assert_eq!(store.list("data/").unwrap().len(), ends.len());
+    }
+
+    #[test]
+    fn claims_end_when_indexed_and_many_small_blobs_get_index_objects_in_time() {
+        let store: Arc<dyn BlobStore> = Arc::new(MemoryStore::default());
+        let repo = Arc::new(Repository::init(store.clone(), PASS, &opts()).unwrap());
+        let x = repo.key().chunk_id(b"x");
+        assert!(repo.claim(&x));
+        assert!(!repo.claim(&x), "claimed twice");
+        // 16 MiB packs and an index object every 1000 packs: only the bound on waiting blobs writes one
+        let mut w = PackWriter::open(repo.clone(), 16 << 20, 1000).unwrap();
+        assert!(w.add(&blob(&repo, b"x")).unwrap());
+        w.flush_index().unwrap();
+        assert!(repo.contains(&x) && !repo.claim(&x));
+        assert!(repo.claimed.lock().unwrap().is_empty(), "the claim ended");
+        let n = crate::repo::pack::MAX_UNINDEXED + 10;
+        for i in 0..n as u64 {
+            let data = i.to_le_bytes();
+            assert!(repo.claim(&repo.key().chunk_id(&data)));
+            assert!(w.add(&blob(&repo, &data)).unwrap());
+        }
+        assert_eq!(
+            store.list("index/").unwrap().len(),
+            2,
+            "one index object for x, one at the bound"
+        );
+        assert_eq!(repo.index_size().0, crate::repo::pack::MAX_UNINDEXED + 1);
+        assert_eq!(
+            repo.claimed.lock().unwrap().len(),
+            10,
+            "claims of indexed blobs ended"
+        );
+        w.finish().unwrap();
+        let reopened = Repository::open(store, PASS).unwrap();
+        assert_eq!(reopened.index_size().0, n + 1);
+        assert!(reopened.contains(&repo.key().chunk_id(&7u64.to_le_bytes())));
     }
 }

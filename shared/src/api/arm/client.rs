@@ -518,10 +518,7 @@ pub struct BlockingArmClient {
 impl BlockingArmClient {
     /// Builds the client and its runtime.
     pub fn new(opts: ArmClientOptions) -> Result<Self, ArmError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| ArmError::Setup(format!("cannot start the I/O runtime: {e}")))?;
+        let rt = crate::net::blocking_runtime().map_err(ArmError::Setup)?;
         Ok(BlockingArmClient {
             rt,
             inner: ArmClient::new(opts)?,
@@ -601,10 +598,7 @@ mod tests {
             first_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(2),
         };
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = crate::net::blocking_runtime().unwrap();
         let result = rt.block_on(with_retry(policy, max_retry_after, ArmOperation::GetJob, || {
             let i = count.get();
             count.set(i + 1);
