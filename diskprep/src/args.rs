@@ -8,8 +8,19 @@ use std::ffi::OsString;
 /// Rewrites `s:X` to `--staging=X`, `p:X` to `--publish-settings=X` and a lone `u:` to the `ship` command
 /// (moved to the front, where clap expects a command). Everything else is passed through unchanged.
 pub fn normalize<I: IntoIterator<Item = OsString>>(args: I) -> Vec<OsString> {
-    let mut args = args.into_iter();
+    let mut args = args.into_iter().peekable();
     let program = args.next();
+    // WAImportExport's RepairImport: its own translator (crate::wai::repair_args).
+    if args
+        .peek()
+        .and_then(|a| a.to_str())
+        .is_some_and(crate::wai::repair_args::is_command)
+    {
+        args.next();
+        let mut out: Vec<OsString> = program.into_iter().collect();
+        out.extend(crate::wai::repair_args::translate(args));
+        return out;
+    }
     let mut ship = false;
     let mut rest = Vec::new();
     for a in args {
@@ -55,6 +66,14 @@ mod tests {
         assert_eq!(
             n(&["dp", "u:", "s:/st", "p:/p"]),
             ["dp", "ship", "--staging=/st", "--publish-settings=/p"]
+        );
+    }
+
+    #[test]
+    fn repairimport_goes_to_its_translator() {
+        assert_eq!(
+            n(&["dp", "RepairImport", "/r:x.rep", "-v"]),
+            ["dp", "repairimport", "--repair-file=x.rep", "-v"]
         );
     }
 

@@ -19,6 +19,7 @@ pub mod args;
 pub mod job;
 pub mod prep;
 pub mod report;
+pub mod wai;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use job::cmd as jobcmd;
@@ -307,6 +308,10 @@ pub enum Command {
         #[arg(short, long)]
         yes: bool,
     },
+    /// WAImportExport's RepairImport: after an import, send again only the ranges the drive's copy log
+    /// reports damaged or missing, from the original files, each checked against the manifest's MD5.
+    #[command(name = "repairimport")]
+    Repairimport(Box<wai::repair::RepairImportArgs>),
 }
 
 impl Cli {
@@ -368,6 +373,7 @@ pub fn run(cli: Cli, cancel: &AtomicBool) -> anyhow::Result<Exit> {
             jobcmd::ship_cmd(&a.job, answers, a.yes)
         }
         Some(Command::DeleteJob { job, yes }) => jobcmd::delete_cmd(&job, yes),
+        Some(Command::Repairimport(a)) => wai::repair::run(&a, cancel),
         None => {
             let opts = prep_options(&cli.prep)?;
             prepare_cmd(opts, &cli.prep, cancel)
