@@ -310,7 +310,7 @@ pub enum Command {
     },
     /// WAImportExport's RepairImport: after an import, send again only the ranges the drive's copy log
     /// reports damaged or missing, from the original files, each checked against the manifest's MD5.
-    #[command(name = "repairimport")]
+    #[command(name = "repairimport", after_help = wai::repair::AFTER_HELP)]
     Repairimport(Box<wai::repair::RepairImportArgs>),
 }
 

@@ -55,7 +55,9 @@ pub enum RepairError {
         found: u64,
         expected: u64,
     },
-    #[error("interrupted after {sent} range(s); run again to resume (the repair file records what was sent)")]
+    #[error(
+        "interrupted after {sent} range(s); run again to resume (the repair file records what was sent)"
+    )]
     Interrupted { sent: usize },
 }
 
@@ -197,7 +199,10 @@ pub fn damage(log: &DriveLog, manifest: &Manifest) -> (Vec<Damage>, Vec<String>)
 fn blob_damage(drive: &str, b: &LogBlob, manifest: &Manifest) -> Result<Option<Damage>, String> {
     let path = &b.blob_path;
     if let Some(d) = &b.disposition {
-        if matches!(d.status, DispositionStatus::Skipped | DispositionStatus::Cancelled) {
+        if matches!(
+            d.status,
+            DispositionStatus::Skipped | DispositionStatus::Cancelled
+        ) {
             return Err(format!(
                 "blob {path} (copy log of drive {drive}): the data centre did not write it (import disposition \
                  {} {}): a repair would write into a blob the import did not create; not repaired",
@@ -303,9 +308,13 @@ pub fn check(items: &[Damage], source: &dyn RepairSource) -> Vec<String> {
 fn read_checked(d: &Damage, f: &Fix, source: &dyn RepairSource, buf: &mut Vec<u8>) -> Result<(), String> {
     buf.resize(f.length as usize, 0);
     let range = format!("range {}..{}", f.offset, f.offset + f.length);
-    source
-        .read_at(d, f.offset, buf)
-        .map_err(|e| format!("object {}: {range} cannot be read from {}: {e}", d.name, source.describe(d)))?;
+    source.read_at(d, f.offset, buf).map_err(|e| {
+        format!(
+            "object {}: {range} cannot be read from {}: {e}",
+            d.name,
+            source.describe(d)
+        )
+    })?;
     let got = Md5Hash::of(buf);
     if got != f.md5 {
         return Err(format!(
@@ -546,7 +555,10 @@ mod tests {
         let bytes = data(4 * M);
         let l = log(
             &bytes,
-            &[(M, RangeStatus::Corrupted), (3 * M, RangeStatus::FileUnexpectedEnd)],
+            &[
+                (M, RangeStatus::Corrupted),
+                (3 * M, RangeStatus::FileUnexpectedEnd),
+            ],
         );
         let (items, problems) = damage(&l, &manifest(&bytes));
         assert!(problems.is_empty(), "{problems:?}");
@@ -557,31 +569,47 @@ mod tests {
         );
         assert!(check(&items, &Bytes(bytes.clone())).is_empty());
 
-        let store = Arc::new(MemoryStore::new());
+        let store = Arc::new(MemoryStore::default());
         store.create("data/00000000", 4 * M, &Metadata::new()).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let rep = dir.path().join("r.rep");
-        let open = |_: &str| -> Result<Arc<dyn BlobStore>, String> { Ok(store.clone()) };
+        let open =
+            |_: &str| -> Result<Arc<dyn BlobStore>, String> { Ok(store.clone() as Arc<dyn BlobStore>) };
         let cancel = AtomicBool::new(false);
         // the first run stops after one range (as if killed)
         let mut file = RepairFile::open(&rep).unwrap();
-        let e = send(&items, &Bytes(bytes.clone()), &open, &mut file, &cancel, &mut |_, _, _| {
-            cancel.store(true, Ordering::Relaxed)
-        })
+        let e = send(
+            &items,
+            &Bytes(bytes.clone()),
+            &open,
+            &mut file,
+            &cancel,
+            &mut |_, _, _| cancel.store(true, Ordering::Relaxed),
+        )
         .unwrap_err();
         assert!(matches!(e, RepairError::Interrupted { sent: 1 }), "{e}");
         drop(file);
         cancel.store(false, Ordering::Relaxed);
         let mut file = RepairFile::open(&rep).unwrap();
         assert_eq!(file.recorded(), 1);
-        let s = send(&items, &Bytes(bytes.clone()), &open, &mut file, &cancel, &mut |_, _, _| {})
-            .unwrap();
+        let s = send(
+            &items,
+            &Bytes(bytes.clone()),
+            &open,
+            &mut file,
+            &cancel,
+            &mut |_, _, _| {},
+        )
+        .unwrap();
         assert_eq!((s.ranges, s.bytes, s.resumed), (1, M, 1));
         let mut got = vec![0u8; 4 * M as usize];
         store.read_at("data/00000000", 0, &mut got).unwrap();
         assert_eq!(got[M as usize..2 * M as usize], bytes[M as usize..2 * M as usize]);
         assert_eq!(got[3 * M as usize..], bytes[3 * M as usize..]);
-        assert!(got[..M as usize].iter().all(|&b| b == 0), "a good range is not sent");
+        assert!(
+            got[..M as usize].iter().all(|&b| b == 0),
+            "a good range is not sent"
+        );
     }
 
     #[test]
@@ -603,7 +631,10 @@ mod tests {
         );
         let other = data(2 * M).into_iter().map(|b| b ^ 1).collect::<Vec<_>>();
         let (_, p) = damage(&l, &manifest(&other));
-        assert!(p.len() == 1 && p[0].contains("differs from the manifest"), "{p:?}");
+        assert!(
+            p.len() == 1 && p[0].contains("differs from the manifest"),
+            "{p:?}"
+        );
     }
 
     #[test]
@@ -613,12 +644,21 @@ mod tests {
         let (mut j, _) = Journal::open(&path).unwrap();
         let h = Md5Hash::of(b"x");
         let seg = |blob: &str, s: u64, e: u64, zero: u8| format!("{blob}\t{s}\t{e}\t{h}\t{:032x}\t{zero}", 7);
-        j.append(&JournalRecord::new(CHECKPOINT).with("TarOffset", "1").with("Segments", seg("old", 0, 512, 0)))
+        j.append(
+            &JournalRecord::new(CHECKPOINT)
+                .with("TarOffset", "1")
+                .with("Segments", seg("old", 0, 512, 0)),
+        )
+        .unwrap();
+        j.append(&JournalRecord::new(RESTART).with("DriveId", "D1"))
             .unwrap();
-        j.append(&JournalRecord::new(RESTART).with("DriveId", "D1")).unwrap();
         let two = format!("{}\n{}", seg("data/1", 0, 4096, 0), seg("data/1", 4096, 8192, 1));
-        j.append(&JournalRecord::new(CHECKPOINT).with("TarOffset", "2").with("Segments", two))
-            .unwrap();
+        j.append(
+            &JournalRecord::new(CHECKPOINT)
+                .with("TarOffset", "2")
+                .with("Segments", two),
+        )
+        .unwrap();
         drop(j);
         let m = Manifest::from_journal(&path).unwrap();
         assert!(m.ranges("old").is_none(), "voided by the restart");

@@ -889,7 +889,10 @@ fn damaged_import(w: &World, job: &str, container: &str) -> (Seed, String, Drive
         .unwrap();
     use std::os::unix::fs::FileExt;
     // payload 1 MiB and 6 MiB in: the first volume's first and second segment
-    for at in [DATA_OFFSET + MIB as u64 + 1000, DATA_OFFSET + 6 * MIB as u64 + 1000] {
+    for at in [
+        DATA_OFFSET + MIB as u64 + 1000,
+        DATA_OFFSET + 6 * MIB as u64 + 1000,
+    ] {
         let mut b = [0u8; 16];
         img.read_exact_at(&mut b, at).unwrap();
         b.iter_mut().for_each(|x| *x ^= 0xff);
@@ -922,7 +925,11 @@ fn damaged_import(w: &World, job: &str, container: &str) -> (Seed, String, Drive
 
 /// Bytes of the ranges a copy log reports not written.
 fn damaged_bytes(log: &DriveLog) -> u64 {
-    log.blobs.iter().flat_map(|b| b.failed_ranges()).map(|r| r.length).sum()
+    log.blobs
+        .iter()
+        .flat_map(|b| b.failed_ranges())
+        .map(|r| r.length)
+        .sum()
 }
 
 /// After repair: completion (every damaged object's BLAKE3 compared), the first incremental, a restore that
@@ -956,7 +963,10 @@ fn completes_and_restores(w: &World, seed: &Seed, extra: &[&str]) -> String {
 /// `seedship-diskprep RepairImport` with WAImportExport's spellings.
 fn repairimport(w: &World, args: &[String], env: &[(&str, &str)]) -> Output {
     let mut c = Command::new(cargo_bin("seedship-diskprep"));
-    w.env(&mut c).env_remove("SEEDSHIP_TEST_KILL_AT").arg("RepairImport").args(args);
+    w.env(&mut c)
+        .env_remove("SEEDSHIP_TEST_KILL_AT")
+        .arg("RepairImport")
+        .args(args);
     for (k, v) in env {
         c.env(k, v);
     }
@@ -973,7 +983,7 @@ fn json_of(o: &Output) -> serde_json::Value {
 #[test]
 fn repairimport_sends_only_the_damaged_ranges_and_resumes() {
     let w = World::start();
-    let (seed, drive, log) = damaged_import(&w, "rijob", "ri");
+    let (seed, drive, log) = damaged_import(&w, "rijob", "rim");
     let damaged = damaged_bytes(&log);
     let work = seed.dir.join("repair");
     std::fs::create_dir_all(&work).unwrap();
@@ -1004,8 +1014,8 @@ fn repairimport_sends_only_the_damaged_ranges_and_resumes() {
         v.extend(extra.iter().map(|x| x.to_string()));
         v
     };
-    let import = w.store("ri");
-    let name = log.blobs.iter().find(|b| !b.is_clean()).unwrap().blob_path["ri/".len()..].to_owned();
+    let import = w.store("rim");
+    let name = log.blobs.iter().find(|b| !b.is_clean()).unwrap().blob_path["rim/".len()..].to_owned();
     let imported = |store: &AzureStore| {
         let mut b = vec![0u8; store.properties(&name).unwrap().len as usize];
         store.read_at(&name, 0, &mut b).unwrap();
@@ -1017,7 +1027,7 @@ fn repairimport_sends_only_the_damaged_ranges_and_resumes() {
     let mut foreign = log.clone();
     for b in &mut foreign.blobs {
         if !b.is_clean() {
-            b.blob_path = "ri/data/99999999".into();
+            b.blob_path = "rim/data/99999999".into();
         }
     }
     let foreign_file = work.join("foreign.xml");
@@ -1026,7 +1036,7 @@ fn repairimport_sends_only_the_damaged_ranges_and_resumes() {
     println!("--- repairimport with a foreign blob:\n{}", text(&o));
     assert_eq!(code(&o), 1, "{}", text(&o));
     assert!(
-        text(&o).contains("names blob ri/data/99999999, which is not in the manifest"),
+        text(&o).contains("names blob rim/data/99999999, which is not in the manifest"),
         "{}",
         text(&o)
     );
@@ -1036,7 +1046,13 @@ fn repairimport_sends_only_the_damaged_ranges_and_resumes() {
     let changed = work.join("changed");
     std::fs::create_dir_all(changed.join("data")).unwrap();
     let mut bytes = std::fs::read(seed.blobs().join(&name)).unwrap();
-    let first = log.blobs.iter().flat_map(|b| b.failed_ranges()).next().unwrap().offset as usize;
+    let first = log
+        .blobs
+        .iter()
+        .flat_map(|b| b.failed_ranges())
+        .next()
+        .unwrap()
+        .offset as usize;
     bytes[first + 10] ^= 1;
     std::fs::write(changed.join(&name), &bytes).unwrap();
     let journal = seed.staging.join("rijob/diskprep").join(format!("{drive}.jrn"));
@@ -1075,8 +1091,18 @@ fn repairimport_sends_only_the_damaged_ranges_and_resumes() {
     println!("--- repairimport after a kill:\n{out}");
     assert!(o.status.success(), "{out}");
     let doc = json_of(&o);
-    assert_eq!((doc["ranges_sent"].as_u64(), doc["ranges_resumed"].as_u64()), (Some(1), Some(1)), "{doc}");
-    let second = log.blobs.iter().flat_map(|b| b.failed_ranges()).nth(1).unwrap().length;
+    assert_eq!(
+        (doc["ranges_sent"].as_u64(), doc["ranges_resumed"].as_u64()),
+        (Some(1), Some(1)),
+        "{doc}"
+    );
+    let second = log
+        .blobs
+        .iter()
+        .flat_map(|b| b.failed_ranges())
+        .nth(1)
+        .unwrap()
+        .length;
     let sent = doc["bytes_sent"].as_u64().unwrap();
     println!("repairimport: damaged {damaged} bytes, the resumed run sent {sent} bytes");
     assert!(
@@ -1086,7 +1112,10 @@ fn repairimport_sends_only_the_damaged_ranges_and_resumes() {
     assert!(imported(&import) == std::fs::read(seed.blobs().join(&name)).unwrap());
 
     let out = completes_and_restores(&w, &seed, &[]);
-    assert!(out.contains(&format!("note: {name}: range ")) && out.contains("accepted"), "{out}");
+    assert!(
+        out.contains(&format!("note: {name}: range ")) && out.contains("accepted"),
+        "{out}"
+    );
 }
 
 /// Issue 19: `backup --repair-from-staging` refuses staging changed since the drives (nothing sent), then
@@ -1094,9 +1123,9 @@ fn repairimport_sends_only_the_damaged_ranges_and_resumes() {
 #[test]
 fn repair_from_staging_sends_only_the_damaged_ranges_then_completes() {
     let w = World::start();
-    let (seed, _drive, log) = damaged_import(&w, "rsjob", "rs");
+    let (seed, _drive, log) = damaged_import(&w, "rsjob", "rsm");
     let damaged = damaged_bytes(&log);
-    let name = log.blobs.iter().find(|b| !b.is_clean()).unwrap().blob_path["rs/".len()..].to_owned();
+    let name = log.blobs.iter().find(|b| !b.is_clean()).unwrap().blob_path["rsm/".len()..].to_owned();
     let staged = seed.blobs().join(&name);
     let good = std::fs::read(&staged).unwrap();
     let mut bad = good.clone();
@@ -1112,7 +1141,7 @@ fn repair_from_staging_sends_only_the_damaged_ranges_then_completes() {
     );
     assert!(out.contains("sent nothing"), "{out}");
     assert_eq!(seed.policy()["mode"], "offline");
-    assert!(container_missing(&w.store("rs-vault")), "nothing may be copied");
+    assert!(container_missing(&w.store("rsm-vault")), "nothing may be copied");
     std::fs::write(&staged, &good).unwrap();
 
     let out = completes_and_restores(&w, &seed, &["--repair-from-staging"]);
@@ -1129,5 +1158,8 @@ fn repair_from_staging_sends_only_the_damaged_ranges_then_completes() {
         .unwrap_or_else(|| panic!("no byte count: {line}"));
     println!("--repair-from-staging: damaged {damaged} bytes, sent {sent} bytes");
     assert!(sent >= damaged && sent <= damaged + 4 * MIB as u64, "{line}");
-    assert!(out.contains("every byte compared with the staged BLAKE3"), "{out}");
+    assert!(
+        out.contains("every byte compared with the staged BLAKE3"),
+        "{out}"
+    );
 }

@@ -123,7 +123,10 @@ fn damaged(
         let log = match fetch_log(plan, stores, uri) {
             Ok(l) => l,
             Err(e) => {
-                problems.push(format!("cannot read the copy log of drive {} ({uri}): {e}", d.drive_id));
+                problems.push(format!(
+                    "cannot read the copy log of drive {} ({uri}): {e}",
+                    d.drive_id
+                ));
                 continue;
             }
         };
@@ -166,7 +169,9 @@ fn damaged(
     // the staged copy must still be the one the drives were made from
     let mut seen = HashSet::new();
     for item in &items {
-        let Some(b) = staged.get(item.manifest_name.as_str()) else { continue };
+        let Some(b) = staged.get(item.manifest_name.as_str()) else {
+            continue;
+        };
         if !seen.insert(b.name.clone()) {
             continue;
         }

@@ -9,11 +9,11 @@
 //! sent. Then each range is sent and recorded in the repair file (`/r:`), so a rerun after a kill or Ctrl-C
 //! resumes; the bytes sent are reported.
 
-use crate::Exit;
 use anyhow::{bail, Context};
 use seedship_shared::blob::{
     AzureOptions, AzureStore, BlobStore, Credential, Meter, MeteredStore, RetryPolicy, RetryStore,
 };
+use seedship_shared::exit::Exit;
 use seedship_shared::manifest::copylog::DriveLog;
 use seedship_shared::repair::{self, Damage, Manifest, RepairError, RepairFile, RepairSource};
 use std::collections::HashMap;
@@ -27,6 +27,18 @@ const MAX_LOG_LEN: u64 = 64 << 20;
 /// Test hook: `SEEDSHIP_TEST_KILL_AT=repair-range-N` kills the process with SIGKILL once N ranges were sent
 /// and recorded (the resume test uses it).
 const KILL_AT_ENV: &str = "SEEDSHIP_TEST_KILL_AT";
+
+/// Examples and exit codes for `repairimport --help`.
+pub const AFTER_HELP: &str = "\
+WAImportExport's spellings work as documented (Linux paths):
+  seedship-diskprep RepairImport /r:/srv/repair/D1.rep /d:/srv/staging/job1/blobs /sn:myaccount \\
+      /sk:@/root/storage.key /CopyLogFile:/srv/repair/job1_D1_20261203-101500_error.xml
+/d: takes several folders separated by ';'. /sk:KEY and /csas:SAS work too but put the secret on the
+command line, readable by every user: prefer /sk:@FILE, /csas:@FILE or SEEDSHIP_STORAGE_KEY.
+Check first without sending anything: add --dry-run. A rerun resumes from the repair file (/r:).
+
+Exit codes: 0 repaired, 1 refused or failed (nothing sent when refused), 130 interrupted (run again to
+resume). See docs/waimportexport.md.";
 
 /// Options of `repairimport` (WAImportExport's spellings in brackets; docs/waimportexport.md).
 #[derive(Debug, clap::Args)]
@@ -160,13 +172,22 @@ impl<E: std::fmt::Display> From<E> for Refused {
 
 /// Reads the copy log and the manifest, finds the files and checks every range.
 fn plan(a: &RepairImportArgs, report: &mut RepairReport) -> Result<RepairPlan, Refused> {
-    let need = |what: &str| Refused(vec![format!("give {what}; see seedship-diskprep repairimport --help")]);
-    let log_path = a.copy_log.as_ref().ok_or_else(|| need("the copy log with /CopyLogFile:FILE (--copy-log)"))?;
+    let need = |what: &str| {
+        Refused(vec![format!(
+            "give {what}; see seedship-diskprep repairimport --help"
+        )])
+    };
+    let log_path = a
+        .copy_log
+        .as_ref()
+        .ok_or_else(|| need("the copy log with /CopyLogFile:FILE (--copy-log)"))?;
     if a.repair_file.is_none() && !a.dry_run {
         return Err(need("the repair file with /r:FILE (--repair-file)"));
     }
     if a.source_dirs.is_empty() {
-        return Err(need("the folders holding the original files with /d:DIR (--source-dir)"));
+        return Err(need(
+            "the folders holding the original files with /d:DIR (--source-dir)",
+        ));
     }
     let log = read_log(log_path)?;
     report.drive = log.drive_id.clone();
@@ -191,9 +212,13 @@ fn read_log(path: &Path) -> Result<DriveLog, String> {
         .map_err(|e| format!("cannot read the copy log {}: {e}", path.display()))?
         .len();
     if len > MAX_LOG_LEN {
-        return Err(format!("the copy log {} is {len} bytes, more than a copy log can be", path.display()));
+        return Err(format!(
+            "the copy log {} is {len} bytes, more than a copy log can be",
+            path.display()
+        ));
     }
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read the copy log {}: {e}", path.display()))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| format!("cannot read the copy log {}: {e}", path.display()))?;
     DriveLog::parse(&bytes).map_err(|e| format!("{} is not a copy log: {e}", path.display()))
 }
 
@@ -203,7 +228,9 @@ fn manifest(a: &RepairImportArgs, drive: &str) -> Result<Manifest, String> {
     let found: Vec<PathBuf> = if a.journals.is_empty() {
         let mut near = Vec::new();
         for d in &a.source_dirs {
-            near.push(d.join("..").join("diskprep").join(&file));
+            if let Some(parent) = d.canonicalize().ok().as_deref().and_then(Path::parent) {
+                near.push(parent.join("diskprep").join(&file));
+            }
             near.push(d.join("diskprep").join(&file));
             if let Ok(entries) = std::fs::read_dir(d) {
                 near.extend(entries.flatten().map(|e| e.path().join("diskprep").join(&file)));
@@ -271,7 +298,11 @@ impl FileSource {
                 0 => format!("{f}: no such file in the source folders (/d:)"),
                 _ => format!(
                     "{f}: ambiguous, found as {}",
-                    found.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(" and ")
+                    found
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(" and ")
                 ),
             })
             .collect();
@@ -303,7 +334,11 @@ fn candidates(dirs: &[PathBuf], d: &Damage) -> Vec<PathBuf> {
             dir.join("blobs").join(&d.manifest_name),
         ];
         if let Ok(entries) = std::fs::read_dir(dir) {
-            tries.extend(entries.flatten().map(|e| e.path().join("blobs").join(&d.manifest_name)));
+            tries.extend(
+                entries
+                    .flatten()
+                    .map(|e| e.path().join("blobs").join(&d.manifest_name)),
+            );
         }
         for t in tries.into_iter().filter(|t| t.is_file()) {
             let real = t.canonicalize().unwrap_or(t);
@@ -321,7 +356,10 @@ fn read_path_map(path: &Path) -> Result<HashMap<String, PathBuf>, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read the path map file {}: {e}", path.display()))?;
     let mut map = HashMap::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
+    for line in text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+    {
         if let Some((from, to)) = line.split_once('\t') {
             let to = to.trim();
             if !to.is_empty() {
@@ -406,7 +444,14 @@ fn execute(
             }
         }
     };
-    let result = repair::send(&plan.items, &plan.sources, &open, &mut file, cancel, &mut progress);
+    let result = repair::send(
+        &plan.items,
+        &plan.sources,
+        &open,
+        &mut file,
+        cancel,
+        &mut progress,
+    );
     report.bytes_sent = meter.stats().bytes_sent;
     match result {
         Ok(sent) => {
@@ -451,7 +496,9 @@ fn credential(a: &RepairImportArgs, account: &str) -> anyhow::Result<Credential>
         );
     };
     if let Some(f) = &a.storage_account_key_file {
-        return Ok(Credential::SharedKey(from_file(f, "storage account key")?.to_string()));
+        return Ok(Credential::SharedKey(
+            from_file(f, "storage account key")?.to_string(),
+        ));
     }
     if let Some(k) = &a.storage_account_key {
         warn("/sk:", "storage account key", "SEEDSHIP_STORAGE_KEY");

@@ -141,7 +141,14 @@ mod tests {
     #[test]
     fn names_any_case_values_after_a_space_and_paths_pass() {
         assert_eq!(
-            t(&["/R:", "x.rep", "/PATHMAPFILE:m.txt", "/csas:sv=1&sig=2", "--dry-run", "/srv/x"]),
+            t(&[
+                "/R:",
+                "x.rep",
+                "/PATHMAPFILE:m.txt",
+                "/csas:sv=1&sig=2",
+                "--dry-run",
+                "/srv/x"
+            ]),
             [
                 "repairimport",
                 "--repair-file=x.rep",
@@ -164,7 +171,10 @@ mod tests {
             ("/r:", "/r: needs a value"),
         ] {
             let v = t(&[arg]);
-            assert!(v[1].starts_with("--wai-error=") && v[1].contains(says), "{arg}: {v:?}");
+            assert!(
+                v[1].starts_with("--wai-error=") && v[1].contains(says),
+                "{arg}: {v:?}"
+            );
         }
     }
 
