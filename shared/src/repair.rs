@@ -43,7 +43,7 @@ pub enum RepairError {
         container: String,
         name: String,
         #[source]
-        source: BlobError,
+        source: Box<BlobError>,
     },
     #[error(
         "{name} in container {container} is {found} bytes, but the copy log says the blob is {expected}: not \
@@ -445,7 +445,7 @@ pub fn send(
                 .map_err(|source| RepairError::Store {
                     container: d.container.clone(),
                     name: d.name.clone(),
-                    source,
+                    source: Box::new(source),
                 })?;
             file.record(d, f)?;
             sent.ranges += 1;
@@ -463,7 +463,7 @@ fn target_ready(store: &dyn BlobStore, d: &Damage) -> Result<(), RepairError> {
     let err = |source| RepairError::Store {
         container: d.container.clone(),
         name: d.name.clone(),
-        source,
+        source: Box::new(source),
     };
     match store.properties(&d.name) {
         Ok(p) if p.len == d.length => Ok(()),
