@@ -1072,6 +1072,32 @@ fn repairimport_sends_only_the_damaged_ranges_and_resumes() {
     assert!(imported(&import) == before, "nothing may be sent");
     assert!(!rep.exists(), "no repair file before anything is sent");
 
+    // The blob's file in two source folders: ambiguous, so the path map file lists it; filled in, the run
+    // goes on (a dry run here).
+    let twin = work.join("twin");
+    std::fs::create_dir_all(twin.join("data")).unwrap();
+    std::fs::copy(seed.blobs().join(&name), twin.join(&name)).unwrap();
+    let dirs = format!("{};{}", seed.blobs().display(), twin.display());
+    let o = repairimport(&w, &args(&log_file, &dirs, &["--dry-run"]), &[]);
+    assert_eq!(code(&o), 1, "{}", text(&o));
+    assert!(
+        text(&o).contains("ambiguous") && text(&o).contains("/PathMapFile:"),
+        "{}",
+        text(&o)
+    );
+    let map_file = PathBuf::from(format!("{}_pathmap.txt", rep.display()));
+    let listed = std::fs::read_to_string(&map_file).unwrap();
+    let file_path = listed.lines().next().unwrap().trim_end_matches('\t').to_owned();
+    assert!(file_path.ends_with(&name.replace('/', "\\")), "{listed}");
+    std::fs::write(
+        &map_file,
+        format!("{file_path}\t{}\n", twin.join(&name).display()),
+    )
+    .unwrap();
+    let map_arg = format!("/PathMapFile:{}", map_file.display());
+    let o = repairimport(&w, &args(&log_file, &dirs, &["--dry-run", &map_arg]), &[]);
+    assert!(o.status.success(), "{}", text(&o));
+
     // The dry run checks everything and sends nothing.
     let o = repairimport(&w, &args(&log_file, s(&seed.blobs()), &["--dry-run"]), &[]);
     assert!(o.status.success(), "{}", text(&o));
@@ -1086,10 +1112,18 @@ fn repairimport_sends_only_the_damaged_ranges_and_resumes() {
         &[("SEEDSHIP_TEST_KILL_AT", "repair-range-1")],
     );
     assert_eq!(o.status.code(), None, "killed: {}", text(&o));
-    let o = repairimport(&w, &args(&log_file, s(&seed.blobs()), &[]), &[]);
+    // the key itself this time: accepted, with a warning saying how to pass it safely
+    let mut again = args(&log_file, s(&seed.blobs()), &[]);
+    again[3] = format!("/sk:{AZURITE_KEY}");
+    let o = repairimport(&w, &again, &[]);
     let out = text(&o);
     println!("--- repairimport after a kill:\n{out}");
     assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("warning: /sk: put the storage account key on the command line")
+            && out.contains("/sk:@FILE"),
+        "{out}"
+    );
     let doc = json_of(&o);
     assert_eq!(
         (doc["ranges_sent"].as_u64(), doc["ranges_resumed"].as_u64()),
