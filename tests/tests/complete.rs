@@ -12,7 +12,7 @@
 use seedship_e2e::testkit::{cargo_bin, run_python, Azurite, AZURITE_ACCOUNT, AZURITE_KEY};
 use seedship_e2e::{noise, output, recovery_keys, text};
 use seedship_shared::blob::{AzureOptions, AzureStore, BlobError, BlobStore, Credential};
-use seedship_shared::manifest::copylog::{DriveLog, RangeStatus};
+use seedship_shared::manifest::copylog::{DriveLog, DriveStatus, RangeStatus};
 use seedship_shared::publish_settings::PublishSettings;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -1097,6 +1097,21 @@ fn repairimport_sends_only_the_damaged_ranges_and_resumes() {
     let map_arg = format!("/PathMapFile:{}", map_file.display());
     let o = repairimport(&w, &args(&log_file, &dirs, &["--dry-run", &map_arg]), &[]);
     assert!(o.status.success(), "{}", text(&o));
+
+    // A clean copy log: nothing to send.
+    let clean = work.join("clean.xml");
+    std::fs::write(
+        &clean,
+        DriveLog::new(&drive, DriveStatus::Completed).to_xml().unwrap(),
+    )
+    .unwrap();
+    let o = repairimport(&w, &args(&clean, s(&seed.blobs()), &[]), &[]);
+    assert!(
+        o.status.success() && text(&o).contains("nothing to send"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(json_of(&o)["bytes_sent"], 0);
 
     // The dry run checks everything and sends nothing.
     let o = repairimport(&w, &args(&log_file, s(&seed.blobs()), &["--dry-run"]), &[]);

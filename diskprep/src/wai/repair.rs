@@ -133,6 +133,14 @@ pub fn run(a: &RepairImportArgs, cancel: &AtomicBool) -> anyhow::Result<Exit> {
         ..Default::default()
     };
     let exit = match plan(a, &mut report) {
+        Ok(plan) if plan.items.is_empty() => {
+            println!(
+                "the copy log of drive {} reports no damaged or missing range: nothing to send",
+                plan.log.drive_id
+            );
+            report.ok = true;
+            Exit::Success
+        }
         Ok(plan) if a.dry_run => {
             println!(
                 "dry run: {} range(s) ({}) of {} object(s) would be sent; every one matches the manifest's \
