@@ -10,15 +10,17 @@ use std::ffi::OsString;
 pub fn normalize<I: IntoIterator<Item = OsString>>(args: I) -> Vec<OsString> {
     let mut args = args.into_iter().peekable();
     let program = args.next();
-    // WAImportExport's PrepImport: its own translator (crate::wai::prep_args).
-    if args
-        .peek()
-        .and_then(|a| a.to_str())
-        .is_some_and(crate::wai::prep_args::is_command)
-    {
+    // WAImportExport's PrepImport and RepairImport: their own translators (crate::wai).
+    type Translator = fn(&mut dyn Iterator<Item = OsString>) -> Vec<OsString>;
+    let wai: Option<Translator> = match args.peek().and_then(|a| a.to_str()) {
+        Some(w) if crate::wai::prep_args::is_command(w) => Some(|a| crate::wai::prep_args::translate(a)),
+        Some(w) if crate::wai::repair_args::is_command(w) => Some(|a| crate::wai::repair_args::translate(a)),
+        _ => None,
+    };
+    if let Some(translate) = wai {
         args.next();
         let mut out: Vec<OsString> = program.into_iter().collect();
-        out.extend(crate::wai::prep_args::translate(args));
+        out.extend(translate(&mut args));
         return out;
     }
     let mut ship = false;
@@ -66,6 +68,14 @@ mod tests {
         assert_eq!(
             n(&["dp", "u:", "s:/st", "p:/p"]),
             ["dp", "ship", "--staging=/st", "--publish-settings=/p"]
+        );
+    }
+
+    #[test]
+    fn repairimport_goes_to_its_translator() {
+        assert_eq!(
+            n(&["dp", "RepairImport", "/r:x.rep", "-v"]),
+            ["dp", "repairimport", "--repair-file=x.rep", "-v"]
         );
     }
 

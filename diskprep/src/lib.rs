@@ -298,6 +298,10 @@ pub enum Command {
     /// Create the import job from drive journals written by prepimport (as the portal does from uploaded
     /// journal files) and print where to ship the drives.
     CreateJob(Box<job::from_journals::CreateJobArgs>),
+    /// WAImportExport's RepairImport: after an import, send again only the ranges the drive's copy log
+    /// reports damaged or missing, from the original files, each checked against the manifest's MD5.
+    #[command(name = "repairimport", after_help = wai::repair::AFTER_HELP)]
+    Repairimport(Box<wai::repair::RepairImportArgs>),
 }
 
 impl Cli {
@@ -378,6 +382,7 @@ pub fn run(cli: Cli, cancel: &AtomicBool) -> anyhow::Result<Exit> {
         Some(Command::DeleteJob { job, yes }) => jobcmd::delete_cmd(&job.target()?, yes),
         Some(Command::Prepimport(a)) => wai::prepimport::run(*a, cancel),
         Some(Command::CreateJob(a)) => job::from_journals::run(*a),
+        Some(Command::Repairimport(a)) => wai::repair::run(&a, cancel),
         None => {
             let opts = prep_options(&cli.prep)?;
             prepare_cmd(opts, &cli.prep, cancel)

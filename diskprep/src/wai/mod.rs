@@ -6,12 +6,16 @@
 //! them); [`prep_args`] turns a PrepImport command line into ordinary options before clap sees it, as
 //! [`crate::args`] does for `s:`/`p:`/`u:`; [`journal`] is the drive's record (the `/j:` file); [`prepimport`]
 //! is the command and its flow, over `drive` (probing, formatting or unlocking the target) and `session`
-//! (planning, copying, the manifest, aborting). docs/waimportexport.md lists every flag and what it maps to.
+//! (planning, copying, the manifest, aborting); [`repair_args`] and [`repair`] are RepairImport's translator
+//! and command (after an import, the damaged ranges again). docs/waimportexport.md lists every flag and what
+//! it maps to.
 
 mod drive;
 pub mod journal;
 pub mod prep_args;
 pub mod prepimport;
+pub mod repair;
+pub mod repair_args;
 mod request;
 mod session;
 pub mod source;
