@@ -45,7 +45,7 @@ fn job_created_shipped_followed_and_deleted() {
     assert_eq!(job.properties.state, Some(JobState::Creating));
     assert_eq!(job.properties.location.as_deref(), Some("North Europe"));
     let ids: Vec<String> = job.drives().iter().map(|d| d.drive_id.clone()).collect();
-    assert_eq!(ids, key_file_ids(&job_dir));
+    assert_eq!(ids, key_file_ids(job_dir));
     assert_eq!(
         job.drives()[0].manifest_file.as_deref(),
         Some("\\DriveManifest.xml")
@@ -436,5 +436,5 @@ fn a_dry_run_shows_the_real_drive_id_and_the_location() {
     args.pop();
     let o = diskprep(&args, &env);
     assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(key_file_ids(&job_dir), vec![drive_id(&first)]);
+    assert_eq!(key_file_ids(job_dir), vec![drive_id(&first)]);
 }

@@ -11,7 +11,7 @@ use support::*;
 fn a_job_spans_three_drives_and_each_verifies_on_its_own() {
     let dir = Folder::new();
     let (t, staging) = (&dir.t, &dir.staging);
-    let job = standard_job(&staging);
+    let job = standard_job(staging);
     let d: Vec<String> = (1..=3)
         .map(|i| t.path().join(format!("d{i}.img")).display().to_string())
         .collect();
@@ -111,16 +111,16 @@ fn refusals_name_the_problem_and_write_nothing() {
     let s = dir.s.as_str();
     let img = dir.image("d.img");
 
-    let o = drives_only(&[&s, "--drive", &img, "--create-image", "64M", "--yes"]);
+    let o = drives_only(&[s, "--drive", &img, "--create-image", "64M", "--yes"]);
     assert!(
         !o.status.success() && text(&o).contains("holds no import job"),
         "{}",
         text(&o)
     );
 
-    let job = standard_job(&staging);
+    let job = standard_job(staging);
     let small = t.path().join("small.img").display().to_string();
-    let o = drives_only(&[&s, "--drive", &small, "--create-image", "20M", "--yes"]);
+    let o = drives_only(&[s, "--drive", &small, "--create-image", "20M", "--yes"]);
     assert!(
         !o.status.success() && text(&o).contains("too small"),
         "{}",
@@ -144,7 +144,7 @@ fn refusals_name_the_problem_and_write_nothing() {
         .to_string();
     let second = t.path().join("second.img").display().to_string();
     let o = drives_only(&[
-        &s,
+        s,
         "--drive",
         &img,
         "--drive",
@@ -164,7 +164,7 @@ fn refusals_name_the_problem_and_write_nothing() {
         .set_len(seedship_shared::units::parse_size(&value).unwrap())
         .unwrap();
     let o = drives_only(&[
-        &s,
+        s,
         "--drive",
         &img,
         "--drive",
@@ -185,7 +185,7 @@ fn refusals_name_the_problem_and_write_nothing() {
         .set_len(seedship_shared::units::parse_size(&value).unwrap() - (1 << 20))
         .unwrap();
     let o = drives_only(&[
-        &s,
+        s,
         "--drive",
         &img,
         "--drive",
@@ -203,7 +203,7 @@ fn refusals_name_the_problem_and_write_nothing() {
 
     // No confirmation: standard input is not a terminal and --yes is missing.
     let big = t.path().join("big.img").display().to_string();
-    let o = drives_only(&[&s, "--drive", &big, "--create-image", "128M"]);
+    let o = drives_only(&[s, "--drive", &big, "--create-image", "128M"]);
     assert!(!o.status.success() && text(&o).contains("--yes"), "{}", text(&o));
     assert!(
         !job.join("diskprep/keys.tsv").exists(),
@@ -217,7 +217,7 @@ fn refusals_name_the_problem_and_write_nothing() {
 fn a_damaged_staged_blob_fails_the_drive_before_its_manifest_and_the_copy_starts_over() {
     let dir = Folder::new();
     let staging = &dir.staging;
-    let job = standard_job(&staging);
+    let job = standard_job(staging);
     let s = dir.s.as_str();
     let img = dir.image("d.img");
     // A flipped byte in the index: found by its BLAKE3 while the drive is written.
@@ -255,7 +255,7 @@ fn another_machine_needs_the_publish_settings() {
     let dir = Folder::new();
     let staging = &dir.staging;
     stage_job(
-        &staging,
+        staging,
         descriptor("job2", "some-other-host"),
         &[("config", noise(512, 1))],
     );
@@ -281,10 +281,10 @@ fn dry_runs_and_refused_runs_create_no_image_files() {
     let dir = Folder::new();
     let (t, staging) = (&dir.t, &dir.staging);
     let s = dir.s.as_str();
-    standard_job(&staging);
+    standard_job(staging);
     let img = t.path().join("d.img");
     let o = drives_only(&[
-        &s,
+        s,
         "--drive",
         &img.display().to_string(),
         "--create-image",
@@ -295,7 +295,7 @@ fn dry_runs_and_refused_runs_create_no_image_files() {
     assert!(!img.exists(), "a dry run made {}", img.display());
     // refused: too little room on the drives
     let o = drives_only(&[
-        &s,
+        s,
         "--drive",
         &img.display().to_string(),
         "--create-image",
@@ -306,7 +306,7 @@ fn dry_runs_and_refused_runs_create_no_image_files() {
     assert!(!img.exists(), "a refused run left {}", img.display());
     // refused: no confirmation
     let o = drives_only(&[
-        &s,
+        s,
         "--drive",
         &img.display().to_string(),
         "--create-image",
@@ -322,7 +322,7 @@ fn a_rerun_of_a_prepared_job_says_nothing_was_written() {
     let dir = Folder::new();
     let staging = &dir.staging;
     let s = dir.s.as_str();
-    standard_job(&staging);
+    standard_job(staging);
     let img = dir.image("d.img");
     let args = one_drive(s, &img, "128M");
     let o = drives_only(&args);

@@ -5,7 +5,6 @@
 //! then an import job from three journals at the emulator, and its data centre importing the drives into
 //! Azurite.
 
-#[allow(dead_code)]
 mod support;
 
 use seedship_e2e::testkit::{run_python, Azurite, AZURITE_ACCOUNT, AZURITE_KEY};
