@@ -305,13 +305,7 @@ fn dry_runs_and_refused_runs_create_no_image_files() {
     assert!(!o.status.success(), "{}", text(&o));
     assert!(!img.exists(), "a refused run left {}", img.display());
     // refused: no confirmation
-    let o = drives_only(&[
-        s,
-        "--drive",
-        &img.display().to_string(),
-        "--create-image",
-        "128M",
-    ]);
+    let o = drives_only(&[s, "--drive", &img.display().to_string(), "--create-image", "128M"]);
     assert!(!o.status.success() && text(&o).contains("--yes"), "{}", text(&o));
     assert!(!img.exists(), "an unconfirmed run left {}", img.display());
 }
