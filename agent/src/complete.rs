@@ -10,6 +10,7 @@
 //! resumable: objects an earlier run copied (recorded in `<state-dir>/complete-<job>.copied`) and that sit in
 //! the vault with the right length are skipped. The passphrase and the storage key are never printed.
 
+mod repair;
 mod verify;
 
 use crate::config::StorageKey;
@@ -195,6 +196,39 @@ pub fn run(cfg: &Config, c: &BackupCmd, pol: &Policy, desc: &JobDescriptor) -> a
     }
     let stores = Stores::open(&cfg.storage_key, &plan)?;
     reachable(&cfg.storage_key, &plan, &stores)?;
+    let staging = crate::store::open_staging_store(&pol.blobs_dir());
+    if c.repair_from_staging {
+        let rep = repair_path(&cfg.state_dir, &plan.job);
+        let r = repair::from_staging(&plan, &job, desc, &stores, &*staging, &pol.job_dir(), &rep)?;
+        if !r.problems.is_empty() {
+            for p in &r.problems {
+                eprintln!("error: {p}");
+            }
+            eprintln!(
+                "{} problem(s): --repair-from-staging sent nothing; nothing was copied into the vault and the \
+                 policy stays offline",
+                r.problems.len()
+            );
+            return Ok(Outcome::Refused);
+        }
+        if r.damaged_bytes == 0 {
+            println!("--repair-from-staging: the copy logs report no damaged or missing range");
+        } else {
+            println!(
+                "repaired from staging: {} range(s) sent, {} of page data sent with Put Page ({} bytes){}",
+                r.ranges,
+                seedship_shared::units::human(r.bytes_sent),
+                r.bytes_sent,
+                if r.resumed > 0 {
+                    format!("; {} range(s) an earlier run sent were skipped", r.resumed)
+                } else {
+                    String::new()
+                }
+            );
+        }
+        // nothing goes into the vault before every object's BLAKE3 matched
+        plan.verify_all = true;
+    }
     println!(
         "verifying the import in container {} of storage account {}{}",
         plan.import_container,
@@ -205,7 +239,6 @@ pub fn run(cfg: &Config, c: &BackupCmd, pol: &Policy, desc: &JobDescriptor) -> a
             ""
         }
     );
-    let staging = crate::store::open_staging_store(&pol.blobs_dir());
     let v = verify::verify(&plan, &job, desc, &stores, &*staging, &pass, cfg.quiet);
     for n in &v.notes {
         println!("note: {n}");
@@ -306,7 +339,8 @@ fn refuse(plan: &CompletionPlan, pol: &Policy, v: &Verification) {
         "{} problem(s): nothing was copied into the vault and the policy stays offline. The staged copy is kept \
          in {} (check it with `seedship-agent check --read-data`): put each object named above into import \
          container {} again (ship a re-prepared drive in a new import job, or upload the staged file as a \
-         page blob of the same name), then run `seedship-agent backup` again.",
+         page blob of the same name; for ranges a copy log reports damaged or missing, `seedship-agent backup \
+         --repair-from-staging` sends them again from the staged copy), then run `seedship-agent backup` again.",
         v.problems.len(),
         pol.job_dir().display(),
         plan.import_container
@@ -334,6 +368,7 @@ fn go_online(
     });
     online.save(&cfg.state_dir)?;
     let _ = std::fs::remove_file(record);
+    let _ = std::fs::remove_file(repair_path(&cfg.state_dir, &plan.job));
     println!(
         "import job {} completed: {} objects ({} MiB) in vault container {} ({} copied with Copy Blob, {} \
          already there); the policy is online: backups now go to the vault",
@@ -534,6 +569,11 @@ fn copy_with_retry(vault: &AzureStore, source: &str, name: &str) -> Result<(), B
             r => return r,
         }
     }
+}
+
+/// Where `--repair-from-staging` records the ranges it sent (a rerun resumes).
+pub fn repair_path(state_dir: &Path, job: &str) -> PathBuf {
+    state_dir.join(format!("repair-{job}.rep"))
 }
 
 /// Where the copy record of a job lives (for `status`).

@@ -243,6 +243,11 @@ pub struct BackupCmd {
     /// metadata objects and a sample of data blobs).
     #[arg(long)]
     pub verify_all: bool,
+    /// Completion: first send again, from the staged copy, the ranges the drives' copy logs report damaged
+    /// or missing (each checked against the drive manifest's MD5 and the staged BLAKE3), then complete with
+    /// every object's BLAKE3 compared (implies --verify-all). Progress in `<state-dir>/repair-<job>.rep`.
+    #[arg(long)]
+    pub repair_from_staging: bool,
     /// Completion: data blobs read back and authenticated when not `--verify-all`.
     #[arg(long, default_value_t = 64)]
     pub sample_blobs: usize,

@@ -8,8 +8,21 @@ use std::ffi::OsString;
 /// Rewrites `s:X` to `--staging=X`, `p:X` to `--publish-settings=X` and a lone `u:` to the `ship` command
 /// (moved to the front, where clap expects a command). Everything else is passed through unchanged.
 pub fn normalize<I: IntoIterator<Item = OsString>>(args: I) -> Vec<OsString> {
-    let mut args = args.into_iter();
+    let mut args = args.into_iter().peekable();
     let program = args.next();
+    // WAImportExport's PrepImport and RepairImport: their own translators (crate::wai).
+    type Translator = fn(&mut dyn Iterator<Item = OsString>) -> Vec<OsString>;
+    let wai: Option<Translator> = match args.peek().and_then(|a| a.to_str()) {
+        Some(w) if crate::wai::prep_args::is_command(w) => Some(|a| crate::wai::prep_args::translate(a)),
+        Some(w) if crate::wai::repair_args::is_command(w) => Some(|a| crate::wai::repair_args::translate(a)),
+        _ => None,
+    };
+    if let Some(translate) = wai {
+        args.next();
+        let mut out: Vec<OsString> = program.into_iter().collect();
+        out.extend(translate(&mut args));
+        return out;
+    }
     let mut ship = false;
     let mut rest = Vec::new();
     for a in args {
@@ -59,11 +72,27 @@ mod tests {
     }
 
     #[test]
+    fn repairimport_goes_to_its_translator() {
+        assert_eq!(
+            n(&["dp", "RepairImport", "/r:x.rep", "-v"]),
+            ["dp", "repairimport", "--repair-file=x.rep", "-v"]
+        );
+    }
+
+    #[test]
     fn other_arguments_pass_unchanged() {
         assert_eq!(
             n(&["dp", "verify", "--drive", "x:y"]),
             ["dp", "verify", "--drive", "x:y"]
         );
         assert_eq!(n(&["dp"]), ["dp"]);
+    }
+
+    #[test]
+    fn prepimport_goes_to_its_translator() {
+        assert_eq!(
+            n(&["dp", "PrepImport", "/j:d.jrn", "/silentmode"]),
+            ["dp", "prepimport", "--journal=d.jrn", "--yes"]
+        );
     }
 }

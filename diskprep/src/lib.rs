@@ -11,6 +11,8 @@
 //! - [`job`], the import job after preparation: [`job::create`] (Put Job), [`job::record`]
 //!   (`diskprep/job.json`), [`job::ship`] (`u:`), [`job::delete`] (`delete-job`), [`job::console`] and the
 //!   command glue `job::cmd`;
+//! - [`wai`], WAImportExport's way: `PrepImport` (its `/Name:value` spellings, sessions, the `/j:` journal)
+//!   and [`job::from_journals`] (`create-job --journal`);
 //! - [`args`] (the AzureOfflineBackupDiskPrep spellings) and [`Cli`] here.
 //!
 //! docs/diskprep.md describes the commands; docs/architecture.md shows where diskprep sits.
@@ -19,6 +21,7 @@ pub mod args;
 pub mod job;
 pub mod prep;
 pub mod report;
+pub mod wai;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use job::cmd as jobcmd;
@@ -49,6 +52,9 @@ After sending the drives:
   seedship-diskprep u: s:/srv/staging              carrier, tracking number, return address; review
   seedship-diskprep u: s:/srv/staging              later: the job's and the drives' state
   seedship-diskprep delete-job s:/srv/staging      in Creating or Completed only
+WAImportExport's way (docs/waimportexport.md): one journal per drive, sessions, then a job from the journals:
+  seedship-diskprep PrepImport /j:d1.jrn /id:session1 /t:/dev/sdb /format /encrypt /srcdir:/srv/st/job/blobs/ /dstdir:backup/
+  seedship-diskprep create-job --journal d1.jrn d2.jrn --job-name NAME --location \"West US\"
 
 Exit codes: 0 done, 1 failed (delete-job: the job's state forbids it), 2 a drive did not verify,
 130 interrupted (run again to resume). See docs/diskprep.md.";
@@ -283,6 +289,17 @@ pub enum Command {
         #[arg(short, long)]
         yes: bool,
     },
+    /// WAImportExport's PrepImport: copy a folder or file to a drive as one session, with the drive's journal
+    /// (/j:). Spelled `PrepImport /j:FILE /id:SESSION /t:DRIVE /format /encrypt /srcdir:DIR /dstdir:C/` too;
+    /// see docs/waimportexport.md.
+    Prepimport(Box<wai::prepimport::PrepImportArgs>),
+    /// Create the import job from drive journals written by prepimport (as the portal does from uploaded
+    /// journal files) and print where to ship the drives.
+    CreateJob(Box<job::from_journals::CreateJobArgs>),
+    /// WAImportExport's RepairImport: after an import, send again only the ranges the drive's copy log
+    /// reports damaged or missing, from the original files, each checked against the manifest's MD5.
+    #[command(name = "repairimport", after_help = wai::repair::AFTER_HELP)]
+    Repairimport(Box<wai::repair::RepairImportArgs>),
 }
 
 impl Cli {
@@ -361,6 +378,9 @@ pub fn run(cli: Cli, cancel: &AtomicBool) -> anyhow::Result<Exit> {
             jobcmd::ship_cmd(&target, answers, a.yes)
         }
         Some(Command::DeleteJob { job, yes }) => jobcmd::delete_cmd(&job.target()?, yes),
+        Some(Command::Prepimport(a)) => wai::prepimport::run(*a, cancel),
+        Some(Command::CreateJob(a)) => job::from_journals::run(*a),
+        Some(Command::Repairimport(a)) => wai::repair::run(&a, cancel),
         None => {
             let opts = prep_options(&cli.prep)?;
             prepare_cmd(opts, &cli.prep, cancel)

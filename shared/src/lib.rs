@@ -35,6 +35,7 @@ pub mod net;
 pub mod progress;
 pub mod publish_settings;
 pub mod recovery;
+pub mod repair;
 pub mod repo;
 pub mod secret;
 pub mod staging;

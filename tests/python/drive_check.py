@@ -130,10 +130,9 @@ def check_drive(n, image, keyfile, work):
     drive_id = text_of(drive, "DriveId")
     parts = []
     ranges = 0
-    blob_list = child(drive, "BlobList")
-    for blob in blob_list if blob_list is not None else []:
-        if local(blob.tag) != "Blob":
-            continue
+    # One BlobList per copy session (a drive prepared with several prepimport sessions has several).
+    blobs = [b for bl in drive if local(bl.tag) == "BlobList" for b in bl if local(b.tag) == "Blob"]
+    for blob in blobs:
         blob_path = text_of(blob, "BlobPath")
         file_path = text_of(blob, "FilePath").replace("\\", "/").lstrip("/")
         client = text_of(blob, "ClientData") or ""

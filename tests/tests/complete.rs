@@ -12,6 +12,7 @@
 use seedship_e2e::testkit::{cargo_bin, run_python, Azurite, EmulatorServer, AZURITE_ACCOUNT, AZURITE_KEY};
 use seedship_e2e::{noise, output, recovery_keys, text};
 use seedship_shared::blob::{AzureOptions, AzureStore, BlobError, BlobStore, Credential};
+use seedship_shared::manifest::copylog::{DriveLog, DriveStatus, RangeStatus};
 use seedship_shared::publish_settings::PublishSettings;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -1030,4 +1031,339 @@ fn management_token(w: &World) -> String {
         "tokenType": "Bearer",
     })
     .to_string()
+}
+
+/// Issue 19, repair after import: flips bytes in two 4 MiB segments of drive 1 (after diskprep wrote it),
+/// imports, and returns the drive's id with its parsed error log (which lists them Corrupted).
+fn damaged_import(w: &World, job: &str, container: &str) -> (Seed, String, DriveLog) {
+    let seed = seed(w, job, container, 2, 6, 2, "26M");
+    let img = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&seed.drives[0])
+        .unwrap();
+    use std::os::unix::fs::FileExt;
+    // payload 1 MiB and 6 MiB in: the first volume's first and second segment
+    for at in [
+        DATA_OFFSET + MIB as u64 + 1000,
+        DATA_OFFSET + 6 * MIB as u64 + 1000,
+    ] {
+        let mut b = [0u8; 16];
+        img.read_exact_at(&mut b, at).unwrap();
+        b.iter_mut().for_each(|x| *x ^= 0xff);
+        img.write_all_at(&b, at).unwrap();
+    }
+    drop(img);
+    let o = w.receive(job, &seed.drives);
+    assert_eq!(code(&o), 1, "the job ends Closed: {}", text(&o));
+    let keys = recovery_keys(&seed.staging.join(job).join("diskprep/keys.tsv"));
+    let drive = keys[0].0.clone();
+    let logs = w.store("waimportexport");
+    let b = logs
+        .list("")
+        .unwrap()
+        .into_iter()
+        .find(|b| b.name.contains(drive.as_str()) && b.name.ends_with("_error.xml"))
+        .unwrap_or_else(|| panic!("no error log of drive {drive}"));
+    let mut xml = vec![0u8; b.len as usize];
+    logs.read_at(&b.name, 0, &mut xml).unwrap();
+    let log = DriveLog::parse(&xml).unwrap();
+    let corrupted = log
+        .blobs
+        .iter()
+        .flat_map(|b| b.failed_ranges())
+        .filter(|r| r.status == RangeStatus::Corrupted)
+        .count();
+    assert_eq!(corrupted, 2, "{}", String::from_utf8_lossy(&xml));
+    (seed, drive, log)
+}
+
+/// Bytes of the ranges a copy log reports not written.
+fn damaged_bytes(log: &DriveLog) -> u64 {
+    log.blobs
+        .iter()
+        .flat_map(|b| b.failed_ranges())
+        .map(|r| r.length)
+        .sum()
+}
+
+/// After repair: completion (every damaged object's BLAKE3 compared), the first incremental, a restore that
+/// equals the source.
+fn completes_and_restores(w: &World, seed: &Seed, extra: &[&str]) -> String {
+    std::fs::write(seed.src.join("after-repair.bin"), noise(MIB, 5)).unwrap();
+    let mut args = vec!["backup"];
+    args.extend_from_slice(extra);
+    let o = seed.agent(w, &args);
+    let out = text(&o);
+    assert!(o.status.success(), "completion after the repair: {out}");
+    assert!(out.contains("completed"), "{out}");
+    assert!(
+        out.contains("snapshot ") && out.contains(" saved"),
+        "the first incremental ran: {out}"
+    );
+    assert_eq!(seed.policy()["mode"], "online");
+    let target = seed.dir.join("restored");
+    let o = seed.agent(w, &["restore", "latest", "--target", s(&target)]);
+    assert!(o.status.success(), "restore: {}", text(&o));
+    let restored = target.join(seed.src.strip_prefix("/").unwrap());
+    for f in ["f0.bin", "f1.bin", "notes.txt", "after-repair.bin"] {
+        assert!(
+            std::fs::read(restored.join(f)).unwrap() == std::fs::read(seed.src.join(f)).unwrap(),
+            "{f} restored exactly"
+        );
+    }
+    out
+}
+
+/// `seedship-diskprep RepairImport` with WAImportExport's spellings.
+fn repairimport(w: &World, args: &[String], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(cargo_bin("seedship-diskprep"));
+    w.env(&mut c)
+        .env_remove("SEEDSHIP_TEST_KILL_AT")
+        .arg("RepairImport")
+        .args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    output(&mut c)
+}
+
+fn json_of(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(o)))
+}
+
+/// Issue 19: `repairimport` refuses a copy log naming a blob not in the manifest and staging changed since
+/// the drives (nothing sent), then sends only the Corrupted ranges, resumes after a SIGKILL from its repair
+/// file, and completion, the first incremental and a restore succeed.
+#[test]
+fn repairimport_sends_only_the_damaged_ranges_and_resumes() {
+    let w = World::start();
+    let (seed, drive, log) = damaged_import(&w, "rijob", "rim");
+    let damaged = damaged_bytes(&log);
+    let work = seed.dir.join("repair");
+    std::fs::create_dir_all(&work).unwrap();
+    let log_file = work.join("copylog.xml");
+    std::fs::write(&log_file, log.to_xml().unwrap()).unwrap();
+    let key_file = work.join("key");
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&key_file)
+            .unwrap();
+        f.write_all(AZURITE_KEY.as_bytes()).unwrap();
+    }
+    let rep = work.join(format!("{drive}.rep"));
+    let args = |copy_log: &Path, dirs: &str, extra: &[&str]| -> Vec<String> {
+        let mut v = vec![
+            format!("/r:{}", rep.display()),
+            format!("/d:{dirs}"),
+            format!("/sn:{AZURITE_ACCOUNT}"),
+            format!("/sk:@{}", key_file.display()),
+            format!("/CopyLogFile:{}", copy_log.display()),
+            "--json".to_owned(),
+        ];
+        v.extend(extra.iter().map(|x| x.to_string()));
+        v
+    };
+    let import = w.store("rim");
+    let name = log.blobs.iter().find(|b| !b.is_clean()).unwrap().blob_path["rim/".len()..].to_owned();
+    let imported = |store: &AzureStore| {
+        let mut b = vec![0u8; store.properties(&name).unwrap().len as usize];
+        store.read_at(&name, 0, &mut b).unwrap();
+        b
+    };
+    let before = imported(&import);
+
+    // A copy log naming a blob the drive's manifest does not list: refused by name, nothing sent.
+    let mut foreign = log.clone();
+    for b in &mut foreign.blobs {
+        if !b.is_clean() {
+            b.blob_path = "rim/data/99999999".into();
+        }
+    }
+    let foreign_file = work.join("foreign.xml");
+    std::fs::write(&foreign_file, foreign.to_xml().unwrap()).unwrap();
+    let o = repairimport(&w, &args(&foreign_file, s(&seed.blobs()), &[]), &[]);
+    println!("--- repairimport with a foreign blob:\n{}", text(&o));
+    assert_eq!(code(&o), 1, "{}", text(&o));
+    assert!(
+        text(&o).contains("names blob rim/data/99999999, which is not in the manifest"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(json_of(&o)["bytes_sent"], 0);
+
+    // Staging changed since the drives (a byte in a damaged range of a copy of it): refused, nothing sent.
+    let changed = work.join("changed");
+    std::fs::create_dir_all(changed.join("data")).unwrap();
+    let mut bytes = std::fs::read(seed.blobs().join(&name)).unwrap();
+    let first = log
+        .blobs
+        .iter()
+        .flat_map(|b| b.failed_ranges())
+        .next()
+        .unwrap()
+        .offset as usize;
+    bytes[first + 10] ^= 1;
+    std::fs::write(changed.join(&name), &bytes).unwrap();
+    let journal = seed.staging.join("rijob/diskprep").join(format!("{drive}.jrn"));
+    let o = repairimport(
+        &w,
+        &args(&log_file, s(&changed), &[&format!("/j:{}", journal.display())]),
+        &[],
+    );
+    println!("--- repairimport from changed data:\n{}", text(&o));
+    assert_eq!(code(&o), 1, "{}", text(&o));
+    assert!(
+        text(&o).contains(&format!("object {name}: range {first}..")) && text(&o).contains("changed"),
+        "{}",
+        text(&o)
+    );
+    assert!(text(&o).contains("nothing was sent"), "{}", text(&o));
+    assert!(imported(&import) == before, "nothing may be sent");
+    assert!(!rep.exists(), "no repair file before anything is sent");
+
+    // The blob's file in two source folders: ambiguous, so the path map file lists it; filled in, the run
+    // goes on (a dry run here).
+    let twin = work.join("twin");
+    std::fs::create_dir_all(twin.join("data")).unwrap();
+    std::fs::copy(seed.blobs().join(&name), twin.join(&name)).unwrap();
+    let dirs = format!("{};{}", seed.blobs().display(), twin.display());
+    let o = repairimport(&w, &args(&log_file, &dirs, &["--dry-run"]), &[]);
+    assert_eq!(code(&o), 1, "{}", text(&o));
+    assert!(
+        text(&o).contains("ambiguous") && text(&o).contains("/PathMapFile:"),
+        "{}",
+        text(&o)
+    );
+    let map_file = PathBuf::from(format!("{}_pathmap.txt", rep.display()));
+    let listed = std::fs::read_to_string(&map_file).unwrap();
+    let file_path = listed.lines().next().unwrap().trim_end_matches('\t').to_owned();
+    assert!(file_path.ends_with(&name.replace('/', "\\")), "{listed}");
+    std::fs::write(
+        &map_file,
+        format!("{file_path}\t{}\n", twin.join(&name).display()),
+    )
+    .unwrap();
+    let map_arg = format!("/PathMapFile:{}", map_file.display());
+    let o = repairimport(&w, &args(&log_file, &dirs, &["--dry-run", &map_arg]), &[]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    // A clean copy log: nothing to send.
+    let clean = work.join("clean.xml");
+    std::fs::write(
+        &clean,
+        DriveLog::new(&drive, DriveStatus::Completed).to_xml().unwrap(),
+    )
+    .unwrap();
+    let o = repairimport(&w, &args(&clean, s(&seed.blobs()), &[]), &[]);
+    assert!(
+        o.status.success() && text(&o).contains("nothing to send"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(json_of(&o)["bytes_sent"], 0);
+
+    // The dry run checks everything and sends nothing.
+    let o = repairimport(&w, &args(&log_file, s(&seed.blobs()), &["--dry-run"]), &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(json_of(&o)["ranges"], 2);
+    assert_eq!(json_of(&o)["damaged_bytes"], damaged);
+    assert!(imported(&import) == before, "a dry run sends nothing");
+
+    // Killed after the first range; the rerun resumes from the repair file and sends only the second.
+    let o = repairimport(
+        &w,
+        &args(&log_file, s(&seed.blobs()), &[]),
+        &[("SEEDSHIP_TEST_KILL_AT", "repair-range-1")],
+    );
+    assert_eq!(o.status.code(), None, "killed: {}", text(&o));
+    // the key itself this time: accepted, with a warning saying how to pass it safely
+    let mut again = args(&log_file, s(&seed.blobs()), &[]);
+    again[3] = format!("/sk:{AZURITE_KEY}");
+    let o = repairimport(&w, &again, &[]);
+    let out = text(&o);
+    println!("--- repairimport after a kill:\n{out}");
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("warning: /sk: put the storage account key on the command line")
+            && out.contains("/sk:@FILE"),
+        "{out}"
+    );
+    let doc = json_of(&o);
+    assert_eq!(
+        (doc["ranges_sent"].as_u64(), doc["ranges_resumed"].as_u64()),
+        (Some(1), Some(1)),
+        "{doc}"
+    );
+    let second = log
+        .blobs
+        .iter()
+        .flat_map(|b| b.failed_ranges())
+        .nth(1)
+        .unwrap()
+        .length;
+    let sent = doc["bytes_sent"].as_u64().unwrap();
+    println!("repairimport: damaged {damaged} bytes, the resumed run sent {sent} bytes");
+    assert!(
+        sent == second && sent <= damaged + 4 * MIB as u64,
+        "only the range left is sent: {doc}"
+    );
+    assert!(imported(&import) == std::fs::read(seed.blobs().join(&name)).unwrap());
+
+    let out = completes_and_restores(&w, &seed, &[]);
+    assert!(
+        out.contains(&format!("note: {name}: range ")) && out.contains("accepted"),
+        "{out}"
+    );
+}
+
+/// Issue 19: `backup --repair-from-staging` refuses staging changed since the drives (nothing sent), then
+/// sends only the Corrupted ranges from staging and completes with every object's BLAKE3 compared.
+#[test]
+fn repair_from_staging_sends_only_the_damaged_ranges_then_completes() {
+    let w = World::start();
+    let (seed, _drive, log) = damaged_import(&w, "rsjob", "rsm");
+    let damaged = damaged_bytes(&log);
+    let name = log.blobs.iter().find(|b| !b.is_clean()).unwrap().blob_path["rsm/".len()..].to_owned();
+    let staged = seed.blobs().join(&name);
+    let good = std::fs::read(&staged).unwrap();
+    let mut bad = good.clone();
+    bad[100] ^= 1;
+    std::fs::write(&staged, &bad).unwrap();
+    let o = seed.agent(&w, &["backup", "--repair-from-staging"]);
+    let out = text(&o);
+    println!("--- --repair-from-staging with staging changed:\n{out}");
+    assert_eq!(code(&o), 1, "{out}");
+    assert!(
+        out.contains(&format!("object {name}: the staged copy")) && out.contains("staging changed"),
+        "{out}"
+    );
+    assert!(out.contains("sent nothing"), "{out}");
+    assert_eq!(seed.policy()["mode"], "offline");
+    assert!(container_missing(&w.store("rsm-vault")), "nothing may be copied");
+    std::fs::write(&staged, &good).unwrap();
+
+    let out = completes_and_restores(&w, &seed, &["--repair-from-staging"]);
+    println!("--- --repair-from-staging:\n{out}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("repaired from staging:"))
+        .unwrap_or_else(|| panic!("no repair line: {out}"));
+    assert!(line.contains("2 range(s) sent"), "{line}");
+    let sent: u64 = line
+        .rsplit_once('(')
+        .and_then(|(_, r)| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no byte count: {line}"));
+    println!("--repair-from-staging: damaged {damaged} bytes, sent {sent} bytes");
+    assert!(sent >= damaged && sent <= damaged + 4 * MIB as u64, "{line}");
+    assert!(
+        out.contains("every byte compared with the staged BLAKE3"),
+        "{out}"
+    );
 }

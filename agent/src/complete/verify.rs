@@ -343,7 +343,7 @@ fn findings(b: &LogBlob) -> Vec<String> {
 }
 
 /// Fetches and parses a copy log given by URL under the plan's blob endpoint.
-fn fetch_log(plan: &CompletionPlan, stores: &Stores, uri: &str) -> Result<DriveLog, String> {
+pub(super) fn fetch_log(plan: &CompletionPlan, stores: &Stores, uri: &str) -> Result<DriveLog, String> {
     let (container, name) = log_location(&plan.endpoint, uri)?;
     let store = stores.container(container).map_err(|e| format!("{e:#}"))?;
     let props = store.properties(name).map_err(|e| e.to_string())?;

@@ -73,7 +73,7 @@ pub fn confirm(question: &str) -> anyhow::Result<bool> {
     Ok(ask(&format!("{question} Type yes to go on"), None, "--yes")? == "yes")
 }
 
-fn print_address(l: &Location) {
+pub fn print_address(l: &Location) {
     println!("Ship the drives to the {} data centre:", l.name);
     for line in l.address_lines() {
         println!("    {line}");

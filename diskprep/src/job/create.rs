@@ -169,6 +169,12 @@ pub fn build_job(
     req: &JobRequest,
     needs_credential: bool,
 ) -> Result<Job, JobError> {
+    job_body(d, report_drives(d, report)?, location, req, needs_credential)
+}
+
+/// The drives of a preparation: each drive's id, its recovery key from the key file, the manifest path and
+/// the manifest's MD5 (uppercase hex).
+pub fn report_drives(d: &JobDescriptor, report: &PrepReport) -> Result<Vec<Drive>, JobError> {
     let keys = keyfile::read(&report.key_file)?;
     let mut drives = Vec::with_capacity(report.drives.len());
     for r in &report.drives {
@@ -180,14 +186,31 @@ pub fn build_job(
                 drive: r.drive_id.clone(),
                 key_file: report.key_file.clone(),
             })?;
-        drives.push(Drive {
-            drive_id: r.drive_id.clone(),
-            bit_locker_key: Some(key.recovery_key.clone()),
-            manifest_file: Some(MANIFEST_FILE.to_string()),
-            manifest_hash: Some(r.manifest_hash.to_ascii_uppercase()),
-            ..Default::default()
-        });
+        drives.push(job_drive(&r.drive_id, &key.recovery_key, &r.manifest_hash));
     }
+    Ok(drives)
+}
+
+/// One drive of Put Job: its id, recovery key, the manifest's path and MD5 (uppercase hex).
+pub fn job_drive(drive_id: &str, recovery_key: &str, manifest_hash: &str) -> Drive {
+    Drive {
+        drive_id: drive_id.to_owned(),
+        bit_locker_key: Some(recovery_key.to_owned()),
+        manifest_file: Some(MANIFEST_FILE.to_string()),
+        manifest_hash: Some(manifest_hash.to_ascii_uppercase()),
+        ..Default::default()
+    }
+}
+
+/// The Put Job body for `drives`. `needs_credential`: the API needs the account key or a SAS (classic);
+/// Resource Manager does not.
+pub fn job_body(
+    d: &JobDescriptor,
+    drives: Vec<Drive>,
+    location: &str,
+    req: &JobRequest,
+    needs_credential: bool,
+) -> Result<Job, JobError> {
     let (key, sas) = match &req.credential {
         Some(Credential::AccountKey(k)) => (Some(k.clone()), None),
         Some(Credential::ContainerSas(s)) => (None, Some(s.clone())),
@@ -227,12 +250,28 @@ pub fn create_or_report(
     req: &JobRequest,
     pre: Preflight,
 ) -> Result<JobOutcome, JobError> {
+    let ours: Vec<String> = report.drives.iter().map(|r| r.drive_id.clone()).collect();
+    let outcome = put_and_read(conn, d, &ours, || report_drives(d, report), req, pre)?;
+    outcome.record.save(job_dir)?;
+    Ok(outcome)
+}
+
+/// Creates the job with the drives `drives` gives (called only when [`preflight`] did not find it), reads it
+/// back (Get Job) and checks that it has the drives `ours`.
+pub fn put_and_read(
+    conn: &Connection,
+    d: &JobDescriptor,
+    ours: &[String],
+    drives: impl FnOnce() -> Result<Vec<Drive>, JobError>,
+    req: &JobRequest,
+    pre: Preflight,
+) -> Result<JobOutcome, JobError> {
     let (created, closed_origin, found, planned) = match pre {
         Preflight::Exists(job) => (false, None, Some(*job), None),
         Preflight::Create { choice, location } => {
-            let body = build_job(
+            let body = job_body(
                 d,
-                report,
+                drives()?,
                 &location.name,
                 req,
                 conn.client.needs_storage_credential(),
@@ -252,8 +291,7 @@ pub fn create_or_report(
             account: d.storage_account.clone(),
         })?,
     };
-    let ours: Vec<String> = report.drives.iter().map(|r| r.drive_id.clone()).collect();
-    same_drives(&job, d, &ours)?;
+    same_drives(&job, d, ours)?;
     let ship_to = match (job.properties.shipping_information.clone(), planned) {
         (Some(l), _) => l,
         (None, Some(l)) => l,
@@ -290,7 +328,6 @@ pub fn create_or_report(
         recorded: now_unix(),
         deleted: None,
     };
-    record.save(job_dir)?;
     Ok(JobOutcome {
         created,
         record,

@@ -314,8 +314,7 @@ pub fn finish_payload(
     tail.write_all(&[0u8; END_OF_ARCHIVE_LEN as usize])
         .map_err(|e| write_err(data_end, e))?;
     tail.sync().map_err(|e| write_err(data_end, e))?;
-    let mut file = manifest_text.as_bytes().to_vec();
-    file.resize(slot.size as usize, b' ');
+    let file = pad_manifest(manifest_text, slot.size as usize);
     let mut head = target.writer_at(0).map_err(|e| write_err(0, e))?;
     let header = encode_header(&slot).map_err(|e| CopyError::Member {
         member: slot.path.clone(),
@@ -326,6 +325,25 @@ pub fn finish_payload(
         .map_err(|e| write_err(0, e))?;
     head.sync().map_err(|e| write_err(0, e))?;
     Ok(file)
+}
+
+/// Bytes of padding written as plain spaces; beyond them the padding is made of XML comments.
+const PAD_SPACES: usize = 64 << 10;
+
+/// The manifest file: the text padded to its slot. Up to [`PAD_SPACES`] of padding are spaces (XML allows
+/// trailing whitespace); a larger slot (a drive that takes more sessions, or a large estimate) is filled with
+/// comments of that size first, since XML readers bound each token (seedship's at 1 MiB) and one run of
+/// whitespace a gigabyte long would be refused.
+fn pad_manifest(text: &str, slot: usize) -> Vec<u8> {
+    let mut file = Vec::with_capacity(slot);
+    file.extend_from_slice(text.as_bytes());
+    while slot.saturating_sub(file.len()) > PAD_SPACES + PAD_SPACES {
+        file.extend_from_slice(b"\n<!--");
+        file.resize(file.len() + PAD_SPACES - 8, b' ');
+        file.extend_from_slice(b"-->");
+    }
+    file.resize(slot.max(file.len()), b' ');
+    file
 }
 
 /// The part and content offset at payload offset `at` (which the checkpoints only put inside content or
@@ -540,6 +558,8 @@ mod tests {
             session: "s1x".into(),
             container: "seed".into(),
             mtime: 1_700_000_000,
+            manifest_slot: None,
+            data_from: None,
         }
     }
 
@@ -876,6 +896,34 @@ mod tests {
                 (v, other) => panic!("verify {v}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn long_padding_is_made_of_bounded_comments() {
+        let short = pad_manifest("<a/>", 4096);
+        assert_eq!(short.len(), 4096);
+        assert!(short[4..].iter().all(|&b| b == b' '));
+        let long = pad_manifest("<a/>", 5 << 20);
+        assert_eq!(long.len(), 5 << 20);
+        let text = std::str::from_utf8(&long).unwrap();
+        assert!(text.matches("<!--").count() >= 70);
+        let mut biggest = 0;
+        for piece in text.split(['<', '>']) {
+            biggest = biggest.max(piece.len());
+        }
+        assert!(biggest <= PAD_SPACES * 2, "{biggest}");
+        // A real manifest padded this way still parses, with the same content.
+        use seedship_shared::manifest::{DriveHeader, DriveManifest, ManifestWriter};
+        let text = ManifestWriter::new(Vec::new(), &DriveHeader::new("D1", None))
+            .unwrap()
+            .finish()
+            .unwrap();
+        let text = String::from_utf8(text).unwrap();
+        let padded = pad_manifest(&text, 3 << 20);
+        assert_eq!(
+            DriveManifest::parse(&padded).unwrap(),
+            DriveManifest::parse(text.as_bytes()).unwrap()
+        );
     }
 
     #[test]

@@ -34,6 +34,13 @@ pub struct DriveLayout {
     pub container: String,
     /// The modification time every member carries (fixed, so the stream is reproducible).
     pub mtime: i64,
+    /// A manifest slot of fixed size (text bytes) for a drive that takes several sessions (`prepimport`):
+    /// the slot is sized once, by the first session, and every later session rewrites it. `None`: sized by
+    /// the plan.
+    pub manifest_slot: Option<u64>,
+    /// Where this session's members start in the payload, after the members of earlier sessions on the
+    /// drive (where their end-of-archive marker was). `None`: right after the manifest member.
+    pub data_from: Option<u64>,
 }
 
 impl DriveLayout {
@@ -56,13 +63,14 @@ impl DriveLayout {
     /// The header of the manifest slot for a manifest of at most `reserve` bytes: its size is rounded up so
     /// that the member ends on a sector boundary.
     pub fn manifest_header(&self, reserve: u64) -> EntryHeader {
+        let reserve = self.manifest_slot.unwrap_or(reserve);
         let size = (reserve + BLOCK).div_ceil(SECTOR) * SECTOR - BLOCK;
         EntryHeader::file(MANIFEST_NAME, size, self.mtime)
     }
 
     /// Payload offsets of each part's member, and where the data members end (the end-of-archive marker).
     pub fn member_offsets(&self, plan: &DrivePlan) -> (Vec<u64>, u64) {
-        let mut at = entry_tar_size(&self.manifest_header(plan.manifest_reserve));
+        let mut at = self.data_start(plan);
         let mut offsets = Vec::with_capacity(plan.parts.len());
         for p in &plan.parts {
             offsets.push(at);
@@ -73,7 +81,8 @@ impl DriveLayout {
 
     /// Payload offset where the first data member starts.
     pub fn data_start(&self, plan: &DrivePlan) -> u64 {
-        entry_tar_size(&self.manifest_header(plan.manifest_reserve))
+        self.data_from
+            .unwrap_or_else(|| entry_tar_size(&self.manifest_header(plan.manifest_reserve)))
     }
 }
 
@@ -97,7 +106,9 @@ impl Layout for DriveLayout {
         MANIFEST_RANGE
     }
     fn manifest_member_len(&self, text_len: u64) -> u64 {
-        entry_tar_size(&self.manifest_header(text_len))
+        // With earlier sessions on the drive, everything before this session's members is taken already.
+        self.data_from
+            .unwrap_or_else(|| entry_tar_size(&self.manifest_header(text_len)))
     }
     fn trailer_len(&self) -> u64 {
         END_OF_ARCHIVE_LEN
@@ -114,6 +125,8 @@ mod tests {
             session: "s1x".into(),
             container: "seed".into(),
             mtime: 0,
+            manifest_slot: None,
+            data_from: None,
         };
         let p = seedship_shared::manifest::DriveFilePath::new("s1x", "seed/data/0000").unwrap();
         assert_eq!(l.member_name("data/0000"), p.tar_path);

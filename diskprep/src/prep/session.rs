@@ -237,18 +237,9 @@ impl DriveJournal {
 
 impl CheckpointSink for DriveJournal {
     fn checkpoint(&mut self, payload_offset: u64, new_segments: &[SegmentRecord]) -> std::io::Result<()> {
-        let lines: String = new_segments
-            .iter()
-            .map(|s| {
-                format!(
-                    "{}\t{}\t{}\t{}\t{:032x}\t{}\n",
-                    s.blob, s.range.start, s.range.end, s.md5, s.xxh3, s.zero as u8
-                )
-            })
-            .collect();
         let r = JournalRecord::new(CHECKPOINT)
             .with("TarOffset", payload_offset.to_string())
-            .with("Segments", lines.trim_end().to_owned());
+            .with("Segments", segment_lines(new_segments));
         self.journal.append(&r).map_err(std::io::Error::other)?;
         self.checkpoint.payload_offset = payload_offset;
         self.checkpoint.segments.extend_from_slice(new_segments);
@@ -266,7 +257,23 @@ fn field(drive: &str, r: &JournalRecord, key: &str) -> Result<u64, SessionError>
         })
 }
 
-fn parse_segment(drive: &str, line: &str) -> Result<SegmentRecord, SessionError> {
+/// The `Segments` value of a checkpoint record: one `blob start end md5 xxh3 zero` line (tab-separated) per
+/// segment.
+pub fn segment_lines(segments: &[SegmentRecord]) -> String {
+    let lines: String = segments
+        .iter()
+        .map(|s| {
+            format!(
+                "{}\t{}\t{}\t{}\t{:032x}\t{}\n",
+                s.blob, s.range.start, s.range.end, s.md5, s.xxh3, s.zero as u8
+            )
+        })
+        .collect();
+    lines.trim_end().to_owned()
+}
+
+/// Parses one line of [`segment_lines`].
+pub fn parse_segment(drive: &str, line: &str) -> Result<SegmentRecord, SessionError> {
     let bad = || SessionError::Record {
         drive: drive.to_owned(),
         kind: CHECKPOINT.to_owned(),

@@ -35,6 +35,8 @@ pub trait StagedSource: Sync {
 pub struct StagingFiles {
     dir: PathBuf,
     digests: HashMap<String, String>,
+    /// Files named one by one (`prepimport`'s sources), instead of `dir/<name>`.
+    files: HashMap<String, PathBuf>,
 }
 
 impl StagingFiles {
@@ -43,7 +45,27 @@ impl StagingFiles {
         Self {
             dir,
             digests: digests.into_iter().collect(),
+            files: HashMap::new(),
         }
+    }
+
+    /// Blobs read from files named one by one: `(blob name, file, BLAKE3 hex if known)`.
+    pub fn from_files(files: impl IntoIterator<Item = (String, PathBuf, Option<String>)>) -> Self {
+        let mut s = Self::new(PathBuf::new(), std::iter::empty());
+        for (name, path, digest) in files {
+            if let Some(d) = digest {
+                s.digests.insert(name.clone(), d);
+            }
+            s.files.insert(name, path);
+        }
+        s
+    }
+
+    fn path_of(&self, blob: &str) -> PathBuf {
+        self.files
+            .get(blob)
+            .cloned()
+            .unwrap_or_else(|| self.dir.join(blob))
     }
 
     fn read_file(
@@ -105,7 +127,7 @@ fn read_full_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
 
 impl StagedSource for StagingFiles {
     fn read(&self, blob: &str, range: Range<u64>, buf: &mut AlignedBuf) -> Result<usize, CopyError> {
-        let path = self.dir.join(blob);
+        let path = self.path_of(blob);
         self.read_file(&path, &range, buf).map_err(|e| CopyError::Staged {
             blob: blob.to_owned(),
             path: path.display().to_string(),
@@ -117,7 +139,7 @@ impl StagedSource for StagingFiles {
         self.digests.get(blob).map(String::as_str)
     }
     fn location(&self, blob: &str) -> String {
-        self.dir.join(blob).display().to_string()
+        self.path_of(blob).display().to_string()
     }
 }
 

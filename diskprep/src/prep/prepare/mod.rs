@@ -353,6 +353,8 @@ pub fn plan(opts: &PrepOptions, ui: &mut dyn PrepUi) -> Result<PrepPlan, PrepErr
         session: session.session_id.clone(),
         container: job.descriptor.container.clone(),
         mtime: session.mtime,
+        manifest_slot: None,
+        data_from: None,
     };
     let view = SystemView::live()?;
     let mut cursor = Cursor::new(&extents);

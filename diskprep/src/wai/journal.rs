@@ -1,0 +1,591 @@
+//! The drive's record: the `/j:` journal of `prepimport`, one per drive, never on the drive.
+//!
+//! It holds everything about the drive and its sessions, so that a session can be resumed or aborted, later
+//! sessions appended, and `create-job --journal` can create the import job from it alone: the drive's id,
+//! target and recovery key, the storage credential given with `/sk:` or `/csas:` (as WAImportExport records
+//! it), each session's sources, checkpoints (with every segment's MD5) and end, and the manifest's hash.
+//! Because it holds secrets it is created with mode 0600 and `O_EXCL`, and an existing journal readable by
+//! other users is refused. Records and their order: docs/journal.md ("prepimport journals").
+
+use crate::prep::copy::{Checkpoint, CheckpointSink};
+use crate::prep::layout::SegmentRecord;
+use crate::prep::session::{parse_segment, segment_lines};
+use seedship_shared::journal::records::DiskprepRecord;
+use seedship_shared::journal::{Journal, JournalError, JournalRecord};
+use seedship_shared::manifest::ImportDisposition;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use zeroize::Zeroizing;
+
+/// The drive, recorded before it is formatted (or, for an already encrypted drive, once it unlocked).
+pub const DRIVE: &str = "PrepImportDrive";
+/// The drive's LUKS2 header is written (or the existing one opened with the key).
+pub const FORMATTED: &str = "DriveFormatted";
+/// The storage credential given with `/sk:` or `/csas:`.
+pub const CREDENTIAL: &str = "StorageCredential";
+/// A session's settings and sources.
+pub const SESSION: &str = "PrepImportSession";
+/// A durable point of a session's copy.
+pub const CHECKPOINT: &str = "SessionCheckpoint";
+/// A session rolled back with `/AbortSession`.
+pub const ABORTED: &str = "SessionAborted";
+
+/// How the drive was encrypted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encryption {
+    /// Formatted with LUKS2 by this journal's first session (`/format /encrypt`).
+    Encrypt,
+    /// A LUKS2 drive seedship formatted earlier, unlocked with `/bk:` and written without reformatting.
+    AlreadyEncrypted,
+}
+
+impl Encryption {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Encrypt => "Encrypt",
+            Self::AlreadyEncrypted => "AlreadyEncrypted",
+        }
+    }
+}
+
+/// The drive as recorded.
+#[derive(Clone)]
+pub struct DriveRecord {
+    pub drive_id: String,
+    pub target: PathBuf,
+    /// Payload bytes the drive holds.
+    pub capacity: u64,
+    /// The manifest slot's size (text bytes), fixed for all sessions.
+    pub manifest_slot: u64,
+    pub encryption: Encryption,
+    pub recovery_key: Zeroizing<String>,
+}
+
+impl std::fmt::Debug for DriveRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DriveRecord")
+            .field("drive_id", &self.drive_id)
+            .field("target", &self.target)
+            .field("capacity", &self.capacity)
+            .field("encryption", &self.encryption)
+            .field("recovery_key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// One source file of a session, as recorded: enough to rebuild the manifest without the file, and to tell
+/// whether the file changed before a resume.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceRecord {
+    /// The blob's name in its container.
+    pub blob: String,
+    pub path: PathBuf,
+    pub len: u64,
+    /// Modification time, nanoseconds since the epoch.
+    pub mtime_ns: i128,
+    /// Segments the plan cut the blob into.
+    pub segments: usize,
+    pub disposition: ImportDisposition,
+}
+
+/// A session as recorded.
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    pub session_id: String,
+    pub container: String,
+    /// Modification time of the session's tar members.
+    pub mtime: i64,
+    /// Where its members start in the payload; `None` right after the manifest.
+    pub data_from: Option<u64>,
+    pub sources: Vec<SourceRecord>,
+    pub checkpoint: Checkpoint,
+    /// Where its members end (the end-of-archive marker), once complete.
+    pub data_end: Option<u64>,
+    pub aborted: bool,
+}
+
+impl SessionRecord {
+    /// Complete and not aborted.
+    pub fn is_done(&self) -> bool {
+        self.data_end.is_some() && !self.aborted
+    }
+}
+
+/// Everything a journal says.
+#[derive(Debug, Default)]
+pub struct Replayed {
+    pub drive: Option<DriveRecord>,
+    pub formatted: bool,
+    pub credential: Option<StoredCredential>,
+    pub sessions: Vec<SessionRecord>,
+    /// The drive manifest's MD5 as it stands (none while no session is complete).
+    pub manifest_hash: Option<String>,
+    pub log_dir: Option<PathBuf>,
+}
+
+impl Replayed {
+    /// The latest session that was not aborted.
+    pub fn latest(&self) -> Option<&SessionRecord> {
+        self.sessions.iter().rev().find(|s| !s.aborted)
+    }
+
+    /// The complete sessions, in order: what the drive's manifest lists.
+    pub fn done(&self) -> impl Iterator<Item = &SessionRecord> {
+        self.sessions.iter().filter(|s| s.is_done())
+    }
+}
+
+/// The storage credential as recorded.
+#[derive(Clone)]
+pub enum StoredCredential {
+    AccountKey(Zeroizing<String>),
+    ContainerSas(Zeroizing<String>),
+}
+
+impl std::fmt::Debug for StoredCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::AccountKey(_) => "AccountKey(<redacted>)",
+            Self::ContainerSas(_) => "ContainerSas(<redacted>)",
+        })
+    }
+}
+
+/// Errors of the drive journal.
+#[derive(Debug, thiserror::Error)]
+pub enum DriveJournalError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("journal {path} can be read by other users (mode {mode:o}) and holds the drive's recovery key: make it private with chmod 600 {path}")]
+    NotPrivate { path: PathBuf, mode: u32 },
+    #[error("journal {path}: record {kind}: {reason}; the journal was not written by seedship-diskprep prepimport or was modified")]
+    Record {
+        path: PathBuf,
+        kind: String,
+        reason: String,
+    },
+}
+
+/// The open journal of one drive.
+#[derive(Debug)]
+pub struct DriveJournal {
+    journal: Journal,
+    /// The session whose checkpoints [`CheckpointSink`] records.
+    pub session: String,
+}
+
+/// Creates a new journal (mode 0600, never over an existing file).
+pub fn create(path: &Path) -> Result<(), DriveJournalError> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map(drop)
+        .map_err(|source| DriveJournalError::Io {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// Refuses a journal other users can read.
+fn check_private(path: &Path) -> Result<(), DriveJournalError> {
+    let meta = std::fs::metadata(path).map_err(|source| DriveJournalError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mode = meta.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(DriveJournalError::NotPrivate {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+/// Opens an existing journal for appending and replays it.
+pub fn open(path: &Path) -> Result<(DriveJournal, Replayed), DriveJournalError> {
+    check_private(path)?;
+    let (journal, replay) = Journal::open(path)?;
+    let state = interpret(path, &replay.records)?;
+    Ok((
+        DriveJournal {
+            journal,
+            session: String::new(),
+        },
+        state,
+    ))
+}
+
+/// Reads a journal without writing it (`create-job`).
+pub fn read(path: &Path) -> Result<Replayed, DriveJournalError> {
+    check_private(path)?;
+    let replay = seedship_shared::journal::replay(path)?;
+    interpret(path, &replay.records)
+}
+
+fn interpret(path: &Path, records: &[JournalRecord]) -> Result<Replayed, DriveJournalError> {
+    let mut s = Replayed::default();
+    for r in records {
+        let bad = |reason: String| DriveJournalError::Record {
+            path: path.to_owned(),
+            kind: r.kind.clone(),
+            reason,
+        };
+        let get = |key: &str| r.get(key).ok_or_else(|| bad(format!("{key} is missing")));
+        let num = |key: &str| -> Result<u64, DriveJournalError> {
+            get(key)?
+                .parse()
+                .map_err(|_| bad(format!("{key} is not a number")))
+        };
+        match r.kind.as_str() {
+            DRIVE => {
+                s.drive = Some(DriveRecord {
+                    drive_id: get("DriveId")?.to_owned(),
+                    target: PathBuf::from(get("Target")?),
+                    capacity: num("Capacity")?,
+                    manifest_slot: num("ManifestSlot")?,
+                    encryption: match get("Encryption")? {
+                        "Encrypt" => Encryption::Encrypt,
+                        "AlreadyEncrypted" => Encryption::AlreadyEncrypted,
+                        other => return Err(bad(format!("Encryption {other:?}"))),
+                    },
+                    recovery_key: Zeroizing::new(get("RecoveryKey")?.to_owned()),
+                });
+                s.formatted = false;
+            }
+            FORMATTED => s.formatted = true,
+            CREDENTIAL => {
+                let v = Zeroizing::new(get("Value")?.to_owned());
+                s.credential = Some(match get("Kind")? {
+                    "ContainerSas" => StoredCredential::ContainerSas(v),
+                    _ => StoredCredential::AccountKey(v),
+                });
+            }
+            SESSION => {
+                let mut sources = Vec::new();
+                for line in get("Sources")?.lines().filter(|l| !l.is_empty()) {
+                    sources.push(parse_source(line).ok_or_else(|| bad(format!("source line {line:?}")))?);
+                }
+                let id = get("SessionId")?.to_owned();
+                s.sessions.push(SessionRecord {
+                    session_id: id,
+                    container: get("Container")?.to_owned(),
+                    mtime: num("MTime")? as i64,
+                    data_from: match get("DataFrom")? {
+                        "manifest" => None,
+                        _ => Some(num("DataFrom")?),
+                    },
+                    sources,
+                    checkpoint: Checkpoint::default(),
+                    data_end: None,
+                    aborted: false,
+                });
+            }
+            CHECKPOINT => {
+                let at = num("TarOffset")?;
+                let mut segs = Vec::new();
+                for line in get("Segments")?.lines().filter(|l| !l.is_empty()) {
+                    segs.push(parse_segment("", line).map_err(|e| bad(e.to_string()))?);
+                }
+                let sess =
+                    session_mut(&mut s, get("SessionId")?).ok_or_else(|| bad("no such session".into()))?;
+                sess.checkpoint.payload_offset = at;
+                sess.checkpoint.segments.extend(segs);
+            }
+            ABORTED => {
+                let id = get("SessionId")?.to_owned();
+                if let Some(sess) = session_mut(&mut s, &id) {
+                    sess.aborted = true;
+                }
+                if s.done().next().is_none() {
+                    s.manifest_hash = None;
+                }
+            }
+            "ActivityRecord" if r.get("ActivityId") == Some("PrepImportDriveCommandContext") => {
+                s.log_dir = r.get("LogDirectory").map(PathBuf::from);
+            }
+            _ => match DiskprepRecord::from_record(r) {
+                Ok(Some(DiskprepRecord::DriveInfo { manifest_hash, .. })) => {
+                    s.manifest_hash = Some(manifest_hash)
+                }
+                Ok(Some(DiskprepRecord::SessionDone {
+                    session_id,
+                    tar_offset,
+                })) => {
+                    let end = tar_offset
+                        .checked_sub(seedship_shared::tar::END_OF_ARCHIVE_LEN)
+                        .ok_or_else(|| bad("TarOffset before the end-of-archive marker".into()))?;
+                    let sess =
+                        session_mut(&mut s, &session_id).ok_or_else(|| bad("no such session".into()))?;
+                    sess.data_end = Some(end);
+                }
+                Ok(_) => {}
+                Err(e) => return Err(bad(e.to_string())),
+            },
+        }
+    }
+    Ok(s)
+}
+
+/// The latest record of session `id` that was not aborted.
+fn session_mut<'a>(s: &'a mut Replayed, id: &str) -> Option<&'a mut SessionRecord> {
+    s.sessions
+        .iter_mut()
+        .rev()
+        .find(|x| x.session_id == id && !x.aborted)
+}
+
+fn source_line(s: &SourceRecord) -> String {
+    format!(
+        "{}\t{}\t{}\t{}\t{}\t{}",
+        s.blob,
+        s.path.display(),
+        s.len,
+        s.mtime_ns,
+        s.segments,
+        s.disposition.as_str()
+    )
+}
+
+fn parse_source(line: &str) -> Option<SourceRecord> {
+    let f: Vec<&str> = line.split('\t').collect();
+    let [blob, path, len, mtime, segments, disposition] = f[..] else {
+        return None;
+    };
+    Some(SourceRecord {
+        blob: blob.to_owned(),
+        path: PathBuf::from(path),
+        len: len.parse().ok()?,
+        mtime_ns: mtime.parse().ok()?,
+        segments: segments.parse().ok()?,
+        disposition: disposition.parse().ok()?,
+    })
+}
+
+impl DriveJournal {
+    fn append(&mut self, r: JournalRecord) -> Result<(), DriveJournalError> {
+        Ok(self.journal.append(&r)?)
+    }
+
+    /// Records the command's context (the `/logdir:`), as WAImportExport's first activity record.
+    pub fn record_context(&mut self, log_dir: Option<&Path>) -> Result<(), DriveJournalError> {
+        let mut r = JournalRecord::new("ActivityRecord").with("ActivityId", "PrepImportDriveCommandContext");
+        if let Some(d) = log_dir {
+            r = r.with("LogDirectory", d.display().to_string());
+        }
+        self.append(r)
+    }
+
+    /// Records the drive (its recovery key included) before anything is written to it.
+    pub fn record_drive(&mut self, d: &DriveRecord) -> Result<(), DriveJournalError> {
+        self.append(
+            JournalRecord::new(DRIVE)
+                .with("DriveId", d.drive_id.clone())
+                .with("Target", d.target.display().to_string())
+                .with("Capacity", d.capacity.to_string())
+                .with("ManifestSlot", d.manifest_slot.to_string())
+                .with("Encryption", d.encryption.as_str())
+                .with("RecoveryKey", d.recovery_key.as_str()),
+        )
+    }
+
+    pub fn record_formatted(&mut self, drive_id: &str) -> Result<(), DriveJournalError> {
+        self.append(JournalRecord::new(FORMATTED).with("DriveId", drive_id))
+    }
+
+    pub fn record_credential(&mut self, c: &StoredCredential) -> Result<(), DriveJournalError> {
+        let (kind, v) = match c {
+            StoredCredential::AccountKey(k) => ("AccountKey", k),
+            StoredCredential::ContainerSas(s) => ("ContainerSas", s),
+        };
+        self.append(
+            JournalRecord::new(CREDENTIAL)
+                .with("Kind", kind)
+                .with("Value", v.as_str()),
+        )
+    }
+
+    /// Records a new session's settings and sources.
+    pub fn record_session(&mut self, s: &SessionRecord) -> Result<(), DriveJournalError> {
+        let sources: Vec<String> = s.sources.iter().map(source_line).collect();
+        self.append(
+            JournalRecord::new(SESSION)
+                .with("SessionId", s.session_id.clone())
+                .with("Container", s.container.clone())
+                .with("MTime", s.mtime.to_string())
+                .with(
+                    "DataFrom",
+                    s.data_from
+                        .map_or_else(|| "manifest".to_owned(), |d| d.to_string()),
+                )
+                .with("Sources", sources.join("\n")),
+        )?;
+        self.session = s.session_id.clone();
+        Ok(())
+    }
+
+    /// Records the end of a session: the manifest's hash (WAImportExport's `DriveInfo`) and where the
+    /// payload ends.
+    pub fn record_done(
+        &mut self,
+        drive_id: &str,
+        session_id: &str,
+        manifest_hash: &str,
+        data_end: u64,
+    ) -> Result<(), DriveJournalError> {
+        self.record_drive_info(drive_id, manifest_hash)?;
+        self.append(
+            DiskprepRecord::SessionDone {
+                session_id: session_id.to_owned(),
+                tar_offset: data_end + seedship_shared::tar::END_OF_ARCHIVE_LEN,
+            }
+            .to_record(),
+        )
+    }
+
+    /// Records the drive manifest's hash.
+    pub fn record_drive_info(
+        &mut self,
+        drive_id: &str,
+        manifest_hash: &str,
+    ) -> Result<(), DriveJournalError> {
+        self.append(
+            DiskprepRecord::DriveInfo {
+                drive_id: drive_id.to_owned(),
+                manifest_file: crate::prep::layout::MANIFEST_PATH.to_owned(),
+                manifest_hash: manifest_hash.to_owned(),
+            }
+            .to_record(),
+        )
+    }
+
+    pub fn record_aborted(&mut self, session_id: &str) -> Result<(), DriveJournalError> {
+        self.append(JournalRecord::new(ABORTED).with("SessionId", session_id))
+    }
+}
+
+impl CheckpointSink for DriveJournal {
+    fn checkpoint(&mut self, payload_offset: u64, new_segments: &[SegmentRecord]) -> std::io::Result<()> {
+        let r = JournalRecord::new(CHECKPOINT)
+            .with("SessionId", self.session.clone())
+            .with("TarOffset", payload_offset.to_string())
+            .with("Segments", segment_lines(new_segments));
+        self.journal.append(&r).map_err(std::io::Error::other)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drive() -> DriveRecord {
+        DriveRecord {
+            drive_id: "SEED0123456789AB".into(),
+            target: "/srv/d1.img".into(),
+            capacity: 48 << 20,
+            manifest_slot: 1 << 20,
+            encryption: Encryption::Encrypt,
+            recovery_key: Zeroizing::new("000011-000022-000033-000044-000055-000066-000077-000088".into()),
+        }
+    }
+
+    fn session(id: &str, data_from: Option<u64>) -> SessionRecord {
+        SessionRecord {
+            session_id: id.into(),
+            container: "seed".into(),
+            mtime: 1_700_000_000,
+            data_from,
+            sources: vec![SourceRecord {
+                blob: "data/0000".into(),
+                path: "/srv/st/data/0000".into(),
+                len: 8 << 20,
+                mtime_ns: 1_700_000_000_123_456_789,
+                segments: 2,
+                disposition: ImportDisposition::Overwrite,
+            }],
+            checkpoint: Checkpoint::default(),
+            data_end: None,
+            aborted: false,
+        }
+    }
+
+    fn seg(start: u64) -> SegmentRecord {
+        SegmentRecord {
+            blob: "data/0000".into(),
+            range: start..start + (4 << 20),
+            md5: "0123456789ABCDEF0123456789ABCDEF".into(),
+            xxh3: 7,
+            zero: false,
+        }
+    }
+
+    #[test]
+    fn sessions_checkpoints_ends_and_aborts_replay() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("d1.jrn");
+        create(&path).unwrap();
+        assert!(create(&path).is_err(), "never over an existing journal");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let (mut j, s) = open(&path).unwrap();
+        assert!(s.drive.is_none() && s.sessions.is_empty());
+        j.record_drive(&drive()).unwrap();
+        j.record_formatted("SEED0123456789AB").unwrap();
+        j.record_credential(&StoredCredential::AccountKey(Zeroizing::new("a2V5".into())))
+            .unwrap();
+        j.record_session(&session("s1", None)).unwrap();
+        j.checkpoint(5 << 20, &[seg(0)]).unwrap();
+        j.checkpoint(9 << 20, &[seg(4 << 20)]).unwrap();
+        j.record_done("SEED0123456789AB", "s1", "AAAA", 9 << 20).unwrap();
+        j.record_session(&session("s2", Some(9 << 20))).unwrap();
+        j.checkpoint(12 << 20, &[seg(0)]).unwrap();
+        drop(j);
+
+        let s = read(&path).unwrap();
+        let d = s.drive.as_ref().unwrap();
+        assert_eq!(d.drive_id, "SEED0123456789AB");
+        assert_eq!(d.recovery_key.as_str(), drive().recovery_key.as_str());
+        assert!(s.formatted);
+        assert!(matches!(&s.credential, Some(StoredCredential::AccountKey(k)) if k.as_str() == "a2V5"));
+        assert_eq!(s.sessions.len(), 2);
+        let s1 = &s.sessions[0];
+        assert_eq!(s1.checkpoint.segments, vec![seg(0), seg(4 << 20)]);
+        assert_eq!(s1.data_end, Some(9 << 20));
+        assert_eq!(s1.sources, session("s1", None).sources);
+        let latest = s.latest().unwrap();
+        assert_eq!((latest.session_id.as_str(), latest.is_done()), ("s2", false));
+        assert_eq!(latest.checkpoint.payload_offset, 12 << 20);
+        assert_eq!(latest.data_from, Some(9 << 20));
+        assert_eq!(s.manifest_hash.as_deref(), Some("AAAA"));
+
+        let (mut j, _) = open(&path).unwrap();
+        j.record_aborted("s2").unwrap();
+        j.record_aborted("s1").unwrap();
+        drop(j);
+        let s = read(&path).unwrap();
+        assert!(s.latest().is_none() && s.done().next().is_none());
+        assert_eq!(s.manifest_hash, None, "no complete session: no manifest hash");
+    }
+
+    #[test]
+    fn a_journal_others_can_read_is_refused() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("d1.jrn");
+        std::fs::write(&path, "").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = read(&path).unwrap_err().to_string();
+        assert!(e.contains("chmod 600"), "{e}");
+    }
+}

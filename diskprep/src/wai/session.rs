@@ -1,0 +1,370 @@
+//! One `prepimport` session: planned onto what is left of the drive (after the sessions before it), copied
+//! with diskprep's copy (checkpoints into the journal, read-back), then the drive's manifest rewritten with
+//! one `BlobList` per session and the end-of-archive marker after the session's files; and `/AbortSession`,
+//! which writes the earlier sessions' manifest and marker back.
+
+use super::drive::{open_rw, unlock};
+use super::journal::{self, DriveJournal, DriveRecord, Replayed, SessionRecord, SourceRecord};
+use super::request::{say, PrepImportReport, Request};
+use super::source::{self, SourceFile, SourceSpec};
+use crate::prep::console::ConsoleUi;
+use crate::prep::copy::{copy_parts, finish_payload, Checkpoint};
+use crate::prep::layout::{DriveLayout, SegmentRecord};
+use crate::prep::plan::{Cursor, DrivePlan};
+use crate::prep::prepare::PrepUi;
+use crate::prep::readback::check_head_and_tail;
+use crate::prep::source::StagingFiles;
+use anyhow::{bail, Context};
+use seedship_shared::luks::direct::DriveFile;
+use seedship_shared::luks::payload::DriveTarget;
+use seedship_shared::manifest::{
+    BlobListHeader, DriveFilePath, DriveHeader, ManifestBlob, ManifestWriter, Md5Hash, PageRange,
+    CLIENT_CREATOR, MANIFEST_VERSION,
+};
+use seedship_shared::recovery::RecoveryKey;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+
+/// A session's plan: its files, layout and drive plan.
+pub(super) struct SessionPlan {
+    pub(super) record: SessionRecord,
+    pub(super) files: Vec<SourceFile>,
+    pub(super) layout: DriveLayout,
+    pub(super) plan: DrivePlan,
+}
+
+/// Where a new session starts: after the last complete session, or after the manifest on an empty drive.
+pub(super) fn next_data_from(state: &Replayed) -> Option<u64> {
+    state.done().last().and_then(|s| s.data_end)
+}
+
+pub(super) fn layout_of(drive: &DriveRecord, record: &SessionRecord) -> DriveLayout {
+    DriveLayout {
+        session: record.session_id.clone(),
+        container: record.container.clone(),
+        mtime: record.mtime,
+        manifest_slot: Some(drive.manifest_slot),
+        data_from: record.data_from,
+    }
+}
+
+/// Plans a session's files onto what is left of the drive; the whole session must fit.
+pub(super) fn plan_files(
+    state: &Replayed,
+    drive: &DriveRecord,
+    record: &SessionRecord,
+    files: &[SourceFile],
+) -> anyhow::Result<(DriveLayout, DrivePlan)> {
+    let layout = layout_of(drive, record);
+    let extents: Vec<_> = files.iter().map(|f| f.extents.clone()).collect();
+    let mut cursor = Cursor::new(&extents);
+    let plan = cursor.fill_drive(drive.capacity, &layout);
+    if !cursor.is_done() {
+        let used = record.data_from.unwrap_or(0);
+        bail!(
+            "session {} does not fit on drive {}: {} of its {} payload is free and the session needs {} more \
+             (one session goes to one drive; split the source and use another drive with its own journal)",
+            record.session_id,
+            drive.drive_id,
+            seedship_shared::units::human(drive.capacity.saturating_sub(used)),
+            seedship_shared::units::human(drive.capacity),
+            seedship_shared::units::human(cursor.remaining_len(&layout))
+        );
+    }
+    let earlier: Vec<&SessionRecord> = state.done().collect();
+    let earlier_text = drive_manifest(&drive.drive_id, &earlier, None)?.len() as u64;
+    if earlier_text + plan.manifest_reserve > drive.manifest_slot {
+        bail!(
+            "drive {}'s manifest slot ({}) cannot list session {} as well; use another drive",
+            drive.drive_id,
+            seedship_shared::units::human(drive.manifest_slot),
+            record.session_id
+        );
+    }
+    Ok((layout, plan))
+}
+
+pub(super) fn new_plan(
+    state: &Replayed,
+    drive: &DriveRecord,
+    id: &str,
+    container: String,
+    files: Vec<SourceFile>,
+) -> anyhow::Result<SessionPlan> {
+    if let Some(l) = state.latest().filter(|l| !l.is_done()) {
+        bail!(
+            "session {} of drive {} did not finish: resume it with /id:{0} /ResumeSession, or roll it back \
+             with /id:{0} /AbortSession",
+            l.session_id,
+            drive.drive_id
+        );
+    }
+    if state.done().any(|s| s.session_id == id) {
+        bail!(
+            "drive {} already has a session {id}: give the new session another id",
+            drive.drive_id
+        );
+    }
+    let mut record = SessionRecord {
+        session_id: id.to_owned(),
+        container,
+        mtime: seedship_shared::time::now_unix(),
+        data_from: next_data_from(state),
+        sources: Vec::new(),
+        checkpoint: Checkpoint::default(),
+        data_end: None,
+        aborted: false,
+    };
+    let (layout, plan) = plan_files(state, drive, &record, &files)?;
+    record.sources = files
+        .iter()
+        .zip(&plan.parts)
+        .map(|(f, p)| SourceRecord {
+            blob: f.extents.name.clone(),
+            path: f.path.clone(),
+            len: f.extents.len,
+            mtime_ns: f.mtime_ns,
+            segments: p.segments.len(),
+            disposition: f.disposition,
+        })
+        .collect();
+    Ok(SessionPlan {
+        record,
+        files,
+        layout,
+        plan,
+    })
+}
+
+/// The latest session again, from the journal: the same files (unchanged), the same plan.
+pub(super) fn resume_plan(state: &Replayed, drive: &DriveRecord, id: &str) -> anyhow::Result<SessionPlan> {
+    let Some(latest) = state.latest() else {
+        bail!("drive {} has no session to resume", drive.drive_id);
+    };
+    if latest.session_id != id {
+        bail!(
+            "only the latest session of drive {} can be resumed: {}, not {id}",
+            drive.drive_id,
+            latest.session_id
+        );
+    }
+    if latest.is_done() {
+        bail!(
+            "session {id} of drive {} is complete; nothing to resume",
+            drive.drive_id
+        );
+    }
+    let mut files = Vec::new();
+    for s in &latest.sources {
+        let now = source::mtime_ns(&s.path);
+        if now != Some((s.len, s.mtime_ns)) {
+            bail!(
+                "{} changed (or is gone) since session {id} started: a session resumes only over the same \
+                 source; roll it back with /AbortSession and start a new one",
+                s.path.display()
+            );
+        }
+        let spec = SourceSpec {
+            path: s.path.clone(),
+            dst: format!("{}/{}", latest.container, s.blob),
+            dir: false,
+            disposition: s.disposition,
+        };
+        let (_, mut f) = source::resolve(std::slice::from_ref(&spec))?;
+        files.append(&mut f);
+    }
+    let (layout, plan) = plan_files(state, drive, latest, &files)?;
+    Ok(SessionPlan {
+        record: latest.clone(),
+        files,
+        layout,
+        plan,
+    })
+}
+
+/// The drive's manifest: one `BlobList` per session, each blob's non-zero segments as page ranges. `current`
+/// adds a session not complete yet, with its segments.
+pub(super) fn drive_manifest(
+    drive_id: &str,
+    sessions: &[&SessionRecord],
+    current: Option<(&SessionRecord, &[SegmentRecord])>,
+) -> anyhow::Result<Vec<u8>> {
+    let header = DriveHeader {
+        version: MANIFEST_VERSION.to_owned(),
+        drive_id: drive_id.to_owned(),
+        credential: None,
+        client_creator: Some(CLIENT_CREATOR.to_owned()),
+    };
+    let mut w = ManifestWriter::new(Vec::new(), &header)?;
+    let all = sessions
+        .iter()
+        .map(|s| (*s, s.checkpoint.segments.as_slice()))
+        .chain(current);
+    for (s, segments) in all {
+        w.begin_blob_list(&BlobListHeader {
+            id: Some(s.session_id.clone()),
+            metadata: None,
+            properties: None,
+        })?;
+        let mut segs = segments.iter();
+        for src in &s.sources {
+            let blob_path = format!("{}/{}", s.container, src.blob);
+            let paths = DriveFilePath::new(&s.session_id, &blob_path)?;
+            let mut ranges = Vec::new();
+            for seg in segs.by_ref().take(src.segments).filter(|x| !x.zero) {
+                let mut hash = [0u8; 16];
+                hex::decode_to_slice(&seg.md5, &mut hash).context("an MD5 in the journal is not hex")?;
+                ranges.push(PageRange {
+                    offset: seg.range.start,
+                    length: seg.range.end - seg.range.start,
+                    hash: Md5Hash(hash),
+                });
+            }
+            let mut blob = ManifestBlob::page_blob(blob_path, paths.file_path, src.len, ranges);
+            blob.disposition = Some(src.disposition);
+            w.write_blob(&blob)?;
+        }
+    }
+    let text = w.finish()?;
+    Ok(text)
+}
+
+/// Copies a session (from its last checkpoint), rewrites the drive's manifest and end marker, checks them,
+/// and records the end. Returns the manifest's MD5.
+pub(super) fn write_session(
+    drive: &DriveRecord,
+    state: &Replayed,
+    s: &SessionPlan,
+    j: &mut DriveJournal,
+    cancel: &AtomicBool,
+) -> anyhow::Result<String> {
+    let key = RecoveryKey::parse(&drive.recovery_key)?;
+    let file = open_rw(&drive.target)?;
+    let volume = unlock(&file, &drive.drive_id, &drive.target, &key)?;
+    let device = DriveFile::new(&file, &drive.target);
+    let target = DriveTarget {
+        device: &device,
+        cipher: &volume,
+        data_offset: volume.data_offset(),
+        capacity: drive.capacity.min(volume.payload_len()),
+    };
+    let source = StagingFiles::from_files(
+        s.files
+            .iter()
+            .map(|f| (f.extents.name.clone(), f.path.clone(), None)),
+    );
+    let mut ui = ConsoleUi::default();
+    let progress = ui.progress(
+        &format!("session {} ({})", s.record.session_id, drive.drive_id),
+        2 * s.plan.payload_len,
+    );
+    let copied = copy_parts(
+        &drive.drive_id,
+        &s.plan,
+        &s.layout,
+        &source,
+        &target,
+        s.record.checkpoint.clone(),
+        j,
+        progress.as_ref(),
+        cancel,
+        true,
+    );
+    progress.finish();
+    let done = copied?;
+    let earlier: Vec<&SessionRecord> = state
+        .done()
+        .filter(|x| x.session_id != s.record.session_id)
+        .collect();
+    let text = drive_manifest(&drive.drive_id, &earlier, Some((&s.record, &done.segments)))?;
+    let text = String::from_utf8(text).context("the manifest is UTF-8")?;
+    let manifest = finish_payload(&drive.drive_id, &s.plan, &s.layout, &target, &text)?;
+    check_head_and_tail(&drive.drive_id, &s.plan, &s.layout, &target, &manifest)?;
+    let hash = seedship_shared::manifest::manifest_hash(&manifest);
+    let (_, data_end) = s.layout.member_offsets(&s.plan);
+    j.record_done(&drive.drive_id, &s.record.session_id, &hash, data_end)?;
+    Ok(hash)
+}
+
+/// `/AbortSession`: rolls the latest session back. The drive gets back the end marker and manifest of the
+/// sessions before it (none: the drive holds no session).
+pub(super) fn abort(
+    journal_path: &Path,
+    req: &Request,
+    dry_run: bool,
+    json: bool,
+) -> anyhow::Result<PrepImportReport> {
+    let state = journal::read(journal_path)
+        .with_context(|| format!("journal {}: nothing to abort", journal_path.display()))?;
+    let drive = state.drive.clone().with_context(|| {
+        format!(
+            "journal {} records no drive: nothing to abort",
+            journal_path.display()
+        )
+    })?;
+    let Some(latest) = state.latest() else {
+        bail!("drive {} has no session to abort", drive.drive_id);
+    };
+    if latest.session_id != req.session_id {
+        bail!(
+            "only the latest session of drive {} can be aborted: {}, not {}",
+            drive.drive_id,
+            latest.session_id,
+            req.session_id
+        );
+    }
+    let kept: Vec<&SessionRecord> = state
+        .done()
+        .filter(|s| s.session_id != latest.session_id)
+        .collect();
+    let mut out = PrepImportReport {
+        journal: journal_path.display().to_string(),
+        drive_id: drive.drive_id.clone(),
+        target: drive.target.display().to_string(),
+        session_id: latest.session_id.clone(),
+        action: if dry_run { "planned" } else { "aborted" },
+        blobs: latest.sources.len(),
+        bytes: 0,
+        manifest_hash: None,
+        sessions: kept.iter().map(|s| s.session_id.clone()).collect(),
+    };
+    if dry_run {
+        say(
+            json,
+            format!(
+                "Dry run: session {} of drive {} would be rolled back; nothing was written.",
+                latest.session_id, drive.drive_id
+            ),
+        );
+        return Ok(out);
+    }
+    let (mut j, _) = journal::open(journal_path)?;
+    let restored = match kept.last() {
+        Some(last) if state.formatted => {
+            let key = RecoveryKey::parse(&drive.recovery_key)?;
+            let file = open_rw(&drive.target)?;
+            let volume = unlock(&file, &drive.drive_id, &drive.target, &key)?;
+            let device = DriveFile::new(&file, &drive.target);
+            let target = DriveTarget {
+                device: &device,
+                cipher: &volume,
+                data_offset: volume.data_offset(),
+                capacity: drive.capacity.min(volume.payload_len()),
+            };
+            let mut layout = layout_of(&drive, last);
+            layout.data_from = last.data_end;
+            let empty = DrivePlan::default();
+            let text = String::from_utf8(drive_manifest(&drive.drive_id, &kept, None)?)?;
+            let manifest = finish_payload(&drive.drive_id, &empty, &layout, &target, &text)?;
+            check_head_and_tail(&drive.drive_id, &empty, &layout, &target, &manifest)?;
+            Some(seedship_shared::manifest::manifest_hash(&manifest))
+        }
+        _ => None,
+    };
+    j.record_aborted(&latest.session_id)?;
+    if let Some(h) = &restored {
+        j.record_drive_info(&drive.drive_id, h)?;
+    }
+    out.manifest_hash = restored;
+    Ok(out)
+}

@@ -1,0 +1,631 @@
+//! `seedship-diskprep PrepImport` (WAImportExport's spellings) and `create-job --journal`: seed 002's
+//! command as written (Linux paths for drive letters), several sessions on one drive, resume and abort of the
+//! latest session (the first one after SIGKILL too), an already encrypted drive (`/bk:`), and each drive read
+//! by an independent reader (cryptsetup + Python AES-XTS + GNU tar + MD5, tests/python/drive_check.py);
+//! then an import job from three journals at the emulator, and its data centre importing the drives into
+//! Azurite.
+
+mod support;
+
+use seedship_e2e::testkit::{run_python, Azurite, AZURITE_ACCOUNT, AZURITE_KEY};
+use seedship_e2e::{allocated, descriptor, noise, stage_job};
+use seedship_shared::host::hostname;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use support::{diskprep, diskprep_tty, text};
+
+const MIB: usize = 1 << 20;
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 temp path")
+}
+
+/// A staged job (container `seed`): `config` (one page), `data/0000` (`data_mib` MiB with a 4 MiB hole),
+/// `index/0000` (4 MiB).
+fn staged(dir: &Path, data_mib: usize) -> PathBuf {
+    let mut volume = noise(data_mib * MIB, 7);
+    volume[4 * MIB..8 * MIB].fill(0);
+    stage_job(
+        &dir.join("staging"),
+        descriptor("job1", &hostname()),
+        &[
+            ("config", noise(512, 1)),
+            ("data/0000", volume),
+            ("index/0000", noise(4 * MIB, 3)),
+        ],
+    )
+}
+
+fn image(dir: &Path, name: &str, mib: u64) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::File::create(&p).unwrap().set_len(mib << 20).unwrap();
+    p
+}
+
+fn ok(o: &Output) -> String {
+    let out = text(o);
+    assert!(o.status.success(), "{out}");
+    out
+}
+
+/// The drive's recovery key, as the journal records it.
+fn journal_key(journal: &Path) -> String {
+    let j = std::fs::read_to_string(journal).unwrap();
+    j.lines()
+        .find_map(|l| l.strip_prefix("RecoveryKey: "))
+        .expect("the journal records the recovery key")
+        .to_owned()
+}
+
+/// drive_check.py over one drive per `(image, journal)`; every blob of `job` must be found exactly.
+fn independent_check(job: &Path, drives: &[(&Path, &Path)], work: &Path) -> serde_json::Value {
+    let mut args = vec![
+        "--job".to_owned(),
+        s(job).to_owned(),
+        "--work".to_owned(),
+        s(work).to_owned(),
+    ];
+    std::fs::create_dir_all(work).unwrap();
+    for (i, (img, journal)) in drives.iter().enumerate() {
+        let kf = work.join(format!("key{i}"));
+        std::fs::write(&kf, journal_key(journal)).unwrap();
+        args.push("--drive".into());
+        args.push(format!("{}:{}", s(img), s(&kf)));
+        // diskprep's own reader agrees
+        let o = diskprep(
+            &["verify", "--drive", s(img)],
+            &[("SEEDSHIP_RECOVERY_KEY", &journal_key(journal))],
+        );
+        ok(&o);
+    }
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = run_python("drive_check.py", &a, &[]);
+    std::fs::remove_dir_all(work).unwrap();
+    serde_json::from_str(&out).expect("drive_check.py prints JSON")
+}
+
+#[test]
+fn seed_002_as_written_then_two_more_sessions_pass_the_interop_check() {
+    let t = tempfile::tempdir().unwrap();
+    let job = staged(t.path(), 12);
+    let blobs = job.join("blobs");
+    let img = image(t.path(), "g.img", 64);
+    let jrn = t.path().join("g.jrn");
+    let key = "c2VlZHNoaXAtdGVzdC1rZXktbmV2ZXItcHJpbnRlZA==";
+    // Seed 002's command, the drive letter G replaced by an image path and the staging location by the job's
+    // blobs folder; `/id: <SessionId>` and `/dstdir: <dir>/` with a space, as the page writes them.
+    let cmd = [
+        "PrepImport",
+        &format!("/j:{}", s(&jrn)),
+        "/id:",
+        "session1",
+        &format!("/sk:{key}"),
+        "/BlobType:PageBlob",
+        &format!("/t:{}", s(&img)),
+        "/format",
+        "/encrypt",
+        &format!("/srcdir:{}/data/", s(&blobs)),
+        "/dstdir:",
+        "seed/data/",
+        "--pbkdf",
+        "pbkdf2",
+    ];
+    // A dry run shows the drive id to type, and writes nothing (not even the journal).
+    let mut dry: Vec<&str> = cmd.to_vec();
+    dry.push("--dry-run");
+    let out = ok(&diskprep(&dry, &[]));
+    assert!(!jrn.exists(), "a dry run writes no journal");
+    let id = out
+        .split("as drive ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("{out}"))
+        .to_owned();
+    // Without /silentmode the tool asks, as WAImportExport does: type the drive id.
+    let o = diskprep_tty(&cmd, &[], &format!("{id}\n"));
+    let out = ok(&o);
+    assert!(out.contains("About to FORMAT"), "{out}");
+    assert!(
+        out.contains("/sk:@FILE") && out.contains("SEEDSHIP_STORAGE_KEY"),
+        "the secret on the command line is named with the safe ways: {out}"
+    );
+    assert!(!out.contains(key), "the key is never printed: {out}");
+    let mode = std::fs::metadata(&jrn).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the journal holds the recovery key");
+    let journal = std::fs::read_to_string(&jrn).unwrap();
+    assert!(journal.contains(&format!("<DriveId>{id}</DriveId>")), "{journal}");
+
+    // A second session: one file; a third: a v2 data set file. The drive is not formatted again.
+    let kf = t.path().join("key.txt");
+    std::fs::write(&kf, key).unwrap();
+    ok(&diskprep(
+        &[
+            "PrepImport",
+            &format!("/j:{}", s(&jrn)),
+            "/id:session2",
+            &format!("/sk:@{}", s(&kf)),
+            &format!("/srcfile:{}/config", s(&blobs)),
+            "/dstblob:seed/config",
+            "/Disposition:overwrite",
+            &format!("/logdir:{}", s(&t.path().join("logs"))),
+        ],
+        &[],
+    ));
+    let log = std::fs::read_to_string(t.path().join("logs/session2.log")).unwrap();
+    assert!(
+        log.contains("session session2") && log.contains("completed"),
+        "{log}"
+    );
+    let csv = t.path().join("dataset.csv");
+    std::fs::write(
+        &csv,
+        format!(
+            "BasePath,DstBlobPathOrPrefix,BlobType,Disposition,MetadataFile,PropertiesFile\n\"{}/index/\",\"seed/index/\",PageBlob,rename,\"None\",None\n",
+            s(&blobs)
+        ),
+    )
+    .unwrap();
+    let o = diskprep(
+        &[
+            "PrepImport",
+            &format!("/j:{}", s(&jrn)),
+            "/id:session3",
+            &format!("/DataSet:{}", s(&csv)),
+            "--json",
+        ],
+        &[],
+    );
+    let out = ok(&o);
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{out}"));
+    assert_eq!(
+        doc["sessions"],
+        serde_json::json!(["session1", "session2", "session3"])
+    );
+    assert_eq!(doc["drive_id"], id.as_str());
+
+    // A fourth session with an id used before, and /format on a drive with sessions, are refused.
+    let o = diskprep(
+        &[
+            "PrepImport",
+            &format!("/j:{}", s(&jrn)),
+            "/id:session3",
+            &format!("/srcfile:{}/config", s(&blobs)),
+            "/dstblob:seed/x",
+        ],
+        &[],
+    );
+    assert!(
+        !o.status.success() && text(&o).contains("already has a session session3"),
+        "{}",
+        text(&o)
+    );
+
+    let check = independent_check(&job, &[(&img, &jrn)], &t.path().join("check"));
+    let manifest = check["drives"][0]["manifest"].as_str().unwrap();
+    for folder in [
+        "\\session1\\seed\\data\\0000",
+        "\\session2\\seed\\config",
+        "\\session3\\seed\\index\\0000",
+    ] {
+        assert!(
+            manifest.contains(folder),
+            "each session in its own folder: {folder} in {manifest}"
+        );
+    }
+    assert!(
+        manifest.contains("<ImportDisposition>overwrite</ImportDisposition>"),
+        "{manifest}"
+    );
+    assert_eq!(check["blobs"].as_object().unwrap().len(), 3, "{check}");
+}
+
+/// Starts `cmd`, SIGKILLs it once `ready()` holds; panics if it ends first.
+fn kill_when(cmd: &[&str], ready: impl Fn() -> bool) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_seedship-diskprep"))
+        .args(cmd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if ready() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            return;
+        }
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("seedship-diskprep ended ({st}) before it could be killed");
+        }
+        assert!(Instant::now() < deadline, "no progress");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn checkpoints(jrn: &Path, session: &str) -> usize {
+    let j = std::fs::read_to_string(jrn).unwrap_or_default();
+    j.split("[Type:SessionCheckpoint]")
+        .skip(1)
+        .filter(|r| r.lines().nth(1) == Some(&format!("SessionId: {session}")))
+        .count()
+}
+
+#[test]
+fn the_first_session_resumes_after_sigkill_and_the_latest_one_aborts() {
+    let t = tempfile::tempdir().unwrap();
+    let job = staged(t.path(), 40);
+    let blobs = job.join("blobs");
+    let img = image(t.path(), "d.img", 160);
+    let jrn = t.path().join("d.jrn");
+    let j = format!("/j:{}", s(&jrn));
+    let first = [
+        "PrepImport",
+        &j,
+        "/id:first",
+        &format!("/t:{}", s(&img)),
+        "/format",
+        "/encrypt",
+        "/silentmode",
+        "/BlobType:PageBlob",
+        &format!("/srcdir:{}/data/", s(&blobs)),
+        "/dstdir:seed/data/",
+        "--pbkdf",
+        "pbkdf2",
+    ];
+    // SIGKILL inside the first session's data (unlike WAImportExport, a first session resumes).
+    kill_when(&first, || allocated(&img) >= (16 + 12) << 20);
+    let o = diskprep(&first, &[]);
+    assert!(!o.status.success(), "the same command again does not start over");
+    assert!(
+        text(&o).contains("/ResumeSession") && text(&o).contains("/AbortSession"),
+        "{}",
+        text(&o)
+    );
+    let out = ok(&diskprep(&["PrepImport", &j, "/id:first", "/ResumeSession"], &[]));
+    assert!(out.contains("Session first is on drive"), "{out}");
+
+    // The second session killed mid-copy, then rolled back: the drive is as after the first session.
+    let last_hash = |text: &str| {
+        let from = text.rfind("<ManifestHash>").expect("a DriveInfo record") + "<ManifestHash>".len();
+        text[from..].split('<').next().unwrap().to_owned()
+    };
+    let before = last_hash(&std::fs::read_to_string(&jrn).unwrap());
+    let second = [
+        "PrepImport",
+        &j,
+        "/id:second",
+        &format!("/srcdir:{}/index/", s(&blobs)),
+        "/dstdir:seed/index/",
+    ];
+    // index/0000 is 4 MiB: one checkpoint; kill once it is recorded, before the session ends.
+    let third_src = format!("/srcdir:{}/data/", s(&blobs));
+    let third = ["PrepImport", &j, "/id:third", &third_src, "/dstdir:seed/again/"];
+    ok(&diskprep(&second, &[]));
+    kill_when(&third, || checkpoints(&jrn, "third") >= 2);
+    let o = diskprep(&["PrepImport", &j, "/id:second", "/AbortSession"], &[]);
+    assert!(
+        !o.status.success() && text(&o).contains("latest session"),
+        "{}",
+        text(&o)
+    );
+    let out = ok(&diskprep(&["PrepImport", &j, "/id:third", "/AbortSession"], &[]));
+    assert!(
+        out.contains("rolled back") && out.contains("sessions first, second"),
+        "{out}"
+    );
+    // Then abort the complete second session too: the manifest is the first session's again.
+    ok(&diskprep(&["PrepImport", &j, "/id:second", "/AbortSession"], &[]));
+    let after = last_hash(&std::fs::read_to_string(&jrn).unwrap());
+    assert_eq!(after, before, "rolled back to the first session's manifest");
+    // A new session after the aborts: resumable, complete, and the whole drive reads back.
+    kill_when(
+        &[
+            "PrepImport",
+            &j,
+            "/id:fourth",
+            &format!("/srcdir:{}/index/", s(&blobs)),
+            "/dstdir:seed/index/",
+        ],
+        || {
+            std::fs::read_to_string(&jrn)
+                .unwrap_or_default()
+                .matches("SessionId: fourth")
+                .count()
+                >= 1
+        },
+    );
+    ok(&diskprep(
+        &["PrepImport", &j, "/id:fourth", "/ResumeSession"],
+        &[],
+    ));
+    // config was never copied: put it on with a last session, then every blob is found exactly once.
+    ok(&diskprep(
+        &[
+            "PrepImport",
+            &j,
+            "/id:fifth",
+            &format!("/srcfile:{}/config", s(&blobs)),
+            "/dstblob:seed/config",
+        ],
+        &[],
+    ));
+    let check = independent_check(&job, &[(&img, &jrn)], &t.path().join("check"));
+    let manifest = check["drives"][0]["manifest"].as_str().unwrap();
+    assert!(
+        !manifest.contains("\\third\\") && !manifest.contains("\\second\\"),
+        "{manifest}"
+    );
+}
+
+#[test]
+fn an_encrypted_drive_is_written_with_its_key_and_a_wrong_key_writes_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let job = staged(t.path(), 8);
+    let blobs = job.join("blobs");
+    let img = image(t.path(), "e.img", 64);
+    let first = t.path().join("first.jrn");
+    ok(&diskprep(
+        &[
+            "PrepImport",
+            &format!("/j:{}", s(&first)),
+            "/id:old",
+            &format!("/t:{}", s(&img)),
+            "/format",
+            "/encrypt",
+            "/silentmode",
+            &format!("/srcfile:{}/config", s(&blobs)),
+            "/dstblob:seed/old",
+            "--pbkdf",
+            "pbkdf2",
+        ],
+        &[],
+    ));
+    let header = |p: &Path| std::fs::read(p).unwrap()[..16 * MIB].to_vec();
+    let before_header = header(&img);
+    let whole = std::fs::read(&img).unwrap();
+
+    // A wrong key (well-formed, another drive's): refused, and not a byte of the drive changes.
+    let wrong = t.path().join("wrong.key");
+    std::fs::write(&wrong, "000011-000022-000033-000044-000055-000066-000077-000088").unwrap();
+    let jrn = t.path().join("again.jrn");
+    let cmd = |key: &Path| {
+        vec![
+            "PrepImport".to_owned(),
+            format!("/j:{}", s(&jrn)),
+            "/id:again".into(),
+            format!("/t:{}", s(&img)),
+            format!("/bk:@{}", s(key)),
+            format!("/srcdir:{}/", s(&blobs)),
+            "/dstdir:seed/".into(),
+        ]
+    };
+    let args = cmd(&wrong);
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = diskprep(&a, &[]);
+    assert!(
+        !o.status.success() && text(&o).contains("does not unlock"),
+        "{}",
+        text(&o)
+    );
+    assert!(text(&o).contains("nothing was written"), "{}", text(&o));
+    assert!(
+        std::fs::read(&img).unwrap() == whole,
+        "a refused key writes nothing"
+    );
+
+    // The right key (v2's drive set, AlreadyEncrypted): written without reformatting.
+    let key = journal_key(&first);
+    let set = t.path().join("driveset.csv");
+    std::fs::write(
+        &set,
+        format!("DriveLetter,FormatOption,SilentOrPromptOnFormat,Encryption,ExistingBitLockerKey\n{},AlreadyFormatted,SilentMode,AlreadyEncrypted,{key}\n", s(&img)),
+    )
+    .unwrap();
+    let out = ok(&diskprep(
+        &[
+            "PrepImport",
+            &format!("/j:{}", s(&jrn)),
+            "/id:again",
+            &format!("/InitialDriveSet:{}", s(&set)),
+            &format!("/srcdir:{}/", s(&blobs)),
+            "/dstdir:seed/",
+        ],
+        &[],
+    ));
+    assert!(!out.contains("About to FORMAT"), "{out}");
+    assert!(
+        header(&img) == before_header,
+        "the LUKS2 header is the same: not reformatted"
+    );
+    assert_eq!(journal_key(&jrn), key);
+    let id = |j: &Path| {
+        std::fs::read_to_string(j)
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("DriveId: "))
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(id(&jrn), id(&first), "the drive id is the drive's label");
+    independent_check(&job, &[(&img, &jrn)], &t.path().join("check"));
+}
+
+#[test]
+fn a_job_from_three_journals_is_created_and_imported() {
+    use seedship_emuharness::{receive, set_state, wait_received, Emulator};
+    use seedship_shared::blob::{AzureOptions, AzureStore, BlobStore, Credential};
+    let t = tempfile::tempdir().unwrap();
+    let azurite = Azurite::start();
+    let emu_dir = t.path().join("emulator");
+    seedship_emulator::init(&seedship_emulator::InitOptions {
+        dir: emu_dir.clone(),
+        subscription_id: Some(support::SUB.into()),
+        subscription_name: "test".into(),
+        storage_account: Some(seedship_emulator::config::StorageAccountConfig {
+            name: AZURITE_ACCOUNT.into(),
+            endpoint: azurite.endpoint(),
+            key: AZURITE_KEY.into(),
+        }),
+        url: None,
+        listen_port: None,
+    })
+    .unwrap();
+    let emu = Emulator::start(&emu_dir);
+    let job = staged(t.path(), 8);
+    let blobs = job.join("blobs");
+    let key_file = t.path().join("storage.key");
+    std::fs::write(&key_file, AZURITE_KEY).unwrap();
+    // Three drives, one source each, the account key recorded with /sk:@FILE.
+    let sources = [
+        ("config", "seed/config"),
+        ("data/0000", "seed/data/0000"),
+        ("index/0000", "seed/index/0000"),
+    ];
+    let mut drives = Vec::new();
+    for (i, (file, blob)) in sources.iter().enumerate() {
+        let img = image(t.path(), &format!("d{i}.img"), 40);
+        let jrn = t.path().join(format!("d{i}.jrn"));
+        ok(&diskprep(
+            &[
+                "PrepImport",
+                &format!("/j:{}", s(&jrn)),
+                "/id:seed1",
+                &format!("/sk:@{}", s(&key_file)),
+                &format!("/t:{}", s(&img)),
+                "/format",
+                "/encrypt",
+                "/silentmode",
+                "/BlobType:PageBlob",
+                &format!("/srcfile:{}/{file}", s(&blobs)),
+                &format!("/dstblob:{blob}"),
+                "--pbkdf",
+                "pbkdf2",
+            ],
+            &[],
+        ));
+        drives.push((img, jrn));
+    }
+    let ps = emu.publish_settings();
+    let ca = emu.ca();
+    let mut args = vec!["create-job".to_owned(), "--job-name".into(), "jrnjob".into()];
+    for (_, j) in &drives {
+        args.extend(["--journal".to_owned(), s(j).to_owned()]);
+    }
+    args.extend(
+        [
+            "--publish-settings",
+            s(&ps),
+            "--storage-account",
+            AZURITE_ACCOUNT,
+            "--location",
+            "West US",
+            "--management-ca",
+            s(&ca),
+            "--return-carrier",
+            "FedEx",
+            "--return-carrier-account",
+            "123456789",
+            "--json",
+        ]
+        .map(String::from),
+    );
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = diskprep(&a, &[]);
+    let out = ok(&o);
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{out}"));
+    assert_eq!(doc["action"], "created", "{doc}");
+    assert_eq!(doc["drive_ids"].as_array().unwrap().len(), 3);
+    assert!(
+        doc["ship_to"]["street_address1"]
+            .as_str()
+            .is_some_and(|a| !a.is_empty()),
+        "{doc}"
+    );
+    assert!(!out.contains(AZURITE_KEY), "the key is never printed");
+    // Run again: the job exists with these drives, nothing new.
+    let o = diskprep(&a, &[]);
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", text(&o)));
+    assert_eq!(doc["action"], "exists", "{doc}");
+
+    // The same journals through Resource Manager (signed in as the emulator's Entra ID application).
+    let app: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(emu_dir.join("entra-app.json")).unwrap()).unwrap();
+    let f = |k: &str| app[k].as_str().unwrap().to_owned();
+    let id = format!(
+        "/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Storage/storageAccounts/{AZURITE_ACCOUNT}",
+        f("subscription"),
+        f("resource_group")
+    );
+    let mut arm = vec!["create-job".to_owned(), "--job-name".into(), "armjob".into()];
+    for (_, j) in &drives {
+        arm.extend(["--journal".to_owned(), s(j).to_owned()]);
+    }
+    arm.extend([
+        "--storage-account-id".into(),
+        id,
+        "--resource-group".into(),
+        f("resource_group"),
+        "--tenant".into(),
+        f("tenant"),
+        "--client-id".into(),
+        f("client_id"),
+        "--client-certificate".into(),
+        f("certificate"),
+        "--client-certificate-key".into(),
+        f("private_key"),
+        "--authority".into(),
+        f("authority"),
+        "--management-endpoint".into(),
+        f("management_endpoint"),
+        "--management-audience".into(),
+        f("management_audience"),
+        "--management-ca".into(),
+        s(&ca).to_owned(),
+        "--location".into(),
+        "West US".into(),
+        "--json".into(),
+        "--return-name".into(),
+        "Backup Admin".into(),
+        "--return-address".into(),
+        "1 Main St, Springfield, 12345, USA".into(),
+        "--return-phone".into(),
+        "+1 555 0100".into(),
+        "--return-email".into(),
+        "admin@example.com".into(),
+    ]);
+    let a: Vec<&str> = arm.iter().map(String::as_str).collect();
+    let o = diskprep(&a, &[]);
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", text(&o)));
+    assert_eq!(doc["action"], "created", "{doc}");
+    assert_eq!(doc["drive_ids"].as_array().unwrap().len(), 3, "{doc}");
+
+    // The data centre: the drives arrive and are imported into Azurite.
+    set_state(&emu, AZURITE_ACCOUNT, "jrnjob", "Shipping");
+    let paths: Vec<&Path> = drives.iter().map(|(i, _)| i.as_path()).collect();
+    let r = receive(&emu, AZURITE_ACCOUNT, "jrnjob", &paths);
+    assert!(
+        r.status < 300,
+        "receive: {} {}",
+        r.status,
+        String::from_utf8_lossy(&r.body)
+    );
+    let status = wait_received(&emu, AZURITE_ACCOUNT, "jrnjob", Duration::from_secs(120));
+    assert!(status.error.is_none(), "{status:?}");
+    let store = AzureStore::new(AzureOptions::new(
+        &azurite.endpoint(),
+        AZURITE_ACCOUNT,
+        "seed",
+        Credential::SharedKey(AZURITE_KEY.into()),
+    ))
+    .unwrap();
+    for (file, blob) in sources {
+        let want = std::fs::read(blobs.join(file)).unwrap();
+        let name = blob.strip_prefix("seed/").unwrap();
+        let mut got = vec![0u8; want.len()];
+        store.read_at(name, 0, &mut got).unwrap();
+        assert!(got == want, "blob {blob} imported exactly");
+    }
+}
