@@ -127,44 +127,9 @@ pub struct PrepArgs {
     /// The region of the storage account, where the service looks for a shipping location (asked if missing).
     #[arg(long, env = "SEEDSHIP_LOCATION", value_name = "NAME")]
     pub location: Option<String>,
-    /// A file holding the storage account's key for the import job (or set SEEDSHIP_STORAGE_KEY_FILE, or
-    /// the key itself in SEEDSHIP_STORAGE_KEY; asked if missing).
-    #[arg(
-        long,
-        env = "SEEDSHIP_STORAGE_KEY_FILE",
-        value_name = "FILE",
-        conflicts_with_all = ["storage_account_key", "container_sas", "container_sas_file"]
-    )]
-    pub storage_account_key_file: Option<PathBuf>,
-    /// The key itself: kept for compatibility only, since a command line is readable by every user; use
-    /// --storage-account-key-file or SEEDSHIP_STORAGE_KEY.
-    #[arg(
-        long,
-        env = "SEEDSHIP_STORAGE_KEY",
-        hide_env_values = true,
-        value_name = "KEY",
-        conflicts_with_all = ["container_sas", "container_sas_file"],
-        hide_short_help = true
-    )]
-    pub storage_account_key: Option<String>,
-    /// A file holding a SAS of the container, instead of the account key (or set SEEDSHIP_CONTAINER_SAS_FILE,
-    /// or the SAS itself in SEEDSHIP_CONTAINER_SAS).
-    #[arg(
-        long,
-        env = "SEEDSHIP_CONTAINER_SAS_FILE",
-        value_name = "FILE",
-        conflicts_with = "container_sas"
-    )]
-    pub container_sas_file: Option<PathBuf>,
-    /// The SAS itself: kept for compatibility only; use --container-sas-file or SEEDSHIP_CONTAINER_SAS.
-    #[arg(
-        long,
-        env = "SEEDSHIP_CONTAINER_SAS",
-        hide_env_values = true,
-        value_name = "SAS",
-        hide_short_help = true
-    )]
-    pub container_sas: Option<String>,
+    /// The storage credential for the import job (asked if missing).
+    #[command(flatten)]
+    pub cred: job::create::CredentialArgs,
     #[command(flatten)]
     pub ret: ReturnArgs,
 }
@@ -442,29 +407,10 @@ impl PrepArgs {
             access: self.api.access(self.publish_settings.clone()),
             request: job::create::JobRequest {
                 location: self.location.clone(),
-                credential: self.credential()?,
+                credential: self.cred.credential()?,
                 return_address: self.ret.address()?,
                 return_shipping: self.ret.shipping()?,
             },
-        })
-    }
-
-    /// The storage credential for the import job, from whichever safe form was given.
-    pub fn credential(&self) -> anyhow::Result<Option<job::create::Credential>> {
-        use job::create::Credential;
-        use seedship_shared::secret::from_file;
-        Ok(if let Some(f) = &self.storage_account_key_file {
-            Some(Credential::AccountKey(
-                from_file(f, "storage account key")?.to_string(),
-            ))
-        } else if let Some(k) = &self.storage_account_key {
-            Some(Credential::AccountKey(k.clone()))
-        } else if let Some(f) = &self.container_sas_file {
-            Some(Credential::ContainerSas(
-                from_file(f, "container SAS")?.to_string(),
-            ))
-        } else {
-            self.container_sas.clone().map(Credential::ContainerSas)
         })
     }
 }

@@ -39,6 +39,88 @@ pub fn connect(d: &JobDescriptor, access: &ApiAccess) -> Result<Connection, JobE
     })
 }
 
+/// The storage credential options of the commands that make or record an import job (`s:`, `prepimport`,
+/// `create-job`): a file holding the account key or a container SAS, or the value itself (kept for
+/// compatibility only: a command line is readable by every user).
+#[derive(Clone, clap::Args)]
+pub struct CredentialArgs {
+    /// A file holding the storage account's key for the import job (or set SEEDSHIP_STORAGE_KEY_FILE, or the
+    /// key itself in SEEDSHIP_STORAGE_KEY).
+    #[arg(
+        long,
+        env = "SEEDSHIP_STORAGE_KEY_FILE",
+        value_name = "FILE",
+        conflicts_with_all = ["storage_account_key", "container_sas", "container_sas_file"]
+    )]
+    pub storage_account_key_file: Option<std::path::PathBuf>,
+    /// The key itself: kept for compatibility only, since a command line is readable by every user; use
+    /// --storage-account-key-file or SEEDSHIP_STORAGE_KEY.
+    #[arg(
+        long,
+        env = "SEEDSHIP_STORAGE_KEY",
+        hide_env_values = true,
+        value_name = "KEY",
+        conflicts_with_all = ["container_sas", "container_sas_file"],
+        hide_short_help = true
+    )]
+    pub storage_account_key: Option<String>,
+    /// A file holding a SAS of the container, instead of the account key (or set SEEDSHIP_CONTAINER_SAS_FILE,
+    /// or the SAS itself in SEEDSHIP_CONTAINER_SAS).
+    #[arg(
+        long,
+        env = "SEEDSHIP_CONTAINER_SAS_FILE",
+        value_name = "FILE",
+        conflicts_with = "container_sas"
+    )]
+    pub container_sas_file: Option<std::path::PathBuf>,
+    /// The SAS itself: kept for compatibility only; use --container-sas-file or SEEDSHIP_CONTAINER_SAS.
+    #[arg(
+        long,
+        env = "SEEDSHIP_CONTAINER_SAS",
+        hide_env_values = true,
+        value_name = "SAS",
+        hide_short_help = true
+    )]
+    pub container_sas: Option<String>,
+}
+
+impl std::fmt::Debug for CredentialArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CredentialArgs")
+            .field("storage_account_key_file", &self.storage_account_key_file)
+            .field(
+                "storage_account_key",
+                &self.storage_account_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("container_sas_file", &self.container_sas_file)
+            .field(
+                "container_sas",
+                &self.container_sas.as_ref().map(|_| "<redacted>"),
+            )
+            .finish()
+    }
+}
+
+impl CredentialArgs {
+    /// The credential given, from whichever form; `None` when none was.
+    pub fn credential(&self) -> anyhow::Result<Option<Credential>> {
+        use seedship_shared::secret::from_file;
+        Ok(if let Some(f) = &self.storage_account_key_file {
+            Some(Credential::AccountKey(
+                from_file(f, "storage account key")?.to_string(),
+            ))
+        } else if let Some(k) = &self.storage_account_key {
+            Some(Credential::AccountKey(k.clone()))
+        } else if let Some(f) = &self.container_sas_file {
+            Some(Credential::ContainerSas(
+                from_file(f, "container SAS")?.to_string(),
+            ))
+        } else {
+            self.container_sas.clone().map(Credential::ContainerSas)
+        })
+    }
+}
+
 /// The storage credential sent with Put Job (exactly one is required).
 #[derive(Clone, PartialEq, Eq)]
 pub enum Credential {

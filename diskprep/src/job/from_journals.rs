@@ -5,7 +5,7 @@
 //! drive preparation, and the shipping address is printed.
 
 use crate::job::console as ui;
-use crate::job::create::{self as job, Credential, JobRequest, Preflight};
+use crate::job::create::{self as job, Credential, CredentialArgs, JobRequest, Preflight};
 use crate::wai::journal::{self, StoredCredential};
 use crate::{ApiArgs, ReturnArgs};
 use anyhow::{bail, Context};
@@ -47,28 +47,9 @@ pub struct CreateJobArgs {
     /// The region of the storage account, where the service looks for a shipping location.
     #[arg(long, env = "SEEDSHIP_LOCATION", value_name = "NAME")]
     pub location: Option<String>,
-    /// A file holding the storage account's key (or SEEDSHIP_STORAGE_KEY_FILE, or the key in
-    /// SEEDSHIP_STORAGE_KEY); without it, the one recorded in the journals (/sk:).
-    #[arg(
-        long,
-        env = "SEEDSHIP_STORAGE_KEY_FILE",
-        value_name = "FILE",
-        conflicts_with_all = ["container_sas_file", "storage_account_key"]
-    )]
-    pub storage_account_key_file: Option<PathBuf>,
-    /// The key itself: for compatibility only (a command line is readable by every user); use
-    /// --storage-account-key-file or SEEDSHIP_STORAGE_KEY.
-    #[arg(
-        long,
-        env = "SEEDSHIP_STORAGE_KEY",
-        hide_env_values = true,
-        value_name = "KEY",
-        hide_short_help = true
-    )]
-    pub storage_account_key: Option<String>,
-    /// A file holding a container SAS (or SEEDSHIP_CONTAINER_SAS_FILE); without it, the one recorded (/csas:).
-    #[arg(long, env = "SEEDSHIP_CONTAINER_SAS_FILE", value_name = "FILE")]
-    pub container_sas_file: Option<PathBuf>,
+    /// The storage credential; without one, the one recorded in the journals (/sk:, /csas:).
+    #[command(flatten)]
+    pub cred: CredentialArgs,
     #[command(flatten)]
     pub ret: ReturnArgs,
     /// Check the journals and the job, print where it would be created; create nothing.
@@ -242,22 +223,12 @@ pub fn run(a: CreateJobArgs) -> anyhow::Result<Exit> {
     let d = descriptor(&a)?;
     let access = a.api.access(a.publish_settings.clone()).for_job(&d)?;
     let conn = job::connect(&d, &access)?;
-    let credential = if let Some(f) = &a.storage_account_key_file {
-        Some(Credential::AccountKey(
-            seedship_shared::secret::from_file(f, "storage account key")?.to_string(),
-        ))
-    } else if let Some(k) = &a.storage_account_key {
-        Some(Credential::AccountKey(k.clone()))
-    } else if let Some(f) = &a.container_sas_file {
-        Some(Credential::ContainerSas(
-            seedship_shared::secret::from_file(f, "container SAS")?.to_string(),
-        ))
-    } else {
+    let credential = a.cred.credential()?.or_else(|| {
         recorded.map(|c| match c {
             StoredCredential::AccountKey(k) => Credential::AccountKey(k.to_string()),
             StoredCredential::ContainerSas(s) => Credential::ContainerSas(s.to_string()),
         })
-    };
+    });
     let req = JobRequest {
         location: a.location.clone(),
         credential,

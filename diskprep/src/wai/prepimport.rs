@@ -16,6 +16,7 @@ pub use super::request::PrepImportReport;
 use super::request::{say, Request};
 use super::session::{abort, new_plan, resume_plan, write_session, SessionPlan};
 use super::source::{self, SourceSpec};
+use crate::job::create::{Credential, CredentialArgs};
 use crate::prep::copy::CopyError;
 use crate::KdfChoice;
 use anyhow::{bail, Context};
@@ -104,30 +105,10 @@ pub struct PrepImportArgs {
     /// v2 additional drive set (/AdditionalDriveSet:): refused, seedship keeps one journal per drive.
     #[arg(long, value_name = "CSV")]
     pub additional_drive_set: Option<PathBuf>,
-    /// A file holding the storage account key (/sk:@FILE), recorded in the journal for create-job (or set
-    /// SEEDSHIP_STORAGE_KEY_FILE, or the key in SEEDSHIP_STORAGE_KEY).
-    #[arg(long, env = "SEEDSHIP_STORAGE_KEY_FILE", value_name = "FILE", conflicts_with_all = ["storage_account_key", "container_sas", "container_sas_file"])]
-    pub storage_account_key_file: Option<PathBuf>,
-    /// The key itself (/sk:KEY): for compatibility only.
-    #[arg(long, env = "SEEDSHIP_STORAGE_KEY", hide_env_values = true, value_name = "KEY", hide_short_help = true, conflicts_with_all = ["container_sas", "container_sas_file"])]
-    pub storage_account_key: Option<String>,
-    /// A file holding a container SAS (/csas:@FILE), or set SEEDSHIP_CONTAINER_SAS_FILE.
-    #[arg(
-        long,
-        env = "SEEDSHIP_CONTAINER_SAS_FILE",
-        value_name = "FILE",
-        conflicts_with = "container_sas"
-    )]
-    pub container_sas_file: Option<PathBuf>,
-    /// The SAS itself (/csas:SAS): for compatibility only.
-    #[arg(
-        long,
-        env = "SEEDSHIP_CONTAINER_SAS",
-        hide_env_values = true,
-        value_name = "SAS",
-        hide_short_help = true
-    )]
-    pub container_sas: Option<String>,
+    /// The storage credential (/sk:@FILE or /csas:@FILE; /sk:KEY and /csas:SAS for compatibility), recorded
+    /// in the journal for create-job.
+    #[command(flatten)]
+    pub cred: CredentialArgs,
     /// Key derivation of a new drive's keyslot.
     #[arg(long, value_enum, default_value_t = KdfChoice::Argon2id)]
     pub pbkdf: KdfChoice,
@@ -253,22 +234,10 @@ fn request(a: &PrepImportArgs) -> anyhow::Result<Request> {
             key = Some(Zeroizing::new(k));
         }
     }
-    let credential = if let Some(f) = &a.storage_account_key_file {
-        Some(StoredCredential::AccountKey(seedship_shared::secret::from_file(
-            f,
-            "storage account key",
-        )?))
-    } else if let Some(k) = &a.storage_account_key {
-        Some(StoredCredential::AccountKey(Zeroizing::new(k.clone())))
-    } else if let Some(f) = &a.container_sas_file {
-        Some(StoredCredential::ContainerSas(
-            seedship_shared::secret::from_file(f, "container SAS")?,
-        ))
-    } else {
-        a.container_sas
-            .as_ref()
-            .map(|s| StoredCredential::ContainerSas(Zeroizing::new(s.clone())))
-    };
+    let credential = a.cred.credential()?.map(|c| match c {
+        Credential::AccountKey(k) => StoredCredential::AccountKey(Zeroizing::new(k)),
+        Credential::ContainerSas(s) => StoredCredential::ContainerSas(Zeroizing::new(s)),
+    });
     Ok(Request {
         session_id,
         target,
