@@ -215,15 +215,8 @@ pub fn run(cfg: &Config, c: &BackupCmd, pol: &Policy, desc: &JobDescriptor) -> a
             println!("--repair-from-staging: the copy logs report no damaged or missing range");
         } else {
             println!(
-                "repaired from staging: {} range(s) sent, {} of page data sent with Put Page ({} bytes){}",
-                r.ranges,
-                seedship_shared::units::human(r.bytes_sent),
-                r.bytes_sent,
-                if r.resumed > 0 {
-                    format!("; {} range(s) an earlier run sent were skipped", r.resumed)
-                } else {
-                    String::new()
-                }
+                "repaired from staging: {}",
+                seedship_shared::repair::sent_line(r.ranges, r.bytes_sent, r.resumed)
             );
         }
         // nothing goes into the vault before every object's BLAKE3 matched

@@ -394,6 +394,20 @@ pub struct Sent {
     pub resumed_bytes: u64,
 }
 
+/// The line both repair commands print: ranges and bytes sent (`bytes_on_wire`, what the connection carried),
+/// and the ranges an earlier run had sent.
+pub fn sent_line(ranges: usize, bytes_on_wire: u64, resumed: usize) -> String {
+    format!(
+        "{ranges} range(s) sent, {} of page data sent with Put Page ({bytes_on_wire} bytes){}",
+        crate::units::human(bytes_on_wire),
+        if resumed > 0 {
+            format!("; {resumed} range(s) an earlier run sent were skipped")
+        } else {
+            String::new()
+        }
+    )
+}
+
 /// Opens the container a damaged blob is written to.
 pub type OpenContainer<'a> = dyn Fn(&str) -> Result<Arc<dyn BlobStore>, String> + 'a;
 

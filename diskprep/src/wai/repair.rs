@@ -467,16 +467,8 @@ fn execute(
             report.ranges_sent = sent.ranges;
             report.ranges_resumed = sent.resumed;
             println!(
-                "repaired: {} range(s) sent, {} of page data sent with Put Page ({} bytes){}; the import of \
-                 drive {} now holds every range its copy log reported",
-                sent.ranges,
-                seedship_shared::units::human(report.bytes_sent),
-                report.bytes_sent,
-                if sent.resumed > 0 {
-                    format!("; {} range(s) an earlier run sent were skipped", sent.resumed)
-                } else {
-                    String::new()
-                },
+                "repaired: {}; the import of drive {} now holds every range its copy log reported",
+                repair::sent_line(sent.ranges, report.bytes_sent, sent.resumed),
                 plan.log.drive_id
             );
             Ok(Exit::Success)
