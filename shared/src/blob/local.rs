@@ -240,6 +240,19 @@ impl LocalStore {
     }
 }
 
+/// Creates `dir` and its parents. A concurrent delete removes a folder once it is empty, so `create_dir_all`
+/// can meet a folder that exists when it tries to create it and is gone when it checks (an `AlreadyExists`
+/// error for a folder that is not there): try again a few times.
+fn ensure_dir(dir: &Path) -> Result<(), BlobError> {
+    let mut attempts = 0;
+    loop {
+        match fs::create_dir_all(dir) {
+            Err(e) if e.kind() == ErrorKind::AlreadyExists && !dir.is_dir() && attempts < 5 => attempts += 1,
+            other => return other.map_err(io_err(dir)),
+        }
+    }
+}
+
 /// fsyncs a directory so a new, renamed or removed entry in it is durable.
 fn sync_dir(dir: &Path) -> Result<(), BlobError> {
     File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
@@ -426,7 +439,7 @@ impl BlobStore for LocalStore {
         check_metadata(metadata)?;
         self.require_container()?;
         let parent = path.parent().expect("object path has a parent");
-        fs::create_dir_all(parent).map_err(io_err(parent))?;
+        ensure_dir(parent)?;
         if path.is_dir() {
             return Err(BlobError::Io {
                 path: path.clone(),
@@ -450,7 +463,7 @@ impl BlobStore for LocalStore {
                 match fs::rename(&tmp, &path) {
                     Err(e) if e.kind() == ErrorKind::NotFound && attempts < 3 => {
                         attempts += 1;
-                        fs::create_dir_all(parent).map_err(io_err(parent))?;
+                        ensure_dir(parent)?;
                     }
                     other => break other.map_err(io_err(&path))?,
                 }
