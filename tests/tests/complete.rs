@@ -9,7 +9,9 @@
 //!
 //! Needs the binaries built: `cargo build -p seedship-agent -p seedship-diskprep -p seedship-emulator`.
 
-use seedship_e2e::testkit::{cargo_bin, run_python, Azurite, EmulatorServer, AZURITE_ACCOUNT, AZURITE_KEY};
+use seedship_e2e::testkit::{
+    cargo_bin, run_python, write_private, Azurite, EmulatorServer, AZURITE_ACCOUNT, AZURITE_KEY,
+};
 use seedship_e2e::{noise, output, recovery_keys, text};
 use seedship_shared::blob::{AzureOptions, AzureStore, BlobError, BlobStore, Credential};
 use seedship_shared::manifest::copylog::{DriveLog, DriveStatus, RangeStatus};
@@ -981,19 +983,6 @@ fn walkdir(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
-}
-
-/// Writes `data` into a new file of mode 0600.
-fn write_private(path: &Path, data: &[u8]) {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .unwrap();
-    f.write_all(data).unwrap();
 }
 
 /// `az account get-access-token` JSON holding a Resource Manager token of the registered application, from

@@ -33,6 +33,20 @@ pub fn write_offline_publish_settings(path: &Path, subscription: &str) {
     .unwrap();
 }
 
+/// Writes `data` into a new file created with mode 0600 (a test's secret: a key, a certificate, a client
+/// secret), never readable by others even for a moment.
+pub fn write_private(path: &Path, data: &[u8]) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+    f.write_all(data).unwrap();
+}
+
 /// The workspace root (the folder holding the top-level Cargo.toml).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -8,6 +8,7 @@ use seedship_shared::api::arm::{
     location_id, ArmError, PackageInformation, PutJobParameters, UpdateJobParameters, UpdateJobProperties,
     ARM_API_VERSION,
 };
+use seedship_testkit::write_private;
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -427,18 +428,6 @@ fn the_azure_sdk_for_python_manages_an_import_job() {
             Some(seedship_shared::api::JobState::Shipping)
         );
     }
-}
-
-fn write_private(path: &std::path::Path, data: &[u8]) {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .unwrap();
-    f.write_all(data).unwrap();
 }
 
 /// Sets the role assignments of `init`'s application in `DIR/emulator.json` (before `serve` loads them).

@@ -11,6 +11,7 @@ use seedship_shared::entra::jwt::{self, numeric_claim, string_claim};
 use seedship_shared::entra::{
     ClientCertificate, CredentialChoice, EntraError, EntraOptions, HandedToken, TokenSource, STORAGE_SCOPE,
 };
+use seedship_testkit::write_private;
 use std::path::Path;
 use std::time::SystemTime;
 
@@ -153,18 +154,6 @@ fn certificate_credential_gets_a_signed_cached_token() {
         .unwrap()
         .token(STORAGE_SCOPE)
         .is_ok());
-}
-
-fn write_private(path: &Path, data: &[u8]) {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .unwrap();
-    f.write_all(data).unwrap();
 }
 
 #[test]
