@@ -453,13 +453,10 @@ fn an_encrypted_drive_is_written_with_its_key_and_a_wrong_key_writes_nothing() {
     independent_check(&job, &[(&img, &jrn)], &t.path().join("check"));
 }
 
-#[test]
-fn a_job_from_three_journals_is_created_and_imported() {
-    use seedship_emuharness::{receive, set_state, wait_received, Emulator};
-    use seedship_shared::blob::{AzureOptions, AzureStore, BlobStore, Credential};
-    let t = tempfile::tempdir().unwrap();
+/// Azurite, and the emulator (in `dir/emulator`) importing into it.
+fn emulator_with_azurite(dir: &Path) -> (Azurite, seedship_emuharness::Emulator, PathBuf) {
     let azurite = Azurite::start();
-    let emu_dir = t.path().join("emulator");
+    let emu_dir = dir.join("emulator");
     seedship_emulator::init(&seedship_emulator::InitOptions {
         dir: emu_dir.clone(),
         subscription_id: Some(support::SUB.into()),
@@ -473,7 +470,41 @@ fn a_job_from_three_journals_is_created_and_imported() {
         listen_port: None,
     })
     .unwrap();
-    let emu = Emulator::start(&emu_dir);
+    let emu = seedship_emuharness::Emulator::start(&emu_dir);
+    (azurite, emu, emu_dir)
+}
+
+/// The emulator's data centre receives the drives of job `job` and imports them into Azurite.
+fn import_drives(emu: &seedship_emuharness::Emulator, job: &str, drives: &[&Path]) {
+    use seedship_emuharness::{receive, wait_received};
+    let r = receive(emu, AZURITE_ACCOUNT, job, drives);
+    assert!(
+        r.status < 300,
+        "receive: {} {}",
+        r.status,
+        String::from_utf8_lossy(&r.body)
+    );
+    let status = wait_received(emu, AZURITE_ACCOUNT, job, Duration::from_secs(120));
+    assert!(status.error.is_none(), "{status:?}");
+}
+
+/// Container `container` of Azurite's account.
+fn azurite_store(azurite: &Azurite, container: &str) -> seedship_shared::blob::AzureStore {
+    use seedship_shared::blob::{AzureOptions, AzureStore, Credential};
+    AzureStore::new(AzureOptions::new(
+        &azurite.endpoint(),
+        AZURITE_ACCOUNT,
+        container,
+        Credential::SharedKey(AZURITE_KEY.into()),
+    ))
+    .unwrap()
+}
+
+#[test]
+fn a_job_from_three_journals_is_created_and_imported() {
+    use seedship_shared::blob::BlobStore;
+    let t = tempfile::tempdir().unwrap();
+    let (azurite, emu, emu_dir) = emulator_with_azurite(t.path());
     let job = staged(t.path(), 8);
     let blobs = job.join("blobs");
     let key_file = t.path().join("storage.key");
@@ -545,10 +576,29 @@ fn a_job_from_three_journals_is_created_and_imported() {
         "{doc}"
     );
     assert!(!out.contains(AZURITE_KEY), "the key is never printed");
+    // The job is recorded beside the first journal as s: records a job: <dir>/<job>/job.json (descriptor) and
+    // <dir>/<job>/diskprep/job.json (record, mode 0600), so u: s:<dir> and delete-job s:<dir> find it.
+    let record = t.path().join("jrnjob/diskprep/job.json");
+    assert_eq!(doc["record"], s(&record), "{doc}");
+    let mode = std::fs::metadata(&record).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    assert_eq!(rec["drive_ids"], doc["drive_ids"], "{rec}");
+    assert!(t.path().join("jrnjob/job.json").exists());
     // Run again: the job exists with these drives, nothing new.
     let o = diskprep(&a, &[]);
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", text(&o)));
     assert_eq!(doc["action"], "exists", "{doc}");
+    // s: does not take the job folder for a staged backup.
+    let o = diskprep(
+        &["--staging", s(t.path()), "--job", "jrnjob", "--dry-run"],
+        &[("SEEDSHIP_NO_CREATE_JOB", "1")],
+    );
+    assert!(
+        !o.status.success() && text(&o).contains("was created from prepimport journals"),
+        "{}",
+        text(&o)
+    );
 
     // The same journals through Resource Manager (signed in as the emulator's Entra ID application).
     let app: serde_json::Value =
@@ -602,30 +652,251 @@ fn a_job_from_three_journals_is_created_and_imported() {
     assert_eq!(doc["action"], "created", "{doc}");
     assert_eq!(doc["drive_ids"].as_array().unwrap().len(), 3, "{doc}");
 
-    // The data centre: the drives arrive and are imported into Azurite.
-    set_state(&emu, AZURITE_ACCOUNT, "jrnjob", "Shipping");
-    let paths: Vec<&Path> = drives.iter().map(|(i, _)| i.as_path()).collect();
-    let r = receive(&emu, AZURITE_ACCOUNT, "jrnjob", &paths);
+    // u: and delete-job work on jobs from journals: the journals' folder holds two, so --job names one.
+    let staging = format!("s:{}", s(t.path()));
+    let u = |job: &str, extra: &[&str]| {
+        let mut a = vec!["u:", &staging, "--job", job, "--management-ca", s(&ca)];
+        a.extend_from_slice(extra);
+        diskprep(&a, &[])
+    };
+    let o = u("jrnjob", &[]);
     assert!(
-        r.status < 300,
-        "receive: {} {}",
-        r.status,
-        String::from_utf8_lossy(&r.body)
+        !o.status.success() && text(&o).contains("--carrier"),
+        "without a terminal the missing answers are named: {}",
+        text(&o)
     );
-    let status = wait_received(&emu, AZURITE_ACCOUNT, "jrnjob", Duration::from_secs(120));
-    assert!(status.error.is_none(), "{status:?}");
-    let store = AzureStore::new(AzureOptions::new(
-        &azurite.endpoint(),
-        AZURITE_ACCOUNT,
-        "seed",
-        Credential::SharedKey(AZURITE_KEY.into()),
-    ))
-    .unwrap();
+    let o = diskprep(&["u:", &staging, "--management-ca", s(&ca)], &[]);
+    assert!(
+        !o.status.success() && text(&o).contains("armjob, jrnjob"),
+        "{}",
+        text(&o)
+    );
+    let shipped = u(
+        "jrnjob",
+        &[
+            "--carrier",
+            "fedex",
+            "--tracking-number",
+            "1Z777",
+            "--ship-date",
+            "2026-12-01",
+            "--return-name",
+            "Backup Admin",
+            "--return-address",
+            "1 Main St, Springfield 12345, USA",
+            "--return-phone",
+            "+1 555 0100",
+            "--return-email",
+            "admin@example.com",
+            "--yes",
+        ],
+    );
+    let out = ok(&shipped);
+    assert!(out.contains("now Shipping"), "{out}");
+    let o = u("jrnjob", &["--json"]);
+    let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{}", text(&o)));
+    assert_eq!(st["state"], "Shipping", "{st}");
+    assert_eq!(st["delivery_package"]["tracking_number"], "1Z777", "{st}");
+    assert_eq!(st["drives"].as_array().unwrap().len(), 3, "{st}");
+    // The Resource Manager job, still Creating, is deleted (signed in with the recorded Entra ID settings);
+    // creating it again is refused.
+    let o = diskprep(
+        &["delete-job", &staging, "--job", "armjob", "--management-ca", s(&ca), "--yes"],
+        &[],
+    );
+    ok(&o);
+    let rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(t.path().join("armjob/diskprep/job.json")).unwrap()).unwrap();
+    assert!(rec["deleted"].is_i64(), "{rec}");
+    let o = diskprep(&a, &[]);
+    assert!(
+        !o.status.success() && text(&o).contains("was deleted with delete-job"),
+        "{}",
+        text(&o)
+    );
+
+    // The data centre: the drives arrive and are imported into Azurite.
+    let paths: Vec<&Path> = drives.iter().map(|(i, _)| i.as_path()).collect();
+    import_drives(&emu, "jrnjob", &paths);
+    let store = azurite_store(&azurite, "seed");
     for (file, blob) in sources {
         let want = std::fs::read(blobs.join(file)).unwrap();
         let name = blob.strip_prefix("seed/").unwrap();
         let mut got = vec![0u8; want.len()];
         store.read_at(name, 0, &mut got).unwrap();
         assert!(got == want, "blob {blob} imported exactly");
+    }
+}
+
+#[test]
+fn a_data_set_bigger_than_its_drive_continues_on_an_additional_drive_and_is_imported() {
+    use seedship_shared::blob::BlobStore;
+    let t = tempfile::tempdir().unwrap();
+    // 28 MiB of data/0000 (a 4 MiB hole), 4 MiB of index, one config page: more than a 40 MiB drive holds.
+    let job = staged(t.path(), 28);
+    let blobs = job.join("blobs");
+    let key_file = t.path().join("storage.key");
+    std::fs::write(&key_file, AZURITE_KEY).unwrap();
+    let img1 = image(t.path(), "d1.img", 40);
+    let img2 = image(t.path(), "d2.img", 40);
+    let img3 = image(t.path(), "d3.img", 40);
+    let jrn = t.path().join("big.jrn");
+    let dataset = t.path().join("dataset.csv");
+    std::fs::write(
+        &dataset,
+        format!(
+            "BasePath,DstBlobPathOrPrefix,BlobType,Disposition,MetadataFile,PropertiesFile\n\"{}/\",\"seed/\",PageBlob,rename,None,None\n",
+            s(&blobs)
+        ),
+    )
+    .unwrap();
+    let drive_set = |name: &str, imgs: &[&Path]| {
+        let p = t.path().join(name);
+        let mut text = "DriveLetter,FormatOption,SilentOrPromptOnFormat,Encryption,ExistingBitLockerKey\n".to_owned();
+        for i in imgs {
+            text.push_str(&format!("{},Format,SilentMode,Encrypt,\n", s(i)));
+        }
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let initial = drive_set("initial.csv", &[&img1]);
+    let more = drive_set("more.csv", &[&img2, &img3]);
+    let json = |o: &Output| -> serde_json::Value {
+        let out = ok(o);
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{out}"))
+    };
+    // A v1 session (/srcdir:) that does not fit is refused before anything is written.
+    let o = diskprep(
+        &[
+            "PrepImport",
+            &format!("/j:{}", s(&jrn)),
+            "/id:big1",
+            &format!("/InitialDriveSet:{}", s(&initial)),
+            &format!("/srcdir:{}/", s(&blobs)),
+            "/dstdir:seed/",
+        ],
+        &[],
+    );
+    assert!(
+        !o.status.success() && text(&o).contains("/AdditionalDriveSet:"),
+        "{}",
+        text(&o)
+    );
+    assert!(!jrn.exists());
+    // The v2 data set fills the first drive.
+    let doc = json(&diskprep(
+        &[
+            "PrepImport",
+            &format!("/j:{}", s(&jrn)),
+            "/id:big1",
+            &format!("/sk:@{}", s(&key_file)),
+            &format!("/InitialDriveSet:{}", s(&initial)),
+            &format!("/DataSet:{}", s(&dataset)),
+            "--pbkdf",
+            "pbkdf2",
+            "--json",
+        ],
+        &[],
+    ));
+    assert_eq!(doc["action"], "filled", "{doc}");
+    assert!(doc["remaining_files"].as_u64().unwrap() >= 1, "{doc}");
+    // The job cannot be made of a drive whose data set is not all on drives.
+    let ps = t.path().join("none.publishsettings");
+    let o = diskprep(
+        &[
+            "create-job",
+            "--journal",
+            s(&jrn),
+            "--job-name",
+            "bigjob",
+            "--publish-settings",
+            s(&ps),
+            "--storage-account",
+            AZURITE_ACCOUNT,
+        ],
+        &[],
+    );
+    assert!(
+        !o.status.success() && text(&o).contains("/AdditionalDriveSet:"),
+        "{}",
+        text(&o)
+    );
+    // The rest continues on the additional drive set: the second drive takes it, the third is not needed.
+    let doc = json(&diskprep(
+        &[
+            "PrepImport",
+            &format!("/j:{}", s(&jrn)),
+            "/id:big1",
+            &format!("/AdditionalDriveSet:{}", s(&more)),
+            "--pbkdf",
+            "pbkdf2",
+            "--json",
+        ],
+        &[],
+    ));
+    let jrn2 = t.path().join("big-big1-2.jrn");
+    assert_eq!(doc["action"], "completed", "{doc}");
+    assert_eq!(doc["remaining_files"], 0, "{doc}");
+    assert_eq!(doc["journals"], serde_json::json!([s(&jrn), s(&jrn2)]), "{doc}");
+    let mode = std::fs::metadata(&jrn2).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(
+        std::fs::read(&img3).unwrap().iter().all(|&b| b == 0),
+        "the drive not needed is not written"
+    );
+    // The first drive's session cannot be rolled back while it continues on another.
+    let o = diskprep(
+        &[
+            "PrepImport",
+            &format!("/j:{}", s(&jrn)),
+            "/id:big1",
+            "/AbortSession",
+        ],
+        &[],
+    );
+    assert!(
+        !o.status.success() && text(&o).contains(s(&jrn2)),
+        "{}",
+        text(&o)
+    );
+    // The independent reader: data/0000 is split in two parts over the drives, and reassembles exactly.
+    let check = independent_check(&job, &[(&img1, &jrn), (&img2, &jrn2)], &t.path().join("check"));
+    assert_eq!(check["blobs"]["data/0000"]["parts"], 2, "{check}");
+    assert_eq!(check["blobs"].as_object().unwrap().len(), 3, "{check}");
+
+    // The job from the first journal brings in the second drive; the data centre imports both.
+    let (azurite, emu, _) = emulator_with_azurite(t.path());
+    let ps = emu.publish_settings();
+    let ca = emu.ca();
+    let doc = json(&diskprep(
+        &[
+            "create-job",
+            "--journal",
+            s(&jrn),
+            "--job-name",
+            "bigjob",
+            "--publish-settings",
+            s(&ps),
+            "--storage-account",
+            AZURITE_ACCOUNT,
+            "--location",
+            "West US",
+            "--management-ca",
+            s(&ca),
+            "--json",
+        ],
+        &[],
+    ));
+    assert_eq!(doc["action"], "created", "{doc}");
+    assert_eq!(doc["drive_ids"].as_array().unwrap().len(), 2, "{doc}");
+    seedship_emuharness::set_state(&emu, AZURITE_ACCOUNT, "bigjob", "Shipping");
+    import_drives(&emu, "bigjob", &[&img1, &img2]);
+    let store = azurite_store(&azurite, "seed");
+    for name in ["config", "data/0000", "index/0000"] {
+        let want = std::fs::read(blobs.join(name)).unwrap();
+        assert_eq!(store.properties(name).unwrap().len, want.len() as u64, "{name}");
+        let mut got = vec![0u8; want.len()];
+        store.read_at(name, 0, &mut got).unwrap();
+        assert!(got == want, "blob {name} imported exactly");
     }
 }

@@ -3,9 +3,16 @@
 //! its drive's id, recovery key and manifest hash; the job is created through the classic API (publish
 //! settings) or Resource Manager (Entra ID sign-in), with the location, return address and carrier options of
 //! drive preparation, and the shipping address is printed.
+//!
+//! The job is recorded as `s:` records it, in a job folder `<job-dir>/<job-name>/` (by default beside the
+//! first journal): `job.json`, a job descriptor without staged blobs (which API, subscription, storage
+//! account, publish settings or Entra ID application: what `u:` and `delete-job` connect with), and
+//! `diskprep/job.json`, the [`JobRecord`]. So `u: s:<job-dir>` and `delete-job s:<job-dir>` work on it as on a
+//! job `s:` created. Its empty `repository_id` marks it as made from journals ([`is_journal_job`]): `s:`
+//! refuses to prepare drives for it.
 
 use crate::job::console as ui;
-use crate::job::create::{self as job, Credential, CredentialArgs, JobRequest, Preflight};
+use crate::job::create::{self as job, Credential, CredentialArgs, JobError, JobRecord, JobRequest, Preflight};
 use crate::wai::journal::{self, StoredCredential};
 use crate::{ApiArgs, ReturnArgs};
 use anyhow::{bail, Context};
@@ -14,7 +21,7 @@ use seedship_shared::api::{recorded_credential, Drive};
 use seedship_shared::exit::Exit;
 use seedship_shared::staging::{ArmSettings, JobDescriptor, JobState, ServiceApi};
 use serde::Serialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The options of `create-job`.
 #[derive(Debug, Args)]
@@ -25,6 +32,10 @@ pub struct CreateJobArgs {
     /// The import job's name: lowercase letters, digits, hyphens and underscores, starting with a letter.
     #[arg(long, value_name = "NAME")]
     pub job_name: String,
+    /// Where the job is recorded for `u:` and `delete-job`: the folder `DIR/<job-name>/` (default: the
+    /// folder of the first journal); follow the job with `seedship-diskprep u: s:DIR`.
+    #[arg(long, value_name = "DIR")]
+    pub job_dir: Option<PathBuf>,
     /// The storage account the data goes to (classic API; with Resource Manager it is taken from
     /// --storage-account-id).
     #[arg(long, value_name = "NAME")]
@@ -72,6 +83,9 @@ pub struct CreateJobReport {
     /// Where to ship the drives.
     pub ship_to: Option<ShipTo>,
     pub link: Option<String>,
+    /// The job's record (`<job-dir>/<job-name>/diskprep/job.json`) that `u:` and `delete-job` read; none in a
+    /// dry run.
+    pub record: Option<String>,
 }
 
 /// The shipping address.
@@ -94,11 +108,21 @@ struct JournalDrive {
     manifest_hash: String,
 }
 
-/// Reads the journals: every drive complete (its latest session finished), each drive once.
+/// Reads the journals: every drive complete (its latest session finished), each drive once. A session whose
+/// data set continues on more drives (`/AdditionalDriveSet:`) brings their journals in; one whose rest is on
+/// no drive yet is refused.
 fn read_journals(paths: &[PathBuf]) -> anyhow::Result<(Vec<JournalDrive>, Option<StoredCredential>)> {
     let mut drives: Vec<JournalDrive> = Vec::new();
     let mut credential = None;
-    for p in paths {
+    let mut queue: std::collections::VecDeque<PathBuf> = paths.iter().cloned().collect();
+    let mut seen: Vec<PathBuf> = Vec::new();
+    while let Some(path) = queue.pop_front() {
+        let p = &path;
+        let canonical = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+        if seen.contains(&canonical) {
+            continue;
+        }
+        seen.push(canonical);
         let s = journal::read(p).with_context(|| format!("reading journal {}", p.display()))?;
         let d = s.drive.as_ref().with_context(|| {
             format!(
@@ -128,6 +152,24 @@ fn read_journals(paths: &[PathBuf]) -> anyhow::Result<(Vec<JournalDrive>, Option
                 d.drive_id,
                 p.display()
             );
+        }
+        for sess in s.done().filter(|x| !x.rest.is_empty()) {
+            let id = &sess.session_id;
+            match &sess.continued_in {
+                Some(next) if crate::wai::additional::session_in(next, id)?.is_some() => {
+                    queue.push_back(next.clone())
+                }
+                _ => bail!(
+                    "journal {}: session {id} of drive {} filled the drive and {} files of its data set ({}) are \
+                     on no drive yet; continue it with seedship-diskprep PrepImport /j:{} /id:{id} \
+                     /AdditionalDriveSet:<drives.csv>",
+                    p.display(),
+                    d.drive_id,
+                    sess.rest.len(),
+                    seedship_shared::units::human(crate::wai::additional::rest_bytes(&sess.rest)),
+                    p.display()
+                ),
+            }
         }
         credential = credential.or(s.credential.clone());
         drives.push(JournalDrive {
@@ -194,7 +236,8 @@ fn descriptor(a: &CreateJobArgs) -> anyhow::Result<JobDescriptor> {
                     all.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", ")
                 ),
             };
-            (sub, account, ServiceApi::Classic, p.clone())
+            let p = std::path::absolute(p).with_context(|| format!("{}", p.display()))?;
+            (sub, account, ServiceApi::Classic, p)
         }
         (None, None) => bail!(
             "give the service: --publish-settings FILE and --storage-account NAME (classic API), or \
@@ -217,10 +260,74 @@ fn descriptor(a: &CreateJobArgs) -> anyhow::Result<JobDescriptor> {
     })
 }
 
+/// Whether a job descriptor was written by `create-job --journal`: no repository and no staged blob (the
+/// backup agent's descriptors always have a repository).
+pub fn is_journal_job(d: &JobDescriptor) -> bool {
+    d.repository_id.is_empty() && d.blobs.is_empty()
+}
+
+/// `<job-dir>/<job-name>`, absolute: where the job is recorded.
+fn job_folder(a: &CreateJobArgs) -> anyhow::Result<PathBuf> {
+    let base = match &a.job_dir {
+        Some(d) => d.clone(),
+        None => a.journal[0]
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_owned(),
+    };
+    let base = std::path::absolute(&base).with_context(|| format!("{}", base.display()))?;
+    Ok(base.join(&a.job_name))
+}
+
+/// What the job folder holds already: nothing, or a job from journals of the same account (and maybe its
+/// record). A staged job of the agent, a job of another account, or a deleted job is refused.
+fn existing_record(dir: &Path, d: &JobDescriptor) -> anyhow::Result<Option<JobRecord>> {
+    if JobDescriptor::path_in(dir).exists() {
+        let found = JobDescriptor::load(dir)?;
+        if !is_journal_job(&found) {
+            bail!(
+                "{} is the staged job {} of the backup agent, not a job from journals: give another \
+                 --job-dir (or another --job-name)",
+                dir.display(),
+                found.job_name
+            );
+        }
+        if (found.subscription.as_str(), found.storage_account.as_str())
+            != (d.subscription.as_str(), d.storage_account.as_str())
+        {
+            bail!(
+                "{} records job {} of storage account {} (subscription {}), not of {} ({}): give another \
+                 --job-dir (or another --job-name)",
+                dir.display(),
+                found.job_name,
+                found.storage_account,
+                found.subscription,
+                d.storage_account,
+                d.subscription
+            );
+        }
+    }
+    match JobRecord::load(dir) {
+        Ok(r) if r.deleted.is_some() => bail!(
+            "import job {} was deleted with delete-job ({} records it) and is not created again: give the new \
+             job another --job-name, or remove the folder {} to use the name again",
+            r.job_name,
+            JobRecord::path(dir).display(),
+            dir.display()
+        ),
+        Ok(r) => Ok(Some(r)),
+        Err(JobError::NoRecord { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Runs `create-job`.
 pub fn run(a: CreateJobArgs) -> anyhow::Result<Exit> {
     let (drives, recorded) = read_journals(&a.journal)?;
     let d = descriptor(&a)?;
+    let folder = job_folder(&a)?;
+    existing_record(&folder, &d)?;
     let access = a.api.access(a.publish_settings.clone()).for_job(&d)?;
     let conn = job::connect(&d, &access)?;
     let credential = a.cred.credential()?.or_else(|| {
@@ -246,6 +353,7 @@ pub fn run(a: CreateJobArgs) -> anyhow::Result<Exit> {
         drive_ids: ids.clone(),
         ship_to: None,
         link: None,
+        record: None,
     };
     if a.dry_run {
         match &pre {
@@ -276,6 +384,14 @@ pub fn run(a: CreateJobArgs) -> anyhow::Result<Exit> {
             .collect())
     };
     let outcome = job::put_and_read(&conn, &d, &ids, job_drives, &req, pre)?;
+    let record_path = record_job(&folder, &d, &outcome.record).with_context(|| {
+        format!(
+            "import job {} exists, but recording it in {} failed; run the same command again to record it",
+            d.job_name,
+            folder.display()
+        )
+    })?;
+    report.record = Some(record_path.display().to_string());
     report.action = if outcome.created { "created" } else { "exists" };
     report.location = outcome.record.location.clone();
     report.ship_to = Some(ship_to(&outcome.ship_to));
@@ -297,9 +413,25 @@ pub fn run(a: CreateJobArgs) -> anyhow::Result<Exit> {
             );
             ui::print_address(&outcome.ship_to);
             println!("Job link: {}", outcome.record.link);
+            let base = folder.parent().unwrap_or(&folder).display();
+            println!(
+                "Recorded in {}; after sending the drives: seedship-diskprep u: s:{base} --job {} (delete-job \
+                 the same way).",
+                record_path.display(),
+                d.job_name
+            );
         }
     }
     Ok(Exit::Success)
+}
+
+/// Writes the job folder: the descriptor (kept when one is there) and the record.
+fn record_job(folder: &Path, d: &JobDescriptor, record: &JobRecord) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(folder).with_context(|| format!("creating {}", folder.display()))?;
+    if !JobDescriptor::path_in(folder).exists() {
+        d.save(folder)?;
+    }
+    Ok(record.save(folder)?)
 }
 
 fn ship_to(l: &seedship_shared::api::Location) -> ShipTo {

@@ -45,6 +45,8 @@ pub enum StagingCheckError {
     BadDescriptor { dir: PathBuf, reason: String },
     #[error("job {job} is not ready: its initial backup has not completed (run `seedship-agent backup` until it finishes)")]
     NotReady { job: String },
+    #[error("job {job} in {dir} was created from prepimport journals (create-job --journal): it has no staged backup to copy; its drives are prepared with PrepImport (docs/waimportexport.md)")]
+    FromJournals { job: String, dir: PathBuf },
     #[error("job {job}: staging blob {blob} is missing ({path}); the staging data is incomplete, rerun the backup")]
     MissingBlob {
         job: String,
@@ -104,6 +106,12 @@ pub fn find_jobs(staging: &Path) -> Result<Vec<StagedJob>, StagingCheckError> {
 /// bytes as they are looked at.
 pub fn check_job(job: &StagedJob, progress: &dyn Progress) -> Result<Vec<BlobExtents>, StagingCheckError> {
     let d = &job.descriptor;
+    if crate::job::from_journals::is_journal_job(d) {
+        return Err(StagingCheckError::FromJournals {
+            job: d.job_name.clone(),
+            dir: job.dir.clone(),
+        });
+    }
     if d.state != JobState::BackupComplete || d.blobs.is_empty() {
         return Err(StagingCheckError::NotReady {
             job: d.job_name.clone(),

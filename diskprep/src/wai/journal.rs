@@ -12,7 +12,7 @@ use crate::prep::layout::SegmentRecord;
 use crate::prep::session::{parse_segment, segment_lines};
 use seedship_shared::journal::records::DiskprepRecord;
 use seedship_shared::journal::{Journal, JournalError, JournalRecord};
-use seedship_shared::manifest::ImportDisposition;
+use seedship_shared::manifest::{BlobPart, ImportDisposition};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
@@ -29,6 +29,9 @@ pub const SESSION: &str = "PrepImportSession";
 pub const CHECKPOINT: &str = "SessionCheckpoint";
 /// A session rolled back with `/AbortSession`.
 pub const ABORTED: &str = "SessionAborted";
+/// A session whose data set did not fit continues on another drive, recorded in journal `Journal`
+/// (`/AdditionalDriveSet:`).
+pub const CONTINUED: &str = "SessionContinued";
 
 /// How the drive was encrypted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +89,10 @@ pub struct SourceRecord {
     /// Segments the plan cut the blob into.
     pub segments: usize,
     pub disposition: ImportDisposition,
+    /// The blob bytes this drive holds when it is not the whole blob from its start: a blob split across the
+    /// drives of a session (`/AdditionalDriveSet:`), or one whose data starts after a hole. In the session's
+    /// `Rest`: where the data still to copy starts, and the part number it will get.
+    pub part: Option<BlobPart>,
 }
 
 /// A session as recorded.
@@ -102,6 +109,13 @@ pub struct SessionRecord {
     /// Where its members end (the end-of-archive marker), once complete.
     pub data_end: Option<u64>,
     pub aborted: bool,
+    /// The data set's files (or their ends) that did not fit on this drive: they go to the next drive of an
+    /// `/AdditionalDriveSet:` (v2). Empty when the session's data set ends on this drive.
+    pub rest: Vec<SourceRecord>,
+    /// The journal of the drive the session continues on, once `/AdditionalDriveSet:` started it.
+    pub continued_in: Option<PathBuf>,
+    /// The journal of the drive the session came from, on a drive of an `/AdditionalDriveSet:`.
+    pub continues_from: Option<PathBuf>,
 }
 
 impl SessionRecord {
@@ -270,10 +284,17 @@ fn interpret(path: &Path, records: &[JournalRecord]) -> Result<Replayed, DriveJo
                 });
             }
             SESSION => {
-                let mut sources = Vec::new();
-                for line in get("Sources")?.lines().filter(|l| !l.is_empty()) {
-                    sources.push(parse_source(line).ok_or_else(|| bad(format!("source line {line:?}")))?);
-                }
+                let lines = |key: &str| -> Result<Vec<SourceRecord>, DriveJournalError> {
+                    r.get(key)
+                        .unwrap_or("")
+                        .lines()
+                        .filter(|l| !l.is_empty())
+                        .map(|line| parse_source(line).ok_or_else(|| bad(format!("source line {line:?}"))))
+                        .collect()
+                };
+                get("Sources")?;
+                let sources = lines("Sources")?;
+                let rest = lines("Rest")?;
                 let id = get("SessionId")?.to_owned();
                 s.sessions.push(SessionRecord {
                     session_id: id,
@@ -287,7 +308,16 @@ fn interpret(path: &Path, records: &[JournalRecord]) -> Result<Replayed, DriveJo
                     checkpoint: Checkpoint::default(),
                     data_end: None,
                     aborted: false,
+                    rest,
+                    continued_in: None,
+                    continues_from: r.get("ContinuesFrom").map(PathBuf::from),
                 });
+            }
+            CONTINUED => {
+                let journal = PathBuf::from(get("Journal")?);
+                let sess =
+                    session_mut(&mut s, get("SessionId")?).ok_or_else(|| bad("no such session".into()))?;
+                sess.continued_in = Some(journal);
             }
             CHECKPOINT => {
                 let at = num("TarOffset")?;
@@ -343,8 +373,9 @@ fn session_mut<'a>(s: &'a mut Replayed, id: &str) -> Option<&'a mut SessionRecor
         .find(|x| x.session_id == id && !x.aborted)
 }
 
+/// `blob, path, len, mtime, segments, disposition` and, for a part, `index, start, end`; tab-separated.
 fn source_line(s: &SourceRecord) -> String {
-    format!(
+    let mut line = format!(
         "{}\t{}\t{}\t{}\t{}\t{}",
         s.blob,
         s.path.display(),
@@ -352,13 +383,30 @@ fn source_line(s: &SourceRecord) -> String {
         s.mtime_ns,
         s.segments,
         s.disposition.as_str()
-    )
+    );
+    if let Some(p) = &s.part {
+        line.push_str(&format!("\t{}\t{}\t{}", p.index, p.start, p.end));
+    }
+    line
 }
 
 fn parse_source(line: &str) -> Option<SourceRecord> {
     let f: Vec<&str> = line.split('\t').collect();
-    let [blob, path, len, mtime, segments, disposition] = f[..] else {
+    let (whole, part) = match f.len() {
+        6 => (&f[..], None),
+        9 => (&f[..6], Some(&f[6..])),
+        _ => return None,
+    };
+    let [blob, path, len, mtime, segments, disposition] = whole[..] else {
         return None;
+    };
+    let part = match part {
+        Some([index, start, end]) => Some(BlobPart {
+            index: index.parse().ok()?,
+            start: start.parse().ok()?,
+            end: end.parse().ok()?,
+        }),
+        _ => None,
     };
     Some(SourceRecord {
         blob: blob.to_owned(),
@@ -367,6 +415,7 @@ fn parse_source(line: &str) -> Option<SourceRecord> {
         mtime_ns: mtime.parse().ok()?,
         segments: segments.parse().ok()?,
         disposition: disposition.parse().ok()?,
+        part,
     })
 }
 
@@ -413,23 +462,37 @@ impl DriveJournal {
         )
     }
 
-    /// Records a new session's settings and sources.
+    /// Records a new session's settings and sources (and what of its data set does not fit on this drive).
     pub fn record_session(&mut self, s: &SessionRecord) -> Result<(), DriveJournalError> {
-        let sources: Vec<String> = s.sources.iter().map(source_line).collect();
-        self.append(
-            JournalRecord::new(SESSION)
-                .with("SessionId", s.session_id.clone())
-                .with("Container", s.container.clone())
-                .with("MTime", s.mtime.to_string())
-                .with(
-                    "DataFrom",
-                    s.data_from
-                        .map_or_else(|| "manifest".to_owned(), |d| d.to_string()),
-                )
-                .with("Sources", sources.join("\n")),
-        )?;
+        let lines = |v: &[SourceRecord]| v.iter().map(source_line).collect::<Vec<_>>().join("\n");
+        let mut r = JournalRecord::new(SESSION)
+            .with("SessionId", s.session_id.clone())
+            .with("Container", s.container.clone())
+            .with("MTime", s.mtime.to_string())
+            .with(
+                "DataFrom",
+                s.data_from
+                    .map_or_else(|| "manifest".to_owned(), |d| d.to_string()),
+            )
+            .with("Sources", lines(&s.sources));
+        if !s.rest.is_empty() {
+            r = r.with("Rest", lines(&s.rest));
+        }
+        if let Some(from) = &s.continues_from {
+            r = r.with("ContinuesFrom", from.display().to_string());
+        }
+        self.append(r)?;
         self.session = s.session_id.clone();
         Ok(())
+    }
+
+    /// Records that session `session_id` continues on the drive of journal `journal`.
+    pub fn record_continued(&mut self, session_id: &str, journal: &Path) -> Result<(), DriveJournalError> {
+        self.append(
+            JournalRecord::new(CONTINUED)
+                .with("SessionId", session_id)
+                .with("Journal", journal.display().to_string()),
+        )
     }
 
     /// Records the end of a session: the manifest's hash (WAImportExport's `DriveInfo`) and where the
@@ -510,10 +573,14 @@ mod tests {
                 mtime_ns: 1_700_000_000_123_456_789,
                 segments: 2,
                 disposition: ImportDisposition::Overwrite,
+                part: None,
             }],
             checkpoint: Checkpoint::default(),
             data_end: None,
             aborted: false,
+            rest: Vec::new(),
+            continued_in: None,
+            continues_from: None,
         }
     }
 
@@ -576,6 +643,41 @@ mod tests {
         let s = read(&path).unwrap();
         assert!(s.latest().is_none() && s.done().next().is_none());
         assert_eq!(s.manifest_hash, None, "no complete session: no manifest hash");
+    }
+
+    #[test]
+    fn parts_rests_and_continuations_replay() {
+        let t = tempfile::tempdir().unwrap();
+        let path = t.path().join("d1.jrn");
+        create(&path).unwrap();
+        let (mut j, _) = open(&path).unwrap();
+        j.record_drive(&drive()).unwrap();
+        let mut s = session("s1", None);
+        s.sources[0].part = Some(BlobPart {
+            index: 1,
+            start: 0,
+            end: 8 << 20,
+        });
+        let mut rest = s.sources[0].clone();
+        rest.segments = 0;
+        rest.part = Some(BlobPart {
+            index: 2,
+            start: 8 << 20,
+            end: 20 << 20,
+        });
+        let mut whole = s.sources[0].clone();
+        (whole.blob, whole.segments, whole.part) = ("index/0000".into(), 0, None);
+        s.rest = vec![rest, whole];
+        s.continues_from = Some(t.path().join("d0.jrn"));
+        j.record_session(&s).unwrap();
+        j.record_continued("s1", &t.path().join("d1-s1-2.jrn")).unwrap();
+        drop(j);
+        let got = read(&path).unwrap();
+        let r = &got.sessions[0];
+        assert_eq!(r.sources, s.sources);
+        assert_eq!(r.rest, s.rest);
+        assert_eq!(r.continues_from, s.continues_from);
+        assert_eq!(r.continued_in, Some(t.path().join("d1-s1-2.jrn")));
     }
 
     #[test]

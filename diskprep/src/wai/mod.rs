@@ -10,6 +10,7 @@
 //! and command (after an import, the damaged ranges again). docs/waimportexport.md lists every flag and what
 //! it maps to.
 
+pub mod additional;
 mod drive;
 pub mod journal;
 pub mod prep_args;

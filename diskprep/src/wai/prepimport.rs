@@ -14,10 +14,12 @@ use super::drive::{check_new, finish_setup, probe_new, set_up_drive};
 use super::journal::{self, DriveRecord, Replayed, StoredCredential};
 pub use super::request::PrepImportReport;
 use super::request::{say, Request};
+use super::additional;
 use super::session::{abort, new_plan, resume_plan, write_session, SessionPlan};
 use super::source::{self, SourceSpec};
 use crate::job::create::{Credential, CredentialArgs};
 use crate::prep::copy::CopyError;
+use crate::prep::prepare::DATA_OFFSET;
 use crate::KdfChoice;
 use anyhow::{bail, Context};
 use clap::Args;
@@ -102,8 +104,14 @@ pub struct PrepImportArgs {
     /// SilentOrPromptOnFormat,Encryption,ExistingBitLockerKey.
     #[arg(long, value_name = "CSV", conflicts_with_all = ["target", "format", "encrypt"])]
     pub initial_drive_set: Option<PathBuf>,
-    /// v2 additional drive set (/AdditionalDriveSet:): refused, seedship keeps one journal per drive.
-    #[arg(long, value_name = "CSV")]
+    /// v2 additional drive set (/AdditionalDriveSet:): the drives the session's data set continues on when
+    /// the drive before was full; with only /j: and /id: of that session. Each drive gets its own journal
+    /// beside /j:, named <journal>-<session>-<n>.jrn.
+    #[arg(
+        long,
+        value_name = "CSV",
+        conflicts_with_all = ["resume_session", "abort_session", "dataset", "srcdir", "srcfile", "target", "initial_drive_set"]
+    )]
     pub additional_drive_set: Option<PathBuf>,
     /// The storage credential (/sk:@FILE or /csas:@FILE; /sk:KEY and /csas:SAS for compatibility), recorded
     /// in the journal for create-job.
@@ -145,16 +153,14 @@ pub fn run(a: PrepImportArgs, cancel: &AtomicBool) -> anyhow::Result<Exit> {
             }
         );
     }
-    if let Some(p) = &a.additional_drive_set {
-        bail!(
-            "/AdditionalDriveSet:{}: seedship keeps one journal per drive (WAImportExport v1's rule); prepare \
-             the next drive with its own journal (/j:) and /InitialDriveSet: or /t:",
-            p.display()
-        );
-    }
     let req = request(&a)?;
     let json = a.json.then(seedship_shared::jsonout::json_stdout).transpose()?;
-    let report = if a.abort_session {
+    let report = if let Some(csv) = &a.additional_drive_set {
+        match additional::continue_session(&a, &req, csv, cancel)? {
+            Some(r) => r,
+            None => return Ok(Exit::Interrupted),
+        }
+    } else if a.abort_session {
         abort(&a.journal, &req, a.dry_run, a.json)?
     } else {
         match prepare(&a, &req, cancel) {
@@ -218,6 +224,7 @@ fn request(a: &PrepImportArgs) -> anyhow::Result<Request> {
     if let Some(d) = &a.dataset {
         specs = source::dataset(d)?;
     }
+    let spill = a.dataset.is_some();
     let mut key = match (&a.recovery_key_file, &a.recovery_key) {
         (Some(f), _) => Some(seedship_shared::secret::from_file(f, "recovery key")?),
         (None, Some(k)) => Some(Zeroizing::new(k.clone())),
@@ -246,6 +253,7 @@ fn request(a: &PrepImportArgs) -> anyhow::Result<Request> {
         yes,
         key,
         specs,
+        spill,
         credential,
         pbkdf: match a.pbkdf {
             KdfChoice::Argon2id => Pbkdf::DEFAULT,
@@ -311,6 +319,9 @@ fn prepare(a: &PrepImportArgs, req: &Request, cancel: &AtomicBool) -> anyhow::Re
             bytes: 0,
             manifest_hash: None,
             sessions: Vec::new(),
+            remaining_files: 0,
+            remaining_bytes: 0,
+            journals: vec![a.journal.display().to_string()],
         });
     }
     // A new drive is probed, and an encrypted one unlocked, before anything is written (the journal too).
@@ -319,6 +330,27 @@ fn prepare(a: &PrepImportArgs, req: &Request, cancel: &AtomicBool) -> anyhow::Re
     } else {
         None
     };
+    // A new drive to format: the session is planned on its capacity first, so a session that cannot go on
+    // it is refused before the drive is formatted.
+    if let (Some((info, drive_id)), Some((container, files)), None) = (&probed, &new_files, &req.key) {
+        let capacity = (info.size.saturating_sub(DATA_OFFSET)) / 4096 * 4096;
+        let d = DriveRecord {
+            drive_id: drive_id.clone(),
+            target: info.path.clone(),
+            capacity,
+            manifest_slot: super::drive::manifest_slot(capacity),
+            encryption: journal::Encryption::Encrypt,
+            recovery_key: Zeroizing::new(String::new()),
+        };
+        new_plan(
+            &Replayed::default(),
+            &d,
+            &req.session_id,
+            container.clone(),
+            files.clone(),
+            req.spill,
+        )?;
+    }
     if !exists {
         journal::create(&a.journal)?;
     }
@@ -357,7 +389,7 @@ fn prepare(a: &PrepImportArgs, req: &Request, cancel: &AtomicBool) -> anyhow::Re
     let session = match new_files {
         None => resume_plan(&state, &drive, &req.session_id)?,
         Some((container, files)) => {
-            let s = new_plan(&state, &drive, &req.session_id, container, files)?;
+            let s = new_plan(&state, &drive, &req.session_id, container, files, req.spill)?;
             if a.dry_run {
                 say(
                     a.json,
@@ -386,10 +418,15 @@ fn prepare(a: &PrepImportArgs, req: &Request, cancel: &AtomicBool) -> anyhow::Re
     let hash = write_session(&drive, &state, &session, &mut j, cancel)?;
     let mut state = journal::read(&a.journal)?;
     state.manifest_hash = Some(hash.clone());
-    Ok(report(a, &drive, &state, &session, "completed", Some(hash)))
+    let action = if session.record.rest.is_empty() {
+        "completed"
+    } else {
+        "filled"
+    };
+    Ok(report(a, &drive, &state, &session, action, Some(hash)))
 }
 
-fn report(
+pub(super) fn report(
     a: &PrepImportArgs,
     drive: &DriveRecord,
     state: &Replayed,
@@ -407,6 +444,9 @@ fn report(
         bytes: s.plan.payload_len,
         manifest_hash,
         sessions: state.done().map(|x| x.session_id.clone()).collect(),
+        remaining_files: s.record.rest.len(),
+        remaining_bytes: additional::rest_bytes(&s.record.rest),
+        journals: vec![a.journal.display().to_string()],
     }
 }
 
@@ -427,7 +467,7 @@ fn print_report(r: &PrepImportReport) {
                 format!("sessions {}", r.sessions.join(", "))
             }
         ),
-        "completed" => {
+        "completed" | "filled" => {
             println!(
                 "Session {} is on drive {} ({}): {} files, {} of payload, read back and checked.",
                 r.session_id,
@@ -441,10 +481,27 @@ fn print_report(r: &PrepImportReport) {
                 r.sessions.join(", "),
                 r.manifest_hash.as_deref().unwrap_or("-")
             );
+            if r.action == "filled" {
+                println!(
+                    "The drive is full: {} files of the data set ({} of blob data) are on no drive yet; continue \
+                     the session on more drives with: seedship-diskprep PrepImport /j:{} /id:{} \
+                     /AdditionalDriveSet:<drives.csv>",
+                    r.remaining_files,
+                    seedship_shared::units::human(r.remaining_bytes),
+                    r.journals.first().unwrap_or(&r.journal),
+                    r.session_id
+                );
+            } else if r.journals.len() > 1 {
+                println!(
+                    "The session's data set is complete on the drives of journals {}.",
+                    r.journals.join(", ")
+                );
+            }
             println!(
                 "Journal {} (mode 0600) records the drive's id, recovery key and manifest hash; create the import \
                  job from the journals with: seedship-diskprep create-job --journal {} ... --job-name NAME",
-                r.journal, r.journal
+                r.journal,
+                r.journals.first().unwrap_or(&r.journal)
             );
         }
         _ => {}

@@ -15,7 +15,8 @@ pub struct PrepImportReport {
     pub drive_id: String,
     pub target: String,
     pub session_id: String,
-    /// `completed`, `aborted` or `planned` (dry run).
+    /// `completed`, `filled` (the drive is full and part of the v2 data set waits for
+    /// `/AdditionalDriveSet:`), `aborted` or `planned` (dry run).
     pub action: &'static str,
     pub blobs: usize,
     /// Payload bytes the session's members take.
@@ -24,6 +25,13 @@ pub struct PrepImportReport {
     pub manifest_hash: Option<String>,
     /// The complete sessions on the drive.
     pub sessions: Vec<String>,
+    /// The session's files (or their ends) on no drive yet: they continue with `/AdditionalDriveSet:`.
+    pub remaining_files: usize,
+    /// The blob bytes from where each of those continues.
+    pub remaining_bytes: u64,
+    /// The journals of the drives the session is on, in drive order: what `create-job --journal` takes (it
+    /// follows the continuations from the first one too).
+    pub journals: Vec<String>,
 }
 
 /// What the command was asked, resolved.
@@ -35,6 +43,9 @@ pub(super) struct Request {
     pub(super) yes: bool,
     pub(super) key: Option<Zeroizing<String>>,
     pub(super) specs: Vec<SourceSpec>,
+    /// A v2 data set (`/DataSet:`): what does not fit on the drive waits for `/AdditionalDriveSet:`; a v1
+    /// session must fit.
+    pub(super) spill: bool,
     pub(super) credential: Option<StoredCredential>,
     pub(super) pbkdf: Pbkdf,
 }

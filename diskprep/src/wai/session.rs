@@ -10,7 +10,7 @@ use super::source::{self, SourceFile, SourceSpec};
 use crate::prep::console::ConsoleUi;
 use crate::prep::copy::{copy_parts, finish_payload, Checkpoint};
 use crate::prep::layout::{DriveLayout, SegmentRecord};
-use crate::prep::plan::{Cursor, DrivePlan};
+use crate::prep::plan::{segments, Cursor, DrivePlan};
 use crate::prep::prepare::PrepUi;
 use crate::prep::readback::check_head_and_tail;
 use crate::prep::source::StagingFiles;
@@ -18,7 +18,7 @@ use anyhow::{bail, Context};
 use seedship_shared::luks::direct::DriveFile;
 use seedship_shared::luks::payload::DriveTarget;
 use seedship_shared::manifest::{
-    BlobListHeader, DriveFilePath, DriveHeader, ManifestBlob, ManifestWriter, Md5Hash, PageRange,
+    BlobListHeader, BlobPart, DriveFilePath, DriveHeader, ManifestBlob, ManifestWriter, Md5Hash, PageRange,
     CLIENT_CREATOR, MANIFEST_VERSION,
 };
 use seedship_shared::recovery::RecoveryKey;
@@ -48,22 +48,36 @@ pub(super) fn layout_of(drive: &DriveRecord, record: &SessionRecord) -> DriveLay
     }
 }
 
-/// Plans a session's files onto what is left of the drive; the whole session must fit.
+/// Plans a session's files onto what is left of the drive. A v1 session (`spill` false) must fit whole; a v2
+/// session (`/DataSet:`, `/AdditionalDriveSet:`) fills the drive and the rest waits for the next drive.
 pub(super) fn plan_files(
     state: &Replayed,
     drive: &DriveRecord,
     record: &SessionRecord,
     files: &[SourceFile],
+    spill: bool,
 ) -> anyhow::Result<(DriveLayout, DrivePlan)> {
     let layout = layout_of(drive, record);
     let extents: Vec<_> = files.iter().map(|f| f.extents.clone()).collect();
     let mut cursor = Cursor::new(&extents);
     let plan = cursor.fill_drive(drive.capacity, &layout);
-    if !cursor.is_done() {
-        let used = record.data_from.unwrap_or(0);
+    let used = record.data_from.unwrap_or(0);
+    if plan.parts.is_empty() && !files.is_empty() {
+        bail!(
+            "drive {} is full: {} of its {} payload is free, not enough for any of session {}; give the data \
+             set another drive with its own journal",
+            drive.drive_id,
+            seedship_shared::units::human(drive.capacity.saturating_sub(used)),
+            seedship_shared::units::human(drive.capacity),
+            record.session_id
+        );
+    }
+    if !cursor.is_done() && !spill {
         bail!(
             "session {} does not fit on drive {}: {} of its {} payload is free and the session needs {} more \
-             (one session goes to one drive; split the source and use another drive with its own journal)",
+             (a /srcdir: or /srcfile: session goes to one drive, as in WAImportExport v1; split the source and \
+             use another drive with its own journal, or give the sources as a /DataSet: file, whose rest \
+             continues on the drives of /AdditionalDriveSet:)",
             record.session_id,
             drive.drive_id,
             seedship_shared::units::human(drive.capacity.saturating_sub(used)),
@@ -84,12 +98,56 @@ pub(super) fn plan_files(
     Ok((layout, plan))
 }
 
+/// What a plan puts on the drive, as journal records: the pieces placed (a blob cut by the end of the drive,
+/// continued from an earlier drive or starting after a hole is a part), and the rest of the data set.
+fn placed(files: &[SourceFile], plan: &DrivePlan) -> (Vec<SourceRecord>, Vec<SourceRecord>) {
+    let record = |f: &SourceFile, segments, part| SourceRecord {
+        blob: f.extents.name.clone(),
+        path: f.path.clone(),
+        len: f.extents.len,
+        mtime_ns: f.mtime_ns,
+        segments,
+        disposition: f.disposition,
+        part,
+    };
+    let mut sources = Vec::with_capacity(plan.parts.len());
+    let mut rest = Vec::new();
+    for (f, p) in files.iter().zip(&plan.parts) {
+        let data_end = segments(&f.extents.data).last().map_or(p.end, |s| s.end);
+        let cut = p.end < data_end;
+        let index = f.offered.map_or(1, |o| o.index);
+        let part = (f.offered.is_some() || cut || p.start > 0).then_some(BlobPart {
+            index,
+            start: p.start,
+            end: p.end,
+        });
+        sources.push(record(f, p.segments.len(), part));
+        if cut {
+            rest.push(record(
+                f,
+                0,
+                Some(BlobPart {
+                    index: index + 1,
+                    start: p.end,
+                    end: f.extents.len,
+                }),
+            ));
+        }
+    }
+    for f in &files[plan.parts.len().min(files.len())..] {
+        rest.push(record(f, 0, f.offered));
+    }
+    (sources, rest)
+}
+
+/// A new session on the drive: planned, its record (sources placed and the rest) ready to be journalled.
 pub(super) fn new_plan(
     state: &Replayed,
     drive: &DriveRecord,
     id: &str,
     container: String,
-    files: Vec<SourceFile>,
+    mut files: Vec<SourceFile>,
+    spill: bool,
 ) -> anyhow::Result<SessionPlan> {
     if let Some(l) = state.latest().filter(|l| !l.is_done()) {
         bail!(
@@ -114,26 +172,53 @@ pub(super) fn new_plan(
         checkpoint: Checkpoint::default(),
         data_end: None,
         aborted: false,
+        rest: Vec::new(),
+        continued_in: None,
+        continues_from: None,
     };
-    let (layout, plan) = plan_files(state, drive, &record, &files)?;
-    record.sources = files
-        .iter()
-        .zip(&plan.parts)
-        .map(|(f, p)| SourceRecord {
-            blob: f.extents.name.clone(),
-            path: f.path.clone(),
-            len: f.extents.len,
-            mtime_ns: f.mtime_ns,
-            segments: p.segments.len(),
-            disposition: f.disposition,
-        })
-        .collect();
+    let (layout, plan) = plan_files(state, drive, &record, &files, spill)?;
+    (record.sources, record.rest) = placed(&files, &plan);
+    files.truncate(plan.parts.len());
     Ok(SessionPlan {
         record,
         files,
         layout,
         plan,
     })
+}
+
+/// A recorded piece of a session as a file to copy again: the file must not have changed; a part's data is
+/// cut to the part's bytes.
+pub(super) fn piece(s: &SourceRecord, container: &str, session: &str) -> anyhow::Result<SourceFile> {
+    let now = source::mtime_ns(&s.path);
+    if now != Some((s.len, s.mtime_ns)) {
+        bail!(
+            "{} changed (or is gone) since session {session} started: a session goes on only over the same \
+             source; roll it back with /AbortSession and start a new one",
+            s.path.display()
+        );
+    }
+    let spec = SourceSpec {
+        path: s.path.clone(),
+        dst: format!("{container}/{}", s.blob),
+        dir: false,
+        disposition: s.disposition,
+    };
+    let (_, mut f) = source::resolve(std::slice::from_ref(&spec))?;
+    let mut f = f.remove(0);
+    if let Some(p) = s.part {
+        f.extents.data = f
+            .extents
+            .data
+            .iter()
+            .filter_map(|r| {
+                let (a, b) = (r.start.max(p.start), r.end.min(p.end));
+                (a < b).then_some(a..b)
+            })
+            .collect();
+        f.offered = Some(p);
+    }
+    Ok(f)
 }
 
 /// The latest session again, from the journal: the same files (unchanged), the same plan.
@@ -154,26 +239,20 @@ pub(super) fn resume_plan(state: &Replayed, drive: &DriveRecord, id: &str) -> an
             drive.drive_id
         );
     }
-    let mut files = Vec::new();
-    for s in &latest.sources {
-        let now = source::mtime_ns(&s.path);
-        if now != Some((s.len, s.mtime_ns)) {
-            bail!(
-                "{} changed (or is gone) since session {id} started: a session resumes only over the same \
-                 source; roll it back with /AbortSession and start a new one",
-                s.path.display()
-            );
-        }
-        let spec = SourceSpec {
-            path: s.path.clone(),
-            dst: format!("{}/{}", latest.container, s.blob),
-            dir: false,
-            disposition: s.disposition,
-        };
-        let (_, mut f) = source::resolve(std::slice::from_ref(&spec))?;
-        files.append(&mut f);
+    let files = latest
+        .sources
+        .iter()
+        .map(|s| piece(s, &latest.container, id))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (layout, plan) = plan_files(state, drive, latest, &files, false)?;
+    let (sources, _) = placed(&files, &plan);
+    if sources != latest.sources {
+        bail!(
+            "session {id} of drive {} cannot be planned again as it was recorded (was the journal written \
+             by another version of seedship-diskprep?); roll it back with /AbortSession",
+            drive.drive_id
+        );
     }
-    let (layout, plan) = plan_files(state, drive, latest, &files)?;
     Ok(SessionPlan {
         record: latest.clone(),
         files,
@@ -222,6 +301,7 @@ pub(super) fn drive_manifest(
             }
             let mut blob = ManifestBlob::page_blob(blob_path, paths.file_path, src.len, ranges);
             blob.disposition = Some(src.disposition);
+            blob.part = src.part;
             w.write_blob(&blob)?;
         }
     }
@@ -313,6 +393,19 @@ pub(super) fn abort(
             req.session_id
         );
     }
+    if let Some(next) = &latest.continued_in {
+        if super::additional::session_in(next, &latest.session_id)?.is_some() {
+            bail!(
+                "session {} of drive {} continues on the drive of journal {}: roll it back there first \
+                 (/j:{} /id:{} /AbortSession)",
+                latest.session_id,
+                drive.drive_id,
+                next.display(),
+                next.display(),
+                latest.session_id
+            );
+        }
+    }
     let kept: Vec<&SessionRecord> = state
         .done()
         .filter(|s| s.session_id != latest.session_id)
@@ -327,6 +420,9 @@ pub(super) fn abort(
         bytes: 0,
         manifest_hash: None,
         sessions: kept.iter().map(|s| s.session_id.clone()).collect(),
+        remaining_files: 0,
+        remaining_bytes: 0,
+        journals: vec![journal_path.display().to_string()],
     };
     if dry_run {
         say(

@@ -5,7 +5,7 @@
 use crate::prep::plan::BlobExtents;
 use anyhow::{bail, Context};
 use seedship_shared::blob::{BlobStore, LocalStore};
-use seedship_shared::manifest::ImportDisposition;
+use seedship_shared::manifest::{BlobPart, ImportDisposition};
 use std::path::{Path, PathBuf};
 
 /// One source as given: a folder copied recursively under a virtual directory, or one file as one blob.
@@ -25,6 +25,8 @@ pub struct SourceFile {
     pub path: PathBuf,
     pub mtime_ns: i128,
     pub disposition: ImportDisposition,
+    /// A piece of a session recorded earlier (its rest, or a part to copy again): its part number and bytes.
+    pub offered: Option<BlobPart>,
 }
 
 /// Splits `container/rest` and checks the container name (3 to 63 lowercase letters, digits and hyphens, or
@@ -155,6 +157,7 @@ fn file(blob: &str, path: &Path, disposition: ImportDisposition) -> anyhow::Resu
         path: path.to_owned(),
         mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
         disposition,
+        offered: None,
     })
 }
 
@@ -305,12 +308,35 @@ pub fn drive_set(path: &Path) -> anyhow::Result<DriveSetRow> {
     let rows = csv_rows(path, &header)?;
     let [f] = &rows[..] else {
         bail!(
-            "{}: {} drives; seedship keeps one journal per drive (WAImportExport v1's rule): give one drive \
-             per drive set file and a journal (/j:) for each",
+            "{}: {} drives; the initial drive set takes one (seedship keeps one journal per drive): give the \
+             others to /AdditionalDriveSet: when the first is full, or prepare each with its own journal (/j:)",
             path.display(),
             rows.len()
         );
     };
+    drive_row(path, f)
+}
+
+/// The drives of a v2 additional drive set file (same columns as the initial drive set), in order.
+pub fn additional_drives(path: &Path) -> anyhow::Result<Vec<DriveSetRow>> {
+    let header = [
+        "DriveLetter",
+        "FormatOption",
+        "SilentOrPromptOnFormat",
+        "Encryption",
+        "ExistingBitLockerKey",
+    ];
+    let rows = csv_rows(path, &header)?;
+    if rows.is_empty() {
+        bail!("{}: no drives", path.display());
+    }
+    rows.iter()
+        .enumerate()
+        .map(|(i, f)| drive_row(path, f).with_context(|| format!("{} row {}", path.display(), i + 1)))
+        .collect()
+}
+
+fn drive_row(path: &Path, f: &[String]) -> anyhow::Result<DriveSetRow> {
     let format = match f[1].as_str() {
         "Format" => true,
         "AlreadyFormatted" => false,
