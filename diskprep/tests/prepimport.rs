@@ -741,12 +741,28 @@ fn a_data_set_bigger_than_its_drive_continues_on_an_additional_drive_and_is_impo
     let img2 = image(t.path(), "d2.img", 40);
     let img3 = image(t.path(), "d3.img", 40);
     let jrn = t.path().join("big.jrn");
+    // And a sparse file whose data starts after a hole (5 MiB of 8): its drive file holds only its data.
+    let sparse = t.path().join("sparse.vhd");
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::File::create(&sparse).unwrap();
+        f.set_len(8 * MIB as u64).unwrap();
+        f.seek(SeekFrom::Start(5 * MIB as u64)).unwrap();
+        f.write_all(&noise(MIB, 9)).unwrap();
+    }
+    let data = seedship_shared::blob::BlobStore::page_ranges(
+        &seedship_shared::blob::LocalStore::new(t.path().to_owned()),
+        "sparse.vhd",
+    )
+    .unwrap();
+    assert_eq!(data.first().map(|r| r.start), Some(5 * MIB as u64), "the file system keeps the hole");
     let dataset = t.path().join("dataset.csv");
     std::fs::write(
         &dataset,
         format!(
-            "BasePath,DstBlobPathOrPrefix,BlobType,Disposition,MetadataFile,PropertiesFile\n\"{}/\",\"seed/\",PageBlob,rename,None,None\n",
-            s(&blobs)
+            "BasePath,DstBlobPathOrPrefix,BlobType,Disposition,MetadataFile,PropertiesFile\n\"{}/\",\"seed/\",PageBlob,rename,None,None\n{},seed/sparse.vhd,PageBlob,rename,None,None\n",
+            s(&blobs),
+            s(&sparse)
         ),
     )
     .unwrap();
@@ -892,8 +908,13 @@ fn a_data_set_bigger_than_its_drive_continues_on_an_additional_drive_and_is_impo
     seedship_emuharness::set_state(&emu, AZURITE_ACCOUNT, "bigjob", "Shipping");
     import_drives(&emu, "bigjob", &[&img1, &img2]);
     let store = azurite_store(&azurite, "seed");
-    for name in ["config", "data/0000", "index/0000"] {
-        let want = std::fs::read(blobs.join(name)).unwrap();
+    for (name, file) in [
+        ("config", blobs.join("config")),
+        ("data/0000", blobs.join("data/0000")),
+        ("index/0000", blobs.join("index/0000")),
+        ("sparse.vhd", sparse.clone()),
+    ] {
+        let want = std::fs::read(file).unwrap();
         assert_eq!(store.properties(name).unwrap().len, want.len() as u64, "{name}");
         let mut got = vec![0u8; want.len()];
         store.read_at(name, 0, &mut got).unwrap();
