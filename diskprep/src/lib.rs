@@ -55,6 +55,7 @@ After sending the drives:
 WAImportExport's way (docs/waimportexport.md): one journal per drive, sessions, then a job from the journals:
   seedship-diskprep PrepImport /j:d1.jrn /id:session1 /t:/dev/sdb /format /encrypt /srcdir:/srv/st/job/blobs/ /dstdir:backup/
   seedship-diskprep create-job --journal d1.jrn d2.jrn --job-name NAME --location \"West US\"
+  seedship-diskprep u: s:<folder of d1.jrn> --job NAME     (create-job records the job beside d1.jrn)
 
 Exit codes: 0 done, 1 failed (delete-job: the job's state forbids it), 2 a drive did not verify,
 130 interrupted (run again to resume). See docs/diskprep.md.";

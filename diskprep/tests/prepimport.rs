@@ -701,7 +701,15 @@ fn a_job_from_three_journals_is_created_and_imported() {
     // The Resource Manager job, still Creating, is deleted (signed in with the recorded Entra ID settings);
     // creating it again is refused.
     let o = diskprep(
-        &["delete-job", &staging, "--job", "armjob", "--management-ca", s(&ca), "--yes"],
+        &[
+            "delete-job",
+            &staging,
+            "--job",
+            "armjob",
+            "--management-ca",
+            s(&ca),
+            "--yes",
+        ],
         &[],
     );
     ok(&o);
@@ -755,7 +763,11 @@ fn a_data_set_bigger_than_its_drive_continues_on_an_additional_drive_and_is_impo
         "sparse.vhd",
     )
     .unwrap();
-    assert_eq!(data.first().map(|r| r.start), Some(5 * MIB as u64), "the file system keeps the hole");
+    assert_eq!(
+        data.first().map(|r| r.start),
+        Some(5 * MIB as u64),
+        "the file system keeps the hole"
+    );
     let dataset = t.path().join("dataset.csv");
     std::fs::write(
         &dataset,
@@ -768,7 +780,8 @@ fn a_data_set_bigger_than_its_drive_continues_on_an_additional_drive_and_is_impo
     .unwrap();
     let drive_set = |name: &str, imgs: &[&Path]| {
         let p = t.path().join(name);
-        let mut text = "DriveLetter,FormatOption,SilentOrPromptOnFormat,Encryption,ExistingBitLockerKey\n".to_owned();
+        let mut text =
+            "DriveLetter,FormatOption,SilentOrPromptOnFormat,Encryption,ExistingBitLockerKey\n".to_owned();
         for i in imgs {
             text.push_str(&format!("{},Format,SilentMode,Encrypt,\n", s(i)));
         }
@@ -838,19 +851,34 @@ fn a_data_set_bigger_than_its_drive_continues_on_an_additional_drive_and_is_impo
         text(&o)
     );
     // The rest continues on the additional drive set: the second drive takes it, the third is not needed.
+    // The continuation is killed once its session is recorded; run again it names the resume command.
+    let jrn2 = t.path().join("big-big1-2.jrn");
+    let add = [
+        "PrepImport",
+        &format!("/j:{}", s(&jrn)),
+        "/id:big1",
+        &format!("/AdditionalDriveSet:{}", s(&more)),
+        "--pbkdf",
+        "pbkdf2",
+    ];
+    kill_when(&add, || {
+        std::fs::read_to_string(&jrn2)
+            .unwrap_or_default()
+            .contains("[Type:PrepImportSession]")
+    });
+    let o = diskprep(&add, &[]);
+    let resume = format!("/j:{} /id:big1 /ResumeSession", s(&jrn2));
+    assert!(!o.status.success() && text(&o).contains(&resume), "{}", text(&o));
     let doc = json(&diskprep(
         &[
             "PrepImport",
-            &format!("/j:{}", s(&jrn)),
+            &format!("/j:{}", s(&jrn2)),
             "/id:big1",
-            &format!("/AdditionalDriveSet:{}", s(&more)),
-            "--pbkdf",
-            "pbkdf2",
+            "/ResumeSession",
             "--json",
         ],
         &[],
     ));
-    let jrn2 = t.path().join("big-big1-2.jrn");
     assert_eq!(doc["action"], "completed", "{doc}");
     assert_eq!(doc["remaining_files"], 0, "{doc}");
     assert_eq!(doc["journals"], serde_json::json!([s(&jrn), s(&jrn2)]), "{doc}");
@@ -870,11 +898,7 @@ fn a_data_set_bigger_than_its_drive_continues_on_an_additional_drive_and_is_impo
         ],
         &[],
     );
-    assert!(
-        !o.status.success() && text(&o).contains(s(&jrn2)),
-        "{}",
-        text(&o)
-    );
+    assert!(!o.status.success() && text(&o).contains(s(&jrn2)), "{}", text(&o));
     // The independent reader: data/0000 is split in two parts over the drives, and reassembles exactly.
     let check = independent_check(&job, &[(&img1, &jrn), (&img2, &jrn2)], &t.path().join("check"));
     assert_eq!(check["blobs"]["data/0000"]["parts"], 2, "{check}");

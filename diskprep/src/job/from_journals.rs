@@ -12,7 +12,9 @@
 //! refuses to prepare drives for it.
 
 use crate::job::console as ui;
-use crate::job::create::{self as job, Credential, CredentialArgs, JobError, JobRecord, JobRequest, Preflight};
+use crate::job::create::{
+    self as job, Credential, CredentialArgs, JobError, JobRecord, JobRequest, Preflight,
+};
 use crate::wai::journal::{self, StoredCredential};
 use crate::{ApiArgs, ReturnArgs};
 use anyhow::{bail, Context};

@@ -58,6 +58,24 @@ pub fn chain(first: &Path, id: &str) -> anyhow::Result<Vec<(PathBuf, SessionReco
     Ok(out)
 }
 
+/// The journals of session `id`'s drives, in drive order, from any of them: back to where it started, then
+/// forward along its continuations.
+pub(super) fn session_journals(journal: &Path, id: &str) -> anyhow::Result<Vec<String>> {
+    let mut root = journal.to_owned();
+    let mut steps = 0;
+    while let Some(from) = session_in(&root, id)?.and_then(|s| s.continues_from) {
+        steps += 1;
+        if from == root || steps > 1000 {
+            break;
+        }
+        root = from;
+    }
+    Ok(chain(&root, id)?
+        .into_iter()
+        .map(|(p, _)| p.display().to_string())
+        .collect())
+}
+
 /// `<stem>-<session>-<n>.jrn` beside the first journal of the chain, the first `n` from 2 not taken.
 fn next_journal(first: &Path, id: &str, at_least: usize) -> PathBuf {
     let dir = first.parent().unwrap_or(Path::new("."));
@@ -89,13 +107,10 @@ pub(super) fn continue_session(
     let rows = source::additional_drives(csv)?;
     let first = a.journal.clone();
     // The root of the chain: where the session started (the journal given may be a continuation).
-    let mut root = first.clone();
-    while let Some(from) = session_in(&root, id)?.and_then(|s| s.continues_from) {
-        if from == root {
-            break;
-        }
-        root = from;
-    }
+    let root = match session_journals(&first, id)?.first() {
+        Some(r) => PathBuf::from(r),
+        None => first.clone(),
+    };
     let drives = chain(&root, id)?;
     let Some((last_path, last)) = drives.last().cloned() else {
         bail!(
@@ -256,7 +271,9 @@ pub(super) fn continue_session(
             ),
         );
     }
-    Ok(Some(out.expect("at least one drive was written: the rest was not empty")))
+    Ok(Some(out.expect(
+        "at least one drive was written: the rest was not empty",
+    )))
 }
 
 fn same_target(a: &Path, b: &Path) -> bool {

@@ -10,11 +10,11 @@
 //! (`/AbortSession`). The drive-writing machinery is diskprep's own ([`crate::prep`]): the planner, the copy
 //! with its checkpoints and read-back, the manifest slot and the end-of-archive marker.
 
+use super::additional;
 use super::drive::{check_new, finish_setup, probe_new, set_up_drive};
 use super::journal::{self, DriveRecord, Replayed, StoredCredential};
 pub use super::request::PrepImportReport;
 use super::request::{say, Request};
-use super::additional;
 use super::session::{abort, new_plan, resume_plan, write_session, SessionPlan};
 use super::source::{self, SourceSpec};
 use crate::job::create::{Credential, CredentialArgs};
@@ -423,7 +423,11 @@ fn prepare(a: &PrepImportArgs, req: &Request, cancel: &AtomicBool) -> anyhow::Re
     } else {
         "filled"
     };
-    Ok(report(a, &drive, &state, &session, action, Some(hash)))
+    let mut r = report(a, &drive, &state, &session, action, Some(hash));
+    if session.record.continues_from.is_some() {
+        r.journals = additional::session_journals(&a.journal, &req.session_id)?;
+    }
+    Ok(r)
 }
 
 pub(super) fn report(
