@@ -861,6 +861,11 @@ fn a_data_set_bigger_than_its_drive_continues_on_an_additional_drive_and_is_impo
         "--pbkdf",
         "pbkdf2",
     ];
+    let mut dry = add.to_vec();
+    dry.push("--dry-run");
+    let out = ok(&diskprep(&dry, &[]));
+    assert!(out.contains("Dry run: session big1 would continue on"), "{out}");
+    assert!(!jrn2.exists(), "a dry run writes no journal");
     kill_when(&add, || {
         std::fs::read_to_string(&jrn2)
             .unwrap_or_default()

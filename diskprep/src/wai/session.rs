@@ -464,3 +464,105 @@ pub(super) fn abort(
     out.manifest_hash = restored;
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prep::plan::{BlobExtents, PartPlan};
+    use seedship_shared::manifest::ImportDisposition;
+
+    const MIB: u64 = 1 << 20;
+
+    fn file(name: &str, len: u64, data: std::ops::Range<u64>, offered: Option<BlobPart>) -> SourceFile {
+        SourceFile {
+            extents: BlobExtents {
+                name: name.into(),
+                len,
+                data: vec![data],
+            },
+            path: format!("/src/{name}").into(),
+            mtime_ns: 7,
+            disposition: ImportDisposition::Rename,
+            offered,
+        }
+    }
+
+    fn part(blob: &str, len: u64, start: u64, end: u64) -> PartPlan {
+        PartPlan {
+            blob: blob.into(),
+            blob_len: len,
+            start,
+            end,
+            segments: segments(&[start..end]),
+        }
+    }
+
+    fn plan(parts: Vec<PartPlan>) -> DrivePlan {
+        DrivePlan {
+            parts,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_cut_blob_continues_as_the_next_part_and_unplaced_files_wait_whole() {
+        let files = [
+            file("a", 12 * MIB, 0..12 * MIB, None),
+            file("b", 4 * MIB, 0..4 * MIB, None),
+        ];
+        let (sources, rest) = placed(&files, &plan(vec![part("a", 12 * MIB, 0, 8 * MIB)]));
+        assert_eq!(sources.len(), 1);
+        assert_eq!(
+            sources[0].part,
+            Some(BlobPart {
+                index: 1,
+                start: 0,
+                end: 8 * MIB
+            })
+        );
+        assert_eq!(sources[0].segments, 2);
+        assert_eq!(rest.len(), 2);
+        assert_eq!(
+            rest[0].part,
+            Some(BlobPart {
+                index: 2,
+                start: 8 * MIB,
+                end: 12 * MIB
+            })
+        );
+        assert_eq!((rest[1].blob.as_str(), rest[1].part), ("b", None));
+    }
+
+    #[test]
+    fn whole_blobs_have_no_part_and_continuations_and_leading_holes_do() {
+        let offered = BlobPart {
+            index: 2,
+            start: 8 * MIB,
+            end: 12 * MIB,
+        };
+        let files = [
+            file("a", 12 * MIB, 8 * MIB..12 * MIB, Some(offered)),
+            file("b", 4 * MIB, 0..4 * MIB, None),
+            file("c", 8 * MIB, 5 * MIB..6 * MIB, None),
+        ];
+        let (sources, rest) = placed(
+            &files,
+            &plan(vec![
+                part("a", 12 * MIB, 8 * MIB, 12 * MIB),
+                part("b", 4 * MIB, 0, 4 * MIB),
+                part("c", 8 * MIB, 5 * MIB, 6 * MIB),
+            ]),
+        );
+        assert!(rest.is_empty());
+        assert_eq!(sources[0].part, Some(offered));
+        assert_eq!(sources[1].part, None);
+        assert_eq!(
+            sources[2].part,
+            Some(BlobPart {
+                index: 1,
+                start: 5 * MIB,
+                end: 6 * MIB
+            })
+        );
+    }
+}
