@@ -106,7 +106,7 @@ pub struct PrepImportArgs {
     pub initial_drive_set: Option<PathBuf>,
     /// v2 additional drive set (/AdditionalDriveSet:): the drives the session's data set continues on when
     /// the drive before was full; with only /j: and /id: of that session. Each drive gets its own journal
-    /// beside /j:, named <journal>-<session>-<n>.jrn.
+    /// beside /j:, named STEM-SESSION-N.jrn (d1.jrn: d1-s1-2.jrn, d1-s1-3.jrn, ...).
     #[arg(
         long,
         value_name = "CSV",

@@ -493,7 +493,7 @@ mod tests {
             blob_len: len,
             start,
             end,
-            segments: segments(&[start..end]),
+            segments: segments(std::slice::from_ref(&(start..end))),
         }
     }
 
