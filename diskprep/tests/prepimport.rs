@@ -600,6 +600,35 @@ fn a_job_from_three_journals_is_created_and_imported() {
         text(&o)
     );
 
+    // --job-dir records it elsewhere, e.g. beside the agent's staged job: s: without --job takes the staged
+    // job (the one from journals is not offered), and s: --job jrnjob names why it is refused.
+    let staging_dir = job.parent().unwrap();
+    let mut elsewhere = a.clone();
+    elsewhere.extend(["--job-dir", s(staging_dir)]);
+    let doc: serde_json::Value = serde_json::from_slice(&diskprep(&elsewhere, &[]).stdout).unwrap();
+    assert_eq!(doc["action"], "exists", "{doc}");
+    assert_eq!(
+        doc["record"],
+        s(&staging_dir.join("jrnjob/diskprep/job.json")),
+        "{doc}"
+    );
+    let img = t.path().join("prep.img");
+    let o = diskprep(
+        &[
+            "--staging",
+            s(staging_dir),
+            "--drive",
+            s(&img),
+            "--create-image",
+            "40M",
+            "--yes",
+            "--dry-run",
+        ],
+        &[("SEEDSHIP_NO_CREATE_JOB", "1")],
+    );
+    let out = ok(&o);
+    assert!(out.contains("job1"), "{out}");
+
     // The same journals through Resource Manager (signed in as the emulator's Entra ID application).
     let app: serde_json::Value =
         serde_json::from_slice(&std::fs::read(emu_dir.join("entra-app.json")).unwrap()).unwrap();

@@ -226,12 +226,25 @@ pub fn select_job(
                     .collect::<Vec<_>>()
                     .join(", "),
             })?,
-        None if jobs.len() == 1 => jobs[0].clone(),
         None => {
-            let i = ui.choose_job(&jobs)?;
-            jobs.get(i)
+            // Jobs `create-job --journal` recorded here have no staged backup: not offered (when there is
+            // nothing else, the check below says why).
+            let staged: Vec<StagedJob> = jobs
+                .iter()
+                .filter(|j| !crate::job::from_journals::is_journal_job(&j.descriptor))
                 .cloned()
-                .ok_or_else(|| PrepError::Ui(format!("no job number {}", i + 1)))?
+                .collect();
+            match staged.len() {
+                0 => jobs[0].clone(),
+                1 => staged[0].clone(),
+                _ => {
+                    let i = ui.choose_job(&staged)?;
+                    staged
+                        .get(i)
+                        .cloned()
+                        .ok_or_else(|| PrepError::Ui(format!("no job number {}", i + 1)))?
+                }
+            }
         }
     };
     ui.event(PrepEvent::JobSelected(&job));
