@@ -6,6 +6,11 @@
 #
 #   agent/bench/prune.sh [DATA_DIR] [WORK_DIR]      (defaults: /usr, a fresh temporary folder)
 #
+# HISTORY_ONLY=1 stops after the forgets (building the history takes long and needs no quiet machine);
+# REUSE=1 then times the prunes on that WORK_DIR without building it again (once: a prune changes it).
+# rustic prunes with --instant-delete: by default it only marks the packs it replaced and deletes them in a
+# later run (23 hours on), so its prune would give no space back; seedship and restic give it back at once.
+#
 # DATA is only read (copied once into WORK/tree); the rewrites happen in the copy. Builds seedship-agent in
 # release mode when needed. Needs restic (apt-get install restic) and GNU time; rustic is optional
 # (`cargo install --locked rustic-rs`). seedship forgets with `seedship-agent forget --keep-last 3` when the
@@ -23,10 +28,12 @@ SNAPSHOTS=${SNAPSHOTS:-10}
 command -v restic > /dev/null || { echo "restic is required: apt-get install restic" >&2; exit 1; }
 mkdir -p "$WORK"
 TREE="$WORK/tree"
+if [ "${REUSE:-0}" != 1 ]; then
 rm -rf "$TREE"
 mkdir -p "$TREE"
 cp -a "$DATA/." "$TREE/" 2>/dev/null || true
 echo "data: copy of $DATA in $TREE ($(du -sh "$TREE" | cut -f1), $(find "$TREE" -type f | wc -l) files); cores: $(nproc)"
+fi
 
 # rewrite N: about 2% of the regular files get new content, chosen and generated from seed N (reproducible)
 rewrite() {
@@ -77,6 +84,11 @@ export RESTIC_PASSWORD="$PASS" RESTIC_REPOSITORY="$WORK/restic"
 HAVE_RUSTIC=0
 command -v rustic > /dev/null && HAVE_RUSTIC=1
 export RUSTIC_PASSWORD="$PASS" RUSTIC_REPOSITORY="$WORK/rustic"
+SEED_REPO="$WORK/seedship-staging/bench/blobs"
+if [ "${REUSE:-0}" = 1 ]; then
+  [ -d "$SEED_REPO" ] || { echo "REUSE=1: no history in $WORK (build it with HISTORY_ONLY=1)" >&2; exit 1; }
+  echo "timing the prunes of the history in $WORK (built earlier)"
+else
 mkdir -p "$WORK/seedship-staging"
 . "$ROOT/agent/scripts/offline-settings.sh"
 offline_publish_settings "$WORK/bench.publishsettings" bench
@@ -93,7 +105,6 @@ for i in $(seq 1 "$SNAPSHOTS"); do
   echo "snapshot $i of $SNAPSHOTS taken by every tool"
 done
 
-SEED_REPO="$WORK/seedship-staging/bench/blobs"
 if "$AGENT" forget --help > /dev/null 2>&1; then
   "$AGENT" -q forget --keep-last 3 > /dev/null
 else
@@ -104,11 +115,16 @@ else
 fi
 restic forget -q --keep-last 3 > /dev/null
 [ $HAVE_RUSTIC = 1 ] && rustic forget --keep-last 3 > /dev/null 2>&1
+fi
+if [ "${HISTORY_ONLY:-0}" = 1 ]; then
+  echo "history built in $WORK: time the prunes with REUSE=1 $0 $DATA $WORK"
+  exit 0
+fi
 
 before_seedship=$(size "$SEED_REPO"); timed seedship-prune "$AGENT" prune; t_seedship=$LAST; c_seedship=$LAST_CPU; after_seedship=$(size "$SEED_REPO")
 before_restic=$(size "$WORK/restic"); timed restic-prune restic prune; t_restic=$LAST; c_restic=$LAST_CPU; after_restic=$(size "$WORK/restic")
 if [ $HAVE_RUSTIC = 1 ]; then
-  before_rustic=$(size "$WORK/rustic"); timed rustic-prune rustic prune; t_rustic=$LAST; c_rustic=$LAST_CPU; after_rustic=$(size "$WORK/rustic")
+  before_rustic=$(size "$WORK/rustic"); timed rustic-prune rustic prune --instant-delete; t_rustic=$LAST; c_rustic=$LAST_CPU; after_rustic=$(size "$WORK/rustic")
 else
   echo "rustic: not installed (cargo install --locked rustic-rs); left out"
 fi

@@ -127,29 +127,32 @@ pub(crate) fn staged_blobs(
     old: &[StagedBlob],
     fresh: &[VolumeDigest],
 ) -> anyhow::Result<Vec<StagedBlob>> {
+    use rayon::prelude::*;
     let store = repo.store();
-    let mut out = vec![];
-    for o in store.list("")? {
-        let blob = if let Some(v) = fresh.iter().find(|v| v.name == o.name && v.len == o.len) {
-            StagedBlob {
-                name: o.name,
-                len: o.len,
-                blake3: v.blake3.clone(),
+    store
+        .list("")?
+        .into_par_iter()
+        .map(|o| {
+            if let Some(v) = fresh.iter().find(|v| v.name == o.name && v.len == o.len) {
+                return Ok(StagedBlob {
+                    name: o.name,
+                    len: o.len,
+                    blake3: v.blake3.clone(),
+                });
             }
-        } else if let Some(b) = old.iter().find(|b| b.name == o.name && b.len == o.len) {
-            // objects are immutable and volumes append-only: same name and length, same bytes
-            b.clone()
-        } else {
+            if let Some(b) = old.iter().find(|b| b.name == o.name && b.len == o.len) {
+                // objects are immutable and volumes append-only: same name and length, same bytes
+                return Ok(b.clone());
+            }
+            // hashed on every core: after a prune every volume it cleared is read again
             let (len, h) = crate::check::blob_digest(&**store, &o.name)?;
-            StagedBlob {
+            Ok(StagedBlob {
                 name: o.name,
                 len,
                 blake3: h,
-            }
-        };
-        out.push(blob);
-    }
-    Ok(out)
+            })
+        })
+        .collect()
 }
 
 /// Turns an error opening the repository into one that says what to do, in online mode.
