@@ -24,7 +24,7 @@ pub use format::{
 };
 pub use frame::{frame, unframe, FRAME_HEADER_LEN, FRAME_MAGIC};
 pub use pack::{IndexPolicy, PackWriter, VolumeDigest};
-pub use repository::{encode_blob, encode_blob_into, EncodedBlob, RepoOptions, Repository};
+pub use repository::{encode_blob, encode_blob_into, EncodedBlob, RepoOptions, Repository, TreeRefs};
 pub use tree::{ChunkRef, Node, NodeKind, Tree};
 pub use tree_cache::TreeCacheStats;
 

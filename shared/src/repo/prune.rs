@@ -24,7 +24,7 @@
 use super::format::{encode_index, IndexEntry};
 use super::pack::PackWriter;
 use super::repository::{parse_json, EncodedBlob, Repository};
-use super::{volume_name, ChunkId, IdSet, NodeKind, RepoError, VOLUME_HEADER_LEN};
+use super::{volume_name, ChunkId, IdSet, RepoError, VOLUME_HEADER_LEN};
 use crate::blob::PAGE_SIZE;
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
@@ -151,21 +151,14 @@ pub fn used_blobs(repo: &Repository, without: &[String]) -> Result<(usize, IdSet
         }
     }
     while !level.is_empty() {
-        let trees: Vec<_> = level.par_iter().map(|t| (t, repo.load_tree(t))).collect();
+        let trees: Vec<_> = level.par_iter().map(|t| repo.tree_refs(t)).collect();
         let mut next = Vec::new();
-        for (t, tree) in trees {
-            for n in &tree?.nodes {
-                for c in &n.content {
-                    let cid = super::parse_id(&c.id)
-                        .ok_or_else(|| RepoError::damaged(super::id_hex(t), "invalid chunk id in a tree"))?;
-                    used.insert(cid);
-                }
-                if n.kind == NodeKind::Dir {
-                    if let Some(sub) = n.subtree.as_deref().and_then(super::parse_id) {
-                        if used.insert(sub) {
-                            next.push(sub);
-                        }
-                    }
+        for refs in trees {
+            let refs = refs?;
+            used.extend(refs.chunks);
+            for sub in refs.subtrees {
+                if used.insert(sub) {
+                    next.push(sub);
                 }
             }
         }

@@ -3,7 +3,7 @@
 use super::blob_index::{Batch, BlobIndex};
 use super::format::{decode_index, Config, IndexEntry, KeyFile, Snapshot, BLOB_TREE, CONFIG_VERSION};
 use super::frame::{frame, unframe};
-use super::tree::Tree;
+use super::tree::{NodeKind, Tree};
 use super::tree_cache::{TreeCache, TreeCacheStats};
 use super::{id_hex, volume_name, ChunkId, IdSet, RepoError};
 use crate::blob::{BlobError, BlobStore, Metadata};
@@ -605,6 +605,34 @@ impl Repository {
 
     /// Reads a tree: from the tree cache when it holds a verified copy, else from the store.
     pub fn load_tree(&self, id: &ChunkId) -> Result<Tree, RepoError> {
+        let raw = self.tree_bytes(id)?;
+        parse_json(&format!("tree {}", id_hex(id)), &raw)
+    }
+
+    /// The blobs a tree references: its files' chunks and its folders' subtrees, read without the rest of
+    /// the nodes (names, metadata), which a walk over every snapshot's trees (prune) has no use for.
+    pub fn tree_refs(&self, id: &ChunkId) -> Result<TreeRefs, RepoError> {
+        let raw = self.tree_bytes(id)?;
+        let what = || format!("tree {}", id_hex(id));
+        let t: RawTreeRefs<'_> =
+            serde_json::from_slice(&raw).map_err(|e| RepoError::damaged(what(), format!("bad JSON: {e}")))?;
+        let parse = |h: &str| {
+            super::parse_id(h).ok_or_else(|| RepoError::damaged(what(), format!("invalid blob id {h:?}")))
+        };
+        let mut out = TreeRefs::default();
+        for n in t.nodes {
+            for c in n.content {
+                out.chunks.push(parse(c.id)?);
+            }
+            if let (NodeKind::Dir, Some(sub)) = (n.kind, n.subtree) {
+                out.subtrees.push(parse(sub)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A tree's plaintext (JSON), from the local tree cache when it holds it.
+    fn tree_bytes(&self, id: &ChunkId) -> Result<Vec<u8>, RepoError> {
         let what = format!("tree {}", id_hex(id));
         let raw = match &self.trees {
             None => self.read_blob(id)?,
@@ -636,8 +664,38 @@ impl Repository {
                 }
             }
         };
-        parse_json(&what, &raw)
+        Ok(raw)
     }
+}
+
+/// The blob ids a tree references ([`Repository::tree_refs`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TreeRefs {
+    /// Chunks of the tree's files, in node order (repeats kept).
+    pub chunks: Vec<ChunkId>,
+    /// Trees of the tree's folders.
+    pub subtrees: Vec<ChunkId>,
+}
+
+/// A tree as JSON with only what [`TreeRefs`] needs; the other fields are skipped unread.
+#[derive(serde::Deserialize)]
+struct RawTreeRefs<'a> {
+    #[serde(borrow)]
+    nodes: Vec<RawNodeRefs<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct RawNodeRefs<'a> {
+    kind: NodeKind,
+    #[serde(default, borrow)]
+    content: Vec<RawChunkRef<'a>>,
+    #[serde(default, borrow)]
+    subtree: Option<&'a str>,
+}
+
+#[derive(serde::Deserialize)]
+struct RawChunkRef<'a> {
+    id: &'a str,
 }
 
 /// Writes a key object wrapping `key` with `passphrase`; returns its name (`keys/` + 32 hex digits of the
@@ -918,6 +976,47 @@ mod tests {
         w.add(&b.1).unwrap();
         w.finish().unwrap();
         (repo, a, b)
+    }
+
+    #[test]
+    fn tree_refs_are_the_chunks_and_subtrees_of_the_full_tree() {
+        use crate::repo::{ChunkRef, NodeKind};
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn BlobStore> = Arc::new(MemoryStore::default());
+        let (repo, (a, _), _) = two_cached_trees(&store, dir.path());
+        let node = |name: &str, kind: NodeKind| {
+            let mut n = repo.load_tree(&a).unwrap().nodes.remove(0);
+            n.name = name.into();
+            n.kind = kind;
+            n
+        };
+        let (c1, c2, sub) = ([1u8; 32], [2u8; 32], [3u8; 32]);
+        let mut file = node("quote \" and\nnewline \u{1f600}", NodeKind::File);
+        file.content = [c1, c2, c1]
+            .iter()
+            .enumerate()
+            .map(|(i, c)| ChunkRef {
+                off: i as u64 * 10,
+                len: 10,
+                id: id_hex(c),
+            })
+            .collect();
+        file.xattrs = vec![("user.x".into(), "00ff".into())];
+        let mut folder = node("folder", NodeKind::Dir);
+        folder.subtree = Some(id_hex(&sub));
+        let mut link = node("link", NodeKind::Symlink);
+        link.target = Some("../elsewhere".into());
+        let tree = Tree {
+            nodes: vec![file, folder, link],
+        };
+        let blob = repo.encode_tree(&tree).unwrap();
+        let mut w = PackWriter::open(repo.clone(), 4096, 100).unwrap();
+        w.add(&blob).unwrap();
+        w.finish().unwrap();
+        let refs = repo.tree_refs(&blob.id).unwrap();
+        assert_eq!(refs.chunks, vec![c1, c2, c1]);
+        assert_eq!(refs.subtrees, vec![sub]);
+        assert_eq!(repo.load_tree(&blob.id).unwrap(), tree);
     }
 
     #[test]
