@@ -145,7 +145,7 @@ impl Header {
     /// Parses a header from the file's start; returns it, the slot count and the header's length.
     fn read(file: &File, file_len: u64) -> Result<(Header, u64, u64), String> {
         let mut r = HeaderReader {
-            file,
+            file: io::BufReader::with_capacity(64 << 10, file),
             pos: 0,
             file_len,
         };
@@ -155,6 +155,11 @@ impl Header {
         let count = u64::from_le_bytes(r.take()?);
         let flags = u32::from_le_bytes(r.take()?);
         let names = u32::from_le_bytes(r.take()?);
+        if u64::from(names) * 2 > file_len {
+            return Err(format!(
+                "its header names {names} index objects, more than the file can hold"
+            ));
+        }
         let mut covered = BTreeSet::new();
         for _ in 0..names {
             let len = u16::from_le_bytes(r.take()?) as usize;
@@ -163,6 +168,11 @@ impl Header {
             covered.insert(String::from_utf8(s).map_err(|_| "an object name is not UTF-8".to_string())?);
         }
         let n_ends = u32::from_le_bytes(r.take()?);
+        if u64::from(n_ends) * 12 > file_len {
+            return Err(format!(
+                "its header has {n_ends} volume ends, more than the file can hold"
+            ));
+        }
         let mut ends = BTreeMap::new();
         for _ in 0..n_ends {
             let v = u32::from_le_bytes(r.take()?);
@@ -178,7 +188,7 @@ impl Header {
 }
 
 struct HeaderReader<'a> {
-    file: &'a File,
+    file: io::BufReader<&'a File>,
     pos: u64,
     file_len: u64,
 }
@@ -188,9 +198,7 @@ impl HeaderReader<'_> {
         if self.pos + buf.len() as u64 > self.file_len {
             return Err("truncated header".into());
         }
-        self.file
-            .read_exact_at(buf, self.pos)
-            .map_err(|e| format!("cannot read its header: {e}"))?;
+        io::Read::read_exact(&mut self.file, buf).map_err(|e| format!("cannot read its header: {e}"))?;
         self.pos += buf.len() as u64;
         Ok(())
     }

@@ -1121,4 +1121,52 @@ mod tests {
         assert_eq!(reopened.index_size().0, n + 1);
         assert!(reopened.contains(&repo.key().chunk_id(&7u64.to_le_bytes())));
     }
+
+    /// With a small memory budget most of the index is in the cache file: blobs are found and read, a
+    /// reopened repository takes the file (and reads only the index objects it does not cover), and answers
+    /// as a repository opened without a cache.
+    #[test]
+    fn an_index_beyond_its_budget_is_read_from_the_cache_file() {
+        let store: Arc<dyn BlobStore> = Arc::new(MemoryStore::default());
+        let cache = tempfile::tempdir().unwrap();
+        let ic = IndexCacheOptions {
+            dir: cache.path().to_path_buf(),
+            memory_budget: 100 * 53,
+        };
+        Repository::init(store.clone(), PASS, &opts()).unwrap();
+        let write = |repo: &Arc<Repository>, from: u64, to: u64| {
+            let mut w = PackWriter::open(repo.clone(), 4096, 1).unwrap();
+            for i in from..to {
+                assert!(w.add(&blob(repo, &i.to_le_bytes())).unwrap());
+            }
+            w.finish().unwrap();
+        };
+        let repo = Arc::new(Repository::open_cached(store.clone(), PASS, &ic).unwrap());
+        write(&repo, 0, 700);
+        let (n, bytes, on_disk) = repo.index_size();
+        assert_eq!(n, 700);
+        assert!(on_disk >= 600, "{on_disk} on disk");
+        assert!(bytes < 100 * 53 + 4096, "{bytes} bytes in memory");
+        let id = repo.key().chunk_id(&5u64.to_le_bytes());
+        assert_eq!(repo.read_blob(&id).unwrap(), 5u64.to_le_bytes());
+        drop(repo);
+
+        let plain = Repository::open(store.clone(), PASS).unwrap();
+        let cached = Arc::new(Repository::open_cached(store.clone(), PASS, &ic).unwrap());
+        assert_eq!(cached.index_entries().unwrap(), plain.index_entries().unwrap());
+        assert_eq!(cached.volume_ends(), plain.volume_ends());
+        assert!(cached.index_size().2 >= 600);
+        // more objects: the file covers the old ones, the new ones are read and merged
+        write(&cached, 700, 900);
+        let again = Repository::open_cached(store.clone(), PASS, &ic).unwrap();
+        let plain = Repository::open(store, PASS).unwrap();
+        assert_eq!(again.index_size().0, 900);
+        assert_eq!(again.index_entries().unwrap(), plain.index_entries().unwrap());
+        assert_eq!(again.volume_ends(), plain.volume_ends());
+        for i in [0u64, 699, 700, 899] {
+            let id = again.key().chunk_id(&i.to_le_bytes());
+            assert_eq!(again.read_blob(&id).unwrap(), i.to_le_bytes());
+        }
+        assert!(!again.contains(&again.key().chunk_id(b"never written")));
+    }
 }
