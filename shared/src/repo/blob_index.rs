@@ -648,6 +648,11 @@ mod tests {
 
     const KEY: [u8; 32] = [9; 32];
 
+    /// An index object: name, volume ends, entries.
+    type Object = (String, Vec<(u32, u64)>, Vec<IndexEntry>);
+    /// A way to damage a file, and what the note then says.
+    type Damage = (&'static str, Box<dyn Fn(&mut Vec<u8>)>);
+
     /// An index with a budget of `slots` slots in `dir` (none: memory only).
     fn index(dir: &Path, slots: Option<usize>) -> BlobIndex {
         let opts = slots.map(|n| IndexCacheOptions {
@@ -659,7 +664,7 @@ mod tests {
 
     /// A process's view: loads `objects` (name, ends, entries) as `Repository::load_index` does; returns the
     /// note on an unusable cache file.
-    fn load(idx: &mut BlobIndex, objects: &[(String, Vec<(u32, u64)>, Vec<IndexEntry>)]) -> Option<String> {
+    fn load(idx: &mut BlobIndex, objects: &[Object]) -> Option<String> {
         let names: Vec<String> = objects.iter().map(|o| o.0.clone()).collect();
         let (todo, note) = idx.start_load(&names);
         for (name, ends, entries) in objects {
@@ -812,7 +817,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let mut idx = index(dir.path(), budget);
             load(&mut idx, &[]);
-            let mut objects: Vec<(String, Vec<(u32, u64)>, Vec<IndexEntry>)> = Vec::new();
+            let mut objects: Vec<Object> = Vec::new();
             let mut serial = 0;
             for op in ops {
                 serial += 1;
@@ -874,7 +879,7 @@ mod tests {
     fn an_unusable_cache_file_is_rebuilt_with_a_note() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(index_file::FILE_NAME);
-        let objects: Vec<(String, Vec<(u32, u64)>, Vec<IndexEntry>)> = (0..4u64)
+        let objects: Vec<Object> = (0..4u64)
             .map(|o| {
                 let es = (0..50).map(|i| entry(id_of(o * 50 + i), 0, o * 50 + i)).collect();
                 (format!("index/{o}"), vec![(0, o)], es)
@@ -891,7 +896,7 @@ mod tests {
         assert_eq!(mode & 0o777, 0o600);
         let good = std::fs::read(&path).unwrap();
 
-        let cases: [(&str, Box<dyn Fn(&mut Vec<u8>)>); 4] = [
+        let cases: [Damage; 4] = [
             (
                 "MAC does not match",
                 Box::new(|b: &mut Vec<u8>| {
@@ -957,7 +962,7 @@ mod tests {
     #[test]
     fn a_crash_while_writing_leaves_the_previous_file() {
         let dir = tempfile::tempdir().unwrap();
-        let objects: Vec<(String, Vec<(u32, u64)>, Vec<IndexEntry>)> = vec![(
+        let objects: Vec<Object> = vec![(
             "index/a".into(),
             vec![],
             (0..100).map(|i| entry(id_of(i), 0, i)).collect(),
