@@ -1,5 +1,5 @@
 //! The part of the blob index beyond its memory budget: a local cache file of sorted slots, read with `pread`
-//! through a bucket directory and a Bloom filter kept in memory (about 2.3 bytes per blob instead of the
+//! through a bucket directory and a Bloom filter kept in memory (about 2.3-3.3 bytes per blob instead of the
 //! slot's 53). `pread`, not `mmap`: mapped pages that were read count in the resident set.
 //!
 //! The file (`<cache>/index.cache`, mode 0600) is a cache of the repository's index objects, which stay the
