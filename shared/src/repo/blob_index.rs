@@ -960,6 +960,24 @@ mod tests {
         assert_eq!(idx.ends().get(&1), Some(&7));
     }
 
+    /// A prune replaces the index in memory; a file written then is not reused, and rebuilt without a note.
+    #[test]
+    fn a_file_written_after_a_prune_is_rebuilt_without_a_note() {
+        let dir = tempfile::tempdir().unwrap();
+        let all: Vec<IndexEntry> = (0..100).map(|i| entry(id_of(i), 0, i)).collect();
+        let mut idx = index(dir.path(), Some(10));
+        load(&mut idx, &[("index/a".into(), vec![], all.clone())]);
+        idx.clear();
+        idx.add(None, &[], &all[..50]);
+        assert!(dir.path().join(index_file::FILE_NAME).exists() && idx.on_disk() > 40);
+        let pruned: Vec<Object> = vec![("index/b".into(), vec![], all[..50].to_vec())];
+        let mut next = index(dir.path(), Some(10));
+        assert_eq!(load(&mut next, &pruned), None);
+        let mut model = IdMap::default();
+        model_add(&mut model, &all[..50]);
+        assert_agrees(&next, &model, 50..100, "after the prune");
+    }
+
     /// A crash while the file is written leaves a temporary file, not a damaged cache: the next process
     /// removes it and uses the last complete file.
     #[test]
