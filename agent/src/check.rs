@@ -90,7 +90,10 @@ fn walk(repo: &Repository, id: &ChunkId, at: &str, seen: &mut HashSet<ChunkId>, 
 const WINDOW: u64 = 16 << 20;
 
 fn read_all(repo: &Repository, pending: &PendingPrune, rep: &mut CheckReport) {
-    let mut entries = repo.index_entries();
+    let mut entries = match repo.index_entries() {
+        Ok(e) => e,
+        Err(e) => return rep.problems.push(format!("cannot read the index: {e}")),
+    };
     entries.sort_by_key(|e| (e.volume, e.offset));
     let ends = repo.volume_ends();
     let store = repo.store();

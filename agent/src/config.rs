@@ -189,6 +189,9 @@ pub struct Tuning {
     pub index_seconds: usize,
     /// `SEEDSHIP_READERS` (the available parallelism).
     pub readers: usize,
+    /// `SEEDSHIP_INDEX_MEMORY_MIB` (32): MiB of index slots (53 bytes per blob) held in memory; beyond it
+    /// they go to the index cache file in the local cache folder.
+    pub index_memory_mib: usize,
 }
 
 impl Tuning {
@@ -204,6 +207,7 @@ impl Tuning {
                 "SEEDSHIP_READERS",
                 std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             ),
+            index_memory_mib: env_usize("SEEDSHIP_INDEX_MEMORY_MIB", 32),
         }
     }
 
@@ -252,6 +256,7 @@ mod tests {
             index_mib: 2,
             index_seconds: 7,
             readers: 1,
+            index_memory_mib: 1,
         };
         let s = t.staging_writer();
         assert_eq!(

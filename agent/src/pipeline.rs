@@ -9,12 +9,15 @@ use crate::progress::{Counters, Display};
 use crate::store::open_metered_repo_store;
 use crate::{Config, Exit};
 use seedship_shared::blob::Meter;
-use seedship_shared::repo::{CachedStore, RepoError, Repository, Snapshot, SnapshotStats, VolumeDigest};
+use seedship_shared::repo::{
+    CachedStore, IndexCacheOptions, RepoError, Repository, Snapshot, SnapshotStats, VolumeDigest,
+};
 use seedship_shared::staging::StagedBlob;
 use std::sync::Arc;
 
 /// Opens the policy's repository. With `cached`, metadata objects and trees are read through the local
-/// cache in `<state-dir>/cache/<job>/` (`check` reads the store itself).
+/// cache in `<state-dir>/cache/<job>/` (`check` reads the store itself), and the index keeps at most
+/// `SEEDSHIP_INDEX_MEMORY_MIB` of slots in memory, the rest in the cache file `index.cache` there.
 pub(crate) fn open_repo(cfg: &Config, pol: &Policy, cached: bool) -> anyhow::Result<Arc<Repository>> {
     open_metered_repo(cfg, pol, cached, Arc::new(Meter::new()))
 }
@@ -32,7 +35,16 @@ pub(crate) fn open_metered_repo(
     if cached {
         store = Arc::new(CachedStore::new(store, &dir));
     }
-    let mut repo = Repository::open(store, &pass).map_err(|e| explain(e, &cfg.storage_key, pol))?;
+    let opened = if cached {
+        let index_cache = IndexCacheOptions {
+            dir: dir.clone(),
+            memory_budget: cfg.tuning.index_memory_mib << 20,
+        };
+        Repository::open_cached(store, &pass, &index_cache)
+    } else {
+        Repository::open(store, &pass)
+    };
+    let mut repo = opened.map_err(|e| explain(e, &cfg.storage_key, pol))?;
     if cached {
         repo = repo.with_tree_cache(&dir);
     }

@@ -423,11 +423,14 @@ fn repository(
             .into_iter()
             .map(|p| format!("import container {}: {p}", plan.import_container)),
     );
-    let data: Vec<IndexEntry> = repo
-        .index_entries()
-        .into_iter()
-        .filter(|e| e.kind == BLOB_DATA)
-        .collect();
+    let data: Vec<IndexEntry> = match repo.index_entries() {
+        Ok(all) => all.into_iter().filter(|e| e.kind == BLOB_DATA).collect(),
+        Err(e) => {
+            v.problems
+                .push(format!("import container {}: {e}", plan.import_container));
+            return;
+        }
+    };
     v.data_blobs = data.len();
     // volumes the copy logs already showed damaged are not sampled: the problem is named once
     let (data, skipped): (Vec<IndexEntry>, Vec<IndexEntry>) = data

@@ -11,12 +11,14 @@ mod blob_index;
 mod cache;
 mod format;
 mod frame;
+mod index_file;
 mod pack;
 pub mod prune;
 mod repository;
 mod tree;
 mod tree_cache;
 
+pub use blob_index::IndexCacheOptions;
 pub use cache::CachedStore;
 pub use format::{
     decode_index, encode_index, Config, IndexEntry, KeyFile, Snapshot, SnapshotStats, BLOB_DATA, BLOB_TREE,

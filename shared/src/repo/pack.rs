@@ -366,9 +366,10 @@ impl PackWriter {
             return Ok(());
         }
         let ends = [(self.volume, self.offset)];
-        self.repo
+        let name = self
+            .repo
             .save_object("index", &encode_index(&ends, &self.unindexed))?;
-        self.repo.add_index(&ends, &self.unindexed);
+        self.repo.add_index(Some(&name), &ends, &self.unindexed);
         self.unindexed.clear();
         self.pending.clear();
         self.repo.flush_tree_cache();

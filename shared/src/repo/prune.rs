@@ -220,7 +220,7 @@ struct Run {
 pub fn plan(repo: &Repository, opts: &PruneOptions) -> Result<PrunePlan, RepoError> {
     let (snapshots, used) = used_blobs(repo, &opts.without)?;
     let (pending_objects, pend) = pending(repo)?;
-    let mut entries = repo.index_entries();
+    let mut entries = repo.index_entries()?;
     entries.sort_by_key(|e| (e.volume, e.offset));
     let mut p = PrunePlan {
         snapshots,
@@ -331,7 +331,7 @@ pub fn execute(
     let (_, old_pending) = pending(repo)?;
     let moved: IdSet = plan.repack.iter().map(|e| e.id).collect();
     let staying: BTreeSet<u32> = repo
-        .index_entries()
+        .index_entries()?
         .iter()
         .filter(|e| plan.used.contains(&e.id) && !moved.contains(&e.id))
         .map(|e| e.volume)
@@ -378,7 +378,7 @@ pub fn execute(
     }
     // the index as it will be: every live entry at its final place
     let mut live: Vec<IndexEntry> = repo
-        .index_entries()
+        .index_entries()?
         .into_iter()
         .filter(|e| plan.used.contains(&e.id))
         .collect();

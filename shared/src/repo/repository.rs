@@ -1,6 +1,6 @@
 //! Opening and creating a repository, reading and writing its objects and blobs.
 
-use super::blob_index::{Batch, BlobIndex};
+use super::blob_index::{BlobIndex, IndexCacheOptions};
 use super::format::{decode_index, Config, IndexEntry, KeyFile, Snapshot, BLOB_TREE, CONFIG_VERSION};
 use super::frame::{frame, unframe};
 use super::tree::{NodeKind, Tree};
@@ -158,10 +158,10 @@ pub struct Repository {
     store: Arc<dyn BlobStore>,
     key: MasterKey,
     config: Config,
+    /// The index of every blob (and the volume ends its objects record).
     index: RwLock<BlobIndex>,
     /// Ids a backup's readers claimed for writing that the index does not hold yet ([`Repository::claim`]).
     claimed: Mutex<IdSet>,
-    volume_ends: RwLock<BTreeMap<u32, u64>>,
     pub(super) trees: Option<TreeCache>,
     /// The key object the passphrase opened.
     key_name: String,
@@ -207,16 +207,33 @@ impl Repository {
             store,
             key,
             config,
-            index: RwLock::new(BlobIndex::default()),
+            index: RwLock::new(BlobIndex::new(None, [0; 32])),
             claimed: Mutex::new(IdSet::default()),
-            volume_ends: RwLock::new(BTreeMap::new()),
             trees: None,
             key_name,
         })
     }
 
-    /// Opens a repository with the passphrase and loads its index.
+    /// Opens a repository with the passphrase and loads its index into memory.
     pub fn open(store: Arc<dyn BlobStore>, passphrase: &str) -> Result<Self, RepoError> {
+        Self::open_with(store, passphrase, None)
+    }
+
+    /// Opens a repository with the passphrase and loads its index, keeping at most the budget of
+    /// `index_cache` in memory and the rest in a cache file in its folder (see `blob_index`).
+    pub fn open_cached(
+        store: Arc<dyn BlobStore>,
+        passphrase: &str,
+        index_cache: &IndexCacheOptions,
+    ) -> Result<Self, RepoError> {
+        Self::open_with(store, passphrase, Some(index_cache))
+    }
+
+    fn open_with(
+        store: Arc<dyn BlobStore>,
+        passphrase: &str,
+        index_cache: Option<&IndexCacheOptions>,
+    ) -> Result<Self, RepoError> {
         // a missing container or folder means no repository; any other failure (a rejected key, no
         // connection) is reported as itself
         let found = match store.list("config") {
@@ -289,13 +306,13 @@ impl Repository {
                 "repository config is version 1 (not authenticated); new repositories write version 2"
             );
         }
+        let mac_key = key.derive("seedship 2026 index cache mac");
         let repo = Repository {
             store,
             key,
             config,
-            index: RwLock::new(BlobIndex::default()),
+            index: RwLock::new(BlobIndex::new(index_cache, mac_key)),
             claimed: Mutex::new(IdSet::default()),
-            volume_ends: RwLock::new(BTreeMap::new()),
             trees: None,
             key_name,
         };
@@ -303,44 +320,44 @@ impl Repository {
         Ok(repo)
     }
 
-    /// Reads every index object into memory (and volume ends).
+    /// Loads the index (and volume ends): from the cache file for the index objects it covers, else from the
+    /// index objects. Returns the number of index objects held.
     pub fn load_index(&self) -> Result<usize, RepoError> {
-        // one merge at the end instead of one per object (each costs a pass over the whole index), from
-        // entries gathered as 53-byte slots
-        let (mut n, mut all, mut all_ends) = (0, Batch::default(), Vec::new());
-        for o in self.store.list("index/")? {
-            let body = match self.read_object(&o.name) {
+        let names: Vec<String> = self.store.list("index/")?.into_iter().map(|o| o.name).collect();
+        let (todo, note) = self.index.write().expect("index lock").start_load(&names);
+        if let Some(note) = note {
+            tracing::warn!("{note}");
+        }
+        let mut skipped = 0;
+        for name in todo {
+            let body = match self.read_object(&name) {
                 Err(RepoError::Incomplete { object }) => {
                     tracing::warn!(%object, "skipping an index object an interrupted backup left unwritten");
+                    skipped += 1;
                     continue;
                 }
                 r => r?,
             };
-            let (ends, entries) = decode_index(&o.name, &body)?;
-            all_ends.extend(ends);
-            all.extend(&entries);
-            n += 1;
+            let (ends, entries) = decode_index(&name, &body)?;
+            self.index
+                .write()
+                .expect("index lock")
+                .load_object(&name, &ends, &entries)?;
         }
-        self.index.write().expect("index lock").add_batch(all);
-        self.add_index(&all_ends, &[]);
-        Ok(n)
+        self.index.write().expect("index lock").finish_load()?;
+        Ok(names.len() - skipped)
     }
 
-    /// Adds entries (from an index object just written or read) to the in-memory index. Of two entries for
-    /// one id the one at the larger volume and offset wins (a prune's repacked copy).
-    pub fn add_index(&self, ends: &[(u32, u64)], entries: &[IndexEntry]) {
-        self.index.write().expect("index lock").add(entries);
+    /// Adds the entries of index object `object` (just written or read; `None` for entries no index object
+    /// holds as they are) to the index. Of two entries for one id the one at the larger volume and offset
+    /// wins (a prune's repacked copy).
+    pub fn add_index(&self, object: Option<&str>, ends: &[(u32, u64)], entries: &[IndexEntry]) {
+        self.index.write().expect("index lock").add(object, ends, entries);
         let mut claimed = self.claimed.lock().expect("lock");
         if !claimed.is_empty() {
             for e in entries {
                 claimed.remove(&e.id);
             }
-        }
-        drop(claimed);
-        let mut ve = self.volume_ends.write().expect("lock");
-        for (v, end) in ends {
-            let cur = ve.entry(*v).or_insert(0);
-            *cur = (*cur).max(*end);
         }
     }
 
@@ -382,8 +399,7 @@ impl Repository {
     pub fn replace_index(&self, ends: &[(u32, u64)], entries: &[IndexEntry]) {
         self.index.write().expect("index lock").clear();
         self.claimed.lock().expect("lock").clear();
-        self.volume_ends.write().expect("lock").clear();
-        self.add_index(ends, entries);
+        self.add_index(None, ends, entries);
     }
 
     pub fn store(&self) -> &Arc<dyn BlobStore> {
@@ -416,18 +432,18 @@ impl Repository {
         let mut claimed = self.claimed.lock().expect("lock");
         !self.contains(id) && claimed.insert(*id)
     }
-    /// Blobs in the in-memory index and the bytes it holds for them.
-    pub fn index_size(&self) -> (usize, usize) {
+    /// Blobs in the index, the bytes it holds for them in memory, and how many of them are on disk.
+    pub fn index_size(&self) -> (usize, usize, usize) {
         let idx = self.index.read().expect("lock");
-        (idx.len(), idx.bytes())
+        (idx.len(), idx.bytes(), idx.on_disk())
     }
     /// All index entries, in id order (for check and prune).
-    pub fn index_entries(&self) -> Vec<IndexEntry> {
-        self.index.read().expect("lock").entries().collect()
+    pub fn index_entries(&self) -> Result<Vec<IndexEntry>, RepoError> {
+        self.index.read().expect("lock").entries()
     }
     /// Logical end of each volume, as recorded in the index.
     pub fn volume_ends(&self) -> BTreeMap<u32, u64> {
-        self.volume_ends.read().expect("lock").clone()
+        self.index.read().expect("lock").ends().clone()
     }
 
     /// Reads, decrypts and verifies one blob.
@@ -1203,5 +1219,53 @@ mod tests {
         let reopened = Repository::open(store, PASS).unwrap();
         assert_eq!(reopened.index_size().0, n + 1);
         assert!(reopened.contains(&repo.key().chunk_id(&7u64.to_le_bytes())));
+    }
+
+    /// With a small memory budget most of the index is in the cache file: blobs are found and read, a
+    /// reopened repository takes the file (and reads only the index objects it does not cover), and answers
+    /// as a repository opened without a cache.
+    #[test]
+    fn an_index_beyond_its_budget_is_read_from_the_cache_file() {
+        let store: Arc<dyn BlobStore> = Arc::new(MemoryStore::default());
+        let cache = tempfile::tempdir().unwrap();
+        let ic = IndexCacheOptions {
+            dir: cache.path().to_path_buf(),
+            memory_budget: 100 * 53,
+        };
+        Repository::init(store.clone(), PASS, &opts()).unwrap();
+        let write = |repo: &Arc<Repository>, from: u64, to: u64| {
+            let mut w = PackWriter::open(repo.clone(), 4096, 1).unwrap();
+            for i in from..to {
+                assert!(w.add(&blob(repo, &i.to_le_bytes())).unwrap());
+            }
+            w.finish().unwrap();
+        };
+        let repo = Arc::new(Repository::open_cached(store.clone(), PASS, &ic).unwrap());
+        write(&repo, 0, 700);
+        let (n, bytes, on_disk) = repo.index_size();
+        assert_eq!(n, 700);
+        assert!(on_disk >= 600, "{on_disk} on disk");
+        assert!(bytes < 100 * 53 + 4096, "{bytes} bytes in memory");
+        let id = repo.key().chunk_id(&5u64.to_le_bytes());
+        assert_eq!(repo.read_blob(&id).unwrap(), 5u64.to_le_bytes());
+        drop(repo);
+
+        let plain = Repository::open(store.clone(), PASS).unwrap();
+        let cached = Arc::new(Repository::open_cached(store.clone(), PASS, &ic).unwrap());
+        assert_eq!(cached.index_entries().unwrap(), plain.index_entries().unwrap());
+        assert_eq!(cached.volume_ends(), plain.volume_ends());
+        assert!(cached.index_size().2 >= 600);
+        // more objects: the file covers the old ones, the new ones are read and merged
+        write(&cached, 700, 900);
+        let again = Repository::open_cached(store.clone(), PASS, &ic).unwrap();
+        let plain = Repository::open(store, PASS).unwrap();
+        assert_eq!(again.index_size().0, 900);
+        assert_eq!(again.index_entries().unwrap(), plain.index_entries().unwrap());
+        assert_eq!(again.volume_ends(), plain.volume_ends());
+        for i in [0u64, 699, 700, 899] {
+            let id = again.key().chunk_id(&i.to_le_bytes());
+            assert_eq!(again.read_blob(&id).unwrap(), i.to_le_bytes());
+        }
+        assert!(!again.contains(&again.key().chunk_id(b"never written")));
     }
 }
