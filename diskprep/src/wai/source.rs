@@ -173,8 +173,9 @@ fn file(blob: &str, path: &Path, spec: &SourceSpec) -> anyhow::Result<SourceFile
     }
     if spec.blob_type == BlobType::Page && len % 512 != 0 {
         bail!(
-            "{} is {len} bytes, not a multiple of 512: a page blob (/BlobType:PageBlob) must be; for a \
-             seedship staging location give the job's blobs folder, /srcdir:<staging>/<job>/blobs/",
+            "{} is {len} bytes, not a multiple of 512: a page blob (/BlobType:PageBlob) must be; give \
+             /BlobType:BlockBlob for files of any length, or for a seedship staging location the job's \
+             blobs folder, /srcdir:<staging>/<job>/blobs/",
             path.display()
         );
     }
