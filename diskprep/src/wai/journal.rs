@@ -701,4 +701,18 @@ mod tests {
         let e = read(&path).unwrap_err().to_string();
         assert!(e.contains("chmod 600"), "{e}");
     }
+
+    #[test]
+    fn block_blob_sources_round_trip_and_page_blob_lines_keep_their_form() {
+        let mut s = session("blk", None).sources.remove(0);
+        let page = source_line(&s);
+        assert_eq!(page.split('\t').count(), 6, "{page}");
+        assert_eq!(parse_source(&page), Some(s.clone()));
+        s.blob_type = BlobType::Block;
+        s.len = (4 << 20) + 1;
+        let block = source_line(&s);
+        assert!(block.ends_with("\tBlockBlob"), "{block}");
+        assert_eq!(parse_source(&block), Some(s));
+        assert_eq!(parse_source(&block.replace("BlockBlob", "Other")), None);
+    }
 }

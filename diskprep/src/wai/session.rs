@@ -624,4 +624,57 @@ mod tests {
             })
         );
     }
+
+    #[test]
+    fn a_block_blob_the_drive_would_cut_waits_whole_for_the_next_drive() {
+        use crate::wai::journal::Encryption;
+        let drive = DriveRecord {
+            drive_id: "D1".into(),
+            target: "/dev/null".into(),
+            capacity: 16 * MIB,
+            manifest_slot: MIB,
+            encryption: Encryption::Encrypt,
+            recovery_key: zeroize::Zeroizing::new(String::new()),
+        };
+        let record = SessionRecord {
+            session_id: "blk".into(),
+            container: "seed".into(),
+            mtime: 0,
+            data_from: None,
+            sources: Vec::new(),
+            checkpoint: Checkpoint::default(),
+            data_end: None,
+            aborted: false,
+            rest: Vec::new(),
+            continued_in: None,
+            continues_from: None,
+        };
+        let len = 12 * MIB + 5;
+        let mut files = vec![
+            file("a", 8 * MIB, 0..8 * MIB, None),
+            file("b", len, 0..len, None),
+            file("c", 512, 0..512, None),
+        ];
+        let state = Replayed::default();
+        // As a page blob, b is cut where the drive fills up...
+        let (_, plan) = plan_files(&state, &drive, &record, &files, true).unwrap();
+        assert_eq!(plan.parts.len(), 2);
+        assert!(plan.parts[1].end < len);
+        // ... as a block blob it waits whole for the next drive, with the files after it.
+        files[1].blob_type = BlobType::Block;
+        let (_, plan) = plan_files(&state, &drive, &record, &files, true).unwrap();
+        assert_eq!(plan.parts.len(), 1);
+        let (sources, rest) = placed(&files, &plan);
+        assert_eq!(sources.len(), 1);
+        let rest: Vec<_> = rest.iter().map(|r| (r.blob.as_str(), r.part, r.blob_type)).collect();
+        assert_eq!(rest, [("b", None, BlobType::Block), ("c", None, BlobType::Page)]);
+        // A /srcdir: session (no spill) that does not fit is refused; a drive with no room for the block blob
+        // at all names it.
+        let e = plan_files(&state, &drive, &record, &files, false).unwrap_err();
+        assert!(e.to_string().contains("does not fit"), "{e}");
+        let mut huge = file("huge", 20 * MIB, 0..20 * MIB, None);
+        huge.blob_type = BlobType::Block;
+        let e = plan_files(&state, &drive, &record, &[huge], true).unwrap_err();
+        assert!(e.to_string().contains("block blob huge"), "{e}");
+    }
 }
