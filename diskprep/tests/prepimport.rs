@@ -1233,7 +1233,12 @@ fn block_blobs_of_any_length_pass_the_interop_reader_and_import_as_block_blobs()
     assert_eq!(
         statuses,
         vec![
-            (0, 4 * MIB as u64, RangeStatus::Uncommitted, Some("AAAAAA==".into())),
+            (
+                0,
+                4 * MIB as u64,
+                RangeStatus::Uncommitted,
+                Some("AAAAAA==".into())
+            ),
             (
                 4 * MIB as u64,
                 MIB as u64 + 7,

@@ -7,10 +7,10 @@
 //! Because it holds secrets it is created with mode 0600 and `O_EXCL`, and an existing journal readable by
 //! other users is refused. Records and their order: docs/journal.md ("prepimport journals").
 
+use super::source::BlobType;
 use crate::prep::copy::{Checkpoint, CheckpointSink};
 use crate::prep::layout::SegmentRecord;
 use crate::prep::session::{parse_segment, segment_lines};
-use super::source::BlobType;
 use seedship_shared::journal::records::DiskprepRecord;
 use seedship_shared::journal::{Journal, JournalError, JournalRecord};
 use seedship_shared::manifest::{BlobPart, ImportDisposition};

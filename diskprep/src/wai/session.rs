@@ -524,8 +524,8 @@ pub(super) fn abort(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use super::source::BlobType;
+    use super::*;
     use crate::prep::plan::{BlobExtents, PartPlan};
     use seedship_shared::manifest::ImportDisposition;
 
@@ -666,7 +666,10 @@ mod tests {
         assert_eq!(plan.parts.len(), 1);
         let (sources, rest) = placed(&files, &plan);
         assert_eq!(sources.len(), 1);
-        let rest: Vec<_> = rest.iter().map(|r| (r.blob.as_str(), r.part, r.blob_type)).collect();
+        let rest: Vec<_> = rest
+            .iter()
+            .map(|r| (r.blob.as_str(), r.part, r.blob_type))
+            .collect();
         assert_eq!(rest, [("b", None, BlobType::Block), ("c", None, BlobType::Page)]);
         // A /srcdir: session (no spill) that does not fit is refused; a drive with no room for the block blob
         // at all names it.

@@ -188,7 +188,7 @@ fn file(blob: &str, path: &Path, spec: &SourceSpec) -> anyhow::Result<SourceFile
             .page_ranges(name)
             .with_context(|| format!("finding the data in {}", path.display()))?,
         BlobType::Block if len == 0 => Vec::new(),
-        BlobType::Block => vec![0..len],
+        BlobType::Block => std::iter::once(0..len).collect(),
     };
     Ok(SourceFile {
         extents: BlobExtents {

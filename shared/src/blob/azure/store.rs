@@ -216,7 +216,10 @@ impl BlobStore for AzureStore {
         let mut req = Request::new("Put Block", Method::PUT, Some(name))
             .query("comp", "block")
             .query("blockid", id)
-            .header("content-md5", base64::engine::general_purpose::STANDARD.encode(md5.0));
+            .header(
+                "content-md5",
+                base64::engine::general_purpose::STANDARD.encode(md5.0),
+            );
         req.body = data.to_vec();
         self.send(req).map(drop)
     }

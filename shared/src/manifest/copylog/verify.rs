@@ -310,7 +310,9 @@ mod tests {
         bad[m] = 8;
         let log = verify_blob_file(&bad[..], &blob, 2, |_, _| Ok(())).unwrap();
         assert_eq!(
-            log.iter().map(|r| (r.status, r.id.as_deref())).collect::<Vec<_>>(),
+            log.iter()
+                .map(|r| (r.status, r.id.as_deref()))
+                .collect::<Vec<_>>(),
             vec![
                 (RangeStatus::Completed, Some("id0")),
                 (RangeStatus::Corrupted, Some("id1"))

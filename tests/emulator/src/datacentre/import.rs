@@ -427,9 +427,8 @@ fn copy_block_blob(
         .iter()
         .enumerate()
         .map(|(i, b)| {
-            b.id.clone().unwrap_or_else(|| {
-                base64::engine::general_purpose::STANDARD.encode((i as u32).to_le_bytes())
-            })
+            b.id.clone()
+                .unwrap_or_else(|| base64::engine::general_purpose::STANDARD.encode((i as u32).to_le_bytes()))
         })
         .collect();
     let id_at: HashMap<u64, &str> = blocks
