@@ -1249,3 +1249,90 @@ fn block_blobs_of_any_length_pass_the_interop_reader_and_import_as_block_blobs()
         "{b:?}"
     );
 }
+
+#[test]
+fn a_block_blob_that_does_not_fit_waits_whole_for_the_additional_drive() {
+    let t = tempfile::tempdir().unwrap();
+    // Two block blobs of 20 MiB and a few bytes: one fills most of a 40 MiB drive, the other is not cut.
+    let job = stage_job(
+        &t.path().join("staging"),
+        descriptor("bbspan", &hostname()),
+        &[
+            ("a.bin", noise(20 * MIB + 3, 31)),
+            ("b.bin", noise(20 * MIB + 5, 32)),
+        ],
+    );
+    let blobs = job.join("blobs");
+    let (img1, img2) = (image(t.path(), "d1.img", 40), image(t.path(), "d2.img", 40));
+    let jrn = t.path().join("bb.jrn");
+    let csv = |name: &str, img: &Path| {
+        let p = t.path().join(name);
+        std::fs::write(
+            &p,
+            format!(
+                "DriveLetter,FormatOption,SilentOrPromptOnFormat,Encryption,ExistingBitLockerKey\n{},Format,SilentMode,Encrypt,\n",
+                s(img)
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let dataset = t.path().join("dataset.csv");
+    std::fs::write(
+        &dataset,
+        format!(
+            "BasePath,DstBlobPathOrPrefix,BlobType,Disposition,MetadataFile,PropertiesFile\n\"{}/\",\"seed/\",BlockBlob,rename,None,None\n",
+            s(&blobs)
+        ),
+    )
+    .unwrap();
+    let key_file = t.path().join("storage.key");
+    std::fs::write(&key_file, AZURITE_KEY).unwrap();
+    let o = diskprep(
+        &[
+            "PrepImport",
+            &format!("/j:{}", s(&jrn)),
+            "/id:bbs",
+            &format!("/sk:@{}", s(&key_file)),
+            &format!("/InitialDriveSet:{}", s(&csv("init.csv", &img1))),
+            &format!("/DataSet:{}", s(&dataset)),
+            "--pbkdf",
+            "pbkdf2",
+            "--json",
+        ],
+        &[],
+    );
+    let out = ok(&o);
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{out}"));
+    assert_eq!(
+        (
+            doc["action"].as_str(),
+            doc["blobs"].as_u64(),
+            doc["remaining_files"].as_u64()
+        ),
+        (Some("filled"), Some(1), Some(1)),
+        "{doc}"
+    );
+    ok(&diskprep(
+        &[
+            "PrepImport",
+            &format!("/j:{}", s(&jrn)),
+            "/id:bbs",
+            &format!("/AdditionalDriveSet:{}", s(&csv("more.csv", &img2))),
+            "--pbkdf",
+            "pbkdf2",
+        ],
+        &[],
+    ));
+    let jrn2 = t.path().join("bb-bbs-2.jrn");
+    let check = independent_check(&job, &[(&img1, &jrn), (&img2, &jrn2)], &t.path().join("check"));
+    for name in ["a.bin", "b.bin"] {
+        assert_eq!(check["blobs"][name]["parts"], 1, "{check}");
+        assert_eq!(check["blobs"][name]["type"], "BlockBlob", "{check}");
+    }
+    let on_first = check["drives"][0]["manifest"].as_str().unwrap();
+    assert!(
+        on_first.contains("seed/a.bin") && !on_first.contains("seed/b.bin"),
+        "{on_first}"
+    );
+}
