@@ -979,3 +979,360 @@ fn a_data_set_bigger_than_its_drive_continues_on_an_additional_drive_and_is_impo
         assert!(got == want, "blob {name} imported exactly");
     }
 }
+
+/// Flips 16 bytes of the ciphertext where the drive's payload holds `needle` (an XTS block: only those
+/// 16 plaintext bytes change).
+fn damage_payload(img: &Path, journal: &Path, needle: &[u8]) {
+    use std::io::Read;
+    use std::os::unix::fs::FileExt;
+    let key = seedship_shared::recovery::RecoveryKey::parse(&journal_key(journal)).unwrap();
+    let file = std::fs::File::open(img).unwrap();
+    let volume = seedship_shared::luks::LuksVolume::open(&file, key.passphrase()).unwrap();
+    let mut payload = Vec::new();
+    volume.reader(&file).read_to_end(&mut payload).unwrap();
+    let at = payload
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("the bytes are on the drive") as u64;
+    let at = at.div_ceil(16) * 16;
+    let f = std::fs::OpenOptions::new().write(true).open(img).unwrap();
+    f.write_all_at(&[0xA5; 16], volume.data_offset() + at).unwrap();
+}
+
+#[test]
+fn block_blobs_of_any_length_pass_the_interop_reader_and_import_as_block_blobs() {
+    use seedship_shared::blob::BlobStore;
+    use seedship_shared::manifest::copylog::{BlobStatus, DriveLog, RangeStatus};
+    let t = tempfile::tempdir().unwrap();
+    // Block blobs of 0 bytes, 1 byte, and 4 MiB of zeros + 1 byte (its zero block is listed all the same);
+    // config (one page) as a block blob too; data/0000 (a 4 MiB hole) as a page blob.
+    let mut big = vec![0u8; 4 * MIB + 1];
+    big[4 * MIB] = 0x5A;
+    let mut volume = noise(8 * MIB, 7);
+    volume[4 * MIB..8 * MIB].fill(0);
+    let contents = [
+        ("bb/empty", Vec::new()),
+        ("bb/one", vec![0xC3]),
+        ("bb/big", big),
+        ("config", noise(512, 1)),
+        ("data/0000", volume),
+    ];
+    let job = stage_job(
+        &t.path().join("staging"),
+        descriptor("bbjob", &hostname()),
+        &contents,
+    );
+    let blobs = job.join("blobs");
+    let key_file = t.path().join("storage.key");
+    std::fs::write(&key_file, AZURITE_KEY).unwrap();
+    let img = image(t.path(), "g.img", 40);
+    let jrn = t.path().join("g.jrn");
+    let first = |blob_type: &str| {
+        diskprep(
+            &[
+                "PrepImport",
+                &format!("/j:{}", s(&jrn)),
+                "/id:blk1",
+                &format!("/sk:@{}", s(&key_file)),
+                &format!("/t:{}", s(&img)),
+                "/format",
+                "/encrypt",
+                "/silentmode",
+                blob_type,
+                &format!("/srcdir:{}/bb/", s(&blobs)),
+                "/dstdir:seed/bb/",
+                "--pbkdf",
+                "pbkdf2",
+            ],
+            &[],
+        )
+    };
+    // As page blobs the odd lengths are refused, naming the way out.
+    let o = first("/BlobType:PageBlob");
+    assert!(
+        !o.status.success() && text(&o).contains("/BlobType:BlockBlob"),
+        "{}",
+        text(&o)
+    );
+    assert!(!jrn.exists());
+    ok(&first("/BlobType:BlockBlob"));
+    // A data set mixing a page-blob folder and a block-blob file.
+    let csv = t.path().join("dataset.csv");
+    std::fs::write(
+        &csv,
+        format!(
+            "BasePath,DstBlobPathOrPrefix,BlobType,Disposition,MetadataFile,PropertiesFile\n\"{}/data/\",\"seed/data/\",PageBlob,rename,None,None\n{}/config,seed/config,BlockBlob,overwrite,None,None\n",
+            s(&blobs),
+            s(&blobs)
+        ),
+    )
+    .unwrap();
+    ok(&diskprep(
+        &[
+            "PrepImport",
+            &format!("/j:{}", s(&jrn)),
+            "/id:blk2",
+            &format!("/DataSet:{}", s(&csv)),
+        ],
+        &[],
+    ));
+    let check = independent_check(&job, &[(&img, &jrn)], &t.path().join("check"));
+    let manifest = check["drives"][0]["manifest"].as_str().unwrap();
+    for needle in [
+        "<BlockList>",
+        "<Block Offset=\"0\" Length=\"4194304\" Id=\"AAAAAA==\"",
+        "<Block Offset=\"4194304\" Length=\"1\" Id=\"AQAAAA==\"",
+        "<Block Offset=\"0\" Length=\"1\" Id=\"AAAAAA==\"",
+        "<PageRangeList>",
+    ] {
+        assert!(manifest.contains(needle), "{needle} in {manifest}");
+    }
+    for (name, bytes) in &contents {
+        let b = &check["blobs"][*name];
+        let want = if name.starts_with("data/") {
+            "PageBlob"
+        } else {
+            "BlockBlob"
+        };
+        assert_eq!(b["type"], want, "{name}: {check}");
+        if want == "BlockBlob" {
+            assert_eq!(b["covered"], bytes.len(), "every byte is in a block: {check}");
+        }
+    }
+
+    // A second drive: one block blob of 5 MiB + 7 bytes whose second block is damaged after it was written.
+    let noisy = t.path().join("noisy.bin");
+    let noisy_data = noise(5 * MIB + 7, 21);
+    std::fs::write(&noisy, &noisy_data).unwrap();
+    let img2 = image(t.path(), "h.img", 40);
+    let jrn2 = t.path().join("h.jrn");
+    ok(&diskprep(
+        &[
+            "PrepImport",
+            &format!("/j:{}", s(&jrn2)),
+            "/id:blk3",
+            &format!("/sk:@{}", s(&key_file)),
+            &format!("/t:{}", s(&img2)),
+            "/format",
+            "/encrypt",
+            "/silentmode",
+            "/BlobType:BlockBlob",
+            &format!("/srcfile:{}", s(&noisy)),
+            "/dstblob:seed/noisy.bin",
+            "--pbkdf",
+            "pbkdf2",
+        ],
+        &[],
+    ));
+    ok(&diskprep(
+        &["verify", "--drive", s(&img2)],
+        &[("SEEDSHIP_RECOVERY_KEY", &journal_key(&jrn2))],
+    ));
+    damage_payload(&img2, &jrn2, &noisy_data[4 * MIB + 4096..4 * MIB + 4160]);
+    let o = diskprep(
+        &["verify", "--drive", s(&img2)],
+        &[("SEEDSHIP_RECOVERY_KEY", &journal_key(&jrn2))],
+    );
+    assert!(
+        !o.status.success() && text(&o).contains("seed/noisy.bin"),
+        "diskprep verify finds the damaged block: {}",
+        text(&o)
+    );
+
+    // The data centre imports both drives of one job.
+    let (azurite, emu, _emu_dir) = emulator_with_azurite(t.path());
+    let ps = emu.publish_settings();
+    let ca = emu.ca();
+    let o = diskprep(
+        &[
+            "create-job",
+            "--job-name",
+            "bbimport",
+            "--journal",
+            s(&jrn),
+            "--journal",
+            s(&jrn2),
+            "--publish-settings",
+            s(&ps),
+            "--storage-account",
+            AZURITE_ACCOUNT,
+            "--location",
+            "West US",
+            "--management-ca",
+            s(&ca),
+            "--return-carrier",
+            "FedEx",
+            "--return-carrier-account",
+            "123456789",
+            "--json",
+        ],
+        &[],
+    );
+    ok(&o);
+    let staging = format!("s:{}", s(t.path()));
+    ok(&diskprep(
+        &[
+            "u:",
+            &staging,
+            "--job",
+            "bbimport",
+            "--management-ca",
+            s(&ca),
+            "--carrier",
+            "fedex",
+            "--tracking-number",
+            "1Z778",
+            "--ship-date",
+            "2026-12-01",
+            "--return-name",
+            "Backup Admin",
+            "--return-address",
+            "1 Main St, Springfield 12345, USA",
+            "--return-phone",
+            "+1 555 0100",
+            "--return-email",
+            "admin@example.com",
+            "--yes",
+        ],
+        &[],
+    ));
+    import_drives(&emu, "bbimport", &[&img, &img2]);
+    let store = azurite_store(&azurite, "seed");
+    for (name, bytes) in &contents {
+        let want = if name.starts_with("data/") {
+            "PageBlob"
+        } else {
+            "BlockBlob"
+        };
+        assert_eq!(store.blob_type(name).unwrap(), want, "{name}");
+        assert_eq!(store.properties(name).unwrap().len, bytes.len() as u64, "{name}");
+        let mut got = vec![0u8; bytes.len()];
+        store.read_at(name, 0, &mut got).unwrap();
+        assert!(got == *bytes, "blob {name} imported exactly");
+    }
+    // The damaged block is Corrupted in the copy log; the blob is not committed (its other block waits
+    // Uncommitted).
+    assert!(store.properties("noisy.bin").is_err(), "no partial block blob");
+    let logs = azurite_store(&azurite, "waimportexport");
+    let mut found = None;
+    for l in logs.list("waies/bbimport_").unwrap() {
+        let mut buf = vec![0u8; l.len as usize];
+        logs.read_at(&l.name, 0, &mut buf).unwrap();
+        let log = DriveLog::parse(&buf).unwrap();
+        if let Some(b) = log.blobs.iter().find(|b| b.blob_path == "seed/noisy.bin") {
+            found = Some(b.clone());
+        }
+    }
+    let b = found.expect("the copy log lists the damaged blob");
+    assert_eq!(b.status, BlobStatus::CompletedWithErrors, "{b:?}");
+    let statuses: Vec<_> = b
+        .range_list()
+        .iter()
+        .map(|r| (r.offset, r.length, r.status, r.id.clone()))
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![
+            (
+                0,
+                4 * MIB as u64,
+                RangeStatus::Uncommitted,
+                Some("AAAAAA==".into())
+            ),
+            (
+                4 * MIB as u64,
+                MIB as u64 + 7,
+                RangeStatus::Corrupted,
+                Some("AQAAAA==".into())
+            ),
+        ],
+        "{b:?}"
+    );
+}
+
+#[test]
+fn a_block_blob_that_does_not_fit_waits_whole_for_the_additional_drive() {
+    let t = tempfile::tempdir().unwrap();
+    // Two block blobs of 20 MiB and a few bytes: one fills most of a 40 MiB drive, the other is not cut.
+    let job = stage_job(
+        &t.path().join("staging"),
+        descriptor("bbspan", &hostname()),
+        &[
+            ("a.bin", noise(20 * MIB + 3, 31)),
+            ("b.bin", noise(20 * MIB + 5, 32)),
+        ],
+    );
+    let blobs = job.join("blobs");
+    let (img1, img2) = (image(t.path(), "d1.img", 40), image(t.path(), "d2.img", 40));
+    let jrn = t.path().join("bb.jrn");
+    let csv = |name: &str, img: &Path| {
+        let p = t.path().join(name);
+        std::fs::write(
+            &p,
+            format!(
+                "DriveLetter,FormatOption,SilentOrPromptOnFormat,Encryption,ExistingBitLockerKey\n{},Format,SilentMode,Encrypt,\n",
+                s(img)
+            ),
+        )
+        .unwrap();
+        p
+    };
+    let dataset = t.path().join("dataset.csv");
+    std::fs::write(
+        &dataset,
+        format!(
+            "BasePath,DstBlobPathOrPrefix,BlobType,Disposition,MetadataFile,PropertiesFile\n\"{}/\",\"seed/\",BlockBlob,rename,None,None\n",
+            s(&blobs)
+        ),
+    )
+    .unwrap();
+    let key_file = t.path().join("storage.key");
+    std::fs::write(&key_file, AZURITE_KEY).unwrap();
+    let o = diskprep(
+        &[
+            "PrepImport",
+            &format!("/j:{}", s(&jrn)),
+            "/id:bbs",
+            &format!("/sk:@{}", s(&key_file)),
+            &format!("/InitialDriveSet:{}", s(&csv("init.csv", &img1))),
+            &format!("/DataSet:{}", s(&dataset)),
+            "--pbkdf",
+            "pbkdf2",
+            "--json",
+        ],
+        &[],
+    );
+    let out = ok(&o);
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|_| panic!("{out}"));
+    assert_eq!(
+        (
+            doc["action"].as_str(),
+            doc["blobs"].as_u64(),
+            doc["remaining_files"].as_u64()
+        ),
+        (Some("filled"), Some(1), Some(1)),
+        "{doc}"
+    );
+    ok(&diskprep(
+        &[
+            "PrepImport",
+            &format!("/j:{}", s(&jrn)),
+            "/id:bbs",
+            &format!("/AdditionalDriveSet:{}", s(&csv("more.csv", &img2))),
+            "--pbkdf",
+            "pbkdf2",
+        ],
+        &[],
+    ));
+    let jrn2 = t.path().join("bb-bbs-2.jrn");
+    let check = independent_check(&job, &[(&img1, &jrn), (&img2, &jrn2)], &t.path().join("check"));
+    for name in ["a.bin", "b.bin"] {
+        assert_eq!(check["blobs"][name]["parts"], 1, "{check}");
+        assert_eq!(check["blobs"][name]["type"], "BlockBlob", "{check}");
+    }
+    let on_first = check["drives"][0]["manifest"].as_str().unwrap();
+    assert!(
+        on_first.contains("seed/a.bin") && !on_first.contains("seed/b.bin"),
+        "{on_first}"
+    );
+}

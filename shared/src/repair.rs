@@ -13,7 +13,7 @@
 
 use crate::blob::{BlobError, BlobStore, Metadata};
 use crate::journal::{Journal, JournalError, JournalRecord};
-use crate::manifest::copylog::{BlobStatus, DispositionStatus, DriveLog, LogBlob, RangeStatus};
+use crate::manifest::copylog::{BlobStatus, DispositionStatus, DriveLog, LogBlob, LogRanges, RangeStatus};
 use crate::manifest::{Md5Hash, PageRange, MAX_RANGE_LEN};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -198,6 +198,13 @@ pub fn damage(log: &DriveLog, manifest: &Manifest) -> (Vec<Damage>, Vec<String>)
 
 fn blob_damage(drive: &str, b: &LogBlob, manifest: &Manifest) -> Result<Option<Damage>, String> {
     let path = &b.blob_path;
+    if matches!(b.ranges, Some(LogRanges::Blocks(_))) {
+        return Err(format!(
+            "blob {path} (copy log of drive {drive}) is a block blob: RepairImport repairs page blobs only (a \
+             block blob with a bad block was not committed, so there is nothing to patch); ship its file again \
+             in a new prepimport session; not repaired"
+        ));
+    }
     if let Some(d) = &b.disposition {
         if matches!(
             d.status,
@@ -496,7 +503,7 @@ fn target_ready(store: &dyn BlobStore, d: &Damage) -> Result<(), RepairError> {
 mod tests {
     use super::*;
     use crate::blob::MemoryStore;
-    use crate::manifest::copylog::{LogRange, LogRanges};
+    use crate::manifest::copylog::LogRange;
 
     const M: u64 = 1 << 20;
 
@@ -647,6 +654,18 @@ mod tests {
         let (_, p) = damage(&l, &manifest(&other));
         assert!(
             p.len() == 1 && p[0].contains("differs from the manifest"),
+            "{p:?}"
+        );
+        // A block blob's entry is refused, naming the blob.
+        let mut blocks = l.clone();
+        let b = &mut blocks.blobs[0];
+        b.ranges = b.ranges.take().map(|r| match r {
+            LogRanges::Pages(r) | LogRanges::Blocks(r) => LogRanges::Blocks(r),
+        });
+        let (items, p) = damage(&blocks, &manifest(&bytes));
+        assert!(items.is_empty());
+        assert!(
+            p.len() == 1 && p[0].contains("blob seed/data/00000000") && p[0].contains("block blob"),
             "{p:?}"
         );
     }

@@ -4,17 +4,22 @@
 Uses none of seedship's code: cryptsetup 2.6 gives each drive's volume key and data segment, Python
 `cryptography` AES-XTS decrypts the payload (tweak = 512-byte sector number counted from the data segment's
 start, 4096-byte sectors), GNU tar extracts it, xml.etree parses DriveManifest.xml, hashlib checks every
-PageRange's MD5 against the extracted part file, and every staging blob is reassembled from the parts of all
-drives (zeros where no range) and compared with the staging file (SHA-256).
+PageRange's MD5 against the extracted part file (and every Block of a block blob's BlockList: in order,
+without gaps, covering the whole Length, never split into parts, Ids on all blocks or none, each Id Base64 of
+the same length), and every staging blob is reassembled from the parts of all drives (zeros where no range)
+and compared with the staging file (SHA-256).
 
     drive_check.py --job STAGING/JOB --work DIR --drive IMAGE:KEYFILE [--drive IMAGE:KEYFILE]...
 
 KEYFILE holds the drive's recovery key (the LUKS passphrase) without a newline. DIR must be empty or
 missing; it receives one folder per drive. Prints one JSON object: per drive its id, manifest text with
-the DriveId normalised to "DRIVE", and range count; per blob its length and how many bytes the ranges held.
+the DriveId normalised to "DRIVE", and range count; per blob its length, how many bytes the ranges (blocks)
+held, its part count and its type (PageBlob or BlockBlob).
 Exits 1 with a message naming the drive, blob and offset on any mismatch. The volume key is never printed.
 """
 import argparse
+import base64
+import binascii
 import hashlib
 import json
 import os
@@ -26,6 +31,8 @@ import xml.etree.ElementTree as ET
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 CHUNK = 8 << 20
+MAX_BLOCK = 4 << 20
+MAX_BLOCKS = 50000
 PART_RE = re.compile(r"^seedship-part:index=(\d+);start=(\d+);end=(\d+)$")
 
 
@@ -148,7 +155,17 @@ def check_drive(n, image, keyfile, work):
         if end - start != fsize:
             fail("%s: %s: part %d spans [%d,%d) but its file holds %d bytes" % (image, blob_path, index, start, end, fsize))
         pl = child(blob, "PageRangeList")
+        bl = child(blob, "BlockList")
         prs = []
+        if bl is not None:
+            if pl is not None:
+                fail("%s: %s: both a PageRangeList and a BlockList" % (image, blob_path))
+            if m:
+                fail("%s: %s: a block blob is split into parts (%s)" % (image, blob_path, client))
+            prs = check_blocks(image, blob_path, bl, part_file, int(text_of(blob, "Length")))
+            ranges += len(prs)
+            parts.append({"blob": blob_path, "length": int(text_of(blob, "Length")), "index": 1, "start": 0, "end": fsize, "file": part_file, "ranges": prs, "type": "BlockBlob"})
+            continue
         with open(part_file, "rb") as pf:
             for pr in pl if pl is not None else []:
                 if local(pr.tag) != "PageRange":
@@ -163,9 +180,47 @@ def check_drive(n, image, keyfile, work):
                     fail("%s: %s: MD5 of range at blob offset %d (+%d) does not match the manifest" % (image, blob_path, off, ln))
                 prs.append((off, ln))
                 ranges += 1
-        parts.append({"blob": blob_path, "length": int(text_of(blob, "Length")), "index": index, "start": start, "end": end, "file": part_file, "ranges": prs})
+        parts.append({"blob": blob_path, "length": int(text_of(blob, "Length")), "index": index, "start": start, "end": end, "file": part_file, "ranges": prs, "type": "PageBlob"})
     normalised = manifest.replace(drive_id.encode(), b"DRIVE").decode("utf-8").rstrip()
     return {"drive_id": drive_id, "manifest": normalised, "ranges": ranges}, parts
+
+
+def check_blocks(image, blob_path, bl, part_file, length):
+    """The blocks of a BlockList, checked against the drive file; returns their (offset, length)."""
+    blocks = [b for b in bl if local(b.tag) == "Block"]
+    if len(blocks) > MAX_BLOCKS:
+        fail("%s: %s: %d blocks, more than %d" % (image, blob_path, len(blocks), MAX_BLOCKS))
+    ids = [b.get("Id") for b in blocks]
+    if any(i is not None for i in ids) and any(i is None for i in ids):
+        fail("%s: %s: some blocks have an Id and some do not" % (image, blob_path))
+    decoded = set()
+    for i in ids:
+        if i is None:
+            continue
+        try:
+            decoded.add(len(base64.b64decode(i, validate=True)))
+        except (binascii.Error, ValueError):
+            fail("%s: %s: block Id %r is not Base64" % (image, blob_path, i))
+    if len(decoded) > 1:
+        fail("%s: %s: block Ids decode to different lengths %s" % (image, blob_path, sorted(decoded)))
+    out = []
+    at = 0
+    with open(part_file, "rb") as pf:
+        for b in blocks:
+            off, ln = int(b.get("Offset")), int(b.get("Length"))
+            if off != at:
+                fail("%s: %s: block at %d, expected %d (a gap or overlap)" % (image, blob_path, off, at))
+            if ln <= 0 or ln > MAX_BLOCK:
+                fail("%s: %s: block at %d has length %d" % (image, blob_path, off, ln))
+            pf.seek(off)
+            got = hashlib.md5(pf.read(ln)).digest()
+            if got != bytes.fromhex(b.get("Hash")):
+                fail("%s: %s: MD5 of block at blob offset %d (+%d) does not match the manifest" % (image, blob_path, off, ln))
+            out.append((off, ln))
+            at = off + ln
+    if at != length:
+        fail("%s: %s: the blocks cover %d bytes, Length is %d" % (image, blob_path, at, length))
+    return out
 
 
 def sha256_file(path):
@@ -234,7 +289,10 @@ def main():
                     pos += 4096
             fail("%s: reassembled from the drives differs from staging near byte %d" % (path, pos))
         os.remove(out)
-        blobs[b["name"]] = {"len": b["len"], "covered": covered, "parts": len(mine)}
+        types = sorted(set(pt["type"] for pt in mine))
+        if len(types) != 1:
+            fail("%s: parts of different blob types %s" % (path, types))
+        blobs[b["name"]] = {"len": b["len"], "covered": covered, "parts": len(mine), "type": types[0]}
     print(json.dumps({"drives": drives, "blobs": blobs}, sort_keys=True))
 
 

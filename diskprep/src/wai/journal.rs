@@ -7,6 +7,7 @@
 //! Because it holds secrets it is created with mode 0600 and `O_EXCL`, and an existing journal readable by
 //! other users is refused. Records and their order: docs/journal.md ("prepimport journals").
 
+use super::source::BlobType;
 use crate::prep::copy::{Checkpoint, CheckpointSink};
 use crate::prep::layout::SegmentRecord;
 use crate::prep::session::{parse_segment, segment_lines};
@@ -89,6 +90,8 @@ pub struct SourceRecord {
     /// Segments the plan cut the blob into.
     pub segments: usize,
     pub disposition: ImportDisposition,
+    /// Page or block blob (a block blob is never a part).
+    pub blob_type: BlobType,
     /// The blob bytes this drive holds when it is not the whole blob from its start: a blob split across the
     /// drives of a session (`/AdditionalDriveSet:`), or one whose data starts after a hole. In the session's
     /// `Rest`: where the data still to copy starts, and the part number it will get.
@@ -373,7 +376,8 @@ fn session_mut<'a>(s: &'a mut Replayed, id: &str) -> Option<&'a mut SessionRecor
         .find(|x| x.session_id == id && !x.aborted)
 }
 
-/// `blob, path, len, mtime, segments, disposition` and, for a part, `index, start, end`; tab-separated.
+/// `blob, path, len, mtime, segments, disposition` and, for a part, `index, start, end`, or for a block blob
+/// (never a part) `BlockBlob`; tab-separated. Page-blob lines are as before block blobs existed.
 fn source_line(s: &SourceRecord) -> String {
     let mut line = format!(
         "{}\t{}\t{}\t{}\t{}\t{}",
@@ -387,14 +391,19 @@ fn source_line(s: &SourceRecord) -> String {
     if let Some(p) = &s.part {
         line.push_str(&format!("\t{}\t{}\t{}", p.index, p.start, p.end));
     }
+    if s.blob_type == BlobType::Block {
+        line.push('\t');
+        line.push_str(BlobType::Block.as_str());
+    }
     line
 }
 
 fn parse_source(line: &str) -> Option<SourceRecord> {
     let f: Vec<&str> = line.split('\t').collect();
-    let (whole, part) = match f.len() {
-        6 => (&f[..], None),
-        9 => (&f[..6], Some(&f[6..])),
+    let (whole, part, blob_type) = match f.len() {
+        6 => (&f[..], None, BlobType::Page),
+        7 if f[6] == BlobType::Block.as_str() => (&f[..6], None, BlobType::Block),
+        9 => (&f[..6], Some(&f[6..]), BlobType::Page),
         _ => return None,
     };
     let [blob, path, len, mtime, segments, disposition] = whole[..] else {
@@ -415,6 +424,7 @@ fn parse_source(line: &str) -> Option<SourceRecord> {
         mtime_ns: mtime.parse().ok()?,
         segments: segments.parse().ok()?,
         disposition: disposition.parse().ok()?,
+        blob_type,
         part,
     })
 }
@@ -573,6 +583,7 @@ mod tests {
                 mtime_ns: 1_700_000_000_123_456_789,
                 segments: 2,
                 disposition: ImportDisposition::Overwrite,
+                blob_type: BlobType::Page,
                 part: None,
             }],
             checkpoint: Checkpoint::default(),
@@ -689,5 +700,19 @@ mod tests {
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = read(&path).unwrap_err().to_string();
         assert!(e.contains("chmod 600"), "{e}");
+    }
+
+    #[test]
+    fn block_blob_sources_round_trip_and_page_blob_lines_keep_their_form() {
+        let mut s = session("blk", None).sources.remove(0);
+        let page = source_line(&s);
+        assert_eq!(page.split('\t').count(), 6, "{page}");
+        assert_eq!(parse_source(&page), Some(s.clone()));
+        s.blob_type = BlobType::Block;
+        s.len = (4 << 20) + 1;
+        let block = source_line(&s);
+        assert!(block.ends_with("\tBlockBlob"), "{block}");
+        assert_eq!(parse_source(&block), Some(s));
+        assert_eq!(parse_source(&block.replace("BlockBlob", "Other")), None);
     }
 }

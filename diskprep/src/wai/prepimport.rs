@@ -81,7 +81,8 @@ pub struct PrepImportArgs {
     /// The file's blob (/dstblob:): container/name.
     #[arg(long, value_name = "CONTAINER/BLOB")]
     pub dstblob: Option<String>,
-    /// The blob type (/BlobType:); only PageBlob is supported (WAImportExport's default is BlockBlob).
+    /// The blob type (/BlobType:): PageBlob (seedship's default; the length a multiple of 512) or BlockBlob
+    /// (any length, never cut across drives; WAImportExport's default).
     #[arg(long, value_name = "TYPE")]
     pub blob_type: Option<String>,
     /// What the data centre does when the blob exists (/Disposition:): rename (default), no-overwrite,
@@ -200,9 +201,10 @@ fn request(a: &PrepImportArgs) -> anyhow::Result<Request> {
     if !ok {
         bail!("session id {session_id:?}: 3 to 30 characters of A-Z a-z 0-9 _ # -");
     }
-    if let Some(t) = &a.blob_type {
-        source::check_blob_type(t)?;
-    }
+    let blob_type = match &a.blob_type {
+        Some(t) => source::parse_blob_type(t)?,
+        None => source::BlobType::default(),
+    };
     let disposition = source::parse_disposition(&a.disposition)?;
     let mut specs = Vec::new();
     if let (Some(dir), Some(dst)) = (&a.srcdir, &a.dstdir) {
@@ -211,6 +213,7 @@ fn request(a: &PrepImportArgs) -> anyhow::Result<Request> {
             dst: dst.clone(),
             dir: true,
             disposition,
+            blob_type,
         });
     }
     if let (Some(file), Some(dst)) = (&a.srcfile, &a.dstblob) {
@@ -219,6 +222,7 @@ fn request(a: &PrepImportArgs) -> anyhow::Result<Request> {
             dst: dst.clone(),
             dir: false,
             disposition,
+            blob_type,
         });
     }
     if let Some(d) = &a.dataset {

@@ -6,7 +6,7 @@
 use super::drive::{open_rw, unlock};
 use super::journal::{self, DriveJournal, DriveRecord, Replayed, SessionRecord, SourceRecord};
 use super::request::{say, PrepImportReport, Request};
-use super::source::{self, SourceFile, SourceSpec};
+use super::source::{self, BlobType, SourceFile, SourceSpec};
 use crate::prep::console::ConsoleUi;
 use crate::prep::copy::{copy_parts, finish_payload, Checkpoint};
 use crate::prep::layout::{DriveLayout, SegmentRecord};
@@ -18,8 +18,8 @@ use anyhow::{bail, Context};
 use seedship_shared::luks::direct::DriveFile;
 use seedship_shared::luks::payload::DriveTarget;
 use seedship_shared::manifest::{
-    BlobListHeader, BlobPart, DriveFilePath, DriveHeader, ManifestBlob, ManifestWriter, Md5Hash, PageRange,
-    CLIENT_CREATOR, MANIFEST_VERSION,
+    BlobListHeader, BlobPart, Block, DriveFilePath, DriveHeader, ManifestBlob, ManifestWriter, Md5Hash,
+    PageRange, RangeList, CLIENT_CREATOR, MANIFEST_VERSION,
 };
 use seedship_shared::recovery::RecoveryKey;
 use std::path::Path;
@@ -60,9 +60,32 @@ pub(super) fn plan_files(
     let layout = layout_of(drive, record);
     let extents: Vec<_> = files.iter().map(|f| f.extents.clone()).collect();
     let mut cursor = Cursor::new(&extents);
-    let plan = cursor.fill_drive(drive.capacity, &layout);
+    let mut plan = cursor.fill_drive(drive.capacity, &layout);
+    // A block blob is never cut across drives: one the drive would cut waits whole for the next drive, with
+    // the files after it.
+    let cut_block = plan.parts.iter().enumerate().find_map(|(i, p)| {
+        let f = &files[i];
+        (f.blob_type == BlobType::Block && p.end < f.extents.len).then_some(i)
+    });
+    let mut rest_from = None;
+    if let Some(k) = cut_block {
+        let mut before = Cursor::new(&extents[..k]);
+        plan = before.fill_drive(drive.capacity, &layout);
+        rest_from = Some(Cursor::new(&extents[k..]));
+    }
     let used = record.data_from.unwrap_or(0);
     if plan.parts.is_empty() && !files.is_empty() {
+        if files[0].blob_type == BlobType::Block {
+            bail!(
+                "drive {} has {} of payload free, not enough for block blob {} ({}) of session {}: a block \
+                 blob is never cut across drives; give it a drive with more room (its own journal)",
+                drive.drive_id,
+                seedship_shared::units::human(drive.capacity.saturating_sub(used)),
+                files[0].extents.name,
+                seedship_shared::units::human(files[0].extents.len),
+                record.session_id
+            );
+        }
         bail!(
             "drive {} is full: {} of its {} payload is free, not enough for any of session {}; give the data \
              set another drive with its own journal",
@@ -72,7 +95,11 @@ pub(super) fn plan_files(
             record.session_id
         );
     }
-    if !cursor.is_done() && !spill {
+    let remaining = match &rest_from {
+        Some(rest) => rest.remaining_len(&layout),
+        None => cursor.remaining_len(&layout),
+    };
+    if (rest_from.is_some() || !cursor.is_done()) && !spill {
         bail!(
             "session {} does not fit on drive {}: {} of its {} payload is free and the session needs {} more \
              (a /srcdir: or /srcfile: session goes to one drive, as in WAImportExport v1; split the source and \
@@ -82,7 +109,7 @@ pub(super) fn plan_files(
             drive.drive_id,
             seedship_shared::units::human(drive.capacity.saturating_sub(used)),
             seedship_shared::units::human(drive.capacity),
-            seedship_shared::units::human(cursor.remaining_len(&layout))
+            seedship_shared::units::human(remaining)
         );
     }
     let earlier: Vec<&SessionRecord> = state.done().collect();
@@ -108,6 +135,7 @@ fn placed(files: &[SourceFile], plan: &DrivePlan) -> (Vec<SourceRecord>, Vec<Sou
         mtime_ns: f.mtime_ns,
         segments,
         disposition: f.disposition,
+        blob_type: f.blob_type,
         part,
     };
     let mut sources = Vec::with_capacity(plan.parts.len());
@@ -203,6 +231,7 @@ pub(super) fn piece(s: &SourceRecord, container: &str, session: &str) -> anyhow:
         dst: format!("{container}/{}", s.blob),
         dir: false,
         disposition: s.disposition,
+        blob_type: s.blob_type,
     };
     let (_, mut f) = source::resolve(std::slice::from_ref(&spec))?;
     let mut f = f.remove(0);
@@ -289,6 +318,14 @@ pub(super) fn drive_manifest(
         for src in &s.sources {
             let blob_path = format!("{}/{}", s.container, src.blob);
             let paths = DriveFilePath::new(&s.session_id, &blob_path)?;
+            if src.blob_type == BlobType::Block {
+                let blocks = block_list(segs.by_ref().take(src.segments))?;
+                let mut blob = ManifestBlob::page_blob(blob_path, paths.file_path, src.len, Vec::new());
+                blob.ranges = RangeList::Blocks(blocks);
+                blob.disposition = Some(src.disposition);
+                w.write_blob(&blob)?;
+                continue;
+            }
             let mut ranges = Vec::new();
             for seg in segs.by_ref().take(src.segments).filter(|x| !x.zero) {
                 let mut hash = [0u8; 16];
@@ -307,6 +344,26 @@ pub(super) fn drive_manifest(
     }
     let text = w.finish()?;
     Ok(text)
+}
+
+/// A block blob's block list: every segment (zeros included: a block list covers the whole blob), in order,
+/// with the Id WAImportExport gives (Base64 of the block's 4-byte little-endian index).
+fn block_list<'a>(segments: impl Iterator<Item = &'a SegmentRecord>) -> anyhow::Result<Vec<Block>> {
+    use base64::Engine;
+    segments
+        .enumerate()
+        .map(|(i, seg)| {
+            let mut hash = [0u8; 16];
+            hex::decode_to_slice(&seg.md5, &mut hash).context("an MD5 in the journal is not hex")?;
+            let index = u32::try_from(i).context("more blocks than a block list holds")?;
+            Ok(Block {
+                offset: seg.range.start,
+                length: seg.range.end - seg.range.start,
+                id: Some(base64::engine::general_purpose::STANDARD.encode(index.to_le_bytes())),
+                hash: Md5Hash(hash),
+            })
+        })
+        .collect()
 }
 
 /// Copies a session (from its last checkpoint), rewrites the drive's manifest and end marker, checks them,
@@ -467,6 +524,7 @@ pub(super) fn abort(
 
 #[cfg(test)]
 mod tests {
+    use super::source::BlobType;
     use super::*;
     use crate::prep::plan::{BlobExtents, PartPlan};
     use seedship_shared::manifest::ImportDisposition;
@@ -483,6 +541,7 @@ mod tests {
             path: format!("/src/{name}").into(),
             mtime_ns: 7,
             disposition: ImportDisposition::Rename,
+            blob_type: BlobType::Page,
             offered,
         }
     }
@@ -564,5 +623,61 @@ mod tests {
                 end: 6 * MIB
             })
         );
+    }
+
+    #[test]
+    fn a_block_blob_the_drive_would_cut_waits_whole_for_the_next_drive() {
+        use crate::wai::journal::Encryption;
+        let drive = DriveRecord {
+            drive_id: "D1".into(),
+            target: "/dev/null".into(),
+            capacity: 16 * MIB,
+            manifest_slot: MIB,
+            encryption: Encryption::Encrypt,
+            recovery_key: zeroize::Zeroizing::new(String::new()),
+        };
+        let record = SessionRecord {
+            session_id: "blk".into(),
+            container: "seed".into(),
+            mtime: 0,
+            data_from: None,
+            sources: Vec::new(),
+            checkpoint: Checkpoint::default(),
+            data_end: None,
+            aborted: false,
+            rest: Vec::new(),
+            continued_in: None,
+            continues_from: None,
+        };
+        let len = 12 * MIB + 5;
+        let mut files = vec![
+            file("a", 8 * MIB, 0..8 * MIB, None),
+            file("b", len, 0..len, None),
+            file("c", 512, 0..512, None),
+        ];
+        let state = Replayed::default();
+        // As a page blob, b is cut where the drive fills up...
+        let (_, plan) = plan_files(&state, &drive, &record, &files, true).unwrap();
+        assert_eq!(plan.parts.len(), 2);
+        assert!(plan.parts[1].end < len);
+        // ... as a block blob it waits whole for the next drive, with the files after it.
+        files[1].blob_type = BlobType::Block;
+        let (_, plan) = plan_files(&state, &drive, &record, &files, true).unwrap();
+        assert_eq!(plan.parts.len(), 1);
+        let (sources, rest) = placed(&files, &plan);
+        assert_eq!(sources.len(), 1);
+        let rest: Vec<_> = rest
+            .iter()
+            .map(|r| (r.blob.as_str(), r.part, r.blob_type))
+            .collect();
+        assert_eq!(rest, [("b", None, BlobType::Block), ("c", None, BlobType::Page)]);
+        // A /srcdir: session (no spill) that does not fit is refused; a drive with no room for the block blob
+        // at all names it.
+        let e = plan_files(&state, &drive, &record, &files, false).unwrap_err();
+        assert!(e.to_string().contains("does not fit"), "{e}");
+        let mut huge = file("huge", 20 * MIB, 0..20 * MIB, None);
+        huge.blob_type = BlobType::Block;
+        let e = plan_files(&state, &drive, &record, &[huge], true).unwrap_err();
+        assert!(e.to_string().contains("block blob huge"), "{e}");
     }
 }

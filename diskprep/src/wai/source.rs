@@ -16,7 +16,32 @@ pub struct SourceSpec {
     pub dst: String,
     pub dir: bool,
     pub disposition: ImportDisposition,
+    pub blob_type: BlobType,
 }
+
+/// What a source file becomes (/BlobType:, the data set's BlobType column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BlobType {
+    /// A page blob: the length a multiple of 512, the manifest lists the pages holding data (seedship's
+    /// default, what the Azure Backup offline workflow needs).
+    #[default]
+    Page,
+    /// A block blob: any length, the manifest lists every 4 MiB block (the last one shorter); the file is
+    /// never cut across drives.
+    Block,
+}
+
+impl BlobType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Page => "PageBlob",
+            Self::Block => "BlockBlob",
+        }
+    }
+}
+
+/// The most blocks a block blob may have (the manifest's limit), 4 MiB each.
+pub const MAX_BLOCKS: u64 = 50_000;
 
 /// One file to copy.
 #[derive(Debug, Clone)]
@@ -25,6 +50,7 @@ pub struct SourceFile {
     pub path: PathBuf,
     pub mtime_ns: i128,
     pub disposition: ImportDisposition,
+    pub blob_type: BlobType,
     /// A piece of a session recorded earlier (its rest, or a part to copy again): its part number and bytes.
     pub offered: Option<BlobPart>,
 }
@@ -80,13 +106,13 @@ pub fn resolve(specs: &[SourceSpec]) -> anyhow::Result<(String, Vec<SourceFile>)
                 bail!("{}: no file to copy in this folder", spec.path.display());
             }
             for (rel, path) in found {
-                files.push(file(&format!("{rest}{rel}"), &path, spec.disposition)?);
+                files.push(file(&format!("{rest}{rel}"), &path, spec)?);
             }
         } else {
             if rest.is_empty() || rest.ends_with('/') {
                 bail!("/dstblob:{} must name the blob: container/name", spec.dst);
             }
-            files.push(file(&rest, &spec.path, spec.disposition)?);
+            files.push(file(&rest, &spec.path, spec)?);
         }
     }
     let container = container
@@ -126,18 +152,30 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> anyhow::Re
     Ok(())
 }
 
-/// One file as a page blob: its length (a multiple of 512) and data extents.
-fn file(blob: &str, path: &Path, disposition: ImportDisposition) -> anyhow::Result<SourceFile> {
+/// One file as a blob of the spec's type: a page blob's length (a multiple of 512) and data extents, or a
+/// block blob's length and all of its bytes (a block list covers the whole file, zeros included).
+fn file(blob: &str, path: &Path, spec: &SourceSpec) -> anyhow::Result<SourceFile> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).with_context(|| format!("source file {}", path.display()))?;
     if !meta.is_file() {
         bail!("{} is not a regular file", path.display());
     }
     let len = meta.len();
-    if len % 512 != 0 {
+    let max_block_blob = MAX_BLOCKS * crate::prep::plan::SEGMENT_SIZE;
+    if spec.blob_type == BlobType::Block && len > max_block_blob {
         bail!(
-            "{} is {len} bytes, not a multiple of 512: a page blob (/BlobType:PageBlob) must be; for a \
-             seedship staging location give the job's blobs folder, /srcdir:<staging>/<job>/blobs/",
+            "{} is {}, more than a block blob of the manifest format holds ({MAX_BLOCKS} blocks of 4 MiB, {}): \
+             give it as a page blob (/BlobType:PageBlob) or split it",
+            path.display(),
+            seedship_shared::units::human(len),
+            seedship_shared::units::human(max_block_blob)
+        );
+    }
+    if spec.blob_type == BlobType::Page && len % 512 != 0 {
+        bail!(
+            "{} is {len} bytes, not a multiple of 512: a page blob (/BlobType:PageBlob) must be; give \
+             /BlobType:BlockBlob for files of any length, or for a seedship staging location the job's \
+             blobs folder, /srcdir:<staging>/<job>/blobs/",
             path.display()
         );
     }
@@ -145,9 +183,13 @@ fn file(blob: &str, path: &Path, disposition: ImportDisposition) -> anyhow::Resu
         path.parent().unwrap_or(Path::new("/")),
         path.file_name().and_then(|n| n.to_str()).context("a file name")?,
     );
-    let data = LocalStore::new(dir.to_owned())
-        .page_ranges(name)
-        .with_context(|| format!("finding the data in {}", path.display()))?;
+    let data = match spec.blob_type {
+        BlobType::Page => LocalStore::new(dir.to_owned())
+            .page_ranges(name)
+            .with_context(|| format!("finding the data in {}", path.display()))?,
+        BlobType::Block if len == 0 => Vec::new(),
+        BlobType::Block => std::iter::once(0..len).collect(),
+    };
     Ok(SourceFile {
         extents: BlobExtents {
             name: blob.to_owned(),
@@ -156,7 +198,8 @@ fn file(blob: &str, path: &Path, disposition: ImportDisposition) -> anyhow::Resu
         },
         path: path.to_owned(),
         mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
-        disposition,
+        disposition: spec.disposition,
+        blob_type: spec.blob_type,
         offered: None,
     })
 }
@@ -238,7 +281,7 @@ pub fn dataset(path: &Path) -> anyhow::Result<Vec<SourceSpec>> {
     let mut specs = Vec::new();
     for (i, f) in csv_rows(path, &header)?.into_iter().enumerate() {
         let row = || format!("{} row {}", path.display(), i + 1);
-        check_blob_type(&f[2]).with_context(row)?;
+        let blob_type = parse_blob_type(&f[2]).with_context(row)?;
         for (n, v) in [("MetadataFile", &f[4]), ("PropertiesFile", &f[5])] {
             if !v.eq_ignore_ascii_case("none") && !v.is_empty() {
                 bail!(
@@ -254,6 +297,7 @@ pub fn dataset(path: &Path) -> anyhow::Result<Vec<SourceSpec>> {
             path: PathBuf::from(base),
             dst: f[1].clone(),
             disposition,
+            blob_type,
         });
     }
     if specs.is_empty() {
@@ -262,15 +306,12 @@ pub fn dataset(path: &Path) -> anyhow::Result<Vec<SourceSpec>> {
     Ok(specs)
 }
 
-/// Only page blobs: what the backup needs and what the data centre imports from seedship's drives.
-pub fn check_blob_type(v: &str) -> anyhow::Result<()> {
+/// `PageBlob` or `BlockBlob` (case-sensitive, as WAImportExport).
+pub fn parse_blob_type(v: &str) -> anyhow::Result<BlobType> {
     match v {
-        "PageBlob" => Ok(()),
-        "BlockBlob" => bail!(
-            "BlockBlob is not supported: seedship writes page blobs (what the Azure Backup offline workflow \
-             needs); give /BlobType:PageBlob"
-        ),
-        other => bail!("BlobType {other:?}: give PageBlob (case-sensitive, as WAImportExport)"),
+        "PageBlob" => Ok(BlobType::Page),
+        "BlockBlob" => Ok(BlobType::Block),
+        other => bail!("BlobType {other:?}: give PageBlob or BlockBlob (case-sensitive, as WAImportExport)"),
     }
 }
 

@@ -109,6 +109,29 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
     fn list(&self, prefix: &str) -> Result<Vec<BlobInfo>, BlobError>;
     /// Deletes one object.
     fn delete(&self, name: &str) -> Result<(), BlobError>;
+    /// Block blobs (the data centre's import of WAImportExport BlockBlob entries): uploads `data` as the
+    /// uncommitted block `id` (Base64) of blob `name`, with its MD5 for the service to check (Put Block).
+    /// Only Azure has block blobs; the default refuses, naming the store.
+    fn put_block(&self, name: &str, id: &str, data: &[u8]) -> Result<(), BlobError> {
+        let _ = (id, data);
+        Err(no_block_blobs(self.describe(), "Put Block", name))
+    }
+    /// Commits the uploaded blocks `ids`, in order, as block blob `name`, creating or replacing it (Put Block
+    /// List; no ids make an empty blob). The default refuses, naming the store.
+    fn put_block_list(&self, name: &str, ids: &[String]) -> Result<(), BlobError> {
+        let _ = ids;
+        Err(no_block_blobs(self.describe(), "Put Block List", name))
+    }
+}
+
+/// The refusal of a store without block blobs.
+fn no_block_blobs(store: String, operation: &'static str, name: &str) -> BlobError {
+    BlobError::Unsupported {
+        store,
+        operation,
+        name: name.to_owned(),
+        reason: "this store holds page-blob-shaped objects only; block blobs need Azure Blob storage",
+    }
 }
 
 /// Errors of the blob stores. Each names the store and the object.
@@ -179,6 +202,13 @@ pub enum BlobError {
         name: String,
         #[source]
         source: Box<crate::entra::EntraError>,
+    },
+    #[error("{store}: {operation} {name:?}: {reason}")]
+    Unsupported {
+        store: String,
+        operation: &'static str,
+        name: String,
+        reason: &'static str,
     },
     #[error("invalid store configuration: {what}: {message}")]
     InvalidConfig { what: &'static str, message: String },

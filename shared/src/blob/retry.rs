@@ -190,6 +190,14 @@ impl<S: BlobStore> BlobStore for RetryStore<S> {
             }
         })
     }
+
+    fn put_block(&self, name: &str, id: &str, data: &[u8]) -> Result<(), BlobError> {
+        self.retry("put_block", name, || self.inner.put_block(name, id, data))
+    }
+
+    fn put_block_list(&self, name: &str, ids: &[String]) -> Result<(), BlobError> {
+        self.retry("put_block_list", name, || self.inner.put_block_list(name, ids))
+    }
 }
 
 #[cfg(test)]

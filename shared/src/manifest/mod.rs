@@ -1,8 +1,9 @@
 //! The WAImportExport drive manifest (`DriveManifest.xml`) and the data centre's copy log (`DriveLog`).
 //!
-//! A manifest lists, for one drive, the page blobs whose data is on that drive: blob path, file path on the
+//! A manifest lists, for one drive, the blobs whose data is on that drive: blob path, file path on the
 //! drive, blob length, import disposition and the page ranges present on the drive, each 512-aligned, at most
-//! 4 MiB and carrying the uppercase-hex MD5 of its bytes (docs/drive-manifest.md has the decisions: version
+//! 4 MiB and carrying the uppercase-hex MD5 of its bytes (a block blob: its block list, every block at most
+//! 4 MiB with its Id and MD5) (docs/drive-manifest.md has the decisions: version
 //! string, file paths, part files of blobs split across drives). [`ranges`] builds those range lists from a
 //! byte stream, hashing ranges in parallel; [`ManifestWriter`] streams the XML out blob by blob; [`read_manifest`]
 //! streams it back in, validating every value, and [`DriveManifest::parse`] collects it. [`copylog`] is the

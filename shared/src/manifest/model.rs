@@ -60,7 +60,7 @@ pub struct PageRange {
     pub hash: Md5Hash,
 }
 
-/// One block of a block blob (read for completeness; seedship writes page blobs only).
+/// One block of a block blob.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Block {
     pub offset: u64,
@@ -304,8 +304,14 @@ impl ManifestBlob {
                             b.offset
                         ));
                     }
-                    if b.length > MAX_RANGE_LEN {
-                        return fail(format!("Block at offset {} is longer than 4 MiB", b.offset));
+                    if b.length == 0 || b.length > MAX_RANGE_LEN {
+                        return fail(format!(
+                            "Block at offset {} has length {} (must be 1..=4194304)",
+                            b.offset, b.length
+                        ));
+                    }
+                    if self.part.is_some() {
+                        return fail("a block blob is never split into parts across drives".into());
                     }
                     next = b.offset.saturating_add(b.length);
                 }

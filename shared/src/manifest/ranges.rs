@@ -32,9 +32,10 @@ pub fn md5_of_reader(mut input: impl Read) -> io::Result<Md5Hash> {
 
 /// The range windows covering blob bytes `[start, end)`: boundaries at multiples of 4 MiB of the blob offset,
 /// so a window never exceeds 4 MiB and a blob split across drives at a 4 MiB boundary keeps the same ranges.
-/// `start` and `end` must be multiples of 512 (then every window is too).
+/// `start` must be a multiple of 512; so must `end` for page ranges (then every window is), while a block
+/// blob's windows (its 4 MiB blocks) end at the blob's length, whatever it is.
 pub fn range_windows(start: u64, end: u64) -> impl Iterator<Item = (u64, u64)> {
-    debug_assert!(start % PAGE_SIZE == 0 && end % PAGE_SIZE == 0);
+    debug_assert!(start % PAGE_SIZE == 0);
     let mut at = start;
     std::iter::from_fn(move || {
         if at >= end {

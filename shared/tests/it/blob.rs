@@ -239,6 +239,54 @@ fn azure_put_page_with_a_wrong_checksum_is_refused_and_not_stored() {
 }
 
 #[test]
+fn azure_block_blobs_are_put_block_by_block_and_other_stores_refuse() {
+    let azurite = Azurite::start();
+    let store = azure_store(&azurite, "blocks", 5000);
+    store.create_container().unwrap();
+    let a = conformance::pattern(3, 4 << 20);
+    let b = conformance::pattern(4, 7);
+    store.put_block("f.bin", "AAAAAA==", &a).unwrap();
+    store.put_block("f.bin", "AQAAAA==", &b).unwrap();
+    assert!(
+        store.properties("f.bin").is_err(),
+        "uncommitted blocks make no blob"
+    );
+    store
+        .put_block_list("f.bin", &["AAAAAA==".into(), "AQAAAA==".into()])
+        .unwrap();
+    assert_eq!(store.blob_type("f.bin").unwrap(), "BlockBlob");
+    assert_eq!(store.properties("f.bin").unwrap().len, (4 << 20) + 7);
+    let mut back = vec![0u8; (4 << 20) + 7];
+    store.read_at("f.bin", 0, &mut back).unwrap();
+    assert!(back[..4 << 20] == a[..] && back[4 << 20..] == b[..]);
+    // No blocks: an empty block blob.
+    store.put_block_list("empty", &[]).unwrap();
+    assert_eq!(store.blob_type("empty").unwrap(), "BlockBlob");
+    assert_eq!(store.properties("empty").unwrap().len, 0);
+    // A page blob keeps its type; ids that are not Base64 and blocks over 4 MiB are refused before sending.
+    store.create("p", 512, &Metadata::new()).unwrap();
+    assert_eq!(store.blob_type("p").unwrap(), "PageBlob");
+    for bad in ["", "a b", "<x>"] {
+        let e = store.put_block("f.bin", bad, &b).unwrap_err();
+        assert!(matches!(e, BlobError::InvalidName { .. }), "{bad:?}: {e}");
+    }
+    let e = store
+        .put_block("f.bin", "AgAAAA==", &vec![0u8; (4 << 20) + 1])
+        .unwrap_err();
+    assert!(matches!(e, BlobError::OverLimit { .. }), "{e}");
+    // Stores of page-blob-shaped objects refuse, naming themselves; the retry wrapper passes the refusal on.
+    let memory = RetryStore::new(MemoryStore::default(), RetryPolicy::default());
+    for e in [
+        memory.put_block("x", "AAAAAA==", &b).unwrap_err(),
+        memory.put_block_list("x", &[]).unwrap_err(),
+    ] {
+        assert!(matches!(e, BlobError::Unsupported { .. }), "{e}");
+        assert!(e.to_string().contains("block blobs need Azure"), "{e}");
+        assert!(!e.is_retryable());
+    }
+}
+
+#[test]
 fn azure_copy_blob_copies_bytes_and_metadata() {
     let azurite = Azurite::start();
     let store = azure_store(&azurite, "copy", 5000);

@@ -199,4 +199,66 @@ impl BlobStore for AzureStore {
         self.send(Request::new("Delete Blob", Method::DELETE, Some(name)))
             .map(drop)
     }
+
+    fn put_block(&self, name: &str, id: &str, data: &[u8]) -> Result<(), BlobError> {
+        use base64::Engine;
+        check_name(name)?;
+        check_block_id(id)?;
+        if data.len() as u64 > MAX_PUT_PAGE {
+            return Err(BlobError::OverLimit {
+                what: "block length",
+                value: data.len() as u64,
+                limit: MAX_PUT_PAGE,
+                limit_name: "4 MiB, the largest block of a WAImportExport manifest",
+            });
+        }
+        let md5 = crate::manifest::Md5Hash::of(data);
+        let mut req = Request::new("Put Block", Method::PUT, Some(name))
+            .query("comp", "block")
+            .query("blockid", id)
+            .header(
+                "content-md5",
+                base64::engine::general_purpose::STANDARD.encode(md5.0),
+            );
+        req.body = data.to_vec();
+        self.send(req).map(drop)
+    }
+
+    fn put_block_list(&self, name: &str, ids: &[String]) -> Result<(), BlobError> {
+        check_name(name)?;
+        let mut body = String::from("<?xml version=\"1.0\" encoding=\"utf-8\"?><BlockList>");
+        for id in ids {
+            check_block_id(id)?;
+            body.push_str(&format!("<Latest>{id}</Latest>"));
+        }
+        body.push_str("</BlockList>");
+        let mut req = Request::new("Put Block List", Method::PUT, Some(name)).query("comp", "blocklist");
+        req.body = body.into_bytes();
+        self.send(req).map(drop)
+    }
+}
+
+/// A block id is non-empty Base64 (so it needs no escaping in the block list).
+fn check_block_id(id: &str) -> Result<(), BlobError> {
+    let base64 = |c: char| c.is_ascii_alphanumeric() || "+/=".contains(c);
+    if id.is_empty() || id.len() > 88 || !id.chars().all(base64) {
+        return Err(BlobError::InvalidName {
+            name: id.to_owned(),
+            reason: "a block id is Base64 of at most 64 bytes",
+        });
+    }
+    Ok(())
+}
+
+impl AzureStore {
+    /// The blob's type as Get Blob Properties gives it (`x-ms-blob-type`: `PageBlob`, `BlockBlob`,
+    /// `AppendBlob`).
+    pub fn blob_type(&self, name: &str) -> Result<String, BlobError> {
+        check_name(name)?;
+        let req = || Request::new("Get Blob Properties", Method::HEAD, Some(name));
+        let resp = self.send(req())?;
+        resp.header("x-ms-blob-type")
+            .map(str::to_owned)
+            .ok_or_else(|| self.inner.bad_response(&req(), "no x-ms-blob-type"))
+    }
 }

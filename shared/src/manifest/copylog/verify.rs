@@ -1,4 +1,5 @@
-//! The one check of a drive file against its manifest entry: every listed page range is read, MD5-hashed
+//! The one check of a drive file against its manifest entry: every listed page range (or block of a block
+//! blob) is read, MD5-hashed
 //! (in parallel batches) and compared, giving the per-range statuses of the copy log. The data centre's
 //! import uses it ([`verify_blob_file`]); `diskprep verify` uses it too, also requiring the bytes between
 //! ranges to be zero ([`verify_member`]).
@@ -9,11 +10,12 @@ use super::{LogRange, RangeStatus};
 use crate::manifest::ranges::hash_windows;
 use crate::manifest::{ManifestBlob, PageRange, RangeList};
 
-/// Reads the drive file of `blob` from `input` (positioned at its first byte) and checks each page range of
-/// the entry: `Completed` when the MD5 matches, `Corrupted` when it does not, `FileUnexpectedEnd` (and
+/// Reads the drive file of `blob` from `input` (positioned at its first byte) and checks each page range (or
+/// block) of the entry: `Completed` when the MD5 matches, `Corrupted` when it does not, `FileUnexpectedEnd` (and
 /// `Cancelled` for the ranges after it) when the file is too short. For a part file, file offset 0 is blob
 /// offset `part.start`. `accept(range, bytes)` is called in order with each range whose hash matched, so the
-/// caller can write the verified bytes into the blob as it goes. Memory: `2 * threads` ranges.
+/// caller can write the verified bytes into the blob as it goes (a block is passed as the range of its bytes;
+/// its log entry carries its Id). Memory: `2 * threads` ranges.
 pub fn verify_blob_file(
     input: impl Read,
     blob: &ManifestBlob,
@@ -44,12 +46,23 @@ pub fn verify_member(
     // Validation bounds every range to 4 MiB, so a damaged entry cannot make us allocate more.
     blob.validate()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-    let RangeList::Pages(ranges) = &blob.ranges else {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("blob {} is not a page blob", blob.blob_path),
-        ));
+    // A block list is checked like a page-range list without gaps; each log entry keeps the block's Id.
+    let block_ranges: Vec<PageRange>;
+    let (ranges, ids): (&[PageRange], Vec<Option<String>>) = match &blob.ranges {
+        RangeList::Pages(ranges) => (ranges, vec![None; ranges.len()]),
+        RangeList::Blocks(blocks) => {
+            block_ranges = blocks
+                .iter()
+                .map(|b| PageRange {
+                    offset: b.offset,
+                    length: b.length,
+                    hash: b.hash,
+                })
+                .collect();
+            (&block_ranges, blocks.iter().map(|b| b.id.clone()).collect())
+        }
     };
+    let mut ids = ids.into_iter();
     let base = blob.part.map_or(0, |p| p.start);
     let mut at = base; // blob offset of the next unread file byte
     let mut out = Vec::with_capacity(ranges.len());
@@ -105,7 +118,7 @@ pub fn verify_member(
             out.push(LogRange {
                 offset: r.offset,
                 length: r.length,
-                id: None,
+                id: ids.next().flatten(),
                 hash: Some(r.hash),
                 status,
             });
@@ -120,7 +133,7 @@ pub fn verify_member(
             out.push(LogRange {
                 offset: r.offset,
                 length: r.length,
-                id: None,
+                id: ids.next().flatten(),
                 hash: Some(r.hash),
                 status,
             });
@@ -262,5 +275,50 @@ mod tests {
             let log = verify_blob_file(&bad[..], &blob, 2, |_, _| Ok(())).unwrap();
             assert!(log.iter().all(|r| r.status == RangeStatus::Completed));
         }
+    }
+
+    #[test]
+    fn a_block_list_is_checked_block_by_block_with_its_ids() {
+        use crate::manifest::Block;
+        let m = MAX_RANGE_LEN as usize;
+        // 4 MiB of zeros (a block list keeps it) and one more byte.
+        let mut file = vec![0u8; m + 1];
+        file[m] = 7;
+        let blocks: Vec<Block> = [(0usize, m), (m, 1)]
+            .iter()
+            .enumerate()
+            .map(|(i, &(at, len))| Block {
+                offset: at as u64,
+                length: len as u64,
+                id: Some(format!("id{i}")),
+                hash: Md5Hash::of(&file[at..at + len]),
+            })
+            .collect();
+        let mut blob = ManifestBlob::page_blob("c/b", "\\s\\c\\b", file.len() as u64, Vec::new());
+        blob.ranges = RangeList::Blocks(blocks);
+        let mut accepted = Vec::new();
+        let check = verify_member(&file[..], &blob, 2, true, |r, bytes| {
+            accepted.push((r.offset, bytes.len()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(accepted, vec![(0, m), (m as u64, 1)]);
+        assert_eq!(check.nonzero_gap, None);
+        let ids: Vec<_> = check.ranges.iter().map(|r| r.id.as_deref()).collect();
+        assert_eq!(ids, vec![Some("id0"), Some("id1")]);
+        let mut bad = file.clone();
+        bad[m] = 8;
+        let log = verify_blob_file(&bad[..], &blob, 2, |_, _| Ok(())).unwrap();
+        assert_eq!(
+            log.iter()
+                .map(|r| (r.status, r.id.as_deref()))
+                .collect::<Vec<_>>(),
+            vec![
+                (RangeStatus::Completed, Some("id0")),
+                (RangeStatus::Corrupted, Some("id1"))
+            ]
+        );
+        let log = verify_blob_file(&file[..m], &blob, 2, |_, _| Ok(())).unwrap();
+        assert_eq!(log[1].status, RangeStatus::FileUnexpectedEnd);
     }
 }

@@ -54,11 +54,33 @@ pub fn resolve_target(
     length: u64,
     disposition: ImportDisposition,
 ) -> Target {
+    resolve(store, container, name, disposition, &|name| {
+        store.create(name, length, &Default::default())
+    })
+}
+
+/// [`resolve_target`] for a block blob: nothing is created yet (Put Block List creates the blob once its
+/// blocks are uploaded); `overwrite` deletes the existing blob, whatever its type.
+pub fn resolve_block_target(
+    store: &dyn BlobStore,
+    container: &str,
+    name: &str,
+    disposition: ImportDisposition,
+) -> Target {
+    resolve(store, container, name, disposition, &|_| Ok(()))
+}
+
+fn resolve(
+    store: &dyn BlobStore,
+    container: &str,
+    name: &str,
+    disposition: ImportDisposition,
+    create: &dyn Fn(&str) -> Result<(), BlobError>,
+) -> Target {
     let failed = |status| Target::Skip {
         status,
         disposition: DispositionStatus::Cancelled,
     };
-    let create = |name: &str| store.create(name, length, &Default::default());
     let write = |name: String, disposition| Target::Write {
         container: container.to_owned(),
         name,

@@ -1,24 +1,25 @@
 //! Importing one drive: identify it, unlock it, check its manifest, then copy every verified page range
-//! into its page blob and write the copy log. Problems with the drive as a whole (wrong key, manifest
+//! into its page blob (every verified block into its block blob, committed when all are there) and write
+//! the copy log. Problems with the drive as a whole (wrong key, manifest
 //! mismatch) end the drive with a drive status code and no data written; problems with a range or a blob
 //! are logged against it and the copy goes on; each part file's ranges are checked by shared's
 //! [`verify_blob_file`] (parallel MD5). Only failures to write the copy log itself are errors.
 
 use super::{ContainerStores, JobInfo};
 use seedship_shared::api::DriveState;
-use seedship_shared::blob::{BlobError, PAGE_SIZE};
+use seedship_shared::blob::{BlobError, BlobStore, PAGE_SIZE};
 use seedship_shared::luks::{LuksError, LuksHeader, LuksVolume};
 use seedship_shared::manifest::copylog::{
     log_blob_name, verify_blob_file, BlobStatus, DispositionStatus, DriveLog, DriveStatus, LogBlob,
     LogDisposition, LogKind, LogRange, LogRanges, RangeStatus,
 };
 use seedship_shared::manifest::{
-    DriveFilePath, DriveManifest, ManifestBlob, ManifestError, Md5Hash, RangeList,
+    Block, DriveFilePath, DriveManifest, ManifestBlob, ManifestError, Md5Hash, RangeList,
 };
 use seedship_shared::recovery::RecoveryKey;
 use seedship_shared::tar::TarReader;
 
-pub use super::disposition::{resolve_target, Target};
+pub use super::disposition::{resolve_block_target, resolve_target, Target};
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::Path;
@@ -291,10 +292,17 @@ fn first_target(stores: &dyn ContainerStores, blob: &ManifestBlob) -> Target {
     let Some((container, name)) = blob.blob_path.split_once('/') else {
         return skip(BlobStatus::BlobRequestFailed);
     };
-    if !matches!(blob.ranges, RangeList::Pages(_)) || blob.length % PAGE_SIZE != 0 {
+    let block = matches!(blob.ranges, RangeList::Blocks(_));
+    if (!block && blob.length % PAGE_SIZE != 0) || (block && blob.part.is_some()) {
         return skip(BlobStatus::Failed);
     }
     match stores.container(container) {
+        Ok(store) if block => resolve_block_target(
+            store.as_ref(),
+            container,
+            name,
+            blob.disposition.unwrap_or_default(),
+        ),
         Ok(store) => resolve_target(
             store.as_ref(),
             container,
@@ -338,12 +346,13 @@ fn copy_blob(
         requested,
         status: disposition,
     });
-    let RangeList::Pages(pages) = &blob.ranges else {
-        // Block blobs are refused before reading (Target::Skip with `Failed`): nothing of them is written.
-        let ranges = blob_ranges(blob, RangeStatus::Cancelled);
-        counts.not_written += ranges.len();
-        (out.status, out.ranges) = (status, Some(LogRanges::Blocks(ranges)));
-        return;
+    let pages = match &blob.ranges {
+        RangeList::Pages(pages) => pages,
+        RangeList::Blocks(blocks) => {
+            let store = store.as_ref().map(|(s, name)| (s.as_ref(), *name));
+            copy_block_blob(entry, blob, blocks, store, status, out, counts);
+            return;
+        }
     };
     let mut failed_writes = HashSet::new();
     let mut written_here = 0;
@@ -396,6 +405,93 @@ fn copy_blob(
         BlobStatus::Completed
     };
     out.ranges = Some(LogRanges::Pages(ranges));
+}
+
+/// Reads a block blob's drive file, checks each block against the manifest ([`verify_blob_file`]), uploads
+/// the verified ones (Put Block, with each block's MD5 for the service to check again) and, when every block
+/// is there, commits the list (Put Block List), which creates the block blob. A blob with a bad block is not
+/// committed (its blocks would not make the file): its good blocks are logged `Uncommitted`, the bad ones
+/// `Corrupted`.
+fn copy_block_blob(
+    entry: &mut impl Read,
+    blob: &ManifestBlob,
+    blocks: &[Block],
+    store: Option<(&dyn BlobStore, &str)>,
+    status: BlobStatus,
+    out: &mut LogBlob,
+    counts: &mut Counts,
+) {
+    use base64::Engine;
+    // A manifest gives every block an Id or none; without them, WAImportExport's: the LE index in Base64.
+    let ids: Vec<String> = blocks
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            b.id.clone()
+                .unwrap_or_else(|| base64::engine::general_purpose::STANDARD.encode((i as u32).to_le_bytes()))
+        })
+        .collect();
+    let id_at: HashMap<u64, &str> = blocks
+        .iter()
+        .zip(&ids)
+        .map(|(b, id)| (b.offset, id.as_str()))
+        .collect();
+    let mut failed_puts = HashSet::new();
+    let mut uploaded = 0;
+    let verified = verify_blob_file(entry, blob, verify_threads(), |range, data| {
+        if let Some((s, name)) = store {
+            match s.put_block(name, id_at[&range.offset], data) {
+                Ok(()) => uploaded += range.length,
+                Err(_) => {
+                    failed_puts.insert(range.offset);
+                }
+            }
+        }
+        Ok(())
+    });
+    let Ok(mut ranges) = verified else {
+        // The drive could not be read at some point: nothing is committed.
+        counts.not_written += blocks.len();
+        let ranges = blob_ranges(blob, RangeStatus::IOFailed);
+        (out.status, out.ranges) = (BlobStatus::IOFailed, Some(LogRanges::Blocks(ranges)));
+        return;
+    };
+    let all_verified = ranges.iter().all(|r| r.status == RangeStatus::Completed);
+    let committed = match store {
+        Some((s, name)) if all_verified && failed_puts.is_empty() => s.put_block_list(name, &ids).is_ok(),
+        _ => false,
+    };
+    for r in &mut ranges {
+        if r.status == RangeStatus::Completed {
+            r.status = if store.is_none() {
+                RangeStatus::Cancelled
+            } else if failed_puts.contains(&r.offset) {
+                RangeStatus::BlobRequestFailed
+            } else if !committed {
+                RangeStatus::Uncommitted
+            } else {
+                RangeStatus::Completed
+            };
+        }
+        match r.status {
+            RangeStatus::Completed => counts.written += 1,
+            RangeStatus::Corrupted => counts.corrupted += 1,
+            _ => counts.not_written += 1,
+        }
+    }
+    if committed {
+        counts.bytes += uploaded;
+    }
+    out.status = if store.is_none() {
+        status
+    } else if !failed_puts.is_empty() || (all_verified && !committed) {
+        BlobStatus::BlobRequestFailed
+    } else if !committed {
+        BlobStatus::CompletedWithErrors
+    } else {
+        BlobStatus::Completed
+    };
+    out.ranges = Some(LogRanges::Blocks(ranges));
 }
 
 /// The manifest's ranges of `blob`, all with `status`.
