@@ -30,9 +30,13 @@ WORK="${2:-/tmp/seedship-bench}"
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 
 cd "$ROOT"
+# Built into $CARGO_TARGET_DIR when it is set (else target/). DISKPREP=<binary> times another build of
+# seedship-diskprep instead (an earlier commit's, for a before/after in one sitting); make_staging is built
+# either way.
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 cargo build --release -q -p seedship-diskprep --bin seedship-diskprep --example make_staging
-DISKPREP="$ROOT/target/release/seedship-diskprep"
-MAKE="$ROOT/target/release/examples/make_staging"
+DISKPREP="${DISKPREP:-$TARGET_DIR/release/seedship-diskprep}"
+MAKE="$TARGET_DIR/release/examples/make_staging"
 
 need_kib=$(awk -v g="$GIB" 'BEGIN { printf "%d", g * 2.1 * 1048576 }')
 mkdir -p "$WORK"
@@ -54,7 +58,7 @@ fi
 rm -rf "$WORK/staging" "$WORK/drive.img" "$WORK/dd.img"
 trap 'rm -rf "$WORK/staging" "$WORK/drive.img" "$WORK/dd.img" "$WORK/time.txt" "$SHM"' EXIT
 
-echo "== $(date -u +%FT%TZ) $(uname -r), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $GIB GiB staging in $WORK ($(df -PT "$WORK" | awk 'NR == 2 { print $2 }'))"
+echo "== $(date -u +%FT%TZ) $(uname -r), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $GIB GiB staging in $WORK ($(df -PT "$WORK" | awk 'NR == 2 { print $2 }')), $DISKPREP"
 "$MAKE" "$WORK/staging" "$GIB"
 # The staging files stay in the page cache, but their writeback must not compete with the first run's writes.
 sync
