@@ -128,7 +128,7 @@ pub fn copy_parts(
         // A rendezvous: the reader prepares the next batch while the writer writes one, and no third waits
         // in between (two batches of 64 MiB, not three).
         let (tx, rx) = mpsc::sync_channel::<Result<Batch, CopyError>>(0);
-        // Written batches' buffers go back to the reader (no fresh 32 MiB allocation, page faults and zeroing
+        // Written batches' buffers go back to the reader (no fresh 64 MiB allocation, page faults and zeroing
         // per batch).
         let (spare_tx, spare_rx) = mpsc::channel::<AlignedBuf>();
         let batch_len = batch_len(plan.payload_len);
