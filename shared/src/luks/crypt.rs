@@ -12,8 +12,9 @@
 //! `available_parallelism()` scoped threads.
 //!
 //! Where the CPU has VAES with AVX-512 (x86-64, detected at run time), sectors whose size is a multiple of
-//! 512 bytes go through [`super::xts_vaes`] instead: four blocks per instruction with the tweaks kept in
-//! registers, a third of the portable path's CPU time (measured in diskprep's profile, docs/BENCHMARKS.md).
+//! 512 bytes go through the VAES code (`xts_vaes.rs`) instead: four blocks per instruction with the tweaks
+//! kept in registers, about a sixth of the portable path's CPU time (diskprep's profile,
+//! docs/BENCHMARKS.md).
 
 use aes::cipher::generic_array::GenericArray;
 use aes::cipher::{BlockDecrypt, BlockEncrypt, KeyInit};

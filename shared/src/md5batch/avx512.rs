@@ -42,7 +42,8 @@ pub(super) fn compress8(state: &mut [[u32; 8]; 4], data: [Option<&[u8]>; 8], blo
 }
 
 // The round functions as `vpternlogd` truth tables over (b, c, d): with b = 0xF0, c = 0xCC, d = 0xAA,
-// F = (b & c) | (!b & d) = 0xCA, G = (b & d) | (c & !d) = 0xE4, H = b ^ c ^ d = 0x96, I = c ^ (b | !d) = 0x39.
+// F = (b & c) | (!b & d) = 0xCA, G = (b & d) | (c & !d) = 0xE4, H = b ^ c ^ d = 0x96,
+// I = c ^ (b | !d) = 0x39.
 const F: i32 = 0xCA;
 const G: i32 = 0xE4;
 const H: i32 = 0x96;

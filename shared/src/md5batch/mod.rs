@@ -1,9 +1,9 @@
 //! MD5 of many messages at once: the drive manifest needs the MD5 of every page range (up to 4 MiB each),
 //! and MD5 is sequential within a message (about 0.5 GB/s per core here), so the speed comes from hashing
 //! several ranges side by side. [`md5_many`] hashes eight messages at a time in the eight 32-bit lanes of
-//! 256-bit registers when the CPU has AVX2 (detected at run time), with AVX-512VL's ternary logic and
-//! rotate instructions where it has those too (a shorter dependency chain per step, see [`avx512`]), and
-//! one at a time with portable code otherwise.
+//! 256-bit registers when the CPU has AVX2 (detected at run time); where it has AVX-512VL too, with its
+//! ternary logic and rotate instructions (a shorter dependency chain per step) and sixteen messages at a
+//! time (two groups of eight interleaved); one at a time with portable code otherwise.
 //!
 //! Messages of unequal length share the lanes for as many whole blocks as they all have; a lane whose message
 //! runs out of whole blocks finishes it (tail and padding, at most two blocks, one lane at a time) and takes
@@ -136,7 +136,7 @@ type Compress<const N: usize> = fn(&mut [[u32; N]; 4], [Option<&[u8]>; N], usize
 
 /// The lane scheduler over a [`Compress`] of `N` lanes (see the module documentation).
 #[cfg(target_arch = "x86_64")]
-fn many_lanes<const N: usize>(messages: &[&[u8]], out: &mut [[u8; 16]], compress8: Compress<N>) {
+fn many_lanes<const N: usize>(messages: &[&[u8]], out: &mut [[u8; 16]], compress: Compress<N>) {
     // A lane's message and how many of its bytes are in the lane's state.
     let mut lanes: [Option<(usize, usize)>; N] = [None; N];
     let mut state = [[0u32; N]; 4];
@@ -164,7 +164,7 @@ fn many_lanes<const N: usize>(messages: &[&[u8]], out: &mut [[u8; 16]], compress
         // Every busy lane has at least one whole block left (finished lanes are emptied below).
         let blocks = busy.map(|&(k, at)| (whole(k) - at) / 64).min().unwrap_or(0);
         let data = lanes.map(|l| l.map(|(k, at)| &messages[k][at..at + blocks * 64]));
-        compress8(&mut state, data, blocks);
+        compress(&mut state, data, blocks);
         for (lane, slot) in lanes.iter_mut().enumerate() {
             if let Some((k, at)) = slot {
                 *at += blocks * 64;
