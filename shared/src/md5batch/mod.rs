@@ -91,7 +91,8 @@ pub fn lanes_per_thread() -> usize {
 /// [`md5_many`] on up to `threads` threads, each taking [`lanes_per_thread`] messages at a time (fewer lanes
 /// per thread would not finish sooner: the vector code costs the same for one busy lane as for all).
 pub fn md5_many_threads(messages: &[&[u8]], threads: usize) -> Vec<[u8; 16]> {
-    let groups: Vec<&[&[u8]]> = messages.chunks(lanes_per_thread()).collect();
+    let per = lanes_per_thread();
+    let groups: Vec<&[&[u8]]> = messages.chunks(per).collect();
     let threads = threads.clamp(1, groups.len().max(1));
     if threads == 1 {
         return md5_many(messages);
@@ -117,7 +118,7 @@ pub fn md5_many_threads(messages: &[&[u8]], threads: usize) -> Vec<[u8; 16]> {
             .collect()
     });
     for (g, digests) in done.into_iter().flatten() {
-        out[g * LANES..g * LANES + digests.len()].copy_from_slice(&digests);
+        out[g * per..g * per + digests.len()].copy_from_slice(&digests);
     }
     out
 }
