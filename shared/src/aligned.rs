@@ -4,6 +4,10 @@
 /// Memory and offset alignment of direct I/O: any logical block size up to 4096 divides it.
 pub const ALIGN: usize = 4096;
 
+/// The size (and alignment) of a transparent huge page on x86-64 and most arm64 kernels; buffers at least
+/// this large are placed for them (see [`AlignedBuf::new`]).
+pub const HUGE: usize = 2 << 20;
+
 /// A byte buffer of fixed capacity whose first byte is [`ALIGN`]-aligned in memory.
 pub struct AlignedBuf {
     storage: Vec<u8>,
@@ -23,10 +27,28 @@ impl std::fmt::Debug for AlignedBuf {
 }
 
 impl AlignedBuf {
-    /// An empty buffer that can hold `cap` bytes.
+    /// An empty buffer that can hold `cap` bytes. A buffer of [`HUGE`] or more starts on a [`HUGE`]
+    /// boundary and asks the kernel for transparent huge pages (`MADV_HUGEPAGE`): direct I/O pins the
+    /// buffer's pages for every read and write, and pinning one 2 MiB page instead of 512 small ones took
+    /// most of the kernel time of diskprep's `O_DIRECT` reads and writes (`gup_fast_fallback`, 9% of its
+    /// CPU in `perf`). Where huge pages are unavailable the advice is ignored.
     pub fn new(cap: usize) -> Self {
-        let storage = vec![0u8; cap + ALIGN];
-        let start = (ALIGN - storage.as_ptr().addr() % ALIGN) % ALIGN;
+        let align = if cap >= HUGE { HUGE } else { ALIGN };
+        let storage = vec![0u8; cap + align];
+        let start = (align - storage.as_ptr().addr() % align) % align;
+        #[cfg(target_os = "linux")]
+        if align == HUGE {
+            // SAFETY: the range lies inside `storage` (which has `align` bytes to spare before `start`)
+            // and starts on a page boundary; the advice changes how the pages are backed, not their
+            // contents.
+            unsafe {
+                libc::madvise(
+                    storage.as_ptr().add(start).cast_mut().cast(),
+                    cap,
+                    libc::MADV_HUGEPAGE,
+                );
+            }
+        }
         Self {
             storage,
             start,
@@ -105,5 +127,11 @@ mod tests {
         assert_eq!(b.as_slice().as_ptr().addr() % ALIGN, 0);
         assert_eq!(b.push(&data[..10]), 10);
         assert_eq!(&b.as_slice()[ALIGN - 5..], &data[..10]);
+
+        // A large buffer sits on a huge-page boundary and holds what is pushed.
+        let mut big = AlignedBuf::new(HUGE + 3 * ALIGN);
+        assert_eq!(big.as_slice().as_ptr().addr() % HUGE, 0);
+        assert_eq!(big.push(&data), data.len());
+        assert_eq!(big.as_slice(), &data[..]);
     }
 }

@@ -4,9 +4,11 @@
 //! at the last one.
 //!
 //! Reading and hashing run in a thread of their own, a batch ahead of encrypting and writing, and the MD5s
-//! of a batch's segments (up to eight of 4 MiB) are computed side by side in the lanes of
+//! of a batch's segments (up to sixteen of 4 MiB) are computed side by side in the lanes of
 //! [`seedship_shared::md5batch`] (MD5 is sequential within a segment, so segments are the unit of
-//! parallelism). Memory stays bounded: at most three batches exist at once.
+//! parallelism: sixteen lanes on one core cost about what eight do). Memory stays bounded: at most two
+//! batches exist at once (the one being written and the one being read; the reader hands a batch over only
+//! when the writer takes it).
 //!
 //! The tar stream is a pure function of the plan (member names, sizes, a fixed modification time), so the
 //! offset of every byte is known in advance and a resumed copy writes exactly the bytes an uninterrupted one
@@ -29,8 +31,9 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 
-/// Bytes read and hashed at a time (whole segments), on drives of 512 MiB or more.
-pub const BATCH: u64 = 32 << 20;
+/// Bytes read and hashed at a time (whole segments), on drives of 1 GiB or more: sixteen segments of 4 MiB,
+/// what one thread's MD5 lanes take at once with AVX-512 ([`seedship_shared::md5batch::lanes_per_thread`]).
+pub const BATCH: u64 = 64 << 20;
 /// The smallest batch: one whole segment (a manifest page range is at most 4 MiB).
 pub const MIN_BATCH: u64 = 4 << 20;
 
@@ -39,6 +42,9 @@ pub const MIN_BATCH: u64 = 4 << 20;
 pub fn batch_len(payload_len: u64) -> u64 {
     (payload_len / 16).clamp(MIN_BATCH, BATCH)
 }
+/// Bytes read at a time of a blob's bytes outside the part being copied (hashed for the blob's BLAKE3 only):
+/// a buffer of its own beside the two batches, so smaller than a batch.
+const HASH_STEP: usize = 8 << 20;
 /// The most payload written between two checkpoints (drive synced, journal record).
 pub const CHECKPOINT_MAX: u64 = 1 << 30;
 
@@ -119,8 +125,10 @@ pub fn copy_parts(
             s.spawn(move || follow_copy(drive, target, checker, rb_rx, stop, progress))
         });
         let rb_tx = readback.as_ref().map(|_| rb_tx);
-        let (tx, rx) = mpsc::sync_channel::<Result<Batch, CopyError>>(1);
-        // Written batches' buffers go back to the reader (no fresh 32 MiB allocation, page faults and zeroing
+        // A rendezvous: the reader prepares the next batch while the writer writes one, and no third waits
+        // in between (two batches of 64 MiB, not three).
+        let (tx, rx) = mpsc::sync_channel::<Result<Batch, CopyError>>(0);
+        // Written batches' buffers go back to the reader (no fresh 64 MiB allocation, page faults and zeroing
         // per batch).
         let (spare_tx, spare_rx) = mpsc::channel::<AlignedBuf>();
         let batch_len = batch_len(plan.payload_len);
@@ -405,18 +413,22 @@ fn read_batches(
     tx: &mpsc::SyncSender<Result<Batch, CopyError>>,
     spare: &mpsc::Receiver<AlignedBuf>,
 ) {
-    let step = batch_len as usize;
+    let mut buffers = Buffers {
+        spare,
+        allocated: 0,
+        cap: batch_len as usize + 2 * ALIGN,
+    };
     for (i, part) in plan.parts.iter().enumerate().skip(first_part) {
         let at = if i == first_part {
             from.max(part.start)
         } else {
             part.start
         };
-        let result = match read_part(plan, source, i, at, batch_len, tx, spare) {
+        let result = match read_part(plan, source, i, at, batch_len, tx, &mut buffers) {
             Err(Stop::WriterGone) => return,
             Err(Stop::Failed(e)) => Err(e),
             Ok(digest) => match (digest, source.digest(&part.blob)) {
-                (Some(d), Some(want)) => d.finish(source, &part.blob, part.blob_len, want, step),
+                (Some(d), Some(want)) => d.finish(source, &part.blob, part.blob_len, want, HASH_STEP),
                 _ => Ok(()),
             },
         };
@@ -434,6 +446,29 @@ enum Stop {
     WriterGone,
 }
 
+/// The reader's batch buffers: two at most (the one the writer holds and the one being read), each
+/// allocated once and then handed back by the writer, so the memory of a drive of any size is two batches and
+/// their pages (huge pages where the kernel has them, see [`AlignedBuf::new`]) are faulted in once.
+struct Buffers<'a> {
+    spare: &'a mpsc::Receiver<AlignedBuf>,
+    allocated: usize,
+    cap: usize,
+}
+
+impl Buffers<'_> {
+    /// The buffer to read the next batch into; `None` when the writer is gone (it stopped on an error).
+    fn take(&mut self) -> Option<AlignedBuf> {
+        if let Ok(b) = self.spare.try_recv() {
+            return Some(b);
+        }
+        if self.allocated < 2 {
+            self.allocated += 1;
+            return Some(AlignedBuf::new(self.cap));
+        }
+        self.spare.recv().ok()
+    }
+}
+
 /// Sends the batches of part `i` from blob offset `start`, feeding the blob's digest when the source knows
 /// one; returns that digest (`Ok(None)` without one).
 fn read_part(
@@ -443,12 +478,11 @@ fn read_part(
     start: u64,
     batch_len: u64,
     tx: &mpsc::SyncSender<Result<Batch, CopyError>>,
-    spare: &mpsc::Receiver<AlignedBuf>,
+    buffers: &mut Buffers<'_>,
 ) -> Result<Option<BlobDigest>, Stop> {
     let part = &plan.parts[i];
-    let step = batch_len as usize;
     let mut digest = match source.digest(&part.blob) {
-        Some(_) => Some(BlobDigest::start(source, &part.blob, start, step).map_err(Stop::Failed)?),
+        Some(_) => Some(BlobDigest::start(source, &part.blob, start, HASH_STEP).map_err(Stop::Failed)?),
         None => None,
     };
     let mut at = start;
@@ -466,9 +500,9 @@ fn read_part(
         if segs.is_empty() {
             end = part.end;
         }
-        let mut buf = spare
-            .try_recv()
-            .unwrap_or_else(|_| AlignedBuf::new(step + 2 * ALIGN));
+        let Some(mut buf) = buffers.take() else {
+            return Err(Stop::WriterGone);
+        };
         let head = source.read(&part.blob, at..end, &mut buf).map_err(Stop::Failed)?;
         let batch = hash_batch(i, &part.blob, at..end, &segs, buf, head, digest.as_mut());
         if tx.send(Ok(batch)).is_err() {

@@ -45,6 +45,8 @@ pub mod keyslot;
 pub mod metadata;
 pub mod payload;
 mod volume;
+#[cfg(target_arch = "x86_64")]
+mod xts_vaes;
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;

@@ -98,7 +98,7 @@ unsafe fn i(b: __m256i, c: __m256i, d: __m256i) -> __m256i {
 #[target_feature(enable = "avx2")]
 #[inline]
 #[allow(unused_unsafe)] // the intrinsics are safe fns in AVX2 functions since Rust 1.86, unsafe before
-unsafe fn transpose(r: [__m256i; 8]) -> [__m256i; 8] {
+pub(super) unsafe fn transpose(r: [__m256i; 8]) -> [__m256i; 8] {
     // SAFETY: register-only AVX2 shuffles; the caller guarantees AVX2.
     unsafe {
         let t0 = _mm256_unpacklo_epi32(r[0], r[1]);
