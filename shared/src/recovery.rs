@@ -97,7 +97,7 @@ impl RecoveryKey {
             let value: u32 = part
                 .parse()
                 .map_err(|_| RecoveryKeyError::NotSixDigits { group })?;
-            if value % 11 != 0 {
+            if !value.is_multiple_of(11) {
                 return Err(RecoveryKeyError::NotMultipleOf11 { group });
             }
             groups[i] = u16::try_from(value / 11).map_err(|_| RecoveryKeyError::TooLarge { group })?;

@@ -212,7 +212,7 @@ pub fn read_back(
         buf.set_len(n);
         let device_at = target.data_offset + at;
         let read = match direct.as_ref() {
-            Some(f) if device_at % SECTOR == 0 => f.read_exact_at(buf.as_mut_slice(), device_at),
+            Some(f) if device_at.is_multiple_of(SECTOR) => f.read_exact_at(buf.as_mut_slice(), device_at),
             _ => target.device.read_at(buf.as_mut_slice(), device_at),
         };
         if read.is_err() && direct.is_some() {

@@ -243,7 +243,7 @@ impl BlobError {
 
 /// Checks that `value` is a multiple of 512.
 pub fn check_aligned(what: &'static str, value: u64) -> Result<(), BlobError> {
-    if value % PAGE_SIZE == 0 {
+    if value.is_multiple_of(PAGE_SIZE) {
         Ok(())
     } else {
         Err(BlobError::Unaligned { what, value })

@@ -60,7 +60,9 @@ impl XtsCipher {
     }
 
     fn run(&self, buf: &mut [u8], sector_size: usize, first_iv: u64, iv_step: u64, enc: bool) {
-        debug_assert!(sector_size >= 16 && sector_size % 16 == 0 && buf.len() % sector_size == 0);
+        debug_assert!(
+            sector_size >= 16 && sector_size.is_multiple_of(16) && buf.len().is_multiple_of(sector_size)
+        );
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let sectors = buf.len() / sector_size;
         if buf.len() < PARALLEL_MIN || threads < 2 || sectors < 2 {
@@ -84,7 +86,7 @@ impl XtsCipher {
     fn run_serial(&self, buf: &mut [u8], sector_size: usize, first_iv: u64, iv_step: u64, enc: bool) {
         #[cfg(target_arch = "x86_64")]
         if let Some(keys) = &self.vaes {
-            if sector_size % super::xts_vaes::SECTOR_MULTIPLE == 0 {
+            if sector_size.is_multiple_of(super::xts_vaes::SECTOR_MULTIPLE) {
                 super::xts_vaes::xts(keys, buf, sector_size, first_iv, iv_step, enc);
                 return;
             }

@@ -62,8 +62,9 @@ impl<'f> DriveFile<'f> {
 
 impl Device for DriveFile<'_> {
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        let aligned =
-            buf.as_ptr().addr() % ALIGN == 0 && buf.len() % ALIGN == 0 && offset % ALIGN as u64 == 0;
+        let aligned = buf.as_ptr().addr().is_multiple_of(ALIGN)
+            && buf.len().is_multiple_of(ALIGN)
+            && offset.is_multiple_of(ALIGN as u64);
         match &self.direct {
             Some(direct) if aligned => direct.write_all_at(buf, offset),
             _ => self.file.write_all_at(buf, offset),

@@ -75,7 +75,7 @@ fn check_format(device_len: u64, opts: &LuksFormat) -> Result<KeyslotKdf, LuksEr
     let min = KEYSLOT_AREA_OFFSET + KEYSLOT_AREA_SIZE;
     let max = KEYSLOT_AREA_OFFSET + metadata::MAX_KEYSLOTS_SIZE;
     let off = opts.data_offset;
-    if off % u64::from(SECTOR_SIZE) != 0 || off < min || off > max {
+    if !off.is_multiple_of(u64::from(SECTOR_SIZE)) || off < min || off > max {
         let reason = format!("data offset {off} must be a multiple of 4096 between {min} and {max}");
         return Err(LuksError::Layout { reason });
     }

@@ -244,7 +244,7 @@ impl LuksVolume {
         let ss = self.sector_size();
         let len = len as u64;
         let drive = || self.header.drive();
-        if offset % u64::from(ss) != 0 || len % u64::from(ss) != 0 {
+        if !offset.is_multiple_of(u64::from(ss)) || !len.is_multiple_of(u64::from(ss)) {
             return Err(LuksError::Misaligned {
                 drive: drive(),
                 offset,

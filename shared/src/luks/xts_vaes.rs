@@ -12,10 +12,7 @@
 //! Checked against the portable path (itself checked against the `xts-mode` crate and IEEE 1619) in the
 //! tests of [`super::crypt`].
 
-// The AVX-512 and VAES intrinsics are stable since Rust 1.89; the workspace's rust-version says 1.85, so this
-// file needs 1.89 to build until the workspace raises it (raising it brings clippy's is_multiple_of lint to
-// code across the workspace, left for its owners).
-#![allow(clippy::incompatible_msrv)]
+// The AVX-512 and VAES intrinsics are stable since Rust 1.89, the workspace's rust-version.
 
 use std::arch::x86_64::*;
 
@@ -130,7 +127,11 @@ unsafe fn inverse(enc: &[[u8; 16]; 15]) -> [[u8; 16]; 15] {
 /// # Panics
 /// If the sector size is not a multiple of [`SECTOR_MULTIPLE`] or `buf` is not whole sectors.
 pub(super) fn xts(keys: &Keys, buf: &mut [u8], sector_size: usize, first_iv: u64, iv_step: u64, enc: bool) {
-    assert!(sector_size > 0 && sector_size % SECTOR_MULTIPLE == 0 && buf.len() % sector_size == 0);
+    assert!(
+        sector_size > 0
+            && sector_size.is_multiple_of(SECTOR_MULTIPLE)
+            && buf.len().is_multiple_of(sector_size)
+    );
     assert!(available(), "xts needs VAES, VPCLMULQDQ and AVX-512F/BW");
     // SAFETY: the instructions are present (asserted above); each sector is a whole number of 512-byte
     // groups inside `buf`.

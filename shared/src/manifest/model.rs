@@ -255,7 +255,7 @@ impl ManifestBlob {
         };
         match &self.ranges {
             RangeList::Pages(ranges) => {
-                if self.length % PAGE_SIZE != 0 {
+                if !self.length.is_multiple_of(PAGE_SIZE) {
                     return fail(format!(
                         "page blob Length {} is not a multiple of 512",
                         self.length

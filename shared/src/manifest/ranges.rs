@@ -35,7 +35,7 @@ pub fn md5_of_reader(mut input: impl Read) -> io::Result<Md5Hash> {
 /// `start` must be a multiple of 512; so must `end` for page ranges (then every window is), while a block
 /// blob's windows (its 4 MiB blocks) end at the blob's length, whatever it is.
 pub fn range_windows(start: u64, end: u64) -> impl Iterator<Item = (u64, u64)> {
-    debug_assert!(start % PAGE_SIZE == 0);
+    debug_assert!(start.is_multiple_of(PAGE_SIZE));
     let mut at = start;
     std::iter::from_fn(move || {
         if at >= end {
@@ -93,7 +93,7 @@ pub fn copy_and_hash(
     threads: usize,
     mut progress: impl FnMut(u64, &[PageRange]) -> io::Result<()>,
 ) -> io::Result<Vec<PageRange>> {
-    if start % PAGE_SIZE != 0 || end % PAGE_SIZE != 0 || start > end {
+    if !start.is_multiple_of(PAGE_SIZE) || !end.is_multiple_of(PAGE_SIZE) || start > end {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("range [{start}, {end}) is not 512-aligned"),

@@ -5,10 +5,7 @@
 //! step on the chain instead of six or seven. The lanes, loads and transposition are those of
 //! [`super::avx2`].
 
-// The AVX-512 and VAES intrinsics are stable since Rust 1.89; the workspace's rust-version says 1.85, so this
-// file needs 1.89 to build until the workspace raises it (raising it brings clippy's is_multiple_of lint to
-// code across the workspace, left for its owners).
-#![allow(clippy::incompatible_msrv)]
+// The AVX-512 and VAES intrinsics are stable since Rust 1.89, the workspace's rust-version.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;

@@ -54,7 +54,7 @@ pub(super) fn compress(state: &mut [u32; 4], block: &[u8; 64]) {
 
 /// Processes every whole block of `data` (its length a multiple of 64).
 pub(super) fn compress_blocks(state: &mut [u32; 4], data: &[u8]) {
-    debug_assert!(data.len() % 64 == 0);
+    debug_assert!(data.len().is_multiple_of(64));
     for block in data.chunks_exact(64) {
         compress(state, block.try_into().expect("64-byte chunk"));
     }

@@ -162,7 +162,7 @@ pub fn decode_index(object: &str, b: &[u8]) -> Result<DecodedIndex, RepoError> {
     }
     let n = u32_at(pos) as usize;
     pos += 4;
-    if n != (b.len() - pos) / ENTRY_LEN || (b.len() - pos) % ENTRY_LEN != 0 {
+    if n != (b.len() - pos) / ENTRY_LEN || !(b.len() - pos).is_multiple_of(ENTRY_LEN) {
         return Err(bad("entry count does not match the body length"));
     }
     let mut entries = Vec::with_capacity(n);

@@ -293,7 +293,7 @@ fn first_target(stores: &dyn ContainerStores, blob: &ManifestBlob) -> Target {
         return skip(BlobStatus::BlobRequestFailed);
     };
     let block = matches!(blob.ranges, RangeList::Blocks(_));
-    if (!block && blob.length % PAGE_SIZE != 0) || (block && blob.part.is_some()) {
+    if (!block && !blob.length.is_multiple_of(PAGE_SIZE)) || (block && blob.part.is_some()) {
         return skip(BlobStatus::Failed);
     }
     match stores.container(container) {
