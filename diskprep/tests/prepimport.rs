@@ -488,6 +488,59 @@ fn import_drives(emu: &seedship_emuharness::Emulator, job: &str, drives: &[&Path
     assert!(status.error.is_none(), "{status:?}");
 }
 
+/// The arguments of `create-job --journal ...` through the classic API of the emulator, with `--json`;
+/// `carrier` adds the return carrier and its account.
+fn classic_create_job_args(
+    emu: &seedship_emuharness::Emulator,
+    name: &str,
+    journals: &[&Path],
+    carrier: bool,
+) -> Vec<String> {
+    let (ps, ca) = (emu.publish_settings(), emu.ca());
+    let mut args = vec!["create-job".to_owned(), "--job-name".into(), name.into()];
+    for j in journals {
+        args.extend(["--journal".to_owned(), s(j).to_owned()]);
+    }
+    args.extend(
+        [
+            "--publish-settings",
+            s(&ps),
+            "--storage-account",
+            AZURITE_ACCOUNT,
+            "--location",
+            "West US",
+            "--management-ca",
+            s(&ca),
+            "--json",
+        ]
+        .map(String::from),
+    );
+    if carrier {
+        args.extend(
+            [
+                "--return-carrier",
+                "FedEx",
+                "--return-carrier-account",
+                "123456789",
+            ]
+            .map(String::from),
+        );
+    }
+    args
+}
+
+/// Runs `create-job` as [`classic_create_job_args`] spells it.
+fn classic_create_job(
+    emu: &seedship_emuharness::Emulator,
+    name: &str,
+    journals: &[&Path],
+    carrier: bool,
+) -> Output {
+    let args = classic_create_job_args(emu, name, journals, carrier);
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    diskprep(&a, &[])
+}
+
 /// Container `container` of Azurite's account.
 fn azurite_store(azurite: &Azurite, container: &str) -> seedship_shared::blob::AzureStore {
     use seedship_shared::blob::{AzureOptions, AzureStore, Credential};
@@ -539,30 +592,9 @@ fn a_job_from_three_journals_is_created_and_imported() {
         ));
         drives.push((img, jrn));
     }
-    let ps = emu.publish_settings();
     let ca = emu.ca();
-    let mut args = vec!["create-job".to_owned(), "--job-name".into(), "jrnjob".into()];
-    for (_, j) in &drives {
-        args.extend(["--journal".to_owned(), s(j).to_owned()]);
-    }
-    args.extend(
-        [
-            "--publish-settings",
-            s(&ps),
-            "--storage-account",
-            AZURITE_ACCOUNT,
-            "--location",
-            "West US",
-            "--management-ca",
-            s(&ca),
-            "--return-carrier",
-            "FedEx",
-            "--return-carrier-account",
-            "123456789",
-            "--json",
-        ]
-        .map(String::from),
-    );
+    let journals: Vec<&Path> = drives.iter().map(|(_, j)| j.as_path()).collect();
+    let args = classic_create_job_args(&emu, "jrnjob", &journals, true);
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
     let o = diskprep(&a, &[]);
     let out = ok(&o);
@@ -940,27 +972,7 @@ fn a_data_set_bigger_than_its_drive_continues_on_an_additional_drive_and_is_impo
 
     // The job from the first journal brings in the second drive; the data centre imports both.
     let (azurite, emu, _) = emulator_with_azurite(t.path());
-    let ps = emu.publish_settings();
-    let ca = emu.ca();
-    let doc = json(&diskprep(
-        &[
-            "create-job",
-            "--journal",
-            s(&jrn),
-            "--job-name",
-            "bigjob",
-            "--publish-settings",
-            s(&ps),
-            "--storage-account",
-            AZURITE_ACCOUNT,
-            "--location",
-            "West US",
-            "--management-ca",
-            s(&ca),
-            "--json",
-        ],
-        &[],
-    ));
+    let doc = json(&classic_create_job(&emu, "bigjob", &[&jrn], false));
     assert_eq!(doc["action"], "created", "{doc}");
     assert_eq!(doc["drive_ids"].as_array().unwrap().len(), 2, "{doc}");
     seedship_emuharness::set_state(&emu, AZURITE_ACCOUNT, "bigjob", "Shipping");
@@ -1141,33 +1153,8 @@ fn block_blobs_of_any_length_pass_the_interop_reader_and_import_as_block_blobs()
 
     // The data centre imports both drives of one job.
     let (azurite, emu, _emu_dir) = emulator_with_azurite(t.path());
-    let ps = emu.publish_settings();
     let ca = emu.ca();
-    let o = diskprep(
-        &[
-            "create-job",
-            "--job-name",
-            "bbimport",
-            "--journal",
-            s(&jrn),
-            "--journal",
-            s(&jrn2),
-            "--publish-settings",
-            s(&ps),
-            "--storage-account",
-            AZURITE_ACCOUNT,
-            "--location",
-            "West US",
-            "--management-ca",
-            s(&ca),
-            "--return-carrier",
-            "FedEx",
-            "--return-carrier-account",
-            "123456789",
-            "--json",
-        ],
-        &[],
-    );
+    let o = classic_create_job(&emu, "bbimport", &[&jrn, &jrn2], true);
     ok(&o);
     let staging = format!("s:{}", s(t.path()));
     ok(&diskprep(

@@ -161,6 +161,12 @@ pub enum StagingError {
 }
 
 impl JobDescriptor {
+    /// Whether diskprep's `create-job --journal` wrote this descriptor: no repository and no staged blob (the
+    /// backup agent's descriptors always have a repository).
+    pub fn is_from_journals(&self) -> bool {
+        self.repository_id.is_empty() && self.blobs.is_empty()
+    }
+
     /// The descriptor path of a job folder.
     pub fn path_in(job_dir: &Path) -> PathBuf {
         job_dir.join(DESCRIPTOR_FILE)

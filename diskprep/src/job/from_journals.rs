@@ -8,7 +8,7 @@
 //! first journal): `job.json`, a job descriptor without staged blobs (which API, subscription, storage
 //! account, publish settings or Entra ID application: what `u:` and `delete-job` connect with), and
 //! `diskprep/job.json`, the [`JobRecord`]. So `u: s:<job-dir>` and `delete-job s:<job-dir>` work on it as on a
-//! job `s:` created. Its empty `repository_id` marks it as made from journals ([`is_journal_job`]): `s:`
+//! job `s:` created. Its empty `repository_id` marks it as made from journals (`JobDescriptor::is_from_journals`): `s:`
 //! refuses to prepare drives for it.
 
 use crate::job::console as ui;
@@ -262,12 +262,6 @@ fn descriptor(a: &CreateJobArgs) -> anyhow::Result<JobDescriptor> {
     })
 }
 
-/// Whether a job descriptor was written by `create-job --journal`: no repository and no staged blob (the
-/// backup agent's descriptors always have a repository).
-pub fn is_journal_job(d: &JobDescriptor) -> bool {
-    d.repository_id.is_empty() && d.blobs.is_empty()
-}
-
 /// `<job-dir>/<job-name>`, absolute: where the job is recorded.
 fn job_folder(a: &CreateJobArgs) -> anyhow::Result<PathBuf> {
     let base = match &a.job_dir {
@@ -287,7 +281,7 @@ fn job_folder(a: &CreateJobArgs) -> anyhow::Result<PathBuf> {
 fn existing_record(dir: &Path, d: &JobDescriptor) -> anyhow::Result<Option<JobRecord>> {
     if JobDescriptor::path_in(dir).exists() {
         let found = JobDescriptor::load(dir)?;
-        if !is_journal_job(&found) {
+        if !found.is_from_journals() {
             bail!(
                 "{} is the staged job {} of the backup agent, not a job from journals: give another \
                  --job-dir (or another --job-name)",

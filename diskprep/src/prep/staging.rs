@@ -106,7 +106,7 @@ pub fn find_jobs(staging: &Path) -> Result<Vec<StagedJob>, StagingCheckError> {
 /// bytes as they are looked at.
 pub fn check_job(job: &StagedJob, progress: &dyn Progress) -> Result<Vec<BlobExtents>, StagingCheckError> {
     let d = &job.descriptor;
-    if crate::job::from_journals::is_journal_job(d) {
+    if d.is_from_journals() {
         return Err(StagingCheckError::FromJournals {
             job: d.job_name.clone(),
             dir: job.dir.clone(),

@@ -111,7 +111,7 @@ impl XtsCipher {
                 let mut b = [0u8; 16];
                 b.copy_from_slice(chunk);
                 blocks[i] = Block::from((u128::from_le_bytes(b) ^ tweak).to_le_bytes());
-                tweak = gf_double(tweak);
+                tweak = super::gf_double(tweak);
             }
             if enc {
                 self.data.encrypt_blocks(&mut blocks[..n]);
@@ -124,12 +124,6 @@ impl XtsCipher {
             }
         }
     }
-}
-
-/// Multiplication by x in GF(2^128) with the XTS (little-endian) convention.
-pub(super) fn gf_double(t: u128) -> u128 {
-    let carry = (t >> 127) as u8;
-    (t << 1) ^ if carry == 1 { 0x87 } else { 0 }
 }
 
 #[cfg(test)]

@@ -177,3 +177,9 @@ impl Source for MemImage<'_> {
         Ok(())
     }
 }
+
+/// Multiplication by x in GF(2^128) with the XTS (little-endian) convention.
+fn gf_double(t: u128) -> u128 {
+    let carry = (t >> 127) as u8;
+    (t << 1) ^ if carry == 1 { 0x87 } else { 0 }
+}

@@ -176,9 +176,9 @@ unsafe fn xts_vaes(keys: &Keys, buf: &mut [u8], sector_size: usize, first_iv: u6
             let mut t0 = [0u8; 16];
             _mm_storeu_si128(t0.as_mut_ptr().cast(), t);
             let t0 = u128::from_le_bytes(t0);
-            let t1 = super::crypt::gf_double(t0);
-            let t2 = super::crypt::gf_double(t1);
-            let t3 = super::crypt::gf_double(t2);
+            let t1 = super::gf_double(t0);
+            let t2 = super::gf_double(t1);
+            let t3 = super::gf_double(t2);
             let four = [t0, t1, t2, t3].map(u128::to_le_bytes);
             let mut tw = _mm512_loadu_si512(four.as_ptr().cast());
             for group in sector.chunks_exact_mut(512) {

@@ -11,7 +11,6 @@ mod blob_index;
 mod cache;
 mod format;
 mod frame;
-mod index_file;
 mod pack;
 pub mod prune;
 mod repository;

@@ -231,7 +231,7 @@ pub fn select_job(
             // nothing else, the check below says why).
             let staged: Vec<StagedJob> = jobs
                 .iter()
-                .filter(|j| !crate::job::from_journals::is_journal_job(&j.descriptor))
+                .filter(|j| !j.descriptor.is_from_journals())
                 .cloned()
                 .collect();
             match staged.len() {

@@ -18,8 +18,8 @@
 //! a crash at any point leaves the old file or the new one, never a mix; spill runs of a rebuild are unlinked
 //! as soon as they are created.
 
-use super::blob_index::{bits_for, bucket, DirBuilder, Slot};
-use super::ChunkId;
+use super::slot::{bits_for, bucket, DirBuilder, Slot};
+use crate::repo::ChunkId;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Write};

@@ -21,103 +21,14 @@
 //! allocations grow with `mremap`, and the unused capacity is never touched, so it costs no resident memory).
 
 use super::format::IndexEntry;
-use super::index_file::{self, DiskRun, Header, Merge, SliceSource, SlotReader, SlotSource};
+mod index_file;
+mod slot;
+
 use super::ChunkId;
+use index_file::{DiskRun, Header, Merge, SliceSource, SlotReader, SlotSource};
+use slot::{bits_for, bucket, DirBuilder, Slot};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-
-/// One entry, packed: 53 bytes.
-#[derive(Clone, Copy)]
-#[repr(C, packed)]
-pub(super) struct Slot {
-    pub(super) id: ChunkId,
-    pub(super) offset: u64,
-    pub(super) volume: u32,
-    pub(super) len: u32,
-    pub(super) raw_len: u32,
-    pub(super) kind: u8,
-}
-
-impl Slot {
-    fn of(e: &IndexEntry) -> Slot {
-        Slot {
-            id: e.id,
-            offset: e.offset,
-            volume: e.volume,
-            len: e.len,
-            raw_len: e.raw_len,
-            kind: e.kind,
-        }
-    }
-
-    fn entry(&self) -> IndexEntry {
-        IndexEntry {
-            id: self.id,
-            kind: self.kind,
-            volume: self.volume,
-            offset: self.offset,
-            len: self.len,
-            raw_len: self.raw_len,
-        }
-    }
-
-    /// Where the blob lies; of two entries for one id the one at the larger place wins (see [`BlobIndex::add`]).
-    pub(super) fn place(&self) -> (u32, u64) {
-        (self.volume, self.offset)
-    }
-}
-
-/// The bucket of an id: its leading `bits` bits (ids sort by them first).
-pub(super) fn bucket(id: &ChunkId, bits: u32) -> usize {
-    if bits == 0 {
-        return 0;
-    }
-    let head = u64::from_be_bytes(id[..8].try_into().expect("8 bytes"));
-    (head >> (64 - bits)) as usize
-}
-
-/// Directory bits for `n` slots: about four slots per bucket.
-pub(super) fn bits_for(n: usize) -> u32 {
-    if n < 8 {
-        0
-    } else {
-        (usize::BITS - (n / 4).leading_zeros()).min(32)
-    }
-}
-
-/// Builds a bucket directory from ids pushed in sorted order.
-pub(super) struct DirBuilder {
-    dir: Vec<u32>,
-    bits: u32,
-    n: u32,
-}
-
-impl DirBuilder {
-    pub(super) fn new(bits: u32) -> DirBuilder {
-        DirBuilder {
-            dir: Vec::with_capacity((1usize << bits) + 1),
-            bits,
-            n: 0,
-        }
-    }
-
-    pub(super) fn push(&mut self, id: &ChunkId) {
-        let b = bucket(id, self.bits);
-        while self.dir.len() <= b {
-            self.dir.push(self.n);
-        }
-        self.n += 1;
-    }
-
-    pub(super) fn finish(mut self) -> Vec<u32> {
-        let end = (1usize << self.bits) + 1;
-        while self.dir.len() < end {
-            self.dir.push(self.n);
-        }
-        self.dir.shrink_to_fit();
-        self.dir
-    }
-}
 
 /// Entries gathered as slots (53 bytes each) before they are added at once.
 #[derive(Default)]
