@@ -158,7 +158,7 @@ fn read_journals(paths: &[PathBuf]) -> anyhow::Result<(Vec<JournalDrive>, Option
         for sess in s.done().filter(|x| !x.rest.is_empty()) {
             let id = &sess.session_id;
             match &sess.continued_in {
-                Some(next) if crate::wai::additional::session_in(next, id)?.is_some() => {
+                Some(next) if crate::wai::chain::session_in(next, id)?.is_some() => {
                     queue.push_back(next.clone())
                 }
                 _ => bail!(
@@ -168,7 +168,7 @@ fn read_journals(paths: &[PathBuf]) -> anyhow::Result<(Vec<JournalDrive>, Option
                     p.display(),
                     d.drive_id,
                     sess.rest.len(),
-                    seedship_shared::units::human(crate::wai::additional::rest_bytes(&sess.rest)),
+                    seedship_shared::units::human(crate::wai::chain::rest_bytes(&sess.rest)),
                     p.display()
                 ),
             }

@@ -11,6 +11,7 @@
 //! it maps to.
 
 pub mod additional;
+pub mod chain;
 mod drive;
 pub mod journal;
 pub mod prep_args;

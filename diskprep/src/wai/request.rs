@@ -3,6 +3,9 @@
 
 use super::journal::StoredCredential;
 use super::source::SourceSpec;
+use crate::job::create::CredentialArgs;
+use crate::KdfChoice;
+use clap::Args;
 use seedship_shared::luks::Pbkdf;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -57,4 +60,108 @@ pub(super) fn say(json: bool, line: String) {
     } else {
         println!("{line}");
     }
+}
+
+/// The options of `prepimport` (the WAImportExport spellings in brackets).
+#[derive(Debug, Args)]
+pub struct PrepImportArgs {
+    /// The drive's journal (/j:): created by the first session (mode 0600: it holds the recovery key), never
+    /// on the drive; one per drive.
+    #[arg(long, value_name = "FILE")]
+    pub journal: PathBuf,
+    /// The copy session (/id:): 3 to 30 of A-Z a-z 0-9 _ # -; its files go to a folder of this name.
+    #[arg(long, value_name = "ID")]
+    pub session_id: Option<String>,
+    /// The drive (/t:): a whole block device or an image file; first session only.
+    #[arg(long, value_name = "PATH")]
+    pub target: Option<PathBuf>,
+    /// Format the drive (/format); needs --encrypt.
+    #[arg(long)]
+    pub format: bool,
+    /// Encrypt the drive with LUKS2 and a new 48-digit recovery key (/encrypt).
+    #[arg(long)]
+    pub encrypt: bool,
+    /// Format without asking (/silentmode).
+    #[arg(short, long)]
+    pub yes: bool,
+    /// A file holding the recovery key of a drive already encrypted by seedship (/bk:@FILE), or set
+    /// SEEDSHIP_RECOVERY_KEY_FILE / SEEDSHIP_RECOVERY_KEY; the drive is written without reformatting.
+    #[arg(
+        long,
+        env = "SEEDSHIP_RECOVERY_KEY_FILE",
+        value_name = "FILE",
+        conflicts_with = "recovery_key"
+    )]
+    pub recovery_key_file: Option<PathBuf>,
+    /// The recovery key itself (/bk:KEY): for compatibility only, a command line is readable by every user.
+    #[arg(
+        long,
+        env = "SEEDSHIP_RECOVERY_KEY",
+        hide_env_values = true,
+        value_name = "KEY",
+        hide_short_help = true
+    )]
+    pub recovery_key: Option<String>,
+    /// A folder to copy, recursively (/srcdir:); give it with a full path.
+    #[arg(long, value_name = "DIR", requires = "dstdir")]
+    pub srcdir: Option<PathBuf>,
+    /// Where the folder goes (/dstdir:): container/ or container/virtual-dir/.
+    #[arg(long, value_name = "CONTAINER/DIR/")]
+    pub dstdir: Option<String>,
+    /// One file to copy (/srcfile:).
+    #[arg(long, value_name = "FILE", requires = "dstblob", conflicts_with = "srcdir")]
+    pub srcfile: Option<PathBuf>,
+    /// The file's blob (/dstblob:): container/name.
+    #[arg(long, value_name = "CONTAINER/BLOB")]
+    pub dstblob: Option<String>,
+    /// The blob type (/BlobType:): PageBlob (seedship's default; the length a multiple of 512) or BlockBlob
+    /// (any length, never cut across drives; WAImportExport's default).
+    #[arg(long, value_name = "TYPE")]
+    pub blob_type: Option<String>,
+    /// What the data centre does when the blob exists (/Disposition:): rename (default), no-overwrite,
+    /// overwrite.
+    #[arg(long, value_name = "RULE", default_value = "rename")]
+    pub disposition: String,
+    /// A folder for the session's log (/logdir:).
+    #[arg(long, value_name = "DIR")]
+    pub logdir: Option<PathBuf>,
+    /// Resume the latest session of the drive (/ResumeSession), the first one too.
+    #[arg(long, conflicts_with = "abort_session")]
+    pub resume_session: bool,
+    /// Roll back the latest session of the drive (/AbortSession) so that a new one can start.
+    #[arg(long)]
+    pub abort_session: bool,
+    /// v2 data set file (/DataSet:): BasePath,DstBlobPathOrPrefix,BlobType,Disposition,MetadataFile,PropertiesFile.
+    #[arg(long, value_name = "CSV", conflicts_with_all = ["srcdir", "srcfile"])]
+    pub dataset: Option<PathBuf>,
+    /// v2 drive set file (/InitialDriveSet:), one row: DriveLetter (a device or image path),FormatOption,
+    /// SilentOrPromptOnFormat,Encryption,ExistingBitLockerKey.
+    #[arg(long, value_name = "CSV", conflicts_with_all = ["target", "format", "encrypt"])]
+    pub initial_drive_set: Option<PathBuf>,
+    /// v2 additional drive set (/AdditionalDriveSet:): the drives the session's data set continues on when
+    /// the drive before was full; with only /j: and /id: of that session. Each drive gets its own journal
+    /// beside /j:, named STEM-SESSION-N.jrn (d1.jrn: d1-s1-2.jrn, d1-s1-3.jrn, ...).
+    #[arg(
+        long,
+        value_name = "CSV",
+        conflicts_with_all = ["resume_session", "abort_session", "dataset", "srcdir", "srcfile", "target", "initial_drive_set"]
+    )]
+    pub additional_drive_set: Option<PathBuf>,
+    /// The storage credential (/sk:@FILE or /csas:@FILE; /sk:KEY and /csas:SAS for compatibility), recorded
+    /// in the journal for create-job.
+    #[command(flatten)]
+    pub cred: CredentialArgs,
+    /// Key derivation of a new drive's keyslot.
+    #[arg(long, value_enum, default_value_t = KdfChoice::Argon2id)]
+    pub pbkdf: KdfChoice,
+    /// Check everything and print the plan; write nothing (not even the journal).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the result as one JSON document on standard output (fields in docs/waimportexport.md).
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, hide = true)]
+    pub secret_on_command_line: Vec<String>,
+    #[arg(long, hide = true)]
+    pub unsupported: Vec<String>,
 }

@@ -5,7 +5,7 @@
 
 use super::drive::{open_rw, unlock};
 use super::journal::{self, DriveJournal, DriveRecord, Replayed, SessionRecord, SourceRecord};
-use super::request::{say, PrepImportReport, Request};
+use super::request::{say, PrepImportArgs, PrepImportReport, Request};
 use super::source::{self, BlobType, SourceFile, SourceSpec};
 use crate::prep::console::ConsoleUi;
 use crate::prep::copy::{copy_parts, finish_payload, Checkpoint};
@@ -451,7 +451,7 @@ pub(super) fn abort(
         );
     }
     if let Some(next) = &latest.continued_in {
-        if super::additional::session_in(next, &latest.session_id)?.is_some() {
+        if super::chain::session_in(next, &latest.session_id)?.is_some() {
             bail!(
                 "session {} of drive {} continues on the drive of journal {}: roll it back there first \
                  (/j:{} /id:{} /AbortSession)",
@@ -520,6 +520,30 @@ pub(super) fn abort(
     }
     out.manifest_hash = restored;
     Ok(out)
+}
+
+pub(super) fn report(
+    a: &PrepImportArgs,
+    drive: &DriveRecord,
+    state: &Replayed,
+    s: &SessionPlan,
+    action: &'static str,
+    manifest_hash: Option<String>,
+) -> PrepImportReport {
+    PrepImportReport {
+        journal: a.journal.display().to_string(),
+        drive_id: drive.drive_id.clone(),
+        target: drive.target.display().to_string(),
+        session_id: s.record.session_id.clone(),
+        action,
+        blobs: s.files.len(),
+        bytes: s.plan.payload_len,
+        manifest_hash,
+        sessions: state.done().map(|x| x.session_id.clone()).collect(),
+        remaining_files: s.record.rest.len(),
+        remaining_bytes: super::chain::rest_bytes(&s.record.rest),
+        journals: vec![a.journal.display().to_string()],
+    }
 }
 
 #[cfg(test)]
