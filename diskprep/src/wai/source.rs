@@ -336,17 +336,19 @@ pub struct DriveSetRow {
     pub key: Option<String>,
 }
 
+/// The columns of a v2 drive set file (initial and additional alike).
+const DRIVE_SET_HEADER: [&str; 5] = [
+    "DriveLetter",
+    "FormatOption",
+    "SilentOrPromptOnFormat",
+    "Encryption",
+    "ExistingBitLockerKey",
+];
+
 /// Reads a v2 drive set file: `DriveLetter,FormatOption,SilentOrPromptOnFormat,Encryption,
 /// ExistingBitLockerKey`, with a device or image path for the drive letter.
 pub fn drive_set(path: &Path) -> anyhow::Result<DriveSetRow> {
-    let header = [
-        "DriveLetter",
-        "FormatOption",
-        "SilentOrPromptOnFormat",
-        "Encryption",
-        "ExistingBitLockerKey",
-    ];
-    let rows = csv_rows(path, &header)?;
+    let rows = csv_rows(path, &DRIVE_SET_HEADER)?;
     let [f] = &rows[..] else {
         bail!(
             "{}: {} drives; the initial drive set takes one (seedship keeps one journal per drive): give the \
@@ -360,14 +362,7 @@ pub fn drive_set(path: &Path) -> anyhow::Result<DriveSetRow> {
 
 /// The drives of a v2 additional drive set file (same columns as the initial drive set), in order.
 pub fn additional_drives(path: &Path) -> anyhow::Result<Vec<DriveSetRow>> {
-    let header = [
-        "DriveLetter",
-        "FormatOption",
-        "SilentOrPromptOnFormat",
-        "Encryption",
-        "ExistingBitLockerKey",
-    ];
-    let rows = csv_rows(path, &header)?;
+    let rows = csv_rows(path, &DRIVE_SET_HEADER)?;
     if rows.is_empty() {
         bail!("{}: no drives", path.display());
     }

@@ -672,7 +672,7 @@ mod tests {
         let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
         s.write_pages("v", 0, &data).unwrap();
         // neighbours, a gap just inside and just beyond READ_GAP, and a run longer than one request
-        let mut starts = vec![0, 512, 1536, 1536 + 512 + READ_GAP, 2048 + 2 * READ_GAP + 512];
+        let mut starts = vec![0, 512, 1536, 1536 + 512 + READ_GAP, 2048 + 2 * READ_GAP + 1024];
         let far = 8u64 << 20;
         starts.extend((0..(crate::blob::MAX_PUT_PAGE / PAGE_SIZE + 3)).map(|k| far + k * PAGE_SIZE));
         let pages = read_pages(&s, "v", starts.iter().copied()).unwrap();
