@@ -18,11 +18,12 @@ use crate::fsmeta::{self, Names};
 use crate::progress::Counters;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use rayon::prelude::*;
+use seedship_shared::blob::leaves::Leaves;
 use seedship_shared::repo::{
     encode_blob, encode_blob_into, id_hex, parse_id, ChunkId, ChunkRef, EncodedBlob, IndexPolicy, Node,
     NodeKind, PackWriter, Repository, Snapshot, SnapshotStats, Tree, VolumeDigest, BLOB_DATA, BLOB_TREE,
 };
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::io::AsRawFd;
@@ -404,7 +405,7 @@ struct Walker<'a> {
 }
 /// How the pack writer of a backup works, staging or vault ([`crate::config::Tuning`] builds both); how many
 /// walked directories may wait for their files' results, and how many reader threads there are.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct WriterOptions {
     /// Pack size in bytes (`SEEDSHIP_PACK_SIZE_KIB`, default 16 MiB).
     pub pack_size: usize,
@@ -418,6 +419,9 @@ pub struct WriterOptions {
     pub dirs_in_flight: usize,
     /// Reader/chunker/encrypt threads (`SEEDSHIP_READERS`, default the available parallelism).
     pub readers: usize,
+    /// Leaves of the staged volumes as the job descriptor records them: appending to the newest volume then
+    /// reads back only its last leaf.
+    pub known_leaves: BTreeMap<String, Leaves>,
 }
 
 /// What to back up: the sources and what to leave out of them.
@@ -444,7 +448,8 @@ pub fn run(
     // envelope buffers circulate readers -> writer -> readers instead of being allocated per blob
     let (pool_tx, pool_rx) = bounded::<Vec<u8>>(threads * 4);
     let writer = {
-        let mut w = PackWriter::open(repo.clone(), wopts.pack_size, wopts.index.packs)?;
+        let mut w = PackWriter::open(repo.clone(), wopts.pack_size, wopts.index.packs)?
+            .with_known_leaves(wopts.known_leaves.clone());
         w.set_index_policy(wopts.index);
         if !wopts.digests {
             w = w.without_digests();
@@ -1004,6 +1009,7 @@ mod tests {
             digests: false,
             dirs_in_flight: 4,
             readers: crate::config::Tuning::from_env().readers,
+            known_leaves: Default::default(),
         };
         // two walk threads whatever the machine, so that the bound below does not depend on it
         let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();

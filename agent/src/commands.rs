@@ -1,6 +1,9 @@
 //! One function per subcommand: turn the parsed command line into work and report the outcome.
 
-use crate::pipeline::{backup_exit, open_repo, run_pipeline, snapshot_line, staged_blobs};
+use crate::pipeline::{
+    backup_exit, known_leaves, leaf_cache_path, load_leaf_cache, open_repo, run_pipeline, save_leaf_cache,
+    snapshot_line, staged_blobs,
+};
 use crate::policy::{self, Mode, Policy};
 use crate::report::{
     self, BackupSummary, CheckJson, ImportJob, ImportJobState, SnapshotEntry, SnapshotsReport, StatusReport,
@@ -254,14 +257,11 @@ pub fn backup(cfg: &Config, c: &BackupCmd, sum: &mut BackupSummary) -> anyhow::R
     let _lock = crate::lock::acquire(&cfg.storage_key, &pol, "backup")?;
     sum.target = Some("staging".into());
     let repo = open_repo(cfg, &pol, true)?;
-    let out = run_pipeline(
-        cfg,
-        &pol,
-        &repo,
-        &desc.source_host,
-        cfg.tuning.staging_writer(),
-        None,
-    )?;
+    let leaf_path = leaf_cache_path(cfg, &pol);
+    let mut leaves = load_leaf_cache(&leaf_path);
+    let mut wopts = cfg.tuning.staging_writer();
+    wopts.known_leaves = known_leaves(&leaves, &desc.blobs);
+    let out = run_pipeline(cfg, &pol, &repo, &desc.source_host, wopts, None)?;
     sum.set_stats(&out.stats);
     let Some(snap) = out.snapshot else {
         println!(
@@ -273,9 +273,10 @@ pub fn backup(cfg: &Config, c: &BackupCmd, sum: &mut BackupSummary) -> anyhow::R
     // retention first, so the descriptor lists only what stays; the snapshots of a job already complete
     // (its drives may be prepared) are protected by forget's guard
     crate::forget::after_backup(&repo, &pol)?;
-    desc.blobs = staged_blobs(&repo, &desc.blobs, &out.volumes)?;
+    desc.blobs = staged_blobs(&repo, &desc.blobs, &out.volumes, &Default::default(), &mut leaves)?;
     desc.state = JobState::BackupComplete;
     desc.save(&job_dir)?;
+    save_leaf_cache(&leaf_path, &leaves);
     sum.snapshot = Some(snap.clone());
     sum.import_job = job(ImportJobState::Waiting);
     let s = &out.stats;

@@ -219,6 +219,7 @@ impl Tuning {
             digests: true,
             dirs_in_flight: self.dirs_in_flight,
             readers: self.readers,
+            known_leaves: Default::default(),
         }
     }
 

@@ -231,7 +231,7 @@ pub fn forget(cfg: &Config, c: &ForgetCmd) -> anyhow::Result<Exit> {
             c.limits.options(without),
             dry,
             print,
-            cfg.kill_at.as_deref(),
+            cfg,
         )?)
     } else {
         None

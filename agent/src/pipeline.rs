@@ -8,11 +8,15 @@ use crate::policy::{Mode, Policy};
 use crate::progress::{Counters, Display};
 use crate::store::open_metered_repo_store;
 use crate::{Config, Exit};
+use seedship_shared::blob::leaves::{self, LeafCache, Leaves};
 use seedship_shared::blob::Meter;
 use seedship_shared::repo::{
     CachedStore, IndexCacheOptions, RepoError, Repository, Snapshot, SnapshotStats, VolumeDigest,
 };
 use seedship_shared::staging::StagedBlob;
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Opens the policy's repository. With `cached`, metadata objects and trees are read through the local
@@ -133,38 +137,105 @@ pub(crate) fn snapshot_line(snap: &str, s: &SnapshotStats) -> String {
     )
 }
 
-/// The descriptor's blob list: every object, with digests from the pack writer or computed.
+/// The file keeping the leaves of the staged volumes between runs (`<state>/cache/<job>/volume-leaves`).
+pub(crate) fn leaf_cache_path(cfg: &Config, pol: &Policy) -> PathBuf {
+    cfg.state_dir.join("cache").join(&pol.job).join("volume-leaves")
+}
+
+/// The leaf cache, empty (with a note) when it cannot be read: it only saves reading volumes again.
+pub(crate) fn load_leaf_cache(path: &Path) -> LeafCache {
+    LeafCache::load(path).unwrap_or_else(|why| {
+        eprintln!("note: leaf cache {why}; the staged volumes are hashed whole this time");
+        LeafCache::default()
+    })
+}
+
+/// The cached leaves of the descriptor's volumes whose length and digest are what the descriptor records.
+pub(crate) fn known_leaves(cache: &LeafCache, old: &[StagedBlob]) -> BTreeMap<String, Leaves> {
+    old.iter()
+        .filter_map(|b| {
+            cache
+                .matching(&b.name, b.len, &b.blake3)
+                .map(|l| (b.name.clone(), l.clone()))
+        })
+        .collect()
+}
+
+/// The descriptor's blob list: every object, with digests from the pack writer, kept from `old` or computed.
+/// The volumes in `changed` (with the byte ranges changed in them since `old`; growth is found by length)
+/// are hashed again, only the leaves touched where `cache` holds a matching entry. `cache` is left holding
+/// the leaves of every volume listed.
 pub(crate) fn staged_blobs(
     repo: &Repository,
     old: &[StagedBlob],
     fresh: &[VolumeDigest],
+    changed: &BTreeMap<String, Vec<Range<u64>>>,
+    cache: &mut LeafCache,
 ) -> anyhow::Result<Vec<StagedBlob>> {
     use rayon::prelude::*;
     let store = repo.store();
-    store
+    let known = known_leaves(cache, old);
+    let listed: Vec<(StagedBlob, Option<Leaves>)> = store
         .list("")?
         .into_par_iter()
         .map(|o| {
+            let staged = |leaves: Leaves| {
+                let b = StagedBlob {
+                    name: o.name.clone(),
+                    len: leaves.len,
+                    blake3: leaves.hex(),
+                };
+                Ok((b, Some(leaves)))
+            };
             if let Some(v) = fresh.iter().find(|v| v.name == o.name && v.len == o.len) {
-                return Ok(StagedBlob {
-                    name: o.name,
-                    len: o.len,
-                    blake3: v.blake3.clone(),
-                });
+                return staged(v.leaves.clone());
+            }
+            let volume = o.name.starts_with("data/");
+            if let Some(ranges) = changed.get(&o.name) {
+                return match known.get(&o.name) {
+                    Some(k) => staged(leaves::rehash(&**store, &o.name, k, ranges)?),
+                    None => staged(leaves::hash_blob(&**store, &o.name)?),
+                };
             }
             if let Some(b) = old.iter().find(|b| b.name == o.name && b.len == o.len) {
                 // objects are immutable and volumes append-only: same name and length, same bytes
-                return Ok(b.clone());
+                return Ok((b.clone(), known.get(&o.name).cloned()));
             }
-            // hashed on every core: after a prune every volume it cleared is read again
+            if volume {
+                return staged(match known.get(&o.name) {
+                    // grown since: its old leaves stand below the old length
+                    Some(k) => leaves::rehash(&**store, &o.name, k, &[])?,
+                    None => leaves::hash_blob(&**store, &o.name)?,
+                });
+            }
             let (len, h) = crate::check::blob_digest(&**store, &o.name)?;
-            Ok(StagedBlob {
+            let b = StagedBlob {
                 name: o.name,
                 len,
                 blake3: h,
-            })
+            };
+            Ok((b, None))
         })
-        .collect()
+        .collect::<anyhow::Result<_>>()?;
+    cache.blobs.clear();
+    let mut out = Vec::with_capacity(listed.len());
+    for (b, l) in listed {
+        if let Some(l) = l {
+            cache.blobs.insert(b.name.clone(), l);
+        }
+        out.push(b);
+    }
+    Ok(out)
+}
+
+/// Saves the leaf cache, with a note when it cannot (the next run hashes the volumes whole).
+pub(crate) fn save_leaf_cache(path: &Path, cache: &LeafCache) {
+    if let Err(e) = cache.save(path) {
+        eprintln!(
+            "note: cannot write the leaf cache {}: {e}; the next run hashes the staged volumes whole",
+            path.display()
+        );
+    }
 }
 
 /// Turns an error opening the repository into one that says what to do, in online mode.

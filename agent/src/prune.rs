@@ -10,7 +10,7 @@
 //! (`repacked`, `recorded`, `indexed`, `index-deleted`, `old-index-deleted`, `cleared`, `volume-deleted`,
 //! `done`); the crash tests use it. It is read once, into [`Config::kill_at`].
 
-use crate::pipeline::{open_metered_repo, staged_blobs};
+use crate::pipeline::{leaf_cache_path, load_leaf_cache, open_metered_repo, save_leaf_cache, staged_blobs};
 use crate::policy::{self, Mode, Policy};
 use crate::{Config, Exit, KeyCmd, PruneCmd};
 use anyhow::bail;
@@ -19,7 +19,7 @@ use seedship_shared::repo::prune::{self, PruneOptions, PrunePlan, PruneStats};
 use seedship_shared::repo::{volume_name, Repository};
 use seedship_shared::staging::JobDescriptor;
 use seedship_shared::units::human;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// Parses `--max-unused`: a percentage (`10%` or `10`), 0..=100.
@@ -109,7 +109,7 @@ pub fn prune(cfg: &Config, c: &PruneCmd) -> anyhow::Result<Exit> {
         c.limits.options(Vec::new()),
         c.dry_run,
         !c.json,
-        cfg.kill_at.as_deref(),
+        cfg,
     )?;
     if c.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -127,8 +127,9 @@ pub(crate) fn run(
     opts: PruneOptions,
     dry_run: bool,
     print: bool,
-    kill_at: Option<&str>,
+    cfg: &Config,
 ) -> anyhow::Result<serde_json::Value> {
+    let kill_at = cfg.kill_at.as_deref();
     let started = std::time::Instant::now();
     let plan = prune::plan(repo, &opts)?;
     if print {
@@ -166,7 +167,7 @@ pub(crate) fn run(
         let desc = staging_descriptor_before(pol)?;
         stats = prune::execute(repo, &plan, &mut step)?;
         if let Some(old) = desc {
-            staging_descriptor_after(pol, repo, &plan, old)?;
+            staging_descriptor_after(cfg, pol, repo, &plan, old)?;
         }
     }
     let m = meter.stats();
@@ -229,33 +230,32 @@ fn changed_by_prune(name: &str) -> bool {
     ["data/", "index/", "prune/"].iter().any(|p| name.starts_with(p))
 }
 
-/// Lists every object with its digest again: unchanged volumes keep theirs, changed ones are hashed.
+/// Lists every object with its digest again: unchanged volumes keep theirs; in changed ones only the leaves
+/// holding a cleared range, or past the old end where repacked blobs went, are read and hashed again.
 fn staging_descriptor_after(
+    cfg: &Config,
     pol: &Policy,
     repo: &seedship_shared::repo::Repository,
     plan: &PrunePlan,
     old: JobDescriptor,
 ) -> anyhow::Result<()> {
-    let mut touched: BTreeSet<String> = plan.clear.iter().map(|(v, _, _)| volume_name(*v)).collect();
-    if !plan.repack.is_empty() {
-        // the repacked blobs went to the newest volume(s)
-        let first_new = plan.repack.iter().map(|e| e.volume).max().unwrap_or(0);
-        touched.extend(
-            repo.volume_ends()
-                .keys()
-                .filter(|&&v| v >= first_new)
-                .map(|&v| volume_name(v)),
-        );
+    let mut changed: BTreeMap<String, Vec<std::ops::Range<u64>>> = BTreeMap::new();
+    for &(v, start, end) in &plan.clear {
+        changed.entry(volume_name(v)).or_default().push(start..end);
     }
-    let keep: Vec<_> = old
-        .blobs
-        .iter()
-        .filter(|b| !touched.contains(&b.name))
-        .cloned()
-        .collect();
+    if !plan.repack.is_empty() {
+        // the repacked blobs went to the newest volume(s), past their old ends
+        let first_new = plan.repack.iter().map(|e| e.volume).max().unwrap_or(0);
+        for &v in repo.volume_ends().keys().filter(|&&v| v >= first_new) {
+            changed.entry(volume_name(v)).or_default();
+        }
+    }
+    let leaf_path = leaf_cache_path(cfg, pol);
+    let mut leaves = load_leaf_cache(&leaf_path);
     let mut desc = old;
-    desc.blobs = staged_blobs(repo, &keep, &[])?;
+    desc.blobs = staged_blobs(repo, &desc.blobs, &[], &changed, &mut leaves)?;
     desc.save(&pol.job_dir())?;
+    save_leaf_cache(&leaf_path, &leaves);
     Ok(())
 }
 

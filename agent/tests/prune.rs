@@ -147,6 +147,54 @@ fn prune_repacks_only_past_max_unused_and_within_max_repack() {
         .contains("nothing to prune"));
 }
 
+/// The leaves of the staged volumes are kept in the state folder (0600) so that a backup appending to a
+/// volume and a prune clearing ranges of one read back only the 4 MiB leaves they touched; the job
+/// descriptor's digests stay those of the whole volumes (`check --read-data` hashes them whole). A damaged
+/// cache file is noted and the volumes are hashed whole.
+#[test]
+fn volume_leaves_are_cached_and_a_damaged_cache_is_noted_and_rebuilt() {
+    use std::os::unix::fs::PermissionsExt;
+    let e = Env::new();
+    let (snap, expect) = history(&e, "64");
+    let cache = e.p("state/cache/job1/volume-leaves");
+    let meta = std::fs::metadata(&cache).expect("the backups wrote the leaf cache");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let volume = std::fs::metadata(e.blobs().join("data/00000000")).unwrap().len();
+    assert!(
+        volume > 2 * (4 << 20),
+        "the volume spans several leaves: {volume}"
+    );
+
+    let both = |args: &[&str]| {
+        let o = e.run(args);
+        assert!(o.status.success(), "{args:?}: {}", text(&o.stderr));
+        format!("{}{}", text(&o.stdout), text(&o.stderr))
+    };
+    let out = both(&["prune", "--max-unused", "0%"]);
+    assert!(out.contains("freed"), "{out}");
+    assert!(!out.contains("leaf cache"), "{out}");
+    e.check_read_data();
+
+    let mut bytes = std::fs::read(&cache).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&cache, &bytes).unwrap();
+    std::fs::write(e.p("src/d.bin"), random(5 << 20, 14)).unwrap();
+    let out = both(&["backup", "--another-snapshot"]);
+    assert!(
+        out.contains("note: leaf cache") && out.contains("damaged") && out.contains("hashed whole"),
+        "{out}"
+    );
+    e.check_read_data();
+    let again = both(&["backup", "--another-snapshot"]);
+    assert!(
+        !again.contains("leaf cache"),
+        "rewritten whole by the run before: {again}"
+    );
+    e.check_read_data();
+    e.restores_as(&snap, &expect);
+}
+
 #[test]
 fn a_prune_killed_at_any_step_leaves_a_sound_repository_and_a_rerun_finishes() {
     let steps = [

@@ -14,6 +14,7 @@ use std::ops::Range;
 
 pub mod azure;
 mod digest;
+pub mod leaves;
 pub mod local;
 pub mod memory;
 pub mod meter;

@@ -19,7 +19,9 @@ use super::format::{encode_index, IndexEntry, BLOB_TREE, VOLUME_HEADER_LEN, VOLU
 use super::repository::{EncodedBlob, Repository};
 use super::IdSet;
 use super::{volume_name, RepoError};
+use crate::blob::leaves::{LeafHasher, Leaves};
 use crate::blob::{Metadata, PAGE_SIZE};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,6 +47,8 @@ pub struct VolumeDigest {
     pub name: String,
     pub len: u64,
     pub blake3: String,
+    /// The chaining values of its 4 MiB leaves, so that a later change re-hashes only what it touched.
+    pub leaves: Leaves,
 }
 
 /// When the pack writer writes an index object: after `packs` packs, or once `bytes` bytes or `interval`
@@ -91,7 +95,9 @@ pub struct PackWriter {
     pending: IdSet,
     /// Ids [`PackWriter::add_moved`] packed in this run.
     moved: IdSet,
-    hasher: blake3::Hasher,
+    hasher: LeafHasher,
+    /// Leaves of volumes as earlier runs left them: a resumed volume's prefix is read only past them.
+    known_leaves: BTreeMap<String, Leaves>,
     inflight: Option<InFlight>,
     /// A resumed volume whose earlier content is not yet in `hasher`.
     prefix_unhashed: bool,
@@ -122,7 +128,8 @@ impl PackWriter {
             packs_since_index: 0,
             pending: IdSet::default(),
             moved: IdSet::default(),
-            hasher: blake3::Hasher::new(),
+            hasher: LeafHasher::new(),
+            known_leaves: BTreeMap::new(),
             inflight: None,
             prefix_unhashed: false,
             spare: Vec::new(),
@@ -152,6 +159,13 @@ impl PackWriter {
     pub fn without_digests(mut self) -> Self {
         self.digests_on = false;
         self.prefix_unhashed = false;
+        self
+    }
+
+    /// Leaves of volumes as earlier runs left them (entries the caller checked against its record of each
+    /// volume): appending to one of them reads back only its last, partial leaf instead of the whole volume.
+    pub fn with_known_leaves(mut self, known: BTreeMap<String, Leaves>) -> Self {
+        self.known_leaves = known;
         self
     }
 
@@ -193,7 +207,7 @@ impl PackWriter {
         self.offset = end;
         self.volume_len = end;
         // the kept prefix is hashed only if this run appends to the volume (see hash_prefix)
-        self.hasher = blake3::Hasher::new();
+        self.hasher = LeafHasher::new();
         self.prefix_unhashed = self.digests_on;
         Ok(())
     }
@@ -204,8 +218,11 @@ impl PackWriter {
             return Ok(());
         }
         let name = volume_name(self.volume);
+        if let Some(known) = self.known_leaves.get(&name) {
+            self.hasher = LeafHasher::resume(known, self.offset);
+        }
         let mut buf = vec![0u8; 4 << 20];
-        let mut pos = 0;
+        let mut pos = self.hasher.position();
         while pos < self.offset {
             let n = (self.offset - pos).min(buf.len() as u64) as usize;
             self.repo.store().read_at(&name, pos, &mut buf[..n])?;
@@ -230,7 +247,7 @@ impl PackWriter {
         self.volume = v;
         self.offset = VOLUME_HEADER_LEN;
         self.volume_len = VOLUME_HEADER_LEN;
-        self.hasher = blake3::Hasher::new();
+        self.hasher = LeafHasher::new();
         self.hasher.update(&header);
         self.prefix_unhashed = false;
         Ok(())
@@ -377,16 +394,18 @@ impl PackWriter {
     }
 
     fn close_volume(&mut self) {
-        let h = std::mem::replace(&mut self.hasher, blake3::Hasher::new());
+        let h = std::mem::take(&mut self.hasher);
         if self.prefix_unhashed || !self.digests_on {
             // resumed but not appended to: unchanged, no digest from this run
             self.prefix_unhashed = false;
             return;
         }
+        let leaves = h.finish();
         self.digests.push(VolumeDigest {
             name: volume_name(self.volume),
             len: self.offset,
-            blake3: h.finalize().to_hex().to_string(),
+            blake3: leaves.hex(),
+            leaves,
         });
     }
 
