@@ -204,10 +204,10 @@ fn read_leaf(
 ) -> Result<(ChainingValue, Option<blake3::Hash>), BlobError> {
     let start = k * LEAF_LEN;
     let n = (len - start).min(LEAF_LEN) as usize;
-    buf.resize(n, 0);
-    store.read_at(name, start, buf)?;
     let mut h = leaf_hasher(k);
-    h.update(buf);
+    store.visit(name, start, n, buf, &mut |bytes| {
+        h.update(bytes);
+    })?;
     let root = (len <= LEAF_LEN).then(|| h.finalize());
     Ok((h.finalize_non_root(), root))
 }

@@ -256,6 +256,19 @@ impl<S: BlobStore> BlobStore for MeteredStore<S> {
         self.meter.received.fetch_add(buf.len() as u64, Ordering::Relaxed);
         Ok(())
     }
+    fn visit(
+        &self,
+        name: &str,
+        offset: u64,
+        len: usize,
+        buf: &mut Vec<u8>,
+        f: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), BlobError> {
+        self.meter.request();
+        self.inner.visit(name, offset, len, buf, f)?;
+        self.meter.received.fetch_add(len as u64, Ordering::Relaxed);
+        Ok(())
+    }
     fn page_ranges(&self, name: &str) -> Result<Vec<Range<u64>>, BlobError> {
         self.meter.request();
         self.inner.page_ranges(name)

@@ -97,6 +97,22 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
     /// Reads exactly `buf.len()` bytes at `offset` (no alignment needed). Unwritten pages read as zeros;
     /// a range past the object's end is an error.
     fn read_at(&self, name: &str, offset: u64, buf: &mut [u8]) -> Result<(), BlobError>;
+    /// Hands bytes `offset..offset + len` of object `name` to `f`, as [`BlobStore::read_at`] reads them. A
+    /// store that can map the object hands over its own pages (no copy: hashing a staged volume again costs
+    /// as much in copying from the page cache as in BLAKE3); the default reads into `buf`.
+    fn visit(
+        &self,
+        name: &str,
+        offset: u64,
+        len: usize,
+        buf: &mut Vec<u8>,
+        f: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), BlobError> {
+        buf.resize(len, 0);
+        self.read_at(name, offset, buf)?;
+        f(buf);
+        Ok(())
+    }
     /// The ranges that hold written pages, sorted, merged and non-overlapping. A store may report zero
     /// pages that were written explicitly; it never omits a page that holds non-zero data.
     fn page_ranges(&self, name: &str) -> Result<Vec<Range<u64>>, BlobError>;

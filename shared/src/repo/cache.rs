@@ -130,6 +130,23 @@ impl BlobStore for CachedStore {
         self.forget(name);
         self.inner.update_pages(name, clears, writes)
     }
+    fn visit(
+        &self,
+        name: &str,
+        offset: u64,
+        len: usize,
+        buf: &mut Vec<u8>,
+        f: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), BlobError> {
+        if !cacheable(name) {
+            return self.inner.visit(name, offset, len, buf, f);
+        }
+        buf.resize(len, 0);
+        self.read_at(name, offset, buf)?;
+        f(buf);
+        Ok(())
+    }
+
     fn read_at(&self, name: &str, offset: u64, buf: &mut [u8]) -> Result<(), BlobError> {
         if !cacheable(name) {
             return self.inner.read_at(name, offset, buf);
