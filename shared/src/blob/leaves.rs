@@ -143,30 +143,28 @@ impl LeafHasher {
     }
 }
 
+/// The chaining values of the two children of the node over `len` bytes (more than a leaf) whose leaves are
+/// `cvs`: BLAKE3 gives the left child the largest power of two shorter than the whole, a multiple of a leaf.
+fn children(cvs: &[ChainingValue], len: u64) -> (ChainingValue, ChainingValue) {
+    let left = left_subtree_len(len);
+    let n = (left / LEAF_LEN) as usize;
+    (subtree(&cvs[..n], left), subtree(&cvs[n..], len - left))
+}
+
 /// The chaining value of the subtree of `len` bytes whose leaves are `cvs` (at a multiple of its own size).
 fn subtree(cvs: &[ChainingValue], len: u64) -> ChainingValue {
     if cvs.len() == 1 {
         return cvs[0];
     }
-    let left = left_subtree_len(len);
-    let n = (left / LEAF_LEN) as usize;
-    merge_subtrees_non_root(
-        &subtree(&cvs[..n], left),
-        &subtree(&cvs[n..], len - left),
-        Mode::Hash,
-    )
+    let (l, r) = children(cvs, len);
+    merge_subtrees_non_root(&l, &r, Mode::Hash)
 }
 
 /// The root of a blob of `len` bytes, more than one leaf, from its leaves.
 fn root_of(cvs: &[ChainingValue], len: u64) -> blake3::Hash {
     debug_assert!(len > LEAF_LEN && cvs.len() as u64 == len.div_ceil(LEAF_LEN));
-    let left = left_subtree_len(len);
-    let n = (left / LEAF_LEN) as usize;
-    merge_subtrees_root(
-        &subtree(&cvs[..n], left),
-        &subtree(&cvs[n..], len - left),
-        Mode::Hash,
-    )
+    let (l, r) = children(cvs, len);
+    merge_subtrees_root(&l, &r, Mode::Hash)
 }
 
 /// Leaves of blob `name` whose bytes in `changed` (and anywhere past `known.len`, or in leaves the blob's

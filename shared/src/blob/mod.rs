@@ -65,6 +65,21 @@ pub fn update_pages_one_by_one<S: BlobStore + ?Sized>(
     Ok(())
 }
 
+/// [`BlobStore::visit`] by [`BlobStore::read_at`] into `buf`.
+pub fn visit_by_reading<S: BlobStore + ?Sized>(
+    store: &S,
+    name: &str,
+    offset: u64,
+    len: usize,
+    buf: &mut Vec<u8>,
+    f: &mut dyn FnMut(&[u8]),
+) -> Result<(), BlobError> {
+    buf.resize(len, 0);
+    store.read_at(name, offset, buf)?;
+    f(buf);
+    Ok(())
+}
+
 /// A container of page-blob-shaped objects. All methods are blocking and may be called from several
 /// threads at once; an implementation that talks to a server keeps several requests in flight inside one
 /// call where the call is large enough.
@@ -108,10 +123,7 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
         buf: &mut Vec<u8>,
         f: &mut dyn FnMut(&[u8]),
     ) -> Result<(), BlobError> {
-        buf.resize(len, 0);
-        self.read_at(name, offset, buf)?;
-        f(buf);
-        Ok(())
+        visit_by_reading(self, name, offset, len, buf, f)
     }
     /// The ranges that hold written pages, sorted, merged and non-overlapping. A store may report zero
     /// pages that were written explicitly; it never omits a page that holds non-zero data.

@@ -141,10 +141,7 @@ impl BlobStore for CachedStore {
         if !cacheable(name) {
             return self.inner.visit(name, offset, len, buf, f);
         }
-        buf.resize(len, 0);
-        self.read_at(name, offset, buf)?;
-        f(buf);
-        Ok(())
+        crate::blob::visit_by_reading(self, name, offset, len, buf, f)
     }
 
     fn read_at(&self, name: &str, offset: u64, buf: &mut [u8]) -> Result<(), BlobError> {
