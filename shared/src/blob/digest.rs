@@ -13,13 +13,12 @@ pub fn blake3_of(
 ) -> Result<(u64, String), BlobError> {
     let len = store.properties(name)?.len;
     let mut h = blake3::Hasher::new();
-    let mut buf = Vec::new();
+    let mut buf = vec![0u8; piece.min(len as usize)];
     let mut pos = 0;
     while pos < len {
-        let n = (len - pos).min(piece.max(1) as u64) as usize;
-        store.visit(name, pos, n, &mut buf, &mut |bytes| {
-            h.update(bytes);
-        })?;
+        let n = (len - pos).min(buf.len() as u64) as usize;
+        store.read_at(name, pos, &mut buf[..n])?;
+        h.update(&buf[..n]);
         pos += n as u64;
         done(n as u64);
     }

@@ -114,7 +114,9 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug {
     fn read_at(&self, name: &str, offset: u64, buf: &mut [u8]) -> Result<(), BlobError>;
     /// Hands bytes `offset..offset + len` of object `name` to `f`, as [`BlobStore::read_at`] reads them. A
     /// store that can map the object hands over its own pages (no copy: hashing a staged volume again costs
-    /// as much in copying from the page cache as in BLAKE3); the default reads into `buf`.
+    /// as much in copying from the page cache as in BLAKE3); the default reads into `buf`. Only for a caller
+    /// that holds the writer lock: a mapped file that another process truncates meanwhile faults (SIGBUS)
+    /// where a read would fail with an error.
     fn visit(
         &self,
         name: &str,
