@@ -121,6 +121,13 @@ if [ "${HISTORY_ONLY:-0}" = 1 ]; then
   exit 0
 fi
 
+# each repository is read once before its prune: every tool starts from a warm page cache, whatever state
+# building the history (or restoring a saved copy of it) left the cache in
+warm() { find "$1" -type f -exec cat {} + > /dev/null; }
+# (with each tool's local cache: seedship's state folder, restic's and rustic's cache folders)
+warm "$SEED_REPO"; warm "$SEEDSHIP_STATE_DIR"
+warm "$WORK/restic"; [ -d "$HOME/.cache/restic" ] && warm "$HOME/.cache/restic"
+if [ $HAVE_RUSTIC = 1 ]; then warm "$WORK/rustic"; [ -d "$HOME/.cache/rustic" ] && warm "$HOME/.cache/rustic"; fi
 before_seedship=$(size "$SEED_REPO"); timed seedship-prune "$AGENT" prune; t_seedship=$LAST; c_seedship=$LAST_CPU; after_seedship=$(size "$SEED_REPO")
 before_restic=$(size "$WORK/restic"); timed restic-prune restic prune; t_restic=$LAST; c_restic=$LAST_CPU; after_restic=$(size "$WORK/restic")
 if [ $HAVE_RUSTIC = 1 ]; then
