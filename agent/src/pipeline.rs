@@ -187,24 +187,20 @@ pub(crate) fn staged_blobs(
                 };
                 Ok((b, Some(leaves)))
             };
-            if let Some(v) = fresh.iter().find(|v| v.name == o.name && v.len == o.len) {
+            if let Some(v) = fresh.iter().find(|v| v.name == o.name && v.leaves.len == o.len) {
                 return staged(v.leaves.clone());
             }
-            let volume = o.name.starts_with("data/");
-            if let Some(ranges) = changed.get(&o.name) {
-                return match known.get(&o.name) {
-                    Some(k) => staged(leaves::rehash(&**store, &o.name, k, ranges)?),
-                    None => staged(leaves::hash_blob(&**store, &o.name)?),
-                };
+            let ranges = changed.get(&o.name);
+            if ranges.is_none() {
+                if let Some(b) = old.iter().find(|b| b.name == o.name && b.len == o.len) {
+                    // objects are immutable and volumes append-only: same name and length, same bytes
+                    return Ok((b.clone(), known.get(&o.name).cloned()));
+                }
             }
-            if let Some(b) = old.iter().find(|b| b.name == o.name && b.len == o.len) {
-                // objects are immutable and volumes append-only: same name and length, same bytes
-                return Ok((b.clone(), known.get(&o.name).cloned()));
-            }
-            if volume {
+            if ranges.is_some() || o.name.starts_with("data/") {
+                // changed, or grown since: the known leaves stand outside the changed ranges, below the old end
                 return staged(match known.get(&o.name) {
-                    // grown since: its old leaves stand below the old length
-                    Some(k) => leaves::rehash(&**store, &o.name, k, &[])?,
+                    Some(k) => leaves::rehash(&**store, &o.name, k, ranges.map_or(&[], Vec::as_slice))?,
                     None => leaves::hash_blob(&**store, &o.name)?,
                 });
             }

@@ -41,13 +41,11 @@ pub const MAX_UNINDEXED: usize = 1 << 16;
 /// A pack being written: gives its buffer back with the result.
 type InFlight = std::thread::JoinHandle<(Vec<u8>, Result<(), crate::blob::BlobError>)>;
 
-/// Length and BLAKE3 of a volume as written, for the job descriptor.
+/// A volume as written, for the job descriptor: its length and BLAKE3 with the chaining values of its 4 MiB
+/// leaves, so that a later change re-hashes only what it touched.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VolumeDigest {
     pub name: String,
-    pub len: u64,
-    pub blake3: String,
-    /// The chaining values of its 4 MiB leaves, so that a later change re-hashes only what it touched.
     pub leaves: Leaves,
 }
 
@@ -400,12 +398,9 @@ impl PackWriter {
             self.prefix_unhashed = false;
             return;
         }
-        let leaves = h.finish();
         self.digests.push(VolumeDigest {
             name: volume_name(self.volume),
-            len: self.offset,
-            blake3: leaves.hex(),
-            leaves,
+            leaves: h.finish(),
         });
     }
 
