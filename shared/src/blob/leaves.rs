@@ -244,12 +244,7 @@ pub fn rehash(
 
 /// Blob `name` read and hashed whole, on every core (its leaves are independent).
 pub fn hash_blob(store: &dyn BlobStore, name: &str) -> Result<Leaves, BlobError> {
-    let none = Leaves {
-        len: 0,
-        cvs: Vec::new(),
-        root: blake3::hash(b""),
-    };
-    rehash(store, name, &none, &[])
+    rehash(store, name, &Leaves::of(&[]), &[])
 }
 
 /// Magic of a leaf cache file, version 1.
