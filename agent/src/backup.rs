@@ -20,8 +20,9 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use rayon::prelude::*;
 use seedship_shared::blob::leaves::Leaves;
 use seedship_shared::repo::{
-    encode_blob, encode_blob_into, id_hex, parse_id, ChunkId, ChunkRef, EncodedBlob, IndexPolicy, Node,
-    NodeKind, PackWriter, Repository, Snapshot, SnapshotStats, Tree, VolumeDigest, BLOB_DATA, BLOB_TREE,
+    encode_blob, encode_blob_into, id_hex, parse_id, ChunkId, ChunkRef, EncodedBlob, IndexPolicy, Listing,
+    Node, NodeKind, PackWriter, Repository, Snapshot, SnapshotStats, SplitRule, Tree, VolumeDigest,
+    BLOB_DATA, BLOB_TREE, SNAPSHOT_VERSION,
 };
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
@@ -112,11 +113,13 @@ type FileResult = Result<(Vec<ChunkRef>, Vec<(String, String)>, Option<String>),
 /// One directory from its listing until its tree is stored. It is complete when its walk has ended, every
 /// file job of its nodes has its result and every subdirectory is complete; whoever completes it (the
 /// walker or a reader) stores its tree at once and hands only the tree id to its parent directory.
+///
+/// A folder of more entries than [`SplitRule::above`] is split: each part of its nodes is a directory of its
+/// own here (its `up` is the folder and the part's index), and the folder waits for its parts' ids only.
 struct Dir {
-    /// The directory it is in, and the index of its node there (none: the root of the snapshot).
+    /// The directory it is in, and the index of its node there (none: the root of the snapshot); for a part
+    /// of a split folder, the folder and the part's index.
     up: Option<(Arc<Dir>, usize)>,
-    /// Its tree in the parent snapshot.
-    parent_id: Option<ChunkId>,
     /// Results and subtrees still awaited, plus one until its walk has ended.
     pending: AtomicUsize,
     parts: Mutex<DirParts>,
@@ -135,13 +138,17 @@ struct DirParts {
     /// metadata, content read again, unreadable). When none does and every subdirectory kept its tree, the
     /// directory keeps its tree id as well, without serialising and hashing its tree again.
     differs: bool,
+    /// Its tree in the parent snapshot, when its nodes may be the same (for a part of a split folder: the
+    /// parent's part that held exactly the same run of names).
+    parent_id: Option<ChunkId>,
+    /// A split folder: it holds no nodes, and its subtrees are its parts.
+    split: bool,
 }
 
 impl Dir {
-    fn new(up: Option<(Arc<Dir>, usize)>, parent_id: Option<ChunkId>) -> Arc<Dir> {
+    fn new(up: Option<(Arc<Dir>, usize)>) -> Arc<Dir> {
         Arc::new(Dir {
             up,
-            parent_id,
             pending: AtomicUsize::new(1),
             parts: Mutex::new(DirParts::default()),
         })
@@ -188,6 +195,8 @@ struct Trees<'a> {
     nodes: AtomicUsize,
     peak_dirs: AtomicUsize,
     peak_nodes: AtomicUsize,
+    /// Whether a split folder was stored (the snapshot is then version 2).
+    split: AtomicBool,
 }
 
 impl<'a> Trees<'a> {
@@ -213,6 +222,7 @@ impl<'a> Trees<'a> {
             nodes: AtomicUsize::new(0),
             peak_dirs: AtomicUsize::new(0),
             peak_nodes: AtomicUsize::new(0),
+            split: AtomicBool::new(false),
         }
     }
 
@@ -231,20 +241,30 @@ impl<'a> Trees<'a> {
         }
     }
 
-    /// A directory is created for a listing.
-    fn open(&self, up: Option<(Arc<Dir>, usize)>, parent_id: Option<ChunkId>) -> Arc<Dir> {
+    /// A directory (or a part of a split folder) is created for a listing.
+    fn open(&self, up: Option<(Arc<Dir>, usize)>) -> Arc<Dir> {
         let n = self.dirs.fetch_add(1, Ordering::Relaxed) + 1;
         self.peak_dirs.fetch_max(n, Ordering::Relaxed);
-        Dir::new(up, parent_id)
+        Dir::new(up)
     }
 
-    /// The directory's listing is done: its nodes are kept until it is complete.
-    fn listed(&self, dir: &Dir, nodes: Vec<Node>, differs: bool) {
+    /// The directory's listing is done: its nodes are kept until it is complete. `parent_id` is its tree in
+    /// the parent snapshot if it may be kept.
+    fn listed(&self, dir: &Dir, nodes: Vec<Node>, differs: bool, parent_id: Option<ChunkId>) {
         let n = self.nodes.fetch_add(nodes.len(), Ordering::Relaxed) + nodes.len();
         self.peak_nodes.fetch_max(n, Ordering::Relaxed);
         let mut p = dir.parts.lock().expect("lock");
         p.nodes = nodes;
         p.differs |= differs;
+        p.parent_id = parent_id;
+    }
+
+    /// A split folder's listing is done (its parts are directories of their own); `parent_id` is its tree in
+    /// the parent snapshot.
+    fn listed_split(&self, dir: &Dir, parent_id: Option<ChunkId>) {
+        let mut p = dir.parts.lock().expect("lock");
+        p.split = true;
+        p.parent_id = parent_id;
     }
 
     /// The walk of the directory (its listing and its subdirectories' walks) has ended.
@@ -323,16 +343,38 @@ impl<'a> Trees<'a> {
         let DirParts {
             mut nodes,
             results,
-            subtrees,
+            mut subtrees,
             differs,
+            parent_id,
+            split,
         } = std::mem::take(&mut *dir.parts.lock().expect("lock"));
         self.nodes.fetch_sub(nodes.len(), Ordering::Relaxed);
+        if split {
+            // the folder's tree is the list of its parts' ids, written whenever it is complete (it is small;
+            // it is the same tree, and so the same id, when every part is)
+            if self.cancel.load(Ordering::Relaxed) || self.failure.lock().expect("lock").is_some() {
+                return ([0; 32], false);
+            }
+            self.split.store(true, Ordering::Relaxed);
+            subtrees.sort_unstable_by_key(|s| s.0);
+            let tree = Tree {
+                nodes: vec![],
+                parts: subtrees.iter().map(|(_, id, _)| id_hex(id)).collect(),
+            };
+            return match self.write(&tree) {
+                Ok(id) => (id, parent_id == Some(id)),
+                Err(e) => {
+                    self.failure.lock().expect("lock").get_or_insert(e);
+                    ([0; 32], false)
+                }
+            };
+        }
         let mut same = !differs;
         for (ni, id, kept) in subtrees {
             same &= kept;
             nodes[ni].subtree = Some(id_hex(&id));
         }
-        if let (true, Some(id)) = (same, dir.parent_id) {
+        if let (true, Some(id)) = (same, parent_id) {
             return (id, true);
         }
         if self.cancel.load(Ordering::Relaxed) || self.failure.lock().expect("lock").is_some() {
@@ -356,16 +398,16 @@ impl<'a> Trees<'a> {
                 }
             }
         }
-        let tree = Tree {
-            nodes: nodes
+        let tree = Tree::of(
+            nodes
                 .into_iter()
                 .enumerate()
                 .filter(|(i, _)| !failed.contains(i))
                 .map(|(_, n)| n)
                 .collect(),
-        };
+        );
         match self.write(&tree) {
-            Ok(id) => (id, dir.parent_id == Some(id)),
+            Ok(id) => (id, parent_id == Some(id)),
             Err(e) => {
                 self.failure.lock().expect("lock").get_or_insert(e);
                 ([0; 32], false)
@@ -402,6 +444,8 @@ struct Walker<'a> {
     counters: &'a Counters,
     /// What the walk leaves out (none: nothing).
     exclude: Option<&'a Excluder>,
+    /// When a folder's tree is split into parts.
+    split: SplitRule,
 }
 /// How the pack writer of a backup works, staging or vault ([`crate::config::Tuning`] builds both); how many
 /// walked directories may wait for their files' results, and how many reader threads there are.
@@ -422,6 +466,8 @@ pub struct WriterOptions {
     /// Leaves of the staged volumes as the job descriptor records them: appending to the newest volume then
     /// reads back only its last leaf.
     pub known_leaves: BTreeMap<String, Leaves>,
+    /// When a folder's tree is split into parts (the default everywhere but in tests).
+    pub split: SplitRule,
 }
 
 /// What to back up: the sources and what to leave out of them.
@@ -481,6 +527,7 @@ pub fn run(
         cancel,
         counters,
         exclude: sel.exclude.map(|(e, _)| e),
+        split: wopts.split,
     };
     let (stats, problems) = std::thread::scope(|s| -> anyhow::Result<_> {
         let workers: Vec<_> = (0..threads)
@@ -540,7 +587,12 @@ pub fn run(
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     let snap = Snapshot {
-        version: 1,
+        // a snapshot holding a split folder is version 2: an agent from before split folders refuses it
+        version: if trees.split.load(Ordering::Relaxed) {
+            SNAPSHOT_VERSION
+        } else {
+            1
+        },
         time: now.as_secs() as i64,
         time_nsec: now.subsec_nanos(),
         host: host.to_string(),
@@ -568,7 +620,7 @@ fn into_inner<T>(m: Mutex<T>) -> T {
 impl Walker<'_> {
     /// Walks the sources; the root directory (one entry per source) completes when the last tree is stored.
     fn walk_sources(&self, sources: &[PathBuf], parent: Option<&Tree>) {
-        let root = self.trees.open(None, None);
+        let root = self.trees.open(None);
         let mut nodes = vec![];
         let mut subdirs = vec![];
         for src in sources {
@@ -592,7 +644,7 @@ impl Walker<'_> {
             }
         }
         // the root is always encoded again: it is small
-        self.trees.listed(&root, nodes, true);
+        self.trees.listed(&root, nodes, true, None);
         self.walk_subdirs(&root, subdirs);
         self.trees.walked(root);
     }
@@ -604,22 +656,21 @@ impl Walker<'_> {
     }
 
     /// Walks the subdirectories found in directory `dir`, in parallel. Each one's tree in the parent snapshot
-    /// is read when the walk enters it and dropped when its listing is done.
+    /// is read when the walk enters it (a part at a time, for a split folder) and dropped when its listing is
+    /// done.
     fn walk_subdirs(&self, dir: &Arc<Dir>, subdirs: Vec<PendingDir>) {
         // counted before any of them can complete (which releases one each)
         dir.pending.fetch_add(subdirs.len(), Ordering::AcqRel);
         subdirs.into_par_iter().for_each(|sd| {
             self.trees.enter();
-            let ptree = sd.parent.and_then(|id| self.repo.load_tree(&id).ok());
-            let sub = self.trees.open(Some((dir.clone(), sd.node)), sd.parent);
-            self.walk_dir(&sub, &sd.path, ptree);
+            let sub = self.trees.open(Some((dir.clone(), sd.node)));
+            self.walk_dir(&sub, &sd.path, sd.parent);
             self.trees.walked(sub);
         });
     }
 
-    fn walk_dir(&self, dir: &Arc<Dir>, path: &Path, parent: Option<Tree>) {
+    fn walk_dir(&self, dir: &Arc<Dir>, path: &Path, parent: Option<ChunkId>) {
         let mut differs = parent.is_none();
-        let mut nodes = vec![];
         let mut entries = vec![];
         match std::fs::read_dir(path) {
             Ok(rd) => {
@@ -635,15 +686,62 @@ impl Walker<'_> {
             }
             Err(e) => {
                 self.problem(format!("{}: cannot list: {e}", path.display()));
-                self.trees.listed(dir, nodes, differs);
+                self.trees.listed(dir, vec![], differs, None);
                 return;
             }
         };
         entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-        // the parent's nodes are moved out (not cloned) into the nodes of unchanged files
-        let mut pmap: HashMap<Vec<u8>, Node> = parent
-            .map(|t| t.nodes.into_iter().map(|n| (n.name_bytes(), n)).collect())
-            .unwrap_or_default();
+        let mut prev = ParentCursor::open(self.repo, parent);
+        if entries.len() <= self.split.above {
+            let (nodes, subdirs, d) = self.walk_entries(dir, path, entries, &mut prev);
+            // entries of the parent tree that are gone; a parent tree stored split is never kept (the folder
+            // is not split now)
+            differs |= d | prev.rest();
+            let keep = parent.filter(|_| !prev.split);
+            self.trees.listed(dir, nodes, differs, keep);
+            self.walk_subdirs(dir, subdirs);
+            return;
+        }
+        // A split folder: each part is listed, its subdirectories walked, and handed to the readers before
+        // the next part is listed, so that only the parts whose files are being read are in memory.
+        let mut entries = entries.into_iter().peekable();
+        let mut k = 0;
+        while entries.peek().is_some() && !self.cancel.load(Ordering::Relaxed) {
+            let mut part = vec![];
+            for (name, e) in entries.by_ref() {
+                let end = self
+                    .split
+                    .ends_part(&self.repo.key().chunk_id(name.as_bytes()), part.len() + 1);
+                part.push((name, e));
+                if end {
+                    break;
+                }
+            }
+            self.trees.enter();
+            dir.pending.fetch_add(1, Ordering::AcqRel);
+            let sub = self.trees.open(Some((dir.clone(), k)));
+            let start = prev.part_start();
+            let (nodes, subdirs, d) = self.walk_entries(&sub, path, part, &mut prev);
+            let keep = prev.whole_part(start);
+            self.trees.listed(&sub, nodes, d, keep);
+            self.walk_subdirs(&sub, subdirs);
+            self.trees.walked(sub);
+            k += 1;
+        }
+        self.trees.listed_split(dir, parent);
+    }
+
+    /// Adds the nodes of `entries` (in name order) to directory `dir` (a folder or a part of one); returns
+    /// the nodes, the subdirectories to walk, and whether any entry differs from its parent node.
+    fn walk_entries(
+        &self,
+        dir: &Arc<Dir>,
+        path: &Path,
+        entries: Vec<(std::ffi::OsString, std::fs::DirEntry)>,
+        prev: &mut ParentCursor<'_>,
+    ) -> (Vec<Node>, Vec<PendingDir>, bool) {
+        let mut differs = false;
+        let mut nodes = Vec::with_capacity(entries.len());
         let mut subdirs = vec![];
         for (name, entry) in entries {
             if self.cancel.load(Ordering::Relaxed) {
@@ -654,11 +752,12 @@ impl Walker<'_> {
             // lstat relative to the open directory (DirEntry::metadata does not follow symlinks), which
             // spares the kernel a walk of the whole path per entry
             let same = match entry.metadata() {
-                // an excluded entry is not recorded; if the parent tree had it, the tree differs (it
-                // stays among the parent's nodes not seen, below)
+                // an excluded entry is not recorded; if the parent tree had it, the tree differs (the cursor
+                // passes it when it moves on)
                 Ok(m) if self.exclude.is_some_and(|x| x.excludes(&p, &m)) => true,
                 Ok(m) => {
-                    let pnode = pmap.remove(name.as_bytes());
+                    let (pnode, passed) = prev.take(name.as_bytes());
+                    differs |= passed;
                     self.add_entry(dir, &mut nodes, &mut subdirs, &name, &p, &m, pnode)
                 }
                 Err(e) => {
@@ -668,11 +767,7 @@ impl Walker<'_> {
             };
             differs |= !same;
         }
-        // entries of the parent tree that are gone
-        differs |= !pmap.is_empty();
-        drop(pmap);
-        self.trees.listed(dir, nodes, differs);
-        self.walk_subdirs(dir, subdirs);
+        (nodes, subdirs, differs)
     }
 
     /// Adds the node of one entry of directory `dir` to `nodes`; returns whether it equals its node in the
@@ -794,6 +889,109 @@ struct PendingDir {
     path: PathBuf,
     /// Its tree in the parent snapshot.
     parent: Option<ChunkId>,
+}
+
+/// A folder's tree in the parent snapshot, read in name order alongside the folder's sorted entries: one
+/// part of a split tree in memory at a time, each node moved out to the entry of the same name.
+struct ParentCursor<'r> {
+    listing: Option<Listing<'r>>,
+    /// Whether the parent tree is split.
+    split: bool,
+    /// Whether a part of it could not be read (the entries after it are read again).
+    failed: bool,
+    /// The part being read: its id (none when the tree is not split), and where it starts and ends in
+    /// the count of parent nodes passed.
+    part: Option<(Option<ChunkId>, usize, usize)>,
+    nodes: std::iter::Peekable<std::vec::IntoIter<Node>>,
+    /// Parent nodes passed so far (taken by an entry, or gone).
+    passed: usize,
+}
+
+impl<'r> ParentCursor<'r> {
+    /// The cursor over tree `id` (none: no parent tree, or one that cannot be read).
+    fn open(repo: &'r Repository, id: Option<ChunkId>) -> Self {
+        let listing = id.and_then(|id| match repo.listing(&id) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!("the parent snapshot's tree cannot be read (its files are read again): {e}");
+                None
+            }
+        });
+        ParentCursor {
+            split: listing.as_ref().is_some_and(|l| l.is_split()),
+            listing,
+            failed: false,
+            part: None,
+            nodes: Vec::new().into_iter().peekable(),
+            passed: 0,
+        }
+    }
+
+    /// Makes the next parent node ready, reading the next part when this one is passed; false at the end.
+    fn fill(&mut self) -> bool {
+        loop {
+            if self.nodes.peek().is_some() {
+                return true;
+            }
+            let Some(listing) = self.listing.as_mut() else {
+                return false;
+            };
+            match listing.next_part() {
+                None => self.listing = None,
+                Some(Ok((id, nodes))) => {
+                    self.part = Some((id, self.passed, self.passed + nodes.len()));
+                    self.nodes = nodes.into_iter().peekable();
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(
+                        "the parent snapshot's tree cannot be read (its files are read again): {e}"
+                    );
+                    self.failed = true;
+                    self.listing = None;
+                }
+            }
+        }
+    }
+
+    /// The parent node named `name`, if there is one; and whether parent nodes before it were passed
+    /// (entries that are gone).
+    fn take(&mut self, name: &[u8]) -> (Option<Node>, bool) {
+        let mut passed = false;
+        while self.fill() {
+            let next = self.nodes.peek().expect("filled").name_bytes();
+            match next.as_slice().cmp(name) {
+                std::cmp::Ordering::Less => passed = true,
+                std::cmp::Ordering::Equal => {
+                    self.passed += 1;
+                    return (self.nodes.next(), passed);
+                }
+                std::cmp::Ordering::Greater => break,
+            }
+            self.nodes.next();
+            self.passed += 1;
+        }
+        (None, passed)
+    }
+
+    /// Where a part of a split folder starts: the parent's part that starts here too, and where it ends.
+    fn part_start(&mut self) -> Option<(ChunkId, usize)> {
+        self.fill();
+        match self.part {
+            Some((Some(id), start, end)) if start == self.passed => Some((id, end)),
+            _ => None,
+        }
+    }
+
+    /// The parent's part that the entries since [`ParentCursor::part_start`] passed exactly: a part whose
+    /// entries all equal its nodes is that part again.
+    fn whole_part(&self, start: Option<(ChunkId, usize)>) -> Option<ChunkId> {
+        start.filter(|&(_, end)| end == self.passed).map(|(id, _)| id)
+    }
+
+    /// Whether parent nodes are left (entries that are gone), or a part could not be read.
+    fn rest(&mut self) -> bool {
+        self.fill() || self.failed
+    }
 }
 
 fn unchanged(prev: &Node, now: &Node) -> bool {
@@ -998,6 +1196,15 @@ mod tests {
     }
 
     fn backup(repo: &Arc<Repository>, src: &Path, parent: Option<(String, Snapshot)>) -> BackupOutcome {
+        backup_split(repo, src, parent, SplitRule::default())
+    }
+
+    fn backup_split(
+        repo: &Arc<Repository>,
+        src: &Path,
+        parent: Option<(String, Snapshot)>,
+        split: SplitRule,
+    ) -> BackupOutcome {
         let sources = [src.to_path_buf()];
         let sel = Selection {
             sources: &sources,
@@ -1010,6 +1217,7 @@ mod tests {
             dirs_in_flight: 4,
             readers: crate::config::Tuning::from_env().readers,
             known_leaves: Default::default(),
+            split,
         };
         // two walk threads whatever the machine, so that the bound below does not depend on it
         let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
@@ -1103,6 +1311,147 @@ mod tests {
         assert_ne!(snap3.tree, snap.tree);
         // data blob, and the trees of c5, b4, a3, src and the snapshot's root
         assert_eq!(third.stats.blobs_new, 6);
+    }
+
+    fn test_repo() -> Arc<Repository> {
+        let store: Arc<dyn BlobStore> = Arc::new(MemoryStore::default());
+        let opts = RepoOptions {
+            kdf: KdfParams {
+                m_cost: 64,
+                t_cost: 1,
+                p_cost: 1,
+            },
+            ..Default::default()
+        };
+        Arc::new(Repository::init(store, "sixteen+ characters", &opts).unwrap())
+    }
+
+    /// The tree object of `src` (the snapshot root's only folder).
+    fn folder_tree(repo: &Repository, snap: &Snapshot) -> (ChunkId, Tree) {
+        let root = repo.load_tree(&parse_id(&snap.tree).unwrap()).unwrap();
+        let id = parse_id(root.nodes[0].subtree.as_deref().unwrap()).unwrap();
+        (id, repo.load_tree_object(&id).unwrap())
+    }
+
+    #[test]
+    fn a_wide_folder_is_stored_in_parts_that_unchanged_runs_keep_and_readers_join() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        let files = 600;
+        for i in 0..files {
+            std::fs::write(src.join(format!("f{i:04}")), format!("file {i}")).unwrap();
+        }
+        for d in 0..3 {
+            std::fs::create_dir(src.join(format!("d{d}"))).unwrap();
+            std::fs::write(src.join(format!("d{d}/inner")), format!("inner {d}")).unwrap();
+        }
+        // parts of about 16 nodes, at most 32
+        let rule = SplitRule {
+            above: 100,
+            bits: 4,
+            max: 32,
+        };
+        let repo = test_repo();
+        let first = backup_split(&repo, &src, None, rule);
+        assert_eq!(first.stats.errors, 0, "{:?}", first.problems);
+        let id1 = first.snapshot.unwrap();
+        let (_, snap1) = repo.find_snapshot(&id1).unwrap();
+        assert_eq!(snap1.version, 2, "a snapshot with a split folder is version 2");
+        let (tid1, t1) = folder_tree(&repo, &snap1);
+        assert!(
+            t1.nodes.is_empty() && t1.parts.len() >= 10,
+            "{} parts",
+            t1.parts.len()
+        );
+        let json = serde_json::to_string(&t1).unwrap();
+        assert!(
+            json.starts_with("{\"parts\":[") && !json.contains("nodes"),
+            "{json}"
+        );
+        let mut sizes = vec![];
+        for p in &t1.parts {
+            let part = repo.load_tree_object(&parse_id(p).unwrap()).unwrap();
+            assert!(part.parts.is_empty());
+            sizes.push(part.nodes.len());
+        }
+        assert!(sizes.iter().all(|&n| (1..=32).contains(&n)), "{sizes:?}");
+        // the walk held a few parts, never the whole folder
+        assert!(first.in_flight.peak_nodes < files / 2, "{:?}", first.in_flight);
+        // readers see one folder in name order
+        let joined = repo.load_tree(&tid1).unwrap().nodes;
+        assert_eq!(joined.len(), files + 3);
+        assert!(joined.windows(2).all(|w| w[0].name_bytes() < w[1].name_bytes()));
+        assert_eq!(repo.listing(&tid1).unwrap().count(), files + 3);
+        let out = tmp.path().join("out");
+        crate::restore::restore(&repo, &snap1.tree, &out, &[], None, true).unwrap();
+        let restored = out.join(src.strip_prefix("/").unwrap());
+        for i in [0, 17, files - 1] {
+            let got = std::fs::read_to_string(restored.join(format!("f{i:04}"))).unwrap();
+            assert_eq!(got, format!("file {i}"));
+        }
+        assert_eq!(
+            std::fs::read_to_string(restored.join("d2/inner")).unwrap(),
+            "inner 2"
+        );
+        assert_eq!(std::fs::read_dir(&restored).unwrap().count(), files + 3);
+
+        // an unchanged run keeps every part and the folder's tree, reading the parent's parts one at a time
+        let second = backup_split(&repo, &src, Some((id1.clone(), snap1.clone())), rule);
+        assert_eq!(second.stats.files_unchanged as usize, files + 3);
+        assert_eq!(second.stats.blobs_new, 0);
+        let (_, snap2) = repo.find_snapshot(&second.snapshot.unwrap()).unwrap();
+        assert_eq!(snap2.tree, snap1.tree);
+        assert!(second.in_flight.peak_nodes < files / 2, "{:?}", second.in_flight);
+
+        // one file changed and one added: the other parts keep their ids
+        std::fs::write(src.join("f0300"), "changed, and longer than before").unwrap();
+        std::fs::write(src.join("f0300a"), "new").unwrap();
+        let third = backup_split(&repo, &src, Some((id1, snap1.clone())), rule);
+        assert_eq!(third.stats.files_unchanged as usize, files + 3 - 1);
+        let (_, snap3) = repo.find_snapshot(&third.snapshot.unwrap()).unwrap();
+        let (_, t3) = folder_tree(&repo, &snap3);
+        let kept = t3.parts.iter().filter(|p| t1.parts.contains(p)).count();
+        assert!(
+            kept + 2 >= t1.parts.len(),
+            "{kept} of {} parts kept",
+            t1.parts.len()
+        );
+        assert_eq!(
+            repo.load_tree(&folder_tree(&repo, &snap3).0).unwrap().nodes.len(),
+            files + 4
+        );
+
+        // the same folder below the split size is one tree again, and its parent's parts are still read
+        let big = SplitRule {
+            above: 10_000,
+            ..rule
+        };
+        let (_, s3) = repo.find_snapshot("latest").unwrap();
+        let latest = repo.snapshots().unwrap().pop().unwrap().0;
+        let fourth = backup_split(&repo, &src, Some((latest, s3)), big);
+        assert_eq!(fourth.stats.files_unchanged as usize, files + 4);
+        let (_, snap4) = repo.find_snapshot(&fourth.snapshot.unwrap()).unwrap();
+        assert_eq!(snap4.version, 1);
+        let (_, t4) = folder_tree(&repo, &snap4);
+        assert!(t4.parts.is_empty() && t4.nodes.len() == files + 4);
+        // and split again from an unsplit parent
+        let latest = repo.snapshots().unwrap().pop().unwrap();
+        let fifth = backup_split(&repo, &src, Some(latest), rule);
+        assert_eq!(fifth.stats.files_unchanged as usize, files + 4);
+        let (_, snap5) = repo.find_snapshot(&fifth.snapshot.unwrap()).unwrap();
+        assert_eq!(snap5.tree, snap3.tree);
+
+        // check walks the parts
+        let report = crate::check::check(&repo, false, None);
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        let parts: HashSet<_> = t1.parts.iter().chain(&t3.parts).collect();
+        assert!(
+            report.trees > parts.len(),
+            "{} trees, {} parts",
+            report.trees,
+            parts.len()
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@ use rayon::prelude::*;
 use seedship_shared::blob::BlobStore;
 use seedship_shared::repo::prune::PendingPrune;
 use seedship_shared::repo::{
-    parse_id, volume_name, ChunkId, IndexEntry, NodeKind, Repository, VOLUME_HEADER_LEN, VOLUME_MAGIC,
+    parse_id, volume_name, ChunkId, IndexEntry, Node, NodeKind, Repository, VOLUME_HEADER_LEN, VOLUME_MAGIC,
 };
 use seedship_shared::staging::JobDescriptor;
 use std::collections::HashSet;
@@ -59,12 +59,34 @@ fn walk(repo: &Repository, id: &ChunkId, at: &str, seen: &mut HashSet<ChunkId>, 
     if !seen.insert(*id) {
         return;
     }
-    let tree = match repo.load_tree(id) {
-        Ok(t) => t,
+    // a split folder is read one part at a time; each part is a tree (checked once, like any tree)
+    let mut listing = match repo.listing(id) {
+        Ok(l) => l,
         Err(e) => return rep.problems.push(format!("{at}: {e}")),
     };
     rep.trees += 1;
-    for n in &tree.nodes {
+    while let Some(part) = listing.next_part() {
+        let nodes = match part {
+            Ok((Some(part), _)) if !seen.insert(part) => continue,
+            Ok((part, nodes)) => {
+                rep.trees += usize::from(part.is_some());
+                nodes
+            }
+            Err(e) => return rep.problems.push(format!("{at}: {e}")),
+        };
+        walk_nodes(repo, nodes, at, seen, rep);
+    }
+}
+
+/// Checks the nodes of one tree (or part of a split folder's tree) at `at`.
+fn walk_nodes(
+    repo: &Repository,
+    nodes: Vec<Node>,
+    at: &str,
+    seen: &mut HashSet<ChunkId>,
+    rep: &mut CheckReport,
+) {
+    for n in nodes {
         let here = format!("{at}/{}", n.name);
         for c in &n.content {
             match parse_id(&c.id) {

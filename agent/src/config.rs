@@ -220,6 +220,7 @@ impl Tuning {
             dirs_in_flight: self.dirs_in_flight,
             readers: self.readers,
             known_leaves: Default::default(),
+            split: Default::default(),
         }
     }
 

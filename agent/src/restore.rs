@@ -337,8 +337,10 @@ impl Restorer<'_, '_> {
                     .as_deref()
                     .and_then(parse_id)
                     .with_context(|| format!("{rel}: directory without a tree"))?;
-                let tree = self.shared.repo.load_tree(&sub)?;
-                for child in &tree.nodes {
+                // a split folder is read one part at a time
+                let shared = self.shared;
+                for child in shared.repo.listing(&sub)? {
+                    let child = &child?;
                     let cname = child.name_bytes();
                     if cname.is_empty() || cname.contains(&b'/') || cname == b"." || cname == b".." {
                         bail!("{rel}: unsafe entry name {:?} in the snapshot", child.name);
@@ -451,7 +453,7 @@ mod tests {
         }
 
         fn tree(&mut self, nodes: Vec<Node>) -> String {
-            let b = self.repo.encode_tree(&Tree { nodes }).unwrap();
+            let b = self.repo.encode_tree(&Tree::of(nodes)).unwrap();
             self.w.add(&b).unwrap();
             hex::encode(b.id)
         }

@@ -203,6 +203,10 @@ pub struct SnapshotStats {
     pub errors: u64,
 }
 
+/// The newest snapshot version this build reads: 2 when the snapshot holds a split folder (see
+/// [`Tree`](super::Tree)), 1 otherwise (what every agent reads).
+pub const SNAPSHOT_VERSION: u32 = 2;
+
 /// A `snapshots/<id>` object (encrypted JSON).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {

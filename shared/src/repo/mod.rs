@@ -21,12 +21,14 @@ pub use blob_index::IndexCacheOptions;
 pub use cache::CachedStore;
 pub use format::{
     decode_index, encode_index, Config, IndexEntry, KeyFile, Snapshot, SnapshotStats, BLOB_DATA, BLOB_TREE,
-    CONFIG_VERSION, VOLUME_HEADER_LEN, VOLUME_MAGIC,
+    CONFIG_VERSION, SNAPSHOT_VERSION, VOLUME_HEADER_LEN, VOLUME_MAGIC,
 };
 pub use frame::{frame, unframe, FRAME_HEADER_LEN, FRAME_MAGIC};
 pub use pack::{IndexPolicy, PackWriter, VolumeDigest};
-pub use repository::{encode_blob, encode_blob_into, EncodedBlob, RepoOptions, Repository, TreeRefs};
-pub use tree::{ChunkRef, Node, NodeKind, Tree};
+pub use repository::{
+    encode_blob, encode_blob_into, EncodedBlob, Listing, RepoOptions, Repository, TreeRefs,
+};
+pub use tree::{ChunkRef, Node, NodeKind, SplitRule, Tree};
 pub use tree_cache::TreeCacheStats;
 
 use crate::blob::BlobError;
@@ -88,6 +90,8 @@ pub enum RepoError {
     Crypto(#[from] CryptoError),
     #[error("{object}: unsupported repository format version {version} (this agent reads version 1)")]
     Version { object: String, version: u32 },
+    #[error("{object}: snapshot format version {version} is newer than this agent reads (up to {max}): upgrade seedship-agent to read this repository", max = format::SNAPSHOT_VERSION)]
+    NewerSnapshot { object: String, version: u32 },
 }
 
 impl RepoError {

@@ -1,9 +1,11 @@
 //! Opening and creating a repository, reading and writing its objects and blobs.
 
 use super::blob_index::{BlobIndex, IndexCacheOptions};
-use super::format::{decode_index, Config, IndexEntry, KeyFile, Snapshot, BLOB_TREE, CONFIG_VERSION};
+use super::format::{
+    decode_index, Config, IndexEntry, KeyFile, Snapshot, BLOB_TREE, CONFIG_VERSION, SNAPSHOT_VERSION,
+};
 use super::frame::{frame, unframe};
-use super::tree::{NodeKind, Tree};
+use super::tree::{Node, NodeKind, Tree};
 use super::tree_cache::{TreeCache, TreeCacheStats};
 use super::{id_hex, volume_name, ChunkId, IdSet, RepoError};
 use crate::blob::{BlobError, BlobStore, Metadata};
@@ -568,6 +570,12 @@ impl Repository {
                 r => r?,
             };
             let s: Snapshot = parse_json(&o.name, &body)?;
+            if s.version > SNAPSHOT_VERSION {
+                return Err(RepoError::NewerSnapshot {
+                    object: o.name,
+                    version: s.version,
+                });
+            }
             out.push((o.name["snapshots/".len()..].to_string(), s));
         }
         out.sort_by_key(|(_, s)| (s.time, s.time_nsec));
@@ -619,10 +627,52 @@ impl Repository {
         }
     }
 
-    /// Reads a tree: from the tree cache when it holds a verified copy, else from the store.
+    /// Reads a folder's tree with all its nodes (the parts of a split folder joined): from the tree cache when
+    /// it holds a verified copy, else from the store. [`Repository::listing`] reads a split folder one part
+    /// at a time instead.
     pub fn load_tree(&self, id: &ChunkId) -> Result<Tree, RepoError> {
+        let nodes = self.listing(id)?.collect::<Result<Vec<_>, _>>()?;
+        Ok(Tree::of(nodes))
+    }
+
+    /// Reads one tree object as stored: a folder's nodes, or the part ids of a split folder (checked to be
+    /// valid ids, and not both).
+    pub fn load_tree_object(&self, id: &ChunkId) -> Result<Tree, RepoError> {
+        let what = format!("tree {}", id_hex(id));
         let raw = self.tree_bytes(id)?;
-        parse_json(&format!("tree {}", id_hex(id)), &raw)
+        let t: Tree = parse_json(&what, &raw)?;
+        if !t.parts.is_empty() && !t.nodes.is_empty() {
+            return Err(RepoError::damaged(what, "holds both nodes and parts"));
+        }
+        if let Some(bad) = t.parts.iter().find(|p| super::parse_id(p).is_none()) {
+            return Err(RepoError::damaged(what, format!("invalid part id {bad:?}")));
+        }
+        Ok(t)
+    }
+
+    /// A folder's nodes in name order, read one part at a time (a folder that is not split is one part).
+    pub fn listing(&self, id: &ChunkId) -> Result<Listing<'_>, RepoError> {
+        let t = self.load_tree_object(id)?;
+        let parts: Vec<ChunkId> = t.parts.iter().filter_map(|p| super::parse_id(p)).collect();
+        Ok(Listing {
+            repo: self,
+            tree: *id,
+            split: !parts.is_empty(),
+            parts: parts.into_iter(),
+            nodes: t.nodes.into_iter(),
+        })
+    }
+
+    /// The nodes of `part`, a part of split folder `tree`.
+    fn load_part(&self, tree: &ChunkId, part: &ChunkId) -> Result<Vec<Node>, RepoError> {
+        let t = self.load_tree_object(part)?;
+        if !t.parts.is_empty() {
+            return Err(RepoError::damaged(
+                format!("tree {}", id_hex(tree)),
+                format!("its part {} is split itself", id_hex(part)),
+            ));
+        }
+        Ok(t.nodes)
     }
 
     /// The blobs a tree references: its files' chunks and its folders' subtrees, read without the rest of
@@ -636,6 +686,10 @@ impl Repository {
             super::parse_id(h).ok_or_else(|| RepoError::damaged(what(), format!("invalid blob id {h:?}")))
         };
         let mut out = TreeRefs::default();
+        // a split folder's parts are walked like its subtrees
+        for p in t.parts {
+            out.subtrees.push(parse(p)?);
+        }
         for n in t.nodes {
             for c in n.content {
                 out.chunks.push(parse(c.id)?);
@@ -696,8 +750,61 @@ pub struct TreeRefs {
 /// A tree as JSON with only what [`TreeRefs`] needs; the other fields are skipped unread.
 #[derive(serde::Deserialize)]
 struct RawTreeRefs<'a> {
-    #[serde(borrow)]
+    #[serde(default, borrow)]
     nodes: Vec<RawNodeRefs<'a>>,
+    #[serde(default, borrow)]
+    parts: Vec<&'a str>,
+}
+
+/// One part of a folder's listing: its id (none for a folder that is not split) and its nodes.
+pub type Part = (Option<ChunkId>, Vec<Node>);
+
+/// A folder's nodes in name order, one part in memory at a time ([`Repository::listing`]).
+pub struct Listing<'r> {
+    repo: &'r Repository,
+    tree: ChunkId,
+    split: bool,
+    /// Parts not read yet.
+    parts: std::vec::IntoIter<ChunkId>,
+    /// Nodes of the part being read that are not returned yet.
+    nodes: std::vec::IntoIter<Node>,
+}
+
+impl Listing<'_> {
+    /// Whether the folder is split into parts.
+    pub fn is_split(&self) -> bool {
+        self.split
+    }
+
+    /// The next part's id (none for a folder that is not split) and nodes; `None` after the last.
+    pub fn next_part(&mut self) -> Option<Result<Part, RepoError>> {
+        if self.nodes.len() > 0 {
+            return Some(Ok((None, std::mem::take(&mut self.nodes).collect())));
+        }
+        let part = self.parts.next()?;
+        Some(self.repo.load_part(&self.tree, &part).map(|n| (Some(part), n)))
+    }
+}
+
+impl Iterator for Listing<'_> {
+    type Item = Result<Node, RepoError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(n) = self.nodes.next() {
+                return Some(Ok(n));
+            }
+            let part = self.parts.next()?;
+            match self.repo.load_part(&self.tree, &part) {
+                Ok(nodes) => self.nodes = nodes.into_iter(),
+                Err(e) => {
+                    // nothing after a part that cannot be read
+                    self.parts = Vec::new().into_iter();
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -945,32 +1052,30 @@ mod tests {
     }
 
     fn tree_blob(repo: &Repository, name: &str) -> (ChunkId, EncodedBlob) {
-        let tree = Tree {
-            nodes: vec![crate::repo::Node {
-                name: name.into(),
-                name_raw: None,
-                kind: crate::repo::NodeKind::File,
-                mode: 0o644,
-                uid: 0,
-                gid: 0,
-                user: None,
-                group: None,
-                mtime: 1,
-                mtime_nsec: 2,
-                ctime: 3,
-                ctime_nsec: 4,
-                dev: 5,
-                ino: 6,
-                nlink: 1,
-                size: 0,
-                rdev: 0,
-                target: None,
-                target_raw: None,
-                xattrs: vec![],
-                content: vec![],
-                subtree: None,
-            }],
-        };
+        let tree = Tree::of(vec![crate::repo::Node {
+            name: name.into(),
+            name_raw: None,
+            kind: crate::repo::NodeKind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            user: None,
+            group: None,
+            mtime: 1,
+            mtime_nsec: 2,
+            ctime: 3,
+            ctime_nsec: 4,
+            dev: 5,
+            ino: 6,
+            nlink: 1,
+            size: 0,
+            rdev: 0,
+            target: None,
+            target_raw: None,
+            xattrs: vec![],
+            content: vec![],
+            subtree: None,
+        }]);
         let b = repo.encode_tree(&tree).unwrap();
         (b.id, b)
     }
@@ -1022,9 +1127,7 @@ mod tests {
         folder.subtree = Some(id_hex(&sub));
         let mut link = node("link", NodeKind::Symlink);
         link.target = Some("../elsewhere".into());
-        let tree = Tree {
-            nodes: vec![file, folder, link],
-        };
+        let tree = Tree::of(vec![file, folder, link]);
         let blob = repo.encode_tree(&tree).unwrap();
         let mut w = PackWriter::open(repo.clone(), 4096, 100).unwrap();
         w.add(&blob).unwrap();
@@ -1033,6 +1136,122 @@ mod tests {
         assert_eq!(refs.chunks, vec![c1, c2, c1]);
         assert_eq!(refs.subtrees, vec![sub]);
         assert_eq!(repo.load_tree(&blob.id).unwrap(), tree);
+    }
+
+    #[test]
+    fn a_split_folder_is_joined_from_its_parts_and_damaged_forms_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn BlobStore> = Arc::new(MemoryStore::default());
+        let (repo, (a, ablob), (b, bblob)) = two_cached_trees(&store, dir.path());
+        // an unsplit tree is written as before split folders (same JSON, so the same ids)
+        let plain = repo.load_tree(&a).unwrap();
+        let json = serde_json::to_string(&plain).unwrap();
+        assert!(
+            json.starts_with("{\"nodes\":[{\"name\":\"a\"") && !json.contains("parts"),
+            "{json}"
+        );
+        assert_eq!(repo.encode_tree(&plain).unwrap().id, a);
+        assert_eq!(serde_json::to_string(&Tree::default()).unwrap(), "{\"nodes\":[]}");
+
+        let tree = |nodes: Vec<Node>, parts: Vec<String>| Tree { nodes, parts };
+        let split = tree(vec![], vec![id_hex(&a), id_hex(&b)]);
+        assert_eq!(
+            serde_json::to_string(&split).unwrap(),
+            format!("{{\"parts\":[\"{}\",\"{}\"]}}", id_hex(&a), id_hex(&b))
+        );
+        let both = tree(plain.nodes.clone(), vec![id_hex(&a)]);
+        let bad_id = tree(vec![], vec!["zz".into()]);
+        let s = repo.encode_tree(&split).unwrap();
+        let nested = tree(vec![], vec![id_hex(&s.id)]);
+        let (nested_blob, bad_id_blob) = (
+            repo.encode_tree(&nested).unwrap(),
+            repo.encode_tree(&bad_id).unwrap(),
+        );
+        // a tree with nodes and parts cannot be serialised as such: its JSON is written by hand
+        let both_raw = format!(
+            "{{\"nodes\":{},\"parts\":[\"{}\"]}}",
+            serde_json::to_string(&both.nodes).unwrap(),
+            id_hex(&a)
+        );
+        let both_id = repo.key().chunk_id(both_raw.as_bytes());
+        let both_blob = encode_blob(repo.key(), 3, BLOB_TREE, both_id, both_raw.as_bytes()).unwrap();
+        let mut w = PackWriter::open(repo.clone(), 4096, 100).unwrap();
+        for blob in [&s, &nested_blob, &bad_id_blob, &both_blob] {
+            w.add(blob).unwrap();
+        }
+        w.finish().unwrap();
+
+        let joined = repo.load_tree(&s.id).unwrap();
+        let names: Vec<_> = joined.nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert!(joined.parts.is_empty());
+        assert_eq!(repo.load_tree_object(&s.id).unwrap(), split);
+        let mut l = repo.listing(&s.id).unwrap();
+        assert!(l.is_split());
+        assert_eq!(l.next_part().unwrap().unwrap().0, Some(a));
+        assert_eq!(l.next_part().unwrap().unwrap().0, Some(b));
+        assert!(l.next_part().is_none());
+        let refs = repo.tree_refs(&s.id).unwrap();
+        assert_eq!(refs.subtrees, vec![a, b]);
+        drop((ablob, bblob));
+
+        let err = |id: &ChunkId| repo.load_tree(id).unwrap_err().to_string();
+        assert!(
+            err(&nested_blob.id).contains("is split itself"),
+            "{}",
+            err(&nested_blob.id)
+        );
+        assert!(
+            err(&bad_id_blob.id).contains("invalid part id \"zz\""),
+            "{}",
+            err(&bad_id_blob.id)
+        );
+        assert!(
+            err(&both_id).contains("both nodes and parts"),
+            "{}",
+            err(&both_id)
+        );
+        // a missing part names the chunk, and the listing stops there
+        let gone = tree(vec![], vec![id_hex(&a), id_hex(&[9; 32])]);
+        let g = repo.encode_tree(&gone).unwrap();
+        let mut w = PackWriter::open(repo.clone(), 4096, 100).unwrap();
+        w.add(&g).unwrap();
+        w.finish().unwrap();
+        let items: Vec<_> = repo.listing(&g.id).unwrap().collect();
+        assert_eq!(items.len(), 2);
+        assert!(
+            matches!(&items[1], Err(RepoError::MissingChunk { .. })),
+            "{:?}",
+            items[1]
+        );
+    }
+
+    #[test]
+    fn a_snapshot_newer_than_this_agent_reads_is_refused_by_name() {
+        let store: Arc<dyn BlobStore> = Arc::new(MemoryStore::default());
+        let repo = Repository::init(store, PASS, &opts()).unwrap();
+        let mut snap = Snapshot {
+            version: SNAPSHOT_VERSION,
+            time: 1,
+            time_nsec: 0,
+            host: "h".into(),
+            paths: vec!["/x".into()],
+            tree: id_hex(&[1; 32]),
+            parent: None,
+            stats: Default::default(),
+            partial: false,
+            excludes: vec![],
+        };
+        repo.save_snapshot(&snap).unwrap();
+        assert_eq!(repo.snapshots().unwrap().len(), 1);
+        snap.version = SNAPSHOT_VERSION + 1;
+        snap.time = 2;
+        let id = repo.save_snapshot(&snap).unwrap();
+        let e = repo.snapshots().unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("snapshots/{id}")) && e.contains("upgrade seedship-agent"),
+            "{e}"
+        );
     }
 
     #[test]

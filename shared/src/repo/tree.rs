@@ -92,7 +92,72 @@ impl Node {
 }
 
 /// A directory listing, sorted by name bytes.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// A folder of more entries than [`SplitRule::above`] is stored split: its tree holds no nodes but `parts`,
+/// the ids of trees that each hold a run of its nodes, in order (a part holds nodes, never parts). It is
+/// written as `{"parts":[...]}` without `nodes`, so that an agent from before split folders fails on it
+/// ("missing field `nodes`") instead of reading an empty folder; snapshots holding one are version 2.
+/// [`Repository::load_tree`](crate::repo::Repository::load_tree) joins the parts; a tree has either nodes
+/// or parts, never both.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct Tree {
+    #[serde(default)]
     pub nodes: Vec<Node>,
+    /// Ids (hex) of the parts of a split folder.
+    #[serde(default)]
+    pub parts: Vec<String>,
+}
+
+impl Tree {
+    /// A tree of `nodes` (not split).
+    pub fn of(nodes: Vec<Node>) -> Tree {
+        Tree { nodes, parts: vec![] }
+    }
+}
+
+impl Serialize for Tree {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut m = s.serialize_struct("Tree", 1)?;
+        if self.parts.is_empty() {
+            m.serialize_field("nodes", &self.nodes)?;
+        } else {
+            m.serialize_field("parts", &self.parts)?;
+        }
+        m.end()
+    }
+}
+
+/// When a folder's tree is split into parts, and where its parts end. Whether a part ends after a node
+/// depends on the node's name alone (and on how many nodes the part holds), so a folder in which a few
+/// entries changed keeps the ids of its other parts from one backup to the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SplitRule {
+    /// Folders of more entries than this are split.
+    pub above: usize,
+    /// A part ends after a node whose name's keyed hash has its low `bits` bits zero (parts of about
+    /// 2^bits nodes)...
+    pub bits: u32,
+    /// ...or when it holds this many nodes.
+    pub max: usize,
+}
+
+impl Default for SplitRule {
+    /// Folders of up to 16,384 entries are one tree, as before split folders existed; larger ones are split
+    /// into parts of about 4,096 nodes (about 1 MiB of JSON), at most 16,384.
+    fn default() -> Self {
+        SplitRule {
+            above: 16_384,
+            bits: 12,
+            max: 16_384,
+        }
+    }
+}
+
+impl SplitRule {
+    /// Whether a part that holds `len` nodes ends after a node whose name has keyed hash `hash`.
+    pub fn ends_part(&self, hash: &[u8; 32], len: usize) -> bool {
+        let low = u32::from_le_bytes([hash[0], hash[1], hash[2], hash[3]]);
+        len >= self.max || low & ((1u32 << self.bits.min(31)) - 1) == 0
+    }
 }
