@@ -910,17 +910,19 @@ struct ParentCursor<'r> {
 impl<'r> ParentCursor<'r> {
     /// The cursor over tree `id` (none: no parent tree, or one that cannot be read).
     fn open(repo: &'r Repository, id: Option<ChunkId>) -> Self {
+        let mut failed = false;
         let listing = id.and_then(|id| match repo.listing(&id) {
             Ok(l) => Some(l),
             Err(e) => {
                 tracing::warn!("the parent snapshot's tree cannot be read (its files are read again): {e}");
+                failed = true;
                 None
             }
         });
         ParentCursor {
             split: listing.as_ref().is_some_and(|l| l.is_split()),
             listing,
-            failed: false,
+            failed,
             part: None,
             nodes: Vec::new().into_iter().peekable(),
             passed: 0,
