@@ -115,5 +115,5 @@ for tool in seedship restic rustic; do
       [ "$1" = "$tool" ] && [ "$2" = "$phase" ] && line="$line | $3 | $4 | $5"
     done
   done
-  [ -n "$line" ] && echo "| $tool | $FILES$line |"
+  if [ -n "$line" ]; then echo "| $tool | $FILES$line |"; fi
 done

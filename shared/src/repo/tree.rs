@@ -76,9 +76,14 @@ fn is_zero(v: &u64) -> bool {
 impl Node {
     /// The name as bytes.
     pub fn name_bytes(&self) -> Vec<u8> {
+        self.name_cow().into_owned()
+    }
+
+    /// The name as bytes, borrowed when it is valid UTF-8 (no allocation for the usual name).
+    pub fn name_cow(&self) -> std::borrow::Cow<'_, [u8]> {
         match self.name_raw.as_deref().and_then(|h| hex::decode(h).ok()) {
-            Some(b) => b,
-            None => self.name.as_bytes().to_vec(),
+            Some(b) => std::borrow::Cow::Owned(b),
+            None => std::borrow::Cow::Borrowed(self.name.as_bytes()),
         }
     }
 
