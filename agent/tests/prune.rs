@@ -1,7 +1,8 @@
 //! Prune, the writer lock and keys, in staging, through the `seedship-agent` binary: space given back
 //! (allocated blocks shrink), kept snapshots restore exactly, `check --read-data` passes, SIGKILL at every
 //! step of a prune then a rerun, a second prune frees nothing, a backup refused while the lock is held, and
-//! passphrases added, changed and removed. Data stays at a few MiB.
+//! passphrases added, changed and removed; a folder split into parts through forget, prune, check and
+//! restore. Data stays at a few MiB.
 
 use seedship_shared::blob::{BlobStore, LocalStore};
 use std::os::unix::fs::MetadataExt;
@@ -393,4 +394,40 @@ fn keys_are_added_changed_and_the_last_one_stays() {
         .status
         .success());
     assert_eq!(e.store().list("keys/").unwrap().len(), 1);
+}
+
+#[test]
+fn a_folder_split_into_parts_survives_forget_prune_check_and_restore() {
+    let e = Env::new();
+    // more entries than one tree holds (16,384): the folder's tree is split into parts
+    let wide = e.p("src/wide");
+    std::fs::create_dir_all(&wide).unwrap();
+    for i in 0..17_000 {
+        std::fs::write(wide.join(format!("f{i:05}")), format!("entry {i}\n")).unwrap();
+    }
+    e.start(&[]);
+    e.ok(&["backup"]);
+    // a few entries changed, removed and added: the parts that hold them are new, the others are shared
+    for i in [5, 9_000, 16_999] {
+        std::fs::write(wide.join(format!("f{i:05}")), format!("changed entry {i}\n")).unwrap();
+    }
+    std::fs::remove_file(wide.join("f12345")).unwrap();
+    std::fs::write(wide.join("f12345a"), "added\n").unwrap();
+    e.ok(&["backup", "--another-snapshot"]);
+    let ls = e.ok(&["ls", "latest", &format!("{}/wide", s(&e.p("src")))]);
+    // the folder itself and its entries, the parts joined
+    assert_eq!(ls.lines().count(), 1 + 17_000, "{}", &ls[..200.min(ls.len())]);
+    // the first snapshot's own parts become unreferenced; the shared parts must stay
+    let out = e.ok(&["forget", "--keep-last", "1", "--prune", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(v["prune"]["dead_blobs"].as_u64().unwrap() >= 4, "{out}");
+    e.check_read_data();
+    let expect = e.p("expect");
+    copy_dir(&e.p("src"), &expect);
+    e.restores_as(&e.snapshot_ids()[0], &expect);
+    // an unchanged run keeps every part: nothing new but the snapshot
+    let again = e.ok(&["backup", "--another-snapshot", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&again).unwrap();
+    assert_eq!(v["files_unchanged"], 17_000, "{again}");
+    assert_eq!(v["blobs_new"], 0, "{again}");
 }
