@@ -1183,7 +1183,7 @@ fn read_file(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use seedship_shared::blob::{BlobStore, MemoryStore};
     use seedship_shared::crypto::KdfParams;
@@ -1256,16 +1256,7 @@ mod tests {
         let fanout = 8;
         let files = many_folders(&src, fanout);
         let dirs = 1 + fanout + fanout * fanout + fanout * fanout * fanout;
-        let store: Arc<dyn BlobStore> = Arc::new(MemoryStore::default());
-        let opts = RepoOptions {
-            kdf: KdfParams {
-                m_cost: 64,
-                t_cost: 1,
-                p_cost: 1,
-            },
-            ..Default::default()
-        };
-        let repo = Arc::new(Repository::init(store, "sixteen+ characters", &opts).unwrap());
+        let repo = test_repo();
 
         let first = backup(&repo, &src, None);
         assert_eq!(first.stats.files as usize, files);
@@ -1327,7 +1318,8 @@ mod tests {
         assert_eq!(third.stats.blobs_new, 6);
     }
 
-    fn test_repo() -> Arc<Repository> {
+    /// A repository in memory with a fast key derivation.
+    pub(crate) fn test_repo() -> Arc<Repository> {
         let store: Arc<dyn BlobStore> = Arc::new(MemoryStore::default());
         let opts = RepoOptions {
             kdf: KdfParams {
@@ -1479,16 +1471,7 @@ mod tests {
         for d in 1..20 {
             std::fs::hard_link(src.join("d0/orig"), src.join(format!("d{d}/link"))).unwrap();
         }
-        let store: Arc<dyn BlobStore> = Arc::new(MemoryStore::default());
-        let opts = RepoOptions {
-            kdf: KdfParams {
-                m_cost: 64,
-                t_cost: 1,
-                p_cost: 1,
-            },
-            ..Default::default()
-        };
-        let repo = Arc::new(Repository::init(store, "sixteen+ characters", &opts).unwrap());
+        let repo = test_repo();
         let out = backup(&repo, &src, None);
         assert_eq!(out.stats.files, 20);
         assert_eq!(out.stats.errors, 0, "{:?}", out.problems);

@@ -425,9 +425,7 @@ mod tests {
     //! Hand-crafted hostile snapshots, written through the repository API: nothing outside the target may
     //! change, and the refusal names the entry.
     use super::*;
-    use seedship_shared::blob::{BlobStore, MemoryStore};
-    use seedship_shared::crypto::KdfParams;
-    use seedship_shared::repo::{encode_blob, PackWriter, RepoOptions, Tree, BLOB_DATA};
+    use seedship_shared::repo::{encode_blob, PackWriter, Tree, BLOB_DATA};
     use std::os::unix::fs::PermissionsExt;
     use std::sync::Arc;
 
@@ -438,16 +436,7 @@ mod tests {
 
     impl Repo {
         fn new() -> Repo {
-            let store: Arc<dyn BlobStore> = Arc::new(MemoryStore::default());
-            let opts = RepoOptions {
-                kdf: KdfParams {
-                    m_cost: 64,
-                    t_cost: 1,
-                    p_cost: 1,
-                },
-                ..Default::default()
-            };
-            let repo = Arc::new(Repository::init(store, "sixteen+ characters", &opts).unwrap());
+            let repo = crate::backup::tests::test_repo();
             let w = PackWriter::open(repo.clone(), 1 << 16, 100).unwrap();
             Repo { repo, w }
         }
