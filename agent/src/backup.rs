@@ -695,20 +695,44 @@ impl Walker<'_> {
         entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
         let mut prev = ParentCursor::open(self.repo, parent);
         if entries.len() <= self.split.above {
-            let (nodes, subdirs, d) = self.walk_entries(dir, path, entries, &mut prev);
+            let (entries, passed) = prev.pair(entries);
+            let (nodes, subdirs, d) = self.walk_entries(dir, path, entries);
             // entries of the parent tree that are gone; a parent tree stored split is never kept (the folder
             // is not split now)
-            differs |= d | prev.rest();
+            differs |= d | passed | prev.rest();
             let keep = parent.filter(|_| !prev.split);
             self.trees.listed(dir, nodes, differs, keep);
             self.walk_subdirs(dir, subdirs);
             return;
         }
-        // A split folder: each part is listed, its subdirectories walked, and handed to the readers before
-        // the next part is listed, so that only the parts whose files are being read are in memory.
+        // A split folder: its parts are cut and paired with the parent's nodes in name order (one thread),
+        // a few at a time, while the parts cut before are walked on every core: each is listed, its
+        // subdirectories walked, and its files handed to the readers. Only the parts in those two batches and
+        // those whose files are being read are in memory.
         let mut entries = entries.into_iter().peekable();
         let mut k = 0;
-        while entries.peek().is_some() && !self.cancel.load(Ordering::Relaxed) {
+        let mut next = self.cut_parts(dir, &mut entries, &mut prev, &mut k);
+        while !next.is_empty() {
+            let batch = std::mem::take(&mut next);
+            rayon::join(
+                || batch.into_iter().for_each(|w| self.walk_part(path, w)),
+                || next = self.cut_parts(dir, &mut entries, &mut prev, &mut k),
+            );
+        }
+        self.trees.listed_split(dir, parent);
+    }
+
+    /// Cuts the next few parts of a split folder from its sorted `entries`, each a directory in flight
+    /// paired with the parent's nodes; `k` counts the parts.
+    fn cut_parts(
+        &self,
+        dir: &Arc<Dir>,
+        entries: &mut std::iter::Peekable<std::vec::IntoIter<Listed>>,
+        prev: &mut ParentCursor<'_>,
+        k: &mut usize,
+    ) -> Vec<PartWork> {
+        let mut out = vec![];
+        while out.len() < PARTS_AT_ONCE && entries.peek().is_some() && !self.cancel.load(Ordering::Relaxed) {
             let mut part = vec![];
             for (name, e) in entries.by_ref() {
                 let end = self
@@ -721,54 +745,59 @@ impl Walker<'_> {
             }
             self.trees.enter();
             dir.pending.fetch_add(1, Ordering::AcqRel);
-            let sub = self.trees.open(Some((dir.clone(), k)));
+            let dir = self.trees.open(Some((dir.clone(), *k)));
             let start = prev.part_start();
-            let (nodes, subdirs, d) = self.walk_entries(&sub, path, part, &mut prev);
+            let (entries, passed) = prev.pair(part);
             let keep = prev.whole_part(start);
-            self.trees.listed(&sub, nodes, d, keep);
-            self.walk_subdirs(&sub, subdirs);
-            self.trees.walked(sub);
-            k += 1;
+            out.push(PartWork {
+                dir,
+                entries,
+                passed,
+                keep,
+            });
+            *k += 1;
         }
-        self.trees.listed_split(dir, parent);
+        out
     }
 
-    /// Adds the nodes of `entries` (in name order) to directory `dir` (a folder or a part of one); returns
-    /// the nodes, the subdirectories to walk, and whether any entry differs from its parent node.
+    /// Walks one part of a split folder (see [`Walker::walk_dir`]).
+    fn walk_part(&self, path: &Path, w: PartWork) {
+        let (nodes, subdirs, d) = self.walk_entries(&w.dir, path, w.entries);
+        self.trees.listed(&w.dir, nodes, d | w.passed, w.keep);
+        self.walk_subdirs(&w.dir, subdirs);
+        self.trees.walked(w.dir);
+    }
+
+    /// Adds the nodes of `entries` (in name order, each with its parent node) to directory `dir` (a folder or
+    /// a part of one); returns the nodes, the subdirectories to walk, and whether any entry differs from its
+    /// parent node.
     fn walk_entries(
         &self,
         dir: &Arc<Dir>,
         path: &Path,
-        entries: Vec<(std::ffi::OsString, std::fs::DirEntry)>,
-        prev: &mut ParentCursor<'_>,
+        entries: Vec<Paired>,
     ) -> (Vec<Node>, Vec<PendingDir>, bool) {
         let mut differs = false;
         let mut nodes = Vec::with_capacity(entries.len());
         let mut subdirs = vec![];
         // lstat relative to the open directory (DirEntry::metadata does not follow symlinks), which spares
-        // the kernel a walk of the whole path per entry; in a large folder (or a part of one) on every core,
-        // ahead of the walk through the entries in name order, which is one task
+        // the kernel a walk of the whole path per entry; in a large folder (or a part of one) on every core
         let mut metas = if entries.len() >= PARALLEL_LSTAT {
-            entries.par_iter().map(|(_, e)| e.metadata()).collect()
+            entries.par_iter().map(|(_, e, _)| e.metadata()).collect()
         } else {
             vec![]
         }
         .into_iter();
-        for (name, entry) in entries {
+        for (name, entry, pnode) in entries {
             if self.cancel.load(Ordering::Relaxed) {
                 differs = true;
                 break;
             }
             let p = path.join(&name);
             let same = match metas.next().unwrap_or_else(|| entry.metadata()) {
-                // an excluded entry is not recorded; if the parent tree had it, the tree differs (the cursor
-                // passes it when it moves on)
-                Ok(m) if self.exclude.is_some_and(|x| x.excludes(&p, &m)) => true,
-                Ok(m) => {
-                    let (pnode, passed) = prev.take(name.as_bytes());
-                    differs |= passed;
-                    self.add_entry(dir, &mut nodes, &mut subdirs, &name, &p, &m, pnode)
-                }
+                // an excluded entry is not recorded: if the parent tree had it, the tree differs
+                Ok(m) if self.exclude.is_some_and(|x| x.excludes(&p, &m)) => pnode.is_none(),
+                Ok(m) => self.add_entry(dir, &mut nodes, &mut subdirs, &name, &p, &m, pnode),
                 Err(e) => {
                     self.problem(format!("{}: {e}", p.display()));
                     false
@@ -895,6 +924,25 @@ impl Walker<'_> {
 /// Entries from which on a listing's `lstat` calls run on every core.
 const PARALLEL_LSTAT: usize = 1024;
 
+/// Parts of a split folder cut (and walked) at a time.
+const PARTS_AT_ONCE: usize = 2;
+
+/// A listed entry: its name and directory entry.
+type Listed = (std::ffi::OsString, std::fs::DirEntry);
+
+/// A listed entry and its node in the parent tree, if it had one.
+type Paired = (std::ffi::OsString, std::fs::DirEntry, Option<Node>);
+
+/// A part of a split folder, cut and paired, to be walked.
+struct PartWork {
+    dir: Arc<Dir>,
+    entries: Vec<Paired>,
+    /// Whether parent nodes among the part's entries are gone.
+    passed: bool,
+    /// The parent's part that held exactly the same names.
+    keep: Option<ChunkId>,
+}
+
 /// A subdirectory found while listing its parent, walked after the listing.
 struct PendingDir {
     node: usize,
@@ -985,6 +1033,20 @@ impl<'r> ParentCursor<'r> {
             self.passed += 1;
         }
         (None, passed)
+    }
+
+    /// Pairs sorted `entries` with their parent nodes; and whether parent nodes among them are gone.
+    fn pair(&mut self, entries: Vec<Listed>) -> (Vec<Paired>, bool) {
+        let mut gone = false;
+        let paired = entries
+            .into_iter()
+            .map(|(name, e)| {
+                let (pnode, passed) = self.take(name.as_bytes());
+                gone |= passed;
+                (name, e, pnode)
+            })
+            .collect();
+        (paired, gone)
     }
 
     /// Where a part of a split folder starts: the parent's part that starts here too, and where it ends.
