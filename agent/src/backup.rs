@@ -630,6 +630,7 @@ impl Walker<'_> {
                 .cloned();
             match std::fs::symlink_metadata(src) {
                 Ok(m) => {
+                    let m = fsmeta::Stat::from(&m);
                     self.add_entry(
                         &root,
                         &mut nodes,
@@ -671,32 +672,25 @@ impl Walker<'_> {
 
     fn walk_dir(&self, dir: &Arc<Dir>, path: &Path, parent: Option<ChunkId>) {
         let mut differs = parent.is_none();
-        let mut entries = vec![];
-        match std::fs::read_dir(path) {
-            Ok(rd) => {
-                for e in rd {
-                    match e {
-                        Ok(e) => entries.push((e.file_name(), e)),
-                        Err(e) => {
-                            differs = true;
-                            self.problem(format!("{}: cannot list: {e}", path.display()))
-                        }
-                    }
-                }
-            }
+        let listing = fsmeta::Folder::open(path).and_then(|f| {
+            let names = f.names(|e| {
+                differs = true;
+                self.problem(format!("{}: cannot list: {e}", path.display()))
+            })?;
+            Ok((f, names))
+        });
+        let (folder, entries) = match listing {
+            Ok(l) => l,
             Err(e) => {
                 self.problem(format!("{}: cannot list: {e}", path.display()));
                 self.trees.listed(dir, vec![], differs, None);
                 return;
             }
         };
-        // names are unique: an unstable sort needs no buffer beside the entries (a stable one takes half
-        // their size again, 32 MiB in a folder of a million)
-        entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
         let mut prev = ParentCursor::open(self.repo, parent);
         if entries.len() <= self.split.above {
             let (entries, passed) = prev.pair(entries);
-            let (nodes, subdirs, d) = self.walk_entries(dir, path, entries);
+            let (nodes, subdirs, d) = self.walk_entries(dir, path, &folder, entries);
             // entries of the parent tree that are gone; a parent tree stored split is never kept (the folder
             // is not split now)
             differs |= d | passed | prev.rest();
@@ -715,7 +709,7 @@ impl Walker<'_> {
         while !next.is_empty() {
             let batch = std::mem::take(&mut next);
             rayon::join(
-                || batch.into_iter().for_each(|w| self.walk_part(path, w)),
+                || batch.into_iter().for_each(|w| self.walk_part(path, &folder, w)),
                 || next = self.cut_parts(dir, &mut entries, &mut prev, &mut k),
             );
         }
@@ -727,18 +721,18 @@ impl Walker<'_> {
     fn cut_parts(
         &self,
         dir: &Arc<Dir>,
-        entries: &mut std::iter::Peekable<std::vec::IntoIter<Listed>>,
+        entries: &mut std::iter::Peekable<fsmeta::SortedNamesIter>,
         prev: &mut ParentCursor<'_>,
         k: &mut usize,
     ) -> Vec<PartWork> {
         let mut out = vec![];
         while out.len() < PARTS_AT_ONCE && entries.peek().is_some() && !self.cancel.load(Ordering::Relaxed) {
             let mut part = vec![];
-            for (name, e) in entries.by_ref() {
+            for name in entries.by_ref() {
                 let end = self
                     .split
                     .ends_part(&self.repo.key().chunk_id(name.as_bytes()), part.len() + 1);
-                part.push((name, e));
+                part.push(name);
                 if end {
                     break;
                 }
@@ -761,8 +755,8 @@ impl Walker<'_> {
     }
 
     /// Walks one part of a split folder (see [`Walker::walk_dir`]).
-    fn walk_part(&self, path: &Path, w: PartWork) {
-        let (nodes, subdirs, d) = self.walk_entries(&w.dir, path, w.entries);
+    fn walk_part(&self, path: &Path, folder: &fsmeta::Folder, w: PartWork) {
+        let (nodes, subdirs, d) = self.walk_entries(&w.dir, path, folder, w.entries);
         self.trees.listed(&w.dir, nodes, d | w.passed, w.keep);
         self.walk_subdirs(&w.dir, subdirs);
         self.trees.walked(w.dir);
@@ -775,26 +769,26 @@ impl Walker<'_> {
         &self,
         dir: &Arc<Dir>,
         path: &Path,
+        folder: &fsmeta::Folder,
         entries: Vec<Paired>,
     ) -> (Vec<Node>, Vec<PendingDir>, bool) {
         let mut differs = false;
         let mut nodes = Vec::with_capacity(entries.len());
         let mut subdirs = vec![];
-        // lstat relative to the open directory (DirEntry::metadata does not follow symlinks), which spares
-        // the kernel a walk of the whole path per entry; in a large folder (or a part of one) on every core
+        // lstat relative to the open folder; in a large folder (or a part of one) on every core
         let mut metas = if entries.len() >= PARALLEL_LSTAT {
-            entries.par_iter().map(|(_, e, _)| e.metadata()).collect()
+            entries.par_iter().map(|(name, _)| folder.lstat(name)).collect()
         } else {
             vec![]
         }
         .into_iter();
-        for (name, entry, pnode) in entries {
+        for (name, pnode) in entries {
             if self.cancel.load(Ordering::Relaxed) {
                 differs = true;
                 break;
             }
             let p = path.join(&name);
-            let same = match metas.next().unwrap_or_else(|| entry.metadata()) {
+            let same = match metas.next().unwrap_or_else(|| folder.lstat(&name)) {
                 // an excluded entry is not recorded: if the parent tree had it, the tree differs
                 Ok(m) if self.exclude.is_some_and(|x| x.excludes(&p, &m)) => pnode.is_none(),
                 Ok(m) => self.add_entry(dir, &mut nodes, &mut subdirs, &name, &p, &m, pnode),
@@ -818,10 +812,10 @@ impl Walker<'_> {
         subdirs: &mut Vec<PendingDir>,
         name: &std::ffi::OsStr,
         p: &Path,
-        m: &std::fs::Metadata,
+        m: &fsmeta::Stat,
         pnode: Option<Node>,
     ) -> bool {
-        let mut node = match fsmeta::node_from(name, p, m, &self.names, !m.file_type().is_file()) {
+        let mut node = match fsmeta::node_from(name, p, m, &self.names, !m.is_file()) {
             Ok(n) => n,
             Err(e) => {
                 self.problem(format!("{}: {e}", p.display()));
@@ -927,11 +921,8 @@ const PARALLEL_LSTAT: usize = 1024;
 /// Parts of a split folder cut (and walked) at a time.
 const PARTS_AT_ONCE: usize = 2;
 
-/// A listed entry: its name and directory entry.
-type Listed = (std::ffi::OsString, std::fs::DirEntry);
-
-/// A listed entry and its node in the parent tree, if it had one.
-type Paired = (std::ffi::OsString, std::fs::DirEntry, Option<Node>);
+/// A listed entry's name and its node in the parent tree, if it had one.
+type Paired = (std::ffi::OsString, Option<Node>);
 
 /// A part of a split folder, cut and paired, to be walked.
 struct PartWork {
@@ -1036,14 +1027,14 @@ impl<'r> ParentCursor<'r> {
     }
 
     /// Pairs sorted `entries` with their parent nodes; and whether parent nodes among them are gone.
-    fn pair(&mut self, entries: Vec<Listed>) -> (Vec<Paired>, bool) {
+    fn pair(&mut self, entries: impl IntoIterator<Item = std::ffi::OsString>) -> (Vec<Paired>, bool) {
         let mut gone = false;
         let paired = entries
             .into_iter()
-            .map(|(name, e)| {
+            .map(|name| {
                 let (pnode, passed) = self.take(name.as_bytes());
                 gone |= passed;
-                (name, e, pnode)
+                (name, pnode)
             })
             .collect();
         (paired, gone)

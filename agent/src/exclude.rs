@@ -207,10 +207,10 @@ pub struct Excluder {
 
 impl Excluder {
     /// Whether the entry at `path` (with its lstat `m`) is left out.
-    pub fn excludes(&self, path: &Path, m: &std::fs::Metadata) -> bool {
+    pub fn excludes(&self, path: &Path, m: &crate::fsmeta::Stat) -> bool {
         let is_dir = m.is_dir();
         if let Some(limit) = self.larger_than {
-            if m.is_file() && m.len() > limit {
+            if m.is_file() && m.size > limit {
                 return true;
             }
         }
@@ -218,7 +218,7 @@ impl Excluder {
             return true;
         }
         if is_dir {
-            if !self.devices.is_empty() && self.other_file_system(path, m.dev()) {
+            if !self.devices.is_empty() && self.other_file_system(path, m.dev) {
                 return true;
             }
             if self
@@ -300,7 +300,12 @@ mod tests {
         })
         .compile(std::slice::from_ref(&root))
         .unwrap();
-        let is = |p: &str| e.excludes(&root.join(p), &std::fs::symlink_metadata(root.join(p)).unwrap());
+        let is = |p: &str| {
+            e.excludes(
+                &root.join(p),
+                &(&std::fs::symlink_metadata(root.join(p)).unwrap()).into(),
+            )
+        };
         assert!(is("a/x.tmp") && is("a/X.TMP") && is("a/node_modules") && is("a/build/out") && is("Cache"));
         assert!(!is("a/x.txt") && !is("a/build") && !is("b/build"));
         // `build/out` matches the file b/build/out too; `*` does not cross folders
@@ -308,7 +313,7 @@ mod tests {
         let e2 = ex(|e| e.patterns = vec!["a*".into(), "out/".into()])
             .compile(&[])
             .unwrap();
-        let m = |p: &str| std::fs::symlink_metadata(root.join(p)).unwrap();
+        let m = |p: &str| crate::fsmeta::Stat::from(&std::fs::symlink_metadata(root.join(p)).unwrap());
         assert!(
             !e2.excludes(&root.join("b/build/out"), &m("b/build/out")),
             "out/ is for folders only"
@@ -337,7 +342,12 @@ mod tests {
         })
         .compile(&[])
         .unwrap();
-        let is = |p: &str| e.excludes(&root.join(p), &std::fs::symlink_metadata(root.join(p)).unwrap());
+        let is = |p: &str| {
+            e.excludes(
+                &root.join(p),
+                &(&std::fs::symlink_metadata(root.join(p)).unwrap()).into(),
+            )
+        };
         assert!(is("c1") && is("p") && is("big"));
         assert!(!is("c2") && !is("q") && !is("small"));
     }

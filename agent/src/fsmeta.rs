@@ -8,9 +8,225 @@ use std::ffi::{CStr, CString, OsStr};
 use std::fs::Metadata;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Mutex;
+
+/// What a backup uses of an entry's lstat: from `fstatat` relative to its open folder ([`Folder::lstat`]),
+/// or from a [`Metadata`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stat {
+    /// `st_mode`: the file type bits and the permissions.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub mtime: i64,
+    pub mtime_nsec: i64,
+    pub ctime: i64,
+    pub ctime_nsec: i64,
+    pub dev: u64,
+    pub ino: u64,
+    pub nlink: u64,
+    pub rdev: u64,
+}
+
+impl Stat {
+    /// The kind of node.
+    pub fn kind(&self) -> NodeKind {
+        match self.mode & libc::S_IFMT {
+            libc::S_IFDIR => NodeKind::Dir,
+            libc::S_IFREG => NodeKind::File,
+            libc::S_IFLNK => NodeKind::Symlink,
+            libc::S_IFIFO => NodeKind::Fifo,
+            libc::S_IFCHR => NodeKind::Char,
+            libc::S_IFBLK => NodeKind::Block,
+            _ => NodeKind::Socket,
+        }
+    }
+
+    pub fn is_dir(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFDIR
+    }
+
+    pub fn is_file(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFREG
+    }
+}
+
+impl From<&Metadata> for Stat {
+    fn from(m: &Metadata) -> Stat {
+        Stat {
+            mode: m.mode(),
+            uid: m.uid(),
+            gid: m.gid(),
+            size: m.size(),
+            mtime: m.mtime(),
+            mtime_nsec: m.mtime_nsec(),
+            ctime: m.ctime(),
+            ctime_nsec: m.ctime_nsec(),
+            dev: m.dev(),
+            ino: m.ino(),
+            nlink: m.nlink(),
+            rdev: m.rdev(),
+        }
+    }
+}
+
+/// An open folder: its entries' names, and their lstat relative to it (which spares the kernel a walk of
+/// the whole path per entry).
+pub struct Folder {
+    dir: std::fs::File,
+}
+
+impl Folder {
+    /// Opens the folder at `path` (not following a symlink there).
+    pub fn open(path: &Path) -> std::io::Result<Folder> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(path)?;
+        Ok(Folder { dir })
+    }
+
+    /// The names of its entries (without `.` and `..`), read from this open folder, packed and sorted by
+    /// bytes: about 13 bytes an entry beside the name, instead of a string and a directory entry for each.
+    /// `problem` is told of an entry that cannot be read.
+    pub fn names(&self, mut problem: impl FnMut(std::io::Error)) -> std::io::Result<SortedNames> {
+        // the listing reads a duplicate of the descriptor, so that it is this folder's, whatever the path
+        // now names
+        let dup = self.dir.try_clone()?;
+        let fd = std::os::fd::IntoRawFd::into_raw_fd(dup);
+        // SAFETY: `fd` is an open descriptor we own; fdopendir takes it over (closedir closes it)
+        let d = unsafe { libc::fdopendir(fd) };
+        if d.is_null() {
+            let e = std::io::Error::last_os_error();
+            // SAFETY: fdopendir failed, so the descriptor is still ours to close
+            unsafe { libc::close(fd) };
+            return Err(e);
+        }
+        let mut names = SortedNames::default();
+        loop {
+            // SAFETY: errno is thread-local; readdir64 sets it only on an error
+            unsafe { *libc::__errno_location() = 0 };
+            // SAFETY: `d` is an open directory stream used by this thread only
+            let ent = unsafe { libc::readdir64(d) };
+            if ent.is_null() {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error().unwrap_or(0) != 0 {
+                    problem(e);
+                }
+                break;
+            }
+            // SAFETY: readdir64 returned an entry whose d_name is NUL-terminated and valid until the next call
+            let name = unsafe { CStr::from_ptr((*ent).d_name.as_ptr()) }.to_bytes();
+            if name != b"." && name != b".." {
+                names.push(name);
+            }
+        }
+        // SAFETY: `d` is open and not used after this
+        unsafe { libc::closedir(d) };
+        names.sort();
+        Ok(names)
+    }
+
+    /// The lstat of entry `name` (one path component).
+    pub fn lstat(&self, name: &OsStr) -> std::io::Result<Stat> {
+        let c = CString::new(name.as_bytes())
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in a file name"))?;
+        // SAFETY: an all-zero stat is a valid value for the out parameter
+        let mut st: libc::stat64 = unsafe { std::mem::zeroed() };
+        // SAFETY: the folder's descriptor is open, `c` is NUL-terminated, `st` is writable
+        let rc = unsafe {
+            libc::fstatat64(
+                self.dir.as_raw_fd(),
+                c.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Stat {
+            mode: st.st_mode,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            size: st.st_size as u64,
+            mtime: st.st_mtime,
+            mtime_nsec: st.st_mtime_nsec,
+            ctime: st.st_ctime,
+            ctime_nsec: st.st_ctime_nsec,
+            dev: st.st_dev,
+            ino: st.st_ino,
+            nlink: st.st_nlink,
+            rdev: st.st_rdev,
+        })
+    }
+}
+
+/// A folder's entry names in one buffer, sorted by bytes ([`Folder::names`]).
+#[derive(Debug, Default)]
+pub struct SortedNames {
+    bytes: Vec<u8>,
+    /// Where each name ends in `bytes`, in listing order.
+    ends: Vec<usize>,
+    /// Listing indexes in name order.
+    order: Vec<u32>,
+}
+
+impl SortedNames {
+    fn push(&mut self, name: &[u8]) {
+        self.bytes.extend_from_slice(name);
+        self.ends.push(self.bytes.len());
+    }
+
+    fn get(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..self.ends[i]]
+    }
+
+    fn sort(&mut self) {
+        let mut order: Vec<u32> = (0..self.ends.len() as u32).collect();
+        // names are unique: an unstable sort needs no buffer beside the order
+        order.sort_unstable_by(|&a, &b| self.get(a as usize).cmp(self.get(b as usize)));
+        self.order = order;
+    }
+
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+}
+
+impl IntoIterator for SortedNames {
+    type Item = std::ffi::OsString;
+    type IntoIter = SortedNamesIter;
+
+    fn into_iter(self) -> SortedNamesIter {
+        SortedNamesIter { names: self, at: 0 }
+    }
+}
+
+/// The names in order, each made a string as it is reached.
+pub struct SortedNamesIter {
+    names: SortedNames,
+    at: usize,
+}
+
+impl Iterator for SortedNamesIter {
+    type Item = std::ffi::OsString;
+
+    fn next(&mut self) -> Option<std::ffi::OsString> {
+        let i = *self.names.order.get(self.at)? as usize;
+        self.at += 1;
+        Some(OsStr::from_bytes(self.names.get(i)).to_os_string())
+    }
+}
 
 /// Caches uid/gid -> name lookups.
 #[derive(Debug, Default)]
@@ -192,26 +408,11 @@ pub fn read_xattrs(path: &Path) -> std::io::Result<Option<Vec<(String, String)>>
 pub fn node_from(
     name: &OsStr,
     path: &Path,
-    m: &Metadata,
+    m: &Stat,
     names: &Names,
     with_xattrs: bool,
 ) -> std::io::Result<Node> {
-    let ft = m.file_type();
-    let kind = if ft.is_dir() {
-        NodeKind::Dir
-    } else if ft.is_file() {
-        NodeKind::File
-    } else if ft.is_symlink() {
-        NodeKind::Symlink
-    } else if ft.is_fifo() {
-        NodeKind::Fifo
-    } else if ft.is_char_device() {
-        NodeKind::Char
-    } else if ft.is_block_device() {
-        NodeKind::Block
-    } else {
-        NodeKind::Socket
-    };
+    let kind = m.kind();
     let (name_s, name_raw) = split_bytes(name.as_bytes());
     let (target, target_raw) = if kind == NodeKind::Symlink {
         let t = std::fs::read_link(path)?;
@@ -229,21 +430,21 @@ pub fn node_from(
         name: name_s,
         name_raw,
         kind,
-        mode: m.mode() & 0o7777,
-        uid: m.uid(),
-        gid: m.gid(),
-        user: names.user(m.uid()),
-        group: names.group(m.gid()),
-        mtime: m.mtime(),
-        mtime_nsec: m.mtime_nsec() as u32,
-        ctime: m.ctime(),
-        ctime_nsec: m.ctime_nsec() as u32,
-        dev: m.dev(),
-        ino: m.ino(),
-        nlink: m.nlink(),
-        size: if kind == NodeKind::File { m.size() } else { 0 },
+        mode: m.mode & 0o7777,
+        uid: m.uid,
+        gid: m.gid,
+        user: names.user(m.uid),
+        group: names.group(m.gid),
+        mtime: m.mtime,
+        mtime_nsec: m.mtime_nsec as u32,
+        ctime: m.ctime,
+        ctime_nsec: m.ctime_nsec as u32,
+        dev: m.dev,
+        ino: m.ino,
+        nlink: m.nlink,
+        size: if kind == NodeKind::File { m.size } else { 0 },
         rdev: if matches!(kind, NodeKind::Char | NodeKind::Block) {
-            m.rdev()
+            m.rdev
         } else {
             0
         },
@@ -416,5 +617,41 @@ mod tests {
             Owners::new(true).ids(&node(Some("root"), 4321, Some("root"), 8765)),
             (4321, 8765)
         );
+    }
+
+    #[test]
+    fn a_folder_lists_sorted_raw_names_and_stats_them_relative_to_itself() {
+        use std::os::unix::ffi::OsStringExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        for n in [&b"b"[..], b"a", b"a b", b"\xff\xfe", b"B"] {
+            std::fs::write(root.join(OsStr::from_bytes(n)), n).unwrap();
+        }
+        std::fs::create_dir(root.join("sub")).unwrap();
+        std::os::unix::fs::symlink("sub", root.join("link")).unwrap();
+        let f = Folder::open(root).unwrap();
+        let names = f.names(|e| panic!("{e}")).unwrap();
+        assert_eq!(names.len(), 7);
+        let got: Vec<Vec<u8>> = names.into_iter().map(|n| n.into_vec()).collect();
+        let want: Vec<&[u8]> = vec![b"B", b"a", b"a b", b"b", b"link", b"sub", b"\xff\xfe"];
+        assert_eq!(got, want);
+        let st = f.lstat(OsStr::from_bytes(b"\xff\xfe")).unwrap();
+        assert_eq!((st.kind(), st.size), (NodeKind::File, 2));
+        assert_eq!(
+            st,
+            Stat::from(&std::fs::symlink_metadata(root.join(OsStr::from_bytes(b"\xff\xfe"))).unwrap())
+        );
+        // a symlink is not followed, by lstat or by open
+        assert_eq!(f.lstat(OsStr::new("link")).unwrap().kind(), NodeKind::Symlink);
+        assert!(f.lstat(OsStr::new("sub")).unwrap().is_dir());
+        assert!(Folder::open(&root.join("link")).is_err());
+        let e = f.lstat(OsStr::new("gone")).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+        // the listing is the open folder's, whatever its path names later
+        let sub = Folder::open(&root.join("sub")).unwrap();
+        std::fs::rename(root.join("sub"), root.join("sub2")).unwrap();
+        std::fs::create_dir(root.join("sub")).unwrap();
+        std::fs::write(root.join("sub/new"), "").unwrap();
+        assert!(sub.names(|e| panic!("{e}")).unwrap().is_empty());
     }
 }
