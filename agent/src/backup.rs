@@ -696,13 +696,15 @@ impl Walker<'_> {
             differs |= d | passed | prev.rest();
             let keep = parent.filter(|_| !prev.split);
             self.trees.listed(dir, nodes, differs, keep);
+            // closed before the walk goes down: a deep tree must not hold a descriptor per level
+            drop(folder);
             self.walk_subdirs(dir, subdirs);
             return;
         }
-        // A split folder: its parts are cut and paired with the parent's nodes in name order (one thread),
-        // a few at a time, while the parts cut before are walked on every core: each is listed, its
+        // A split folder: its parts are cut and paired with the parent's nodes in name order, two at a time,
+        // while the two cut before are walked (their `lstat` on every core): each is listed, its
         // subdirectories walked, and its files handed to the readers. Only the parts in those two batches and
-        // those whose files are being read are in memory.
+        // those whose files are being read are in memory. The folder stays open until its last part.
         let mut entries = entries.into_iter().peekable();
         let mut k = 0;
         let mut next = self.cut_parts(dir, &mut entries, &mut prev, &mut k);

@@ -884,3 +884,36 @@ fn an_entra_environment_is_ignored_by_a_classic_job() {
     let err = e.fails(&both.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(err.contains("not both"), "{err}");
 }
+
+#[test]
+fn a_deep_tree_is_walked_with_few_file_descriptors() {
+    let e = Env::new();
+    // 300 levels: a walk that kept each level's folder open would need 300 descriptors
+    let mut deep = e.p("src");
+    for _ in 0..300 {
+        deep.push("d");
+    }
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::write(deep.join("bottom"), "at the bottom").unwrap();
+    e.start(&[]);
+    let mut c = e.cmd(&["backup"]);
+    // SAFETY: setrlimit is async-signal-safe; it only changes the child's own limit before exec
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut c, || {
+            let lim = libc::rlimit {
+                rlim_cur: 64,
+                rlim_max: 64,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "{}\n{}", text(&o.stdout), text(&o.stderr));
+    assert!(!text(&o.stderr).contains("cannot list"), "{}", text(&o.stderr));
+    let expect = e.p("expect");
+    copy_dir(&e.p("src"), &expect);
+    e.restores_as(&e.snapshot_ids()[0], &expect);
+}
