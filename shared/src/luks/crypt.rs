@@ -11,10 +11,10 @@
 //! integration tests. Buffers of at least [`PARALLEL_MIN`] bytes are split into whole-sector chunks over
 //! `available_parallelism()` scoped threads.
 //!
-//! Where the CPU has VAES with AVX-512 (x86-64, detected at run time), sectors whose size is a multiple of
-//! 512 bytes go through the VAES code (`xts_vaes.rs`) instead: four blocks per instruction with the tweaks
-//! kept in registers, about a sixth of the portable path's CPU time (diskprep's profile,
-//! docs/BENCHMARKS.md).
+//! Where the CPU has VAES and VPCLMULQDQ with AVX-512 or AVX2 (x86-64, detected at run time), sectors whose
+//! size is a multiple of 512 bytes go through the VAES code (`xts_vaes.rs`) instead: four (AVX-512) or two
+//! (AVX2) blocks per instruction with the tweaks kept in registers, a sixth to a fifth of the portable
+//! path's CPU time (diskprep's profiles, docs/BENCHMARKS.md).
 
 use aes::cipher::generic_array::GenericArray;
 use aes::cipher::{BlockDecrypt, BlockEncrypt, KeyInit};
@@ -190,8 +190,28 @@ mod tests {
         let key: [u8; 64] = std::array::from_fn(|i| (i as u8).wrapping_mul(13) ^ 0xa7);
         let cipher = XtsCipher::new(&key);
         #[cfg(target_arch = "x86_64")]
-        assert_eq!(cipher.vaes.is_some(), super::super::xts_vaes::available());
+        assert_eq!(
+            cipher.vaes.is_some(),
+            super::super::xts_vaes::available().is_some()
+        );
         let slow = portable(&cipher);
+        let mut ciphers = vec![cipher.clone()];
+        // Where the CPU has AVX-512 the AVX2 path is checked as well.
+        #[cfg(target_arch = "x86_64")]
+        if let Some(keys) = &cipher.vaes {
+            use super::super::xts_vaes::{runs, Width};
+            if keys.width != Width::Avx2 && runs(Width::Avx2) {
+                let mut narrow = cipher.clone();
+                narrow.vaes.as_mut().expect("VAES keys").width = Width::Avx2;
+                ciphers.push(narrow);
+            }
+        }
+        for cipher in &ciphers {
+            check_against(cipher, &slow);
+        }
+    }
+
+    fn check_against(cipher: &XtsCipher, slow: &XtsCipher) {
         // Sector sizes the VAES path takes (512..4096) and one it leaves to the portable code (1040); IVs
         // that carry into the tweak's high bits; an IV step of 8 as diskprep's 4096-byte sectors use.
         for (sector_size, iv, step) in [
