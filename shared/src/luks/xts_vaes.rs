@@ -160,21 +160,72 @@ unsafe fn inverse(enc: &[[u8; 16]; 15]) -> [[u8; 16]; 15] {
 /// # Panics
 /// If the sector size is not a multiple of [`SECTOR_MULTIPLE`] or `buf` is not whole sectors.
 pub(super) fn xts(keys: &Keys, buf: &mut [u8], sector_size: usize, first_iv: u64, iv_step: u64, enc: bool) {
+    let p = buf.as_mut_ptr();
+    // SAFETY: source and destination are the same valid range of `buf.len()` bytes (each kernel reads a
+    // group before it writes it).
+    unsafe { run(keys, p, p, buf.len(), sector_size, first_iv, iv_step, enc) }
+}
+
+/// [`xts`] from `src` into `dst` (of the same length): the plaintext is read once, without a copy first.
+///
+/// # Panics
+/// As [`xts`], or if the lengths differ.
+pub(super) fn xts_into(
+    keys: &Keys,
+    src: &[u8],
+    dst: &mut [u8],
+    sector_size: usize,
+    first_iv: u64,
+    iv_step: u64,
+    enc: bool,
+) {
+    assert_eq!(
+        src.len(),
+        dst.len(),
+        "xts_into: source and destination of one length"
+    );
+    // SAFETY: `src` is valid for reads and `dst` for writes of `src.len()` bytes, and they do not overlap
+    // (a shared and a mutable borrow).
+    unsafe {
+        run(
+            keys,
+            src.as_ptr(),
+            dst.as_mut_ptr(),
+            src.len(),
+            sector_size,
+            first_iv,
+            iv_step,
+            enc,
+        )
+    }
+}
+
+/// # Safety
+/// `src` is valid for reads and `dst` for writes of `len` bytes; they are the same pointer or do not overlap.
+#[allow(clippy::too_many_arguments)]
+unsafe fn run(
+    keys: &Keys,
+    src: *const u8,
+    dst: *mut u8,
+    len: usize,
+    sector_size: usize,
+    first_iv: u64,
+    iv_step: u64,
+    enc: bool,
+) {
     assert!(
-        sector_size > 0
-            && sector_size.is_multiple_of(SECTOR_MULTIPLE)
-            && buf.len().is_multiple_of(sector_size)
+        sector_size > 0 && sector_size.is_multiple_of(SECTOR_MULTIPLE) && len.is_multiple_of(sector_size)
     );
     assert!(
         runs(keys.width),
         "xts needs VAES, VPCLMULQDQ and AVX-512F/BW or AVX2"
     );
     // SAFETY: the instructions are present (asserted above); each sector is a whole number of 512-byte
-    // groups inside `buf`.
+    // groups inside the `len` bytes the caller guarantees.
     unsafe {
         match keys.width {
-            Width::Avx512 => xts_vaes(keys, buf, sector_size, first_iv, iv_step, enc),
-            Width::Avx2 => xts_vaes256(keys, buf, sector_size, first_iv, iv_step, enc),
+            Width::Avx512 => xts_vaes(keys, src, dst, len, sector_size, first_iv, iv_step, enc),
+            Width::Avx2 => xts_vaes256(keys, src, dst, len, sector_size, first_iv, iv_step, enc),
         }
     }
 }
@@ -218,26 +269,30 @@ unsafe fn mul_x16(t: __m256i) -> __m256i {
 /// The AVX2 path: sixteen blocks (eight 256-bit registers) at a time.
 ///
 /// # Safety
-/// The CPU has AES-NI, AVX2, VAES and VPCLMULQDQ; `sector_size` is a multiple of 512 and `buf` whole
-/// sectors.
+/// The CPU has AES-NI, AVX2, VAES and VPCLMULQDQ; `sector_size` is a multiple of 512 and `len` whole
+/// sectors; `src` is valid for reads and `dst` for writes of `len` bytes (the same pointer, or apart).
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "aes,sse2,avx,avx2,vaes,vpclmulqdq")]
 unsafe fn xts_vaes256(
     keys: &Keys,
-    buf: &mut [u8],
+    src: *const u8,
+    dst: *mut u8,
+    len: usize,
     sector_size: usize,
     first_iv: u64,
     iv_step: u64,
     enc: bool,
 ) {
     // SAFETY (whole body): the target features are enabled for this function; every load and store is an
-    // unaligned 32-byte access inside the current 256-byte group of `buf` (or of a local array).
+    // unaligned 32-byte access inside the current 256-byte group of `src` or `dst` (or of a local array),
+    // and a group is read whole before it is written.
     unsafe {
         let rk = if enc { &keys.enc } else { &keys.dec };
         let rk: [__m256i; 15] =
             std::array::from_fn(|r| _mm256_broadcastsi128_si256(_mm_loadu_si128(rk[r].as_ptr().cast())));
         let tk: [__m128i; 15] = std::array::from_fn(|r| _mm_loadu_si128(keys.tweak[r].as_ptr().cast()));
         let mut iv = first_iv;
-        for sector in buf.chunks_exact_mut(sector_size) {
+        for sector in (0..len).step_by(sector_size) {
             // The sector's first sixteen tweaks, two per register.
             let mut t = first_tweak(&tk, iv);
             let mut first = [[0u8; 16]; 16];
@@ -247,8 +302,8 @@ unsafe fn xts_vaes256(
             }
             let mut tws: [__m256i; 8] =
                 std::array::from_fn(|j| _mm256_loadu_si256(first[2 * j..].as_ptr().cast()));
-            for group in sector.chunks_exact_mut(256) {
-                let p = group.as_mut_ptr();
+            for group in (sector..sector + sector_size).step_by(256) {
+                let (p, q) = (src.add(group), dst.add(group));
                 let mut x: [__m256i; 8] = std::array::from_fn(|j| {
                     _mm256_xor_si256(
                         _mm256_xor_si256(_mm256_loadu_si256(p.add(32 * j).cast()), tws[j]),
@@ -275,7 +330,7 @@ unsafe fn xts_vaes256(
                     }
                 }
                 for j in 0..8 {
-                    _mm256_storeu_si256(p.add(32 * j).cast(), _mm256_xor_si256(x[j], tws[j]));
+                    _mm256_storeu_si256(q.add(32 * j).cast(), _mm256_xor_si256(x[j], tws[j]));
                     tws[j] = mul_x16(tws[j]);
                 }
             }
@@ -300,19 +355,30 @@ unsafe fn mul_x4(t: __m512i) -> __m512i {
 }
 
 /// # Safety
-/// The CPU has AES-NI, AVX-512F/BW, VAES and VPCLMULQDQ; `sector_size` is a multiple of 512 and `buf` whole
-/// sectors.
+/// The CPU has AES-NI, AVX-512F/BW, VAES and VPCLMULQDQ; `sector_size` is a multiple of 512 and `len` whole
+/// sectors; `src` is valid for reads and `dst` for writes of `len` bytes (the same pointer, or apart).
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "aes,sse2,avx2,avx512f,avx512bw,vaes,vpclmulqdq")]
-unsafe fn xts_vaes(keys: &Keys, buf: &mut [u8], sector_size: usize, first_iv: u64, iv_step: u64, enc: bool) {
+unsafe fn xts_vaes(
+    keys: &Keys,
+    src: *const u8,
+    dst: *mut u8,
+    len: usize,
+    sector_size: usize,
+    first_iv: u64,
+    iv_step: u64,
+    enc: bool,
+) {
     // SAFETY (whole body): the target features are enabled for this function; every load and store is an
-    // unaligned 64-byte access inside the current 512-byte group of `buf`.
+    // unaligned 64-byte access inside the current 512-byte group of `src` or `dst`, and a group is read
+    // whole before it is written.
     unsafe {
         let rk = if enc { &keys.enc } else { &keys.dec };
         let rk: [__m512i; 15] =
             std::array::from_fn(|r| _mm512_broadcast_i32x4(_mm_loadu_si128(rk[r].as_ptr().cast())));
         let tk: [__m128i; 15] = std::array::from_fn(|r| _mm_loadu_si128(keys.tweak[r].as_ptr().cast()));
         let mut iv = first_iv;
-        for sector in buf.chunks_exact_mut(sector_size) {
+        for sector in (0..len).step_by(sector_size) {
             // The sector's first tweak, and its first four powers as the first group's tweak vector.
             let t0 = first_tweak(&tk, iv);
             let t1 = super::gf_double(t0);
@@ -320,8 +386,8 @@ unsafe fn xts_vaes(keys: &Keys, buf: &mut [u8], sector_size: usize, first_iv: u6
             let t3 = super::gf_double(t2);
             let four = [t0, t1, t2, t3].map(u128::to_le_bytes);
             let mut tw = _mm512_loadu_si512(four.as_ptr().cast());
-            for group in sector.chunks_exact_mut(512) {
-                let p = group.as_mut_ptr();
+            for group in (sector..sector + sector_size).step_by(512) {
+                let (p, q) = (src.add(group), dst.add(group));
                 let mut tws = [tw; 8];
                 for j in 1..8 {
                     tws[j] = mul_x4(tws[j - 1]);
@@ -350,7 +416,7 @@ unsafe fn xts_vaes(keys: &Keys, buf: &mut [u8], sector_size: usize, first_iv: u6
                     }
                 }
                 for j in 0..8 {
-                    _mm512_storeu_si512(p.add(64 * j).cast(), _mm512_xor_si512(x[j], tws[j]));
+                    _mm512_storeu_si512(q.add(64 * j).cast(), _mm512_xor_si512(x[j], tws[j]));
                 }
             }
             iv = iv.wrapping_add(iv_step);
