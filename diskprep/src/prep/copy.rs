@@ -419,15 +419,13 @@ fn check_resume(
     Ok(())
 }
 
+/// A batch to read: its blob range and the segments it completes.
+type Planned = (Range<u64>, Vec<Range<u64>>);
+
 /// The batches of part `i` from blob offset `start`: ranges that end on segment boundaries (gaps between
 /// segments are zeros), up to `batch_len` bytes unless one segment is longer, with the segments each
 /// completes.
-fn part_batches(
-    plan: &DrivePlan,
-    i: usize,
-    start: u64,
-    batch_len: u64,
-) -> Vec<(Range<u64>, Vec<Range<u64>>)> {
+fn part_batches(plan: &DrivePlan, i: usize, start: u64, batch_len: u64) -> Vec<Planned> {
     let part = &plan.parts[i];
     let mut out = Vec::new();
     let mut at = start;
@@ -472,7 +470,7 @@ fn read_batches(
             part.start
         }
     };
-    let batches: Vec<Vec<(Range<u64>, Vec<Range<u64>>)>> = (first_part..plan.parts.len())
+    let batches: Vec<Vec<Planned>> = (first_part..plan.parts.len())
         .map(|i| part_batches(plan, i, start_of(i), batch_len))
         .collect();
     // A rendezvous: the reader reads one batch ahead of the one being hashed.
@@ -538,7 +536,7 @@ fn read_ahead(
     plan: &DrivePlan,
     source: &dyn StagedSource,
     first_part: usize,
-    batches: &[Vec<(Range<u64>, Vec<Range<u64>>)>],
+    batches: &[Vec<Planned>],
     batch_len: u64,
     filled: mpsc::SyncSender<Result<Arc<Filled>, CopyError>>,
 ) {
@@ -576,7 +574,7 @@ fn hash_part(
     blob: &str,
     i: usize,
     start: u64,
-    batches: &[(Range<u64>, Vec<Range<u64>>)],
+    batches: &[Planned],
     filled: &mpsc::Receiver<Result<Arc<Filled>, CopyError>>,
     tx: &mpsc::SyncSender<Result<Batch, CopyError>>,
 ) -> Result<Option<BlobDigest>, Stop> {

@@ -47,11 +47,10 @@ pub(super) fn available() -> Option<Width> {
 
 /// Whether this CPU can run [`xts`] on `width`'s registers.
 pub(super) fn runs(width: Width) -> bool {
-    match (available(), width) {
-        (Some(Width::Avx512), _) => true,
-        (Some(Width::Avx2), Width::Avx2) => true,
-        _ => false,
-    }
+    matches!(
+        (available(), width),
+        (Some(Width::Avx512), _) | (Some(Width::Avx2), Width::Avx2)
+    )
 }
 
 /// Sector sizes [`xts`] takes: whole groups of 32 blocks (LUKS2 sectors are 512 to 4096 bytes).
