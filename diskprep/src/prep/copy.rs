@@ -3,12 +3,13 @@
 //! checkpoints (about 16 per drive, between one batch and 1 GiB apart) so that an interrupted copy resumes
 //! at the last one.
 //!
-//! Reading and hashing run in a thread of their own, a batch ahead of encrypting and writing, and the MD5s
-//! of a batch's segments (up to sixteen of 4 MiB) are computed side by side in the lanes of
-//! [`seedship_shared::md5batch`] (MD5 is sequential within a segment, so segments are the unit of
-//! parallelism: sixteen lanes on one core cost about what eight do). Memory stays bounded: at most two
-//! batches exist at once (the one being written and the one being read; the reader hands a batch over only
-//! when the writer takes it).
+//! Three stages run side by side: a reader thread reads the next batch from staging while a hashing thread
+//! hashes the batch before it and the copy loop encrypts and writes that same batch (both only read it, so
+//! they share its buffer). The MD5s of a batch's segments (up to sixteen of 4 MiB) are computed side by side
+//! in the lanes of [`seedship_shared::md5batch`] (MD5 is sequential within a segment, so segments are the
+//! unit of parallelism: sixteen lanes on one core cost about what eight do). Memory stays bounded: at most
+//! two batches exist at once (the one being read, and the one being hashed and written, whose buffer goes
+//! back to the reader when both are done with it).
 //!
 //! The tar stream is a pure function of the plan (member names, sizes, a fixed modification time), so the
 //! offset of every byte is known in advance and a resumed copy writes exactly the bytes an uninterrupted one
@@ -29,10 +30,11 @@ use seedship_shared::tar::{encode_header, entry_tar_size, BLOCK, END_OF_ARCHIVE_
 use std::io::Write;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 
 /// Bytes read and hashed at a time (whole segments), on drives of 1 GiB or more: sixteen segments of 4 MiB,
-/// what one thread's MD5 lanes take at once with AVX-512 ([`seedship_shared::md5batch::lanes_per_thread`]).
+/// what one thread's MD5 lanes take at once with AVX2 or AVX-512
+/// ([`seedship_shared::md5batch::lanes_per_thread`]).
 pub const BATCH: u64 = 64 << 20;
 /// The smallest batch: one whole segment (a manifest page range is at most 4 MiB).
 pub const MIN_BATCH: u64 = 4 << 20;
@@ -62,20 +64,38 @@ pub trait CheckpointSink {
     fn checkpoint(&mut self, payload_offset: u64, new_segments: &[SegmentRecord]) -> std::io::Result<()>;
 }
 
-/// One batch of a part's content: the bytes of `range` of the blob, and the segments it completes.
+/// A batch's bytes, shared by its hashing and its writing: the buffer goes back to the reader's spare
+/// buffers when both have dropped it.
+struct Filled {
+    buf: Option<AlignedBuf>,
+    /// The batch's bytes are `buf[head..head + len]`.
+    head: usize,
+    len: usize,
+    back: mpsc::Sender<AlignedBuf>,
+}
+
+impl Filled {
+    fn bytes(&self) -> &[u8] {
+        &self.buf.as_ref().expect("held until dropped").as_slice()[self.head..self.head + self.len]
+    }
+}
+
+impl Drop for Filled {
+    fn drop(&mut self) {
+        if let Some(b) = self.buf.take() {
+            // The reader is gone when the copy stopped; the buffer is then freed here.
+            let _ = self.back.send(b);
+        }
+    }
+}
+
+/// One batch of a part's content: the bytes of `range` of the blob, and (once hashed, beside the writing)
+/// the records of the segments it completes.
 struct Batch {
     part: usize,
     range: Range<u64>,
-    /// The range's bytes start at `buf[head]`.
-    buf: AlignedBuf,
-    head: usize,
-    segments: Vec<SegmentRecord>,
-}
-
-impl Batch {
-    fn bytes(&self) -> &[u8] {
-        &self.buf.as_slice()[self.head..self.head + (self.range.end - self.range.start) as usize]
-    }
+    data: Arc<Filled>,
+    segments: mpsc::Receiver<Vec<SegmentRecord>>,
 }
 
 /// Copies the drive's parts into `payload` from the checkpoint `resume` on and returns the final
@@ -125,18 +145,13 @@ pub fn copy_parts(
             s.spawn(move || follow_copy(drive, target, checker, rb_rx, stop, progress))
         });
         let rb_tx = readback.as_ref().map(|_| rb_tx);
-        // A rendezvous: the reader prepares the next batch while the writer writes one, and no third waits
-        // in between (two batches of 64 MiB, not three).
+        // Rendezvous: the reader reads the next batch while the hashing thread and the writer work on one,
+        // and no third waits in between (two batches of 64 MiB, not three).
         let (tx, rx) = mpsc::sync_channel::<Result<Batch, CopyError>>(0);
-        // Written batches' buffers go back to the reader (no fresh 64 MiB allocation, page faults and zeroing
-        // per batch).
-        let (spare_tx, spare_rx) = mpsc::channel::<AlignedBuf>();
         let batch_len = batch_len(plan.payload_len);
-        let reader =
-            s.spawn(move || read_batches(plan, source, first_part, content_from, batch_len, &tx, &spare_rx));
+        let reader = s.spawn(move || read_batches(plan, source, first_part, content_from, batch_len, &tx));
         let stream = Stream {
             batches: rx,
-            spare: spare_tx,
             readback: rb_tx,
             first_part,
             batch_len,
@@ -159,7 +174,6 @@ pub fn copy_parts(
 /// What the copy loop receives batches from and hands finished stretches to.
 struct Stream {
     batches: mpsc::Receiver<Result<Batch, CopyError>>,
-    spare: mpsc::Sender<AlignedBuf>,
     readback: Option<mpsc::Sender<(Range<u64>, Vec<SegmentRecord>)>>,
     first_part: usize,
     batch_len: u64,
@@ -181,7 +195,6 @@ fn copy_batches(
 ) -> Result<Checkpoint, CopyError> {
     let Stream {
         batches: rx,
-        spare: spare_tx,
         readback,
         first_part,
         batch_len,
@@ -254,15 +267,21 @@ fn copy_batches(
             }
             next_header += 1;
         }
-        write(payload, batch.bytes())?;
+        write(payload, batch.data.bytes())?;
+        drop(batch.data);
         if batch.range.end == part.end {
             let pad = (part.size().div_ceil(BLOCK) * BLOCK - part.size()) as usize;
             write(payload, &[0u8; BLOCK as usize][..pad])?;
         }
         progress.inc(payload.position() - counted);
         counted = payload.position();
-        pending.extend(batch.segments);
-        let _ = spare_tx.send(batch.buf);
+        // Hashed meanwhile on the hashing thread (which sends every batch's records before anything else).
+        pending.extend(
+            batch
+                .segments
+                .recv()
+                .expect("the hashing thread sends each batch's records"),
+        );
         let stop = cancel.load(Ordering::Relaxed);
         if stop || payload.position() - done.payload_offset >= interval {
             checkpoint(payload, sink, &mut done, &mut pending)?;
@@ -400,94 +419,17 @@ fn check_resume(
     Ok(())
 }
 
-/// Reads the parts' content from `first_part` at blob offset `from` on, in batches that end on segment
-/// boundaries, hashing the segments of each batch in parallel. Each blob whose BLAKE3 the source knows is
-/// checked when its part is complete (the blob's bytes outside the part read for the hash only); a mismatch
-/// is sent as the last batch's error, so the drive fails before its manifest is written.
-fn read_batches(
-    plan: &DrivePlan,
-    source: &dyn StagedSource,
-    first_part: usize,
-    from: u64,
-    batch_len: u64,
-    tx: &mpsc::SyncSender<Result<Batch, CopyError>>,
-    spare: &mpsc::Receiver<AlignedBuf>,
-) {
-    let mut buffers = Buffers {
-        spare,
-        allocated: 0,
-        cap: batch_len as usize + 2 * ALIGN,
-    };
-    for (i, part) in plan.parts.iter().enumerate().skip(first_part) {
-        let at = if i == first_part {
-            from.max(part.start)
-        } else {
-            part.start
-        };
-        let result = match read_part(plan, source, i, at, batch_len, tx, &mut buffers) {
-            Err(Stop::WriterGone) => return,
-            Err(Stop::Failed(e)) => Err(e),
-            Ok(digest) => match (digest, source.digest(&part.blob)) {
-                (Some(d), Some(want)) => d.finish(source, &part.blob, part.blob_len, want, HASH_STEP),
-                _ => Ok(()),
-            },
-        };
-        if let Err(e) = result {
-            let _ = tx.send(Err(e));
-            return;
-        }
-    }
-}
+/// A batch to read: its blob range and the segments it completes.
+type Planned = (Range<u64>, Vec<Range<u64>>);
 
-/// Why the reader stopped sending a part's batches.
-enum Stop {
-    Failed(CopyError),
-    /// The writer stopped receiving (it failed or was interrupted and reports why).
-    WriterGone,
-}
-
-/// The reader's batch buffers: two at most (the one the writer holds and the one being read), each
-/// allocated once and then handed back by the writer, so the memory of a drive of any size is two batches and
-/// their pages (huge pages where the kernel has them, see [`AlignedBuf::new`]) are faulted in once.
-struct Buffers<'a> {
-    spare: &'a mpsc::Receiver<AlignedBuf>,
-    allocated: usize,
-    cap: usize,
-}
-
-impl Buffers<'_> {
-    /// The buffer to read the next batch into; `None` when the writer is gone (it stopped on an error).
-    fn take(&mut self) -> Option<AlignedBuf> {
-        if let Ok(b) = self.spare.try_recv() {
-            return Some(b);
-        }
-        if self.allocated < 2 {
-            self.allocated += 1;
-            return Some(AlignedBuf::new(self.cap));
-        }
-        self.spare.recv().ok()
-    }
-}
-
-/// Sends the batches of part `i` from blob offset `start`, feeding the blob's digest when the source knows
-/// one; returns that digest (`Ok(None)` without one).
-fn read_part(
-    plan: &DrivePlan,
-    source: &dyn StagedSource,
-    i: usize,
-    start: u64,
-    batch_len: u64,
-    tx: &mpsc::SyncSender<Result<Batch, CopyError>>,
-    buffers: &mut Buffers<'_>,
-) -> Result<Option<BlobDigest>, Stop> {
+/// The batches of part `i` from blob offset `start`: ranges that end on segment boundaries (gaps between
+/// segments are zeros), up to `batch_len` bytes unless one segment is longer, with the segments each
+/// completes.
+fn part_batches(plan: &DrivePlan, i: usize, start: u64, batch_len: u64) -> Vec<Planned> {
     let part = &plan.parts[i];
-    let mut digest = match source.digest(&part.blob) {
-        Some(_) => Some(BlobDigest::start(source, &part.blob, start, HASH_STEP).map_err(Stop::Failed)?),
-        None => None,
-    };
+    let mut out = Vec::new();
     let mut at = start;
     while at < part.end {
-        // Extend the batch over whole segments (gaps between segments are zeros) up to batch_len bytes.
         let mut end = at;
         let mut segs = Vec::new();
         for s in part.segments.iter().filter(|s| s.start >= at) {
@@ -500,43 +442,183 @@ fn read_part(
         if segs.is_empty() {
             end = part.end;
         }
-        let Some(mut buf) = buffers.take() else {
-            return Err(Stop::WriterGone);
+        out.push((at..end, segs));
+        at = end;
+    }
+    out
+}
+
+/// Reads the parts' content from `first_part` at blob offset `from` on, in batches that end on segment
+/// boundaries, and hashes the segments of each batch while the writer writes it. Each blob whose BLAKE3 the
+/// source knows is checked when its part is complete (the blob's bytes outside the part read for the hash
+/// only); a mismatch is sent as the last batch's error, so the drive fails before its manifest is written.
+///
+/// Two threads: this one hashes, and a reader reads the next batch meanwhile ([`read_ahead`]).
+fn read_batches(
+    plan: &DrivePlan,
+    source: &dyn StagedSource,
+    first_part: usize,
+    from: u64,
+    batch_len: u64,
+    tx: &mpsc::SyncSender<Result<Batch, CopyError>>,
+) {
+    let start_of = |i: usize| {
+        let part = &plan.parts[i];
+        if i == first_part {
+            from.max(part.start)
+        } else {
+            part.start
+        }
+    };
+    let batches: Vec<Vec<Planned>> = (first_part..plan.parts.len())
+        .map(|i| part_batches(plan, i, start_of(i), batch_len))
+        .collect();
+    // A rendezvous: the reader reads one batch ahead of the one being hashed.
+    let (filled_tx, filled_rx) = mpsc::sync_channel::<Result<Arc<Filled>, CopyError>>(0);
+    let batches = &batches;
+    // `move`: the receiver is dropped when the hashing stops, before the scope waits for the reader, which
+    // then stops at its next send.
+    std::thread::scope(move |s| {
+        s.spawn(move || read_ahead(plan, source, first_part, batches, batch_len, filled_tx));
+        for (i, part) in plan.parts.iter().enumerate().skip(first_part) {
+            let batches = &batches[i - first_part];
+            let result = hash_part(source, &part.blob, i, start_of(i), batches, &filled_rx, tx);
+            let result = match result {
+                Err(Stop::WriterGone) => return,
+                Err(Stop::Failed(e)) => Err(e),
+                Ok(digest) => match (digest, source.digest(&part.blob)) {
+                    (Some(d), Some(want)) => d.finish(source, &part.blob, part.blob_len, want, HASH_STEP),
+                    _ => Ok(()),
+                },
+            };
+            if let Err(e) = result {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        }
+    });
+}
+
+/// Why the hashing stopped sending a part's batches.
+enum Stop {
+    Failed(CopyError),
+    /// The writer stopped receiving (it failed or was interrupted and reports why).
+    WriterGone,
+}
+
+/// The reader's batch buffers: two at most (the one being read and the one being hashed and written), each
+/// allocated once and then handed back when the hashing and the writer are done with it, so the memory of a
+/// drive of any size is two batches and their pages (huge pages where the kernel has them, see
+/// [`AlignedBuf::new`]) are faulted in once.
+struct Buffers {
+    spare: mpsc::Receiver<AlignedBuf>,
+    allocated: usize,
+    cap: usize,
+}
+
+impl Buffers {
+    /// The buffer to read the next batch into; `None` when no buffer can come back.
+    fn take(&mut self) -> Option<AlignedBuf> {
+        if let Ok(b) = self.spare.try_recv() {
+            return Some(b);
+        }
+        if self.allocated < 2 {
+            self.allocated += 1;
+            return Some(AlignedBuf::new(self.cap));
+        }
+        self.spare.recv().ok()
+    }
+}
+
+/// Reads every batch of `batches` (per part from `first_part`) in order and sends each one filled; stops at
+/// the first error (sent) or when the hashing thread is gone.
+fn read_ahead(
+    plan: &DrivePlan,
+    source: &dyn StagedSource,
+    first_part: usize,
+    batches: &[Vec<Planned>],
+    batch_len: u64,
+    filled: mpsc::SyncSender<Result<Arc<Filled>, CopyError>>,
+) {
+    let (back, spare) = mpsc::channel::<AlignedBuf>();
+    let mut buffers = Buffers {
+        spare,
+        allocated: 0,
+        cap: batch_len as usize + 2 * ALIGN,
+    };
+    for (k, part_batches) in batches.iter().enumerate() {
+        let blob = &plan.parts[first_part + k].blob;
+        for (range, _) in part_batches {
+            let Some(mut buf) = buffers.take() else { return };
+            let result = source.read(blob, range.clone(), &mut buf).map(|head| {
+                Arc::new(Filled {
+                    buf: Some(buf),
+                    head,
+                    len: (range.end - range.start) as usize,
+                    back: back.clone(),
+                })
+            });
+            let failed = result.is_err();
+            if filled.send(result).is_err() || failed {
+                return;
+            }
+        }
+    }
+}
+
+/// Hashes the batches of part `i` (from blob offset `start`) as the reader fills them, handing each to the
+/// writer before hashing it, and feeding the blob's digest when the source knows one; returns that digest
+/// (`Ok(None)` without one).
+fn hash_part(
+    source: &dyn StagedSource,
+    blob: &str,
+    i: usize,
+    start: u64,
+    batches: &[Planned],
+    filled: &mpsc::Receiver<Result<Arc<Filled>, CopyError>>,
+    tx: &mpsc::SyncSender<Result<Batch, CopyError>>,
+) -> Result<Option<BlobDigest>, Stop> {
+    let mut digest = match source.digest(blob) {
+        Some(_) => Some(BlobDigest::start(source, blob, start, HASH_STEP).map_err(Stop::Failed)?),
+        None => None,
+    };
+    for (range, segs) in batches {
+        // The reader stops without sending only when its buffers cannot come back: the writer is gone.
+        let data = filled
+            .recv()
+            .map_err(|_| Stop::WriterGone)?
+            .map_err(Stop::Failed)?;
+        let (records_tx, records_rx) = mpsc::channel();
+        let batch = Batch {
+            part: i,
+            range: range.clone(),
+            data: Arc::clone(&data),
+            segments: records_rx,
         };
-        let head = source.read(&part.blob, at..end, &mut buf).map_err(Stop::Failed)?;
-        let batch = hash_batch(i, &part.blob, at..end, &segs, buf, head, digest.as_mut());
         if tx.send(Ok(batch)).is_err() {
             return Err(Stop::WriterGone);
         }
-        at = end;
+        let records = hash_batch(blob, range.clone(), segs, data.bytes(), digest.as_mut());
+        drop(data);
+        let _ = records_tx.send(records);
     }
     Ok(digest)
 }
 
 /// Hashes a batch's segments (MD5, xxh3) and, beside them, feeds its bytes to the blob's digest.
 fn hash_batch(
-    part: usize,
     blob: &str,
     range: Range<u64>,
     segs: &[Range<u64>],
-    buf: AlignedBuf,
-    head: usize,
+    bytes: &[u8],
     digest: Option<&mut BlobDigest>,
-) -> Batch {
-    let bytes = &buf.as_slice()[head..head + (range.end - range.start) as usize];
-    let segments = std::thread::scope(|s| {
+) -> Vec<SegmentRecord> {
+    std::thread::scope(|s| {
         if let Some(d) = digest {
             s.spawn(move || d.update(bytes));
         }
         hash_segments(blob, bytes, range.start, segs)
-    });
-    Batch {
-        part,
-        range,
-        buf,
-        head,
-        segments,
-    }
+    })
 }
 
 /// Hashes each segment: MD5 eight segments at a time ([`md5_many_threads`], on every core when there are

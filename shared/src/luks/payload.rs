@@ -28,6 +28,12 @@ pub trait SectorCipher: Send + Sync {
     fn encrypt(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
     /// Decrypts likewise.
     fn decrypt(&self, offset: u64, buf: &mut [u8]) -> io::Result<()>;
+    /// Encrypts `src` (whole sectors at `offset`) into `dst`, of the same length. By default a copy, then
+    /// [`SectorCipher::encrypt`]; a cipher that can read one buffer and write another saves the copy.
+    fn encrypt_into(&self, offset: u64, src: &[u8], dst: &mut [u8]) -> io::Result<()> {
+        dst.copy_from_slice(src);
+        self.encrypt(offset, dst)
+    }
 }
 
 /// An unlocked LUKS2 drive encrypts its payload.
@@ -37,6 +43,10 @@ impl SectorCipher for LuksVolume {
     }
     fn decrypt(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         self.decrypt_sectors(offset, buf).map_err(io::Error::other)
+    }
+    fn encrypt_into(&self, offset: u64, src: &[u8], dst: &mut [u8]) -> io::Result<()> {
+        self.encrypt_sectors_into(offset, src, dst)
+            .map_err(io::Error::other)
     }
 }
 
@@ -148,15 +158,13 @@ impl<'a> PayloadWriter<'a> {
         self.buf_start + self.buf.len() as u64
     }
 
-    /// Encrypts and writes every whole sector gathered; keeps a partial last sector in the buffer.
+    /// Writes every whole sector gathered (they are encrypted as they come in, see [`PayloadWriter::write`]);
+    /// keeps a partial last sector (plaintext) in the buffer.
     fn write_whole_sectors(&mut self) -> io::Result<()> {
         let whole = self.buf.len() / SECTOR as usize * SECTOR as usize;
         if whole == 0 {
             return Ok(());
         }
-        // Encrypted in place: these bytes leave the buffer once written (a failed write is fatal).
-        let out = &mut self.buf.as_mut_slice()[..whole];
-        self.cipher.encrypt(self.buf_start, out)?;
         let at = self.data_offset + self.buf_start;
         if let Some(direct) = &mut self.direct {
             // The full buffer goes to the writer thread; the partial last sector moves to the next one.
@@ -166,7 +174,7 @@ impl<'a> PayloadWriter<'a> {
             full.truncate(whole);
             direct.submit(full, at)?;
         } else {
-            self.device.write_at(out, at)?;
+            self.device.write_at(&self.buf.as_slice()[..whole], at)?;
             self.device.start_writeback(at, whole as u64);
             self.buf.consume(whole);
         }
@@ -198,9 +206,38 @@ impl Write for PayloadWriter<'_> {
             ));
         }
         let n = data.len().min(room.min(usize::MAX as u64) as usize);
-        let n = self.buf.push(&data[..n]);
-        if self.buf.len() >= CHUNK {
-            self.write_whole_sectors()?;
+        // The buffer holds whole sectors, already encrypted, then at most one partial sector of plaintext
+        // (less than CHUNK bytes in all between calls). Whole sectors of `data` are encrypted straight into
+        // the buffer (no copy of the plaintext first); bytes that complete or start a partial sector are
+        // copied, and a sector they complete is encrypted where it lies.
+        let sector = SECTOR as usize;
+        let mut rest = &data[..n];
+        while !rest.is_empty() {
+            let len = self.buf.len();
+            let partial = len % sector;
+            if partial > 0 || rest.len() < sector {
+                let take = rest.len().min(sector - partial);
+                self.buf.push(&rest[..take]);
+                rest = &rest[take..];
+                if self.buf.len().is_multiple_of(sector) {
+                    let at = self.buf.len() - sector;
+                    self.cipher
+                        .encrypt(self.buf_start + at as u64, &mut self.buf.as_mut_slice()[at..])?;
+                }
+            } else {
+                let fit = (CHUNK - len) / sector * sector;
+                let k = (rest.len() / sector * sector).min(fit);
+                self.buf.set_len(len + k);
+                self.cipher.encrypt_into(
+                    self.buf_start + len as u64,
+                    &rest[..k],
+                    &mut self.buf.as_mut_slice()[len..],
+                )?;
+                rest = &rest[k..];
+            }
+            if self.buf.len() >= CHUNK {
+                self.write_whole_sectors()?;
+            }
         }
         Ok(n)
     }
@@ -450,6 +487,42 @@ mod tests {
             dev.bytes.lock().unwrap()[..65536].iter().all(|&b| b == 0),
             "nothing before the data offset"
         );
+    }
+
+    /// Writes of every size around a sector (each completing, starting or spanning partial sectors, some
+    /// whole sectors encrypted straight into the buffer) store the same bytes as one write.
+    #[test]
+    fn writes_in_pieces_of_any_size_store_the_stream() {
+        let dev = MemDevice {
+            bytes: Mutex::new(vec![]),
+            fail_from: None,
+        };
+        let data = pattern(19_000_000);
+        let mut w = PayloadWriter::new(&dev, &XorCipher, 8192, 1 << 30);
+        let sizes = [
+            1,
+            511,
+            4095,
+            4096,
+            4097,
+            3 << 20,
+            12_288,
+            100,
+            9 << 20,
+            8191,
+            8 << 20,
+        ];
+        let mut at = 0;
+        for n in sizes.iter().cycle() {
+            if at == data.len() {
+                break;
+            }
+            let end = (at + n).min(data.len());
+            w.write_all(&data[at..end]).unwrap();
+            at = end;
+        }
+        w.sync().unwrap();
+        assert!(plain(&dev, 8192, data.len()) == data);
     }
 
     #[test]

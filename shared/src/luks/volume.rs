@@ -272,6 +272,22 @@ impl LuksVolume {
         Ok(())
     }
 
+    /// Encrypts whole sectors from `src` into `dst`, which sit at `payload_offset`.
+    ///
+    /// # Panics
+    /// If `dst` is not as long as `src`.
+    pub fn encrypt_sectors_into(
+        &self,
+        payload_offset: u64,
+        src: &[u8],
+        dst: &mut [u8],
+    ) -> Result<(), LuksError> {
+        let (iv, step) = self.check_range(payload_offset, src.len())?;
+        self.cipher
+            .encrypt_into(src, dst, self.sector_size() as usize, iv, step);
+        Ok(())
+    }
+
     /// Decrypts whole sectors in place; the inverse of [`LuksVolume::encrypt_sectors`].
     pub fn decrypt_sectors(&self, payload_offset: u64, buf: &mut [u8]) -> Result<(), LuksError> {
         let (iv, step) = self.check_range(payload_offset, buf.len())?;

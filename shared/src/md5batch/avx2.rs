@@ -4,6 +4,10 @@
 //! of the block (loaded as two 32-byte rows per lane and transposed, so word `j` of all eight blocks sits in
 //! one vector). The 64 steps are RFC 1321's, applied to all lanes with vector adds, logic and shifts; MD5 has
 //! no data-dependent branches, so the lanes never diverge.
+//!
+//! MD5 is latency-bound: each step needs the previous one, six or seven instructions on the chain, so eight
+//! lanes keep only a part of the vector units busy. [`compress16`] interleaves the steps of two groups of
+//! eight lanes (two independent chains), so sixteen messages take about the time of eight.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
@@ -234,5 +238,165 @@ unsafe fn compress8_avx2(
         _mm256_storeu_si256(state[1].as_mut_ptr().cast(), sb);
         _mm256_storeu_si256(state[2].as_mut_ptr().cast(), sc);
         _mm256_storeu_si256(state[3].as_mut_ptr().cast(), sd);
+    }
+}
+
+/// Sixteen lanes: two groups of eight (lanes 0-7 and 8-15) whose steps are interleaved, so that while one
+/// group's step waits for its previous result the other's runs (the same arguments and results as
+/// [`compress8`], for sixteen lanes).
+///
+/// # Panics
+/// If the CPU lacks AVX2 (check [`available`] first) or a slice has the wrong length.
+pub(super) fn compress16(state: &mut [[u32; 16]; 4], data: [Option<&[u8]>; 16], blocks: usize) {
+    assert!(available(), "compress16 needs AVX2");
+    let mut ptrs = [IDLE.as_ptr(); 16];
+    let mut strides = [0usize; 16];
+    for (i, d) in data.iter().enumerate() {
+        if let Some(d) = d {
+            assert_eq!(d.len(), blocks * 64, "lane {i} holds {blocks} blocks");
+            ptrs[i] = d.as_ptr();
+            strides[i] = 64;
+        }
+    }
+    // SAFETY: as in `compress8`: AVX2 is present and every lane pointer is valid for what its stride reads.
+    unsafe { compress16_avx2(state, ptrs, strides, blocks) }
+}
+
+// One step in both groups (see `step!`); the message words are group 0's `m0` and group 1's `m1`. The
+// message word and constant are added to `a` first (they are known steps ahead), so the chain from `b` is
+// the round function, an add, the rotation and an add.
+macro_rules! step2 {
+    ($f:ident, $a:ident, $b:ident, $c:ident, $d:ident, $m0:expr, $m1:expr, $k:expr, $s:literal) => {
+        let kk = _mm256_set1_epi32($k as i32);
+        let e0 = _mm256_add_epi32($a.0, _mm256_add_epi32($m0, kk));
+        let e1 = _mm256_add_epi32($a.1, _mm256_add_epi32($m1, kk));
+        let t0 = _mm256_add_epi32(e0, $f($b.0, $c.0, $d.0));
+        let t1 = _mm256_add_epi32(e1, $f($b.1, $c.1, $d.1));
+        let r0 = _mm256_or_si256(_mm256_slli_epi32::<$s>(t0), _mm256_srli_epi32::<{ 32 - $s }>(t0));
+        let r1 = _mm256_or_si256(_mm256_slli_epi32::<$s>(t1), _mm256_srli_epi32::<{ 32 - $s }>(t1));
+        $a.0 = _mm256_add_epi32($b.0, r0);
+        $a.1 = _mm256_add_epi32($b.1, r1);
+    };
+}
+
+/// The sixteen message words of eight lanes' next block: `ptrs[lane]` advanced by its stride.
+///
+/// # Safety
+/// The CPU has AVX2, and each `ptrs[lane]` is valid for 64 bytes of reads.
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn load8(ptrs: &mut [*const u8], strides: &[usize]) -> [__m256i; 16] {
+    // SAFETY: AVX2 is enabled; the caller guarantees the 64 bytes at each pointer.
+    unsafe {
+        let zero = _mm256_setzero_si256();
+        let (mut lo, mut hi) = ([zero; 8], [zero; 8]);
+        for lane in 0..8 {
+            lo[lane] = _mm256_loadu_si256(ptrs[lane].cast());
+            hi[lane] = _mm256_loadu_si256(ptrs[lane].add(32).cast());
+            ptrs[lane] = ptrs[lane].add(strides[lane]);
+        }
+        let (l, u) = (transpose(lo), transpose(hi));
+        [
+            l[0], l[1], l[2], l[3], l[4], l[5], l[6], l[7], u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7],
+        ]
+    }
+}
+
+/// # Safety
+/// The CPU has AVX2, and `ptrs[i]` is valid for reads of `(blocks - 1) * strides[i] + 64` bytes.
+#[target_feature(enable = "avx2")]
+unsafe fn compress16_avx2(
+    state: &mut [[u32; 16]; 4],
+    mut ptrs: [*const u8; 16],
+    strides: [usize; 16],
+    blocks: usize,
+) {
+    // SAFETY (whole body): AVX2 is enabled for this function; each `state` row is two 32-byte halves
+    // (unaligned loads and stores); the message loads stay within the caller's bounds.
+    unsafe {
+        let row = |w: usize, g: usize| _mm256_loadu_si256(state[w].as_ptr().add(8 * g).cast());
+        let mut sa = (row(0, 0), row(0, 1));
+        let mut sb = (row(1, 0), row(1, 1));
+        let mut sc = (row(2, 0), row(2, 1));
+        let mut sd = (row(3, 0), row(3, 1));
+        let (p0, p1) = ptrs.split_at_mut(8);
+        let (s0, s1) = strides.split_at(8);
+        for _ in 0..blocks {
+            let m0 = load8(p0, s0);
+            let m1 = load8(p1, s1);
+            let (mut a, mut b, mut c, mut d) = (sa, sb, sc, sd);
+            step2!(f, a, b, c, d, m0[0], m1[0], K[0], 7);
+            step2!(f, d, a, b, c, m0[1], m1[1], K[1], 12);
+            step2!(f, c, d, a, b, m0[2], m1[2], K[2], 17);
+            step2!(f, b, c, d, a, m0[3], m1[3], K[3], 22);
+            step2!(f, a, b, c, d, m0[4], m1[4], K[4], 7);
+            step2!(f, d, a, b, c, m0[5], m1[5], K[5], 12);
+            step2!(f, c, d, a, b, m0[6], m1[6], K[6], 17);
+            step2!(f, b, c, d, a, m0[7], m1[7], K[7], 22);
+            step2!(f, a, b, c, d, m0[8], m1[8], K[8], 7);
+            step2!(f, d, a, b, c, m0[9], m1[9], K[9], 12);
+            step2!(f, c, d, a, b, m0[10], m1[10], K[10], 17);
+            step2!(f, b, c, d, a, m0[11], m1[11], K[11], 22);
+            step2!(f, a, b, c, d, m0[12], m1[12], K[12], 7);
+            step2!(f, d, a, b, c, m0[13], m1[13], K[13], 12);
+            step2!(f, c, d, a, b, m0[14], m1[14], K[14], 17);
+            step2!(f, b, c, d, a, m0[15], m1[15], K[15], 22);
+            step2!(g, a, b, c, d, m0[1], m1[1], K[16], 5);
+            step2!(g, d, a, b, c, m0[6], m1[6], K[17], 9);
+            step2!(g, c, d, a, b, m0[11], m1[11], K[18], 14);
+            step2!(g, b, c, d, a, m0[0], m1[0], K[19], 20);
+            step2!(g, a, b, c, d, m0[5], m1[5], K[20], 5);
+            step2!(g, d, a, b, c, m0[10], m1[10], K[21], 9);
+            step2!(g, c, d, a, b, m0[15], m1[15], K[22], 14);
+            step2!(g, b, c, d, a, m0[4], m1[4], K[23], 20);
+            step2!(g, a, b, c, d, m0[9], m1[9], K[24], 5);
+            step2!(g, d, a, b, c, m0[14], m1[14], K[25], 9);
+            step2!(g, c, d, a, b, m0[3], m1[3], K[26], 14);
+            step2!(g, b, c, d, a, m0[8], m1[8], K[27], 20);
+            step2!(g, a, b, c, d, m0[13], m1[13], K[28], 5);
+            step2!(g, d, a, b, c, m0[2], m1[2], K[29], 9);
+            step2!(g, c, d, a, b, m0[7], m1[7], K[30], 14);
+            step2!(g, b, c, d, a, m0[12], m1[12], K[31], 20);
+            step2!(h, a, b, c, d, m0[5], m1[5], K[32], 4);
+            step2!(h, d, a, b, c, m0[8], m1[8], K[33], 11);
+            step2!(h, c, d, a, b, m0[11], m1[11], K[34], 16);
+            step2!(h, b, c, d, a, m0[14], m1[14], K[35], 23);
+            step2!(h, a, b, c, d, m0[1], m1[1], K[36], 4);
+            step2!(h, d, a, b, c, m0[4], m1[4], K[37], 11);
+            step2!(h, c, d, a, b, m0[7], m1[7], K[38], 16);
+            step2!(h, b, c, d, a, m0[10], m1[10], K[39], 23);
+            step2!(h, a, b, c, d, m0[13], m1[13], K[40], 4);
+            step2!(h, d, a, b, c, m0[0], m1[0], K[41], 11);
+            step2!(h, c, d, a, b, m0[3], m1[3], K[42], 16);
+            step2!(h, b, c, d, a, m0[6], m1[6], K[43], 23);
+            step2!(h, a, b, c, d, m0[9], m1[9], K[44], 4);
+            step2!(h, d, a, b, c, m0[12], m1[12], K[45], 11);
+            step2!(h, c, d, a, b, m0[15], m1[15], K[46], 16);
+            step2!(h, b, c, d, a, m0[2], m1[2], K[47], 23);
+            step2!(i, a, b, c, d, m0[0], m1[0], K[48], 6);
+            step2!(i, d, a, b, c, m0[7], m1[7], K[49], 10);
+            step2!(i, c, d, a, b, m0[14], m1[14], K[50], 15);
+            step2!(i, b, c, d, a, m0[5], m1[5], K[51], 21);
+            step2!(i, a, b, c, d, m0[12], m1[12], K[52], 6);
+            step2!(i, d, a, b, c, m0[3], m1[3], K[53], 10);
+            step2!(i, c, d, a, b, m0[10], m1[10], K[54], 15);
+            step2!(i, b, c, d, a, m0[1], m1[1], K[55], 21);
+            step2!(i, a, b, c, d, m0[8], m1[8], K[56], 6);
+            step2!(i, d, a, b, c, m0[15], m1[15], K[57], 10);
+            step2!(i, c, d, a, b, m0[6], m1[6], K[58], 15);
+            step2!(i, b, c, d, a, m0[13], m1[13], K[59], 21);
+            step2!(i, a, b, c, d, m0[4], m1[4], K[60], 6);
+            step2!(i, d, a, b, c, m0[11], m1[11], K[61], 10);
+            step2!(i, c, d, a, b, m0[2], m1[2], K[62], 15);
+            step2!(i, b, c, d, a, m0[9], m1[9], K[63], 21);
+            sa = (_mm256_add_epi32(sa.0, a.0), _mm256_add_epi32(sa.1, a.1));
+            sb = (_mm256_add_epi32(sb.0, b.0), _mm256_add_epi32(sb.1, b.1));
+            sc = (_mm256_add_epi32(sc.0, c.0), _mm256_add_epi32(sc.1, c.1));
+            sd = (_mm256_add_epi32(sd.0, d.0), _mm256_add_epi32(sd.1, d.1));
+        }
+        for (w, v) in [sa, sb, sc, sd].into_iter().enumerate() {
+            _mm256_storeu_si256(state[w].as_mut_ptr().cast(), v.0);
+            _mm256_storeu_si256(state[w].as_mut_ptr().add(8).cast(), v.1);
+        }
     }
 }
