@@ -577,28 +577,12 @@ mod tests {
 
     fn node(user: Option<&str>, uid: u32, group: Option<&str>, gid: u32) -> Node {
         Node {
-            name: "f".into(),
-            name_raw: None,
-            kind: NodeKind::File,
             mode: 0o644,
             uid,
             gid,
             user: user.map(str::to_owned),
             group: group.map(str::to_owned),
-            mtime: 0,
-            mtime_nsec: 0,
-            ctime: 0,
-            ctime_nsec: 0,
-            dev: 0,
-            ino: 0,
-            nlink: 1,
-            size: 0,
-            rdev: 0,
-            target: None,
-            target_raw: None,
-            xattrs: vec![],
-            content: vec![],
-            subtree: None,
+            ..Node::new("f", NodeKind::File)
         }
     }
 

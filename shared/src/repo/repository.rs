@@ -1052,29 +1052,15 @@ mod tests {
     }
 
     fn tree_blob(repo: &Repository, name: &str) -> (ChunkId, EncodedBlob) {
-        let tree = Tree::of(vec![crate::repo::Node {
-            name: name.into(),
-            name_raw: None,
-            kind: crate::repo::NodeKind::File,
+        let tree = Tree::of(vec![Node {
             mode: 0o644,
-            uid: 0,
-            gid: 0,
-            user: None,
-            group: None,
             mtime: 1,
             mtime_nsec: 2,
             ctime: 3,
             ctime_nsec: 4,
             dev: 5,
             ino: 6,
-            nlink: 1,
-            size: 0,
-            rdev: 0,
-            target: None,
-            target_raw: None,
-            xattrs: vec![],
-            content: vec![],
-            subtree: None,
+            ..Node::new(name, crate::repo::NodeKind::File)
         }]);
         let b = repo.encode_tree(&tree).unwrap();
         (b.id, b)

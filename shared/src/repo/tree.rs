@@ -74,6 +74,35 @@ fn is_zero(v: &u64) -> bool {
 }
 
 impl Node {
+    /// A node named `name` of `kind`, with no owner names, content or subtree, one link, and every other
+    /// field zero (its maker fills in what it knows).
+    pub fn new(name: &str, kind: NodeKind) -> Node {
+        Node {
+            name: name.into(),
+            name_raw: None,
+            kind,
+            mode: 0,
+            uid: 0,
+            gid: 0,
+            user: None,
+            group: None,
+            mtime: 0,
+            mtime_nsec: 0,
+            ctime: 0,
+            ctime_nsec: 0,
+            dev: 0,
+            ino: 0,
+            nlink: 1,
+            size: 0,
+            rdev: 0,
+            target: None,
+            target_raw: None,
+            xattrs: vec![],
+            content: vec![],
+            subtree: None,
+        }
+    }
+
     /// The name as bytes.
     pub fn name_bytes(&self) -> Vec<u8> {
         self.name_cow().into_owned()
