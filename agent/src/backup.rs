@@ -349,37 +349,43 @@ impl<'a> Trees<'a> {
             split,
         } = std::mem::take(&mut *dir.parts.lock().expect("lock"));
         self.nodes.fetch_sub(nodes.len(), Ordering::Relaxed);
-        if split {
-            // the folder's tree is the list of its parts' ids, written whenever it is complete (it is small;
-            // it is the same tree, and so the same id, when every part is)
-            if self.cancel.load(Ordering::Relaxed) || self.failure.lock().expect("lock").is_some() {
-                return ([0; 32], false);
+        if !split {
+            let mut same = !differs;
+            for &(ni, id, kept) in &subtrees {
+                same &= kept;
+                nodes[ni].subtree = Some(id_hex(&id));
             }
-            self.split.store(true, Ordering::Relaxed);
-            subtrees.sort_unstable_by_key(|s| s.0);
-            let tree = Tree {
-                nodes: vec![],
-                parts: subtrees.iter().map(|(_, id, _)| id_hex(id)).collect(),
-            };
-            return match self.write(&tree) {
-                Ok(id) => (id, parent_id == Some(id)),
-                Err(e) => {
-                    self.failure.lock().expect("lock").get_or_insert(e);
-                    ([0; 32], false)
-                }
-            };
-        }
-        let mut same = !differs;
-        for (ni, id, kept) in subtrees {
-            same &= kept;
-            nodes[ni].subtree = Some(id_hex(&id));
-        }
-        if let (true, Some(id)) = (same, parent_id) {
-            return (id, true);
+            if let (true, Some(id)) = (same, parent_id) {
+                return (id, true);
+            }
         }
         if self.cancel.load(Ordering::Relaxed) || self.failure.lock().expect("lock").is_some() {
             return ([0; 32], false);
         }
+        let tree = if split {
+            // the folder's tree is the list of its parts' ids, written whenever it is complete (it is small;
+            // it is the same tree, and so the same id, when every part is)
+            self.split.store(true, Ordering::Relaxed);
+            subtrees.sort_unstable_by_key(|s| s.0);
+            Tree {
+                nodes: vec![],
+                parts: subtrees.iter().map(|(_, id, _)| id_hex(id)).collect(),
+            }
+        } else {
+            self.tree_of(nodes, results)
+        };
+        match self.write(&tree) {
+            Ok(id) => (id, parent_id == Some(id)),
+            Err(e) => {
+                self.failure.lock().expect("lock").get_or_insert(e);
+                ([0; 32], false)
+            }
+        }
+    }
+
+    /// The tree of a folder's `nodes` with its files' `results` (a file that could not be read is left out);
+    /// reports the files' problems.
+    fn tree_of(&self, mut nodes: Vec<Node>, results: Vec<(usize, FileResult, bool)>) -> Tree {
         let mut failed = HashSet::new();
         for (ni, r, report) in results {
             match r {
@@ -398,21 +404,14 @@ impl<'a> Trees<'a> {
                 }
             }
         }
-        let tree = Tree::of(
+        Tree::of(
             nodes
                 .into_iter()
                 .enumerate()
                 .filter(|(i, _)| !failed.contains(i))
                 .map(|(_, n)| n)
                 .collect(),
-        );
-        match self.write(&tree) {
-            Ok(id) => (id, parent_id == Some(id)),
-            Err(e) => {
-                self.failure.lock().expect("lock").get_or_insert(e);
-                ([0; 32], false)
-            }
-        }
+        )
     }
 
     /// Serialises and names a tree and sends it to the pack writer unless the repository holds it (an
@@ -963,23 +962,30 @@ struct ParentCursor<'r> {
 impl<'r> ParentCursor<'r> {
     /// The cursor over tree `id` (none: no parent tree, or one that cannot be read).
     fn open(repo: &'r Repository, id: Option<ChunkId>) -> Self {
-        let mut failed = false;
-        let listing = id.and_then(|id| match repo.listing(&id) {
-            Ok(l) => Some(l),
-            Err(e) => {
-                tracing::warn!("the parent snapshot's tree cannot be read (its files are read again): {e}");
-                failed = true;
-                None
-            }
-        });
-        ParentCursor {
-            split: listing.as_ref().is_some_and(|l| l.is_split()),
-            listing,
-            failed,
+        let mut c = ParentCursor {
+            listing: None,
+            split: false,
+            failed: false,
             part: None,
             nodes: Vec::new().into_iter().peekable(),
             passed: 0,
+        };
+        match id.map(|id| repo.listing(&id)) {
+            Some(Ok(l)) => {
+                c.split = l.is_split();
+                c.listing = Some(l);
+            }
+            Some(Err(e)) => c.unreadable(e),
+            None => {}
         }
+        c
+    }
+
+    /// The parent tree (or a part of it) cannot be read: the entries from here on are read again.
+    fn unreadable(&mut self, e: seedship_shared::repo::RepoError) {
+        tracing::warn!("the parent snapshot's tree cannot be read (its files are read again): {e}");
+        self.failed = true;
+        self.listing = None;
     }
 
     /// Makes the next parent node ready, reading the next part when this one is passed; false at the end.
@@ -997,13 +1003,7 @@ impl<'r> ParentCursor<'r> {
                     self.part = Some((id, self.passed, self.passed + nodes.len()));
                     self.nodes = nodes.into_iter().peekable();
                 }
-                Some(Err(e)) => {
-                    tracing::warn!(
-                        "the parent snapshot's tree cannot be read (its files are read again): {e}"
-                    );
-                    self.failed = true;
-                    self.listing = None;
-                }
+                Some(Err(e)) => self.unreadable(e),
             }
         }
     }

@@ -18,7 +18,8 @@ pub struct Dir {
     path: PathBuf,
 }
 
-fn cname(name: &OsStr) -> io::Result<CString> {
+/// `name` as a C string for the `*at` calls, refused unless it is one path component.
+pub(crate) fn cname(name: &OsStr) -> io::Result<CString> {
     let b = name.as_bytes();
     if b.is_empty() || b == b"." || b == b".." || b.contains(&b'/') {
         return Err(io::Error::new(
@@ -29,7 +30,8 @@ fn cname(name: &OsStr) -> io::Result<CString> {
     CString::new(b).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name contains NUL"))
 }
 
-fn check(rc: libc::c_int) -> io::Result<()> {
+/// The last OS error when a libc call returned a negative value.
+pub(crate) fn check(rc: libc::c_int) -> io::Result<()> {
     if rc < 0 {
         Err(io::Error::last_os_error())
     } else {

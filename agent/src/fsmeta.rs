@@ -133,22 +133,18 @@ impl Folder {
 
     /// The lstat of entry `name` (one path component).
     pub fn lstat(&self, name: &OsStr) -> std::io::Result<Stat> {
-        let c = CString::new(name.as_bytes())
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "NUL in a file name"))?;
+        let c = crate::beneath::cname(name)?;
         // SAFETY: an all-zero stat is a valid value for the out parameter
         let mut st: libc::stat64 = unsafe { std::mem::zeroed() };
         // SAFETY: the folder's descriptor is open, `c` is NUL-terminated, `st` is writable
-        let rc = unsafe {
+        crate::beneath::check(unsafe {
             libc::fstatat64(
                 self.dir.as_raw_fd(),
                 c.as_ptr(),
                 &mut st,
                 libc::AT_SYMLINK_NOFOLLOW,
             )
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+        })?;
         Ok(Stat {
             mode: st.st_mode,
             uid: st.st_uid,

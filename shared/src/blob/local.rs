@@ -572,10 +572,7 @@ impl BlobStore for LocalStore {
         };
         if p == libc::MAP_FAILED {
             // a file system that cannot map: read it
-            buf.resize(len, 0);
-            file.read_exact_at(buf, offset).map_err(io_err(&path))?;
-            f(buf);
-            return Ok(());
+            return super::visit_by_reading(self, name, offset, len, buf, f);
         }
         // SAFETY: `p` maps `map_len` readable bytes.
         let bytes = unsafe { std::slice::from_raw_parts((p as *const u8).add(skip), len) };

@@ -776,13 +776,18 @@ impl Listing<'_> {
         self.split
     }
 
-    /// The next part's id (none for a folder that is not split) and nodes; `None` after the last.
+    /// The next part's id (none for a folder that is not split) and nodes; `None` after the last, and after
+    /// a part that cannot be read.
     pub fn next_part(&mut self) -> Option<Result<Part, RepoError>> {
         if self.nodes.len() > 0 {
             return Some(Ok((None, std::mem::take(&mut self.nodes).collect())));
         }
         let part = self.parts.next()?;
-        Some(self.repo.load_part(&self.tree, &part).map(|n| (Some(part), n)))
+        let r = self.repo.load_part(&self.tree, &part);
+        if r.is_err() {
+            self.parts = Vec::new().into_iter();
+        }
+        Some(r.map(|n| (Some(part), n)))
     }
 }
 
@@ -794,14 +799,9 @@ impl Iterator for Listing<'_> {
             if let Some(n) = self.nodes.next() {
                 return Some(Ok(n));
             }
-            let part = self.parts.next()?;
-            match self.repo.load_part(&self.tree, &part) {
-                Ok(nodes) => self.nodes = nodes.into_iter(),
-                Err(e) => {
-                    // nothing after a part that cannot be read
-                    self.parts = Vec::new().into_iter();
-                    return Some(Err(e));
-                }
+            match self.next_part()? {
+                Ok((_, nodes)) => self.nodes = nodes.into_iter(),
+                Err(e) => return Some(Err(e)),
             }
         }
     }
