@@ -363,7 +363,7 @@ fn reported_backup(cfg: &Config, c: &BackupCmd) -> anyhow::Result<Exit> {
     if let Some(path) = &c.metrics_file {
         if let Err(e) = report::write_metrics(path, &summary) {
             // the backup's own outcome matters more; the missing metrics show as stale in monitoring
-            tracing::error!("{e:#}");
+            tracing::error!("{}", seedship_shared::exit::error_line(e.as_ref()));
         }
     }
     if let Some(out) = out.as_mut() {

@@ -28,10 +28,7 @@ fn main() -> ExitCode {
     match seedship_agent::run(cli, cancel) {
         Ok(code) => code.into(),
         Err(e) => {
-            eprintln!("error: {e:#}");
-            if let Some(log) = std::env::var_os(seedship_shared::exit::ERROR_LOG_ENV) {
-                seedship_shared::exit::append_error_line(log.as_ref(), "seedship-agent", &format!("{e:#}"));
-            }
+            seedship_shared::exit::report_error("seedship-agent", e.as_ref());
             Exit::Failure.into()
         }
     }

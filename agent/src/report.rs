@@ -252,7 +252,10 @@ impl BackupSummary {
             Exit::Interrupted => "interrupted",
         }
         .into();
-        self.error = outcome.as_ref().err().map(|e| format!("{e:#}"));
+        self.error = outcome
+            .as_ref()
+            .err()
+            .map(|e| seedship_shared::exit::error_line(e.as_ref()));
         self.finished = unix_now();
         self.duration_seconds = started.elapsed().as_secs_f64();
     }

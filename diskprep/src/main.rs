@@ -26,14 +26,7 @@ fn main() -> ExitCode {
     match seedship_diskprep::run(cli, cancel.flag()) {
         Ok(code) => code.into(),
         Err(e) => {
-            eprintln!("error: {e:#}");
-            if let Some(log) = std::env::var_os(seedship_shared::exit::ERROR_LOG_ENV) {
-                seedship_shared::exit::append_error_line(
-                    log.as_ref(),
-                    "seedship-diskprep",
-                    &format!("{e:#}"),
-                );
-            }
+            seedship_shared::exit::report_error("seedship-diskprep", e.as_ref());
             seedship_diskprep::Exit::Failure.into()
         }
     }

@@ -46,6 +46,34 @@ pub fn append_error_line(path: &std::path::Path, binary: &str, message: &str) {
     }
 }
 
+/// One line for an error and its causes, `outer: cause: cause`, as anyhow's `{:#}` prints it, except that a
+/// cause whose text its outer message already shows is not printed again. Many error variants name their
+/// source in their own message (`"{path}: {source}"`) and mark it `#[source]` too, so `{:#}` would say the
+/// operating system's reason twice.
+pub fn error_line(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = c.source();
+    }
+    line
+}
+
+/// Prints `error: <error line>` on stderr for `binary`'s failure, and appends the line to the file
+/// [`ERROR_LOG_ENV`] names, when it is set.
+pub fn report_error(binary: &str, err: &(dyn std::error::Error + 'static)) {
+    let line = error_line(err);
+    eprintln!("error: {line}");
+    if let Some(log) = std::env::var_os(ERROR_LOG_ENV) {
+        append_error_line(log.as_ref(), binary, &line);
+    }
+}
+
 /// The net verbosity for [`crate::logging::init`] from `-v` (counted, at most 3) and `-q`: `-q` wins (-1).
 pub fn verbosity(verbose: u8, quiet: bool) -> i8 {
     if quiet {
@@ -58,6 +86,42 @@ pub fn verbosity(verbose: u8, quiet: bool) -> i8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    enum Outer {
+        #[error("{path}: {source}")]
+        Named {
+            path: String,
+            #[source]
+            source: std::io::Error,
+        },
+        #[error("opening the repository")]
+        Unnamed(#[source] std::io::Error),
+        #[error("reading the index")]
+        Context(#[source] Box<Outer>),
+    }
+
+    #[test]
+    fn an_error_line_names_each_cause_once() {
+        let io = || {
+            std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "Permission denied (os error 13)",
+            )
+        };
+        let named = Outer::Context(Box::new(Outer::Named {
+            path: "/srv/x".into(),
+            source: io(),
+        }));
+        assert_eq!(
+            error_line(&named),
+            "reading the index: /srv/x: Permission denied (os error 13)"
+        );
+        assert_eq!(
+            error_line(&Outer::Unnamed(io())),
+            "opening the repository: Permission denied (os error 13)"
+        );
+    }
 
     #[test]
     fn codes_and_verbosity() {

@@ -10,14 +10,7 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code.into(),
         Err(e) => {
-            eprintln!("error: {e:#}");
-            if let Some(log) = std::env::var_os(seedship_shared::exit::ERROR_LOG_ENV) {
-                seedship_shared::exit::append_error_line(
-                    log.as_ref(),
-                    "seedship-emulator",
-                    &format!("{e:#}"),
-                );
-            }
+            seedship_shared::exit::report_error("seedship-emulator", e.as_ref());
             seedship_emulator::Exit::Failure.into()
         }
     }
