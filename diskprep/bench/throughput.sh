@@ -25,7 +25,13 @@
 #
 # CEILING=1 also runs diskprep with and without read-back into an image on tmpfs (/dev/shm, needs about
 # 1.1 x GIB free there; the staging stays in WORKDIR) and prints those figures labelled
-# "CPU ceiling (tmpfs, no disk)": what diskprep reaches when no disk limits it.
+# "CPU ceiling (tmpfs, no disk)": what diskprep reaches when no disk limits it. Next to them it times dd of
+# zeros into the same tmpfs: the kernel's own cost of a tmpfs write. In a virtual machine that hands freed
+# memory back to its host (virtio-balloon free page reporting), each 4 KiB page a tmpfs write touches first
+# is a fault into the host, and that alone can cost several CPU seconds per GB. So, run as root, CEILING=1
+# also mounts a tmpfs of 2 MiB pages (huge=always) in WORKDIR, writes and removes a file of the image's
+# size there just before each run (the memory is then backed), and prints those runs labelled "CPU ceiling
+# (huge-page tmpfs, memory backed)": diskprep's own ceiling.
 set -euo pipefail
 
 GIB="${1:-4}"
@@ -59,7 +65,12 @@ if [ "$CEILING" = 1 ]; then
     fi
 fi
 rm -rf "$WORK/staging" "$WORK/drive.img" "$WORK/dd.img"
-trap 'rm -rf "$WORK/staging" "$WORK/drive.img" "$WORK/dd.img" "$WORK/time.txt" "$WORK/hugecopy.py" "$SHM"' EXIT
+HUGETMP="$WORK/huge-tmpfs"
+cleanup() {
+    if mountpoint -q "$HUGETMP" 2> /dev/null; then umount "$HUGETMP"; fi
+    rm -rf "$WORK/staging" "$WORK/drive.img" "$WORK/dd.img" "$WORK/time.txt" "$WORK/hugecopy.py" "$SHM" "$HUGETMP"
+}
+trap cleanup EXIT
 
 echo "== $(date -u +%FT%TZ) $(uname -r), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $GIB GiB staging in $WORK ($(df -PT "$WORK" | awk 'NR == 2 { print $2 }')), $DISKPREP"
 "$MAKE" "$WORK/staging" "$GIB"
@@ -71,6 +82,15 @@ IMAGE_MIB=$(( BYTES / 1048576 + 128 ))
 now() { date +%s.%N; }
 rate() { awk -v b="$BYTES" -v s="$1" 'BEGIN { printf "%.2f GB/s (%.1f s)", b / s / 1e9, s }'; }
 
+# pretouch: with PRETOUCH=DIR, backs that tmpfs's memory first (see CEILING above): writes and removes a
+# file of the image's size there.
+pretouch() {
+    if [ -n "${PRETOUCH:-}" ]; then
+        dd if=/dev/zero of="$PRETOUCH/pretouch" bs=1M count="$IMAGE_MIB" status=none
+        rm -f "$PRETOUCH/pretouch"
+    fi
+}
+
 # prep LABEL [IMAGE] -- [diskprep options]: one diskprep run into IMAGE (default $WORK/drive.img).
 prep() {
     local label="$1" image="$WORK/drive.img"; shift
@@ -78,6 +98,7 @@ prep() {
     [ "${1:-}" = "--" ] && shift
     rm -rf "$image" "$WORK/staging/job1/diskprep"
     sync
+    pretouch
     local t0 t1
     t0=$(now)
     /usr/bin/time -v -o "$WORK/time.txt" "$DISKPREP" "s:$WORK/staging" --drive "$image" \
@@ -204,6 +225,19 @@ fi
 if [ "$CEILING" = 1 ]; then
     rm -f "$WORK/dd.img"
     mkdir -p "$SHM"
+    # tmpfs_write DIR LABEL: dd of as many zeros as the staging holds into DIR, the kernel's own cost
+    tmpfs_write() {
+        local t0
+        pretouch
+        t0=$(now)
+        /usr/bin/time -f '%U %S' -o "$WORK/time.txt" dd if=/dev/zero of="$1/zero" bs=8M count=$(( BYTES / 8388608 )) status=none
+        LAST=$(awk -v a="$t0" -v b="$(now)" 'BEGIN { print b - a }')
+        rm -f "$1/zero"
+        local cpu
+        cpu=$(cpu_of "$WORK/time.txt")
+        echo "$2: $(rate "$LAST"), CPU ${cpu} s ($(per_gb "$cpu") s per GB)"
+    }
+    tmpfs_write "$SHM" "CPU ceiling (tmpfs, no disk): dd of zeros into /dev/shm (the kernel's own tmpfs write)"
     prep "CPU ceiling (tmpfs, no disk): diskprep (read-back verify)" "$SHM/drive.img"
     T_CEIL_VERIFY=$LAST
     prep "CPU ceiling (tmpfs, no disk): diskprep --no-verify" "$SHM/drive.img" --no-verify
@@ -211,5 +245,14 @@ if [ "$CEILING" = 1 ]; then
     rm -rf "$SHM" "$WORK/staging/job1/diskprep"
     echo "disk runs as a share of the CPU ceiling (ceiling time / disk time):"
     echo "  with read-back verify: $(ratio "$T_CEIL_VERIFY" "$T_VERIFY"), --no-verify: $(ratio "$T_CEIL_NOVERIFY" "$T_NOVERIFY")"
+    mkdir -p "$HUGETMP"
+    if [ "$(id -u)" = 0 ] && mount -t tmpfs -o "huge=always,size=$(( IMAGE_MIB + 256 ))m,mode=0700" seedship-bench "$HUGETMP"; then
+        PRETOUCH="$HUGETMP" tmpfs_write "$HUGETMP" "CPU ceiling (huge-page tmpfs, memory backed): dd of zeros (the kernel's own tmpfs write)"
+        PRETOUCH="$HUGETMP" prep "CPU ceiling (huge-page tmpfs, memory backed): diskprep (read-back verify)" "$HUGETMP/drive.img"
+        PRETOUCH="$HUGETMP" prep "CPU ceiling (huge-page tmpfs, memory backed): diskprep --no-verify" "$HUGETMP/drive.img" --no-verify
+        rm -rf "$WORK/staging/job1/diskprep"
+    else
+        echo "CPU ceiling (huge-page tmpfs): left out (needs root to mount a tmpfs with huge=always)"
+    fi
 fi
 echo "== done, load $(cut -d' ' -f1-3 /proc/loadavg)"

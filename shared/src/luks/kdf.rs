@@ -124,11 +124,10 @@ impl KeyslotKdf {
                 } else {
                     argon2::Algorithm::Argon2i
                 };
-                argon2::Argon2::new(alg, argon2::Version::V0x13, params)
-                    .hash_password_into(passphrase, salt, out)
-                    .map_err(|e| LuksError::Kdf {
-                        reason: format!("Argon2: {e}"),
-                    })
+                let argon = argon2::Argon2::new(alg, argon2::Version::V0x13, params);
+                crate::crypto::argon2_into(&argon, passphrase, salt, out).map_err(|e| LuksError::Kdf {
+                    reason: format!("Argon2: {e}"),
+                })
             }
         }
     }
