@@ -425,22 +425,29 @@ fn verify_cmd(drive: &std::path::Path, key: &str, json: Option<std::fs::File>) -
         ok: false,
         files: 0,
         ranges: 0,
+        blocks: 0,
         bytes: 0,
         error: None,
     };
     let exit = match verify::verify_drive(drive, &key, progress.as_ref()) {
         Ok(stats) => {
             progress.finish();
+            let pages = stats.segments - stats.blocks;
+            let checked = match (pages, stats.blocks) {
+                (_, 0) => format!("{pages} page ranges"),
+                (0, blocks) => format!("{blocks} blocks"),
+                (_, blocks) => format!("{pages} page ranges and {blocks} blocks"),
+            };
             println!(
-                "{}: verified {} files, {} ranges, {} of data against the manifest.",
+                "{}: verified {} files, {checked}, {} of data against the manifest.",
                 drive.display(),
                 stats.members - 1,
-                stats.segments,
                 seedship_shared::units::human(stats.bytes)
             );
             doc.ok = true;
             doc.files = stats.members.saturating_sub(1) as u64;
             doc.ranges = stats.segments as u64;
+            doc.blocks = stats.blocks as u64;
             doc.bytes = stats.bytes;
             Exit::Success
         }

@@ -13,9 +13,12 @@ pub struct VerifyReport {
     pub drive: String,
     /// Every range matched its manifest.
     pub ok: bool,
-    /// Data files on the drive (the manifest not counted), ranges checked, bytes of data read.
+    /// Data files on the drive (the manifest not counted), ranges checked (page ranges of page blobs and
+    /// blocks of block blobs), of them blocks, bytes of data read.
     pub files: u64,
     pub ranges: u64,
+    #[serde(default)]
+    pub blocks: u64,
     pub bytes: u64,
     /// What failed, when `ok` is false.
     pub error: Option<String>,

@@ -1136,10 +1136,17 @@ fn block_blobs_of_any_length_pass_the_interop_reader_and_import_as_block_blobs()
         ],
         &[],
     ));
-    ok(&diskprep(
+    let v = diskprep(
         &["verify", "--drive", s(&img2)],
         &[("SEEDSHIP_RECOVERY_KEY", &journal_key(&jrn2))],
-    ));
+    );
+    ok(&v);
+    // a drive of block blobs: what was checked is named blocks, not page ranges
+    assert!(
+        text(&v).contains(" blocks, ") && !text(&v).contains("page ranges"),
+        "{}",
+        text(&v)
+    );
     damage_payload(&img2, &jrn2, &noisy_data[4 * MIB + 4096..4 * MIB + 4160]);
     let o = diskprep(
         &["verify", "--drive", s(&img2)],

@@ -22,7 +22,10 @@ use std::io::Read;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct VerifyStats {
     pub members: usize,
+    /// Page ranges of page blobs and blocks of block blobs checked.
     pub segments: usize,
+    /// Of `segments`, the blocks of block blobs.
+    pub blocks: usize,
     pub bytes: u64,
 }
 
@@ -105,8 +108,10 @@ pub fn verify_drive(
             offset,
         };
         // The shared check of the data centre's import, with the zeros between ranges required as well.
+        let is_block_blob = matches!(blob.ranges, RangeList::Blocks(_));
         let check = verify_member(&mut entry, blob, threads, true, |r, _| {
             stats.segments += 1;
+            stats.blocks += usize::from(is_block_blob);
             stats.bytes += r.length;
             progress.inc(r.length);
             Ok(())
