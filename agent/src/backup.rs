@@ -13,6 +13,7 @@
 //! When the root is complete the index is flushed and only then is the snapshot written. Cancelling stops the walk; whatever was packed and
 //! indexed is reused by the next run.
 
+use crate::ahead::Listings;
 use crate::exclude::Excluder;
 use crate::fsmeta::{self, Names};
 use crate::progress::Counters;
@@ -20,9 +21,9 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use rayon::prelude::*;
 use seedship_shared::blob::leaves::Leaves;
 use seedship_shared::repo::{
-    encode_blob, encode_blob_into, id_hex, parse_id, ChunkId, ChunkRef, EncodedBlob, IndexPolicy, Listing,
-    Node, NodeKind, PackWriter, Repository, Snapshot, SnapshotStats, SplitRule, Tree, VolumeDigest,
-    BLOB_DATA, BLOB_TREE, SNAPSHOT_VERSION,
+    encode_blob, encode_blob_into, id_hex, parse_id, walk_digest, ChunkId, ChunkRef, EncodedBlob,
+    IndexPolicy, Listing, Node, NodeKind, PackWriter, Repository, Snapshot, SnapshotStats, SplitRule, Tree,
+    VolumeDigest, WalkRecord, BLOB_DATA, BLOB_TREE, SNAPSHOT_VERSION,
 };
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
@@ -143,6 +144,9 @@ struct DirParts {
     parent_id: Option<ChunkId>,
     /// A split folder: it holds no nodes, and its subtrees are its parts.
     split: bool,
+    /// Its nodes were kept by the parent tree's walk record without reading that tree: its files' nodes
+    /// lack their content and attributes, read from the parent tree if its tree must be written again.
+    contentless: bool,
 }
 
 impl Dir {
@@ -259,6 +263,13 @@ impl<'a> Trees<'a> {
         p.parent_id = parent_id;
     }
 
+    /// The directory's listing equals its tree `parent_id` in the parent snapshot by that tree's walk
+    /// record ([`Walker::walk_kept`]): its nodes lack their files' content.
+    fn listed_kept(&self, dir: &Dir, nodes: Vec<Node>, parent_id: ChunkId) {
+        self.listed(dir, nodes, false, Some(parent_id));
+        dir.parts.lock().expect("lock").contentless = true;
+    }
+
     /// A split folder's listing is done (its parts are directories of their own); `parent_id` is its tree in
     /// the parent snapshot.
     fn listed_split(&self, dir: &Dir, parent_id: Option<ChunkId>) {
@@ -347,6 +358,7 @@ impl<'a> Trees<'a> {
             differs,
             parent_id,
             split,
+            contentless,
         } = std::mem::take(&mut *dir.parts.lock().expect("lock"));
         self.nodes.fetch_sub(nodes.len(), Ordering::Relaxed);
         if !split {
@@ -356,11 +368,22 @@ impl<'a> Trees<'a> {
                 nodes[ni].subtree = Some(id_hex(&id));
             }
             if let (true, Some(id)) = (same, parent_id) {
+                self.remember(&id, &nodes);
                 return (id, true);
             }
         }
         if self.cancel.load(Ordering::Relaxed) || self.failure.lock().expect("lock").is_some() {
             return ([0; 32], false);
+        }
+        if contentless {
+            // a subfolder changed: the files' content comes from the parent tree the record kept
+            let filled = parent_id
+                .ok_or_else(|| anyhow::anyhow!("a kept folder has no parent tree"))
+                .and_then(|id| fill_content(self.repo, &id, &mut nodes));
+            if let Err(e) = filled {
+                self.failure.lock().expect("lock").get_or_insert(e);
+                return ([0; 32], false);
+            }
         }
         let tree = if split {
             // the folder's tree is the list of its parts' ids, written whenever it is complete (it is small;
@@ -375,7 +398,12 @@ impl<'a> Trees<'a> {
             self.tree_of(nodes, results)
         };
         match self.write(&tree) {
-            Ok(id) => (id, parent_id == Some(id)),
+            Ok(id) => {
+                if !split {
+                    self.remember(&id, &tree.nodes);
+                }
+                (id, parent_id == Some(id))
+            }
             Err(e) => {
                 self.failure.lock().expect("lock").get_or_insert(e);
                 ([0; 32], false)
@@ -414,6 +442,24 @@ impl<'a> Trees<'a> {
         )
     }
 
+    /// Records the walk record of folder tree `id` of `nodes` (their subtrees set) in the tree cache, unless
+    /// it holds one: the next backup keeps the folder without reading its tree while it is unchanged.
+    fn remember(&self, id: &ChunkId, nodes: &[Node]) {
+        if self.repo.has_walk_record(id) {
+            return;
+        }
+        let subtrees = nodes
+            .iter()
+            .filter(|n| n.kind == NodeKind::Dir)
+            .map(|n| n.subtree.as_deref().and_then(parse_id))
+            .collect::<Option<Vec<_>>>();
+        // a folder node without a valid subtree id has no record (its tree is read next time)
+        if let Some(subtrees) = subtrees {
+            let digest = seedship_shared::repo::walk_digest(nodes);
+            self.repo.save_walk_record(id, &WalkRecord { digest, subtrees });
+        }
+    }
+
     /// Serialises and names a tree and sends it to the pack writer unless the repository holds it (an
     /// unchanged directory has the same id: it is not compressed and encrypted again).
     fn write(&self, tree: &Tree) -> anyhow::Result<ChunkId> {
@@ -445,6 +491,8 @@ struct Walker<'a> {
     exclude: Option<&'a Excluder>,
     /// When a folder's tree is split into parts.
     split: SplitRule,
+    /// Folders listed ahead of the walk.
+    ahead: Option<&'a Listings>,
 }
 /// How the pack writer of a backup works, staging or vault ([`crate::config::Tuning`] builds both); how many
 /// walked directories may wait for their files' results, and how many reader threads there are.
@@ -475,6 +523,8 @@ pub struct Selection<'a> {
     pub sources: &'a [PathBuf],
     /// The compiled exclusions, and their description recorded in the snapshot.
     pub exclude: Option<(&'a Excluder, &'a [String])>,
+    /// Folders listed ahead of the walk ([`crate::ahead`]), taken as the walk enters them.
+    pub ahead: Option<&'a Listings>,
 }
 /// Runs one backup of `sel` into `repo`, using `parent` to skip unchanged files.
 pub fn run(
@@ -527,6 +577,7 @@ pub fn run(
         counters,
         exclude: sel.exclude.map(|(e, _)| e),
         split: wopts.split,
+        ahead: sel.ahead,
     };
     let (stats, problems) = std::thread::scope(|s| -> anyhow::Result<_> {
         let workers: Vec<_> = (0..threads)
@@ -671,14 +722,21 @@ impl Walker<'_> {
 
     fn walk_dir(&self, dir: &Arc<Dir>, path: &Path, parent: Option<ChunkId>) {
         let mut differs = parent.is_none();
+        let ahead = self.ahead.and_then(|a| a.take(path));
         let listing = fsmeta::Folder::open(path).and_then(|f| {
-            let names = f.names(|e| {
-                differs = true;
-                self.problem(format!("{}: cannot list: {e}", path.display()))
-            })?;
-            Ok((f, names))
+            let (names, stats) = match ahead {
+                Some(l) => (l.names, Some(l.stats)),
+                None => {
+                    let names = f.names(|e| {
+                        differs = true;
+                        self.problem(format!("{}: cannot list: {e}", path.display()))
+                    })?;
+                    (names, None)
+                }
+            };
+            Ok((f, names, stats))
         });
-        let (folder, entries) = match listing {
+        let (folder, entries, stats) = match listing {
             Ok(l) => l,
             Err(e) => {
                 self.problem(format!("{}: cannot list: {e}", path.display()));
@@ -686,10 +744,26 @@ impl Walker<'_> {
                 return;
             }
         };
-        let mut prev = ParentCursor::open(self.repo, parent);
         if entries.len() <= self.split.above {
+            let metas = match stats {
+                Some(s) if s.len() == entries.len() => s,
+                _ => lstat_all(&folder, entries.iter()),
+            };
+            // a folder whose fresh nodes match the walk record of its parent tree keeps that tree unread
+            let record = parent
+                .filter(|_| !differs)
+                .and_then(|id| Some((id, self.repo.walk_record(&id)?)));
+            if let Some((id, record)) = record {
+                if let Some((nodes, subdirs)) = self.walk_kept(path, &entries, &metas, &record) {
+                    self.trees.listed_kept(dir, nodes, id);
+                    drop(folder);
+                    self.walk_subdirs(dir, subdirs);
+                    return;
+                }
+            }
+            let mut prev = ParentCursor::open(self.repo, parent);
             let (entries, passed) = prev.pair(entries);
-            let (nodes, subdirs, d) = self.walk_entries(dir, path, &folder, entries);
+            let (nodes, subdirs, d) = self.walk_entries(dir, path, &folder, entries, Some(metas));
             // entries of the parent tree that are gone; a parent tree stored split is never kept (the folder
             // is not split now)
             differs |= d | passed | prev.rest();
@@ -704,6 +778,7 @@ impl Walker<'_> {
         // while the two cut before are walked (their `lstat` on every core): each is listed, its
         // subdirectories walked, and its files handed to the readers. Only the parts in those two batches and
         // those whose files are being read are in memory. The folder stays open until its last part.
+        let mut prev = ParentCursor::open(self.repo, parent);
         let mut entries = entries.into_iter().peekable();
         let mut k = 0;
         let mut next = self.cut_parts(dir, &mut entries, &mut prev, &mut k);
@@ -757,30 +832,93 @@ impl Walker<'_> {
 
     /// Walks one part of a split folder (see [`Walker::walk_dir`]).
     fn walk_part(&self, path: &Path, folder: &fsmeta::Folder, w: PartWork) {
-        let (nodes, subdirs, d) = self.walk_entries(&w.dir, path, folder, w.entries);
+        let (nodes, subdirs, d) = self.walk_entries(&w.dir, path, folder, w.entries, None);
         self.trees.listed(&w.dir, nodes, d | w.passed, w.keep);
         self.walk_subdirs(&w.dir, subdirs);
         self.trees.walked(w.dir);
     }
 
+    /// The nodes of a folder's sorted `names` (with their lstat `metas`) and its subdirectories to walk, if
+    /// they are those of its tree in the parent snapshot by that tree's walk `record`: the same nodes in
+    /// the same order but for the files' content (see [`walk_digest`]). Then every file is unchanged and
+    /// every subfolder's parent tree is known without reading the tree. None (the walk then pairs the
+    /// entries with the parent tree's nodes) when anything differs, an entry cannot be read, or on a cancel.
+    fn walk_kept(
+        &self,
+        path: &Path,
+        names: &fsmeta::SortedNames,
+        metas: &[std::io::Result<fsmeta::Stat>],
+        record: &WalkRecord,
+    ) -> Option<(Vec<Node>, Vec<PendingDir>)> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut nodes = Vec::with_capacity(names.len());
+        let mut dirs = vec![];
+        for (name, m) in names.iter().zip(metas) {
+            let m = m.as_ref().ok()?;
+            let p = path.join(name);
+            if self.exclude.is_some_and(|x| x.excludes(&p, m)) {
+                continue;
+            }
+            let node = fsmeta::node_from(name, &p, m, &self.names, !m.is_file()).ok()?;
+            if node.kind == NodeKind::Dir {
+                dirs.push((nodes.len(), p));
+            }
+            nodes.push(node);
+        }
+        if dirs.len() != record.subtrees.len() || walk_digest(&nodes) != record.digest {
+            return None;
+        }
+        let (mut files, mut bytes, mut other) = (0, 0, 0);
+        for n in &nodes {
+            match n.kind {
+                NodeKind::File => {
+                    files += 1;
+                    bytes += n.size;
+                }
+                NodeKind::Dir => {}
+                _ => other += 1,
+            }
+        }
+        {
+            let mut st = self.stats.lock().expect("lock");
+            st.files += files;
+            st.files_unchanged += files;
+            st.bytes += bytes;
+            st.dirs += dirs.len() as u64;
+            st.other += other;
+        }
+        self.counters.files.fetch_add(files, Ordering::Relaxed);
+        let subdirs = dirs
+            .into_iter()
+            .zip(&record.subtrees)
+            .map(|((node, path), id)| PendingDir {
+                node,
+                path,
+                parent: Some(*id),
+            })
+            .collect();
+        Some((nodes, subdirs))
+    }
+
     /// Adds the nodes of `entries` (in name order, each with its parent node) to directory `dir` (a folder or
     /// a part of one); returns the nodes, the subdirectories to walk, and whether any entry differs from its
-    /// parent node.
+    /// parent node. `ahead` is each entry's lstat when the folder was listed ahead.
     fn walk_entries(
         &self,
         dir: &Arc<Dir>,
         path: &Path,
         folder: &fsmeta::Folder,
         entries: Vec<Paired>,
+        ahead: Option<Vec<std::io::Result<fsmeta::Stat>>>,
     ) -> (Vec<Node>, Vec<PendingDir>, bool) {
         let mut differs = false;
         let mut nodes = Vec::with_capacity(entries.len());
         let mut subdirs = vec![];
-        // lstat relative to the open folder; in a large folder (or a part of one) on every core
-        let mut metas = if entries.len() >= PARALLEL_LSTAT {
-            entries.par_iter().map(|(name, _)| folder.lstat(name)).collect()
-        } else {
-            vec![]
+        let mut metas = match ahead.filter(|s| s.len() == entries.len()) {
+            Some(stats) => stats,
+            None => lstat_all(folder, entries.iter().map(|(name, _)| name.as_os_str())),
         }
         .into_iter();
         for (name, pnode) in entries {
@@ -789,7 +927,7 @@ impl Walker<'_> {
                 break;
             }
             let p = path.join(&name);
-            let same = match metas.next().unwrap_or_else(|| folder.lstat(&name)) {
+            let same = match metas.next().expect("one lstat an entry") {
                 // an excluded entry is not recorded: if the parent tree had it, the tree differs
                 Ok(m) if self.exclude.is_some_and(|x| x.excludes(&p, &m)) => pnode.is_none(),
                 Ok(m) => self.add_entry(dir, &mut nodes, &mut subdirs, &name, &p, &m, pnode),
@@ -913,6 +1051,20 @@ impl Walker<'_> {
         }
         nodes.push(node);
         same
+    }
+}
+
+/// The lstat of each of `names` (in order) relative to the open folder; in a large folder (or a part of one)
+/// on every core.
+fn lstat_all<'n>(
+    folder: &fsmeta::Folder,
+    names: impl ExactSizeIterator<Item = &'n std::ffi::OsStr>,
+) -> Vec<std::io::Result<fsmeta::Stat>> {
+    if names.len() >= PARALLEL_LSTAT {
+        let names: Vec<_> = names.collect();
+        names.par_iter().map(|name| folder.lstat(name)).collect()
+    } else {
+        names.map(|name| folder.lstat(name)).collect()
     }
 }
 
@@ -1061,6 +1213,35 @@ impl<'r> ParentCursor<'r> {
     fn rest(&mut self) -> bool {
         self.fill() || self.failed
     }
+}
+
+/// Fills the content and attributes of the file nodes of a folder kept by its walk record from its tree
+/// `id` in the parent snapshot, which holds the same nodes in the same order.
+fn fill_content(repo: &Repository, id: &ChunkId, nodes: &mut [Node]) -> anyhow::Result<()> {
+    let filled = repo.load_tree(id).map_err(anyhow::Error::from).and_then(|prev| {
+        if prev.nodes.len() != nodes.len() {
+            anyhow::bail!("it holds {} nodes, not {}", prev.nodes.len(), nodes.len());
+        }
+        for (n, p) in nodes.iter_mut().zip(prev.nodes) {
+            if (&n.name, n.kind) != (&p.name, p.kind) {
+                anyhow::bail!("it holds {:?} where the folder holds {:?}", p.name, n.name);
+            }
+            if n.kind == NodeKind::File {
+                n.content = p.content;
+                n.xattrs = p.xattrs;
+            }
+        }
+        Ok(())
+    });
+    filled.map_err(|e| {
+        // the next run reads the tree (or the files) instead of trusting the record again
+        repo.forget_walk_record(id);
+        e.context(format!(
+            "tree {} of the parent snapshot, which holds the content of an unchanged folder's files, \
+             cannot be used; run the backup again (it reads that folder's files if the tree stays unreadable)",
+            id_hex(id)
+        ))
+    })
 }
 
 fn unchanged(prev: &Node, now: &Node) -> bool {
@@ -1265,7 +1446,7 @@ pub(crate) mod tests {
     }
 
     fn backup(repo: &Arc<Repository>, src: &Path, parent: Option<(String, Snapshot)>) -> BackupOutcome {
-        backup_split(repo, src, parent, SplitRule::default())
+        backup_split(repo, src, parent, SplitRule::default(), None)
     }
 
     fn backup_split(
@@ -1273,11 +1454,13 @@ pub(crate) mod tests {
         src: &Path,
         parent: Option<(String, Snapshot)>,
         split: SplitRule,
+        ahead: Option<&Listings>,
     ) -> BackupOutcome {
         let sources = [src.to_path_buf()];
         let sel = Selection {
             sources: &sources,
             exclude: None,
+            ahead,
         };
         let wopts = WriterOptions {
             pack_size: 1 << 20,
@@ -1302,6 +1485,110 @@ pub(crate) mod tests {
             )
         })
         .unwrap()
+    }
+
+    #[test]
+    fn unchanged_folders_are_kept_by_their_walk_records_and_a_change_below_rewrites_them_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        // files at every level, so that the folders above a change hold files whose content must be kept
+        for (f, text) in [
+            ("f1", "one"),
+            ("d/f2", "two"),
+            ("d/e/f3", "three"),
+            ("d/e/g/f4", "four"),
+        ] {
+            std::fs::create_dir_all(src.join(f).parent().unwrap()).unwrap();
+            std::fs::write(src.join(f), text).unwrap();
+        }
+        std::os::unix::fs::symlink("f1", src.join("d/link")).unwrap();
+        let store: Arc<dyn BlobStore> = Arc::new(MemoryStore::default());
+        let opts = RepoOptions {
+            kdf: KdfParams {
+                m_cost: 64,
+                t_cost: 1,
+                p_cost: 1,
+            },
+            ..Default::default()
+        };
+        let pass = "sixteen+ characters";
+        let cached = |repo: Repository| Arc::new(repo.with_tree_cache(&dir.path().join("cache")));
+        let repo = cached(Repository::init(store.clone(), pass, &opts).unwrap());
+        let snap = |o: &BackupOutcome| {
+            let id = o.snapshot.clone().unwrap();
+            let s = repo.find_snapshot(&id).unwrap();
+            Some(s)
+        };
+        let first = backup(&repo, &src, None);
+        let reads = |repo: &Repository| {
+            let s = repo.tree_cache_stats();
+            s.hits + s.misses
+        };
+        // every folder has its record now: the next run reads the root's tree and no other
+        let before = reads(&repo);
+        let second = backup(&repo, &src, snap(&first));
+        assert_eq!(reads(&repo) - before, 1, "only the snapshot root's tree is read");
+        assert_eq!((second.stats.files, second.stats.files_unchanged), (4, 4));
+        assert_eq!((second.stats.dirs, second.stats.other), (4, 1));
+        assert_eq!(snap(&second).unwrap().1.tree, snap(&first).unwrap().1.tree);
+        // a change three folders down: those above it are written again with their files' content, read
+        // from their trees in the parent snapshot
+        std::fs::write(src.join("d/e/g/f4"), "four, changed").unwrap();
+        let third = backup(&repo, &src, snap(&second));
+        assert_eq!((third.stats.files, third.stats.files_unchanged), (4, 3));
+        // the same backup by a repository without a tree cache (no records: every tree read and paired)
+        let plain = Arc::new(Repository::open(store.clone(), pass).unwrap());
+        let alone = backup(&plain, &src, snap(&second));
+        let tree = |o: &BackupOutcome| plain.find_snapshot(o.snapshot.as_ref().unwrap()).unwrap().1.tree;
+        assert_eq!(tree(&third), tree(&alone));
+        assert_ne!(tree(&third), snap(&second).unwrap().1.tree);
+        let (_, top) = folder_tree(
+            &plain,
+            &plain.find_snapshot(third.snapshot.as_ref().unwrap()).unwrap().1,
+        );
+        let f1 = top.nodes.iter().find(|n| n.name == "f1").unwrap();
+        assert_eq!(f1.content.len(), 1, "the unchanged file keeps its content");
+        // and the run after it keeps everything by the records of the trees it wrote
+        let before = reads(&repo);
+        let fourth = backup(&repo, &src, snap(&third));
+        assert_eq!(reads(&repo) - before, 1);
+        assert_eq!(snap(&fourth).unwrap().1.tree, tree(&third));
+    }
+
+    #[test]
+    fn folders_listed_ahead_give_the_trees_a_walk_alone_gives() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        let files = many_folders(&src, 3);
+        let repo = test_repo();
+        let first = backup(&repo, &src, None);
+        let parent = || {
+            let id = first.snapshot.clone().unwrap();
+            Some((id.clone(), repo.find_snapshot(&id).unwrap().1))
+        };
+        // a changed file, a new one and a new folder
+        std::fs::write(src.join("a1/b2/c0/f1"), "changed, and longer").unwrap();
+        std::fs::write(src.join("a2/b0/c1/new"), "new").unwrap();
+        std::fs::create_dir(src.join("a0/new")).unwrap();
+        let alone = backup(&repo, &src, parent());
+        // every folder listed ahead, then a budget that covers a part of them
+        for budget in [usize::MAX, 20] {
+            let listed = crate::ahead::StatAhead::start(std::slice::from_ref(&src), None, budget, 1000)
+                .unwrap()
+                .join();
+            let (folders, _) = listed.size();
+            assert!(folders > 1, "{folders} folders listed ahead");
+            let out = backup_split(&repo, &src, parent(), SplitRule::default(), Some(&listed));
+            let tree = |o: &BackupOutcome| repo.find_snapshot(o.snapshot.as_ref().unwrap()).unwrap().1.tree;
+            assert_eq!(tree(&out), tree(&alone), "budget {budget}");
+            assert_eq!(out.stats.files, files as u64 + 1);
+            assert_eq!(out.stats.files_unchanged, files as u64 - 1);
+            assert_eq!(
+                listed.size().0,
+                0,
+                "every folder listed ahead was taken by the walk"
+            );
+        }
     }
 
     #[test]
@@ -1414,7 +1701,7 @@ pub(crate) mod tests {
             max: 32,
         };
         let repo = test_repo();
-        let first = backup_split(&repo, &src, None, rule);
+        let first = backup_split(&repo, &src, None, rule, None);
         assert_eq!(first.stats.errors, 0, "{:?}", first.problems);
         let id1 = first.snapshot.unwrap();
         let (_, snap1) = repo.find_snapshot(&id1).unwrap();
@@ -1458,7 +1745,7 @@ pub(crate) mod tests {
         assert_eq!(std::fs::read_dir(&restored).unwrap().count(), files + 3);
 
         // an unchanged run keeps every part and the folder's tree, reading the parent's parts one at a time
-        let second = backup_split(&repo, &src, Some((id1.clone(), snap1.clone())), rule);
+        let second = backup_split(&repo, &src, Some((id1.clone(), snap1.clone())), rule, None);
         assert_eq!(second.stats.files_unchanged as usize, files + 3);
         assert_eq!(second.stats.blobs_new, 0);
         let (_, snap2) = repo.find_snapshot(&second.snapshot.unwrap()).unwrap();
@@ -1468,7 +1755,7 @@ pub(crate) mod tests {
         // one file changed and one added: the other parts keep their ids
         std::fs::write(src.join("f0300"), "changed, and longer than before").unwrap();
         std::fs::write(src.join("f0300a"), "new").unwrap();
-        let third = backup_split(&repo, &src, Some((id1, snap1.clone())), rule);
+        let third = backup_split(&repo, &src, Some((id1, snap1.clone())), rule, None);
         assert_eq!(third.stats.files_unchanged as usize, files + 3 - 1);
         let (_, snap3) = repo.find_snapshot(&third.snapshot.unwrap()).unwrap();
         let (_, t3) = folder_tree(&repo, &snap3);
@@ -1490,7 +1777,7 @@ pub(crate) mod tests {
         };
         let (_, s3) = repo.find_snapshot("latest").unwrap();
         let latest = repo.snapshots().unwrap().pop().unwrap().0;
-        let fourth = backup_split(&repo, &src, Some((latest, s3)), big);
+        let fourth = backup_split(&repo, &src, Some((latest, s3)), big, None);
         assert_eq!(fourth.stats.files_unchanged as usize, files + 4);
         let (_, snap4) = repo.find_snapshot(&fourth.snapshot.unwrap()).unwrap();
         assert_eq!(snap4.version, 1);
@@ -1498,7 +1785,7 @@ pub(crate) mod tests {
         assert!(t4.parts.is_empty() && t4.nodes.len() == files + 4);
         // and split again from an unsplit parent
         let latest = repo.snapshots().unwrap().pop().unwrap();
-        let fifth = backup_split(&repo, &src, Some(latest), rule);
+        let fifth = backup_split(&repo, &src, Some(latest), rule, None);
         assert_eq!(fifth.stats.files_unchanged as usize, files + 4);
         let (_, snap5) = repo.find_snapshot(&fifth.snapshot.unwrap()).unwrap();
         assert_eq!(snap5.tree, snap3.tree);

@@ -192,6 +192,10 @@ pub struct Tuning {
     /// `SEEDSHIP_INDEX_MEMORY_MIB` (32): MiB of index slots (53 bytes per blob) held in memory; beyond it
     /// they go to the index cache file in the local cache folder.
     pub index_memory_mib: usize,
+    /// `SEEDSHIP_STAT_AHEAD` (65536): entries listed and lstat'ed ahead of the walk while the repository
+    /// opens (about 120 bytes each, freed as the walk takes them); `off` turns it off (0, as for every
+    /// knob, means the default).
+    pub stat_ahead: usize,
 }
 
 impl Tuning {
@@ -208,6 +212,10 @@ impl Tuning {
                 std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             ),
             index_memory_mib: env_usize("SEEDSHIP_INDEX_MEMORY_MIB", 32),
+            stat_ahead: match std::env::var("SEEDSHIP_STAT_AHEAD").as_deref() {
+                Ok("off") => 0,
+                _ => env_usize("SEEDSHIP_STAT_AHEAD", 1 << 16),
+            },
         }
     }
 
@@ -259,6 +267,7 @@ mod tests {
             index_seconds: 7,
             readers: 1,
             index_memory_mib: 1,
+            stat_ahead: 0,
         };
         let s = t.staging_writer();
         assert_eq!(

@@ -197,6 +197,13 @@ impl SortedNames {
     pub fn is_empty(&self) -> bool {
         self.order.is_empty()
     }
+
+    /// The names in order, borrowed.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &OsStr> {
+        self.order
+            .iter()
+            .map(|&i| OsStr::from_bytes(self.get(i as usize)))
+    }
 }
 
 impl IntoIterator for SortedNames {

@@ -11,6 +11,7 @@
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
+pub mod ahead;
 pub mod backup;
 pub mod beneath;
 pub mod browse;

@@ -2,6 +2,7 @@
 //! and the vault one (`online`). Opening the repository (with the vault's errors explained), running
 //! [`crate::backup`] with progress and Ctrl-C, and the lines and exit code a finished backup reports.
 
+use crate::ahead::StatAhead;
 use crate::backup::{BackupOutcome, WriterOptions};
 use crate::config::StorageKey;
 use crate::policy::{Mode, Policy};
@@ -73,8 +74,23 @@ fn parent_snapshot(repo: &Repository, pol: &Policy) -> anyhow::Result<Option<(St
         .find(|(_, s)| s.paths.iter().any(|p| paths.contains(p))))
 }
 
+/// Starts listing the policy's sources ahead of the walk ([`crate::ahead`]), for a backup to call before it
+/// opens the repository; none when `SEEDSHIP_STAT_AHEAD=off` or the exclusions do not compile (the backup
+/// then reports them).
+pub(crate) fn stat_ahead(cfg: &Config, pol: &Policy) -> Option<StatAhead> {
+    let exclude = if pol.exclude.is_empty() {
+        None
+    } else {
+        Some(pol.exclude.compile(&pol.sources).ok()?)
+    };
+    // a folder the walk splits is walked in parts, each lstat'ed on every core: not listed ahead
+    let largest = seedship_shared::repo::SplitRule::default().above;
+    StatAhead::start(&pol.sources, exclude, cfg.tuning.stat_ahead, largest)
+}
+
 /// Runs the backup pipeline into an open repository: removes what an interrupted run left unwritten,
-/// finds the parent snapshot, shows progress, and prints the warnings.
+/// finds the parent snapshot, shows progress, and prints the warnings. `ahead` (from [`stat_ahead`]) is
+/// stopped when the walk starts.
 pub(crate) fn run_pipeline(
     cfg: &Config,
     pol: &Policy,
@@ -82,6 +98,7 @@ pub(crate) fn run_pipeline(
     host: &str,
     wopts: WriterOptions,
     meter: Option<Arc<Meter>>,
+    ahead: Option<StatAhead>,
 ) -> anyhow::Result<BackupOutcome> {
     for object in repo.remove_incomplete()? {
         eprintln!("removed {object}: an earlier, interrupted backup created it but never wrote it");
@@ -93,9 +110,15 @@ pub(crate) fn run_pipeline(
         Some(pol.exclude.compile(&pol.sources)?)
     };
     let described = pol.exclude.describe();
+    let listed = ahead.map(StatAhead::finish);
+    if let Some(l) = &listed {
+        let (folders, entries) = l.size();
+        tracing::debug!(folders, entries, "listed ahead of the walk");
+    }
     let sel = crate::backup::Selection {
         sources: &pol.sources,
         exclude: excluder.as_ref().map(|e| (e, described.as_slice())),
+        ahead: listed.as_ref(),
     };
     // from here a signal stops the pipeline at a safe point instead of ending the process
     cfg.cancel.listen();

@@ -165,7 +165,8 @@ fn incrementals_into_the_vault_send_about_what_changed() {
     assert!(sent(&out) < 8 << 10, "{out}");
     assert_eq!(figure(&out, "received ", " bytes from the vault"), 0, "{out}");
     assert_eq!(figure(&out, "local cache, ", " from the vault"), 0, "{out}");
-    assert!(figure(&out, "trees: ", " from the local cache") >= 3, "{out}");
+    // the snapshot root's tree from the cache; the unchanged folders are kept by their walk records unread
+    assert!(figure(&out, "trees: ", " from the local cache") >= 1, "{out}");
     println!(
         "unchanged incremental against the vault ({} MiB in 41 files): {:.2} s, sent {} bytes",
         total >> 20,

@@ -26,9 +26,9 @@ pub use format::{
 pub use frame::{frame, unframe, FRAME_HEADER_LEN, FRAME_MAGIC};
 pub use pack::{IndexPolicy, PackWriter, VolumeDigest};
 pub use repository::{
-    encode_blob, encode_blob_into, EncodedBlob, Listing, RepoOptions, Repository, TreeRefs,
+    encode_blob, encode_blob_into, EncodedBlob, Listing, RepoOptions, Repository, TreeRefs, WalkRecord,
 };
-pub use tree::{ChunkRef, Node, NodeKind, SplitRule, Tree};
+pub use tree::{walk_digest, ChunkRef, Node, NodeKind, SplitRule, Tree};
 pub use tree_cache::TreeCacheStats;
 
 use crate::blob::BlobError;

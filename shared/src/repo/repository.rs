@@ -154,6 +154,54 @@ fn decompress(object: &str, body: &[u8], raw_len: Option<usize>) -> Result<Vec<u
     }
 }
 
+/// What a backup's walk needs of a folder's tree in the parent snapshot to keep it without reading it:
+/// the [`walk_digest`](crate::repo::walk_digest) of its nodes and the subtree ids of its folders, in order.
+/// Kept in the local tree cache, sealed with the repository key (a record that does not open, or names
+/// another tree, is dropped): a forged one would make a backup keep a changed folder's old tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalkRecord {
+    pub digest: [u8; 32],
+    pub subtrees: Vec<ChunkId>,
+}
+
+/// What a walk record's plaintext starts with.
+const WALK_RECORD_TAG: &[u8] = b"seedship walk record 1\n";
+
+impl WalkRecord {
+    /// `tag | tree id | digest | subtree count (u32 LE) | subtree ids`.
+    fn encode(&self, tree: &ChunkId) -> Vec<u8> {
+        let mut out = Vec::with_capacity(WALK_RECORD_TAG.len() + 68 + 32 * self.subtrees.len());
+        out.extend_from_slice(WALK_RECORD_TAG);
+        out.extend_from_slice(tree);
+        out.extend_from_slice(&self.digest);
+        out.extend_from_slice(&(self.subtrees.len() as u32).to_le_bytes());
+        for id in &self.subtrees {
+            out.extend_from_slice(id);
+        }
+        out
+    }
+
+    /// The record in `plain` if it is one of `tree`.
+    fn decode(tree: &ChunkId, plain: &[u8]) -> Option<WalkRecord> {
+        let rest = plain.strip_prefix(WALK_RECORD_TAG)?;
+        let (id, rest) = rest.split_first_chunk::<32>()?;
+        let (digest, rest) = rest.split_first_chunk::<32>()?;
+        let (n, rest) = rest.split_first_chunk::<4>()?;
+        let n = u32::from_le_bytes(*n) as usize;
+        if id != tree || rest.len() != n.checked_mul(32)? {
+            return None;
+        }
+        let subtrees = rest
+            .chunks_exact(32)
+            .map(|c| c.try_into().expect("32 bytes"))
+            .collect();
+        Some(WalkRecord {
+            digest: *digest,
+            subtrees,
+        })
+    }
+}
+
 /// An open repository: its store, master key, config and the in-memory index.
 #[derive(Debug)]
 pub struct Repository {
@@ -625,6 +673,62 @@ impl Repository {
         if let Some(t) = &self.trees {
             t.flush();
         }
+    }
+
+    /// The walk record of folder tree `tree` in the tree cache, if there is one that authenticates
+    /// (see [`WalkRecord`]).
+    pub fn walk_record(&self, tree: &ChunkId) -> Option<WalkRecord> {
+        let cache = self.trees.as_ref()?;
+        let at = self.walk_record_id(tree);
+        let sealed = cache.get(&at)?;
+        match self
+            .key
+            .open(&sealed)
+            .ok()
+            .and_then(|p| WalkRecord::decode(tree, &p))
+        {
+            Some(r) => Some(r),
+            None => {
+                cache.reject(
+                    &at,
+                    "a walk record that does not authenticate or is not this tree's",
+                );
+                None
+            }
+        }
+    }
+
+    /// Whether the tree cache holds a walk record for `tree` (not verified).
+    pub fn has_walk_record(&self, tree: &ChunkId) -> bool {
+        self.trees
+            .as_ref()
+            .is_some_and(|c| c.contains(&self.walk_record_id(tree)))
+    }
+
+    /// Adds the walk record of folder tree `tree` to the tree cache, if there is one; a failure is logged.
+    pub fn save_walk_record(&self, tree: &ChunkId, rec: &WalkRecord) {
+        let Some(cache) = &self.trees else {
+            return;
+        };
+        match self.key.seal(&rec.encode(tree)) {
+            Ok(sealed) => cache.put(&self.walk_record_id(tree), &sealed),
+            Err(e) => tracing::warn!(tree = %id_hex(tree), error = %e, "cannot seal a walk record"),
+        }
+    }
+
+    /// Replaces the walk record of `tree` by one no walk matches (an all-zero digest), so that this run
+    /// and the next ones read the folder's tree instead (a later record of an id overrides an earlier one).
+    pub fn forget_walk_record(&self, tree: &ChunkId) {
+        let never = WalkRecord {
+            digest: [0; 32],
+            subtrees: vec![],
+        };
+        self.save_walk_record(tree, &never);
+    }
+
+    /// Where the walk record of `tree` is kept in the tree cache: a keyed hash no tree id can equal.
+    fn walk_record_id(&self, tree: &ChunkId) -> ChunkId {
+        *blake3::keyed_hash(&self.key.derive("seedship 2026 walk record id"), tree).as_bytes()
     }
 
     /// Reads a folder's tree with all its nodes (the parts of a split folder joined): from the tree cache when
@@ -1315,6 +1419,55 @@ mod tests {
         let repo = reopen();
         assert_eq!(repo.load_tree(&b).unwrap().nodes[0].name, "b");
         assert_eq!(repo.tree_cache_stats(), TreeCacheStats { hits: 1, misses: 0 });
+    }
+
+    #[test]
+    fn walk_records_are_sealed_bound_to_their_tree_and_a_later_one_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn BlobStore> = Arc::new(MemoryStore::default());
+        let (repo, (a, _), (b, _)) = two_cached_trees(&store, dir.path());
+        let rec = WalkRecord {
+            digest: [7; 32],
+            subtrees: vec![[1; 32], [2; 32]],
+        };
+        assert!(!repo.has_walk_record(&a));
+        repo.save_walk_record(&a, &rec);
+        assert!(repo.has_walk_record(&a) && !repo.has_walk_record(&b));
+        assert_eq!(repo.walk_record(&a), Some(rec.clone()));
+        assert_eq!(repo.walk_record(&b), None);
+        drop(repo);
+        // a new process reads it from the segment
+        let reopen = || {
+            Repository::open(store.clone(), PASS)
+                .unwrap()
+                .with_tree_cache(dir.path())
+        };
+        let repo = reopen();
+        assert_eq!(repo.walk_record(&a), Some(rec.clone()));
+        // a record that cannot be read (the repository's record for a), or that names another tree, is none
+        assert_eq!(WalkRecord::decode(&b, &rec.encode(&a)), None);
+        assert_eq!(WalkRecord::decode(&a, &rec.encode(&a)[..100]), None);
+        // forgetting writes a record no digest matches, which the next process reads too
+        repo.forget_walk_record(&a);
+        let never = repo.walk_record(&a).unwrap();
+        assert_eq!(never.digest, [0; 32]);
+        drop(repo);
+        assert_eq!(reopen().walk_record(&a).unwrap().digest, [0; 32]);
+        // a record changed on disk does not authenticate: dropped with a warning
+        let repo = reopen();
+        drop(repo);
+        for seg in std::fs::read_dir(dir.path().join("trees")).unwrap() {
+            let p = seg.unwrap().path();
+            if p.extension().is_some_and(|x| x == "seg") {
+                let mut bytes = std::fs::read(&p).unwrap();
+                let last = bytes.len() - 1;
+                bytes[last] ^= 1;
+                std::fs::write(&p, bytes).unwrap();
+            }
+        }
+        let repo = reopen();
+        assert_eq!(repo.walk_record(&a), None);
+        assert!(!repo.has_walk_record(&a), "rejected: dropped from the map");
     }
 
     #[test]

@@ -125,6 +125,81 @@ impl Node {
     }
 }
 
+/// The digest of what a backup's walk builds `nodes` from: every field of each node but a file's content
+/// and extended attributes (read with its content) and a folder's subtree. Two node lists with the same
+/// digest are equal apart from those, in the same order. A walk whose fresh nodes of a folder have the
+/// digest recorded for the folder's tree in the parent snapshot keeps that tree without reading it (see
+/// [`WalkRecord`](crate::repo::WalkRecord)).
+pub fn walk_digest(nodes: &[Node]) -> [u8; 32] {
+    let mut h = blake3::Hasher::new_derive_key("seedship 2026 walk digest v1");
+    let text = |h: &mut blake3::Hasher, s: &str| {
+        h.update(&(s.len() as u64).to_le_bytes());
+        h.update(s.as_bytes());
+    };
+    let opt = |h: &mut blake3::Hasher, s: &Option<String>| match s {
+        None => {
+            h.update(&[0]);
+        }
+        Some(s) => {
+            h.update(&[1]);
+            text(h, s);
+        }
+    };
+    h.update(&(nodes.len() as u64).to_le_bytes());
+    for n in nodes {
+        // every field named: a field added to Node must be placed here (or left out on purpose)
+        let Node {
+            name,
+            name_raw,
+            kind,
+            mode,
+            uid,
+            gid,
+            user,
+            group,
+            mtime,
+            mtime_nsec,
+            ctime,
+            ctime_nsec,
+            dev,
+            ino,
+            nlink,
+            size,
+            rdev,
+            target,
+            target_raw,
+            xattrs,
+            content: _,
+            subtree: _,
+        } = n;
+        text(&mut h, name);
+        opt(&mut h, name_raw);
+        h.update(&[*kind as u8]);
+        for v in [*mode, *uid, *gid, *mtime_nsec, *ctime_nsec] {
+            h.update(&v.to_le_bytes());
+        }
+        for v in [*mtime, *ctime] {
+            h.update(&v.to_le_bytes());
+        }
+        for v in [*dev, *ino, *nlink, *size, *rdev] {
+            h.update(&v.to_le_bytes());
+        }
+        for s in [user, group, target, target_raw] {
+            opt(&mut h, s);
+        }
+        if *kind == NodeKind::File {
+            // a file's attributes are read with its content
+            continue;
+        }
+        h.update(&(xattrs.len() as u64).to_le_bytes());
+        for (k, v) in xattrs {
+            text(&mut h, k);
+            text(&mut h, v);
+        }
+    }
+    *h.finalize().as_bytes()
+}
+
 /// A directory listing, sorted by name bytes.
 ///
 /// A folder of more entries than [`SplitRule::above`] is stored split: its tree holds no nodes but `parts`,
@@ -193,5 +268,68 @@ impl SplitRule {
     pub fn ends_part(&self, hash: &[u8; 32], len: usize) -> bool {
         let low = u32::from_le_bytes([hash[0], hash[1], hash[2], hash[3]]);
         len >= self.max || low & ((1u32 << self.bits.min(31)) - 1) == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_walk_digest_covers_every_field_a_walk_reads_and_no_other() {
+        let mut file = Node::new("f", NodeKind::File);
+        file.size = 3;
+        let mut dir = Node::new("d", NodeKind::Dir);
+        dir.xattrs = vec![("user.a".into(), "01".into())];
+        let base = vec![file.clone(), dir.clone()];
+        let d0 = walk_digest(&base);
+        assert_eq!(walk_digest(&base), d0);
+        // what a walk does not read: a file's content and attributes, a folder's subtree
+        let mut same = base.clone();
+        same[0].content = vec![ChunkRef {
+            off: 0,
+            len: 3,
+            id: "00".repeat(32),
+        }];
+        same[0].xattrs = vec![("user.x".into(), "02".into())];
+        same[1].subtree = Some("11".repeat(32));
+        assert_eq!(walk_digest(&same), d0);
+        // every other field, and the order
+        let changes: Vec<fn(&mut Vec<Node>)> = vec![
+            |n| n[0].name = "g".into(),
+            |n| n[0].name_raw = Some("ff".into()),
+            |n| n[0].kind = NodeKind::Symlink,
+            |n| n[0].mode = 0o600,
+            |n| n[0].uid = 1,
+            |n| n[0].gid = 1,
+            |n| n[0].user = Some("u".into()),
+            |n| n[0].group = Some("g".into()),
+            |n| n[0].mtime = 1,
+            |n| n[0].mtime_nsec = 1,
+            |n| n[0].ctime = 1,
+            |n| n[0].ctime_nsec = 1,
+            |n| n[0].dev = 1,
+            |n| n[0].ino = 1,
+            |n| n[0].nlink = 2,
+            |n| n[0].size = 4,
+            |n| n[0].rdev = 1,
+            |n| n[0].target = Some("t".into()),
+            |n| n[0].target_raw = Some("74".into()),
+            |n| n[1].xattrs.clear(),
+            |n| n.swap(0, 1),
+            |n| {
+                n.pop();
+            },
+            // a name's bytes moved into the next field are not the same nodes
+            |n| {
+                n[0].name = "".into();
+                n[0].user = Some("f".into());
+            },
+        ];
+        for (i, change) in changes.iter().enumerate() {
+            let mut n = base.clone();
+            change(&mut n);
+            assert_ne!(walk_digest(&n), d0, "change {i}");
+        }
     }
 }

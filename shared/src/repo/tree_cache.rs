@@ -139,6 +139,11 @@ impl TreeCache {
         }
     }
 
+    /// Whether there is a record for `id` (not verified).
+    pub(crate) fn contains(&self, id: &ChunkId) -> bool {
+        self.segments().read().expect("lock").places.contains_key(id)
+    }
+
     /// Records a verified hit or a miss.
     pub(crate) fn count(&self, hit: bool) {
         let c = if hit { &self.hits } else { &self.misses };
