@@ -4,7 +4,7 @@ use super::blob_index::{BlobIndex, IndexCacheOptions};
 use super::format::{
     decode_index, Config, IndexEntry, KeyFile, Snapshot, BLOB_TREE, CONFIG_VERSION, SNAPSHOT_VERSION,
 };
-use super::frame::{frame, unframe};
+use super::frame::{frame, unframe, FRAME_HEADER_LEN};
 use super::tree::{Node, NodeKind, Tree};
 use super::tree_cache::{TreeCache, TreeCacheStats};
 use super::{id_hex, volume_name, ChunkId, IdSet, RepoError};
@@ -591,6 +591,15 @@ impl Repository {
         let mut removed = Vec::new();
         for prefix in ["index/", "snapshots/"] {
             for o in self.store.list(prefix)? {
+                // a written object's frame header is not zero: only an object whose head is zero is read whole
+                let mut head = [0u8; FRAME_HEADER_LEN];
+                let n = head.len().min(o.len as usize);
+                if n > 0 {
+                    self.store.read_at(&o.name, 0, &mut head[..n])?;
+                    if head[..n].iter().any(|&b| b != 0) {
+                        continue;
+                    }
+                }
                 if let Err(RepoError::Incomplete { object }) = read_framed(&*self.store, &o.name) {
                     self.store.delete(&object)?;
                     removed.push(object);

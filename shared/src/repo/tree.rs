@@ -131,21 +131,20 @@ impl Node {
 /// digest recorded for the folder's tree in the parent snapshot keeps that tree without reading it (see
 /// [`WalkRecord`](crate::repo::WalkRecord)).
 pub fn walk_digest(nodes: &[Node]) -> [u8; 32] {
-    let mut h = blake3::Hasher::new_derive_key("seedship 2026 walk digest v1");
-    let text = |h: &mut blake3::Hasher, s: &str| {
-        h.update(&(s.len() as u64).to_le_bytes());
-        h.update(s.as_bytes());
+    // the fields go into one buffer hashed at once: many small updates cost more than the hash itself
+    let mut b = Vec::with_capacity(nodes.len() * 128 + 8);
+    let text = |b: &mut Vec<u8>, s: &str| {
+        b.extend_from_slice(&(s.len() as u64).to_le_bytes());
+        b.extend_from_slice(s.as_bytes());
     };
-    let opt = |h: &mut blake3::Hasher, s: &Option<String>| match s {
-        None => {
-            h.update(&[0]);
-        }
+    let opt = |b: &mut Vec<u8>, s: &Option<String>| match s {
+        None => b.push(0),
         Some(s) => {
-            h.update(&[1]);
-            text(h, s);
+            b.push(1);
+            text(b, s);
         }
     };
-    h.update(&(nodes.len() as u64).to_le_bytes());
+    b.extend_from_slice(&(nodes.len() as u64).to_le_bytes());
     for n in nodes {
         // every field named: a field added to Node must be placed here (or left out on purpose)
         let Node {
@@ -172,32 +171,35 @@ pub fn walk_digest(nodes: &[Node]) -> [u8; 32] {
             content: _,
             subtree: _,
         } = n;
-        text(&mut h, name);
-        opt(&mut h, name_raw);
-        h.update(&[*kind as u8]);
+        text(&mut b, name);
+        opt(&mut b, name_raw);
+        b.push(*kind as u8);
         for v in [*mode, *uid, *gid, *mtime_nsec, *ctime_nsec] {
-            h.update(&v.to_le_bytes());
+            b.extend_from_slice(&v.to_le_bytes());
         }
         for v in [*mtime, *ctime] {
-            h.update(&v.to_le_bytes());
+            b.extend_from_slice(&v.to_le_bytes());
         }
         for v in [*dev, *ino, *nlink, *size, *rdev] {
-            h.update(&v.to_le_bytes());
+            b.extend_from_slice(&v.to_le_bytes());
         }
         for s in [user, group, target, target_raw] {
-            opt(&mut h, s);
+            opt(&mut b, s);
         }
         if *kind == NodeKind::File {
             // a file's attributes are read with its content
             continue;
         }
-        h.update(&(xattrs.len() as u64).to_le_bytes());
+        b.extend_from_slice(&(xattrs.len() as u64).to_le_bytes());
         for (k, v) in xattrs {
-            text(&mut h, k);
-            text(&mut h, v);
+            text(&mut b, k);
+            text(&mut b, v);
         }
     }
-    *h.finalize().as_bytes()
+    *blake3::Hasher::new_derive_key("seedship 2026 walk digest v1")
+        .update(&b)
+        .finalize()
+        .as_bytes()
 }
 
 /// A directory listing, sorted by name bytes.
