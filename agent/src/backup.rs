@@ -21,9 +21,9 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use rayon::prelude::*;
 use seedship_shared::blob::leaves::Leaves;
 use seedship_shared::repo::{
-    encode_blob, encode_blob_into, id_hex, parse_id, walk_digest, ChunkId, ChunkRef, EncodedBlob,
-    IndexPolicy, Listing, Node, NodeKind, PackWriter, Repository, Snapshot, SnapshotStats, SplitRule, Tree,
-    VolumeDigest, WalkRecord, BLOB_DATA, BLOB_TREE, SNAPSHOT_VERSION,
+    encode_blob, encode_blob_into, id_hex, names_digest, parse_id, walk_digest, ChunkId, ChunkRef,
+    EncodedBlob, IndexPolicy, Listing, Node, NodeKind, PackWriter, Repository, Snapshot, SnapshotStats,
+    SplitRule, Tree, VolumeDigest, WalkRecord, BLOB_DATA, BLOB_TREE, SNAPSHOT_VERSION,
 };
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
@@ -455,8 +455,16 @@ impl<'a> Trees<'a> {
             .collect::<Option<Vec<_>>>();
         // a folder node without a valid subtree id has no record (its tree is read next time)
         if let Some(subtrees) = subtrees {
-            let digest = seedship_shared::repo::walk_digest(nodes);
-            self.repo.save_walk_record(id, &WalkRecord { digest, subtrees });
+            let digest = walk_digest(nodes);
+            let names = names_digest(nodes.iter().map(|n| n.name_cow()));
+            self.repo.save_walk_record(
+                id,
+                &WalkRecord {
+                    digest,
+                    names,
+                    subtrees,
+                },
+            );
         }
     }
 
@@ -754,7 +762,7 @@ impl Walker<'_> {
                 .filter(|_| !differs)
                 .and_then(|id| Some((id, self.repo.walk_record(&id)?)));
             if let Some((id, record)) = record {
-                if let Some((nodes, subdirs)) = self.walk_kept(path, &entries, &metas, &record) {
+                if let Some((nodes, subdirs)) = self.walk_kept(path, entries.iter(), &metas, &record) {
                     self.trees.listed_kept(dir, nodes, id);
                     drop(folder);
                     self.walk_subdirs(dir, subdirs);
@@ -816,6 +824,28 @@ impl Walker<'_> {
             self.trees.enter();
             dir.pending.fetch_add(1, Ordering::AcqRel);
             let dir = self.trees.open(Some((dir.clone(), *k)));
+            *k += 1;
+            // the parent's next part, unread, with a walk record of the same names: passed unread, its
+            // nodes compared by the record's digest once the part's entries are lstat'ed
+            let kept = prev.unread_part().and_then(|(tree, part_id)| {
+                let record = self.repo.walk_record(&part_id)?;
+                (record.names == names_digest(part.iter().map(|n| n.as_bytes()))).then_some(KeptPart {
+                    tree,
+                    part: part_id,
+                    record,
+                })
+            });
+            if let Some(kept) = kept {
+                prev.skip_part(part.len());
+                out.push(PartWork {
+                    dir,
+                    entries: part.into_iter().map(|n| (n, None)).collect(),
+                    passed: false,
+                    keep: Some(kept.part),
+                    kept: Some(kept),
+                });
+                continue;
+            }
             let start = prev.part_start();
             let (entries, passed) = prev.pair(part);
             let keep = prev.whole_part(start);
@@ -824,15 +854,49 @@ impl Walker<'_> {
                 entries,
                 passed,
                 keep,
+                kept: None,
             });
-            *k += 1;
         }
         out
     }
 
     /// Walks one part of a split folder (see [`Walker::walk_dir`]).
-    fn walk_part(&self, path: &Path, folder: &fsmeta::Folder, w: PartWork) {
-        let (nodes, subdirs, d) = self.walk_entries(&w.dir, path, folder, w.entries, None);
+    fn walk_part(&self, path: &Path, folder: &fsmeta::Folder, mut w: PartWork) {
+        let mut metas = None;
+        if let Some(kept) = w.kept.take() {
+            let stats = lstat_all(folder, w.entries.iter().map(|(n, _)| n.as_os_str()));
+            let names = w.entries.iter().map(|(n, _)| n.as_os_str());
+            if let Some((nodes, subdirs)) = self.walk_kept(path, names, &stats, &kept.record) {
+                self.trees.listed_kept(&w.dir, nodes, kept.part);
+                self.walk_subdirs(&w.dir, subdirs);
+                self.trees.walked(w.dir);
+                return;
+            }
+            // something differs: the parent's part (of the same names) is read and paired after all
+            match self.repo.load_part(&kept.tree, &kept.part) {
+                Ok(nodes) if nodes.len() == w.entries.len() => {
+                    for ((name, pnode), n) in w.entries.iter_mut().zip(nodes) {
+                        if *name.as_bytes() == *n.name_cow() {
+                            *pnode = Some(n);
+                        } else {
+                            w.passed = true;
+                        }
+                    }
+                }
+                Ok(_) => w.passed = true,
+                Err(e) => {
+                    tracing::warn!(
+                        "the parent snapshot's tree cannot be read (its files are read again): {e}"
+                    );
+                    w.passed = true;
+                }
+            }
+            if w.passed {
+                w.keep = None;
+            }
+            metas = Some(stats);
+        }
+        let (nodes, subdirs, d) = self.walk_entries(&w.dir, path, folder, w.entries, metas);
         self.trees.listed(&w.dir, nodes, d | w.passed, w.keep);
         self.walk_subdirs(&w.dir, subdirs);
         self.trees.walked(w.dir);
@@ -843,19 +907,19 @@ impl Walker<'_> {
     /// the same order but for the files' content (see [`walk_digest`]). Then every file is unchanged and
     /// every subfolder's parent tree is known without reading the tree. None (the walk then pairs the
     /// entries with the parent tree's nodes) when anything differs, an entry cannot be read, or on a cancel.
-    fn walk_kept(
+    fn walk_kept<'n>(
         &self,
         path: &Path,
-        names: &fsmeta::SortedNames,
+        names: impl ExactSizeIterator<Item = &'n std::ffi::OsStr>,
         metas: &[std::io::Result<fsmeta::Stat>],
         record: &WalkRecord,
     ) -> Option<(Vec<Node>, Vec<PendingDir>)> {
-        if self.cancel.load(Ordering::Relaxed) {
+        if self.cancel.load(Ordering::Relaxed) || names.len() != metas.len() {
             return None;
         }
         let mut nodes = Vec::with_capacity(names.len());
         let mut dirs = vec![];
-        for (name, m) in names.iter().zip(metas) {
+        for (name, m) in names.zip(metas) {
             let m = m.as_ref().ok()?;
             let p = path.join(name);
             if self.exclude.is_some_and(|x| x.excludes(&p, m)) {
@@ -1085,6 +1149,16 @@ struct PartWork {
     passed: bool,
     /// The parent's part that held exactly the same names.
     keep: Option<ChunkId>,
+    /// That part, passed unread by its walk record (the entries are not paired with its nodes).
+    kept: Option<KeptPart>,
+}
+
+/// A part of a split folder in the parent snapshot, of the same names as a part cut now, passed unread.
+struct KeptPart {
+    /// The split folder's tree, and the part's.
+    tree: ChunkId,
+    part: ChunkId,
+    record: WalkRecord,
 }
 
 /// A subdirectory found while listing its parent, walked after the listing.
@@ -1098,6 +1172,8 @@ struct PendingDir {
 /// A folder's tree in the parent snapshot, read in name order alongside the folder's sorted entries: one
 /// part of a split tree in memory at a time, each node moved out to the entry of the same name.
 struct ParentCursor<'r> {
+    /// The folder's tree in the parent snapshot.
+    tree: Option<ChunkId>,
     listing: Option<Listing<'r>>,
     /// Whether the parent tree is split.
     split: bool,
@@ -1115,6 +1191,7 @@ impl<'r> ParentCursor<'r> {
     /// The cursor over tree `id` (none: no parent tree, or one that cannot be read).
     fn open(repo: &'r Repository, id: Option<ChunkId>) -> Self {
         let mut c = ParentCursor {
+            tree: id,
             listing: None,
             split: false,
             failed: false,
@@ -1192,6 +1269,24 @@ impl<'r> ParentCursor<'r> {
             })
             .collect();
         (paired, gone)
+    }
+
+    /// The parent's next part (with its folder's tree) when the cursor stands at its start, unread.
+    fn unread_part(&mut self) -> Option<(ChunkId, ChunkId)> {
+        if self.nodes.peek().is_some() || !self.split {
+            return None;
+        }
+        let listing = self.listing.as_ref()?;
+        Some((self.tree?, listing.peek_part()?))
+    }
+
+    /// Passes the part [`ParentCursor::unread_part`] named, of `count` nodes, unread.
+    fn skip_part(&mut self, count: usize) {
+        if let Some(l) = self.listing.as_mut() {
+            l.skip_part();
+        }
+        self.part = None;
+        self.passed += count;
     }
 
     /// Where a part of a split folder starts: the parent's part that starts here too, and where it ends.
@@ -1487,6 +1582,90 @@ pub(crate) mod tests {
         .unwrap()
     }
 
+    /// A new repository (passphrase "sixteen+ characters") with a tree cache in `cache`, and its store.
+    fn cached_repo(cache: &Path) -> (Arc<dyn BlobStore>, Arc<Repository>) {
+        let store: Arc<dyn BlobStore> = Arc::new(MemoryStore::default());
+        let opts = RepoOptions {
+            kdf: KdfParams {
+                m_cost: 64,
+                t_cost: 1,
+                p_cost: 1,
+            },
+            ..Default::default()
+        };
+        let repo = Repository::init(store.clone(), "sixteen+ characters", &opts).unwrap();
+        (store, Arc::new(repo.with_tree_cache(cache)))
+    }
+
+    /// Trees read so far (from the tree cache or the store).
+    fn reads(repo: &Repository) -> u64 {
+        let s = repo.tree_cache_stats();
+        s.hits + s.misses
+    }
+
+    #[test]
+    fn a_split_folder_keeps_its_unchanged_parts_by_their_walk_records() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        std::fs::create_dir_all(&src).unwrap();
+        for i in 0..600 {
+            std::fs::write(src.join(format!("f{i:04}")), format!("file {i}")).unwrap();
+        }
+        for d in 0..3 {
+            std::fs::create_dir(src.join(format!("d{d}"))).unwrap();
+            std::fs::write(src.join(format!("d{d}/inner")), format!("inner {d}")).unwrap();
+        }
+        let rule = SplitRule {
+            above: 100,
+            bits: 4,
+            max: 32,
+        };
+        let (store, repo) = cached_repo(&tmp.path().join("cache"));
+        let run = |repo: &Arc<Repository>, parent: Option<&BackupOutcome>| {
+            let parent = parent.map(|o| {
+                let id = o.snapshot.clone().unwrap();
+                (id.clone(), repo.find_snapshot(&id).unwrap().1)
+            });
+            let out = backup_split(repo, &src, parent, rule, None);
+            assert_eq!(out.stats.errors, 0, "{:?}", out.problems);
+            out
+        };
+        let tree = |o: &BackupOutcome| repo.find_snapshot(o.snapshot.as_ref().unwrap()).unwrap().1.tree;
+        let first = run(&repo, None);
+        let parts = folder_tree(
+            &repo,
+            &repo.find_snapshot(first.snapshot.as_ref().unwrap()).unwrap().1,
+        )
+        .1
+        .parts
+        .len();
+        assert!(parts >= 10, "{parts} parts");
+        // unchanged: the snapshot root and the split folder's list of parts are read, no part, no subfolder
+        let before = reads(&repo);
+        let second = run(&repo, Some(&first));
+        assert_eq!(reads(&repo) - before, 2);
+        assert_eq!(tree(&second), tree(&first));
+        assert_eq!(second.stats.files_unchanged, 603);
+        // a changed file (its part is read to pair its entries), a new one (the parts around it are cut and
+        // paired as before), a changed subfolder: the other parts are kept unread
+        std::fs::write(src.join("f0100"), "file 100, changed").unwrap();
+        std::fs::write(src.join("f0400b"), "new").unwrap();
+        std::fs::write(src.join("d1/inner"), "inner 1, changed").unwrap();
+        let before = reads(&repo);
+        let third = run(&repo, Some(&second));
+        let read = reads(&repo) - before;
+        assert!(read < parts as u64 / 2, "{read} trees read for {parts} parts");
+        assert_eq!((third.stats.files, third.stats.files_unchanged), (604, 601));
+        // the same as a walk without records
+        let plain = Arc::new(Repository::open(store.clone(), "sixteen+ characters").unwrap());
+        let alone = run(&plain, Some(&second));
+        assert_eq!(tree(&third), tree(&alone));
+        let before = reads(&repo);
+        let fourth = run(&repo, Some(&third));
+        assert_eq!(reads(&repo) - before, 2);
+        assert_eq!(tree(&fourth), tree(&third));
+    }
+
     #[test]
     fn unchanged_folders_are_kept_by_their_walk_records_and_a_change_below_rewrites_them_whole() {
         let dir = tempfile::tempdir().unwrap();
@@ -1502,28 +1681,14 @@ pub(crate) mod tests {
             std::fs::write(src.join(f), text).unwrap();
         }
         std::os::unix::fs::symlink("f1", src.join("d/link")).unwrap();
-        let store: Arc<dyn BlobStore> = Arc::new(MemoryStore::default());
-        let opts = RepoOptions {
-            kdf: KdfParams {
-                m_cost: 64,
-                t_cost: 1,
-                p_cost: 1,
-            },
-            ..Default::default()
-        };
+        let (store, repo) = cached_repo(&dir.path().join("cache"));
         let pass = "sixteen+ characters";
-        let cached = |repo: Repository| Arc::new(repo.with_tree_cache(&dir.path().join("cache")));
-        let repo = cached(Repository::init(store.clone(), pass, &opts).unwrap());
         let snap = |o: &BackupOutcome| {
             let id = o.snapshot.clone().unwrap();
             let s = repo.find_snapshot(&id).unwrap();
             Some(s)
         };
         let first = backup(&repo, &src, None);
-        let reads = |repo: &Repository| {
-            let s = repo.tree_cache_stats();
-            s.hits + s.misses
-        };
         // every folder has its record now: the next run reads the root's tree and no other
         let before = reads(&repo);
         let second = backup(&repo, &src, snap(&first));

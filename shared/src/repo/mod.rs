@@ -28,7 +28,7 @@ pub use pack::{IndexPolicy, PackWriter, VolumeDigest};
 pub use repository::{
     encode_blob, encode_blob_into, EncodedBlob, Listing, RepoOptions, Repository, TreeRefs, WalkRecord,
 };
-pub use tree::{walk_digest, ChunkRef, Node, NodeKind, SplitRule, Tree};
+pub use tree::{names_digest, walk_digest, ChunkRef, Node, NodeKind, SplitRule, Tree};
 pub use tree_cache::TreeCacheStats;
 
 use crate::blob::BlobError;

@@ -155,12 +155,14 @@ fn decompress(object: &str, body: &[u8], raw_len: Option<usize>) -> Result<Vec<u
 }
 
 /// What a backup's walk needs of a folder's tree in the parent snapshot to keep it without reading it:
-/// the [`walk_digest`](crate::repo::walk_digest) of its nodes and the subtree ids of its folders, in order.
+/// the [`walk_digest`](crate::repo::walk_digest) of its nodes, the [`names_digest`](crate::repo::names_digest)
+/// of their names and the subtree ids of its folders, in order.
 /// Kept in the local tree cache, sealed with the repository key (a record that does not open, or names
 /// another tree, is dropped): a forged one would make a backup keep a changed folder's old tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WalkRecord {
     pub digest: [u8; 32],
+    pub names: [u8; 32],
     pub subtrees: Vec<ChunkId>,
 }
 
@@ -168,12 +170,13 @@ pub struct WalkRecord {
 const WALK_RECORD_TAG: &[u8] = b"seedship walk record 1\n";
 
 impl WalkRecord {
-    /// `tag | tree id | digest | subtree count (u32 LE) | subtree ids`.
+    /// `tag | tree id | digest | names digest | subtree count (u32 LE) | subtree ids`.
     fn encode(&self, tree: &ChunkId) -> Vec<u8> {
-        let mut out = Vec::with_capacity(WALK_RECORD_TAG.len() + 68 + 32 * self.subtrees.len());
+        let mut out = Vec::with_capacity(WALK_RECORD_TAG.len() + 100 + 32 * self.subtrees.len());
         out.extend_from_slice(WALK_RECORD_TAG);
         out.extend_from_slice(tree);
         out.extend_from_slice(&self.digest);
+        out.extend_from_slice(&self.names);
         out.extend_from_slice(&(self.subtrees.len() as u32).to_le_bytes());
         for id in &self.subtrees {
             out.extend_from_slice(id);
@@ -186,6 +189,7 @@ impl WalkRecord {
         let rest = plain.strip_prefix(WALK_RECORD_TAG)?;
         let (id, rest) = rest.split_first_chunk::<32>()?;
         let (digest, rest) = rest.split_first_chunk::<32>()?;
+        let (names, rest) = rest.split_first_chunk::<32>()?;
         let (n, rest) = rest.split_first_chunk::<4>()?;
         let n = u32::from_le_bytes(*n) as usize;
         if id != tree || rest.len() != n.checked_mul(32)? {
@@ -197,6 +201,7 @@ impl WalkRecord {
             .collect();
         Some(WalkRecord {
             digest: *digest,
+            names: *names,
             subtrees,
         })
     }
@@ -730,6 +735,7 @@ impl Repository {
     pub fn forget_walk_record(&self, tree: &ChunkId) {
         let never = WalkRecord {
             digest: [0; 32],
+            names: [0; 32],
             subtrees: vec![],
         };
         self.save_walk_record(tree, &never);
@@ -777,7 +783,7 @@ impl Repository {
     }
 
     /// The nodes of `part`, a part of split folder `tree`.
-    fn load_part(&self, tree: &ChunkId, part: &ChunkId) -> Result<Vec<Node>, RepoError> {
+    pub fn load_part(&self, tree: &ChunkId, part: &ChunkId) -> Result<Vec<Node>, RepoError> {
         let t = self.load_tree_object(part)?;
         if !t.parts.is_empty() {
             return Err(RepoError::damaged(
@@ -887,6 +893,22 @@ impl Listing<'_> {
     /// Whether the folder is split into parts.
     pub fn is_split(&self) -> bool {
         self.split
+    }
+
+    /// The id of the next part when no node of the part before is left, without reading it (none for a
+    /// folder that is not split, and after the last part).
+    pub fn peek_part(&self) -> Option<ChunkId> {
+        if self.nodes.len() > 0 {
+            return None;
+        }
+        self.parts.as_slice().first().copied()
+    }
+
+    /// Passes the part [`Listing::peek_part`] names without reading it.
+    pub fn skip_part(&mut self) {
+        if self.nodes.len() == 0 {
+            self.parts.next();
+        }
     }
 
     /// The next part's id (none for a folder that is not split) and nodes; `None` after the last, and after
@@ -1437,6 +1459,7 @@ mod tests {
         let (repo, (a, _), (b, _)) = two_cached_trees(&store, dir.path());
         let rec = WalkRecord {
             digest: [7; 32],
+            names: [8; 32],
             subtrees: vec![[1; 32], [2; 32]],
         };
         assert!(!repo.has_walk_record(&a));

@@ -202,6 +202,21 @@ pub fn walk_digest(nodes: &[Node]) -> [u8; 32] {
         .as_bytes()
 }
 
+/// The digest of a run of names (as bytes), in order: a walk record's check that a part of a split folder
+/// holds the same names as its parent's part, made before the part is `lstat`ed.
+pub fn names_digest<N: AsRef<[u8]>>(names: impl IntoIterator<Item = N>) -> [u8; 32] {
+    let mut b = Vec::new();
+    for n in names {
+        let n = n.as_ref();
+        b.extend_from_slice(&(n.len() as u64).to_le_bytes());
+        b.extend_from_slice(n);
+    }
+    *blake3::Hasher::new_derive_key("seedship 2026 walk names v1")
+        .update(&b)
+        .finalize()
+        .as_bytes()
+}
+
 /// A directory listing, sorted by name bytes.
 ///
 /// A folder of more entries than [`SplitRule::above`] is stored split: its tree holds no nodes but `parts`,
