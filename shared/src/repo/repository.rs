@@ -690,9 +690,13 @@ impl Repository {
     }
 
     /// The walk record of folder tree `tree` in the tree cache, if there is one that authenticates
-    /// (see [`WalkRecord`]).
+    /// (see [`WalkRecord`]) and the index holds the tree: like a cached tree, a record never makes a tree
+    /// the repository lost (after damage, or a prune) part of a new snapshot.
     pub fn walk_record(&self, tree: &ChunkId) -> Option<WalkRecord> {
         let cache = self.trees.as_ref()?;
+        if !self.contains(tree) {
+            return None;
+        }
         let at = self.walk_record_id(tree);
         let sealed = cache.get(&at)?;
         match self
@@ -1463,6 +1467,14 @@ mod tests {
             subtrees: vec![[1; 32], [2; 32]],
         };
         assert!(!repo.has_walk_record(&a));
+        let unindexed = [9; 32];
+        repo.save_walk_record(&unindexed, &rec);
+        assert!(repo.has_walk_record(&unindexed));
+        assert_eq!(
+            repo.walk_record(&unindexed),
+            None,
+            "the index does not hold that tree"
+        );
         repo.save_walk_record(&a, &rec);
         assert!(repo.has_walk_record(&a) && !repo.has_walk_record(&b));
         assert_eq!(repo.walk_record(&a), Some(rec.clone()));
