@@ -35,7 +35,7 @@ impl Listings {
         self.folders.lock().expect("lock").remove(path)
     }
 
-    /// How many folders and entries were listed ahead.
+    /// How many folders listed ahead are not taken yet, and how many entries were listed in all.
     pub fn size(&self) -> (usize, usize) {
         (self.folders.lock().expect("lock").len(), self.entries)
     }
