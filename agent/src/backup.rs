@@ -1603,23 +1603,29 @@ pub(crate) mod tests {
         s.hits + s.misses
     }
 
-    #[test]
-    fn a_split_folder_keeps_its_unchanged_parts_by_their_walk_records() {
-        let tmp = tempfile::tempdir().unwrap();
-        let src = tmp.path().join("src");
-        std::fs::create_dir_all(&src).unwrap();
-        for i in 0..600 {
+    /// A folder of `files` files `f<i>` and 3 subfolders `d<i>` of one file each, and a split rule that cuts
+    /// it into parts of about 16 nodes, at most 32.
+    fn wide_folder(src: &Path, files: usize) -> SplitRule {
+        std::fs::create_dir_all(src).unwrap();
+        for i in 0..files {
             std::fs::write(src.join(format!("f{i:04}")), format!("file {i}")).unwrap();
         }
         for d in 0..3 {
             std::fs::create_dir(src.join(format!("d{d}"))).unwrap();
             std::fs::write(src.join(format!("d{d}/inner")), format!("inner {d}")).unwrap();
         }
-        let rule = SplitRule {
+        SplitRule {
             above: 100,
             bits: 4,
             max: 32,
-        };
+        }
+    }
+
+    #[test]
+    fn a_split_folder_keeps_its_unchanged_parts_by_their_walk_records() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        let rule = wide_folder(&src, 600);
         let (store, repo) = cached_repo(&tmp.path().join("cache"));
         let run = |repo: &Arc<Repository>, parent: Option<&BackupOutcome>| {
             let parent = parent.map(|o| {
@@ -1850,21 +1856,8 @@ pub(crate) mod tests {
     fn a_wide_folder_is_stored_in_parts_that_unchanged_runs_keep_and_readers_join() {
         let tmp = tempfile::tempdir().unwrap();
         let src = tmp.path().join("src");
-        std::fs::create_dir_all(&src).unwrap();
         let files = 600;
-        for i in 0..files {
-            std::fs::write(src.join(format!("f{i:04}")), format!("file {i}")).unwrap();
-        }
-        for d in 0..3 {
-            std::fs::create_dir(src.join(format!("d{d}"))).unwrap();
-            std::fs::write(src.join(format!("d{d}/inner")), format!("inner {d}")).unwrap();
-        }
-        // parts of about 16 nodes, at most 32
-        let rule = SplitRule {
-            above: 100,
-            bits: 4,
-            max: 32,
-        };
+        let rule = wide_folder(&src, files);
         let repo = test_repo();
         let first = backup_split(&repo, &src, None, rule, None);
         assert_eq!(first.stats.errors, 0, "{:?}", first.problems);
