@@ -1584,16 +1584,7 @@ pub(crate) mod tests {
 
     /// A new repository (passphrase "sixteen+ characters") with a tree cache in `cache`, and its store.
     fn cached_repo(cache: &Path) -> (Arc<dyn BlobStore>, Arc<Repository>) {
-        let store: Arc<dyn BlobStore> = Arc::new(MemoryStore::default());
-        let opts = RepoOptions {
-            kdf: KdfParams {
-                m_cost: 64,
-                t_cost: 1,
-                p_cost: 1,
-            },
-            ..Default::default()
-        };
-        let repo = Repository::init(store.clone(), "sixteen+ characters", &opts).unwrap();
+        let (store, repo) = memory_repo();
         (store, Arc::new(repo.with_tree_cache(cache)))
     }
 
@@ -1831,8 +1822,8 @@ pub(crate) mod tests {
         assert_eq!(third.stats.blobs_new, 6);
     }
 
-    /// A repository in memory with a fast key derivation.
-    pub(crate) fn test_repo() -> Arc<Repository> {
+    /// A repository in memory with a fast key derivation (passphrase "sixteen+ characters"), and its store.
+    fn memory_repo() -> (Arc<dyn BlobStore>, Repository) {
         let store: Arc<dyn BlobStore> = Arc::new(MemoryStore::default());
         let opts = RepoOptions {
             kdf: KdfParams {
@@ -1842,7 +1833,13 @@ pub(crate) mod tests {
             },
             ..Default::default()
         };
-        Arc::new(Repository::init(store, "sixteen+ characters", &opts).unwrap())
+        let repo = Repository::init(store.clone(), "sixteen+ characters", &opts).unwrap();
+        (store, repo)
+    }
+
+    /// A repository in memory with a fast key derivation.
+    pub(crate) fn test_repo() -> Arc<Repository> {
+        Arc::new(memory_repo().1)
     }
 
     /// The tree object of `src` (the snapshot root's only folder).
