@@ -52,7 +52,7 @@ impl StatAhead {
     /// folders of at most `largest` entries each; none when `budget` is 0.
     pub fn start(
         sources: &[PathBuf],
-        exclude: Option<Excluder>,
+        exclude: Option<Arc<Excluder>>,
         budget: usize,
         largest: usize,
     ) -> Option<StatAhead> {
@@ -64,7 +64,7 @@ impl StatAhead {
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("stat-ahead".into())
-            .spawn(move || list_ahead(&sources, exclude.as_ref(), budget, largest, &flag))
+            .spawn(move || list_ahead(&sources, exclude.as_deref(), budget, largest, &flag))
             .ok()?;
         Some(StatAhead {
             stop,
@@ -171,7 +171,7 @@ mod tests {
             ..Default::default()
         };
         let x = policy.compile(std::slice::from_ref(&root)).unwrap();
-        let l = StatAhead::start(std::slice::from_ref(&root), Some(x), 1000, 1000)
+        let l = StatAhead::start(std::slice::from_ref(&root), Some(Arc::new(x)), 1000, 1000)
             .unwrap()
             .join();
         assert_eq!(l.size(), (4, 8), "src, a, a/x and b; not skip");

@@ -2,7 +2,7 @@
 
 use crate::pipeline::{
     backup_exit, known_leaves, leaf_cache_path, load_leaf_cache, open_repo, run_pipeline, save_leaf_cache,
-    snapshot_line, staged_blobs, stat_ahead,
+    snapshot_line, staged_blobs, start_walk,
 };
 use crate::policy::{self, Mode, Policy};
 use crate::report::{
@@ -256,13 +256,13 @@ pub fn backup(cfg: &Config, c: &BackupCmd, sum: &mut BackupSummary) -> anyhow::R
     }
     let _lock = crate::lock::acquire(&cfg.storage_key, &pol, "backup")?;
     sum.target = Some("staging".into());
-    let ahead = stat_ahead(cfg, &pol);
+    let start = start_walk(cfg, &pol)?;
     let repo = open_repo(cfg, &pol, true)?;
     let leaf_path = leaf_cache_path(cfg, &pol);
     let mut leaves = load_leaf_cache(&leaf_path);
     let mut wopts = cfg.tuning.staging_writer();
     wopts.known_leaves = known_leaves(&leaves, &desc.blobs);
-    let out = run_pipeline(cfg, &pol, &repo, &desc.source_host, wopts, None, ahead)?;
+    let out = run_pipeline(cfg, &pol, &repo, &desc.source_host, wopts, None, start)?;
     sum.set_stats(&out.stats);
     let Some(snap) = out.snapshot else {
         println!(

@@ -8,7 +8,7 @@
 //! the staging folder: the staging job descriptor is neither read nor written. Each finished backup is recorded in
 //! `<state-dir>/last-backup.json` for `status`, which needs no passphrase and no network.
 
-use crate::pipeline::{backup_exit, open_metered_repo, run_pipeline, snapshot_line, stat_ahead};
+use crate::pipeline::{backup_exit, open_metered_repo, run_pipeline, snapshot_line, start_walk};
 use crate::policy::Policy;
 pub use crate::report::LastBackup;
 use crate::{BackupCmd, Config, Exit};
@@ -28,7 +28,7 @@ pub fn backup(
     let started = Instant::now();
     let meter = Arc::new(upload_meter(c.limit_upload, &pol.upload));
     let _lock = crate::lock::acquire(&cfg.storage_key, pol, "backup")?;
-    let ahead = stat_ahead(cfg, pol);
+    let start = start_walk(cfg, pol)?;
     let repo = open_metered_repo(cfg, pol, true, meter.clone())?;
     let host = seedship_shared::host::hostname();
     let out = run_pipeline(
@@ -38,7 +38,7 @@ pub fn backup(
         &host,
         cfg.tuning.online_writer(),
         Some(meter.clone()),
-        ahead,
+        start,
     )?;
     let secs = started.elapsed().as_secs_f64();
     let m = meter.stats();

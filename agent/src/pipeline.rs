@@ -5,6 +5,7 @@
 use crate::ahead::StatAhead;
 use crate::backup::{BackupOutcome, WriterOptions};
 use crate::config::StorageKey;
+use crate::exclude::Excluder;
 use crate::policy::{Mode, Policy};
 use crate::progress::{Counters, Display};
 use crate::store::open_metered_repo_store;
@@ -74,23 +75,31 @@ fn parent_snapshot(repo: &Repository, pol: &Policy) -> anyhow::Result<Option<(St
         .find(|(_, s)| s.paths.iter().any(|p| paths.contains(p))))
 }
 
-/// Starts listing the policy's sources ahead of the walk ([`crate::ahead`]), for a backup to call before it
-/// opens the repository; none when `SEEDSHIP_STAT_AHEAD=off` or the exclusions do not compile (the backup
-/// then reports them).
-pub(crate) fn stat_ahead(cfg: &Config, pol: &Policy) -> Option<StatAhead> {
+/// What a backup's walk starts from, made before the repository opens: the policy's exclusions, compiled
+/// once for the walk and the listing ahead of it, and that listing ([`crate::ahead`], none when
+/// `SEEDSHIP_STAT_AHEAD=off`), which runs while the repository opens.
+pub(crate) struct WalkStart {
+    exclude: Option<Arc<Excluder>>,
+    ahead: Option<StatAhead>,
+}
+
+/// Compiles the policy's exclusions and starts listing its sources ahead of the walk: for a backup to call
+/// before it opens the repository.
+pub(crate) fn start_walk(cfg: &Config, pol: &Policy) -> anyhow::Result<WalkStart> {
     let exclude = if pol.exclude.is_empty() {
         None
     } else {
-        Some(pol.exclude.compile(&pol.sources).ok()?)
+        Some(Arc::new(pol.exclude.compile(&pol.sources)?))
     };
     // a folder the walk splits is walked in parts, each lstat'ed on every core: not listed ahead
     let largest = seedship_shared::repo::SplitRule::default().above;
-    StatAhead::start(&pol.sources, exclude, cfg.tuning.stat_ahead, largest)
+    let ahead = StatAhead::start(&pol.sources, exclude.clone(), cfg.tuning.stat_ahead, largest);
+    Ok(WalkStart { exclude, ahead })
 }
 
 /// Runs the backup pipeline into an open repository: removes what an interrupted run left unwritten,
-/// finds the parent snapshot, shows progress, and prints the warnings. `ahead` (from [`stat_ahead`]) is
-/// stopped when the walk starts.
+/// finds the parent snapshot, shows progress, and prints the warnings. The listing ahead of `start` (from
+/// [`start_walk`]) is stopped when the walk starts.
 pub(crate) fn run_pipeline(
     cfg: &Config,
     pol: &Policy,
@@ -98,17 +107,16 @@ pub(crate) fn run_pipeline(
     host: &str,
     wopts: WriterOptions,
     meter: Option<Arc<Meter>>,
-    ahead: Option<StatAhead>,
+    start: WalkStart,
 ) -> anyhow::Result<BackupOutcome> {
     for object in repo.remove_incomplete()? {
         eprintln!("removed {object}: an earlier, interrupted backup created it but never wrote it");
     }
     let parent = parent_snapshot(repo, pol)?;
-    let excluder = if pol.exclude.is_empty() {
-        None
-    } else {
-        Some(pol.exclude.compile(&pol.sources)?)
-    };
+    let WalkStart {
+        exclude: excluder,
+        ahead,
+    } = start;
     let described = pol.exclude.describe();
     let listed = ahead.map(StatAhead::finish);
     if let Some(l) = &listed {
@@ -117,7 +125,7 @@ pub(crate) fn run_pipeline(
     }
     let sel = crate::backup::Selection {
         sources: &pol.sources,
-        exclude: excluder.as_ref().map(|e| (e, described.as_slice())),
+        exclude: excluder.as_deref().map(|e| (e, described.as_slice())),
         ahead: listed.as_ref(),
     };
     // from here a signal stops the pipeline at a safe point instead of ending the process
