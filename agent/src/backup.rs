@@ -771,7 +771,7 @@ impl Walker<'_> {
             }
             let mut prev = ParentCursor::open(self.repo, parent);
             let (entries, passed) = prev.pair(entries);
-            let (nodes, subdirs, d) = self.walk_entries(dir, path, &folder, entries, Some(metas));
+            let (nodes, subdirs, d) = self.walk_entries(dir, path, entries, metas);
             // entries of the parent tree that are gone; a parent tree stored split is never kept (the folder
             // is not split now)
             differs |= d | passed | prev.rest();
@@ -862,11 +862,10 @@ impl Walker<'_> {
 
     /// Walks one part of a split folder (see [`Walker::walk_dir`]).
     fn walk_part(&self, path: &Path, folder: &fsmeta::Folder, mut w: PartWork) {
-        let mut metas = None;
+        let metas = lstat_all(folder, w.entries.iter().map(|(n, _)| n.as_os_str()));
         if let Some(kept) = w.kept.take() {
-            let stats = lstat_all(folder, w.entries.iter().map(|(n, _)| n.as_os_str()));
             let names = w.entries.iter().map(|(n, _)| n.as_os_str());
-            if let Some((nodes, subdirs)) = self.walk_kept(path, names, &stats, &kept.record) {
+            if let Some((nodes, subdirs)) = self.walk_kept(path, names, &metas, &kept.record) {
                 self.trees.listed_kept(&w.dir, nodes, kept.part);
                 self.walk_subdirs(&w.dir, subdirs);
                 self.trees.walked(w.dir);
@@ -894,9 +893,8 @@ impl Walker<'_> {
             if w.passed {
                 w.keep = None;
             }
-            metas = Some(stats);
         }
-        let (nodes, subdirs, d) = self.walk_entries(&w.dir, path, folder, w.entries, metas);
+        let (nodes, subdirs, d) = self.walk_entries(&w.dir, path, w.entries, metas);
         self.trees.listed(&w.dir, nodes, d | w.passed, w.keep);
         self.walk_subdirs(&w.dir, subdirs);
         self.trees.walked(w.dir);
@@ -968,23 +966,18 @@ impl Walker<'_> {
 
     /// Adds the nodes of `entries` (in name order, each with its parent node) to directory `dir` (a folder or
     /// a part of one); returns the nodes, the subdirectories to walk, and whether any entry differs from its
-    /// parent node. `ahead` is each entry's lstat when the folder was listed ahead.
+    /// parent node. `metas` is each entry's lstat ([`lstat_all`], or listed ahead), in the same order.
     fn walk_entries(
         &self,
         dir: &Arc<Dir>,
         path: &Path,
-        folder: &fsmeta::Folder,
         entries: Vec<Paired>,
-        ahead: Option<Vec<std::io::Result<fsmeta::Stat>>>,
+        metas: Vec<std::io::Result<fsmeta::Stat>>,
     ) -> (Vec<Node>, Vec<PendingDir>, bool) {
         let mut differs = false;
         let mut nodes = Vec::with_capacity(entries.len());
         let mut subdirs = vec![];
-        let mut metas = match ahead.filter(|s| s.len() == entries.len()) {
-            Some(stats) => stats,
-            None => lstat_all(folder, entries.iter().map(|(name, _)| name.as_os_str())),
-        }
-        .into_iter();
+        let mut metas = metas.into_iter();
         for (name, pnode) in entries {
             if self.cancel.load(Ordering::Relaxed) {
                 differs = true;
